@@ -1,2 +1,228 @@
-//! placeholder
+//! mcptap's engine: an explicit HTTPS intercepting proxy.
+//!
+//! Clients send `CONNECT` (or absolute-form `http://` requests); TLS is terminated with a leaf
+//! certificate from a [`CertSource`], the upstream gets its own verified TLS connection, and
+//! bodies stream through taps that copy a bounded prefix into the flow. Everything the engine
+//! learns leaves it as [`FlowEvent`](mcptap_flow::FlowEvent)s on a bounded channel
+//! ([`events`]); it knows nothing of terminals or disks.
 #![deny(missing_docs)]
+
+mod connect;
+pub mod events;
+mod forward;
+mod serve;
+pub mod shutdown;
+mod tap;
+pub mod upstream;
+
+pub use events::{EventReceiver, EventSender};
+pub use tap::BoxError;
+pub use upstream::{TrustError, UpstreamTrust};
+
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use regex::RegexSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Where TLS server configurations for intercepted hosts come from (mcptap's CA).
+pub trait CertSource: Send + Sync + 'static {
+    /// A ready server config presenting a certificate for `host` (a DNS name or an IP literal),
+    /// offering `alpn`.
+    fn server_config(
+        &self,
+        host: &str,
+        alpn: &[Vec<u8>],
+    ) -> Result<Arc<rustls::ServerConfig>, BoxError>;
+}
+
+/// Default bytes of each body kept in the flow.
+pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How the proxy behaves. Built by the CLI from validated arguments; tests build it directly.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Bytes of each body copied into its flow.
+    pub body_limit: usize,
+    /// CONNECT targets matching any of these are tunnelled without decryption
+    /// (matched against `host:port` and `host`).
+    pub ignore_hosts: Vec<String>,
+    /// Upstream certificate trust.
+    pub upstream_trust: UpstreamTrust,
+    /// Limit for DNS + TCP connect + TLS handshake to an upstream.
+    pub connect_timeout: Duration,
+    /// How long shutdown waits for exchanges in flight.
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit: DEFAULT_BODY_LIMIT,
+            ignore_hosts: Vec::new(),
+            upstream_trust: UpstreamTrust::default(),
+            connect_timeout: Duration::from_secs(15),
+            shutdown_deadline: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The listen address is taken.
+    #[error("{addr} is already in use")]
+    AddrInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// Binding failed otherwise.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An `--ignore-hosts` pattern is not a valid regex.
+    #[error("invalid --ignore-hosts pattern: {0}")]
+    IgnoreHosts(#[source] regex::Error),
+    /// The upstream trust store could not be built.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+}
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub ca: Arc<dyn CertSource>,
+    pub client: Client<upstream::Connector, tap::Tap<hyper::body::Incoming>>,
+    /// For upgrade requests (WebSocket), which need HTTP/1.1 upstream.
+    pub client_h1: Client<upstream::Connector, tap::Tap<hyper::body::Incoming>>,
+    pub connector: upstream::Connector,
+    pub events: EventSender,
+    pub next_id: AtomicU64,
+    pub body_limit: usize,
+    ignore_hosts: Option<RegexSet>,
+}
+
+impl Shared {
+    pub(crate) fn is_ignored(&self, host: &str, port: u16) -> bool {
+        self.ignore_hosts.as_ref().is_some_and(|set| {
+            set.is_match(host) || set.is_match(&format!("{}:{port}", forward::url_host(host)))
+        })
+    }
+}
+
+/// A bound proxy, ready to serve.
+pub struct Proxy {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown_deadline: Duration,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+fn pooled_client(
+    connector: upstream::Connector,
+) -> Client<upstream::Connector, tap::Tap<hyper::body::Incoming>> {
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+impl Proxy {
+    /// Binds the listener and prepares the upstream client. Events go to `events`.
+    pub async fn bind(
+        config: ProxyConfig,
+        ca: Arc<dyn CertSource>,
+        events: EventSender,
+    ) -> Result<Proxy, ProxyError> {
+        let ignore_hosts = if config.ignore_hosts.is_empty() {
+            None
+        } else {
+            Some(RegexSet::new(&config.ignore_hosts).map_err(ProxyError::IgnoreHosts)?)
+        };
+        let tls = upstream::client_tls_config(&config.upstream_trust, &[b"h2", b"http/1.1"])?;
+        let tls_h1 = upstream::client_tls_config(&config.upstream_trust, &[b"http/1.1"])?;
+        let connector = upstream::Connector::new(tls, config.connect_timeout);
+        let connector_h1 = upstream::Connector::new(tls_h1, config.connect_timeout);
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                ProxyError::AddrInUse {
+                    addr: config.listen,
+                }
+            } else {
+                ProxyError::Bind {
+                    addr: config.listen,
+                    source,
+                }
+            }
+        })?;
+        Ok(Proxy {
+            listener,
+            shared: Arc::new(Shared {
+                ca,
+                client: pooled_client(connector.clone()),
+                client_h1: pooled_client(connector_h1),
+                connector,
+                events,
+                next_id: AtomicU64::new(1),
+                body_limit: config.body_limit,
+                ignore_hosts,
+            }),
+            shutdown_deadline: config.shutdown_deadline,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `signal` resolves, then drains for at most the shutdown deadline.
+    pub async fn serve(self, signal: impl Future<Output = ()>) {
+        let shutdown = shutdown::Shutdown::new();
+        let mut signal = std::pin::pin!(signal);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let shared = self.shared.clone();
+                        let guard = shutdown.guard();
+                        let span = tracing::debug_span!("conn", %peer);
+                        tokio::spawn(tracing::Instrument::instrument(
+                            serve::serve_listener_conn(shared, stream, guard),
+                            span,
+                        ));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut signal => break,
+            }
+        }
+        drop(self.listener);
+        shutdown.run(self.shutdown_deadline).await;
+    }
+}

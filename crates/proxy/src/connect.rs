@@ -1,0 +1,434 @@
+//! CONNECT: answer `200`, then look at the first bytes the client sends through the tunnel.
+//! TLS is terminated with a leaf minted for the SNI (or the target, for IP literals); anything
+//! else is served as plain HTTP; `--ignore-hosts` targets are spliced without decryption.
+
+use crate::forward::{self, flow_headers, flow_version, next_id, text_response, ConnCtx, Target};
+use crate::serve::{serve_auto, serve_h1, serve_h2};
+use crate::shutdown::Guard;
+use crate::Shared;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use mcptap_flow::{
+    now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowKind, FlowState, TlsInfo, TunnelStats,
+};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// ALPN offered to clients: whatever they prefer of these.
+const CLIENT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// Parses `host:port` from a CONNECT request target.
+fn connect_target(req: &Request<Incoming>) -> Option<(String, u16)> {
+    let authority = req.uri().authority()?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, authority.port_u16().unwrap_or(443)))
+}
+
+/// Handles a CONNECT on the proxy listener.
+pub(crate) async fn handle_connect(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+    guard: Guard,
+) -> Response<forward::ProxyBody> {
+    let Some((host, port)) = connect_target(&req) else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "mcptap: CONNECT needs a host:port target\n",
+        );
+    };
+    if shared.is_ignored(&host, port) {
+        return tunnel_ignored(shared, ctx, req, host, port, guard).await;
+    }
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                intercept(
+                    shared,
+                    ctx,
+                    upgraded,
+                    Target {
+                        host,
+                        port,
+                        tls: false,
+                    },
+                    guard,
+                )
+                .await
+            }
+            Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
+        }
+    });
+    Response::new(forward::empty())
+}
+
+/// The client's side of a tunnel: the raw socket when hyper hands it back untouched (the fast
+/// path), otherwise the upgraded stream with any bytes hyper had already read replayed first.
+enum TunnelIo {
+    Tcp(TcpStream),
+    Other(Prefixed<Box<dyn Io>>),
+}
+
+/// Any byte stream a tunnel can run over.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+fn into_tunnel_io(upgraded: hyper::upgrade::Upgraded) -> TunnelIo {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) if parts.read_buf.is_empty() => TunnelIo::Tcp(parts.io.into_inner()),
+        Ok(parts) => TunnelIo::Other(Prefixed::new(
+            parts.read_buf,
+            Box::new(parts.io.into_inner()),
+        )),
+        Err(up) => TunnelIo::Other(Prefixed::new(
+            bytes::Bytes::new(),
+            Box::new(TokioIo::new(up)),
+        )),
+    }
+}
+
+async fn intercept(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    upgraded: hyper::upgrade::Upgraded,
+    target: Target,
+    guard: Guard,
+) {
+    match into_tunnel_io(upgraded) {
+        TunnelIo::Tcp(tcp) => {
+            let mut first = [0u8; 1];
+            match tcp.peek(&mut first).await {
+                Ok(0) | Err(_) => {}
+                Ok(_) => dispatch(shared, ctx, tcp, first[0], target, guard).await,
+            }
+        }
+        TunnelIo::Other(mut io) => {
+            if let Ok(Some(b)) = io.peek_byte().await {
+                dispatch(shared, ctx, io, b, target, guard).await;
+            }
+        }
+    }
+}
+
+async fn dispatch<IO>(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    io: IO,
+    first: u8,
+    mut target: Target,
+    guard: Guard,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if first != TLS_HANDSHAKE {
+        let ctx = Arc::new(ConnCtx {
+            target: Some(target),
+            ..(*ctx).clone()
+        });
+        serve_auto(shared, ctx, io, guard).await;
+        return;
+    }
+    let started = now_micros();
+    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
+        Ok(s) => s,
+        Err(e) => {
+            client_tls_failed(&shared, &ctx, &target, None, started, &e);
+            return;
+        }
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let cert_host = sni.clone().unwrap_or_else(|| target.host.clone());
+    let alpn: Vec<Vec<u8>> = CLIENT_ALPN.iter().map(|p| p.to_vec()).collect();
+    let config = match shared.ca.server_config(&cert_host, &alpn) {
+        Ok(c) => c,
+        Err(e) => {
+            let io_err = io::Error::other(e);
+            client_tls_failed(&shared, &ctx, &target, sni.as_deref(), started, &io_err);
+            return;
+        }
+    };
+    let tls = match start.into_stream(config).await {
+        Ok(t) => t,
+        Err(e) => {
+            client_tls_failed(&shared, &ctx, &target, sni.as_deref(), started, &e);
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let alpn = session
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let info = TlsInfo {
+        sni,
+        alpn: alpn.clone(),
+        version: session
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        cipher: session
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str())
+            .map(str::to_owned),
+    };
+    target.tls = true;
+    let ctx = Arc::new(ConnCtx {
+        target: Some(target),
+        client_tls: Some(info),
+        client_addr: ctx.client_addr,
+    });
+    if alpn.as_deref() == Some("h2") {
+        serve_h2(shared, ctx, tls, guard).await;
+    } else {
+        serve_h1(shared, ctx, tls, guard).await;
+    }
+}
+
+/// True when a handshake error means the client refused our certificate.
+fn is_untrusted_ca(e: &io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::AlertReceived(
+            A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::AccessDenied,
+        ))
+    )
+}
+
+const TRUST_HINT: &str = "the client does not trust the mcptap CA: run `mcptap ca` for how to \
+trust it (Node: NODE_EXTRA_CA_CERTS, Python: SSL_CERT_FILE/REQUESTS_CA_BUNDLE, curl: --cacert), \
+or use `mcptap run -- CMD`";
+
+fn client_tls_failed(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    target: &Target,
+    sni: Option<&str>,
+    started: i64,
+    e: &io::Error,
+) {
+    let (message, hint) = if is_untrusted_ca(e) {
+        (
+            format!("the client rejected mcptap's certificate ({e})"),
+            Some(TRUST_HINT.to_owned()),
+        )
+    } else if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::ConnectionReset
+    {
+        (
+            "the client closed the connection during the TLS handshake".to_owned(),
+            Some(format!("this usually means {TRUST_HINT}")),
+        )
+    } else {
+        (format!("TLS handshake with the client failed: {e}"), None)
+    };
+    tracing::debug!(host = %target.host, "{message}");
+    let mut flow = connect_flow(shared, ctx, target, started);
+    flow.client_tls = Some(TlsInfo {
+        sni: sni.map(str::to_owned),
+        ..Default::default()
+    });
+    flow.state = FlowState::Failed;
+    flow.timings.finished = Some(now_micros());
+    flow.error = Some(FlowError {
+        kind: ErrorKind::ClientTls,
+        message,
+        hint,
+    });
+    shared.events.send(FlowEvent::Failed {
+        flow: Box::new(flow),
+    });
+}
+
+/// A flow describing the tunnel itself (`CONNECT host:port`).
+fn connect_flow(shared: &Shared, ctx: &ConnCtx, target: &Target, started: i64) -> Flow {
+    Flow {
+        id: next_id(shared),
+        kind: FlowKind::Http,
+        client_addr: Some(ctx.client_addr.to_string()),
+        host: target.host.clone(),
+        port: target.port,
+        request: mcptap_flow::Request {
+            method: "CONNECT".to_owned(),
+            url: format!("{}:{}", forward::url_host(&target.host), target.port),
+            version: mcptap_flow::HttpVersion::Http11,
+            ..Default::default()
+        },
+        timings: mcptap_flow::Timings {
+            started,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// `--ignore-hosts`: connect first (so a failure is a 502), then splice bytes both ways.
+async fn tunnel_ignored(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+    host: String,
+    port: u16,
+    guard: Guard,
+) -> Response<forward::ProxyBody> {
+    let started = now_micros();
+    let target = Target {
+        host: host.clone(),
+        port,
+        tls: false,
+    };
+    let mut flow = connect_flow(&shared, &ctx, &target, started);
+    flow.kind = FlowKind::Tunnel;
+    flow.request.headers = flow_headers(req.headers());
+    flow.request.version = flow_version(req.version());
+    let upstream = match shared.connector.tcp(&host, port).await {
+        Ok(s) => s,
+        Err(e) => {
+            let text = format!("mcptap: {e}\n");
+            flow.state = FlowState::Failed;
+            flow.timings.finished = Some(now_micros());
+            flow.response = Some(mcptap_flow::Response {
+                status: 502,
+                synthetic: true,
+                body: mcptap_flow::CapturedBody::complete(text.clone()),
+                ..Default::default()
+            });
+            flow.error = Some(FlowError {
+                kind: e.kind(),
+                hint: e.hint(),
+                message: e.to_string(),
+            });
+            shared.events.send(FlowEvent::Failed {
+                flow: Box::new(flow),
+            });
+            return text_response(StatusCode::BAD_GATEWAY, text);
+        }
+    };
+    flow.response = Some(mcptap_flow::Response {
+        status: 200,
+        ..Default::default()
+    });
+    flow.timings.connected = Some(now_micros());
+    shared.events.send(FlowEvent::RequestStarted {
+        flow: Box::new(flow.clone()),
+    });
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let _guard = guard;
+        let stats = match on_upgrade.await {
+            Ok(upgraded) => splice(upgraded, upstream).await,
+            Err(_) => Err(TunnelStats::default()),
+        };
+        flow.timings.finished = Some(now_micros());
+        match stats {
+            Ok(s) => {
+                flow.tunnel = Some(s);
+                flow.state = FlowState::Completed;
+            }
+            Err(s) => {
+                flow.tunnel = Some(s);
+                flow.state = FlowState::Aborted;
+                flow.error = Some(FlowError {
+                    kind: ErrorKind::ClientDisconnected,
+                    message: "the tunnel was closed with an error".to_owned(),
+                    hint: None,
+                });
+            }
+        }
+        shared.events.send(FlowEvent::Completed {
+            flow: Box::new(flow),
+        });
+    });
+    Response::new(forward::empty())
+}
+
+async fn splice(
+    upgraded: hyper::upgrade::Upgraded,
+    mut upstream: TcpStream,
+) -> Result<TunnelStats, TunnelStats> {
+    let res = match into_tunnel_io(upgraded) {
+        TunnelIo::Tcp(mut tcp) => tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await,
+        TunnelIo::Other(mut io) => tokio::io::copy_bidirectional(&mut io, &mut upstream).await,
+    };
+    match res {
+        Ok((up, down)) => Ok(TunnelStats {
+            bytes_up: up,
+            bytes_down: down,
+        }),
+        Err(_) => Err(TunnelStats::default()),
+    }
+}
+
+/// An IO that yields `prefix` before reading from `inner`.
+pub(crate) struct Prefixed<IO> {
+    prefix: bytes::Bytes,
+    inner: IO,
+}
+
+impl<IO: AsyncRead + Unpin> Prefixed<IO> {
+    fn new(prefix: bytes::Bytes, inner: IO) -> Prefixed<IO> {
+        Prefixed { prefix, inner }
+    }
+
+    /// Reads one byte if none is buffered and keeps it for replay.
+    async fn peek_byte(&mut self) -> io::Result<Option<u8>> {
+        if let Some(&b) = self.prefix.first() {
+            return Ok(Some(b));
+        }
+        let mut buf = [0u8; 1];
+        let n = self.inner.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.prefix = bytes::Bytes::copy_from_slice(&buf);
+        Ok(Some(buf[0]))
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,78 @@
+//! The engine's only way out: typed [`FlowEvent`]s over a bounded channel.
+//!
+//! Traffic must never wait for a consumer (a slow terminal, a slow disk), so sending never
+//! blocks: when the channel is full the event is dropped and counted. Final events
+//! (`Completed`/`Failed`) get a separate, larger reserve so that a burst of progress events does
+//! not cost whole flows.
+
+use mcptap_flow::FlowEvent;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Capacity of the channel, in events.
+pub const DEFAULT_CAPACITY: usize = 65_536;
+
+/// Sending half, cloned into every connection. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EventSender {
+    tx: mpsc::Sender<FlowEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Receiving half, owned by the consumer (the CLI's dispatcher).
+#[derive(Debug)]
+pub struct EventReceiver {
+    rx: mpsc::Receiver<FlowEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// A bounded event channel of `capacity` events.
+pub fn channel(capacity: usize) -> (EventSender, EventReceiver) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        EventSender {
+            tx,
+            dropped: dropped.clone(),
+        },
+        EventReceiver { rx, dropped },
+    )
+}
+
+impl EventSender {
+    /// Sends without waiting; a full or closed channel drops the event and counts it.
+    pub fn send(&self, ev: FlowEvent) {
+        if self.tx.try_send(ev).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A sender whose events go nowhere (for embedders that do not record).
+    pub fn discard() -> EventSender {
+        let (tx, _rx) = channel(1);
+        tx
+    }
+
+    /// Events dropped so far because the consumer was too slow (or gone).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl EventReceiver {
+    /// The next event; `None` once every sender is gone and the channel is drained.
+    pub async fn recv(&mut self) -> Option<FlowEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<FlowEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Events dropped so far because this receiver was too slow.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,446 @@
+//! Forwarding one HTTP exchange: record the request head, stream the request body up through a
+//! tap, stream the response back through another, and turn every upstream failure into an
+//! answer (`502` with the cause in plain text) and a failed flow.
+
+use crate::tap::{BoxError, Recorder, Tap};
+use crate::upstream::{classify, UpstreamInfo};
+use crate::Shared;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use mcptap_flow::{
+    now_micros, Direction, ErrorKind, Flow, FlowError, FlowId, Headers, HttpVersion, TlsInfo,
+    TunnelStats,
+};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The body type every response to the client has.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Where requests on a client connection go, and what is known about that connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnCtx {
+    pub client_addr: SocketAddr,
+    /// The CONNECT target, for connections inside a tunnel; `None` on the proxy listener itself.
+    pub target: Option<Target>,
+    /// TLS between the client and mcptap.
+    pub client_tls: Option<TlsInfo>,
+}
+
+/// A CONNECT target.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub host: String,
+    pub port: u16,
+    /// True when the client spoke TLS inside the tunnel (so the upstream gets TLS too).
+    pub tls: bool,
+}
+
+pub(crate) fn text_response(status: StatusCode, text: impl Into<String>) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(text.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+pub(crate) fn full(text: String) -> ProxyBody {
+    Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub(crate) fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+pub(crate) fn next_id(shared: &Shared) -> FlowId {
+    FlowId(shared.next_id.fetch_add(1, Ordering::Relaxed))
+}
+
+pub(crate) fn flow_version(v: Version) -> HttpVersion {
+    match v {
+        Version::HTTP_10 | Version::HTTP_09 => HttpVersion::Http10,
+        Version::HTTP_2 => HttpVersion::Http2,
+        Version::HTTP_3 => HttpVersion::Http3,
+        _ => HttpVersion::Http11,
+    }
+}
+
+pub(crate) fn flow_headers(map: &HeaderMap) -> Headers {
+    map.iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `host` as it goes in a URL (IPv6 literals bracketed).
+pub(crate) fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Fields named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if !(keep_upgrade && n == header::UPGRADE) {
+            headers.remove(n);
+        }
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    req.version() <= Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The upstream URI for a request: absolute-form on the proxy listener, or the CONNECT target
+/// plus the request's path inside a tunnel.
+fn upstream_uri(ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(Uri, String, u16), String> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    let (scheme, host, port) = match &ctx.target {
+        Some(t) => (if t.tls { "https" } else { "http" }, t.host.clone(), t.port),
+        None => {
+            let uri = req.uri();
+            let scheme = match uri.scheme_str() {
+                Some(s @ ("http" | "https")) => s,
+                Some(other) => return Err(format!("unsupported scheme {other:?}")),
+                None => {
+                    return Err(
+                        "mcptap is a proxy: send absolute-form requests (http://host/path) or \
+                         CONNECT, e.g. with HTTPS_PROXY=http://<this address>"
+                            .to_owned(),
+                    )
+                }
+            };
+            let host = uri.host().ok_or("the request URL has no host")?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(default_port(scheme));
+            (scheme, host, port)
+        }
+    };
+    let authority = if port == default_port(scheme) {
+        url_host(&host)
+    } else {
+        format!("{}:{port}", url_host(&host))
+    };
+    let uri: Uri = format!("{scheme}://{authority}{path}")
+        .parse()
+        .map_err(|e| format!("invalid request target: {e}"))?;
+    Ok((uri, host, port))
+}
+
+fn display_url(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    match port {
+        Some(p) if p != default_port(scheme) => format!("{scheme}://{host}:{p}{path}"),
+        _ => format!("{scheme}://{host}{path}"),
+    }
+}
+
+/// Handles one request that is not a CONNECT.
+pub(crate) async fn forward(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = now_micros();
+    let id = next_id(&shared);
+    let (uri, host, port) = match upstream_uri(&ctx, &req) {
+        Ok(u) => u,
+        Err(msg) => {
+            record_rejected(&shared, &ctx, id, &req, started, &msg);
+            return text_response(StatusCode::BAD_REQUEST, msg + "\n");
+        }
+    };
+
+    let flow = Flow {
+        id,
+        client_addr: Some(ctx.client_addr.to_string()),
+        host,
+        port,
+        client_tls: ctx.client_tls.clone(),
+        request: mcptap_flow::Request {
+            method: req.method().as_str().to_owned(),
+            url: display_url(&uri),
+            version: flow_version(req.version()),
+            headers: flow_headers(req.headers()),
+            body: Default::default(),
+        },
+        timings: mcptap_flow::Timings {
+            started,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let rec = Recorder::start(flow, shared.events.clone());
+
+    let upgrade = is_upgrade_request(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    // An h2 client sends :authority instead of Host; keep what it asked for.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let body = Tap::new(
+        body,
+        rec.clone(),
+        Direction::Request,
+        shared.body_limit,
+        false,
+    );
+    let up_req = Request::from_parts(parts, body);
+
+    let client = if upgrade {
+        &shared.client_h1
+    } else {
+        &shared.client
+    };
+    let mut resp = match client.request(up_req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let (kind, message, hint) = classify(&e);
+            tracing::debug!(flow = id.0, "upstream failed: {message}");
+            return fail(&rec, kind, message, hint);
+        }
+    };
+
+    let info = resp.extensions().get::<UpstreamInfo>().cloned();
+    let status = resp.status();
+    let head = mcptap_flow::Response {
+        status: status.as_u16(),
+        version: flow_version(resp.version()),
+        headers: flow_headers(resp.headers()),
+        ..Default::default()
+    };
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+    rec.with(|f| {
+        if let Some(info) = &info {
+            f.upstream_tls = info.tls.clone();
+        }
+    });
+    rec.response_head(head);
+
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let rec2 = rec.clone();
+            tokio::spawn(async move {
+                splice_upgrade(client_upgrade, upstream_upgrade, rec2).await;
+            });
+            let (mut parts, _body) = resp.into_parts();
+            parts.version = Version::HTTP_11;
+            return Response::from_parts(parts, empty());
+        }
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    parts.version = Version::HTTP_11;
+    let body = Tap::new(body, rec, Direction::Response, shared.body_limit, is_sse);
+    Response::from_parts(parts, body.boxed())
+}
+
+/// Ends a flow with a synthetic error response.
+pub(crate) fn fail(
+    rec: &Arc<Recorder>,
+    kind: ErrorKind,
+    message: String,
+    hint: Option<String>,
+) -> Response<ProxyBody> {
+    let status = match kind {
+        ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::ClientProtocol => StatusCode::BAD_REQUEST,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let text = match &hint {
+        Some(h) => format!("mcptap: {message}\n({h})\n"),
+        None => format!("mcptap: {message}\n"),
+    };
+    let synthetic = mcptap_flow::Response {
+        status: status.as_u16(),
+        version: HttpVersion::Http11,
+        headers: [("content-type", "text/plain; charset=utf-8")]
+            .into_iter()
+            .collect(),
+        body: mcptap_flow::CapturedBody::complete(text.clone()),
+        synthetic: true,
+        ..Default::default()
+    };
+    rec.with(|f| f.response = Some(synthetic));
+    rec.fail(FlowError {
+        kind,
+        message,
+        hint,
+    });
+    text_response(status, text)
+}
+
+/// Records a request refused before it could be forwarded (e.g. origin-form on the listener).
+fn record_rejected(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    id: FlowId,
+    req: &Request<Incoming>,
+    started: i64,
+    msg: &str,
+) {
+    let flow = Flow {
+        id,
+        client_addr: Some(ctx.client_addr.to_string()),
+        host: req.uri().host().unwrap_or("").to_owned(),
+        port: req.uri().port_u16().unwrap_or(0),
+        client_tls: ctx.client_tls.clone(),
+        request: mcptap_flow::Request {
+            method: req.method().as_str().to_owned(),
+            url: req.uri().to_string(),
+            version: flow_version(req.version()),
+            headers: flow_headers(req.headers()),
+            body: Default::default(),
+        },
+        timings: mcptap_flow::Timings {
+            started,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let rec = Recorder::start(flow, shared.events.clone());
+    let _ = fail(&rec, ErrorKind::ClientProtocol, msg.to_owned(), None);
+}
+
+/// After a `101`, copies bytes both ways until either side closes, then ends the flow.
+async fn splice_upgrade(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    rec: Arc<Recorder>,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            rec.with(|f| {
+                f.error = Some(FlowError {
+                    kind: ErrorKind::UpstreamProtocol,
+                    message: format!("protocol upgrade failed: {e}"),
+                    hint: None,
+                })
+            });
+            rec.response_part_done();
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    let stats = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => TunnelStats {
+            bytes_up: up,
+            bytes_down: down,
+        },
+        Err(_) => TunnelStats::default(),
+    };
+    rec.with(|f| f.tunnel = Some(stats));
+    rec.response_part_done();
+}
+
+/// Method check used by the connection layer.
+pub(crate) fn is_connect<B>(req: &Request<B>) -> bool {
+    req.method() == Method::CONNECT
+}

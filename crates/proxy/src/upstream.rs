@@ -1,0 +1,540 @@
+//! The upstream side: TCP (with `TCP_NODELAY`) plus verified TLS, pooled by hyper-util's client.
+//!
+//! The connector reports what it negotiated (ALPN, TLS version) to every response through
+//! hyper-util's `Connected::extra`, and fails with a typed [`ConnectError`] so that the handler
+//! can tell DNS, refusal, timeout and TLS failures apart without reading message text.
+
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use mcptap_flow::{ErrorKind, TlsInfo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// How mcptap decides whether to trust an upstream's certificate.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTrust {
+    /// Extra PEM files whose certificates are trusted as roots (`--upstream-ca`).
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Skip verification entirely (`-k/--ssl-insecure`).
+    pub insecure: bool,
+    /// Leave out the system's native roots (tests use this to trust only their own CA).
+    pub no_system_roots: bool,
+}
+
+/// Why an upstream connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URI had no host.
+    #[error("the request has no host to connect to")]
+    NoHost,
+    /// Name resolution failed.
+    #[error("cannot resolve {host}: {source}")]
+    Dns {
+        /// The name.
+        host: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Every address refused or failed.
+    #[error("cannot connect to {host}:{port}: {source}")]
+    Connect {
+        /// The name.
+        host: String,
+        /// The port.
+        port: u16,
+        /// The last error.
+        #[source]
+        source: io::Error,
+    },
+    /// Connecting took longer than the connect timeout.
+    #[error("connecting to {host}:{port} timed out after {after:?}")]
+    Timeout {
+        /// The name.
+        host: String,
+        /// The port.
+        port: u16,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The TLS handshake failed (certificate not trusted, protocol mismatch, …).
+    #[error("TLS handshake with {host}:{port} failed: {source}")]
+    Tls {
+        /// The name.
+        host: String,
+        /// The port.
+        port: u16,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ConnectError {
+    /// The flow error kind this maps to.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ConnectError::NoHost | ConnectError::Connect { .. } => ErrorKind::UpstreamConnect,
+            ConnectError::Dns { .. } => ErrorKind::UpstreamDns,
+            ConnectError::Timeout { .. } => ErrorKind::UpstreamTimeout,
+            ConnectError::Tls { .. } => ErrorKind::UpstreamTls,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ConnectError::Tls { source, .. } => {
+                let cert_problem = source
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                    .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+                cert_problem.then(|| {
+                    "the upstream's certificate is not trusted: pass its CA with --upstream-ca FILE \
+                     (or -k/--ssl-insecure to skip verification)"
+                        .to_owned()
+                })
+            }
+            ConnectError::Connect { .. } => Some("is the upstream server running?".to_owned()),
+            ConnectError::Dns { .. } => Some("check the host name".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// What was negotiated with the upstream, attached to every response from that connection.
+#[derive(Debug, Clone)]
+pub struct UpstreamInfo {
+    /// TLS parameters; `None` for plain HTTP.
+    pub tls: Option<TlsInfo>,
+    /// The address connected to.
+    pub peer: SocketAddr,
+}
+
+/// Builds the rustls client config for upstream connections.
+pub fn client_tls_config(
+    trust: &UpstreamTrust,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, TrustError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(TrustError::Rustls)?;
+    let mut cfg = if trust.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    } else {
+        builder
+            .with_root_certificates(root_store(trust)?)
+            .with_no_client_auth()
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+/// Why the upstream trust store could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// An `--upstream-ca` file could not be read.
+    #[error("cannot read upstream CA file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An `--upstream-ca` file held no usable certificate.
+    #[error("upstream CA file {path} holds no PEM certificate")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A certificate was rejected.
+    #[error("upstream CA file {path}: {source}")]
+    BadCert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[source] rustls::Error),
+}
+
+fn root_store(trust: &UpstreamTrust) -> Result<RootCertStore, TrustError> {
+    let mut roots = RootCertStore::empty();
+    if !trust.no_system_roots {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::debug!("skipping a system root certificate: {e}");
+        }
+        let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
+    }
+    for path in &trust.extra_ca_files {
+        for cert in read_pem_certs(path)? {
+            roots.add(cert).map_err(|source| TrustError::BadCert {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
+/// Reads every certificate in a PEM file.
+pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let data = std::fs::read(path).map_err(|source| TrustError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TrustError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// `-k`: accepts any certificate, still checking the handshake signatures.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Connects to upstreams: resolve, TCP with `TCP_NODELAY`, then TLS for `https`.
+#[derive(Clone)]
+pub struct Connector {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// A connector using `tls` for https upstreams.
+    pub fn new(tls: Arc<ClientConfig>, connect_timeout: Duration) -> Connector {
+        Connector {
+            tls: TlsConnector::from(tls),
+            connect_timeout,
+        }
+    }
+
+    /// Opens a TCP connection to `host:port` (any resolved address), with `TCP_NODELAY`.
+    pub async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let timeout = self.connect_timeout;
+        let attempt = async {
+            let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, port)],
+                Err(_) => tokio::net::lookup_host((host, port))
+                    .await
+                    .map_err(|source| ConnectError::Dns {
+                        host: host.to_owned(),
+                        source,
+                    })?
+                    .collect(),
+            };
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses");
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(s);
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(ConnectError::Connect {
+                host: host.to_owned(),
+                port,
+                source: last,
+            })
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout {
+                host: host.to_owned(),
+                port,
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn connect(self, uri: http::Uri) -> Result<TokioIo<UpstreamConn>, ConnectError> {
+        let host = uri.host().ok_or(ConnectError::NoHost)?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tcp = self.tcp(&host, port).await?;
+        let peer = tcp.peer_addr().map_err(|source| ConnectError::Connect {
+            host: host.clone(),
+            port,
+            source,
+        })?;
+        if !https {
+            return Ok(TokioIo::new(UpstreamConn::Plain(
+                tcp,
+                UpstreamInfo { tls: None, peer },
+            )));
+        }
+        let name = ServerName::try_from(host.clone()).map_err(|e| ConnectError::Tls {
+            host: host.clone(),
+            port,
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
+        let handshake = self.tls.connect(name, tcp);
+        let tls = match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(source)) => return Err(ConnectError::Tls { host, port, source }),
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    host,
+                    port,
+                    after: self.connect_timeout,
+                })
+            }
+        };
+        let (_, session) = tls.get_ref();
+        let info = TlsInfo {
+            sni: Some(host.clone()).filter(|h| h.parse::<std::net::IpAddr>().is_err()),
+            alpn: session
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            version: session
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            cipher: session
+                .negotiated_cipher_suite()
+                .and_then(|c| c.suite().as_str())
+                .map(str::to_owned),
+        };
+        Ok(TokioIo::new(UpstreamConn::Tls(
+            Box::new(tls),
+            UpstreamInfo {
+                tls: Some(info),
+                peer,
+            },
+        )))
+    }
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<UpstreamConn>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        Box::pin(self.clone().connect(uri))
+    }
+}
+
+/// A connection to an upstream, plain or TLS.
+#[derive(Debug)]
+pub enum UpstreamConn {
+    /// Plain TCP.
+    Plain(TcpStream, UpstreamInfo),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>, UpstreamInfo),
+}
+
+impl Connection for UpstreamConn {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamConn::Plain(_, info) => Connected::new().extra(info.clone()),
+            UpstreamConn::Tls(tls, info) => {
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let c = Connected::new().extra(info.clone());
+                if h2 {
+                    c.negotiated_h2()
+                } else {
+                    c
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for UpstreamConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamConn::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
+            UpstreamConn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamConn::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
+            UpstreamConn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamConn::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamConn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamConn::Plain(s, _) => s.is_write_vectored(),
+            UpstreamConn::Tls(s, _) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamConn::Plain(s, _) => Pin::new(s).poll_flush(cx),
+            UpstreamConn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamConn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
+            UpstreamConn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Classifies an error from the pooled client by walking its source chain.
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> (ErrorKind, String, Option<String>) {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut messages = Vec::new();
+    let mut found: Option<(ErrorKind, Option<String>)> = None;
+    while let Some(e) = cur {
+        messages.push(e.to_string());
+        if found.is_none() {
+            if let Some(c) = e.downcast_ref::<ConnectError>() {
+                found = Some((c.kind(), c.hint()));
+            } else if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_timeout() {
+                    found = Some((ErrorKind::UpstreamTimeout, None));
+                } else if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                    found = Some((ErrorKind::UpstreamDisconnected, None));
+                } else if h.is_parse() || h.is_parse_status() {
+                    found = Some((ErrorKind::UpstreamProtocol, None));
+                }
+            }
+        }
+        cur = e.source();
+    }
+    // The pooled client's own wrapper says little ("client error (Connect)"); skip it.
+    let message = messages
+        .iter()
+        .filter(|m| !m.starts_with("client error ("))
+        .cloned()
+        .collect::<Vec<_>>();
+    let message = if message.is_empty() {
+        messages.join(": ")
+    } else {
+        dedup_chain(&message)
+    };
+    let (kind, hint) = found.unwrap_or((ErrorKind::UpstreamProtocol, None));
+    (kind, message, hint)
+}
+
+/// Joins an error chain, leaving out links already contained in the previous one.
+fn dedup_chain(links: &[String]) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for l in links {
+        if out.last().is_some_and(|p| p.contains(l.as_str())) {
+            continue;
+        }
+        out.push(l);
+    }
+    out.join(": ")
+}
