@@ -1,1 +1,46 @@
-//! placeholder
+//! mcptap's command line: raw arguments → validated configuration → `run`.
+//!
+//! Each subcommand lives in its own module and is callable in-process (tests drive
+//! [`proxy::run`] directly). `anyhow` is used here and nowhere else in the workspace.
+
+pub mod args;
+pub mod ca;
+pub mod lineview;
+pub mod proxy;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        None => proxy::main(cli.proxy),
+        Some(args::Command::Proxy(p)) => proxy::main(p),
+        Some(args::Command::Ca(c)) => ca::main(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mcptap: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn,mcptap=info",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPTAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -2,3 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod e2e_peers;
+mod engine;
+mod peers_direct;

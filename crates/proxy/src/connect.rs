@@ -360,18 +360,15 @@ async fn tunnel_ignored(
 
 async fn splice(
     upgraded: hyper::upgrade::Upgraded,
-    mut upstream: TcpStream,
+    upstream: TcpStream,
 ) -> Result<TunnelStats, TunnelStats> {
-    let res = match into_tunnel_io(upgraded) {
-        TunnelIo::Tcp(mut tcp) => tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await,
-        TunnelIo::Other(mut io) => tokio::io::copy_bidirectional(&mut io, &mut upstream).await,
+    let (stats, err) = match into_tunnel_io(upgraded) {
+        TunnelIo::Tcp(tcp) => crate::splice::splice(tcp, upstream).await,
+        TunnelIo::Other(io) => crate::splice::splice(io, upstream).await,
     };
-    match res {
-        Ok((up, down)) => Ok(TunnelStats {
-            bytes_up: up,
-            bytes_down: down,
-        }),
-        Err(_) => Err(TunnelStats::default()),
+    match err {
+        None => Ok(stats),
+        Some(_) => Err(stats),
     }
 }
 

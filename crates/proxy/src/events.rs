@@ -66,6 +66,12 @@ impl EventReceiver {
         self.rx.recv().await
     }
 
+    /// The next event, blocking the thread (for consumers on their own thread, such as the
+    /// journal writer). Must not be called from inside the async runtime.
+    pub fn blocking_recv(&mut self) -> Option<FlowEvent> {
+        self.rx.blocking_recv()
+    }
+
     /// The next event if one is ready.
     pub fn try_recv(&mut self) -> Option<FlowEvent> {
         self.rx.try_recv().ok()

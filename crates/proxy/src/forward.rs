@@ -13,7 +13,6 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use mcptap_flow::{
     now_micros, Direction, ErrorKind, Flow, FlowError, FlowId, Headers, HttpVersion, TlsInfo,
-    TunnelStats,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -141,7 +140,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         });
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_hop_by_hop(n))
+        .filter(|n| is_hop_by_hop(n) && !(keep_upgrade && *n == header::UPGRADE))
         .cloned()
         .collect();
     for n in names {
@@ -427,15 +426,11 @@ async fn splice_upgrade(
             return;
         }
     };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-    let stats = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => TunnelStats {
-            bytes_up: up,
-            bytes_down: down,
-        },
-        Err(_) => TunnelStats::default(),
-    };
+    let (stats, _err) = crate::splice::splice(
+        hyper_util::rt::TokioIo::new(client),
+        hyper_util::rt::TokioIo::new(upstream),
+    )
+    .await;
     rec.with(|f| f.tunnel = Some(stats));
     rec.response_part_done();
 }

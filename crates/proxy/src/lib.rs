@@ -12,6 +12,7 @@ pub mod events;
 mod forward;
 mod serve;
 pub mod shutdown;
+mod splice;
 mod tap;
 pub mod upstream;
 

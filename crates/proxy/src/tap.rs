@@ -206,6 +206,8 @@ struct Capture {
     truncated: bool,
     next_progress: u64,
     sse: Option<(SseParser, Vec<mcptap_flow::SseEvent>)>,
+    /// Bytes of SSE events kept in the flow so far.
+    sse_kept: usize,
 }
 
 impl Capture {
@@ -219,15 +221,17 @@ impl Capture {
             self.truncated = true;
         }
         if let Some((parser, events)) = self.sse.as_mut() {
+            let limit = self.limit;
+            let kept = &mut self.sse_kept;
             parser.feed(data, now_micros(), |ev| {
-                rec.events().send(FlowEvent::Sse {
-                    id,
-                    event: ev.clone(),
-                });
-                // The list of events is bounded like the body: past the limit only counted.
-                if events.len() < 100_000 {
-                    events.push(ev);
+                // Events kept in the flow are bounded like the body; every event is still
+                // reported live.
+                let size = ev.data.len() + 64;
+                if *kept + size <= limit {
+                    *kept += size;
+                    events.push(ev.clone());
                 }
+                rec.events().send(FlowEvent::Sse { id, event: ev });
             });
         }
         if self.total >= self.next_progress {
@@ -306,6 +310,7 @@ impl<B: Body> Tap<B> {
                     limit,
                     truncated: false,
                     next_progress: 1,
+                    sse_kept: 0,
                     sse: sse.then(|| (SseParser::new(limit.max(64 * 1024)), Vec::new())),
                 },
             )),

@@ -104,3 +104,13 @@ pub fn client_config(
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(cfg)
 }
+
+/// Reads the first certificate of a PEM file.
+pub fn read_cert_der(path: &std::path::Path) -> CertificateDer<'static> {
+    let pem = std::fs::read(path).expect("read cert");
+    let cert = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .expect("a certificate")
+        .expect("valid PEM");
+    cert
+}

@@ -1,0 +1,151 @@
+//! Command-line arguments (clap). Names follow mitmproxy where users already know them:
+//! `-p/--listen-port`, `--listen-host`, `-k/--ssl-insecure`, `--ignore-hosts`, `-w`.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// A debugging proxy for MCP servers that use OAuth.
+#[derive(Debug, Parser)]
+#[command(name = "mcptap", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug). MCPTAP_LOG=filter overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// What to do (default: proxy).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `mcptap proxy`, for `mcptap` without a subcommand.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the intercepting proxy (the default).
+    Proxy(ProxyArgs),
+    /// Show where mcptap's CA certificate is and how to make clients trust it.
+    Ca(CaArgs),
+}
+
+/// Where mcptap keeps its CA and sessions.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfDir {
+    /// Configuration directory (CA, sessions). Default: $MCPTAP_HOME or ~/.mcptap.
+    #[arg(long, value_name = "DIR", env = "MCPTAP_HOME")]
+    pub confdir: Option<PathBuf>,
+}
+
+impl ConfDir {
+    /// The directory to use.
+    pub fn resolve(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.confdir {
+            return Ok(d.clone());
+        }
+        match std::env::var_os("HOME") {
+            Some(h) if !h.is_empty() => Ok(PathBuf::from(h).join(".mcptap")),
+            _ => anyhow::bail!("cannot find a home directory: set MCPTAP_HOME or pass --confdir"),
+        }
+    }
+}
+
+/// `mcptap proxy`.
+#[derive(Debug, Args, Clone)]
+pub struct ProxyArgs {
+    /// Port to listen on.
+    #[arg(short = 'p', long, default_value_t = 8080)]
+    pub listen_port: u16,
+    /// Address to listen on. Anything but loopback makes mcptap an open proxy.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_host: IpAddr,
+    #[command(flatten)]
+    pub confdir: ConfDir,
+    /// Bytes of each body kept in the recording (e.g. 4m, 512k); the rest still streams through.
+    #[arg(long, default_value = "4m", value_parser = parse_size)]
+    pub body_limit: usize,
+    /// Tunnel matching CONNECT targets (regex on host or host:port) without decrypting them.
+    #[arg(long = "ignore-hosts", value_name = "REGEX")]
+    pub ignore_hosts: Vec<String>,
+    /// Also trust this CA (PEM) for upstream servers. Repeatable.
+    #[arg(long = "upstream-ca", value_name = "FILE")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Do not verify upstream certificates.
+    #[arg(short = 'k', long)]
+    pub ssl_insecure: bool,
+    /// Do not use the system's root certificates for upstreams (only webpki roots and
+    /// --upstream-ca).
+    #[arg(long, hide = true)]
+    pub no_system_roots: bool,
+    /// Seconds to let exchanges in flight finish on Ctrl-C.
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    pub shutdown_deadline: f64,
+}
+
+/// `mcptap ca`.
+#[derive(Debug, Args, Clone)]
+pub struct CaArgs {
+    #[command(flatten)]
+    pub confdir: ConfDir,
+    /// Print only the path of the CA certificate (for scripts).
+    #[arg(long)]
+    pub path: bool,
+}
+
+/// Parses sizes like `4m`, `512k`, `1MiB`, `1000`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use k, m or g)"
+            ))
+        }
+    };
+    let v = n * mult;
+    if !(0.0..=(usize::MAX as f64)).contains(&v) {
+        return Err(format!("size out of range: {s:?}"));
+    }
+    Ok(v as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4m").unwrap(), 4 << 20);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert!(parse_size("12q").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn bare_mcptap_is_proxy_on_8080() {
+        let cli = Cli::parse_from(["mcptap"]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.proxy.listen_port, 8080);
+        assert_eq!(cli.proxy.listen_host.to_string(), "127.0.0.1");
+        let cli = Cli::parse_from(["mcptap", "-p", "9001"]);
+        assert_eq!(cli.proxy.listen_port, 9001);
+        match Cli::parse_from(["mcptap", "proxy", "--listen-port", "9002", "-k"]).command {
+            Some(Command::Proxy(p)) => assert!(p.ssl_insecure && p.listen_port == 9002),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The plain line view: one line per finished flow, for terminals without the TUI and for logs.
+
+use mcptap_flow::{Flow, FlowKind, FlowState};
+use std::fmt::Write as _;
+
+/// Formats `at` (µs since the epoch) as `HH:MM:SS.mmm` UTC.
+pub fn clock(at: i64) -> String {
+    let secs = at.div_euclid(1_000_000);
+    let ms = at.rem_euclid(1_000_000) / 1000;
+    let day = secs.rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day / 3600,
+        (day / 60) % 60,
+        day % 60,
+        ms
+    )
+}
+
+/// `1.2k`, `3.4M`: short byte counts.
+pub fn size(n: u64) -> String {
+    match n {
+        0..=999 => format!("{n}b"),
+        1000..=999_999 => format!("{:.1}k", n as f64 / 1024.0),
+        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / (1024.0 * 1024.0)),
+        _ => format!("{:.1}G", n as f64 / (1024.0 * 1024.0 * 1024.0)),
+    }
+}
+
+fn duration(us: i64) -> String {
+    if us < 10_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else if us < 10_000_000 {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{:.1}s", us as f64 / 1_000_000.0)
+    }
+}
+
+/// The auth marker: `Bearer <fingerprint>` when the request carried a bearer token, `no-auth`
+/// otherwise, `injected` when mcptap added it.
+pub fn auth_marker(flow: &Flow) -> String {
+    if let Some(inj) = &flow.injected {
+        return format!("INJECTED Bearer {}", inj.fingerprint);
+    }
+    match flow.request.headers.get("authorization") {
+        Some(v) => {
+            let mut it = v.splitn(2, ' ');
+            let scheme = it.next().unwrap_or("");
+            let cred = it.next().unwrap_or("").trim();
+            format!("{scheme} {}", mcptap_flow::redact::fingerprint_of(cred))
+        }
+        None => "no-auth".to_owned(),
+    }
+}
+
+/// One line for a finished flow.
+pub fn line(flow: &Flow) -> String {
+    let mut out = String::with_capacity(128);
+    let _ = write!(
+        out,
+        "{} {:>5} ",
+        clock(flow.timings.started),
+        flow.id.to_string()
+    );
+    if flow.kind == FlowKind::Tunnel {
+        let t = flow.tunnel.unwrap_or_default();
+        let _ = write!(
+            out,
+            "TUNNEL {}:{} (not decrypted) up {} down {}",
+            flow.host,
+            flow.port,
+            size(t.bytes_up),
+            size(t.bytes_down)
+        );
+        if let Some(d) = flow.timings.duration() {
+            let _ = write!(out, " {}", duration(d));
+        }
+        if let Some(e) = &flow.error {
+            let _ = write!(out, " ! {}", e.message);
+        }
+        return out;
+    }
+    let url = if flow.request.url.is_empty() {
+        format!("{}:{}", flow.host, flow.port)
+    } else {
+        flow.request.url.clone()
+    };
+    let _ = write!(out, "{} {} ", flow.request.method, url);
+    match (&flow.response, flow.state) {
+        (Some(r), _) if !r.synthetic => {
+            let _ = write!(out, "-> {}", r.status);
+        }
+        (Some(r), _) => {
+            let _ = write!(out, "-> {} (mcptap)", r.status);
+        }
+        (None, _) => out.push_str("-> ---"),
+    }
+    if let Some(d) = flow.timings.duration() {
+        let _ = write!(out, " {}", duration(d));
+    }
+    let req = flow.request.body.total_len;
+    let resp = flow
+        .response
+        .as_ref()
+        .map(|r| r.body.total_len)
+        .unwrap_or(0);
+    let _ = write!(out, " up {} down {}", size(req), size(resp));
+    if let Some(r) = &flow.response {
+        if !r.sse.is_empty() {
+            let _ = write!(out, " sse:{}", r.sse.len());
+        }
+    }
+    if let Some(t) = flow.tunnel {
+        let _ = write!(
+            out,
+            " upgraded(up {} down {})",
+            size(t.bytes_up),
+            size(t.bytes_down)
+        );
+    }
+    let _ = write!(out, " [{}]", auth_marker(flow));
+    match flow.state {
+        FlowState::Aborted => out.push_str(" ABORTED"),
+        FlowState::Pending => out.push_str(" PENDING"),
+        _ => {}
+    }
+    if let Some(e) = &flow.error {
+        let _ = write!(out, "\n      ! {}: {}", e.kind.as_str(), e.message);
+        if let Some(h) = &e.hint {
+            let _ = write!(out, "\n      hint: {h}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcptap_flow::*;
+
+    #[test]
+    fn a_bearer_request_line_shows_the_fingerprint_not_the_token() {
+        let mut flow = Flow {
+            id: FlowId(7),
+            host: "mcp.example.com".into(),
+            port: 443,
+            request: Request {
+                method: "POST".into(),
+                url: "https://mcp.example.com/mcp".into(),
+                headers: [("authorization", "Bearer sekrit")].into_iter().collect(),
+                body: CapturedBody::complete("{}"),
+                ..Default::default()
+            },
+            response: Some(Response {
+                status: 200,
+                body: CapturedBody::complete("ok"),
+                ..Default::default()
+            }),
+            timings: Timings {
+                started: 3_723_004_000,
+                finished: Some(3_723_016_500),
+                ..Default::default()
+            },
+            state: FlowState::Completed,
+            ..Default::default()
+        };
+        let l = line(&flow);
+        assert_eq!(
+            l,
+            format!(
+                "01:02:03.004    #7 POST https://mcp.example.com/mcp -> 200 12ms up 2b down 2b [Bearer {}]",
+                mcptap_flow::redact::fingerprint("sekrit")
+            )
+        );
+        assert!(!l.contains("sekrit"));
+        flow.request.headers = Headers::new();
+        assert!(line(&flow).ends_with("[no-auth]"));
+    }
+}

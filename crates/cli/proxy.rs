@@ -1,0 +1,148 @@
+//! `mcptap proxy`: start the engine, print one line per flow, stop cleanly on Ctrl-C/SIGTERM.
+
+use crate::args::ProxyArgs;
+use anyhow::Context as _;
+use mcptap_flow::FlowEvent;
+use mcptap_proxy::{EventReceiver, Proxy, ProxyConfig, ProxyError, UpstreamTrust};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Validated configuration for a proxy run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Engine settings.
+    pub proxy: ProxyConfig,
+    /// mcptap's configuration directory (CA lives here).
+    pub confdir: PathBuf,
+}
+
+impl RunConfig {
+    /// Validates raw arguments.
+    pub fn from_args(args: &ProxyArgs) -> anyhow::Result<RunConfig> {
+        let listen = SocketAddr::new(args.listen_host, args.listen_port);
+        for pat in &args.ignore_hosts {
+            regex::Regex::new(pat)
+                .with_context(|| format!("--ignore-hosts {pat:?} is not a valid regex"))?;
+        }
+        for f in &args.upstream_ca {
+            if !f.is_file() {
+                anyhow::bail!("--upstream-ca {}: no such file", f.display());
+            }
+        }
+        if !(args.shutdown_deadline.is_finite() && args.shutdown_deadline >= 0.0) {
+            anyhow::bail!("--shutdown-deadline must be a number of seconds");
+        }
+        Ok(RunConfig {
+            proxy: ProxyConfig {
+                listen,
+                body_limit: args.body_limit,
+                ignore_hosts: args.ignore_hosts.clone(),
+                upstream_trust: UpstreamTrust {
+                    extra_ca_files: args.upstream_ca.clone(),
+                    insecure: args.ssl_insecure,
+                    no_system_roots: args.no_system_roots,
+                },
+                shutdown_deadline: Duration::from_secs_f64(args.shutdown_deadline),
+                ..ProxyConfig::default()
+            },
+            confdir: args.confdir.resolve()?,
+        })
+    }
+}
+
+/// Runs `mcptap proxy` until a signal arrives.
+pub fn main(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let config = RunConfig::from_args(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run(config, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Binds, serves until `signal`, drains, and flushes every recorded flow.
+pub async fn run(
+    config: RunConfig,
+    signal: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let ca = crate::ca::load(&config.confdir)?;
+    let (tx, rx) = mcptap_proxy::events::channel(mcptap_proxy::events::DEFAULT_CAPACITY);
+    let listen = config.proxy.listen;
+    let proxy = match Proxy::bind(config.proxy.clone(), ca.clone(), tx.clone()).await {
+        Ok(p) => p,
+        Err(ProxyError::AddrInUse { addr }) => anyhow::bail!(
+            "port {} on {} is already in use: choose another with -p/--listen-port (or --listen-host)",
+            addr.port(),
+            addr.ip()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let addr = proxy.local_addr();
+    if !listen.ip().is_loopback() {
+        eprintln!(
+            "mcptap: WARNING: listening on {addr}: anyone who can reach this address can use mcptap \
+             as an open proxy. Use --listen-host 127.0.0.1 unless you mean it."
+        );
+    }
+    eprintln!("mcptap: proxy listening on http://{addr}");
+    eprintln!(
+        "mcptap: point clients at it: HTTPS_PROXY=http://{addr} NODE_EXTRA_CA_CERTS={}",
+        ca.cert_path().display()
+    );
+    let consumer = tokio::spawn(consume(rx));
+    drop(tx);
+    proxy.serve(signal).await;
+    // The proxy's own sender is gone with it; the consumer ends once every flow has reported.
+    let dropped = consumer.await.unwrap_or(0);
+    if dropped > 0 {
+        eprintln!("mcptap: {dropped} events were dropped because the output was too slow");
+    }
+    eprintln!("mcptap: stopped");
+    Ok(())
+}
+
+/// Prints a line per finished flow. Returns how many events the engine had to drop.
+async fn consume(mut rx: EventReceiver) -> u64 {
+    let stdout = std::io::stdout();
+    while let Some(ev) = rx.recv().await {
+        if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = &ev {
+            let mut out = stdout.lock();
+            let _ = writeln!(out, "{}", crate::lineview::line(flow));
+            let _ = out.flush();
+        }
+    }
+    rx.dropped()
+}
+
+#[allow(dead_code)]
+fn _assert_send(ca: Arc<dyn mcptap_proxy::CertSource>) -> Arc<dyn mcptap_proxy::CertSource> {
+    ca
+}

@@ -1,0 +1,24 @@
+# Contributor shortcuts. Nothing here is needed to build or test: see README.md.
+
+default: test
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+test:
+    cargo test --workspace
+
+# End-to-end tests with real third-party MCP peers (Python `mcp` SDK; venv made under target/).
+e2e:
+    cargo test --test it -- peers e2e
+
+# Side-by-side benchmark: direct, plain tunnel, hudsucker, mitmdump and mcptap (see docs/benchmarks.md).
+bench *ARGS:
+    scripts/bench.sh {{ARGS}}
+
+run *ARGS:
+    cargo run --release -- {{ARGS}}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the shared side-by-side proxy benchmark with mcptap as the candidate.
+# The harness lives in ../shared/bench (read-only); it is copied to target/bench-harness and
+# run there. Env: RUNS (default 3), DURATION (default 4), PROXIES (default: all + candidate).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SRC=${BENCH_HARNESS:-$ROOT/../shared/bench}
+[ -d "$SRC" ] || { echo "benchmark harness not found at $SRC (set BENCH_HARNESS)" >&2; exit 2; }
+B=$ROOT/target/bench-harness
+mkdir -p "$B"
+cp -r "$SRC"/. "$B"/
+chmod -R u+w "$B"
+(cd "$ROOT" && cargo build --release --bin mcptap)
+CONF=$B/mcptap-conf
+mkdir -p "$CONF"
+export CANDIDATE_PORT=${CANDIDATE_PORT:-18087}
+export CANDIDATE_CA=$CONF/mcptap-ca-cert.pem
+# Create the CA once so that its certificate exists before the harness starts.
+"$ROOT/target/release/mcptap" ca --confdir "$CONF" --path >/dev/null
+export CANDIDATE_CMD="$ROOT/target/release/mcptap proxy -q --confdir $CONF --listen-port $CANDIDATE_PORT --upstream-ca \$HERE/certs/upstream-ca.pem --no-system-roots ${MCPTAP_BENCH_ARGS:-}"
+cd "$B"
+RUNS=${RUNS:-3} DURATION=${DURATION:-4} ./run_all.sh "$@"

@@ -1,0 +1,178 @@
+//! End to end with real third-party peers: the Python `mcp` SDK's OAuth client goes through
+//! mcptap (HTTPS_PROXY + mcptap's CA) to the SDK's OAuth-protected server over TLS, and the whole
+//! dance is observed.
+
+use crate::common::peers::{
+    run_client_async, write_ca_bundle, ClientMode, ClientOpts, McpServer, ServerOpts,
+};
+use crate::common::pki::TestPki;
+use crate::common::proxy::TestProxy;
+use mcptap_flow::{Flow, FlowEvent, FlowState};
+use std::time::Duration;
+
+/// JSON-RPC method of a request body, if it is one.
+fn rpc_method(f: &Flow) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&f.request.body.bytes).ok()?;
+    v.get("method")?.as_str().map(str::to_owned)
+}
+
+fn path(f: &Flow) -> &str {
+    let u = &f.request.url;
+    let after_scheme = u.find("://").map(|i| i + 3).unwrap_or(0);
+    let p = u[after_scheme..]
+        .find('/')
+        .map(|i| after_scheme + i)
+        .unwrap_or(u.len());
+    let end = u.find('?').unwrap_or(u.len());
+    &u[p..end.max(p)]
+}
+
+async fn finished_flows(proxy: &TestProxy) -> Vec<Flow> {
+    // Give the last exchanges (e.g. the closing DELETE) a moment to report.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut flows: Vec<Flow> = proxy
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            FlowEvent::Completed { flow } | FlowEvent::Failed { flow } => Some((**flow).clone()),
+            _ => None,
+        })
+        .collect();
+    flows.sort_by_key(|f| (f.timings.started, f.id));
+    flows
+}
+
+async fn oauth_dance_through_mcptap(mode: ClientMode) {
+    let pki = TestPki::new();
+    let server = tokio::task::spawn_blocking({
+        let (cert, key) = (pki.leaf_path(), pki.key_path());
+        move || McpServer::start_with_files(&cert, &key, ServerOpts::default())
+    })
+    .await
+    .unwrap();
+    let proxy = TestProxy::start(&pki, |_| {}).await;
+    let mcptap_ca = std::fs::read_to_string(&proxy.ca_path).unwrap();
+    let bundle = write_ca_bundle(pki.dir.path(), "bundle.pem", &[&mcptap_ca]);
+    let mut opts = ClientOpts::new(bundle);
+    opts.mode = mode;
+    opts.proxy = Some(format!("http://{}", proxy.addr));
+    let out = run_client_async(server.url(), opts).await;
+    assert!(
+        out.ok,
+        "client failed through mcptap:\n{}\nserver:\n{}",
+        out.dump(),
+        server.output()
+    );
+    assert!(
+        out.json["echo"].as_str().is_some_and(|s| !s.is_empty()),
+        "{}",
+        out.dump()
+    );
+
+    let flows = finished_flows(&proxy).await;
+    let summary: Vec<String> = flows
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {} {:?} {:?} bearer={}",
+                f.id,
+                f.request.method,
+                path(f),
+                f.status(),
+                rpc_method(f),
+                f.has_bearer()
+            )
+        })
+        .collect();
+    let summary = summary.join("\n");
+    let find = |method: &str, p: &str| {
+        flows
+            .iter()
+            .find(|f| f.request.method == method && path(f) == p)
+    };
+
+    // Discovery, registration, authorization and the token exchange all went through mcptap.
+    for (m, p) in [
+        ("GET", "/.well-known/oauth-protected-resource/mcp"),
+        ("GET", "/.well-known/oauth-authorization-server"),
+        ("POST", "/register"),
+        ("GET", "/authorize"),
+        ("POST", "/token"),
+    ] {
+        let f = find(m, p).unwrap_or_else(|| panic!("no {m} {p} seen:\n{summary}"));
+        assert!(
+            f.status().is_some_and(|s| s < 400),
+            "{m} {p} failed:\n{summary}"
+        );
+        assert_eq!(f.state, FlowState::Completed, "{summary}");
+    }
+    let token = find("POST", "/token").unwrap();
+    let token_body: serde_json::Value =
+        serde_json::from_slice(&token.response.as_ref().unwrap().body.bytes).unwrap();
+    assert!(token_body["access_token"].is_string(), "{token_body}");
+
+    // The first MCP request was challenged, then every MCP request after the token carried it.
+    let mcp: Vec<&Flow> = flows.iter().filter(|f| path(f) == "/mcp").collect();
+    assert!(
+        mcp.iter()
+            .any(|f| f.status() == Some(401) && !f.has_bearer()),
+        "{summary}"
+    );
+    let after: Vec<&&Flow> = mcp
+        .iter()
+        .filter(|f| f.timings.started > token.timings.started)
+        .collect();
+    assert!(
+        after.iter().all(|f| f.has_bearer()),
+        "MCP request without bearer after /token:\n{summary}"
+    );
+    let methods: Vec<String> = after.iter().filter_map(|f| rpc_method(f)).collect();
+    let first = if mode == ClientMode::Legacy {
+        "initialize"
+    } else {
+        "server/discover"
+    };
+    for m in [first, "tools/list", "tools/call"] {
+        assert!(
+            methods.iter().any(|x| x == m),
+            "no {m} after the token:\n{summary}"
+        );
+    }
+    let call = after
+        .iter()
+        .find(|f| rpc_method(f).as_deref() == Some("tools/call"))
+        .unwrap();
+    assert_eq!(call.status(), Some(200), "{summary}");
+    let call_resp = call.response.as_ref().unwrap();
+    let text = String::from_utf8_lossy(&call_resp.body.bytes);
+    let echo = out.json["echo"].as_str().unwrap();
+    assert!(
+        text.contains(echo) || call_resp.sse.iter().any(|e| e.data.contains(echo)),
+        "the tools/call result was recorded: {text}"
+    );
+    if mode == ClientMode::Legacy {
+        assert!(
+            after
+                .iter()
+                .any(|f| f.request.method == "GET" && f.request.headers.contains("mcp-session-id")),
+            "legacy mode opens a GET SSE stream:\n{summary}"
+        );
+        assert!(
+            after.iter().any(|f| f.request.method == "DELETE"),
+            "legacy mode closes with DELETE:\n{summary}"
+        );
+        assert!(call.request.headers.contains("mcp-session-id"), "{summary}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_python_sdk_oauth_dance_through_mcptap_stateless() {
+    oauth_dance_through_mcptap(ClientMode::Stateless).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_python_sdk_oauth_dance_through_mcptap_legacy() {
+    oauth_dance_through_mcptap(ClientMode::Legacy).await;
+}

@@ -1,0 +1,561 @@
+#!/usr/bin/env python3
+"""An OAuth-protected MCP server built from the Python `mcp` SDK (2.3.x), for mcptap's tests.
+
+The server is its own authorization server: an in-memory provider that auto-approves every
+authorization request (no browser, no consent page), supports dynamic client registration,
+refresh tokens and revocation. PKCE, redirect-URI and client authentication checks are the
+SDK's own. It serves over TLS on 127.0.0.1 with a port chosen by the kernel and prints
+
+    READY <port>
+
+on stdout once it accepts connections. The misbehaviour flags below make it fail in the
+ways mcptap's analyzer must recognise; each is small and independent of the others.
+
+Endpoints (all from the SDK): /mcp, /.well-known/oauth-protected-resource/mcp,
+/.well-known/oauth-authorization-server, /authorize, /token, /register, /revoke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+from urllib.parse import parse_qs
+
+import uvicorn
+from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
+from mcp.server.auth.provider import (
+    AccessToken,
+    AuthorizationCode,
+    AuthorizationParams,
+    OAuthAuthorizationServerProvider,
+    RefreshToken,
+    TokenError,
+    construct_redirect_uri,
+)
+from mcp.server.auth.routes import build_resource_metadata_url, cors_middleware
+from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken, ProtectedResourceMetadata
+from pydantic import AnyHttpUrl
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SCOPE = "mcp"
+MCP_PATH = "/mcp"
+AUTH_CODE_TTL = 300
+REFRESH_TOKEN_TTL = 24 * 3600
+
+# ASGI scope key under which the request logger hands its record to inner middleware.
+LOG_RECORD_KEY = "mcptap.log_record"
+
+
+# --------------------------------------------------------------------------------------------
+# Authorization server: an in-memory, auto-approving provider.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, RefreshToken, AccessToken]):
+    """Implements the SDK's `OAuthAuthorizationServerProvider` protocol in memory.
+
+    `authorize()` approves at once: it mints a code and returns the client's redirect URI
+    carrying `code` and `state`, which the SDK answers with a 302. Access tokens expire after
+    `token_ttl` seconds on the server side whether or not the token response says so.
+    """
+
+    token_ttl: int
+    send_expires_in: bool
+    clients: dict[str, OAuthClientInformationFull] = field(default_factory=dict)
+    codes: dict[str, AuthorizationCode] = field(default_factory=dict)
+    access_tokens: dict[str, AccessToken] = field(default_factory=dict)
+    refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
+    # access token -> the refresh token issued with it (for revocation of the pair)
+    pairs: dict[str, str] = field(default_factory=dict)
+
+    async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        return self.clients.get(client_id)
+
+    async def register_client(self, client_info: OAuthClientInformationFull) -> None:
+        assert client_info.client_id is not None
+        self.clients[client_info.client_id] = client_info
+
+    async def authorize(self, client: OAuthClientInformationFull, params: AuthorizationParams) -> str:
+        assert client.client_id is not None
+        code = secrets.token_urlsafe(32)
+        self.codes[code] = AuthorizationCode(
+            code=code,
+            scopes=params.scopes or [SCOPE],
+            expires_at=time.time() + AUTH_CODE_TTL,
+            client_id=client.client_id,
+            code_challenge=params.code_challenge,
+            redirect_uri=params.redirect_uri,
+            redirect_uri_provided_explicitly=params.redirect_uri_provided_explicitly,
+            resource=params.resource,
+            subject="test-user",
+        )
+        return construct_redirect_uri(str(params.redirect_uri), code=code, state=params.state)
+
+    async def load_authorization_code(
+        self, client: OAuthClientInformationFull, authorization_code: str
+    ) -> AuthorizationCode | None:
+        code = self.codes.get(authorization_code)
+        if code is None or code.client_id != client.client_id:
+            return None
+        return code
+
+    async def exchange_authorization_code(
+        self, client: OAuthClientInformationFull, authorization_code: AuthorizationCode
+    ) -> OAuthToken:
+        # Codes are single-use (OAuth 2.1 §4.1.3).
+        if self.codes.pop(authorization_code.code, None) is None:
+            raise TokenError(error="invalid_grant", error_description="authorization code already used")
+        return self._issue(
+            client_id=authorization_code.client_id,
+            scopes=authorization_code.scopes,
+            resource=authorization_code.resource,
+            subject=authorization_code.subject,
+        )
+
+    async def load_refresh_token(self, client: OAuthClientInformationFull, refresh_token: str) -> RefreshToken | None:
+        token = self.refresh_tokens.get(refresh_token)
+        if token is None or token.client_id != client.client_id:
+            return None
+        return token
+
+    async def exchange_refresh_token(
+        self, client: OAuthClientInformationFull, refresh_token: RefreshToken, scopes: list[str]
+    ) -> OAuthToken:
+        # Rotate: the old refresh token dies with this exchange.
+        if self.refresh_tokens.pop(refresh_token.token, None) is None:
+            raise TokenError(error="invalid_grant", error_description="refresh token already used")
+        return self._issue(
+            client_id=refresh_token.client_id,
+            scopes=scopes or refresh_token.scopes,
+            resource=refresh_token.resource,
+            subject=refresh_token.subject,
+        )
+
+    async def load_access_token(self, token: str) -> AccessToken | None:
+        access = self.access_tokens.get(token)
+        if access is None:
+            return None
+        if access.expires_at is not None and access.expires_at < time.time():
+            self.access_tokens.pop(token, None)
+            return None
+        return access
+
+    async def revoke_token(self, token: AccessToken | RefreshToken) -> None:
+        self.access_tokens.pop(token.token, None)
+        self.refresh_tokens.pop(token.token, None)
+        paired = self.pairs.pop(token.token, None)
+        if paired is not None:
+            self.refresh_tokens.pop(paired, None)
+
+    def issued(self, token: str) -> bool:
+        """Whether this server ever issued `token` as an access token (and has not revoked it)."""
+        return token in self.access_tokens
+
+    def _issue(self, *, client_id: str, scopes: list[str], resource: str | None, subject: str | None) -> OAuthToken:
+        now = int(time.time())
+        access = "at_" + secrets.token_urlsafe(32)
+        refresh = "rt_" + secrets.token_urlsafe(32)
+        self.access_tokens[access] = AccessToken(
+            token=access,
+            client_id=client_id,
+            scopes=scopes,
+            expires_at=now + self.token_ttl,
+            resource=resource,
+            subject=subject,
+        )
+        self.refresh_tokens[refresh] = RefreshToken(
+            token=refresh,
+            client_id=client_id,
+            scopes=scopes,
+            expires_at=now + REFRESH_TOKEN_TTL,
+            resource=resource,
+            subject=subject,
+        )
+        self.pairs[access] = refresh
+        return OAuthToken(
+            access_token=access,
+            token_type="Bearer",
+            expires_in=self.token_ttl if self.send_expires_in else None,
+            scope=" ".join(scopes),
+            refresh_token=refresh,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# ASGI middleware for the misbehaviour flags and the request log.
+# --------------------------------------------------------------------------------------------
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class StripWwwAuthenticate:
+    """--no-www-authenticate: drop WWW-Authenticate from every 401 (the body is left as is)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_stripped(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                message = dict(message)
+                message["headers"] = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"www-authenticate"]
+            await send(message)
+
+        await self.app(scope, receive, send_stripped)
+
+
+class RejectOwnTokens:
+    """--reject-own-tokens: /mcp answers 401 invalid_token to any bearer token this server issued.
+
+    Everything else (metadata, registration, /token) keeps working, so the client completes the
+    dance and then sees its fresh token refused: the "fresh-token-rejected" failure mode.
+    """
+
+    def __init__(self, app: ASGIApp, provider: InMemoryProvider, resource_metadata_url: str) -> None:
+        self.app = app
+        self.provider = provider
+        self.resource_metadata_url = resource_metadata_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        authz = _header(scope, b"authorization") if scope["type"] == "http" else None
+        if (
+            scope["type"] == "http"
+            and scope["path"].rstrip("/") == MCP_PATH
+            and authz is not None
+            and authz.lower().startswith("bearer ")
+            and self.provider.issued(authz[7:].strip())
+        ):
+            description = "token rejected by --reject-own-tokens"
+            body = json.dumps({"error": "invalid_token", "error_description": description}).encode()
+            challenge = (
+                f'Bearer error="invalid_token", error_description="{description}", '
+                f'resource_metadata="{self.resource_metadata_url}"'
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"www-authenticate", challenge.encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+class RequestLog:
+    """--log-requests FILE: one JSON line per HTTP request, written when the response starts.
+
+    Fields: seq (arrival order), t (unix time at arrival), method, path, query_keys (names only),
+    status, has_authorization, authorization_scheme, session_id (present?), protocol_version,
+    user_agent, www_authenticate (value or null), content_type (response), rpc_method (JSON-RPC
+    method(s) of a POST /mcp body) and grant_type (form field of a POST /token body).
+    Secrets (tokens, codes, client secrets) are never written.
+    """
+
+    BODY_LIMIT = 256 * 1024
+
+    def __init__(self, app: ASGIApp, out: TextIO) -> None:
+        self.app = app
+        self.out = out
+        self.lock = threading.Lock()
+        self.seq = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.lock:
+            self.seq += 1
+            seq = self.seq
+        arrived = time.time()
+        logged = False
+
+        # Read small request bodies up front, so the log names the JSON-RPC method even when
+        # the app answers without reading the body (the 401 of the auth middleware), then
+        # replay them to the app unchanged.
+        body = bytearray()
+        replay: list[Message] = []
+        if scope["method"] == "POST":
+            while len(body) <= self.BODY_LIMIT:
+                message = await receive()
+                replay.append(message)
+                if message["type"] != "http.request":
+                    break
+                body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+
+        async def receive_replayed() -> Message:
+            if replay:
+                return replay.pop(0)
+            return await receive()
+
+        def write(status: int, headers: list[tuple[bytes, bytes]]) -> None:
+            nonlocal logged
+            if logged:
+                return
+            logged = True
+            response_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
+            authz = _header(scope, b"authorization")
+            query = scope.get("query_string", b"").decode("latin-1")
+            record: dict[str, Any] = {
+                "seq": seq,
+                "t": round(arrived, 6),
+                "method": scope["method"],
+                "path": scope["path"],
+                "query_keys": sorted({kv.split("=", 1)[0] for kv in query.split("&") if kv}),
+                "status": status,
+                "has_authorization": authz is not None,
+                "authorization_scheme": authz.split(" ", 1)[0] if authz else None,
+                "session_id": _header(scope, b"mcp-session-id") is not None,
+                "protocol_version": _header(scope, b"mcp-protocol-version"),
+                "user_agent": _header(scope, b"user-agent"),
+                "www_authenticate": response_headers.get("www-authenticate"),
+                "content_type": response_headers.get("content-type"),
+                "rpc_method": _rpc_method(scope, bytes(body)),
+                "grant_type": _grant_type(scope, bytes(body)),
+            }
+            line = json.dumps(record, separators=(",", ":"))
+            with self.lock:
+                self.out.write(line + "\n")
+                self.out.flush()
+
+        async def send_logged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                write(message["status"], list(message.get("headers", [])))
+            await send(message)
+
+        try:
+            await self.app(scope, receive_replayed, send_logged)
+        finally:
+            write(500, [])  # no-op when the response already started
+
+
+def _rpc_method(scope: Scope, body: bytes) -> str | list[str] | None:
+    if scope["method"] != "POST" or scope["path"].rstrip("/") != MCP_PATH or not body:
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(parsed, dict):
+        method = parsed.get("method")
+        return method if isinstance(method, str) else None
+    if isinstance(parsed, list):
+        return [m["method"] for m in parsed if isinstance(m, dict) and isinstance(m.get("method"), str)]
+    return None
+
+
+def _grant_type(scope: Scope, body: bytes) -> str | None:
+    if scope["method"] != "POST" or scope["path"] != "/token" or not body:
+        return None
+    values = parse_qs(body.decode("latin-1")).get("grant_type")
+    return values[0] if values else None
+
+
+# --------------------------------------------------------------------------------------------
+# Assembly.
+# --------------------------------------------------------------------------------------------
+
+
+def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIApp:
+    """The SDK's Starlette app for `public` (e.g. https://localhost:4431), wrapped per the flags."""
+    resource = f"{public}{MCP_PATH}"
+    provider = InMemoryProvider(token_ttl=args.token_ttl, send_expires_in=not args.no_expires_in)
+    server = MCPServer(
+        "mcptap-test-server",
+        auth_server_provider=provider,
+        auth=AuthSettings(
+            # Strings, not AnyHttpUrl: AuthSettings preserves an empty path, so the issuer has no
+            # trailing slash (RFC 8414 compares issuers as exact strings).
+            issuer_url=public,  # type: ignore[arg-type]
+            resource_server_url=resource,  # type: ignore[arg-type]
+            required_scopes=[SCOPE],
+            # Tokens are bound to the resource the client asked for; a token for another
+            # resource is refused (spec: servers MUST validate the audience).
+            validate_token_resource=True,
+            client_registration_options=ClientRegistrationOptions(
+                enabled=True, valid_scopes=[SCOPE], default_scopes=[SCOPE]
+            ),
+            revocation_options=RevocationOptions(enabled=True),
+        ),
+    )
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Return `text` unchanged."""
+        return text
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Return a + b."""
+        return a + b
+
+    app: Starlette = server.streamable_http_app(
+        # The proxy and tests reach us as localhost, 127.0.0.1 or through a proxy: no Host check.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+
+    metadata_url = str(build_resource_metadata_url(AnyHttpUrl(resource)))
+    if args.prm_resource is not None:
+        # Shadow the SDK's protected-resource route (same path) with one naming another resource.
+        prm = ProtectedResourceMetadata.model_validate(
+            {
+                "resource": args.prm_resource.replace("{port}", public_port),
+                "authorization_servers": [public],
+                "scopes_supported": [SCOPE],
+            }
+        )
+        path = f"/.well-known/oauth-protected-resource{MCP_PATH}"
+        handler = ProtectedResourceMetadataHandler(prm)
+        app.router.routes.insert(
+            0, Route(path, endpoint=cors_middleware(handler.handle, ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"])
+        )
+
+    wrapped: ASGIApp = app
+    if args.reject_own_tokens:
+        wrapped = RejectOwnTokens(wrapped, provider, metadata_url)
+    if args.no_www_authenticate:
+        wrapped = StripWwwAuthenticate(wrapped)
+    if args.log_requests is not None:
+        # Outermost, so the log shows what crossed the wire after the other flags applied.
+        out = open(args.log_requests, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        wrapped = RequestLog(wrapped, out)
+    return wrapped
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port to bind; 0 lets the kernel choose (default)")
+    p.add_argument("--certfile", required=True, help="PEM server certificate (chain)")
+    p.add_argument("--keyfile", required=True, help="PEM private key")
+    p.add_argument(
+        "--public-url",
+        default="https://localhost:{port}",
+        help="origin the server advertises as issuer; the resource is {public}/mcp. "
+        "'{port}' is replaced by the bound port (default https://localhost:{port})",
+    )
+    p.add_argument("--log-requests", metavar="FILE", help="append one JSON line per HTTP request to FILE")
+    p.add_argument(
+        "--watch-stdin",
+        action="store_true",
+        help="exit when stdin reaches EOF (so the server dies with the test process that spawned it)",
+    )
+    g = p.add_argument_group("misbehaviour")
+    g.add_argument(
+        "--no-www-authenticate",
+        action="store_true",
+        help="send every 401 without a WWW-Authenticate header (clients must fall back to well-known URLs)",
+    )
+    g.add_argument(
+        "--prm-resource",
+        metavar="URL",
+        help="protected-resource metadata names URL as `resource` instead of {public}/mcp "
+        "('{port}' is replaced by the bound port; tokens are still validated against {public}/mcp)",
+    )
+    g.add_argument(
+        "--reject-own-tokens",
+        action="store_true",
+        help="/mcp answers 401 invalid_token to every bearer token this server issued",
+    )
+    g.add_argument(
+        "--no-expires-in",
+        action="store_true",
+        help="token responses omit expires_in (tokens still expire after --token-ttl on the server)",
+    )
+    g.add_argument(
+        "--token-ttl",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="access-token lifetime in seconds (default 3600)",
+    )
+    return p.parse_args(argv)
+
+
+def _watch_stdin() -> None:
+    """Exit the process as soon as stdin closes: the parent died or dropped its handle."""
+
+    def run() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        finally:
+            os._exit(0)
+
+    threading.Thread(target=run, name="stdin-watch", daemon=True).start()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    # Bind first: only then is the port known, and the public URL (issuer, resource) needs it.
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(128)
+    port: int = sock.getsockname()[1]
+    public = args.public_url.replace("{port}", str(port)).rstrip("/")
+
+    app = build_app(args, public, str(port))
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=args.certfile,
+        ssl_keyfile=args.keyfile,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            await task  # re-raise the startup failure
+            raise SystemExit("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    print(f"READY {port}", flush=True)
+    await task
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.watch_stdin:
+        _watch_stdin()
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()
