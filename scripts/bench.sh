@@ -10,6 +10,8 @@ B=$ROOT/target/bench-harness
 mkdir -p "$B"
 cp -r "$SRC"/. "$B"/
 chmod -R u+w "$B"
+# The copy sits inside this workspace's target/: make its crate a workspace of its own.
+grep -q '^\[workspace\]' "$B/rs/Cargo.toml" || printf '\n[workspace]\n' >> "$B/rs/Cargo.toml"
 (cd "$ROOT" && cargo build --release --bin mcptap)
 CONF=$B/mcptap-conf
 mkdir -p "$CONF"

@@ -16,8 +16,8 @@ pub fn main() -> ExitCode {
     let cli = args::Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
     let result = match cli.command {
-        None => proxy::main(cli.proxy),
-        Some(args::Command::Proxy(p)) => proxy::main(p),
+        None => proxy::main(cli.proxy, cli.quiet),
+        Some(args::Command::Proxy(p)) => proxy::main(p, cli.quiet),
         Some(args::Command::Ca(c)) => ca::main(c),
     };
     match result {

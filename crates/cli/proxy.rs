@@ -8,7 +8,6 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Validated configuration for a proxy run.
@@ -18,11 +17,13 @@ pub struct RunConfig {
     pub proxy: ProxyConfig,
     /// mcptap's configuration directory (CA lives here).
     pub confdir: PathBuf,
+    /// No line per flow (`-q`, like mitmdump).
+    pub quiet: bool,
 }
 
 impl RunConfig {
     /// Validates raw arguments.
-    pub fn from_args(args: &ProxyArgs) -> anyhow::Result<RunConfig> {
+    pub fn from_args(args: &ProxyArgs, quiet: bool) -> anyhow::Result<RunConfig> {
         let listen = SocketAddr::new(args.listen_host, args.listen_port);
         for pat in &args.ignore_hosts {
             regex::Regex::new(pat)
@@ -50,13 +51,14 @@ impl RunConfig {
                 ..ProxyConfig::default()
             },
             confdir: args.confdir.resolve()?,
+            quiet,
         })
     }
 }
 
 /// Runs `mcptap proxy` until a signal arrives.
-pub fn main(args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    let config = RunConfig::from_args(&args)?;
+pub fn main(args: ProxyArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let config = RunConfig::from_args(&args, quiet)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,11 +119,23 @@ pub async fn run(
         "mcptap: point clients at it: HTTPS_PROXY=http://{addr} NODE_EXTRA_CA_CERTS={}",
         ca.cert_path().display()
     );
-    let consumer = tokio::spawn(consume(rx));
+    let quiet = config.quiet;
+    let consumer = std::thread::Builder::new()
+        .name("mcptap-events".into())
+        .spawn(move || consume(rx, quiet))
+        .context("cannot start the event thread")?;
     drop(tx);
     proxy.serve(signal).await;
-    // The proxy's own sender is gone with it; the consumer ends once every flow has reported.
-    let dropped = consumer.await.unwrap_or(0);
+    // The consumer ends once every sender is gone, i.e. every connection task has finished
+    // (they all stop at the shutdown deadline); bound the wait anyway.
+    let joined = tokio::task::spawn_blocking(move || consumer.join().unwrap_or(0));
+    let dropped = match tokio::time::timeout(Duration::from_secs(5), joined).await {
+        Ok(d) => d.unwrap_or(0),
+        Err(_) => {
+            eprintln!("mcptap: some connections did not close in time; exiting anyway");
+            0
+        }
+    };
     if dropped > 0 {
         eprintln!("mcptap: {dropped} events were dropped because the output was too slow");
     }
@@ -130,9 +144,12 @@ pub async fn run(
 }
 
 /// Prints a line per finished flow. Returns how many events the engine had to drop.
-async fn consume(mut rx: EventReceiver) -> u64 {
+fn consume(mut rx: EventReceiver, quiet: bool) -> u64 {
     let stdout = std::io::stdout();
-    while let Some(ev) = rx.recv().await {
+    while let Some(ev) = rx.blocking_recv() {
+        if quiet {
+            continue;
+        }
         if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = &ev {
             let mut out = stdout.lock();
             let _ = writeln!(out, "{}", crate::lineview::line(flow));
@@ -140,9 +157,4 @@ async fn consume(mut rx: EventReceiver) -> u64 {
         }
     }
     rx.dropped()
-}
-
-#[allow(dead_code)]
-fn _assert_send(ca: Arc<dyn mcptap_proxy::CertSource>) -> Arc<dyn mcptap_proxy::CertSource> {
-    ca
 }

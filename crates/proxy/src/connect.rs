@@ -192,6 +192,7 @@ async fn dispatch<IO>(
         target: Some(target),
         client_tls: Some(info),
         client_addr: ctx.client_addr,
+        guard: guard.clone(),
     });
     if alpn.as_deref() == Some("h2") {
         serve_h2(shared, ctx, tls, guard).await;
@@ -330,9 +331,8 @@ async fn tunnel_ignored(
     });
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
-        let _guard = guard;
         let stats = match on_upgrade.await {
-            Ok(upgraded) => splice(upgraded, upstream).await,
+            Ok(upgraded) => splice(upgraded, upstream, guard).await,
             Err(_) => Err(TunnelStats::default()),
         };
         flow.timings.finished = Some(now_micros());
@@ -361,10 +361,11 @@ async fn tunnel_ignored(
 async fn splice(
     upgraded: hyper::upgrade::Upgraded,
     upstream: TcpStream,
+    guard: Guard,
 ) -> Result<TunnelStats, TunnelStats> {
     let (stats, err) = match into_tunnel_io(upgraded) {
-        TunnelIo::Tcp(tcp) => crate::splice::splice(tcp, upstream).await,
-        TunnelIo::Other(io) => crate::splice::splice(io, upstream).await,
+        TunnelIo::Tcp(tcp) => crate::splice::splice(tcp, upstream, guard).await,
+        TunnelIo::Other(io) => crate::splice::splice(io, upstream, guard).await,
     };
     match err {
         None => Ok(stats),

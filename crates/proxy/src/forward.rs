@@ -29,6 +29,8 @@ pub(crate) struct ConnCtx {
     pub target: Option<Target>,
     /// TLS between the client and mcptap.
     pub client_tls: Option<TlsInfo>,
+    /// Shutdown guard of the connection (cloned into tasks it spawns).
+    pub guard: crate::shutdown::Guard,
 }
 
 /// A CONNECT target.
@@ -323,8 +325,9 @@ pub(crate) async fn forward(
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let rec2 = rec.clone();
+            let guard = ctx.guard.clone();
             tokio::spawn(async move {
-                splice_upgrade(client_upgrade, upstream_upgrade, rec2).await;
+                splice_upgrade(client_upgrade, upstream_upgrade, rec2, guard).await;
             });
             let (mut parts, _body) = resp.into_parts();
             parts.version = Version::HTTP_11;
@@ -411,6 +414,7 @@ async fn splice_upgrade(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     rec: Arc<Recorder>,
+    guard: crate::shutdown::Guard,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -429,6 +433,7 @@ async fn splice_upgrade(
     let (stats, _err) = crate::splice::splice(
         hyper_util::rt::TokioIo::new(client),
         hyper_util::rt::TokioIo::new(upstream),
+        guard,
     )
     .await;
     rec.with(|f| f.tunnel = Some(stats));

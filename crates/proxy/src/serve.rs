@@ -141,6 +141,7 @@ pub(crate) async fn serve_listener_conn(shared: Arc<Shared>, stream: TcpStream, 
         client_addr,
         target: None,
         client_tls: None,
+        guard: guard.clone(),
     });
     let svc = {
         let (shared, ctx, guard) = (shared.clone(), ctx.clone(), guard.clone());

@@ -47,7 +47,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
 
 /// Copies both ways until both sides are done. Returns the byte counts, and whether the
 /// splice ended with an error (a reset rather than a close).
-pub(crate) async fn splice<A, B>(client: A, upstream: B) -> (TunnelStats, Option<io::Error>)
+/// Stops (as an error) when shutdown reaches its deadline.
+pub(crate) async fn splice<A, B>(
+    client: A,
+    upstream: B,
+    mut guard: crate::shutdown::Guard,
+) -> (TunnelStats, Option<io::Error>)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -62,7 +67,13 @@ where
         inner: upstream,
         read: down.clone(),
     };
-    let err = tokio::io::copy_bidirectional(&mut a, &mut b).await.err();
+    let err = tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut a, &mut b) => res.err(),
+        () = guard.reached(crate::shutdown::Phase::Stop) => Some(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "mcptap shut down",
+        )),
+    };
     (
         TunnelStats {
             bytes_up: up.load(Ordering::Relaxed),
