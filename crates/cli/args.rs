@@ -80,6 +80,10 @@ pub struct ProxyArgs {
     /// --upstream-ca).
     #[arg(long, hide = true)]
     pub no_system_roots: bool,
+    /// Send upstream connections through another proxy: http://[user:pass@]host:port
+    /// (mitmproxy's `upstream:` mode). mcptap never reads HTTPS_PROXY for itself.
+    #[arg(long, value_name = "URL")]
+    pub upstream_proxy: Option<String>,
     /// Seconds to let exchanges in flight finish on Ctrl-C.
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     pub shutdown_deadline: f64,

@@ -34,6 +34,10 @@ impl RunConfig {
                 anyhow::bail!("--upstream-ca {}: no such file", f.display());
             }
         }
+        let upstream_proxy = match &args.upstream_proxy {
+            Some(u) => Some(mcptap_proxy::UpstreamProxy::parse(u).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         if !(args.shutdown_deadline.is_finite() && args.shutdown_deadline >= 0.0) {
             anyhow::bail!("--shutdown-deadline must be a number of seconds");
         }
@@ -48,6 +52,7 @@ impl RunConfig {
                     no_system_roots: args.no_system_roots,
                 },
                 shutdown_deadline: Duration::from_secs_f64(args.shutdown_deadline),
+                upstream_proxy,
                 ..ProxyConfig::default()
             },
             confdir: args.confdir.resolve()?,

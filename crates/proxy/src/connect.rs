@@ -298,7 +298,7 @@ async fn tunnel_ignored(
     flow.kind = FlowKind::Tunnel;
     flow.request.headers = flow_headers(req.headers());
     flow.request.version = flow_version(req.version());
-    let upstream = match shared.connector.tcp(&host, port).await {
+    let upstream = match shared.connector.open(&host, port).await {
         Ok(s) => s,
         Err(e) => {
             let text = format!("mcptap: {e}\n");

@@ -18,7 +18,7 @@ pub mod upstream;
 
 pub use events::{EventReceiver, EventSender};
 pub use tap::BoxError;
-pub use upstream::{TrustError, UpstreamTrust};
+pub use upstream::{TrustError, UpstreamProxy, UpstreamTrust};
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -60,6 +60,8 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// How long shutdown waits for exchanges in flight.
     pub shutdown_deadline: Duration,
+    /// Send upstream connections through this proxy (`--upstream-proxy`).
+    pub upstream_proxy: Option<UpstreamProxy>,
 }
 
 impl Default for ProxyConfig {
@@ -71,6 +73,7 @@ impl Default for ProxyConfig {
             upstream_trust: UpstreamTrust::default(),
             connect_timeout: Duration::from_secs(15),
             shutdown_deadline: Duration::from_secs(3),
+            upstream_proxy: None,
         }
     }
 }
@@ -161,8 +164,9 @@ impl Proxy {
         };
         let tls = upstream::client_tls_config(&config.upstream_trust, &[b"h2", b"http/1.1"])?;
         let tls_h1 = upstream::client_tls_config(&config.upstream_trust, &[b"http/1.1"])?;
-        let connector = upstream::Connector::new(tls, config.connect_timeout);
-        let connector_h1 = upstream::Connector::new(tls_h1, config.connect_timeout);
+        let via = config.upstream_proxy.clone();
+        let connector = upstream::Connector::new(tls, config.connect_timeout, via.clone());
+        let connector_h1 = upstream::Connector::new(tls_h1, config.connect_timeout, via);
         let listener = TcpListener::bind(config.listen).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 ProxyError::AddrInUse {

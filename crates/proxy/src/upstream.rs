@@ -70,6 +70,18 @@ pub enum ConnectError {
         /// The timeout.
         after: Duration,
     },
+    /// The upstream proxy (`--upstream-proxy`) refused or failed the CONNECT.
+    #[error("upstream proxy {proxy} refused CONNECT {host}:{port}: {reason}")]
+    UpstreamProxy {
+        /// The proxy, `host:port`.
+        proxy: String,
+        /// The target.
+        host: String,
+        /// The target port.
+        port: u16,
+        /// Its status line or the I/O error.
+        reason: String,
+    },
     /// The TLS handshake failed (certificate not trusted, protocol mismatch, …).
     #[error("TLS handshake with {host}:{port} failed: {source}")]
     Tls {
@@ -87,7 +99,9 @@ impl ConnectError {
     /// The flow error kind this maps to.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ConnectError::NoHost | ConnectError::Connect { .. } => ErrorKind::UpstreamConnect,
+            ConnectError::NoHost
+            | ConnectError::Connect { .. }
+            | ConnectError::UpstreamProxy { .. } => ErrorKind::UpstreamConnect,
             ConnectError::Dns { .. } => ErrorKind::UpstreamDns,
             ConnectError::Timeout { .. } => ErrorKind::UpstreamTimeout,
             ConnectError::Tls { .. } => ErrorKind::UpstreamTls,
@@ -266,11 +280,60 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
-/// Connects to upstreams: resolve, TCP with `TCP_NODELAY`, then TLS for `https`.
+/// Another proxy that mcptap's upstream connections go through (`--upstream-proxy`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamProxy {
+    /// Its host.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// `user:pass` for `Proxy-Authorization: Basic`.
+    pub credentials: Option<String>,
+}
+
+impl UpstreamProxy {
+    /// Parses `http://[user:pass@]host:port`.
+    pub fn parse(url: &str) -> Result<UpstreamProxy, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("--upstream-proxy {url:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") | None => {}
+            Some(other) => {
+                return Err(format!(
+                    "--upstream-proxy {url:?}: only http:// proxies are supported, not {other}://"
+                ))
+            }
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("--upstream-proxy {url:?}: no host"))?;
+        let (credentials, hostport) = match authority.as_str().rsplit_once('@') {
+            Some((c, h)) => (Some(c.to_owned()), h),
+            None => (None, authority.as_str()),
+        };
+        let parsed: http::uri::Authority = hostport
+            .parse()
+            .map_err(|e| format!("--upstream-proxy {url:?}: {e}"))?;
+        Ok(UpstreamProxy {
+            host: parsed
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: parsed.port_u16().unwrap_or(8080),
+            credentials,
+        })
+    }
+}
+
+/// Connects to upstreams: resolve, TCP with `TCP_NODELAY` (directly or through an upstream
+/// proxy's CONNECT), then TLS for `https`.
 #[derive(Clone)]
 pub struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
+    via: Option<Arc<UpstreamProxy>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -283,11 +346,74 @@ impl std::fmt::Debug for Connector {
 
 impl Connector {
     /// A connector using `tls` for https upstreams.
-    pub fn new(tls: Arc<ClientConfig>, connect_timeout: Duration) -> Connector {
+    pub fn new(
+        tls: Arc<ClientConfig>,
+        connect_timeout: Duration,
+        via: Option<UpstreamProxy>,
+    ) -> Connector {
         Connector {
             tls: TlsConnector::from(tls),
             connect_timeout,
+            via: via.map(Arc::new),
         }
+    }
+
+    /// A byte stream to `host:port`: a direct TCP connection, or a CONNECT tunnel through the
+    /// upstream proxy.
+    pub async fn open(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let Some(via) = self.via.clone() else {
+            return self.tcp(host, port).await;
+        };
+        let mut tcp = self.tcp(&via.host, via.port).await?;
+        let refused = |reason: String| ConnectError::UpstreamProxy {
+            proxy: format!("{}:{}", via.host, via.port),
+            host: host.to_owned(),
+            port,
+            reason,
+        };
+        let target = format!("{}:{port}", crate::forward::url_host(host));
+        let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+        if let Some(c) = &via.credentials {
+            use base64::Engine as _;
+            let enc = base64::engine::general_purpose::STANDARD.encode(c.as_bytes());
+            req.push_str(&format!("Proxy-Authorization: Basic {enc}\r\n"));
+        }
+        req.push_str("\r\n");
+        let handshake = async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            tcp.write_all(req.as_bytes()).await?;
+            // Read the response head byte by byte: nothing after it may be consumed.
+            let mut head = Vec::with_capacity(128);
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if tcp.read(&mut b).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the proxy closed the connection",
+                    ));
+                }
+                head.push(b[0]);
+                if head.len() > 16 * 1024 {
+                    return Err(io::Error::other("response head too large"));
+                }
+            }
+            Ok(head)
+        };
+        let head = match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return Err(refused(e.to_string())),
+            Err(_) => return Err(refused("timed out".to_owned())),
+        };
+        let status_line = String::from_utf8_lossy(&head)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let code = status_line.split_whitespace().nth(1).unwrap_or("");
+        if !code.starts_with('2') {
+            return Err(refused(status_line));
+        }
+        Ok(tcp)
     }
 
     /// Opens a TCP connection to `host:port` (any resolved address), with `TCP_NODELAY`.
@@ -338,7 +464,7 @@ impl Connector {
             .to_owned();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = self.tcp(&host, port).await?;
+        let tcp = self.open(&host, port).await?;
         let peer = tcp.peer_addr().map_err(|source| ConnectError::Connect {
             host: host.clone(),
             port,
@@ -537,4 +663,24 @@ fn dedup_chain(links: &[String]) -> String {
         out.push(l);
     }
     out.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_proxy_urls_parse() {
+        let p = UpstreamProxy::parse("http://user:p%40ss@proxy.corp:3128").unwrap();
+        assert_eq!(p.host, "proxy.corp");
+        assert_eq!(p.port, 3128);
+        assert_eq!(p.credentials.as_deref(), Some("user:p%40ss"));
+        let p = UpstreamProxy::parse("http://[::1]:8888").unwrap();
+        assert_eq!(
+            (p.host.as_str(), p.port, p.credentials),
+            ("::1", 8888, None)
+        );
+        assert!(UpstreamProxy::parse("socks5://x:1").is_err());
+        assert!(UpstreamProxy::parse("http://").is_err());
+    }
 }
