@@ -30,6 +30,19 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Show where mcptap's CA certificate is and how to make clients trust it.
     Ca(CaArgs),
+    /// Listen as if you were the MCP server and forward everything to URL (for clients whose
+    /// proxy you cannot set, e.g. Claude.ai connectors). Same as `proxy --mode reverse:URL`.
+    Reverse(ReverseArgs),
+}
+
+/// `mcptap reverse URL`.
+#[derive(Debug, Args, Clone)]
+pub struct ReverseArgs {
+    /// The upstream MCP server, e.g. https://mcp.example.com
+    #[arg(value_name = "URL")]
+    pub url: String,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }
 
 /// Where mcptap keeps its CA and sessions.
@@ -84,6 +97,27 @@ pub struct ProxyArgs {
     /// (mitmproxy's `upstream:` mode). mcptap never reads HTTPS_PROXY for itself.
     #[arg(long, value_name = "URL")]
     pub upstream_proxy: Option<String>,
+    /// `regular` (an explicit proxy, the default) or `reverse:URL` (mitmproxy's spelling;
+    /// same as `mcptap reverse URL`).
+    #[arg(short = 'm', long, default_value = "regular", value_name = "MODE")]
+    pub mode: String,
+    /// Reverse mode: send paths under PREFIX to another upstream, e.g.
+    /// --route /oauth=https://auth.example.com (repeatable; the path is kept whole).
+    #[arg(long = "route", value_name = "PREFIX=URL")]
+    pub routes: Vec<String>,
+    /// Reverse mode: rewrite upstream URLs in OAuth metadata and WWW-Authenticate to the
+    /// public origin the client used.
+    #[arg(long)]
+    pub rewrite_metadata: bool,
+    /// Reverse mode: serve TLS with this certificate chain (PEM) instead of a minted one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Reverse mode: the private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Explicit mode: require clients to authenticate to mcptap with user:pass (Basic).
+    #[arg(long, value_name = "USER:PASS")]
+    pub proxy_auth: Option<String>,
     /// Seconds to let exchanges in flight finish on Ctrl-C.
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     pub shutdown_deadline: f64,

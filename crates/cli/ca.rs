@@ -26,6 +26,65 @@ impl mcptap_proxy::CertSource for LoadedCa {
     }
 }
 
+/// A fixed certificate chain and key (reverse mode `--cert/--key`), whatever the host.
+pub struct FixedCert {
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    configs: std::sync::Mutex<Vec<AlpnConfig>>,
+}
+
+/// A server config built for one ALPN list.
+type AlpnConfig = (Vec<Vec<u8>>, Arc<rustls::ServerConfig>);
+
+impl FixedCert {
+    /// Reads PEM files.
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<FixedCert> {
+        let pem = std::fs::read(cert).with_context(|| format!("--cert {}", cert.display()))?;
+        let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--cert {}: invalid PEM", cert.display()))?;
+        if chain.is_empty() {
+            anyhow::bail!("--cert {}: no certificate in it", cert.display());
+        }
+        let pem = std::fs::read(key).with_context(|| format!("--key {}", key.display()))?;
+        let key = rustls_pemfile::private_key(&mut pem.as_slice())
+            .with_context(|| format!("--key {}: invalid PEM", key.display()))?
+            .with_context(|| format!("--key {}: no private key in it", key.display()))?;
+        let fixed = FixedCert {
+            chain,
+            key,
+            configs: std::sync::Mutex::new(Vec::new()),
+        };
+        // Fail now, not at the first handshake, if the pair does not fit.
+        mcptap_proxy::CertSource::server_config(&fixed, "localhost", &[])
+            .map_err(|e| anyhow::anyhow!("--cert/--key: {e}"))?;
+        Ok(fixed)
+    }
+}
+
+impl mcptap_proxy::CertSource for FixedCert {
+    fn server_config(
+        &self,
+        _host: &str,
+        alpn: &[Vec<u8>],
+    ) -> Result<Arc<rustls::ServerConfig>, mcptap_proxy::BoxError> {
+        let mut configs = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = configs.iter().find(|(a, _)| a == alpn) {
+            return Ok(c.clone());
+        }
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        cfg.alpn_protocols = alpn.to_vec();
+        let cfg = Arc::new(cfg);
+        configs.push((alpn.to_vec(), cfg.clone()));
+        Ok(cfg)
+    }
+}
+
 /// Loads the CA from `confdir`, creating it on first use (and saying so).
 pub fn load(confdir: &Path) -> anyhow::Result<Arc<LoadedCa>> {
     let ca = mcptap_ca::Ca::load_or_create(confdir)

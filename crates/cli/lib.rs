@@ -19,6 +19,11 @@ pub fn main() -> ExitCode {
         None => proxy::main(cli.proxy, cli.quiet),
         Some(args::Command::Proxy(p)) => proxy::main(p, cli.quiet),
         Some(args::Command::Ca(c)) => ca::main(c),
+        Some(args::Command::Reverse(r)) => {
+            let mut p = r.proxy;
+            p.mode = format!("reverse:{}", r.url);
+            proxy::main(p, cli.quiet)
+        }
     };
     match result {
         Ok(code) => code,

@@ -19,6 +19,8 @@ pub struct RunConfig {
     pub confdir: PathBuf,
     /// No line per flow (`-q`, like mitmdump).
     pub quiet: bool,
+    /// Reverse mode: certificate chain and key files to serve instead of minted leaves.
+    pub listener_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl RunConfig {
@@ -38,6 +40,45 @@ impl RunConfig {
             Some(u) => Some(mcptap_proxy::UpstreamProxy::parse(u).map_err(anyhow::Error::msg)?),
             None => None,
         };
+        let reverse = match args.mode.as_str() {
+            "regular" => {
+                if !args.routes.is_empty() || args.rewrite_metadata || args.cert.is_some() {
+                    anyhow::bail!(
+                        "--route, --rewrite-metadata and --cert apply to reverse mode only"
+                    );
+                }
+                None
+            }
+            m => {
+                let Some(url) = m.strip_prefix("reverse:") else {
+                    anyhow::bail!("unknown --mode {m:?}: use regular or reverse:URL (for upstream:URL use --upstream-proxy)");
+                };
+                let upstream =
+                    mcptap_proxy::reverse::parse_upstream(url).map_err(anyhow::Error::msg)?;
+                let routes = args
+                    .routes
+                    .iter()
+                    .map(|r| mcptap_proxy::reverse::parse_route(r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(anyhow::Error::msg)?;
+                if args.proxy_auth.is_some() {
+                    anyhow::bail!(
+                        "--proxy-auth applies to the explicit proxy, not to reverse mode"
+                    );
+                }
+                Some(mcptap_proxy::reverse::ReverseConfig {
+                    upstream,
+                    routes,
+                    tls: true,
+                    rewrite_metadata: args.rewrite_metadata,
+                })
+            }
+        };
+        if let Some(auth) = &args.proxy_auth {
+            if !auth.contains(':') {
+                anyhow::bail!("--proxy-auth takes user:pass");
+            }
+        }
         if !(args.shutdown_deadline.is_finite() && args.shutdown_deadline >= 0.0) {
             anyhow::bail!("--shutdown-deadline must be a number of seconds");
         }
@@ -53,7 +94,13 @@ impl RunConfig {
                 },
                 shutdown_deadline: Duration::from_secs_f64(args.shutdown_deadline),
                 upstream_proxy,
+                reverse,
+                proxy_auth: args.proxy_auth.clone(),
                 ..ProxyConfig::default()
+            },
+            listener_cert: match (&args.cert, &args.key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                _ => None,
             },
             confdir: args.confdir.resolve()?,
             quiet,
@@ -101,9 +148,14 @@ pub async fn run(
     signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let ca = crate::ca::load(&config.confdir)?;
+    let certs: std::sync::Arc<dyn mcptap_proxy::CertSource> = match &config.listener_cert {
+        Some((cert, key)) => std::sync::Arc::new(crate::ca::FixedCert::load(cert, key)?),
+        None => ca.clone(),
+    };
     let (tx, rx) = mcptap_proxy::events::channel(mcptap_proxy::events::DEFAULT_CAPACITY);
     let listen = config.proxy.listen;
-    let proxy = match Proxy::bind(config.proxy.clone(), ca.clone(), tx.clone()).await {
+    let reverse = config.proxy.reverse.clone();
+    let proxy = match Proxy::bind(config.proxy.clone(), certs, tx.clone()).await {
         Ok(p) => p,
         Err(ProxyError::AddrInUse { addr }) => anyhow::bail!(
             "port {} on {} is already in use: choose another with -p/--listen-port (or --listen-host)",
@@ -113,17 +165,37 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     };
     let addr = proxy.local_addr();
-    if !listen.ip().is_loopback() {
-        eprintln!(
-            "mcptap: WARNING: listening on {addr}: anyone who can reach this address can use mcptap \
-             as an open proxy. Use --listen-host 127.0.0.1 unless you mean it."
-        );
+    match &reverse {
+        None => {
+            if !listen.ip().is_loopback() {
+                eprintln!(
+                    "mcptap: WARNING: listening on {addr}: anyone who can reach this address can use \
+                     mcptap as an open proxy. Use --listen-host 127.0.0.1 unless you mean it."
+                );
+            }
+            eprintln!("mcptap: proxy listening on http://{addr}");
+            eprintln!(
+                "mcptap: point clients at it: HTTPS_PROXY=http://{addr} NODE_EXTRA_CA_CERTS={}",
+                ca.cert_path().display()
+            );
+        }
+        Some(rev) => {
+            if !listen.ip().is_loopback() {
+                eprintln!(
+                    "mcptap: NOTE: reverse mode is listening on {addr}, reachable from other \
+                     machines: everything sent here is forwarded to {} and recorded.",
+                    rev.upstream
+                );
+            }
+            eprintln!(
+                "mcptap: reverse proxy listening on {addr} (TLS or plain HTTP) -> {}",
+                rev.upstream
+            );
+            for (prefix, url) in &rev.routes {
+                eprintln!("mcptap:   {prefix}* -> {url}");
+            }
+        }
     }
-    eprintln!("mcptap: proxy listening on http://{addr}");
-    eprintln!(
-        "mcptap: point clients at it: HTTPS_PROXY=http://{addr} NODE_EXTRA_CA_CERTS={}",
-        ca.cert_path().display()
-    );
     let quiet = config.quiet;
     let consumer = std::thread::Builder::new()
         .name("mcptap-events".into())

@@ -118,3 +118,43 @@ async fn an_upstream_proxy_that_refuses_is_a_502_naming_it() {
     let flow = proxy.flow(|f| f.request.url.ends_with("/small")).await;
     assert_eq!(flow.error.unwrap().kind, ErrorKind::UpstreamConnect);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_auth_is_required_when_configured() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let proxy = TestProxy::start(&pki, |c| c.proxy_auth = Some("u:p".into())).await;
+    let connect = |auth: Option<&'static str>| {
+        let addr = proxy.addr;
+        let port = up.port();
+        async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let extra = auth
+                .map(|a| format!("Proxy-Authorization: Basic {a}\r\n"))
+                .unwrap_or_default();
+            tcp.write_all(
+                format!(
+                    "CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n{extra}\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut buf = vec![0u8; 512];
+            let n = tcp.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+    };
+    let denied = connect(None).await;
+    assert!(denied.starts_with("HTTP/1.1 407"), "{denied}");
+    assert!(
+        denied
+            .to_ascii_lowercase()
+            .contains("proxy-authenticate: basic"),
+        "{denied}"
+    );
+    assert!(connect(Some("dTp3cm9uZw=="))
+        .await
+        .starts_with("HTTP/1.1 407"));
+    assert!(connect(Some("dTpw")).await.starts_with("HTTP/1.1 200"));
+}

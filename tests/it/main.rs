@@ -7,3 +7,4 @@ mod common;
 mod e2e_peers;
 mod engine;
 mod peers_direct;
+mod reverse;

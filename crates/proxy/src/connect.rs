@@ -127,7 +127,7 @@ async fn intercept(
     }
 }
 
-async fn dispatch<IO>(
+pub(crate) async fn dispatch<IO>(
     shared: Arc<Shared>,
     ctx: Arc<ConnCtx>,
     io: IO,

@@ -231,7 +231,15 @@ pub(crate) async fn forward(
 ) -> Response<ProxyBody> {
     let started = now_micros();
     let id = next_id(&shared);
-    let (uri, host, port) = match upstream_uri(&ctx, &req) {
+    let reverse = shared.reverse.clone();
+    let routed = match &reverse {
+        Some(rev) => reverse_uri(rev, &ctx, &req),
+        None => upstream_uri(&ctx, &req).map(|(u, h, p)| {
+            let shown = display_url(&u);
+            (u, h, p, shown, None)
+        }),
+    };
+    let (uri, host, port, shown_url, public_origin) = match routed {
         Ok(u) => u,
         Err(msg) => {
             record_rejected(&shared, &ctx, id, &req, started, &msg);
@@ -247,7 +255,7 @@ pub(crate) async fn forward(
         client_tls: ctx.client_tls.clone(),
         request: mcptap_flow::Request {
             method: req.method().as_str().to_owned(),
-            url: display_url(&uri),
+            url: shown_url,
             version: flow_version(req.version()),
             headers: flow_headers(req.headers()),
             body: Default::default(),
@@ -259,6 +267,7 @@ pub(crate) async fn forward(
         ..Default::default()
     };
     let rec = Recorder::start(flow, shared.events.clone());
+    let path = req.uri().path().to_owned();
 
     let upgrade = is_upgrade_request(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -272,6 +281,30 @@ pub(crate) async fn forward(
         }
     }
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if reverse.is_some() {
+        // The upstream sees its own name in Host, and what the client asked for in X-Forwarded-*.
+        let public_host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let proto = if ctx.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        crate::reverse::add_forwarded(
+            &mut parts.headers,
+            ctx.client_addr.ip(),
+            proto,
+            public_host.as_deref(),
+        );
+        if let Some(a) = uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let body = Tap::new(
@@ -338,8 +371,143 @@ pub(crate) async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
+    if let (Some(rev), Some(public)) = (reverse.as_deref(), public_origin.as_deref()) {
+        if rev.rewrite_metadata {
+            return rewrite_metadata(rev, public, &path, parts, body, rec, shared.body_limit).await;
+        }
+    }
     let body = Tap::new(body, rec, Direction::Response, shared.body_limit, is_sse);
     Response::from_parts(parts, body.boxed())
+}
+
+/// Reverse mode: the upstream URI for a request, the upstream's host and port, the URL as the
+/// client asked for it, and the public origin.
+#[allow(clippy::type_complexity)]
+fn reverse_uri(
+    rev: &crate::reverse::ReverseConfig,
+    ctx: &ConnCtx,
+    req: &Request<Incoming>,
+) -> Result<(Uri, String, u16, String, Option<String>), String> {
+    if req.method() == Method::CONNECT {
+        return Err("mcptap is in reverse mode: CONNECT is not accepted here".to_owned());
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    let upstream = rev.route(req.uri().path());
+    let uri = crate::reverse::target(upstream, pq)?;
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let port = uri.port_u16().unwrap_or(default_port(scheme));
+    let public_scheme = if ctx.client_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let public_host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_else(|| "localhost".to_owned());
+    let public = format!("{public_scheme}://{public_host}");
+    Ok((uri, host, port, format!("{public}{pq}"), Some(public)))
+}
+
+/// Reverse mode with `--rewrite-metadata`: OAuth metadata and `WWW-Authenticate` challenges that
+/// name the upstream are rewritten to the public origin. Metadata bodies are small JSON
+/// documents and are read whole (bounded); everything else streams as usual.
+async fn rewrite_metadata(
+    rev: &crate::reverse::ReverseConfig,
+    public: &str,
+    path: &str,
+    mut parts: http::response::Parts,
+    body: Incoming,
+    rec: Arc<Recorder>,
+    limit: usize,
+) -> Response<ProxyBody> {
+    let origins = rev.origins();
+    let mut changed = false;
+    let challenges: Vec<HeaderValue> = parts
+        .headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            let new = crate::reverse::rewrite_origins(&text, &origins, public);
+            if new != text {
+                changed = true;
+            }
+            HeaderValue::from_str(&new).unwrap_or_else(|_| v.clone())
+        })
+        .collect();
+    if changed {
+        parts.headers.remove(header::WWW_AUTHENTICATE);
+        for c in challenges {
+            parts.headers.append(header::WWW_AUTHENTICATE, c);
+        }
+    }
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"));
+    if !(crate::reverse::is_metadata_path(path) && json && parts.status.is_success()) {
+        if changed {
+            mark_rewritten(&rec, &parts);
+        }
+        let body = Tap::new(body, rec, Direction::Response, limit, false);
+        return Response::from_parts(parts, body.boxed());
+    }
+    let bytes = match http_body_util::Limited::new(body, 1 << 20).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return fail(
+                &rec,
+                ErrorKind::UpstreamProtocol,
+                format!("cannot read metadata to rewrite it: {e}"),
+                None,
+            )
+        }
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let new = crate::reverse::rewrite_origins(&text, &origins, public);
+    if new != text {
+        changed = true;
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    if changed {
+        mark_rewritten(&rec, &parts);
+    }
+    let body = Tap::new(
+        Full::new(Bytes::from(new)).map_err(|never| -> BoxError { match never {} }),
+        rec,
+        Direction::Response,
+        limit,
+        false,
+    );
+    Response::from_parts(parts, body.boxed())
+}
+
+/// Records (in the flow only, never on the wire) that mcptap rewrote this response.
+fn mark_rewritten(rec: &Recorder, parts: &http::response::Parts) {
+    let headers = flow_headers(&parts.headers);
+    rec.with(|f| {
+        if let Some(r) = f.response.as_mut() {
+            r.headers = headers;
+            r.headers.push("x-mcptap-rewritten", "metadata");
+        }
+    });
 }
 
 /// Ends a flow with a synthetic error response.

@@ -10,6 +10,7 @@
 mod connect;
 pub mod events;
 mod forward;
+pub mod reverse;
 mod serve;
 pub mod shutdown;
 mod splice;
@@ -62,6 +63,10 @@ pub struct ProxyConfig {
     pub shutdown_deadline: Duration,
     /// Send upstream connections through this proxy (`--upstream-proxy`).
     pub upstream_proxy: Option<UpstreamProxy>,
+    /// Reverse mode: forward everything to a fixed upstream instead of acting as a proxy.
+    pub reverse: Option<reverse::ReverseConfig>,
+    /// Explicit mode: require `Proxy-Authorization: Basic` with these `user:pass` credentials.
+    pub proxy_auth: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -74,6 +79,8 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(15),
             shutdown_deadline: Duration::from_secs(3),
             upstream_proxy: None,
+            reverse: None,
+            proxy_auth: None,
         }
     }
 }
@@ -115,6 +122,9 @@ pub(crate) struct Shared {
     pub next_id: AtomicU64,
     pub body_limit: usize,
     ignore_hosts: Option<RegexSet>,
+    pub reverse: Option<Arc<reverse::ReverseConfig>>,
+    /// Expected `Proxy-Authorization` value (`Basic …`), explicit mode only.
+    pub proxy_auth: Option<String>,
 }
 
 impl Shared {
@@ -190,6 +200,14 @@ impl Proxy {
                 next_id: AtomicU64::new(1),
                 body_limit: config.body_limit,
                 ignore_hosts,
+                reverse: config.reverse.map(Arc::new),
+                proxy_auth: config.proxy_auth.map(|c| {
+                    use base64::Engine as _;
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(c)
+                    )
+                }),
             }),
             shutdown_deadline: config.shutdown_deadline,
         })

@@ -143,11 +143,18 @@ pub(crate) async fn serve_listener_conn(shared: Arc<Shared>, stream: TcpStream, 
         client_tls: None,
         guard: guard.clone(),
     });
+    if shared.reverse.is_some() {
+        serve_reverse_conn(shared, ctx, stream, guard).await;
+        return;
+    }
     let svc = {
         let (shared, ctx, guard) = (shared.clone(), ctx.clone(), guard.clone());
         service_fn(move |req| {
             let (shared, ctx, guard) = (shared.clone(), ctx.clone(), guard.clone());
             async move {
+                if let Some(denied) = check_proxy_auth(&shared, &req) {
+                    return Ok::<_, Infallible>(denied);
+                }
                 Ok::<_, Infallible>(if is_connect(&req) {
                     handle_connect(shared, ctx, req, guard).await
                 } else {
@@ -163,6 +170,51 @@ pub(crate) async fn serve_listener_conn(shared: Arc<Shared>, stream: TcpStream, 
         record_protocol_error(&shared, &ctx, &e);
         tracing::debug!(%client_addr, "client connection: {e}");
     }
+}
+
+/// `--proxy-auth`: a `407` unless the request carries the expected credentials.
+fn check_proxy_auth(
+    shared: &Shared,
+    req: &http::Request<hyper::body::Incoming>,
+) -> Option<http::Response<forward::ProxyBody>> {
+    let expected = shared.proxy_auth.as_deref()?;
+    let given = req
+        .headers()
+        .get(http::header::PROXY_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if given == Some(expected) {
+        return None;
+    }
+    let mut resp = forward::text_response(
+        http::StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "mcptap: proxy authentication required (--proxy-auth)\n",
+    );
+    resp.headers_mut().insert(
+        http::header::PROXY_AUTHENTICATE,
+        http::HeaderValue::from_static("Basic realm=\"mcptap\""),
+    );
+    Some(resp)
+}
+
+/// Reverse mode: the client speaks to mcptap as to the server itself, TLS or plain.
+async fn serve_reverse_conn(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    stream: TcpStream,
+    guard: Guard,
+) {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(n) if n > 0 => {}
+        _ => return,
+    }
+    let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let target = forward::Target {
+        host: "localhost".to_owned(),
+        port,
+        tls: false,
+    };
+    crate::connect::dispatch(shared, ctx, stream, first[0], target, guard).await;
 }
 
 fn tunnel_service(

@@ -201,6 +201,16 @@ async fn route(
                 .body(full(""))
                 .unwrap()
         }
+        "/headers" => {
+            let mut text = String::new();
+            for (n, v) in req.headers() {
+                text.push_str(&format!("{n}: {}\n", v.to_str().unwrap_or("?")));
+            }
+            Response::builder()
+                .header("content-type", "text/plain")
+                .body(full(text))
+                .unwrap()
+        }
         p if p.starts_with("/status/") => {
             let code: u16 = p["/status/".len()..].parse().unwrap_or(500);
             Response::builder()
