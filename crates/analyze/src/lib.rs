@@ -1,2 +1,130 @@
-//! placeholder
+//! mcptap's analyzer: names the MCP + OAuth failures a capture proves.
+//!
+//! Pure: flows in, findings out. No I/O, no async runtime, no clock: time comes from the flows
+//! (or from the caller, via [`Analyzer::tick`]). The specification is
+//! `shared/reference/failure-modes.md`; every mode there has a finding id, a rule, and a page
+//! in `docs/findings/` that [`explain`] returns.
+//!
+//! - Offline: [`analyze`] a slice of flows into a [`Report`].
+//! - Live: an [`Analyzer`]; [`Analyzer::push`] each completed flow and show the findings it
+//!   returns, [`Analyzer::tick`] now and then so deadline rules fire without traffic, and
+//!   [`Analyzer::finish`] at shutdown for the summary.
+//! - Output: [`render_text`] (the human report), [`render_markdown`] (for an issue tracker,
+//!   secrets fingerprinted), and the [`Report`]'s serde JSON (schema in
+//!   `docs/findings/README.md`).
+//!
+//! Flows may be redacted (`[redacted sha256:… len=…]`) or raw; secrets are always compared
+//! through [`mcptap_flow::redact::fingerprint_of`], so both work alike.
 #![deny(missing_docs)]
+
+mod catalog;
+mod classify;
+mod engine;
+mod model;
+mod render;
+mod rules_mcp;
+mod rules_oauth;
+mod util;
+
+pub use engine::{Analyzer, Options};
+pub use model::{
+    AuthInfo, Culprit, Environment, Finding, FlowSummary, McpInfo, OAuthStory, Report, Role,
+    RpcDirection, RpcKind, RpcMessage, Severity, TokenRecord, UnknownSeverity, Visibility,
+    SCHEMA_VERSION,
+};
+pub use render::{render_markdown, render_text, MarkdownOptions};
+
+use mcptap_flow::Flow;
+
+/// Analyses a whole capture with the default [`Options`].
+pub fn analyze(flows: &[Flow]) -> Report {
+    analyze_with(flows, Options::default())
+}
+
+/// Analyses a whole capture. Flows are fed in the order they completed (as a live session
+/// would have seen them), whatever order the file holds them in.
+pub fn analyze_with(flows: &[Flow], opts: Options) -> Report {
+    let mut order: Vec<&Flow> = flows.iter().collect();
+    order.sort_by_key(|f| {
+        let t = &f.timings;
+        (
+            t.finished
+                .or(t.response_head)
+                .unwrap_or(t.started)
+                .max(t.started),
+            f.id,
+        )
+    });
+    let mut a = Analyzer::new(opts);
+    for f in order {
+        a.push(f);
+    }
+    a.finish()
+}
+
+/// Every id [`explain`] knows, in the reference's order: the ids findings carry, plus
+/// `token-unused`, which is reported as `token-not-sent` with that sub-case.
+pub fn finding_ids() -> &'static [&'static str] {
+    IDS
+}
+
+const IDS: &[&str] = &[
+    "token-not-sent",
+    "edge-blocked",
+    "fresh-token-rejected",
+    "stale-token-sent",
+    "redirect-drops-auth",
+    "challenge-missing",
+    "prm-unavailable",
+    "metadata-not-json",
+    "prm-resource-mismatch",
+    "as-discovery-failed",
+    "as-metadata-incomplete",
+    "registration-failed",
+    "redirect-uri-mismatch",
+    "resource-param-wrong",
+    "pkce-mismatch",
+    "token-exchange-missing",
+    "token-response-invalid",
+    "insufficient-scope-unhandled",
+    "lazy-challenge",
+    "refresh-broken",
+    "session-404-mishandled",
+    "transport-header-violation",
+    "cors-blocked",
+    "token-auth-method-mismatch",
+    "metadata-unreachable-endpoints",
+    "client-ignores-metadata",
+    "prm-url-not-path-scoped",
+    "tool-schema-invalid",
+    "token-unused",
+    "client-omits-token-confirmed",
+    "server-rejects-token",
+    "authorize-not-visible",
+];
+
+/// The page for a finding id (`docs/findings/ID.md`), like `rustc --explain`; `None` for an
+/// unknown id (show [`finding_ids`] then).
+pub fn explain(id: &str) -> Option<&'static str> {
+    catalog::entry(id.trim()).map(|e| e.page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_id_has_a_page_and_a_hint() {
+        assert_eq!(IDS.len(), catalog::ENTRIES.len());
+        for (id, e) in IDS.iter().zip(catalog::ENTRIES) {
+            assert_eq!(*id, e.id);
+            let page = explain(id).unwrap();
+            assert!(
+                page.starts_with(&format!("# {id}")),
+                "{id}: page must start with its id"
+            );
+            assert!(!e.hint.is_empty());
+        }
+        assert!(explain("no-such-id").is_none());
+    }
+}

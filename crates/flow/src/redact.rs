@@ -1,7 +1,21 @@
-//! Secret fingerprints: the same secret always gets the same short, non-reversible name, so
-//! saved sessions can be shared and analysis can still tell whether the token sent is the token
-//! issued.
+//! Secret fingerprints and redaction: the same secret always gets the same short, non-reversible
+//! name, so saved sessions can be shared and analysis can still tell whether the token sent is the
+//! token issued.
+//!
+//! [`redact_flow`] replaces every secret mcptap knows about with [`redacted`]`(secret)` and notes
+//! each one in [`Flow::secrets`]: the values of the [`SECRET_HEADERS`] (keeping an
+//! `Authorization` scheme, cookie names and `Set-Cookie` attributes), and the values of the
+//! [`SECRET_FIELDS`] wherever they appear as JSON string members (bodies, SSE event data, JSON
+//! text nested in JSON strings), as form fields (`application/x-www-form-urlencoded` bodies) and
+//! as URL query or fragment parameters (the request URL, and the URLs in `Location`, `Referer` and
+//! `Content-Location`). Everything else is left byte for byte as it was, so a redacted body still
+//! parses as it did. Redaction is idempotent: a marker is never redacted again.
+//!
+//! JSON bodies are scanned lexically, not parsed and re-serialised: that keeps their exact
+//! formatting and also covers bodies cut at the body limit, JSON-RPC messages inside an event
+//! stream and NDJSON. A string value left unterminated by a cut is redacted up to the cut.
 
+use crate::{CapturedBody, Direction, Flow, FlowEvent, Header, Headers, SseEvent};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -106,6 +120,596 @@ pub fn fingerprint_of(value: &str) -> String {
     }
 }
 
+/// Header fields whose values are secrets (names compared case-insensitively).
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "mcp-session-id",
+];
+
+/// JSON members, form fields and query parameters whose values are secrets.
+pub const SECRET_FIELDS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "code",
+    "code_verifier",
+    "client_secret",
+    "assertion",
+];
+
+/// Header fields holding a URL whose query or fragment may carry secrets (an authorization
+/// code in a redirect's `Location`, or in the `Referer` of the page that followed it).
+pub const URL_HEADERS: &[&str] = &["location", "referer", "content-location"];
+
+/// True if `name` is one of the [`SECRET_FIELDS`] (exact, case-sensitive: JSON keys and form
+/// field names are).
+pub fn is_secret_field(name: &str) -> bool {
+    SECRET_FIELDS.contains(&name)
+}
+
+/// True if `name` is one of the [`SECRET_HEADERS`] (case-insensitive).
+pub fn is_secret_header(name: &str) -> bool {
+    SECRET_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Redacts every secret in `flow` in place and adds a [`SecretNote`] for each to
+/// `flow.secrets` (once per place and fingerprint).
+pub fn redact_flow(flow: &mut Flow) {
+    let mut r = Redactor::new();
+    r.flow(flow);
+    r.merge_into(&mut flow.secrets);
+}
+
+/// Adds a [`SecretNote`] to `flow.secrets` for every secret in `flow` but leaves the values as
+/// they are (`--keep-secrets`): fingerprints stay available to analysis either way.
+pub fn note_secrets(flow: &mut Flow) {
+    let mut r = Redactor::observe_only();
+    r.flow(flow);
+    r.merge_into(&mut flow.secrets);
+}
+
+/// Redacts the secrets carried by one engine event: the flow of `RequestStarted`, `Completed`
+/// and `Failed` (notes included), the headers of `ResponseHead` and the data of `Sse`.
+pub fn redact_event(event: &mut FlowEvent) {
+    Redactor::new().event(event);
+}
+
+/// Finds secrets and, unless it only observes, replaces them with their [`redacted`] marker.
+/// Collects a [`SecretNote`] per secret found.
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    replace: bool,
+    notes: Vec<SecretNote>,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Redactor::new()
+    }
+}
+
+/// How deep JSON text nested in JSON strings is followed.
+const MAX_NESTING: u8 = 3;
+
+impl Redactor {
+    /// A redactor that replaces secrets.
+    pub fn new() -> Redactor {
+        Redactor {
+            replace: true,
+            notes: Vec::new(),
+        }
+    }
+
+    /// A redactor that only notes secrets and changes nothing.
+    pub fn observe_only() -> Redactor {
+        Redactor {
+            replace: false,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The secrets found so far.
+    pub fn notes(&self) -> &[SecretNote] {
+        &self.notes
+    }
+
+    /// The secrets found, consuming the redactor.
+    pub fn into_notes(self) -> Vec<SecretNote> {
+        self.notes
+    }
+
+    /// Appends the notes found to `notes`, skipping any already there (same place and
+    /// fingerprint).
+    pub fn merge_into(self, notes: &mut Vec<SecretNote>) {
+        for n in self.notes {
+            if !notes
+                .iter()
+                .any(|o| o.place == n.place && o.fingerprint == n.fingerprint)
+            {
+                notes.push(n);
+            }
+        }
+    }
+
+    /// Every place of a flow: URL, headers and bodies on both sides, SSE events.
+    pub fn flow(&mut self, flow: &mut Flow) {
+        self.url(Direction::Request, &mut flow.request.url);
+        self.headers(Direction::Request, &mut flow.request.headers);
+        self.body(
+            Direction::Request,
+            &flow.request.headers,
+            &mut flow.request.body,
+        );
+        if let Some(resp) = flow.response.as_mut() {
+            self.headers(Direction::Response, &mut resp.headers);
+            self.body(Direction::Response, &resp.headers, &mut resp.body);
+            for ev in &mut resp.sse {
+                self.sse_event(ev);
+            }
+        }
+    }
+
+    /// The secrets carried by one engine event (see [`redact_event`]).
+    pub fn event(&mut self, event: &mut FlowEvent) {
+        match event {
+            FlowEvent::RequestStarted { flow }
+            | FlowEvent::Completed { flow }
+            | FlowEvent::Failed { flow } => {
+                let mut r = Redactor {
+                    replace: self.replace,
+                    notes: Vec::new(),
+                };
+                r.flow(flow);
+                self.notes.extend(r.notes.iter().cloned());
+                r.merge_into(&mut flow.secrets);
+            }
+            FlowEvent::ResponseHead { headers, .. } => self.headers(Direction::Response, headers),
+            FlowEvent::Sse { event, .. } => self.sse_event(event),
+            FlowEvent::Body { .. } => {}
+        }
+    }
+
+    /// Every header field of one side.
+    pub fn headers(&mut self, side: Direction, headers: &mut Headers) {
+        for h in &mut headers.0 {
+            self.header(side, h);
+        }
+    }
+
+    /// One header field: a [`SECRET_HEADERS`] value, or the query of a [`URL_HEADERS`] value.
+    pub fn header(&mut self, side: Direction, header: &mut Header) {
+        let name = header.name.to_ascii_lowercase();
+        let side = side_name(side);
+        let new = match name.as_str() {
+            "authorization" | "proxy-authorization" => {
+                self.credentials(&format!("{side}.header.{name}"), &header.value)
+            }
+            "cookie" => self.cookie_list(&format!("{side}.cookie"), &header.value),
+            "set-cookie" => self.set_cookie(&format!("{side}.cookie"), &header.value),
+            "mcp-session-id" => self.secret(&format!("{side}.header.{name}"), &header.value),
+            n if URL_HEADERS.contains(&n) => {
+                self.url_params(&format!("{side}.header.{name}"), &header.value)
+            }
+            _ => None,
+        };
+        if let Some(v) = new {
+            header.value = v;
+        }
+    }
+
+    /// The query and fragment parameters of a request URL (`request.query.<name>`).
+    pub fn url(&mut self, side: Direction, url: &mut String) {
+        let prefix = format!("{}.query", side_name(side));
+        if let Some(v) = self.url_params(&prefix, url) {
+            *url = v;
+        }
+    }
+
+    /// A body, as form fields when its `Content-Type` (from `headers`) says so, else as JSON
+    /// text (which also covers event streams and NDJSON).
+    pub fn body(&mut self, side: Direction, headers: &Headers, body: &mut CapturedBody) {
+        if body.bytes.is_empty() {
+            return;
+        }
+        let side_s = side_name(side);
+        let ct = headers
+            .get("content-type")
+            .map(|c| c.trim().to_ascii_lowercase());
+        let new = match ct.as_deref() {
+            Some(c) if c.starts_with("application/x-www-form-urlencoded") => {
+                self.form_bytes(&format!("{side_s}.form"), &body.bytes)
+            }
+            None if looks_like_form(&body.bytes) => {
+                self.form_bytes(&format!("{side_s}.form"), &body.bytes)
+            }
+            Some(c) if c.starts_with("text/event-stream") => {
+                self.json_bytes(&format!("{side_s}.sse"), &body.bytes, 0)
+            }
+            _ => self.json_bytes(&format!("{side_s}.json"), &body.bytes, 0),
+        };
+        if let Some(b) = new {
+            body.bytes = b.into();
+        }
+    }
+
+    /// The data of one server-sent event (`response.sse.<name>`).
+    pub fn sse_event(&mut self, event: &mut SseEvent) {
+        if let Some(new) = self.json_bytes("response.sse", event.data.as_bytes(), 0) {
+            event.data = String::from_utf8_lossy(&new).into_owned();
+        }
+    }
+
+    /// Records a secret found at `place`; returns its marker when it is to be replaced.
+    /// Empty values and markers are left alone.
+    fn secret(&mut self, place: &str, raw: &str) -> Option<String> {
+        if raw.is_empty() || parse_redacted(raw).is_some() {
+            return None;
+        }
+        let fp = fingerprint(raw);
+        if !self
+            .notes
+            .iter()
+            .any(|n| n.place == place && n.fingerprint == fp)
+        {
+            self.notes.push(SecretNote {
+                fingerprint: fp.clone(),
+                len: raw.len(),
+                place: place.to_owned(),
+                jwt: decode_jwt(raw),
+            });
+        }
+        self.replace
+            .then(|| format!("[redacted sha256:{fp} len={}]", raw.len()))
+    }
+
+    /// `Scheme credentials` keeps the scheme; a bare value is redacted whole.
+    fn credentials(&mut self, place: &str, value: &str) -> Option<String> {
+        let s = value.len() - value.trim_start().len();
+        let Some(scheme_end) = value[s..].find([' ', '\t']).map(|i| s + i) else {
+            return self.secret(place, value.trim());
+        };
+        let scheme = &value[s..scheme_end];
+        let after = &value[scheme_end..];
+        let cred_start = scheme_end + (after.len() - after.trim_start_matches([' ', '\t']).len());
+        let cred = value[cred_start..].trim_end();
+        if cred.is_empty() || !scheme.bytes().all(is_tchar) {
+            return self.secret(place, value.trim());
+        }
+        let marker = self.secret(place, cred)?;
+        Some(format!("{}{marker}", &value[..cred_start]))
+    }
+
+    /// `Cookie: a=1; b=2`: each value redacted, names kept.
+    fn cookie_list(&mut self, prefix: &str, value: &str) -> Option<String> {
+        let mut out = String::with_capacity(value.len());
+        let mut changed = false;
+        for (i, part) in value.split(';').enumerate() {
+            if i > 0 {
+                out.push(';');
+            }
+            match self.cookie_pair(prefix, part) {
+                Some(p) => {
+                    out.push_str(&p);
+                    changed = true;
+                }
+                None => out.push_str(part),
+            }
+        }
+        changed.then_some(out)
+    }
+
+    /// `Set-Cookie: sid=xyz; Path=/; HttpOnly`: the value redacted, name and attributes kept.
+    fn set_cookie(&mut self, prefix: &str, value: &str) -> Option<String> {
+        let (pair, attrs) = match value.find(';') {
+            Some(i) => value.split_at(i),
+            None => (value, ""),
+        };
+        let p = self.cookie_pair(prefix, pair)?;
+        Some(format!("{p}{attrs}"))
+    }
+
+    /// `name=value` (with any surrounding spaces) → `name=[redacted …]`.
+    fn cookie_pair(&mut self, prefix: &str, part: &str) -> Option<String> {
+        let (name, raw) = match part.find('=') {
+            Some(eq) => (&part[..eq], &part[eq + 1..]),
+            None => ("", part),
+        };
+        let v = raw.trim();
+        if v.is_empty() {
+            return None;
+        }
+        let key = name.trim();
+        let place = if key.is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let marker = self.secret(&place, v)?;
+        let lead = &raw[..raw.len() - raw.trim_start().len()];
+        let trail = &raw[raw.trim_end().len()..];
+        Some(if part.contains('=') {
+            format!("{name}={lead}{marker}{trail}")
+        } else {
+            format!("{lead}{marker}{trail}")
+        })
+    }
+
+    /// The query and fragment of a URL, as form fields (`<prefix>.<name>`).
+    fn url_params(&mut self, prefix: &str, url: &str) -> Option<String> {
+        let q = url.find('?');
+        let f = url.find('#');
+        let mut out = String::new();
+        let mut changed = false;
+        let mut pos = 0;
+        // Query: from after '?' to '#' (or the end); fragment: after '#'.
+        let mut spans = Vec::with_capacity(2);
+        match (q, f) {
+            (Some(q), Some(f)) if q < f => {
+                spans.push((q + 1, f));
+                spans.push((f + 1, url.len()));
+            }
+            (Some(_), Some(f)) | (None, Some(f)) => spans.push((f + 1, url.len())),
+            (Some(q), None) => spans.push((q + 1, url.len())),
+            (None, None) => {}
+        }
+        for (start, end) in spans {
+            if let Some(new) = self.form_str(prefix, &url[start..end]) {
+                out.push_str(&url[pos..start]);
+                out.push_str(&new);
+                pos = end;
+                changed = true;
+            }
+        }
+        if !changed {
+            return None;
+        }
+        out.push_str(&url[pos..]);
+        Some(out)
+    }
+
+    /// `a=1&code=xyz` → `a=1&code=%5Bredacted…%5D`; everything else byte for byte (so bytes
+    /// that are not UTF-8 survive too).
+    fn form_bytes(&mut self, prefix: &str, s: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(s.len() + 64);
+        let mut changed = false;
+        for (i, pair) in s.split(|&b| b == b'&').enumerate() {
+            if i > 0 {
+                out.push(b'&');
+            }
+            if let Some(eq) = pair.iter().position(|&b| b == b'=') {
+                let key = form_decode(&pair[..eq]);
+                if is_secret_field(&key) {
+                    let raw = form_decode(&pair[eq + 1..]);
+                    if let Some(m) = self.secret(&format!("{prefix}.{key}"), &raw) {
+                        out.extend_from_slice(&pair[..=eq]);
+                        out.extend_from_slice(percent_encode(&m).as_bytes());
+                        changed = true;
+                        continue;
+                    }
+                }
+            }
+            out.extend_from_slice(pair);
+        }
+        changed.then_some(out)
+    }
+
+    fn form_str(&mut self, prefix: &str, s: &str) -> Option<String> {
+        let b = self.form_bytes(prefix, s.as_bytes())?;
+        // Only whole ASCII values were replaced, so the text is still UTF-8.
+        Some(
+            String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        )
+    }
+
+    /// JSON text scanned lexically: the string value of every member named in
+    /// [`SECRET_FIELDS`] is replaced; JSON text inside other string values is followed
+    /// [`MAX_NESTING`] levels deep.
+    fn json_bytes(&mut self, prefix: &str, input: &[u8], depth: u8) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        let mut i = 0;
+        while i < input.len() {
+            if input[i] != b'"' {
+                i += 1;
+                continue;
+            }
+            let StrEnd::Closed(kend) = string_end(input, i) else {
+                i += 1;
+                continue;
+            };
+            let mut j = skip_ws(input, kend);
+            if input.get(j) != Some(&b':') {
+                // A string that is not a member name: maybe JSON text inside a string.
+                if let Some(new) = self.nested_json(prefix, &input[i..kend], depth) {
+                    let o = out.get_or_insert_with(|| Vec::with_capacity(input.len() + 64));
+                    o.extend_from_slice(&input[copied..i]);
+                    o.extend_from_slice(&new);
+                    copied = kend;
+                }
+                i = kend;
+                continue;
+            }
+            j = skip_ws(input, j + 1);
+            if input.get(j) != Some(&b'"') {
+                i = kend;
+                continue;
+            }
+            let (vend, closed) = match string_end(input, j) {
+                StrEnd::Closed(e) => (e, true),
+                StrEnd::Eof => (input.len(), false),
+                StrEnd::Broken => {
+                    i = kend;
+                    continue;
+                }
+            };
+            let key = decode_json_string(&input[i..kend]);
+            if key.as_deref().is_some_and(is_secret_field) {
+                let raw = if closed {
+                    decode_json_string(&input[j..vend])
+                } else {
+                    None
+                }
+                .unwrap_or_else(|| {
+                    let inner = &input[j + 1..if closed { vend - 1 } else { vend }];
+                    String::from_utf8_lossy(inner).into_owned()
+                });
+                let key = key.unwrap_or_default();
+                if let Some(marker) = self.secret(&format!("{prefix}.{key}"), &raw) {
+                    let o = out.get_or_insert_with(|| Vec::with_capacity(input.len() + 64));
+                    o.extend_from_slice(&input[copied..j]);
+                    o.push(b'"');
+                    o.extend_from_slice(marker.as_bytes());
+                    o.push(b'"');
+                    copied = vend;
+                }
+            } else if closed {
+                if let Some(new) = self.nested_json(prefix, &input[j..vend], depth) {
+                    let o = out.get_or_insert_with(|| Vec::with_capacity(input.len() + 64));
+                    o.extend_from_slice(&input[copied..j]);
+                    o.extend_from_slice(&new);
+                    copied = vend;
+                }
+            }
+            i = vend;
+        }
+        let mut o = out?;
+        o.extend_from_slice(&input[copied..]);
+        Some(o)
+    }
+
+    /// A JSON string token whose text is itself JSON naming a secret field: redacted inside
+    /// and re-encoded as a JSON string.
+    fn nested_json(&mut self, prefix: &str, token: &[u8], depth: u8) -> Option<Vec<u8>> {
+        if depth >= MAX_NESTING || !token.contains(&b'\\') {
+            return None;
+        }
+        let names_a_field = SECRET_FIELDS.iter().any(|f| {
+            token
+                .windows(f.len() + 2)
+                .any(|w| w[1..w.len() - 1] == *f.as_bytes() && w[w.len() - 1] == b'\\')
+        });
+        if !names_a_field {
+            return None;
+        }
+        let inner: String = serde_json::from_slice(token).ok()?;
+        let new = self.json_bytes(prefix, inner.as_bytes(), depth + 1)?;
+        let new = String::from_utf8(new).ok()?;
+        serde_json::to_vec(&new).ok()
+    }
+}
+
+fn side_name(side: Direction) -> &'static str {
+    match side {
+        Direction::Request => "request",
+        Direction::Response => "response",
+    }
+}
+
+/// RFC 9110 `tchar`: what an auth scheme is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A request body without a `Content-Type` that is plainly `a=b&c=d`.
+fn looks_like_form(body: &[u8]) -> bool {
+    body.contains(&b'=')
+        && body
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"=&%+-._~*".contains(&b))
+}
+
+enum StrEnd {
+    /// Index just past the closing quote.
+    Closed(usize),
+    /// The input ended inside the string (a body cut at the limit).
+    Eof,
+    /// A line break before the closing quote: not a JSON string.
+    Broken,
+}
+
+/// Where the JSON string starting with the quote at `start` ends.
+fn string_end(input: &[u8], start: usize) -> StrEnd {
+    let mut i = start + 1;
+    while i < input.len() {
+        match input[i] {
+            b'\\' => i += 2,
+            b'"' => return StrEnd::Closed(i + 1),
+            b'\n' | b'\r' => return StrEnd::Broken,
+            _ => i += 1,
+        }
+    }
+    StrEnd::Eof
+}
+
+fn skip_ws(input: &[u8], mut i: usize) -> usize {
+    while i < input.len() && matches!(input[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// The text of a JSON string token (quotes included); `None` if it is not valid.
+fn decode_json_string(token: &[u8]) -> Option<String> {
+    if token.len() < 2 {
+        return None;
+    }
+    if !token.contains(&b'\\') {
+        return std::str::from_utf8(&token[1..token.len() - 1])
+            .ok()
+            .map(str::to_owned);
+    }
+    serde_json::from_slice(token).ok()
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a malformed
+/// escape is kept as it is; bytes that are not UTF-8 become U+FFFD.
+pub fn form_decode(b: &[u8]) -> String {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (spaces as `%20`, valid in
+/// both URLs and form bodies).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +742,338 @@ mod tests {
         assert_eq!(parse_redacted(&marker), Some(fp.as_str()));
         assert_eq!(fingerprint_of(&marker), fp);
         assert_eq!(fingerprint_of("secret-token"), fp);
+    }
+
+    use crate::{CapturedBody, Flow, Headers, Request, Response, SseEvent};
+
+    fn marker(secret: &str) -> String {
+        redacted(secret)
+    }
+
+    fn jwt() -> String {
+        let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.{}",
+            enc(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#),
+            enc(
+                r#"{"iss":"https://as","aud":"https://rs/mcp","exp":10,"iat":1,"scope":"mcp","client_id":"c1","email":"x@y"}"#
+            ),
+            enc("sig")
+        )
+    }
+
+    fn flow_with(
+        req_headers: &[(&str, &str)],
+        req_body: &str,
+        resp_headers: &[(&str, &str)],
+        resp_body: &str,
+    ) -> Flow {
+        Flow {
+            request: Request {
+                method: "POST".into(),
+                url: "https://as.example/token?code=abc%2Fdef&state=s1".into(),
+                headers: req_headers.iter().map(|(n, v)| (*n, *v)).collect(),
+                body: CapturedBody::complete(req_body.to_owned()),
+                ..Request::default()
+            },
+            response: Some(Response {
+                status: 200,
+                headers: resp_headers.iter().map(|(n, v)| (*n, *v)).collect(),
+                body: CapturedBody::complete(resp_body.to_owned()),
+                ..Response::default()
+            }),
+            ..Flow::default()
+        }
+    }
+
+    fn place<'a>(flow: &'a Flow, place: &str) -> &'a SecretNote {
+        flow.secrets
+            .iter()
+            .find(|n| n.place == place)
+            .unwrap_or_else(|| panic!("no note at {place}: {:#?}", flow.secrets))
+    }
+
+    #[test]
+    fn every_listed_place_is_redacted_and_fingerprints_match() {
+        let token = jwt();
+        let mut f = flow_with(
+            &[
+                ("Authorization", &format!("Bearer {token}")),
+                ("Proxy-Authorization", "Basic dXNlcjpwYXNz"),
+                ("Cookie", "sid=s3cret; theme=dark"),
+                ("Mcp-Session-Id", "sess-123"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Referer", "https://client/cb?code=abc%2Fdef&state=s1"),
+            ],
+            "grant_type=authorization_code&code=abc%2Fdef&code_verifier=v+1&client_secret=cs&assertion=as1",
+            &[
+                ("Content-Type", "application/json"),
+                ("Set-Cookie", "sid=s3cret; Path=/; HttpOnly"),
+                ("Mcp-Session-Id", "sess-123"),
+                ("Location", "https://client/cb?code=abc%2Fdef#access_token=frag"),
+            ],
+            &format!(
+                r#"{{"access_token": "{token}", "token_type":"Bearer","refresh_token":"rt-1","id_token":"it","nested":{{"code":"abc/def"}},"n":{{"code":-32600}}}}"#
+            ),
+        );
+        redact_flow(&mut f);
+        let h = |name: &str| f.request.headers.get(name).unwrap().to_owned();
+        assert_eq!(h("authorization"), format!("Bearer {}", marker(&token)));
+        assert_eq!(
+            h("proxy-authorization"),
+            format!("Basic {}", marker("dXNlcjpwYXNz"))
+        );
+        assert_eq!(
+            h("cookie"),
+            format!("sid={}; theme={}", marker("s3cret"), marker("dark"))
+        );
+        assert_eq!(h("mcp-session-id"), marker("sess-123"));
+        assert_eq!(
+            f.request.url,
+            format!(
+                "https://as.example/token?code={}&state=s1",
+                percent_encode(&marker("abc/def"))
+            )
+        );
+        let body = f.request.body.as_str().unwrap().to_owned();
+        assert!(
+            body.starts_with("grant_type=authorization_code&code=%5Bredacted%20sha256%3A"),
+            "{body}"
+        );
+        for secret in ["abc%2Fdef", "v+1", "cs", "as1"] {
+            assert!(!body.contains(&format!("={secret}")), "{body}");
+        }
+        let resp = f.response.as_ref().unwrap();
+        let rbody = resp.body.as_str().unwrap();
+        let v: serde_json::Value = serde_json::from_str(rbody).expect("still JSON");
+        assert_eq!(v["access_token"], marker(&token));
+        assert_eq!(v["token_type"], "Bearer");
+        assert_eq!(v["nested"]["code"], marker("abc/def"));
+        assert_eq!(v["n"]["code"], -32600, "only string values are secrets");
+        assert!(
+            rbody.starts_with(r#"{"access_token": "[redacted"#),
+            "formatting kept: {rbody}"
+        );
+        assert_eq!(
+            resp.headers.get("set-cookie").unwrap(),
+            format!("sid={}; Path=/; HttpOnly", marker("s3cret"))
+        );
+        assert_eq!(
+            resp.headers.get("location").unwrap(),
+            format!(
+                "https://client/cb?code={}#access_token={}",
+                percent_encode(&marker("abc/def")),
+                percent_encode(&marker("frag"))
+            )
+        );
+
+        // The token issued is the token sent; the code in the query, the form, the redirect
+        // and the JSON is one code.
+        let issued = place(&f, "response.json.access_token");
+        let sent = place(&f, "request.header.authorization");
+        assert_eq!(issued.fingerprint, sent.fingerprint);
+        assert_eq!(issued.fingerprint, fingerprint(&token));
+        let jwt = issued.jwt.as_ref().expect("jwt decoded");
+        assert_eq!(jwt.header["kid"], "k1");
+        for claim in ["iss", "aud", "exp", "iat", "scope", "client_id"] {
+            assert!(jwt.claims.contains_key(claim), "{claim}");
+        }
+        assert!(!jwt.claims.contains_key("email"));
+        let code = fingerprint("abc/def");
+        for p in [
+            "request.query.code",
+            "request.form.code",
+            "request.header.referer.code",
+            "response.header.location.code",
+            "response.json.code",
+        ] {
+            assert_eq!(place(&f, p).fingerprint, code, "{p}");
+        }
+        assert_eq!(
+            place(&f, "request.form.code_verifier").fingerprint,
+            fingerprint("v 1")
+        );
+        for p in [
+            "request.form.client_secret",
+            "request.form.assertion",
+            "request.cookie.sid",
+            "response.cookie.sid",
+            "request.header.mcp-session-id",
+            "response.header.mcp-session-id",
+            "response.json.refresh_token",
+            "response.json.id_token",
+            "response.header.location.access_token",
+            "request.header.proxy-authorization",
+        ] {
+            place(&f, p);
+        }
+        // No raw secret survives anywhere in the serialised flow.
+        let json = serde_json::to_string(&f).unwrap();
+        for raw in [
+            token.as_str(),
+            "dXNlcjpwYXNz",
+            "s3cret",
+            "sess-123",
+            "rt-1",
+            "abc%2Fdef",
+            "abc/def",
+        ] {
+            assert!(!json.contains(raw), "{raw} leaked: {json}");
+        }
+    }
+
+    #[test]
+    fn redaction_is_idempotent() {
+        let mut f = flow_with(
+            &[("Authorization", "Bearer tok"), ("Cookie", "a=b")],
+            r#"{"code":"c"}"#,
+            &[],
+            r#"{"access_token":"t"}"#,
+        );
+        redact_flow(&mut f);
+        let once = f.clone();
+        redact_flow(&mut f);
+        assert_eq!(f, once);
+    }
+
+    #[test]
+    fn observing_keeps_values_and_notes_them() {
+        let mut f = flow_with(
+            &[("Authorization", "Bearer tok")],
+            "",
+            &[],
+            r#"{"access_token":"tok"}"#,
+        );
+        f.request.url = "https://rs.example/mcp".into();
+        let before = f.clone();
+        note_secrets(&mut f);
+        assert_eq!(f.request, before.request);
+        assert_eq!(f.response, before.response);
+        assert_eq!(f.secrets.len(), 2);
+        assert_eq!(f.secrets[0].fingerprint, f.secrets[1].fingerprint);
+    }
+
+    #[test]
+    fn cut_escaped_nested_and_streamed_json() {
+        let mut r = Redactor::new();
+        // Cut at the body limit inside the value: the partial secret goes too.
+        let cut = r
+            .json_bytes("response.json", br#"{"a":1,"refresh_token":"abcd"#, 0)
+            .unwrap();
+        assert_eq!(
+            cut,
+            format!(r#"{{"a":1,"refresh_token":"{}""#, marker("abcd")).into_bytes()
+        );
+        // Escapes in names and values are decoded before matching and hashing.
+        let esc = r
+            .json_bytes("j", br#"{"access\u005ftoken":"a\"b"}"#, 0)
+            .unwrap();
+        assert_eq!(
+            esc,
+            format!(r#"{{"access\u005ftoken":"{}"}}"#, marker("a\"b")).into_bytes()
+        );
+        // JSON text inside a JSON string (an MCP tool result).
+        let nested = r
+            .json_bytes("j", br#"{"text":"{\"access_token\":\"zz\"}"}"#, 0)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&nested).unwrap();
+        let inner: serde_json::Value = serde_json::from_str(v["text"].as_str().unwrap()).unwrap();
+        assert_eq!(inner["access_token"], marker("zz"));
+        // An event stream.
+        let sse = r
+            .json_bytes(
+                "response.sse",
+                b"event: message\ndata: {\"id_token\":\"x\"}\n\n",
+                0,
+            )
+            .unwrap();
+        assert_eq!(
+            sse,
+            format!(
+                "event: message\ndata: {{\"id_token\":\"{}\"}}\n\n",
+                marker("x")
+            )
+            .into_bytes()
+        );
+        // Stray quotes and binary do not confuse the scanner.
+        assert!(r
+            .json_bytes("j", b"\"a\nb\" \xff\xfe \"code\" 1", 0)
+            .is_none());
+        let mut ev = SseEvent {
+            data: r#"{"result":{"access_token":"q"}}"#.into(),
+            ..SseEvent::default()
+        };
+        r.sse_event(&mut ev);
+        assert_eq!(
+            ev.data,
+            format!(r#"{{"result":{{"access_token":"{}"}}}}"#, marker("q"))
+        );
+    }
+
+    #[test]
+    fn forms_without_utf8_or_content_type() {
+        let mut r = Redactor::new();
+        let out = r
+            .form_bytes("request.form", b"x=\xff&code=a%20b&y")
+            .unwrap();
+        let mut want = b"x=\xff&code=".to_vec();
+        want.extend_from_slice(percent_encode(&marker("a b")).as_bytes());
+        want.extend_from_slice(b"&y");
+        assert_eq!(out, want);
+        let mut body = CapturedBody::complete("code=zz&state=1");
+        r.body(Direction::Request, &Headers::new(), &mut body);
+        assert!(body.as_str().unwrap().starts_with("code=%5Bredacted"));
+    }
+
+    #[test]
+    fn authorization_shapes() {
+        let mut r = Redactor::new();
+        let mut h = Header {
+            name: "authorization".into(),
+            value: "opaque".into(),
+        };
+        r.header(Direction::Request, &mut h);
+        assert_eq!(h.value, marker("opaque"));
+        let mut h = Header {
+            name: "Authorization".into(),
+            value: "Digest  user=\"a\", response=\"b\"".into(),
+        };
+        r.header(Direction::Request, &mut h);
+        assert_eq!(
+            h.value,
+            format!("Digest  {}", marker("user=\"a\", response=\"b\""))
+        );
+        let mut h = Header {
+            name: "Authorization".into(),
+            value: "".into(),
+        };
+        r.header(Direction::Request, &mut h);
+        assert_eq!(h.value, "");
+    }
+
+    #[test]
+    fn events_are_redacted() {
+        let mut ev = FlowEvent::ResponseHead {
+            id: crate::FlowId(1),
+            at: 0,
+            status: 200,
+            version: crate::HttpVersion::Http11,
+            headers: [("mcp-session-id", "s1")].into_iter().collect(),
+        };
+        redact_event(&mut ev);
+        let FlowEvent::ResponseHead { headers, .. } = &ev else {
+            unreachable!()
+        };
+        assert_eq!(headers.get("mcp-session-id"), Some(marker("s1").as_str()));
+        let mut flow = flow_with(&[("authorization", "Bearer t")], "", &[], "");
+        flow.request.url = "https://rs.example/mcp".into();
+        let mut ev = FlowEvent::Completed {
+            flow: Box::new(flow),
+        };
+        redact_event(&mut ev);
+        let FlowEvent::Completed { flow } = &ev else {
+            unreachable!()
+        };
+        assert_eq!(flow.secrets.len(), 1);
     }
 }

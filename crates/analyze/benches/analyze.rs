@@ -1,0 +1,138 @@
+//! Benchmark: analyse 100k synthetic flows (one OAuth dance, then MCP calls with SSE and JSON
+//! responses) and print flows per second. `cargo bench -p mcptap-analyze`.
+
+use bytes::Bytes;
+use mcptap_analyze::analyze;
+use mcptap_flow::{
+    CapturedBody, Flow, FlowId, FlowState, Headers, Request, Response, SseEvent, Timings,
+};
+use std::time::Instant;
+
+const N: usize = 100_000;
+
+#[allow(clippy::too_many_arguments)] // a literal flow, field by field
+fn flow(
+    id: u64,
+    at: i64,
+    method: &str,
+    url: &str,
+    req: Headers,
+    body: &str,
+    status: u16,
+    resp: Headers,
+    resp_body: &str,
+) -> Flow {
+    let sse = if resp.get("content-type") == Some("text/event-stream") {
+        vec![SseEvent {
+            at,
+            data: resp_body.to_owned(),
+            ..Default::default()
+        }]
+    } else {
+        Vec::new()
+    };
+    Flow {
+        id: FlowId(id),
+        state: FlowState::Completed,
+        host: "rs.example".into(),
+        port: 443,
+        request: Request {
+            method: method.into(),
+            url: url.into(),
+            headers: req,
+            body: CapturedBody::complete(Bytes::from(body.to_owned())),
+            ..Default::default()
+        },
+        response: Some(Response {
+            status,
+            headers: resp,
+            body: CapturedBody::complete(Bytes::from(resp_body.to_owned())),
+            sse,
+            ..Default::default()
+        }),
+        timings: Timings {
+            started: at,
+            finished: Some(at + 2_000),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn h(pairs: &[(&str, &str)]) -> Headers {
+    pairs.iter().map(|(n, v)| (*n, *v)).collect()
+}
+
+fn main() {
+    let base = 1_750_000_000_000_000i64;
+    let mcp = "https://rs.example/mcp";
+    let prm = "https://rs.example/.well-known/oauth-protected-resource/mcp";
+    let json = ("content-type", "application/json");
+    let mut flows = vec![
+        flow(1, base, "POST", mcp, h(&[json]), r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#, 401,
+             h(&[("www-authenticate", &format!(r#"Bearer resource_metadata="{prm}""#))]), ""),
+        flow(2, base + 10_000, "GET", prm, h(&[]), "", 200, h(&[json]), r#"{"resource":"https://rs.example/mcp","authorization_servers":["https://auth.example"]}"#),
+        flow(3, base + 20_000, "GET", "https://auth.example/.well-known/oauth-authorization-server", h(&[]), "", 200, h(&[json]),
+             r#"{"issuer":"https://auth.example","authorization_endpoint":"https://auth.example/authorize","token_endpoint":"https://auth.example/token","registration_endpoint":"https://auth.example/register","response_types_supported":["code"],"code_challenge_methods_supported":["S256"]}"#),
+        flow(4, base + 30_000, "POST", "https://auth.example/register", h(&[json]), r#"{"redirect_uris":["http://127.0.0.1:9/cb"]}"#, 201, h(&[json]), r#"{"client_id":"c1","redirect_uris":["http://127.0.0.1:9/cb"]}"#),
+        flow(5, base + 40_000, "POST", "https://auth.example/token", h(&[("content-type", "application/x-www-form-urlencoded")]),
+             "grant_type=authorization_code&code=abc&client_id=c1&code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk&resource=https%3A%2F%2Frs.example%2Fmcp", 200, h(&[json]),
+             r#"{"access_token":"tok-1","token_type":"Bearer","expires_in":86400}"#),
+        flow(6, base + 50_000, "POST", mcp, h(&[json, ("authorization", "Bearer tok-1"), ("accept", "application/json, text/event-stream")]),
+             r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#, 200, h(&[json, ("mcp-session-id", "s1")]),
+             r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}"#),
+    ];
+    let req = h(&[
+        json,
+        ("authorization", "Bearer tok-1"),
+        ("mcp-session-id", "s1"),
+        ("mcp-protocol-version", "2025-06-18"),
+        ("accept", "application/json, text/event-stream"),
+    ]);
+    let sse = h(&[("content-type", "text/event-stream")]);
+    let plain = h(&[json]);
+    while flows.len() < N {
+        let id = flows.len() as u64 + 1;
+        let at = base + 60_000 + id as i64 * 3_000;
+        let (resp, body) = if id % 2 == 0 {
+            (
+                sse.clone(),
+                r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ok"}]}}"#,
+            )
+        } else {
+            (
+                plain.clone(),
+                r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}"#,
+            )
+        };
+        let method = if id % 2 == 0 {
+            "tools/call"
+        } else {
+            "tools/list"
+        };
+        flows.push(flow(
+            id,
+            at,
+            "POST",
+            mcp,
+            req.clone(),
+            &format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}","params":{{}}}}"#),
+            200,
+            resp,
+            body,
+        ));
+    }
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let report = analyze(&flows);
+        let secs = t.elapsed().as_secs_f64();
+        assert!(report.findings.is_empty(), "{:#?}", report.findings);
+        best = best.min(secs);
+    }
+    println!(
+        "analyze: {N} flows in {:.1} ms (best of 3), {:.0} flows/s",
+        best * 1000.0,
+        N as f64 / best
+    );
+}

@@ -1,0 +1,397 @@
+//! Per-flow facts: the role of a flow, its JSON-RPC messages (including those carried in SSE
+//! events), its credentials and MCP headers. Computed once per flow; the rules read these
+//! instead of re-parsing the flow.
+//!
+//! MCP endpoints are recognised by what crosses them (JSON-RPC bodies, `Mcp-Session-Id` and
+//! `MCP-Protocol-Version` headers, Bearer challenges) and by what the analyzer has learned
+//! (protected-resource `resource` values, endpoints seen before), never by the path `/mcp`.
+
+use crate::model::{Role, RpcDirection, RpcKind};
+use crate::util::{self, Url};
+use mcptap_flow::{redact, sse, Flow, FlowId, FlowState, Micros};
+use serde_json::Value;
+use std::collections::HashSet;
+
+/// One JSON-RPC message with its JSON kept for the rules.
+#[derive(Debug, Clone)]
+pub(crate) struct Rpc {
+    pub dir: RpcDirection,
+    pub kind: RpcKind,
+    pub method: Option<String>,
+    pub id: Option<String>,
+    pub sse: bool,
+    pub value: Value,
+}
+
+impl Rpc {
+    /// `result` of a response.
+    pub fn result(&self) -> Option<&Value> {
+        self.value.get("result")
+    }
+}
+
+/// What the analyzer already knows that helps classify a flow.
+#[derive(Debug, Default)]
+pub(crate) struct Known {
+    pub mcp_endpoints: HashSet<String>,
+    pub token_endpoints: HashSet<String>,
+    pub authorization_endpoints: HashSet<String>,
+    pub registration_endpoints: HashSet<String>,
+    pub jwks_uris: HashSet<String>,
+    pub prm_urls: HashSet<String>,
+    pub redirect_uris: HashSet<String>,
+}
+
+/// The facts of one flow.
+#[derive(Debug)]
+pub(crate) struct Ctx<'a> {
+    pub flow: &'a Flow,
+    pub id: FlowId,
+    pub url: Option<Url>,
+    pub started: Micros,
+    pub done: Micros,
+    /// Status of a real (not synthetic) response.
+    pub status: Option<u16>,
+    pub synthetic: bool,
+    pub failed: bool,
+    /// Fingerprint of the Bearer token the client sent (not an injected one).
+    pub bearer: Option<String>,
+    pub ua: Option<String>,
+    pub role: Role,
+    pub rpc: Vec<Rpc>,
+    pub session: Option<String>,
+    pub new_session: Option<String>,
+    pub protocol_version: Option<String>,
+    pub negotiated: Option<String>,
+}
+
+impl Ctx<'_> {
+    /// Origin and path of the request.
+    pub fn endpoint(&self) -> Option<String> {
+        self.url.as_ref().map(Url::endpoint)
+    }
+
+    /// True for a 2xx from the upstream.
+    pub fn ok(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// The client's JSON-RPC requests and notifications.
+    pub fn client_methods(&self) -> impl Iterator<Item = &str> {
+        self.rpc
+            .iter()
+            .filter(|r| r.dir == RpcDirection::ClientToServer)
+            .filter_map(|r| r.method.as_deref())
+    }
+
+    /// True when the client's message is one of `methods`.
+    pub fn has_method(&self, methods: &[&str]) -> bool {
+        self.client_methods().any(|m| methods.contains(&m))
+    }
+
+    /// A short label for what this request was: the JSON-RPC method, else the HTTP method.
+    pub fn kind_label(&self) -> String {
+        let m = &self.flow.request.method;
+        match self.client_methods().next() {
+            Some(rpc) if m.eq_ignore_ascii_case("POST") => rpc.to_owned(),
+            _ if m.eq_ignore_ascii_case("GET") => "GET stream".to_owned(),
+            _ if self
+                .rpc
+                .iter()
+                .any(|r| r.dir == RpcDirection::ClientToServer && r.method.is_none()) =>
+            {
+                "POST response".to_owned()
+            }
+            _ => m.to_ascii_uppercase(),
+        }
+    }
+
+    /// True for a request that starts a session or probes the server (no session expected).
+    pub fn is_session_start(&self) -> bool {
+        self.has_method(&["initialize", "server/discover"])
+    }
+}
+
+/// Builds the facts of `flow` with what is known so far.
+pub(crate) fn facts<'a>(flow: &'a Flow, known: &Known) -> Ctx<'a> {
+    let url = Url::parse(&flow.request.url).or_else(|| {
+        // HAR imports and CONNECT-less records may carry a path only.
+        let scheme = if flow.client_tls.is_some() || flow.port == 443 {
+            "https"
+        } else {
+            "http"
+        };
+        Url::parse(&format!(
+            "{scheme}://{}:{}{}",
+            flow.host, flow.port, flow.request.url
+        ))
+    });
+    let started = flow.timings.started;
+    let done = flow
+        .timings
+        .finished
+        .or(flow.timings.response_head)
+        .unwrap_or(started)
+        .max(started);
+    let synthetic = flow.response.as_ref().is_some_and(|r| r.synthetic);
+    let status = flow
+        .response
+        .as_ref()
+        .filter(|r| !r.synthetic)
+        .map(|r| r.status);
+    let failed = flow.state == FlowState::Failed || synthetic;
+    let bearer = util::bearer_fp(flow);
+    let ua = flow
+        .request
+        .headers
+        .get("user-agent")
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let rpc = rpc_messages(flow);
+    let session = flow
+        .request
+        .headers
+        .get("mcp-session-id")
+        .map(|v| redact::fingerprint_of(v.trim()));
+    let new_session =
+        util::response_header(flow, "mcp-session-id").map(|v| redact::fingerprint_of(v.trim()));
+    let protocol_version = flow
+        .request
+        .headers
+        .get("mcp-protocol-version")
+        .map(|v| v.trim().to_owned());
+    let negotiated = negotiated_version(&rpc);
+    let mut ctx = Ctx {
+        flow,
+        id: flow.id,
+        url,
+        started,
+        done,
+        status,
+        synthetic,
+        failed,
+        bearer,
+        ua,
+        role: Role::Other,
+        rpc,
+        session,
+        new_session,
+        protocol_version,
+        negotiated,
+    };
+    ctx.role = role(&ctx, known);
+    ctx
+}
+
+fn role(ctx: &Ctx<'_>, known: &Known) -> Role {
+    let flow = ctx.flow;
+    if flow.kind == mcptap_flow::FlowKind::Tunnel {
+        return Role::Tunnel;
+    }
+    let Some(url) = &ctx.url else {
+        return Role::Other;
+    };
+    let method = flow.request.method.to_ascii_uppercase();
+    let endpoint = url.endpoint();
+    let path = url.path.to_ascii_lowercase();
+    let req_headers = &flow.request.headers;
+    let mcp_headers =
+        req_headers.contains("mcp-session-id") || req_headers.contains("mcp-protocol-version");
+
+    if method == "OPTIONS" {
+        let acrh = req_headers
+            .get("access-control-request-headers")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if req_headers.contains("access-control-request-method")
+            && (known.mcp_endpoints.contains(&endpoint) || acrh.contains("mcp-"))
+        {
+            return Role::McpPreflight;
+        }
+        return Role::Other;
+    }
+    if path.contains("/.well-known/oauth-protected-resource") || known.prm_urls.contains(&endpoint)
+    {
+        return Role::PrmDiscovery;
+    }
+    if path.contains("/.well-known/oauth-authorization-server")
+        || path.contains("/.well-known/openid-configuration")
+    {
+        return Role::AsMetadata;
+    }
+    if method == "POST" {
+        if let Some(form) = util::request_form(flow) {
+            if let Some(grant) = util::form_get(&form, "grant_type") {
+                return match grant {
+                    "authorization_code" => Role::TokenCode,
+                    "refresh_token" => Role::TokenRefresh,
+                    _ => Role::TokenOther,
+                };
+            }
+        }
+        if known.token_endpoints.contains(&endpoint) && ctx.rpc.is_empty() {
+            return Role::TokenOther;
+        }
+    }
+    if method == "GET" {
+        let q = url.query_pairs();
+        let has = |k: &str| q.iter().any(|(n, _)| n == k);
+        if (has("response_type") && has("client_id"))
+            || (known.authorization_endpoints.contains(&endpoint) && has("client_id"))
+        {
+            return Role::Authorize;
+        }
+        if (has("code") || has("error")) && has("state") && known_redirect(known, url) {
+            return Role::Callback;
+        }
+        if known.jwks_uris.contains(&endpoint) {
+            return Role::Jwks;
+        }
+    }
+    if method == "POST" && ctx.rpc.is_empty() {
+        let is_reg_body = util::request_json(flow)
+            .is_some_and(|v| v.get("redirect_uris").is_some_and(Value::is_array));
+        if is_reg_body || known.registration_endpoints.contains(&endpoint) {
+            return Role::Registration;
+        }
+    }
+    let client_rpc = ctx
+        .rpc
+        .iter()
+        .any(|r| r.dir == RpcDirection::ClientToServer);
+    let server_rpc = ctx
+        .rpc
+        .iter()
+        .any(|r| r.dir == RpcDirection::ServerToClient);
+    let bearer_challenge = util::challenges(flow)
+        .iter()
+        .any(|c| c.is_bearer() && c.param("resource_metadata").is_some());
+    if client_rpc
+        || mcp_headers
+        || known.mcp_endpoints.contains(&endpoint)
+        || (server_rpc && flow.is_sse())
+        || bearer_challenge
+    {
+        return Role::Mcp;
+    }
+    Role::Other
+}
+
+fn known_redirect(known: &Known, url: &Url) -> bool {
+    known.redirect_uris.contains(&url.endpoint())
+        || (util::host_is_loopback(&url.host)
+            && known
+                .redirect_uris
+                .iter()
+                .filter_map(|r| Url::parse(r))
+                .any(|r| util::host_is_loopback(&r.host) && r.path == url.path))
+}
+
+/// Every JSON-RPC message in the request body and the response (JSON body or SSE events).
+fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
+    let mut out = Vec::new();
+    if let Some(v) = util::request_json(flow) {
+        push_messages(&mut out, v, RpcDirection::ClientToServer, false);
+    }
+    if let Some(resp) = &flow.response {
+        if flow.is_sse() {
+            let parsed;
+            let events = if resp.sse.is_empty() && !resp.body.bytes.is_empty() {
+                parsed = sse::parse_all(&resp.body.bytes, flow.timings.started);
+                &parsed
+            } else {
+                &resp.sse
+            };
+            for e in events {
+                let data = e.data.trim();
+                if data.starts_with('{') || data.starts_with('[') {
+                    if let Ok(v) = serde_json::from_str::<Value>(data) {
+                        push_messages(&mut out, v, RpcDirection::ServerToClient, true);
+                    }
+                }
+            }
+        } else if let Some(v) = util::response_json(flow) {
+            push_messages(&mut out, v, RpcDirection::ServerToClient, false);
+        }
+    }
+    // Name responses after the request with the same id in this flow.
+    let requests: Vec<(String, String)> = out
+        .iter()
+        .filter(|m| m.dir == RpcDirection::ClientToServer && m.kind == RpcKind::Request)
+        .filter_map(|m| Some((m.id.clone()?, m.method.clone()?)))
+        .collect();
+    for m in &mut out {
+        if m.dir == RpcDirection::ServerToClient && m.method.is_none() {
+            if let Some(id) = &m.id {
+                m.method = requests
+                    .iter()
+                    .find(|(rid, _)| rid == id)
+                    .map(|(_, meth)| meth.clone());
+            }
+        }
+    }
+    out
+}
+
+fn push_messages(out: &mut Vec<Rpc>, v: Value, dir: RpcDirection, sse: bool) {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                push_one(out, item, dir, sse);
+            }
+        }
+        v => push_one(out, v, dir, sse),
+    }
+}
+
+fn push_one(out: &mut Vec<Rpc>, v: Value, dir: RpcDirection, sse: bool) {
+    let Some(obj) = v.as_object() else { return };
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return;
+    }
+    let id = obj
+        .get("id")
+        .filter(|i| !i.is_null())
+        .map(|i| i.to_string());
+    let method = obj.get("method").and_then(Value::as_str).map(str::to_owned);
+    let kind = match (&method, &id) {
+        (Some(_), Some(_)) => RpcKind::Request,
+        (Some(_), None) => RpcKind::Notification,
+        (None, _) if obj.contains_key("error") => RpcKind::Error,
+        (None, _) if obj.contains_key("result") => RpcKind::Response,
+        _ => return,
+    };
+    out.push(Rpc {
+        dir,
+        kind,
+        method,
+        id,
+        sse,
+        value: v,
+    });
+}
+
+/// The protocol version in an initialize result carried by this flow.
+fn negotiated_version(rpc: &[Rpc]) -> Option<String> {
+    rpc.iter()
+        .filter(|r| r.dir == RpcDirection::ServerToClient && r.kind == RpcKind::Response)
+        .filter(|r| r.method.as_deref().is_none_or(|m| m == "initialize"))
+        .find_map(|r| {
+            let res = r.result()?;
+            // An InitializeResult has protocolVersion next to serverInfo/capabilities.
+            if res.get("serverInfo").is_some() || res.get("capabilities").is_some() {
+                res.get("protocolVersion")?.as_str().map(str::to_owned)
+            } else {
+                None
+            }
+        })
+}
+
+/// The protocol version a stateless (2026-07-28) request states in its `_meta` envelope.
+pub(crate) fn meta_protocol_version(rpc: &Rpc) -> Option<&str> {
+    rpc.value
+        .get("params")?
+        .get("_meta")?
+        .get("io.modelcontextprotocol/protocolVersion")?
+        .as_str()
+}

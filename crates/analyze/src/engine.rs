@@ -1,0 +1,733 @@
+//! The incremental analyzer: the state that flows build up (endpoints, metadata, registrations,
+//! tokens, sessions), the finding store, and deadlines for the rules that need time to pass.
+//!
+//! Flows are pushed in completion order, as the engine reports them. A rule that says "X
+//! happened after Y" compares `timings.started` of X with the completion of Y: Y then always
+//! arrived first, so every rule fires from the flow that completes its proof, live and offline
+//! alike. Rules that need an absence ("no request within 30 s") become deadlines, resolved when
+//! a later flow (or [`Analyzer::tick`]) shows that time has passed, or at [`Analyzer::finish`].
+
+use crate::catalog;
+use crate::classify::{self, Ctx, Known};
+use crate::model::*;
+use crate::util::Url;
+use mcptap_flow::{redact::JwtInfo, Flow, FlowId, FlowKind, Micros};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Tunables of the analysis. The defaults follow the reference (failure-modes.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// A token not used by any MCP request this long after it was issued is `token-unused`
+    /// (default 30 s).
+    pub token_unused_after: Duration,
+    /// How long a client gets to finish a step (exchange a code after registering, re-authorize
+    /// after a 403, refresh after a 401) before the analyzer concludes it never will (120 s).
+    pub exchange_timeout: Duration,
+    /// Two refreshes with the same refresh token within this window are a race (60 s).
+    pub refresh_race_window: Duration,
+    /// Requests started this soon after a newer token arrived may still carry the old one
+    /// without blame (in flight when it was issued) (2 s).
+    pub stale_grace: Duration,
+    /// The capture point is a reverse proxy in front of the server (rather than a forward proxy
+    /// next to the client): an edge before it may hide requests, which some findings mention.
+    pub reverse_proxy: bool,
+    /// At most this many evidence flow ids per finding (16).
+    pub max_evidence: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            token_unused_after: Duration::from_secs(30),
+            exchange_timeout: Duration::from_secs(120),
+            refresh_race_window: Duration::from_secs(60),
+            stale_grace: Duration::from_secs(2),
+            reverse_proxy: false,
+            max_evidence: 16,
+        }
+    }
+}
+
+pub(crate) fn us(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// An MCP endpoint and what it did.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub url: Url,
+    pub key: String,
+    /// Bare initialize/discover/tools/list answered 2xx (lazy-challenge evidence).
+    pub lazy_ok: Vec<FlowId>,
+    /// A 401 was seen.
+    pub challenged: Option<FlowId>,
+    /// The last refused request without a token (for inject verdicts).
+    pub last_bare_refused: Option<FlowId>,
+    /// The last negotiated protocol version and when the result arrived.
+    pub negotiated: Option<(Micros, String)>,
+    /// `resource_metadata` URLs its challenges named.
+    pub advertised_prm: Vec<String>,
+    /// 401s without `resource_metadata` (challenge-missing, severity settles once PRM is known).
+    pub no_rm_401: Vec<FlowId>,
+    /// The session most recently assigned on this endpoint.
+    pub last_session: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Prm {
+    pub flow: FlowId,
+    pub url: Url,
+    pub resource: Option<String>,
+    pub auth_servers: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub flow: FlowId,
+    pub url: Url,
+    pub ok: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct AsDoc {
+    pub flow: FlowId,
+    pub done: Micros,
+    pub url: Url,
+    pub issuer: Option<String>,
+    pub doc: serde_json::Value,
+}
+
+impl AsDoc {
+    /// An endpoint the document advertises (`token_endpoint`…), as origin+path.
+    pub fn endpoint(&self, field: &str) -> Option<String> {
+        crate::util::jstr(&self.doc, field)
+            .and_then(Url::parse)
+            .map(|u| u.endpoint())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Reg {
+    pub flow: FlowId,
+    pub done: Micros,
+    pub ok: bool,
+    pub client_id: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub method: Option<String>,
+    pub req_method: Option<String>,
+    pub secret: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Authz {
+    pub flow: FlowId,
+    pub started: Micros,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub challenge: Option<String>,
+    pub method: Option<String>,
+    pub resource: Option<String>,
+    pub scope: Option<String>,
+    pub code_fp: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Token {
+    pub fp: String,
+    pub flow: FlowId,
+    pub grant: String,
+    pub issued: Micros,
+    pub expires_in: Option<i64>,
+    pub expires_at: Option<Micros>,
+    pub refresh_fp: Option<String>,
+    pub scope: Option<String>,
+    pub jwt: Option<JwtInfo>,
+    pub story: usize,
+    pub token_url: Url,
+    pub trigger: Option<String>,
+    pub token_ua: Option<String>,
+    pub uses: u64,
+    pub sent_to: Vec<FlowId>,
+    pub endpoints: Vec<String>,
+    pub kinds: Vec<String>,
+    pub uas: Vec<String>,
+    pub mcp_after: bool,
+    pub stopped_pending: bool,
+    pub expired_refused: Vec<(FlowId, Micros)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Story {
+    pub issuer: String,
+    pub resource: Option<String>,
+    pub client_id: Option<String>,
+    pub tokens: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RefreshState {
+    pub story: Option<usize>,
+    /// Refresh requests that used it: (flow, started, accepted).
+    pub uses: Vec<(FlowId, Micros, bool)>,
+    pub rejected: Option<FlowId>,
+    pub rotated: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub created: FlowId,
+    pub created_at: Micros,
+    pub version: Option<String>,
+    pub valid: bool,
+    pub terminated: Option<(FlowId, Micros)>,
+    pub deleted: bool,
+    pub ua: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Pending {
+    TokenUnused {
+        token: usize,
+        deadline: Micros,
+    },
+    Stopped {
+        token: usize,
+        bare: FlowId,
+        bare_started: Micros,
+        subcase: &'static str,
+        deadline: Micros,
+    },
+    StaleExpired {
+        story: Option<usize>,
+        token_flow: Option<FlowId>,
+        flow: FlowId,
+        started: Micros,
+        deadline: Micros,
+    },
+    Exchange {
+        also: Vec<FlowId>,
+        anchor: FlowId,
+        at: Micros,
+        code_returned: bool,
+        deadline: Micros,
+    },
+    StepUp {
+        flow: FlowId,
+        started: Micros,
+        story: Option<usize>,
+        scope: Vec<String>,
+        deadline: Micros,
+    },
+    Prm {
+        origin: String,
+        created: Micros,
+        deadline: Micros,
+    },
+    AsDiscovery {
+        issuer: String,
+        created: Micros,
+        deadline: Micros,
+    },
+    Unreachable {
+        meta_flow: FlowId,
+        url: String,
+        field: &'static str,
+        reason: String,
+        deadline: Micros,
+    },
+    Redirect {
+        flow: FlowId,
+        target: String,
+        had_auth: bool,
+        was_post: bool,
+        done: Micros,
+        deadline: Micros,
+    },
+    NoRegistration {
+        doc: usize,
+        deadline: Micros,
+    },
+}
+
+impl Pending {
+    fn deadline(&self) -> Micros {
+        match self {
+            Pending::TokenUnused { deadline, .. }
+            | Pending::Stopped { deadline, .. }
+            | Pending::StaleExpired { deadline, .. }
+            | Pending::Exchange { deadline, .. }
+            | Pending::StepUp { deadline, .. }
+            | Pending::Prm { deadline, .. }
+            | Pending::AsDiscovery { deadline, .. }
+            | Pending::Unreachable { deadline, .. }
+            | Pending::Redirect { deadline, .. }
+            | Pending::NoRegistration { deadline, .. } => *deadline,
+        }
+    }
+}
+
+/// A finding before it is stored.
+pub(crate) struct New {
+    pub id: &'static str,
+    pub key: String,
+    pub severity: Severity,
+    pub culprit: Culprit,
+    pub subcase: Option<&'static str>,
+    pub summary: String,
+    pub evidence: Vec<FlowId>,
+    pub details: Vec<String>,
+}
+
+impl New {
+    pub fn finding(
+        id: &'static str,
+        key: impl Into<String>,
+        severity: Severity,
+        culprit: Culprit,
+    ) -> New {
+        New {
+            id,
+            key: key.into(),
+            severity,
+            culprit,
+            subcase: None,
+            summary: String::new(),
+            evidence: Vec::new(),
+            details: Vec::new(),
+        }
+    }
+    pub fn sub(mut self, s: &'static str) -> New {
+        self.subcase = Some(s);
+        self
+    }
+    pub fn say(mut self, s: impl Into<String>) -> New {
+        self.summary = s.into();
+        self
+    }
+    pub fn ev(mut self, ids: impl IntoIterator<Item = FlowId>) -> New {
+        self.evidence.extend(ids);
+        self
+    }
+    pub fn detail(mut self, d: impl Into<String>) -> New {
+        self.details.push(d.into());
+        self
+    }
+    pub fn details(mut self, d: impl IntoIterator<Item = String>) -> New {
+        self.details.extend(d);
+        self
+    }
+}
+
+/// The live, incremental analyzer. Push flows as they complete; read findings as they are
+/// proven; call [`Analyzer::finish`] at the end of the session.
+///
+/// ```
+/// use mcptap_analyze::{Analyzer, Options};
+/// let mut a = Analyzer::new(Options::default());
+/// // for flow in flows { for f in a.push(&flow) { println!("{}", f.summary) } }
+/// let report = a.finish();
+/// assert!(report.findings.is_empty());
+/// ```
+#[derive(Debug)]
+pub struct Analyzer {
+    pub(crate) opts: Options,
+    pub(crate) now: Option<Micros>,
+    pub(crate) first_started: Option<Micros>,
+    pub(crate) known: Known,
+    pub(crate) flows: Vec<FlowSummary>,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) endpoint_index: HashMap<String, usize>,
+    pub(crate) prms: Vec<Prm>,
+    pub(crate) prm_attempts: Vec<Attempt>,
+    pub(crate) as_docs: Vec<AsDoc>,
+    pub(crate) as_attempts: Vec<Attempt>,
+    pub(crate) regs: Vec<Reg>,
+    pub(crate) authzs: Vec<Authz>,
+    pub(crate) tokens: Vec<Token>,
+    pub(crate) token_index: HashMap<String, usize>,
+    pub(crate) stories: Vec<Story>,
+    pub(crate) refresh: HashMap<String, RefreshState>,
+    pub(crate) sessions: HashMap<String, Session>,
+    pub(crate) jwks_kids: Vec<String>,
+    pub(crate) code_exchanges: Vec<(FlowId, Micros, Option<String>, bool)>,
+    pub(crate) last_401: Option<(String, Micros)>,
+    pub(crate) scope_403: HashMap<String, Vec<FlowId>>,
+    pub(crate) findings: Vec<Finding>,
+    pub(crate) finding_index: HashMap<(&'static str, String), usize>,
+    pub(crate) fresh: Vec<Finding>,
+    pub(crate) pending: Vec<Pending>,
+    pub(crate) env: Environment,
+    pub(crate) vis: Visibility,
+    pub(crate) oauth_dance: bool,
+    /// The flow being pushed was blocked by an edge (edge-blocked).
+    pub(crate) edge_now: bool,
+}
+
+impl Default for Analyzer {
+    fn default() -> Analyzer {
+        Analyzer::new(Options::default())
+    }
+}
+
+impl Analyzer {
+    /// A fresh analyzer.
+    pub fn new(opts: Options) -> Analyzer {
+        Analyzer {
+            opts,
+            now: None,
+            first_started: None,
+            known: Known::default(),
+            flows: Vec::new(),
+            endpoints: Vec::new(),
+            endpoint_index: HashMap::new(),
+            prms: Vec::new(),
+            prm_attempts: Vec::new(),
+            as_docs: Vec::new(),
+            as_attempts: Vec::new(),
+            regs: Vec::new(),
+            authzs: Vec::new(),
+            tokens: Vec::new(),
+            token_index: HashMap::new(),
+            stories: Vec::new(),
+            refresh: HashMap::new(),
+            sessions: HashMap::new(),
+            jwks_kids: Vec::new(),
+            code_exchanges: Vec::new(),
+            last_401: None,
+            scope_403: HashMap::new(),
+            findings: Vec::new(),
+            finding_index: HashMap::new(),
+            fresh: Vec::new(),
+            pending: Vec::new(),
+            env: Environment::default(),
+            vis: Visibility::default(),
+            oauth_dance: false,
+            edge_now: false,
+        }
+    }
+
+    /// Feeds one finished flow (in the order flows complete). Returns the findings this flow
+    /// newly proved, including deadline findings that the flow's time made due. Each finding is
+    /// returned once; later evidence updates it in [`Analyzer::findings`] silently.
+    pub fn push(&mut self, flow: &Flow) -> Vec<Finding> {
+        if flow.kind == FlowKind::Tunnel {
+            return Vec::new();
+        }
+        let ctx = classify::facts(flow, &self.known);
+        self.first_started = Some(
+            self.first_started
+                .map_or(ctx.started, |f| f.min(ctx.started)),
+        );
+        self.now = Some(self.now.map_or(ctx.done, |n| n.max(ctx.done)));
+        if let Some(ua) = &ctx.ua {
+            if !self.env.user_agents.contains(ua) && self.env.user_agents.len() < 32 {
+                self.env.user_agents.push(ua.clone());
+            }
+        }
+        self.edge_now = self.check_edge(&ctx);
+        match ctx.role {
+            Role::PrmDiscovery => self.on_prm(&ctx),
+            Role::AsMetadata => self.on_as_metadata(&ctx),
+            Role::Registration => self.on_registration(&ctx),
+            Role::Authorize => self.on_authorize(&ctx),
+            Role::TokenCode | Role::TokenRefresh | Role::TokenOther => self.on_token(&ctx),
+            Role::Mcp => self.on_mcp(&ctx),
+            Role::McpPreflight => self.on_preflight(&ctx),
+            Role::Jwks => self.on_jwks(&ctx),
+            Role::Callback | Role::Other | Role::Tunnel => {}
+        }
+        if matches!(
+            ctx.role,
+            Role::Registration
+                | Role::Authorize
+                | Role::TokenCode
+                | Role::TokenRefresh
+                | Role::TokenOther
+        ) {
+            self.check_ignored_metadata(&ctx);
+        }
+        self.check_unreachable_use(&ctx);
+        self.summarize(&ctx);
+        let moved_on = ctx.role.is_oauth() && ctx.role != Role::PrmDiscovery;
+        self.run_pending(false, moved_on.then_some((ctx.role, ctx.started)));
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Advances the analyzer's clock to `now` (µs since the epoch) without a flow, so deadline
+    /// rules (`token-unused`, `token-exchange-missing`…) fire on time in a live session where no
+    /// traffic arrives. The caller reads the clock; the analyzer never does.
+    pub fn tick(&mut self, now: Micros) -> Vec<Finding> {
+        if self.now.is_none_or(|n| now > n) {
+            self.now = Some(now);
+        }
+        self.run_pending(false, None);
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// The findings so far, in the report's order, with all evidence gathered until now.
+    pub fn findings(&self) -> Vec<Finding> {
+        let mut f = self.findings.clone();
+        sort_findings(&mut f);
+        f
+    }
+
+    /// Ends the session: resolves every deadline with the last flow's time as "now" (deadlines
+    /// not yet due become notes in [`Visibility::notes`], not findings) and returns the report.
+    /// Findings that only this call proves are in the report; the analyzer can keep being used.
+    pub fn finish(&mut self) -> Report {
+        self.run_pending(true, None);
+        self.finish_rules();
+        self.fresh.clear();
+        self.report()
+    }
+
+    /// Builds the report of the current state (without ending the session).
+    pub fn report(&self) -> Report {
+        let mut findings = self.findings.clone();
+        sort_findings(&mut findings);
+        let mut flows = self.flows.clone();
+        flows.sort_by_key(|f| (f.started, f.id));
+        let stories = self
+            .stories
+            .iter()
+            .map(|s| OAuthStory {
+                issuer: s.issuer.clone(),
+                resource: s.resource.clone(),
+                client_id: s.client_id.clone(),
+                tokens: s.tokens.iter().map(|&t| self.token_record(t)).collect(),
+            })
+            .collect();
+        let mut env = self.env.clone();
+        env.first_started = self.first_started;
+        env.last_activity = self.now;
+        env.mcp_endpoints = self.endpoints.iter().map(|e| e.key.clone()).collect();
+        let mut vis = self.vis.clone();
+        vis.not_checked.sort_unstable();
+        vis.not_checked.dedup();
+        Report {
+            schema: SCHEMA_VERSION,
+            environment: env,
+            visibility: vis,
+            findings,
+            stories,
+            flows,
+        }
+    }
+
+    fn token_record(&self, t: usize) -> TokenRecord {
+        let t = &self.tokens[t];
+        TokenRecord {
+            fingerprint: t.fp.clone(),
+            flow: t.flow,
+            grant: t.grant.clone(),
+            issued_at: t.issued,
+            expires_in: t.expires_in,
+            expires_at: t.expires_at,
+            refresh_fingerprint: t.refresh_fp.clone(),
+            scope: t.scope.clone(),
+            jwt_aud: t.jwt.as_ref().map(jwt_aud).unwrap_or_default(),
+            uses: t.uses,
+            sent_to: t.sent_to.clone(),
+            endpoints: t.endpoints.clone(),
+        }
+    }
+
+    /// Stores a finding (or adds to the one with the same id and key).
+    pub(crate) fn emit(&mut self, n: New) {
+        let max = self.opts.max_evidence.max(1);
+        let key = (n.id, n.key.clone());
+        if let Some(&i) = self.finding_index.get(&key) {
+            let f = &mut self.findings[i];
+            f.occurrences += 1;
+            merge_evidence(&mut f.evidence, &n.evidence, max);
+            for d in n.details {
+                if f.details.len() < 12 && !f.details.contains(&d) {
+                    f.details.push(d);
+                }
+            }
+            return;
+        }
+        let mut evidence = Vec::new();
+        merge_evidence(&mut evidence, &n.evidence, max);
+        let mut details = Vec::new();
+        for d in n.details {
+            if !details.contains(&d) {
+                details.push(d);
+            }
+        }
+        let f = Finding {
+            id: n.id,
+            key: n.key,
+            severity: n.severity,
+            culprit: n.culprit,
+            subcase: n.subcase,
+            summary: n.summary,
+            evidence,
+            occurrences: 1,
+            hint: catalog::hint(n.id).to_owned(),
+            details,
+        };
+        self.finding_index.insert(key, self.findings.len());
+        self.fresh.push(f.clone());
+        self.findings.push(f);
+    }
+
+    /// Changes the severity of a stored finding (when later flows settle it).
+    pub(crate) fn set_severity(&mut self, id: &'static str, key: &str, sev: Severity) {
+        if let Some(&i) = self.finding_index.get(&(id, key.to_owned())) {
+            self.findings[i].severity = sev;
+        }
+    }
+
+    pub(crate) fn has_finding(&self, id: &'static str, key: &str) -> bool {
+        self.finding_index.contains_key(&(id, key.to_owned()))
+    }
+
+    pub(crate) fn endpoint_idx(&mut self, url: &Url) -> usize {
+        let key = url.endpoint();
+        if let Some(&i) = self.endpoint_index.get(&key) {
+            return i;
+        }
+        self.known.mcp_endpoints.insert(key.clone());
+        self.endpoints.push(Endpoint {
+            url: url.clone(),
+            key: key.clone(),
+            lazy_ok: Vec::new(),
+            challenged: None,
+            last_bare_refused: None,
+            negotiated: None,
+            advertised_prm: Vec::new(),
+            no_rm_401: Vec::new(),
+            last_session: None,
+        });
+        self.endpoint_index.insert(key, self.endpoints.len() - 1);
+        self.endpoints.len() - 1
+    }
+
+    pub(crate) fn now(&self) -> Micros {
+        self.now.unwrap_or(0)
+    }
+
+    fn summarize(&mut self, c: &Ctx<'_>) {
+        let flow = c.flow;
+        let url = match &c.url {
+            Some(u) => u.endpoint(),
+            None => flow.request.url.split('?').next().unwrap_or("").to_owned(),
+        };
+        let auth = if let Some(inj) = &flow.injected {
+            Some(AuthInfo {
+                scheme: "Bearer".into(),
+                fingerprint: inj.fingerprint.clone(),
+                injected: true,
+            })
+        } else {
+            crate::util::authorization(flow).map(|(scheme, fingerprint)| AuthInfo {
+                scheme,
+                fingerprint,
+                injected: false,
+            })
+        };
+        let mcp = (c.role == Role::Mcp).then(|| McpInfo {
+            endpoint: url.clone(),
+            messages: c
+                .rpc
+                .iter()
+                .map(|r| RpcMessage {
+                    dir: r.dir,
+                    kind: r.kind,
+                    method: r.method.clone(),
+                    id: r.id.clone(),
+                    sse: r.sse,
+                })
+                .collect(),
+            session: c.session.clone(),
+            new_session: c.new_session.clone(),
+            protocol_version: c.protocol_version.clone(),
+            negotiated_version: c.negotiated.clone(),
+        });
+        self.flows.push(FlowSummary {
+            id: c.id,
+            started: c.started,
+            role: c.role,
+            method: flow.request.method.clone(),
+            url,
+            status: flow.response.as_ref().map(|r| r.status),
+            synthetic: c.synthetic,
+            error: flow.error.as_ref().map(|e| e.kind.as_str()),
+            auth,
+            mcp,
+            issued_token: self
+                .tokens
+                .last()
+                .filter(|t| t.flow == c.id)
+                .map(|t| t.fp.clone()),
+        });
+    }
+
+    fn run_pending(&mut self, at_end: bool, moved_on: Option<(Role, Micros)>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let pending = std::mem::take(&mut self.pending);
+        let mut keep = Vec::new();
+        for p in pending {
+            let due = p.deadline() <= now;
+            let forced = match (&p, moved_on) {
+                (Pending::Prm { created, .. }, Some((_, started))) => started > *created,
+                (Pending::AsDiscovery { created, .. }, Some((role, started))) => {
+                    started > *created && role != Role::AsMetadata
+                }
+                _ => false,
+            };
+            if due || forced || at_end {
+                if let Some(p) = self.resolve(p, due || forced) {
+                    keep.push(p);
+                }
+            } else {
+                keep.push(p);
+            }
+        }
+        keep.append(&mut self.pending);
+        self.pending = keep;
+    }
+}
+
+fn merge_evidence(into: &mut Vec<FlowId>, add: &[FlowId], max: usize) {
+    for id in add {
+        if let Err(pos) = into.binary_search(id) {
+            into.insert(pos, *id);
+        }
+    }
+    into.truncate(max);
+}
+
+pub(crate) fn sort_findings(f: &mut [Finding]) {
+    f.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.evidence.first().cmp(&b.evidence.first()))
+            .then_with(|| a.id.cmp(b.id))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+}
+
+/// The `aud` claim as a list.
+pub(crate) fn jwt_aud(j: &JwtInfo) -> Vec<String> {
+    match j.claims.get("aud") {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A numeric JWT claim in seconds.
+pub(crate) fn jwt_num(j: &JwtInfo, claim: &str) -> Option<i64> {
+    j.claims
+        .get(claim)
+        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+}

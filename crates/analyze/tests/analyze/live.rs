@@ -1,0 +1,79 @@
+//! The live analyzer: findings come out of `push` once, from the flow that proves them;
+//! deadlines fire on `tick`; `finish` agrees with the offline `analyze`.
+
+use crate::common::steps::*;
+use crate::common::*;
+use mcptap_analyze::{analyze, Analyzer, Options};
+use std::time::Duration;
+
+fn dance(s: &mut Scenario) {
+    s.add(init_401());
+    s.add(prm(RS_MCP, AS));
+    s.add(as_meta(AS));
+    s.add(register(AS));
+    s.add(issued(token_code(AS, "code-1"), "tok-1", Some("rt-1"))); // #5
+}
+
+#[test]
+fn findings_are_emitted_once_by_the_proving_flow_then_updated() {
+    let mut s = Scenario::new();
+    dance(&mut s);
+    s.add(init_401()); // #6
+    s.add(init_401()); // #7
+    let mut a = Analyzer::new(Options::default());
+    let mut emitted = Vec::new();
+    for f in &s.flows {
+        for finding in a.push(f) {
+            emitted.push((
+                f.id.0,
+                finding.id,
+                finding.evidence.iter().map(|e| e.0).collect::<Vec<_>>(),
+            ));
+        }
+    }
+    assert_eq!(emitted, vec![(6, "token-not-sent", vec![5, 6])]);
+    let now = a.findings();
+    assert_eq!(now.len(), 1);
+    assert_eq!(
+        now[0].evidence.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
+    assert_eq!(now[0].occurrences, 2);
+    assert_eq!(a.finish(), analyze(&s.flows));
+}
+
+#[test]
+fn tick_fires_deadlines_without_traffic() {
+    let mut s = Scenario::new();
+    dance(&mut s);
+    let mut a = Analyzer::new(Options {
+        token_unused_after: Duration::from_secs(30),
+        ..Options::default()
+    });
+    for f in &s.flows {
+        assert!(a.push(f).is_empty());
+    }
+    let token_done = s.flows[4].timings.finished.unwrap();
+    assert!(a.tick(token_done + 29_000_000).is_empty(), "not due yet");
+    let fired = a.tick(token_done + 31_000_000);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0].id, "token-not-sent");
+    assert_eq!(fired[0].subcase, Some("token-unused"));
+    assert!(a.tick(token_done + 60_000_000).is_empty(), "emitted once");
+}
+
+#[test]
+fn completion_order_is_what_live_sees() {
+    // A long GET stream that started early completes last; pushing in completion order must
+    // give the same result as the offline sort.
+    let s = crate::healthy::session(crate::healthy::Healthy::default());
+    let mut order: Vec<_> = s.flows.iter().collect();
+    order.sort_by_key(|f| f.timings.finished);
+    let mut a = Analyzer::default();
+    for f in order {
+        a.push(f);
+    }
+    let live = a.finish();
+    assert!(live.findings.is_empty(), "{:#?}", live.findings);
+    assert_eq!(live, analyze(&s.flows));
+}
