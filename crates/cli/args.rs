@@ -33,6 +33,15 @@ pub enum Command {
     /// Listen as if you were the MCP server and forward everything to URL (for clients whose
     /// proxy you cannot set, e.g. Claude.ai connectors). Same as `proxy --mode reverse:URL`.
     Reverse(ReverseArgs),
+    /// Explain a finding (what it means, how mcptap decides, how to fix it).
+    Explain(ExplainArgs),
+}
+
+/// `mcptap explain ID`.
+#[derive(Debug, Args, Clone)]
+pub struct ExplainArgs {
+    /// The finding's id, e.g. token-not-sent. Without one, lists all ids.
+    pub id: Option<String>,
 }
 
 /// `mcptap reverse URL`.

@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod ca;
+pub mod explain;
 pub mod lineview;
 pub mod proxy;
 
@@ -19,6 +20,7 @@ pub fn main() -> ExitCode {
         None => proxy::main(cli.proxy, cli.quiet),
         Some(args::Command::Proxy(p)) => proxy::main(p, cli.quiet),
         Some(args::Command::Ca(c)) => ca::main(c),
+        Some(args::Command::Explain(e)) => explain::main(e),
         Some(args::Command::Reverse(r)) => {
             let mut p = r.proxy;
             p.mode = format!("reverse:{}", r.url);

@@ -196,42 +196,134 @@ pub async fn run(
             }
         }
     }
-    let quiet = config.quiet;
-    let consumer = std::thread::Builder::new()
-        .name("mcptap-events".into())
-        .spawn(move || consume(rx, quiet))
-        .context("cannot start the event thread")?;
+    let mut sink = Sink::new(config.quiet, reverse.is_some());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let consumer = tokio::spawn(async move {
+        sink.consume(rx, stop_rx).await;
+        sink
+    });
     drop(tx);
     proxy.serve(signal).await;
     // The consumer ends once every sender is gone, i.e. every connection task has finished
     // (they all stop at the shutdown deadline); bound the wait anyway.
-    let joined = tokio::task::spawn_blocking(move || consumer.join().unwrap_or(0));
-    let dropped = match tokio::time::timeout(Duration::from_secs(5), joined).await {
-        Ok(d) => d.unwrap_or(0),
-        Err(_) => {
-            eprintln!("mcptap: some connections did not close in time; exiting anyway");
-            0
-        }
-    };
-    if dropped > 0 {
-        eprintln!("mcptap: {dropped} events were dropped because the output was too slow");
-    }
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let _ = stop_tx.send(());
+    });
+    let sink = consumer.await.context("the event consumer failed")?;
+    stopper.abort();
+    sink.finish();
     eprintln!("mcptap: stopped");
     Ok(())
 }
 
-/// Prints a line per finished flow. Returns how many events the engine had to drop.
-fn consume(mut rx: EventReceiver, quiet: bool) -> u64 {
-    let stdout = std::io::stdout();
-    while let Some(ev) = rx.blocking_recv() {
-        if quiet {
-            continue;
-        }
-        if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = &ev {
-            let mut out = stdout.lock();
-            let _ = writeln!(out, "{}", crate::lineview::line(flow));
-            let _ = out.flush();
+/// Where events go: the line view and the live analyzer.
+pub struct Sink {
+    quiet: bool,
+    analyzer: mcptap_analyze::Analyzer,
+    flows: u64,
+    failed: u64,
+    dropped: u64,
+}
+
+impl Sink {
+    /// A sink printing lines unless `quiet`.
+    pub fn new(quiet: bool, reverse: bool) -> Sink {
+        Sink {
+            quiet,
+            analyzer: mcptap_analyze::Analyzer::new(mcptap_analyze::Options {
+                reverse_proxy: reverse,
+                ..Default::default()
+            }),
+            flows: 0,
+            failed: 0,
+            dropped: 0,
         }
     }
-    rx.dropped()
+
+    /// Consumes events until every sender is gone or `stop` fires; time-based rules are
+    /// checked every second.
+    pub async fn consume(
+        &mut self,
+        mut rx: EventReceiver,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.event(ev),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let found = self.analyzer.tick(mcptap_flow::now_micros());
+                    self.print_findings(&found);
+                }
+                _ = &mut stop => {
+                    while let Some(ev) = rx.try_recv() {
+                        self.event(ev);
+                    }
+                    eprintln!("mcptap: some connections did not close in time; stopping anyway");
+                    break;
+                }
+            }
+        }
+        self.dropped = rx.dropped();
+    }
+
+    fn event(&mut self, ev: FlowEvent) {
+        if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = &ev {
+            self.flows += 1;
+            if flow.state == mcptap_flow::FlowState::Failed {
+                self.failed += 1;
+            }
+            if !self.quiet {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", crate::lineview::line(flow));
+                let _ = out.flush();
+            }
+            let found = self.analyzer.push(flow);
+            self.print_findings(&found);
+        }
+    }
+
+    fn print_findings(&self, found: &[mcptap_analyze::Finding]) {
+        if self.quiet || found.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        for f in found {
+            let _ = writeln!(out, "{}", crate::explain::finding_line(f));
+        }
+        let _ = out.flush();
+    }
+
+    /// End of session: the summary on stderr.
+    pub fn finish(mut self) {
+        let report = self.analyzer.finish();
+        if self.dropped > 0 {
+            eprintln!(
+                "mcptap: {} events were dropped because the output was too slow",
+                self.dropped
+            );
+        }
+        eprintln!(
+            "mcptap: {} flows ({} failed), {} findings",
+            self.flows,
+            self.failed,
+            report.findings.len()
+        );
+        for f in &report.findings {
+            let evidence: Vec<String> = f.evidence.iter().map(|id| id.to_string()).collect();
+            eprintln!(
+                "  [{}] {} ({}): {} [{}]",
+                f.severity.as_str(),
+                f.id,
+                f.culprit.as_str(),
+                f.summary,
+                evidence.join(" ")
+            );
+        }
+    }
 }

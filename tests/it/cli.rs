@@ -183,3 +183,27 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
         "the line view never prints a token: {out}"
     );
 }
+
+#[test]
+fn explain_prints_a_finding_page_and_lists_ids_for_unknown_ones() {
+    let out = mcptap()
+        .args(["explain", "token-not-sent"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.contains("token-not-sent") && page.to_lowercase().contains("fix"),
+        "{page}"
+    );
+    let out = mcptap()
+        .args(["explain", "no-such-thing"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("challenge-missing") && err.contains("token-not-sent"),
+        "{err}"
+    );
+}

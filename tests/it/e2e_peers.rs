@@ -72,6 +72,12 @@ async fn oauth_dance_through_mcptap(mode: ClientMode) {
     );
 
     let flows = finished_flows(&proxy).await;
+    let report = mcptap_analyze::analyze(&flows);
+    assert!(
+        report.findings.is_empty(),
+        "a healthy session has no findings:\n{}",
+        mcptap_analyze::render_text(&report)
+    );
     let summary: Vec<String> = flows
         .iter()
         .map(|f| {
@@ -175,4 +181,144 @@ async fn e2e_python_sdk_oauth_dance_through_mcptap_stateless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_python_sdk_oauth_dance_through_mcptap_legacy() {
     oauth_dance_through_mcptap(ClientMode::Legacy).await;
+}
+
+/// Runs the SDK client through mcptap against a server with `server_opts`; returns the
+/// client's outcome, the finished flows and the analysis.
+async fn through_mcptap(
+    server_opts: ServerOpts,
+    tweak: impl FnOnce(&mut ClientOpts),
+) -> (
+    crate::common::peers::ClientOutcome,
+    Vec<Flow>,
+    mcptap_analyze::Report,
+) {
+    let pki = TestPki::new();
+    let server = tokio::task::spawn_blocking({
+        let (cert, key) = (pki.leaf_path(), pki.key_path());
+        move || McpServer::start_with_files(&cert, &key, server_opts)
+    })
+    .await
+    .unwrap();
+    let proxy = TestProxy::start(&pki, |_| {}).await;
+    let mcptap_ca = std::fs::read_to_string(&proxy.ca_path).unwrap();
+    let bundle = write_ca_bundle(pki.dir.path(), "bundle.pem", &[&mcptap_ca]);
+    let mut opts = ClientOpts::new(bundle);
+    opts.proxy = Some(format!("http://{}", proxy.addr));
+    opts.timeout = Duration::from_secs(20);
+    tweak(&mut opts);
+    let out = run_client_async(server.url(), opts).await;
+    let flows = finished_flows(&proxy).await;
+    let report = mcptap_analyze::analyze(&flows);
+    (out, flows, report)
+}
+
+fn ids(report: &mcptap_analyze::Report) -> Vec<&'static str> {
+    report.findings.iter().map(|f| f.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_client_that_drops_the_token_is_named_token_not_sent() {
+    let (out, flows, report) = through_mcptap(ServerOpts::default(), |o| {
+        o.drop_auth_after_token = true;
+        o.mode = ClientMode::Legacy;
+    })
+    .await;
+    assert!(!out.ok, "{}", out.dump());
+    let text = mcptap_analyze::render_text(&report);
+    let f = report
+        .findings_with_id("token-not-sent")
+        .next()
+        .unwrap_or_else(|| panic!("no token-not-sent:\n{text}"));
+    assert_eq!(f.culprit.as_str(), "client");
+    let token = flows
+        .iter()
+        .find(|f| path(f) == "/token" && f.status() == Some(200))
+        .expect("a token flow");
+    let first_bare = flows
+        .iter()
+        .find(|f| path(f) == "/mcp" && f.timings.started > token.timings.started && !f.has_bearer())
+        .expect("a bare MCP request after the token");
+    assert!(
+        f.evidence.contains(&token.id),
+        "evidence names the token flow {}: {text}",
+        token.id
+    );
+    assert!(
+        f.evidence.contains(&first_bare.id),
+        "evidence names the first bare request {}: {text}",
+        first_bare.id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_401_without_www_authenticate_is_challenge_missing() {
+    let (_out, flows, report) = through_mcptap(
+        ServerOpts {
+            no_www_authenticate: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let text = mcptap_analyze::render_text(&report);
+    let f = report
+        .findings_with_id("challenge-missing")
+        .next()
+        .unwrap_or_else(|| panic!("no challenge-missing:\n{text}"));
+    assert_eq!(f.culprit.as_str(), "server");
+    let challenge = flows.iter().find(|f| f.status() == Some(401)).unwrap();
+    assert!(f.evidence.contains(&challenge.id), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_metadata_naming_another_resource_is_prm_resource_mismatch() {
+    let (out, flows, report) = through_mcptap(
+        ServerOpts {
+            prm_resource: Some("https://elsewhere.example/mcp".into()),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    assert!(!out.ok);
+    let text = mcptap_analyze::render_text(&report);
+    let f = report
+        .findings_with_id("prm-resource-mismatch")
+        .next()
+        .unwrap_or_else(|| panic!("no prm-resource-mismatch:\n{text}"));
+    assert_eq!(f.culprit.as_str(), "server");
+    let prm = flows
+        .iter()
+        .find(|f| path(f).starts_with("/.well-known/oauth-protected-resource"))
+        .unwrap();
+    assert!(f.evidence.contains(&prm.id), "{text}");
+    assert_eq!(
+        ids(&report)
+            .iter()
+            .filter(|i| **i == "token-not-sent")
+            .count(),
+        0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_server_that_rejects_its_own_tokens_is_fresh_token_rejected() {
+    let (out, _flows, report) = through_mcptap(
+        ServerOpts {
+            reject_own_tokens: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    assert!(!out.ok);
+    let text = mcptap_analyze::render_text(&report);
+    let f = report
+        .findings_with_id("fresh-token-rejected")
+        .next()
+        .unwrap_or_else(|| panic!("no fresh-token-rejected:\n{text}"));
+    assert_eq!(f.culprit.as_str(), "server");
+    assert!(!ids(&report).contains(&"token-not-sent"), "{text}");
 }
