@@ -124,6 +124,11 @@ pub struct ProxyArgs {
     /// Reverse mode: the private key (PEM) for --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Add the token the client was issued to its MCP requests that lack Authorization, to
+    /// prove whether the client or the server is at fault (see `mcptap explain
+    /// client-omits-token-confirmed`). Never replaces a header, never leaves the MCP endpoint.
+    #[arg(long)]
+    pub inject_token: bool,
     /// Explicit mode: require clients to authenticate to mcptap with user:pass (Basic).
     #[arg(long, value_name = "USER:PASS")]
     pub proxy_auth: Option<String>,

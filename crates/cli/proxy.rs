@@ -96,6 +96,7 @@ impl RunConfig {
                 upstream_proxy,
                 reverse,
                 proxy_auth: args.proxy_auth.clone(),
+                inject_token: args.inject_token,
                 ..ProxyConfig::default()
             },
             listener_cert: match (&args.cert, &args.key) {
@@ -250,12 +251,17 @@ impl Sink {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(256);
         loop {
             tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(ev) => self.event(ev),
-                    None => break,
-                },
+                n = rx.recv_many(&mut batch, 256) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for ev in batch.drain(..) {
+                        self.event(ev);
+                    }
+                }
                 _ = tick.tick() => {
                     let found = self.analyzer.tick(mcptap_flow::now_micros());
                     self.print_findings(&found);

@@ -185,14 +185,21 @@ async fn e2e_python_sdk_oauth_dance_through_mcptap_legacy() {
 
 /// Runs the SDK client through mcptap against a server with `server_opts`; returns the
 /// client's outcome, the finished flows and the analysis.
-async fn through_mcptap(
-    server_opts: ServerOpts,
-    tweak: impl FnOnce(&mut ClientOpts),
-) -> (
+async fn through_mcptap(server_opts: ServerOpts, tweak: impl FnOnce(&mut ClientOpts)) -> Outcome {
+    through_mcptap_with(server_opts, tweak, |_| {}).await
+}
+
+type Outcome = (
     crate::common::peers::ClientOutcome,
     Vec<Flow>,
     mcptap_analyze::Report,
-) {
+);
+
+async fn through_mcptap_with(
+    server_opts: ServerOpts,
+    tweak: impl FnOnce(&mut ClientOpts),
+    proxy_tweak: impl FnOnce(&mut mcptap_proxy::ProxyConfig),
+) -> Outcome {
     let pki = TestPki::new();
     let server = tokio::task::spawn_blocking({
         let (cert, key) = (pki.leaf_path(), pki.key_path());
@@ -200,7 +207,7 @@ async fn through_mcptap(
     })
     .await
     .unwrap();
-    let proxy = TestProxy::start(&pki, |_| {}).await;
+    let proxy = TestProxy::start(&pki, proxy_tweak).await;
     let mcptap_ca = std::fs::read_to_string(&proxy.ca_path).unwrap();
     let bundle = write_ca_bundle(pki.dir.path(), "bundle.pem", &[&mcptap_ca]);
     let mut opts = ClientOpts::new(bundle);
@@ -321,4 +328,94 @@ async fn e2e_a_server_that_rejects_its_own_tokens_is_fresh_token_rejected() {
         .unwrap_or_else(|| panic!("no fresh-token-rejected:\n{text}"));
     assert_eq!(f.culprit.as_str(), "server");
     assert!(!ids(&report).contains(&"token-not-sent"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_inject_mode_proves_the_client_omits_the_token() {
+    let (out, flows, report) = through_mcptap_with(
+        ServerOpts::default(),
+        |o| o.drop_auth_after_token = true,
+        |c| c.inject_token = true,
+    )
+    .await;
+    assert!(
+        out.ok,
+        "with --inject-token the client's calls succeed: {}",
+        out.dump()
+    );
+    let text = mcptap_analyze::render_text(&report);
+    let injected: Vec<&Flow> = flows.iter().filter(|f| f.injected.is_some()).collect();
+    assert!(!injected.is_empty(), "{text}");
+    let token = flows
+        .iter()
+        .find(|f| path(f) == "/token" && f.status() == Some(200))
+        .unwrap();
+    for f in &injected {
+        assert_eq!(path(f), "/mcp", "only the MCP endpoint gets a token");
+        assert!(
+            !f.has_bearer(),
+            "the recorded request is what the client sent"
+        );
+        let inj = f.injected.as_ref().unwrap();
+        assert_eq!(inj.token_flow, Some(token.id));
+        let issued: serde_json::Value =
+            serde_json::from_slice(&token.response.as_ref().unwrap().body.bytes).unwrap();
+        assert_eq!(
+            inj.fingerprint,
+            mcptap_flow::redact::fingerprint(issued["access_token"].as_str().unwrap())
+        );
+    }
+    let v = report
+        .findings_with_id("client-omits-token-confirmed")
+        .next()
+        .unwrap_or_else(|| panic!("no verdict:\n{text}"));
+    assert_eq!(v.culprit.as_str(), "client");
+    assert!(
+        v.evidence.contains(&token.id)
+            && v.evidence
+                .iter()
+                .any(|id| injected.iter().any(|f| f.id == *id)),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_inject_mode_proves_the_server_rejects_its_own_token() {
+    let (out, flows, report) = through_mcptap_with(
+        ServerOpts {
+            reject_own_tokens: true,
+            ..Default::default()
+        },
+        |o| o.drop_auth_after_token = true,
+        |c| c.inject_token = true,
+    )
+    .await;
+    assert!(!out.ok);
+    let text = mcptap_analyze::render_text(&report);
+    assert!(
+        flows
+            .iter()
+            .any(|f| f.injected.is_some() && f.status() == Some(401)),
+        "{text}"
+    );
+    let v = report
+        .findings_with_id("server-rejects-token")
+        .next()
+        .unwrap_or_else(|| panic!("no verdict:\n{text}"));
+    assert_eq!(v.culprit.as_str(), "server");
+    assert!(
+        report
+            .findings_with_id("client-omits-token-confirmed")
+            .next()
+            .is_none(),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_without_the_flag_nothing_is_injected() {
+    let (out, flows, _report) =
+        through_mcptap(ServerOpts::default(), |o| o.drop_auth_after_token = true).await;
+    assert!(!out.ok);
+    assert!(flows.iter().all(|f| f.injected.is_none()));
 }

@@ -72,6 +72,12 @@ impl EventReceiver {
         self.rx.blocking_recv()
     }
 
+    /// Waits for at least one event and takes up to `limit` into `buf`; 0 when the channel is
+    /// closed and drained. Batches keep the consumer from waking once per event.
+    pub async fn recv_many(&mut self, buf: &mut Vec<FlowEvent>, limit: usize) -> usize {
+        self.rx.recv_many(buf, limit).await
+    }
+
     /// The next event if one is ready.
     pub fn try_recv(&mut self) -> Option<FlowEvent> {
         self.rx.try_recv().ok()

@@ -266,7 +266,7 @@ pub(crate) async fn forward(
         },
         ..Default::default()
     };
-    let rec = Recorder::start(flow, shared.events.clone());
+    let rec = Recorder::start(flow, shared.events.clone(), shared.injector.clone());
     let path = req.uri().path().to_owned();
 
     let upgrade = is_upgrade_request(&req);
@@ -302,6 +302,30 @@ pub(crate) async fn forward(
         if let Some(a) = uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                 parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    if let Some(injector) = &shared.injector {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            let shown = rec.with(|f| f.request.url.clone());
+            match injector.pick(&shown, now_micros()) {
+                Ok(pick) => {
+                    if let Ok(v) = HeaderValue::from_str(&pick.header) {
+                        parts.headers.insert(header::AUTHORIZATION, v);
+                        rec.with(|f| {
+                            f.injected = Some(mcptap_flow::Injection {
+                                fingerprint: pick.fingerprint,
+                                token_flow: Some(pick.token_flow),
+                            })
+                        });
+                    }
+                }
+                Err(crate::inject::Skip::SlashOnly(resource)) => tracing::warn!(
+                    flow = id.0,
+                    "not injecting: the token was issued for {resource}, which differs from \
+                     the request's URL by a trailing slash only"
+                ),
+                Err(skip) => tracing::trace!(flow = id.0, ?skip, "not injecting"),
             }
         }
     }
@@ -573,7 +597,7 @@ fn record_rejected(
         },
         ..Default::default()
     };
-    let rec = Recorder::start(flow, shared.events.clone());
+    let rec = Recorder::start(flow, shared.events.clone(), None);
     let _ = fail(&rec, ErrorKind::ClientProtocol, msg.to_owned(), None);
 }
 

@@ -10,6 +10,7 @@
 mod connect;
 pub mod events;
 mod forward;
+pub mod inject;
 pub mod reverse;
 mod serve;
 pub mod shutdown;
@@ -67,6 +68,8 @@ pub struct ProxyConfig {
     pub reverse: Option<reverse::ReverseConfig>,
     /// Explicit mode: require `Proxy-Authorization: Basic` with these `user:pass` credentials.
     pub proxy_auth: Option<String>,
+    /// Inject mode: add the captured token to bare MCP requests (see [`inject`]).
+    pub inject_token: bool,
 }
 
 impl Default for ProxyConfig {
@@ -81,6 +84,7 @@ impl Default for ProxyConfig {
             upstream_proxy: None,
             reverse: None,
             proxy_auth: None,
+            inject_token: false,
         }
     }
 }
@@ -125,6 +129,7 @@ pub(crate) struct Shared {
     pub reverse: Option<Arc<reverse::ReverseConfig>>,
     /// Expected `Proxy-Authorization` value (`Basic …`), explicit mode only.
     pub proxy_auth: Option<String>,
+    pub injector: Option<Arc<inject::Injector>>,
 }
 
 impl Shared {
@@ -201,6 +206,9 @@ impl Proxy {
                 body_limit: config.body_limit,
                 ignore_hosts,
                 reverse: config.reverse.map(Arc::new),
+                injector: config
+                    .inject_token
+                    .then(|| Arc::new(inject::Injector::new())),
                 proxy_auth: config.proxy_auth.map(|c| {
                     use base64::Engine as _;
                     format!(

@@ -91,6 +91,14 @@ fn h1_builder() -> hyper::server::conn::http1::Builder {
     b
 }
 
+/// Inside a tunnel the client has already proven itself with CONNECT (and TLS): no per-request
+/// header timer, which would cost a timer-wheel insert and removal on every exchange.
+fn h1_tunnel_builder() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.keep_alive(true).header_read_timeout(None);
+    b
+}
+
 /// Records a client connection that broke HTTP (hyper already answered `400` where it could).
 fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::Error) {
     if !(e.is_parse() || e.is_parse_too_large()) {
@@ -238,7 +246,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = tunnel_service(shared.clone(), ctx.clone());
-    let conn = h1_builder()
+    let conn = h1_tunnel_builder()
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     if let Some(Err(e)) = drive(conn, guard).await {

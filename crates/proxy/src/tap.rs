@@ -25,6 +25,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) struct Recorder {
     inner: Mutex<Pending>,
     events: EventSender,
+    /// Inject mode learns tokens and metadata from every finished flow.
+    observer: Option<Arc<crate::inject::Injector>>,
 }
 
 #[derive(Debug)]
@@ -37,7 +39,11 @@ struct Pending {
 
 impl Recorder {
     /// Starts recording `flow` (whose request head is filled in) and announces it.
-    pub(crate) fn start(flow: Flow, events: EventSender) -> Arc<Recorder> {
+    pub(crate) fn start(
+        flow: Flow,
+        events: EventSender,
+        observer: Option<Arc<crate::inject::Injector>>,
+    ) -> Arc<Recorder> {
         events.send(FlowEvent::RequestStarted {
             flow: Box::new(flow.clone()),
         });
@@ -48,6 +54,7 @@ impl Recorder {
                 finished: false,
             }),
             events,
+            observer,
         })
     }
 
@@ -141,6 +148,9 @@ impl Recorder {
             flow.state = classify_end(flow);
             flow.clone()
         };
+        if let Some(obs) = &self.observer {
+            obs.observe(&flow);
+        }
         let ev = if flow.state == FlowState::Failed {
             FlowEvent::Failed {
                 flow: Box::new(flow),
@@ -309,7 +319,7 @@ impl<B: Body> Tap<B> {
                     total: 0,
                     limit,
                     truncated: false,
-                    next_progress: 1,
+                    next_progress: PROGRESS_EVERY,
                     sse_kept: 0,
                     sse: sse.then(|| (SseParser::new(limit.max(64 * 1024)), Vec::new())),
                 },

@@ -1,0 +1,534 @@
+//! The HAR reader: mcptap's own files come back losslessly (from `_mcptap`), and files from
+//! browsers, mitmproxy, HTTP Toolkit, Charles and Insomnia are read as far as they go. Unknown
+//! fields are ignored, missing optional fields get defaults, and a file that cannot be read is an
+//! error naming the entry and the field.
+//!
+//! HAR files are loaded whole (tools write them that way); journals are what streams.
+
+use super::{split_url, BodyMeta, McptapEntry};
+use crate::error::HarError;
+use crate::journal::SessionMeta;
+use crate::timefmt::parse_iso;
+use base64::Engine as _;
+use mcptap_flow::{
+    sse, BodyState, CapturedBody, ErrorKind, Flow, FlowError, FlowId, FlowKind, FlowState, Headers,
+    HttpVersion, Micros, Request, Response, Timings,
+};
+use serde_json::{Map, Value};
+use std::io::Read;
+
+/// What a HAR file held.
+#[derive(Debug, Clone, Default)]
+pub struct HarImport {
+    /// The entries as flows, in file order.
+    pub flows: Vec<Flow>,
+    /// `log.creator.name` and `version` (`"mitmproxy 11.0.2"`).
+    pub creator: Option<String>,
+    /// mcptap's session metadata, for a file mcptap wrote.
+    pub session: Option<SessionMeta>,
+    /// True when the file says it holds raw secrets (`log._mcptap.raw_secrets`).
+    pub raw_secrets: bool,
+    /// Things that were tolerated (an `_mcptap` block that did not parse, …).
+    pub warnings: Vec<String>,
+}
+
+/// Reads a HAR document from `r` (plain, or compressed with zlib as mitmproxy's `.zhar`, or gzip).
+pub fn read_har(mut r: impl Read) -> Result<HarImport, HarError> {
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes)
+        .map_err(|e| HarError::at(None, "", format!("cannot read: {e}")))?;
+    read_har_bytes(&bytes)
+}
+
+/// [`read_har`] on bytes in memory.
+pub fn read_har_bytes(bytes: &[u8]) -> Result<HarImport, HarError> {
+    let inflated;
+    let bytes = match bytes {
+        [0x1f, 0x8b, ..] => {
+            inflated = inflate(flate2::read::MultiGzDecoder::new(bytes))?;
+            &inflated[..]
+        }
+        [0x78, b, ..] if (0x78u16 << 8 | u16::from(*b)) % 31 == 0 => {
+            inflated = inflate(flate2::read::ZlibDecoder::new(bytes))?;
+            &inflated[..]
+        }
+        _ => bytes,
+    };
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    // Tolerate bytes that are not UTF-8 (a tool that wrote Latin-1 bodies): they become U+FFFD.
+    let text = String::from_utf8_lossy(bytes);
+    let doc: Value = serde_json::from_str(&text).map_err(|e| HarError {
+        entry: None,
+        field: String::new(),
+        reason: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+        source: Some(e),
+    })?;
+    from_value(&doc)
+}
+
+fn inflate(mut r: impl Read) -> Result<Vec<u8>, HarError> {
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .map_err(|e| HarError::at(None, "", format!("compressed HAR does not decompress: {e}")))?;
+    Ok(out)
+}
+
+fn from_value(doc: &Value) -> Result<HarImport, HarError> {
+    let log = doc
+        .get("log")
+        .ok_or_else(|| HarError::at(None, "log", "missing (not a HAR file)"))?;
+    let log = log
+        .as_object()
+        .ok_or_else(|| HarError::at(None, "log", "expected an object"))?;
+    let entries = match log.get("entries") {
+        None | Some(Value::Null) => return Err(HarError::at(None, "log.entries", "missing")),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(HarError::at(None, "log.entries", "expected an array")),
+    };
+    let mut out = HarImport::default();
+    if let Some(c) = log.get("creator").and_then(Value::as_object) {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+        let version = c.get("version").and_then(Value::as_str).unwrap_or("");
+        let s = format!("{name} {version}").trim().to_owned();
+        out.creator = (!s.is_empty()).then_some(s);
+    }
+    if let Some(m) = log.get("_mcptap").and_then(Value::as_object) {
+        out.raw_secrets = m
+            .get("raw_secrets")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if let Some(s) = m.get("session") {
+            match serde_json::from_value::<SessionMeta>(s.clone()) {
+                Ok(s) => out.session = Some(s),
+                Err(e) => out
+                    .warnings
+                    .push(format!("log._mcptap.session: ignored ({e})")),
+            }
+        }
+    }
+    out.flows.reserve(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let flow = Entry {
+            i,
+            warnings: &mut out.warnings,
+        }
+        .flow(e)?;
+        out.flows.push(flow);
+    }
+    Ok(out)
+}
+
+struct Entry<'a> {
+    i: usize,
+    warnings: &'a mut Vec<String>,
+}
+
+type Obj = Map<String, Value>;
+
+impl Entry<'_> {
+    fn err(&self, field: &str, reason: impl Into<String>) -> HarError {
+        HarError::at(Some(self.i), field, reason)
+    }
+
+    fn obj<'v>(&self, v: &'v Obj, key: &str, path: &str) -> Result<Option<&'v Obj>, HarError> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(o)) => Ok(Some(o)),
+            Some(_) => Err(self.err(path, "expected an object")),
+        }
+    }
+
+    fn str_req<'v>(&self, v: &'v Obj, key: &str, path: &str) -> Result<&'v str, HarError> {
+        match v.get(key) {
+            None | Some(Value::Null) => Err(self.err(path, "missing")),
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(self.err(path, "expected a string")),
+        }
+    }
+
+    /// An optional string; numbers and booleans are taken as their text.
+    fn str_opt(&self, v: &Obj, key: &str, path: &str) -> Result<Option<String>, HarError> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(self.err(path, "expected a string")),
+        }
+    }
+
+    /// An optional number; numeric strings are accepted; `-1`, negatives and absurd values are
+    /// "unknown".
+    fn num(&self, v: &Obj, key: &str, path: &str) -> Result<Option<f64>, HarError> {
+        let n = match v.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+            Some(Value::String(s)) => Some(
+                s.trim()
+                    .parse::<f64>()
+                    .map_err(|_| self.err(path, format!("expected a number, got {s:?}")))?,
+            ),
+            Some(_) => return Err(self.err(path, "expected a number")),
+        };
+        Ok(n.filter(|n| n.is_finite() && *n >= 0.0 && *n < 1e15))
+    }
+
+    fn headers(&self, v: &Obj, path: &str) -> Result<Headers, HarError> {
+        let list = match v.get("headers") {
+            None | Some(Value::Null) => return Ok(Headers::new()),
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err(self.err(&format!("{path}.headers"), "expected an array")),
+        };
+        let mut out = Headers::new();
+        for (k, h) in list.iter().enumerate() {
+            let at = format!("{path}.headers[{k}]");
+            let (name, value) = match h {
+                Value::Object(o) => (
+                    self.str_req(o, "name", &format!("{at}.name"))?.to_owned(),
+                    self.str_opt(o, "value", &format!("{at}.value"))?
+                        .unwrap_or_default(),
+                ),
+                // Slack writes `[name, value]`.
+                Value::Array(a) => match (a.first(), a.get(1)) {
+                    (Some(Value::String(n)), Some(Value::String(v))) => (n.clone(), v.clone()),
+                    _ => return Err(self.err(&at, "expected a {name, value} object")),
+                },
+                _ => return Err(self.err(&at, "expected a {name, value} object")),
+            };
+            // HTTP/2 pseudo-headers (`:authority`) that Chrome lists are not header fields.
+            if name.starts_with(':') {
+                continue;
+            }
+            out.push(name, value);
+        }
+        Ok(out)
+    }
+
+    /// `text` (+ `encoding: base64`) as bytes; `None` when there is no text.
+    fn body(&self, v: &Obj, path: &str) -> Result<Option<Vec<u8>>, HarError> {
+        let Some(text) = self.str_opt(v, "text", &format!("{path}.text"))? else {
+            return Ok(None);
+        };
+        let enc = self.str_opt(v, "encoding", &format!("{path}.encoding"))?;
+        if enc.is_some_and(|e| e.eq_ignore_ascii_case("base64")) {
+            let clean: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(clean.as_bytes())
+                .or_else(|_| {
+                    base64::engine::general_purpose::STANDARD_NO_PAD
+                        .decode(clean.trim_end_matches('='))
+                })
+                .map_err(|e| self.err(&format!("{path}.text"), format!("invalid base64: {e}")))?;
+            return Ok(Some(bytes));
+        }
+        Ok(Some(text.into_bytes()))
+    }
+
+    fn flow(mut self, e: &Value) -> Result<Flow, HarError> {
+        let e = e
+            .as_object()
+            .ok_or_else(|| self.err("", "expected an object"))?;
+        let started_s = self.str_req(e, "startedDateTime", "startedDateTime")?;
+        let started = parse_iso(started_s).ok_or_else(|| {
+            self.err(
+                "startedDateTime",
+                format!("not an ISO 8601 date: {started_s:?}"),
+            )
+        })?;
+        let req = self
+            .obj(e, "request", "request")?
+            .ok_or_else(|| self.err("request", "missing"))?;
+        let method = self.str_req(req, "method", "request.method")?.to_owned();
+        let url = self.str_req(req, "url", "request.url")?.to_owned();
+        let req_version = self.version(req, "request.httpVersion")?;
+        let req_headers = self.headers(req, "request")?;
+        let req_body = self.request_body(req)?;
+
+        let resp = self.obj(e, "response", "response")?;
+        let status = match resp {
+            Some(r) => match self.num(r, "status", "response.status")? {
+                Some(s) if s <= f64::from(u16::MAX) => s as u16,
+                Some(_) => return Err(self.err("response.status", "out of range")),
+                None if r.get("status").is_none() => {
+                    return Err(self.err("response.status", "missing"))
+                }
+                None => 0,
+            },
+            None => 0,
+        };
+
+        let mcptap = match e.get("_mcptap") {
+            None | Some(Value::Null) => None,
+            Some(v) => match serde_json::from_value::<McptapEntry>(v.clone()) {
+                Ok(m) => Some(m),
+                Err(err) => {
+                    self.warnings
+                        .push(format!("entry {}: _mcptap: ignored ({err})", self.i));
+                    None
+                }
+            },
+        };
+
+        let response = match (resp, mcptap.as_ref().map(|m| m.response_body.is_some())) {
+            (Some(r), Some(true)) => Some(self.response(r, status)?),
+            (Some(r), None) if status > 0 => Some(self.response(r, status)?),
+            _ => None,
+        };
+
+        let (_, host, port) = split_url(&url).unwrap_or_default();
+        let mut flow = Flow {
+            id: FlowId(self.i as u64 + 1),
+            kind: FlowKind::Http,
+            state: if response.is_some() {
+                FlowState::Completed
+            } else {
+                FlowState::Failed
+            },
+            client_addr: None,
+            host,
+            port,
+            client_tls: None,
+            upstream_tls: None,
+            request: Request {
+                method,
+                url,
+                version: req_version,
+                headers: req_headers,
+                body: req_body,
+            },
+            response,
+            timings: self.timings(e, started, resp.is_some() && status > 0)?,
+            error: None,
+            tunnel: None,
+            injected: None,
+            secrets: Vec::new(),
+            raw_secrets: false,
+        };
+        if flow.response.is_none() {
+            // Chrome and mitmproxy write `_error`; Playwright `_failureText`.
+            let message = resp
+                .and_then(|r| {
+                    ["_error", "_failureText"]
+                        .iter()
+                        .find_map(|k| r.get(*k).and_then(Value::as_str))
+                })
+                .filter(|s| !s.is_empty());
+            flow.error = Some(FlowError {
+                kind: message.map_or(ErrorKind::UpstreamProtocol, classify_foreign_error),
+                message: message
+                    .unwrap_or("the HAR entry has no response (status 0)")
+                    .to_owned(),
+                hint: None,
+            });
+        }
+        match mcptap {
+            Some(m) => apply_mcptap(&mut flow, m),
+            None => {
+                if let Some(r) = flow.response.as_mut() {
+                    if is_event_stream(&r.headers) {
+                        let at = flow.timings.response_head.unwrap_or(started);
+                        r.sse = sse::parse_all(&r.body.bytes, at);
+                    }
+                }
+            }
+        }
+        Ok(flow)
+    }
+
+    fn version(&self, v: &Obj, path: &str) -> Result<HttpVersion, HarError> {
+        let s = self.str_opt(v, "httpVersion", path)?.unwrap_or_default();
+        Ok(HttpVersion::parse(&s).unwrap_or_default())
+    }
+
+    fn request_body(&mut self, req: &Obj) -> Result<CapturedBody, HarError> {
+        let size = self.num(req, "bodySize", "request.bodySize")?;
+        let Some(post) = self.obj(req, "postData", "request.postData")? else {
+            // HTTP Toolkit puts bodies that are not text in `_content` (base64).
+            if let Some(c) = self.obj(req, "_content", "request._content")? {
+                if let Some(bytes) = self.body(c, "request._content")? {
+                    let mut b = CapturedBody::complete(bytes);
+                    b.total_len = b.total_len.max(size.map_or(0, |s| s as u64));
+                    return Ok(b);
+                }
+            }
+            let mut b = CapturedBody::complete(Vec::new());
+            b.total_len = size.map_or(0, |s| s as u64);
+            b.truncated = b.total_len > 0;
+            return Ok(b);
+        };
+        let bytes = match self.body(post, "request.postData")? {
+            Some(b) => b,
+            None => match post.get("params") {
+                // Form fields without the text (older Firefox, Charles).
+                Some(Value::Array(params)) => {
+                    let mut s = String::new();
+                    for (k, p) in params.iter().enumerate() {
+                        let at = format!("request.postData.params[{k}]");
+                        let p = p
+                            .as_object()
+                            .ok_or_else(|| self.err(&at, "expected a {name, value} object"))?;
+                        let n = self.str_req(p, "name", &format!("{at}.name"))?;
+                        let v = self
+                            .str_opt(p, "value", &format!("{at}.value"))?
+                            .unwrap_or_default();
+                        if k > 0 {
+                            s.push('&');
+                        }
+                        s.push_str(&mcptap_flow::redact::percent_encode(n));
+                        s.push('=');
+                        s.push_str(&mcptap_flow::redact::percent_encode(&v));
+                    }
+                    s.into_bytes()
+                }
+                None | Some(Value::Null) => Vec::new(),
+                Some(_) => return Err(self.err("request.postData.params", "expected an array")),
+            },
+        };
+        let mut b = CapturedBody::complete(bytes);
+        if let Some(s) = size {
+            b.total_len = b.total_len.max(s as u64);
+        }
+        Ok(b)
+    }
+
+    fn response(&mut self, r: &Obj, status: u16) -> Result<Response, HarError> {
+        let headers = self.headers(r, "response")?;
+        let version = self.version(r, "response.httpVersion")?;
+        let content = self.obj(r, "content", "response.content")?;
+        let body_size = self.num(r, "bodySize", "response.bodySize")?;
+        let (bytes, size) = match content {
+            Some(c) => (
+                self.body(c, "response.content")?,
+                self.num(c, "size", "response.content.size")?,
+            ),
+            None => (None, None),
+        };
+        let missing = bytes.is_none();
+        let bytes = bytes.unwrap_or_default();
+        let len = bytes.len() as u64;
+        // HAR text is decoded (the spec says so, and tools do): note what it was decoded from.
+        let encoding = headers
+            .get_all("content-encoding")
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let encoding = (!encoding.is_empty() && !bytes.is_empty()).then_some(encoding);
+        let total_len = match (body_size, size) {
+            (Some(b), _) if b > 0.0 => b as u64,
+            (_, Some(s)) if s > 0.0 => s as u64,
+            _ => len,
+        };
+        let body = CapturedBody {
+            bytes: bytes.into(),
+            total_len: total_len.max(if encoding.is_some() { 0 } else { len }),
+            truncated: missing && size.is_some_and(|s| s > 0.0),
+            state: BodyState::Complete,
+            encoding,
+        };
+        Ok(Response {
+            status,
+            version,
+            headers,
+            body,
+            sse: Vec::new(),
+            synthetic: false,
+        })
+    }
+
+    fn timings(&self, e: &Obj, started: Micros, has_response: bool) -> Result<Timings, HarError> {
+        let us = |ms: f64| (ms * 1000.0).round() as i64;
+        let time = self.num(e, "time", "time")?.map(us);
+        let mut t = Timings {
+            started,
+            ..Timings::default()
+        };
+        let Some(tm) = self.obj(e, "timings", "timings")? else {
+            t.finished = time.map(|d| started + d);
+            return Ok(t);
+        };
+        let part = |k: &str| -> Result<i64, HarError> {
+            Ok(self.num(tm, k, &format!("timings.{k}"))?.map_or(0, us))
+        };
+        let before = part("blocked")? + part("dns")? + part("connect")?;
+        let connected = started + before;
+        let request_done = connected + part("send")?;
+        let response_head = request_done + part("wait")?;
+        let end = response_head + part("receive")?;
+        t.connected = Some(connected);
+        t.request_done = Some(request_done);
+        t.response_head = has_response.then_some(response_head);
+        t.finished = match time {
+            Some(d) if started + d >= response_head => Some(started + d),
+            // `time` unknown (`-1`, as HTTP Toolkit writes for aborted requests) and no timing
+            // measured either: when it ended is unknown.
+            None if end == started => None,
+            _ => Some(end),
+        };
+        Ok(t)
+    }
+}
+
+/// Restores what only mcptap's own HAR carries.
+fn apply_mcptap(flow: &mut Flow, m: McptapEntry) {
+    flow.id = FlowId(m.id);
+    flow.kind = m.kind;
+    flow.state = m.state;
+    if let Some(url) = m.url {
+        flow.request.url = url;
+    }
+    flow.host = m.host;
+    flow.port = m.port;
+    flow.client_addr = m.client_addr;
+    flow.client_tls = m.client_tls;
+    flow.upstream_tls = m.upstream_tls;
+    flow.timings = m.timings;
+    flow.error = m.error;
+    flow.tunnel = m.tunnel;
+    flow.injected = m.injected;
+    flow.secrets = m.secrets;
+    flow.raw_secrets = m.raw_secrets;
+    apply_body(&mut flow.request.body, m.request_body);
+    if let Some(r) = flow.response.as_mut() {
+        if let Some(b) = m.response_body {
+            apply_body(&mut r.body, b);
+        }
+        r.synthetic = m.synthetic;
+        r.sse = m.sse;
+    }
+}
+
+fn apply_body(body: &mut CapturedBody, m: BodyMeta) {
+    body.total_len = m.total_len;
+    body.truncated = m.truncated;
+    body.state = m.state;
+    body.encoding = m.encoding;
+}
+
+fn is_event_stream(h: &Headers) -> bool {
+    h.get("content-type").is_some_and(|c| {
+        c.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("text/event-stream")
+    })
+}
+
+/// Other tools only give an error as text (Chrome's `net::ERR_…`, mitmproxy's messages): the one
+/// place mcptap has to classify by message, because the type is gone.
+fn classify_foreign_error(msg: &str) -> ErrorKind {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("name_not_resolved") || m.contains("dns") || m.contains("resolve") {
+        ErrorKind::UpstreamDns
+    } else if m.contains("cert") || m.contains("ssl") || m.contains("tls") {
+        ErrorKind::UpstreamTls
+    } else if m.contains("timed_out") || m.contains("timeout") || m.contains("timed out") {
+        ErrorKind::UpstreamTimeout
+    } else if m.contains("refused") || m.contains("unreachable") || m.contains("connect") {
+        ErrorKind::UpstreamConnect
+    } else if m.contains("aborted") || m.contains("canceled") || m.contains("cancelled") {
+        ErrorKind::ClientDisconnected
+    } else {
+        ErrorKind::UpstreamProtocol
+    }
+}

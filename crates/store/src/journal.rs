@@ -1,0 +1,267 @@
+//! The session journal: JSON Lines, appended and flushed as flows progress, so that `kill -9`
+//! at any moment loses nothing that was recorded before it.
+//!
+//! Line format (one JSON object per line, `type` first):
+//!
+//! ```text
+//! {"type":"session","version":1,"created":1714566605123456,"mcptap":"0.1.0","raw_secrets":false,"argv":[…]}
+//! {"type":"request_started","flow":{…}}          the flow head, bodies empty
+//! {"type":"response_head","id":3,"at":…,"status":200,"version":"HTTP/1.1","headers":[…]}
+//! {"type":"sse","id":3,"event":{"at":…,"event":"message","data":"…"}}   one per event, at once
+//! {"type":"completed","flow":{…}}                 the whole flow (bodies, SSE events, timings)
+//! {"type":"failed","flow":{…}}
+//! {"type":"end","at":…,"flows":12}                clean shutdown only
+//! ```
+//!
+//! Event lines are exactly [`FlowEvent`]'s serde form. `body` progress events are not written
+//! (they carry nothing the final flow lacks). Every line is written whole and flushed to the OS
+//! at once (no fsync per line: a process crash loses nothing, a power cut may lose the last
+//! seconds); [`Journal::finish`] fsyncs, then writes `session.har` atomically.
+
+use crate::error::StoreError;
+use crate::export::{export_journal, write_atomic, ExportOptions};
+use crate::prepare::Options;
+use crate::reader::JournalReader;
+use crate::timefmt;
+use mcptap_flow::{now_micros, FlowEvent, Micros};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The journal file inside a session directory.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+/// The HAR file written inside a session directory on clean shutdown.
+pub const HAR_FILE: &str = "session.har";
+/// The journal format version written in the session line.
+pub const JOURNAL_VERSION: u32 = 1;
+
+/// What a session says about itself (the journal's first line, and `log._mcptap.session` in
+/// HAR).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionMeta {
+    /// When the session started.
+    pub created: Micros,
+    /// The mcptap version that recorded it.
+    pub mcptap: String,
+    /// True when recorded with `--keep-secrets`: secrets are in clear.
+    #[serde(default)]
+    pub raw_secrets: bool,
+    /// The command line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    /// The proxy mode (`regular`, `reverse:https://…`), when the CLI says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+impl SessionMeta {
+    /// A session starting now, recorded by mcptap `version`.
+    pub fn new(version: impl Into<String>) -> SessionMeta {
+        SessionMeta {
+            created: now_micros(),
+            mcptap: version.into(),
+            raw_secrets: false,
+            argv: Vec::new(),
+            mode: None,
+        }
+    }
+}
+
+/// The journal's first line.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "session")]
+struct SessionLine<'a> {
+    version: u32,
+    #[serde(flatten)]
+    meta: &'a SessionMeta,
+}
+
+/// The last line of a cleanly closed journal.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "end")]
+struct EndLine {
+    at: Micros,
+    flows: u64,
+}
+
+/// `~/.mcptap/sessions`, where sessions go without `-w`.
+pub fn default_sessions_dir() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE"))?;
+    Some(PathBuf::from(home).join(".mcptap").join("sessions"))
+}
+
+/// Appends a session's events to `journal.jsonl`.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    path: PathBuf,
+    out: BufWriter<File>,
+    line: Vec<u8>,
+    meta: SessionMeta,
+    flows: u64,
+}
+
+impl Journal {
+    /// Creates the session directory `dir` (0700; it may exist if it holds no journal) and its
+    /// journal (0600), and writes the session line.
+    pub fn create(dir: &Path, meta: SessionMeta) -> Result<Journal, StoreError> {
+        create_dir(dir)?;
+        let path = dir.join(JOURNAL_FILE);
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                StoreError::Exists { path: path.clone() }
+            } else {
+                StoreError::Write {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let mut journal = Journal {
+            dir: dir.to_owned(),
+            path,
+            out: BufWriter::with_capacity(64 * 1024, file),
+            line: Vec::with_capacity(4096),
+            meta,
+            flows: 0,
+        };
+        let line = SessionLine {
+            version: JOURNAL_VERSION,
+            meta: &journal.meta,
+        };
+        let mut buf = Vec::new();
+        serde_json::to_writer(&mut buf, &line).map_err(|e| journal.write_err(e.into()))?;
+        journal.line = buf;
+        journal.write_line()?;
+        Ok(journal)
+    }
+
+    /// Creates a new session under `base` (normally [`default_sessions_dir`]) named after the
+    /// current UTC time (`2026-05-01T12-30-05Z`, with `-2`, `-3`… if taken).
+    pub fn create_in(base: &Path, meta: SessionMeta) -> Result<Journal, StoreError> {
+        let stamp = timefmt::dir_stamp(meta.created);
+        let mut n = 1;
+        loop {
+            let name = if n == 1 {
+                stamp.clone()
+            } else {
+                format!("{stamp}-{n}")
+            };
+            match Journal::create(&base.join(name), meta.clone()) {
+                Err(StoreError::Exists { .. }) if n < 1000 => n += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// The session directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The session's metadata.
+    pub fn meta(&self) -> &SessionMeta {
+        &self.meta
+    }
+
+    /// Flows recorded as completed or failed so far.
+    pub fn flows(&self) -> u64 {
+        self.flows
+    }
+
+    /// Appends one event (already [`prepare`](crate::prepare_event)d) and flushes it. `Body`
+    /// progress events are skipped; returns whether a line was written.
+    pub fn record(&mut self, event: &FlowEvent) -> Result<bool, StoreError> {
+        if matches!(event, FlowEvent::Body { .. }) {
+            return Ok(false);
+        }
+        self.line.clear();
+        let mut buf = std::mem::take(&mut self.line);
+        let res = serde_json::to_writer(&mut buf, event);
+        self.line = buf;
+        res.map_err(|e| self.write_err(e.into()))?;
+        self.write_line()?;
+        if event.is_final() {
+            self.flows += 1;
+        }
+        Ok(true)
+    }
+
+    /// Flushes and fsyncs the journal.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.out.flush().map_err(|e| self.write_err(e))?;
+        self.out
+            .get_ref()
+            .sync_data()
+            .map_err(|e| self.write_err(e))
+    }
+
+    /// Closes the session: writes the end line, fsyncs the journal, then writes `session.har`
+    /// atomically from it (keeping secrets only if the session did). Returns the HAR's path.
+    pub fn finish(mut self) -> Result<PathBuf, StoreError> {
+        let end = EndLine {
+            at: now_micros(),
+            flows: self.flows,
+        };
+        let mut buf = Vec::new();
+        serde_json::to_writer(&mut buf, &end).map_err(|e| self.write_err(e.into()))?;
+        self.line = buf;
+        self.write_line()?;
+        self.sync()?;
+        let har = self.dir.join(HAR_FILE);
+        let file = File::open(&self.path).map_err(|source| StoreError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        let reader = JournalReader::new(std::io::BufReader::with_capacity(256 * 1024, file));
+        let options = ExportOptions {
+            prepare: Options {
+                keep_secrets: self.meta.raw_secrets,
+                ..Options::default()
+            },
+            ..ExportOptions::default()
+        };
+        let reader = reader.with_path(&self.path);
+        write_atomic(&har, |w| {
+            export_journal(reader, w, &har, &options).map(|_| ())
+        })?;
+        Ok(har)
+    }
+
+    fn write_line(&mut self) -> Result<(), StoreError> {
+        self.line.push(b'\n');
+        let res = self
+            .out
+            .write_all(&self.line)
+            .and_then(|()| self.out.flush());
+        res.map_err(|e| self.write_err(e))
+    }
+
+    fn write_err(&self, source: std::io::Error) -> StoreError {
+        StoreError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,478 @@
+//! Streaming journal reader: flows come out as their final line is met, so memory is bounded by
+//! the flows in flight at any point of the session, not by the size of the journal.
+//!
+//! Flows that never completed (the proxy was killed) come out at the end, in start order, as
+//! [`FlowState::Pending`] with the response head and SSE events seen so far; their response
+//! body is rebuilt from those events. A line that does not parse (a torn last line, or damage)
+//! is reported as a [`ReadWarning`] and skipped: reading never fails on content, only on I/O.
+
+use crate::error::StoreError;
+use crate::journal::SessionMeta;
+use mcptap_flow::{
+    BodyState, CapturedBody, Flow, FlowId, FlowState, Headers, HttpVersion, Micros, Response,
+    SseEvent,
+};
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+/// A line of a journal that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadWarning {
+    /// Line number (from 1).
+    pub line: u64,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ReadWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// Every kind of journal line.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Line {
+    Session(SessionLine),
+    RequestStarted {
+        flow: Box<Flow>,
+    },
+    ResponseHead {
+        id: FlowId,
+        at: Micros,
+        status: u16,
+        version: HttpVersion,
+        headers: Headers,
+    },
+    Body {},
+    Sse {
+        id: FlowId,
+        event: SseEvent,
+    },
+    Completed {
+        flow: Box<Flow>,
+    },
+    Failed {
+        flow: Box<Flow>,
+    },
+    End {},
+}
+
+#[derive(Deserialize)]
+struct SessionLine {
+    version: u32,
+    #[serde(flatten)]
+    meta: SessionMeta,
+}
+
+/// SSE events kept per flow in flight (the engine's own bound).
+const MAX_SSE_EVENTS: usize = 100_000;
+/// Lines longer than this are skipped (a flow holds at most two bodies at the body limit).
+pub(crate) const DEFAULT_MAX_LINE: usize = 1 << 30;
+
+struct InFlight {
+    flow: Flow,
+    sse_dropped: u64,
+}
+
+/// Reads flows from a journal, one at a time (an [`Iterator`] of flows).
+pub struct JournalReader<R> {
+    input: R,
+    path: PathBuf,
+    line_no: u64,
+    buf: Vec<u8>,
+    max_line: usize,
+    meta: Option<SessionMeta>,
+    version: Option<u32>,
+    in_flight: HashMap<FlowId, InFlight>,
+    starts: BTreeSet<(Micros, FlowId)>,
+    max_in_flight: usize,
+    latest_start: Option<Micros>,
+    ended: bool,
+    eof: bool,
+    leftovers: VecDeque<Flow>,
+    warnings: Vec<ReadWarning>,
+    failed: bool,
+}
+
+/// Opens the journal at `path` for streaming.
+pub fn read_journal(path: &Path) -> Result<JournalReader<BufReader<File>>, StoreError> {
+    let file = File::open(path).map_err(|source| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(JournalReader::new(BufReader::with_capacity(256 * 1024, file)).with_path(path))
+}
+
+impl<R: BufRead> JournalReader<R> {
+    /// A reader over `input`.
+    pub fn new(input: R) -> JournalReader<R> {
+        JournalReader {
+            input,
+            path: PathBuf::from("journal"),
+            line_no: 0,
+            buf: Vec::new(),
+            max_line: DEFAULT_MAX_LINE,
+            meta: None,
+            version: None,
+            in_flight: HashMap::new(),
+            starts: BTreeSet::new(),
+            max_in_flight: 0,
+            latest_start: None,
+            ended: false,
+            eof: false,
+            leftovers: VecDeque::new(),
+            warnings: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// Names the journal in I/O errors.
+    pub fn with_path(mut self, path: &Path) -> Self {
+        self.path = path.to_owned();
+        self
+    }
+
+    /// Skips lines longer than `max` bytes (with a warning) instead of holding them.
+    pub fn with_max_line(mut self, max: usize) -> Self {
+        self.max_line = max;
+        self
+    }
+
+    /// The session line, once read (it is the first line).
+    pub fn meta(&self) -> Option<&SessionMeta> {
+        self.meta.as_ref()
+    }
+
+    /// The journal format version from the session line.
+    pub fn version(&self) -> Option<u32> {
+        self.version
+    }
+
+    /// Reads up to the session line (if not read yet) and returns it.
+    pub fn read_meta(&mut self) -> Result<Option<&SessionMeta>, StoreError> {
+        while self.meta.is_none() && self.line_no == 0 && !self.eof {
+            let flow = self.step()?;
+            if let Some(f) = flow {
+                // Not a session line first: keep the flow for the iterator.
+                self.leftovers.push_front(f);
+                break;
+            }
+        }
+        Ok(self.meta.as_ref())
+    }
+
+    /// Lines skipped so far.
+    pub fn warnings(&self) -> &[ReadWarning] {
+        &self.warnings
+    }
+
+    /// Takes the warnings collected so far.
+    pub fn take_warnings(&mut self) -> Vec<ReadWarning> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// True once an `end` line was read: the session was closed cleanly.
+    pub fn ended_cleanly(&self) -> bool {
+        self.ended
+    }
+
+    /// Flows started but not yet completed at the current point of the journal.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The most flows that were in flight at once: what the reader's memory was bounded by.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// The earliest start among flows in flight (nothing that comes later can have started
+    /// before it, except by a few scheduling microseconds).
+    pub fn min_in_flight_start(&self) -> Option<Micros> {
+        self.starts.first().map(|(t, _)| *t)
+    }
+
+    /// The latest start time seen so far.
+    pub fn latest_start(&self) -> Option<Micros> {
+        self.latest_start
+    }
+
+    /// True once the input is exhausted (flows left in flight are then being drained).
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    fn see_start(&mut self, t: Micros) {
+        self.latest_start = Some(self.latest_start.map_or(t, |l| l.max(t)));
+    }
+
+    fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(ReadWarning {
+            line: self.line_no,
+            message: message.into(),
+        });
+    }
+
+    /// Reads one line into `buf`. `Ok(None)` at end of input; `Ok(Some(false))` for a line
+    /// without a final newline (the last one).
+    fn read_line(&mut self) -> std::io::Result<Option<(bool, bool)>> {
+        self.buf.clear();
+        let mut overlong = false;
+        let mut any = false;
+        loop {
+            let chunk = match self.input.fill_buf() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                return Ok(any.then_some((false, overlong)));
+            }
+            any = true;
+            let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (&chunk[..i], Some(i + 1)),
+                None => (chunk, None),
+            };
+            if !overlong {
+                if self.buf.len() + part.len() > self.max_line {
+                    overlong = true;
+                    self.buf.clear();
+                } else {
+                    self.buf.extend_from_slice(part);
+                }
+            }
+            let used = done.unwrap_or(chunk.len());
+            self.input.consume(used);
+            if done.is_some() {
+                return Ok(Some((true, overlong)));
+            }
+        }
+    }
+
+    /// Processes one line; returns a flow when the line completed one.
+    fn step(&mut self) -> Result<Option<Flow>, StoreError> {
+        let Some((newline, overlong)) = self.read_line().map_err(|source| StoreError::Read {
+            path: self.path.clone(),
+            source,
+        })?
+        else {
+            self.eof = true;
+            return Ok(None);
+        };
+        self.line_no += 1;
+        if overlong {
+            self.warn(format!("longer than {} bytes: skipped", self.max_line));
+            return Ok(None);
+        }
+        let text = trim_ascii(&self.buf);
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let line: Line = match serde_json::from_slice(text) {
+            Ok(l) => l,
+            Err(e) if !newline => {
+                let n = self.buf.len();
+                self.warn(format!(
+                    "torn last line ({n} bytes without a newline; the proxy was probably killed while writing it): skipped ({e})"
+                ));
+                return Ok(None);
+            }
+            Err(e) => {
+                self.warn(format!("not a journal record: {e}: skipped"));
+                return Ok(None);
+            }
+        };
+        Ok(self.apply(line))
+    }
+
+    fn apply(&mut self, line: Line) -> Option<Flow> {
+        match line {
+            Line::Session(s) => {
+                if self.meta.is_some() {
+                    self.warn("a second session line: ignored");
+                } else {
+                    if s.version > crate::journal::JOURNAL_VERSION {
+                        self.warn(format!(
+                            "journal version {} is newer than this mcptap reads ({}); reading what it can",
+                            s.version,
+                            crate::journal::JOURNAL_VERSION
+                        ));
+                    }
+                    self.version = Some(s.version);
+                    self.meta = Some(s.meta);
+                }
+                None
+            }
+            Line::RequestStarted { flow } => {
+                let id = flow.id;
+                self.see_start(flow.timings.started);
+                if let Some(old) = self.in_flight.remove(&id) {
+                    self.starts.remove(&(old.flow.timings.started, id));
+                    self.warn(format!(
+                        "flow {id} started twice: the first start is dropped"
+                    ));
+                }
+                self.starts.insert((flow.timings.started, id));
+                self.in_flight.insert(
+                    id,
+                    InFlight {
+                        flow: *flow,
+                        sse_dropped: 0,
+                    },
+                );
+                self.max_in_flight = self.max_in_flight.max(self.in_flight.len());
+                None
+            }
+            Line::ResponseHead {
+                id,
+                at,
+                status,
+                version,
+                headers,
+            } => {
+                match self.in_flight.get_mut(&id) {
+                    Some(f) => {
+                        f.flow.timings.response_head = Some(at);
+                        let sse = f.flow.response.take().map(|r| r.sse).unwrap_or_default();
+                        f.flow.response = Some(Response {
+                            status,
+                            version,
+                            headers,
+                            sse,
+                            ..Response::default()
+                        });
+                    }
+                    None => self.warn(format!(
+                        "response head for flow {id}, which never started: ignored"
+                    )),
+                }
+                None
+            }
+            Line::Sse { id, event } => {
+                match self.in_flight.get_mut(&id) {
+                    Some(f) => {
+                        let resp = f.flow.response.get_or_insert_with(Response::default);
+                        if resp.sse.len() < MAX_SSE_EVENTS {
+                            resp.sse.push(event);
+                        } else {
+                            f.sse_dropped += 1;
+                        }
+                    }
+                    None => self.warn(format!("event for flow {id}, which never started: ignored")),
+                }
+                None
+            }
+            Line::Completed { flow } | Line::Failed { flow } => {
+                let id = flow.id;
+                if let Some(old) = self.in_flight.remove(&id) {
+                    self.starts.remove(&(old.flow.timings.started, id));
+                }
+                self.see_start(flow.timings.started);
+                Some(*flow)
+            }
+            Line::Body {} => None,
+            Line::End {} => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+
+    /// At end of input: flows still in flight, in start order, as pending.
+    fn drain_in_flight(&mut self) -> Option<Flow> {
+        let (start, id) = self.starts.pop_first()?;
+        let Some(mut f) = self.in_flight.remove(&id) else {
+            debug_assert!(false, "start index out of sync");
+            return self.drain_in_flight();
+        };
+        let _ = start;
+        f.flow.state = FlowState::Pending;
+        if let Some(resp) = f.flow.response.as_mut() {
+            if resp.body.is_empty() && !resp.sse.is_empty() {
+                let text = sse_text(&resp.sse);
+                resp.body = CapturedBody {
+                    total_len: text.len() as u64,
+                    bytes: text.into(),
+                    truncated: false,
+                    state: BodyState::Streaming,
+                    encoding: None,
+                };
+            }
+        }
+        if f.sse_dropped > 0 {
+            self.warnings.push(ReadWarning {
+                line: self.line_no,
+                message: format!(
+                    "flow {id}: {} server-sent events past the first {MAX_SSE_EVENTS} were counted, not kept",
+                    f.sse_dropped
+                ),
+            });
+        }
+        Some(f.flow)
+    }
+}
+
+/// Events written back as a `text/event-stream` body.
+fn sse_text(events: &[SseEvent]) -> String {
+    let mut out = String::new();
+    for ev in events {
+        if let Some(e) = &ev.event {
+            out.push_str(&format!("event: {e}\n"));
+        }
+        if let Some(id) = &ev.id {
+            out.push_str(&format!("id: {id}\n"));
+        }
+        if let Some(r) = ev.retry {
+            out.push_str(&format!("retry: {r}\n"));
+        }
+        for l in ev.data.split('\n') {
+            out.push_str("data: ");
+            out.push_str(l);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &b[start..end]
+}
+
+impl<R: BufRead> Iterator for JournalReader<R> {
+    type Item = Result<Flow, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if let Some(f) = self.leftovers.pop_front() {
+            return Some(Ok(f));
+        }
+        while !self.eof {
+            match self.step() {
+                Ok(Some(flow)) => return Some(Ok(flow)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.drain_in_flight().map(Ok)
+    }
+}

@@ -1,0 +1,160 @@
+//! Journal order (flows complete in any order) to HAR order (`startedDateTime`), in bounded
+//! memory.
+//!
+//! A completed flow is held until nothing still to come can have started before it: no flow in
+//! flight started earlier, and the journal has moved [`SLACK`] past its start (requests racing
+//! to the journal). Holding is bounded by [`ExportOptions`](crate::ExportOptions): past the bound
+//! the earliest held flow is released anyway, so a stream open for hours in a huge session ends
+//! up after flows that started later instead of costing unbounded memory. Such releases are
+//! counted as out of order.
+
+use crate::error::StoreError;
+use crate::reader::JournalReader;
+use mcptap_flow::{Flow, Micros};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::BufRead;
+
+/// How far behind the latest start a held flow must be before it is released.
+pub const SLACK: Micros = 2_000_000;
+
+struct Held {
+    key: (Micros, u64, u64),
+    size: usize,
+    flow: Flow,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Self) -> bool {
+        self.key == o.key
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&o.key)
+    }
+}
+
+/// Flows of a journal in start order (see the module docs for the bound).
+pub struct StartOrder<R> {
+    reader: JournalReader<R>,
+    heap: BinaryHeap<Reverse<Held>>,
+    held_bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+    seq: u64,
+    exhausted: bool,
+    last_released: Option<(Micros, u64)>,
+    out_of_order: u64,
+    max_held: usize,
+}
+
+impl<R: BufRead> StartOrder<R> {
+    /// Reorders `reader`'s flows, holding at most `max_entries` flows and about `max_bytes` of
+    /// bodies and events at once.
+    pub fn new(reader: JournalReader<R>, max_entries: usize, max_bytes: usize) -> Self {
+        StartOrder {
+            reader,
+            heap: BinaryHeap::new(),
+            held_bytes: 0,
+            max_entries: max_entries.max(1),
+            max_bytes,
+            seq: 0,
+            exhausted: false,
+            last_released: None,
+            out_of_order: 0,
+            max_held: 0,
+        }
+    }
+
+    /// The reader underneath (for its metadata and warnings).
+    pub fn reader(&self) -> &JournalReader<R> {
+        &self.reader
+    }
+
+    /// The reader underneath, mutably.
+    pub fn reader_mut(&mut self) -> &mut JournalReader<R> {
+        &mut self.reader
+    }
+
+    /// Flows released before a flow that started earlier (the bound was hit).
+    pub fn out_of_order(&self) -> u64 {
+        self.out_of_order
+    }
+
+    /// The most flows held at once.
+    pub fn max_held(&self) -> usize {
+        self.max_held
+    }
+
+    fn releasable(&self, start: Micros) -> bool {
+        if self.exhausted || self.heap.len() > self.max_entries || self.held_bytes > self.max_bytes
+        {
+            return true;
+        }
+        let in_flight_ok = self.reader.min_in_flight_start().is_none_or(|m| start < m);
+        let slack_ok = self
+            .reader
+            .latest_start()
+            .is_some_and(|l| start < l.saturating_sub(SLACK));
+        in_flight_ok && (slack_ok || self.reader.at_eof())
+    }
+
+    fn release(&mut self) -> Option<Flow> {
+        let Reverse(h) = self.heap.pop()?;
+        self.held_bytes = self.held_bytes.saturating_sub(h.size);
+        let k = (h.key.0, h.key.1);
+        if self.last_released.is_some_and(|l| k < l) {
+            self.out_of_order += 1;
+        } else {
+            self.last_released = Some(k);
+        }
+        Some(h.flow)
+    }
+}
+
+fn approx_size(f: &Flow) -> usize {
+    let mut n = 512 + f.request.body.bytes.len();
+    if let Some(r) = &f.response {
+        n += r.body.bytes.len() + r.sse.iter().map(|e| e.data.len() + 64).sum::<usize>();
+    }
+    n
+}
+
+impl<R: BufRead> Iterator for StartOrder<R> {
+    type Item = Result<Flow, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(Reverse(top)) = self.heap.peek() {
+                if self.releasable(top.key.0) {
+                    return self.release().map(Ok);
+                }
+            }
+            if self.exhausted {
+                return None;
+            }
+            match self.reader.next() {
+                Some(Ok(flow)) => {
+                    self.seq += 1;
+                    let size = approx_size(&flow);
+                    self.held_bytes += size;
+                    self.heap.push(Reverse(Held {
+                        key: (flow.timings.started, flow.id.0, self.seq),
+                        size,
+                        flow,
+                    }));
+                    self.max_held = self.max_held.max(self.heap.len());
+                }
+                Some(Err(e)) => return Some(Err(e)),
+                None => self.exhausted = true,
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Whatever the user names (`mcptap export|analyze|view PATH`): a session directory, a journal,
+//! or a HAR file from any tool, told apart by content, not by extension.
+
+use crate::error::StoreError;
+use crate::har::read_har;
+use crate::journal::{SessionMeta, HAR_FILE, JOURNAL_FILE};
+use crate::reader::{read_journal, ReadWarning};
+use mcptap_flow::Flow;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// What a path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A mcptap journal (JSON Lines).
+    Journal,
+    /// A HAR file (mcptap's or another tool's; plain, gzip or zlib-compressed).
+    Har,
+}
+
+/// A whole session in memory (for analysis and viewing; export streams instead).
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The file the flows came from.
+    pub path: PathBuf,
+    /// What kind of file it was.
+    pub kind: SourceKind,
+    /// The session's metadata, when the file has it.
+    pub meta: Option<SessionMeta>,
+    /// The tool that wrote a HAR file (`"Chrome 125"`), when it says.
+    pub creator: Option<String>,
+    /// The flows, in start order (`timings.started`, then id).
+    pub flows: Vec<Flow>,
+    /// True when the session holds raw secrets (`--keep-secrets`, or a HAR that says so).
+    pub raw_secrets: bool,
+    /// What was tolerated: skipped journal lines, unreadable `_mcptap` blocks.
+    pub warnings: Vec<String>,
+    /// False for a journal without its end line: the proxy did not shut down cleanly.
+    pub complete: bool,
+}
+
+/// Tells what `path` is. A directory must hold `journal.jsonl` (preferred) or `session.har`;
+/// a file is a journal when its first line is a journal record, else a HAR file when it looks
+/// like JSON (or is compressed).
+pub fn detect(path: &Path) -> Result<(PathBuf, SourceKind), StoreError> {
+    let meta = std::fs::metadata(path).map_err(|source| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.is_dir() {
+        let j = path.join(JOURNAL_FILE);
+        if j.is_file() {
+            return Ok((j, SourceKind::Journal));
+        }
+        let h = path.join(HAR_FILE);
+        if h.is_file() {
+            return Ok((h, SourceKind::Har));
+        }
+        return Err(StoreError::UnknownFormat {
+            path: path.to_owned(),
+            why: format!("a directory without {JOURNAL_FILE} or {HAR_FILE}"),
+        });
+    }
+    let mut head = Vec::with_capacity(256);
+    File::open(path)
+        .and_then(|f| f.take(256).read_to_end(&mut head))
+        .map_err(|source| StoreError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let unknown = |why: &str| StoreError::UnknownFormat {
+        path: path.to_owned(),
+        why: why.to_owned(),
+    };
+    if head.starts_with(&[0x1f, 0x8b]) || head.first() == Some(&0x78) {
+        return Ok((path.to_owned(), SourceKind::Har));
+    }
+    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head);
+    let start = text
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .ok_or_else(|| unknown("empty"))?;
+    let text = &text[start..];
+    if text.first() != Some(&b'{') {
+        return Err(unknown("not JSON"));
+    }
+    let compact: Vec<u8> = text[1..]
+        .iter()
+        .copied()
+        .filter(|c| !matches!(c, b' ' | b'\t'))
+        .take(8)
+        .collect();
+    if compact.starts_with(b"\"type\"") {
+        Ok((path.to_owned(), SourceKind::Journal))
+    } else {
+        Ok((path.to_owned(), SourceKind::Har))
+    }
+}
+
+/// Loads a session directory, a journal or a HAR file whole. Flows are as stored (a HAR from
+/// another tool keeps its raw secrets: run [`prepare`](crate::prepare) to redact them).
+pub fn load(path: &Path) -> Result<Session, StoreError> {
+    let (file, kind) = detect(path)?;
+    match kind {
+        SourceKind::Journal => {
+            let mut reader = read_journal(&file)?;
+            let mut flows = Vec::new();
+            for f in reader.by_ref() {
+                flows.push(f?);
+            }
+            flows.sort_by_key(|f| (f.timings.started, f.id));
+            let meta = reader.meta().cloned();
+            let warnings: Vec<ReadWarning> = reader.take_warnings();
+            Ok(Session {
+                path: file,
+                kind,
+                raw_secrets: meta.as_ref().is_some_and(|m| m.raw_secrets)
+                    || flows.iter().any(|f| f.raw_secrets),
+                meta,
+                creator: None,
+                flows,
+                warnings: warnings.iter().map(ToString::to_string).collect(),
+                complete: reader.ended_cleanly(),
+            })
+        }
+        SourceKind::Har => {
+            let f = File::open(&file).map_err(|source| StoreError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let mut har = read_har(BufReader::new(f)).map_err(|source| StoreError::Har {
+                path: file.clone(),
+                source,
+            })?;
+            har.flows.sort_by_key(|f| (f.timings.started, f.id));
+            Ok(Session {
+                path: file,
+                kind,
+                raw_secrets: har.raw_secrets || har.flows.iter().any(|f| f.raw_secrets),
+                meta: har.session,
+                creator: har.creator,
+                flows: har.flows,
+                warnings: har.warnings,
+                complete: true,
+            })
+        }
+    }
+}
