@@ -35,6 +35,53 @@ pub enum Command {
     Reverse(ReverseArgs),
     /// Explain a finding (what it means, how mcptap decides, how to fix it).
     Explain(ExplainArgs),
+    /// Write a session (directory or journal, even one left by a crash) or any HAR as HAR 1.2.
+    Export(ExportArgs),
+    /// Diagnose a session, journal or HAR file (from mcptap or other tools).
+    Analyze(AnalyzeArgs),
+    /// A redacted markdown summary of a session, ready to paste into a bug report.
+    Report(ReportArgs),
+}
+
+/// `mcptap export`.
+#[derive(Debug, Args, Clone)]
+pub struct ExportArgs {
+    /// A session directory, a journal.jsonl, or a HAR file.
+    pub input: PathBuf,
+    /// Where to write the HAR (`-` for stdout).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Keep secrets in clear (only meaningful for sessions recorded with --keep-secrets or
+    /// HAR files from other tools).
+    #[arg(long)]
+    pub keep_secrets: bool,
+}
+
+/// `mcptap analyze`.
+#[derive(Debug, Args, Clone)]
+pub struct AnalyzeArgs {
+    /// A session directory, a journal.jsonl, or a HAR file.
+    pub input: PathBuf,
+    /// Machine-readable output (schema: docs/findings/README.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with status 1 when a finding is at least this severe (critical, high, medium,
+    /// low, info).
+    #[arg(long, default_value = "high", value_name = "SEVERITY")]
+    pub fail_on: String,
+    /// The capture came from a reverse proxy in front of the server.
+    #[arg(long)]
+    pub reverse: bool,
+}
+
+/// `mcptap report`.
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// A session directory, a journal.jsonl, or a HAR file.
+    pub input: PathBuf,
+    /// Write the markdown here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `mcptap explain ID`.
@@ -129,6 +176,16 @@ pub struct ProxyArgs {
     /// client-omits-token-confirmed`). Never replaces a header, never leaves the MCP endpoint.
     #[arg(long)]
     pub inject_token: bool,
+    /// Record the session in this directory (default: <confdir>/sessions/<UTC time>/).
+    #[arg(short = 'w', long = "save", value_name = "DIR")]
+    pub save: Option<PathBuf>,
+    /// Do not record a session on disk.
+    #[arg(long, conflicts_with = "save")]
+    pub no_save: bool,
+    /// Store tokens, codes and cookies in clear in the session (default: redacted to
+    /// fingerprints). Never share such a session.
+    #[arg(long)]
+    pub keep_secrets: bool,
     /// Explicit mode: require clients to authenticate to mcptap with user:pass (Basic).
     #[arg(long, value_name = "USER:PASS")]
     pub proxy_auth: Option<String>,

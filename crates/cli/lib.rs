@@ -6,6 +6,7 @@
 pub mod args;
 pub mod ca;
 pub mod explain;
+pub mod files;
 pub mod lineview;
 pub mod proxy;
 
@@ -21,6 +22,9 @@ pub fn main() -> ExitCode {
         Some(args::Command::Proxy(p)) => proxy::main(p, cli.quiet),
         Some(args::Command::Ca(c)) => ca::main(c),
         Some(args::Command::Explain(e)) => explain::main(e),
+        Some(args::Command::Export(e)) => files::export(e),
+        Some(args::Command::Analyze(a)) => files::analyze(a),
+        Some(args::Command::Report(r)) => files::report(r),
         Some(args::Command::Reverse(r)) => {
             let mut p = r.proxy;
             p.mode = format!("reverse:{}", r.url);

@@ -21,6 +21,19 @@ pub struct RunConfig {
     pub quiet: bool,
     /// Reverse mode: certificate chain and key files to serve instead of minted leaves.
     pub listener_cert: Option<(PathBuf, PathBuf)>,
+    /// Where to record the session (`None`: not recorded).
+    pub save: Option<SaveTo>,
+    /// Keep secrets in clear in the recording.
+    pub keep_secrets: bool,
+}
+
+/// Where a session is recorded.
+#[derive(Debug, Clone)]
+pub enum SaveTo {
+    /// Exactly this directory (`-w`).
+    Dir(PathBuf),
+    /// A new timestamped directory under this one.
+    Under(PathBuf),
 }
 
 impl RunConfig {
@@ -103,6 +116,15 @@ impl RunConfig {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
                 _ => None,
             },
+            save: if args.no_save {
+                None
+            } else {
+                Some(match &args.save {
+                    Some(d) => SaveTo::Dir(d.clone()),
+                    None => SaveTo::Under(args.confdir.resolve()?.join("sessions")),
+                })
+            },
+            keep_secrets: args.keep_secrets,
             confdir: args.confdir.resolve()?,
             quiet,
         })
@@ -197,7 +219,33 @@ pub async fn run(
             }
         }
     }
-    let mut sink = Sink::new(config.quiet, reverse.is_some());
+    let journal = match &config.save {
+        None => None,
+        Some(to) => {
+            let mut meta = mcptap_store::SessionMeta::new(env!("CARGO_PKG_VERSION"));
+            meta.raw_secrets = config.keep_secrets;
+            meta.argv = std::env::args().collect();
+            meta.mode = Some(match &reverse {
+                Some(r) => format!("reverse:{}", r.upstream),
+                None => "regular".to_owned(),
+            });
+            let j = match to {
+                SaveTo::Dir(d) => mcptap_store::Journal::create(d, meta),
+                SaveTo::Under(base) => mcptap_store::Journal::create_in(base, meta),
+            }
+            .context("cannot record the session")?;
+            eprintln!("mcptap: recording to {}", j.dir().display());
+            Some(j)
+        }
+    };
+    if config.keep_secrets {
+        eprintln!("mcptap: {}", mcptap_store::KEEP_SECRETS_WARNING);
+    }
+    let prepare = mcptap_store::Options {
+        keep_secrets: config.keep_secrets,
+        body_limit: config.proxy.body_limit,
+    };
+    let mut sink = Sink::new(config.quiet, reverse.is_some(), journal, prepare);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let consumer = tokio::spawn(async move {
         sink.consume(rx, stop_rx).await;
@@ -218,24 +266,36 @@ pub async fn run(
     Ok(())
 }
 
-/// Where events go: the line view and the live analyzer.
+/// Where events go: redaction and decoding first, then the journal, the line view and the
+/// live analyzer.
 pub struct Sink {
     quiet: bool,
     analyzer: mcptap_analyze::Analyzer,
+    journal: Option<mcptap_store::Journal>,
+    journal_failed: bool,
+    prepare: mcptap_store::Options,
     flows: u64,
     failed: u64,
     dropped: u64,
 }
 
 impl Sink {
-    /// A sink printing lines unless `quiet`.
-    pub fn new(quiet: bool, reverse: bool) -> Sink {
+    /// A sink printing lines unless `quiet`, recording into `journal` if any.
+    pub fn new(
+        quiet: bool,
+        reverse: bool,
+        journal: Option<mcptap_store::Journal>,
+        prepare: mcptap_store::Options,
+    ) -> Sink {
         Sink {
             quiet,
             analyzer: mcptap_analyze::Analyzer::new(mcptap_analyze::Options {
                 reverse_proxy: reverse,
                 ..Default::default()
             }),
+            journal,
+            journal_failed: false,
+            prepare,
             flows: 0,
             failed: 0,
             dropped: 0,
@@ -278,7 +338,25 @@ impl Sink {
         self.dropped = rx.dropped();
     }
 
-    fn event(&mut self, ev: FlowEvent) {
+    /// Handles one event from the engine (what [`Sink::consume`] does for each).
+    pub fn feed(&mut self, ev: FlowEvent) {
+        self.event(ev);
+    }
+
+    fn event(&mut self, mut ev: FlowEvent) {
+        if let FlowEvent::Body { .. } = ev {
+            return; // progress only matters to a live terminal view
+        }
+        mcptap_store::prepare_event(&mut ev, &self.prepare);
+        if let Some(j) = self.journal.as_mut() {
+            if let Err(e) = j.record(&ev) {
+                // Keep proxying: losing the recording must not break the user's client.
+                if !self.journal_failed {
+                    eprintln!("mcptap: error: recording failed, traffic still flows: {e}");
+                    self.journal_failed = true;
+                }
+            }
+        }
         if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = &ev {
             self.flows += 1;
             if flow.state == mcptap_flow::FlowState::Failed {
@@ -305,8 +383,24 @@ impl Sink {
         let _ = out.flush();
     }
 
-    /// End of session: the summary on stderr.
+    /// End of session: the HAR file, then the summary on stderr.
     pub fn finish(mut self) {
+        if let Some(j) = self.journal.take() {
+            let dir = j.dir().to_path_buf();
+            match j.finish() {
+                Ok(har) => eprintln!(
+                    "mcptap: session saved in {} ({})",
+                    dir.display(),
+                    har.display()
+                ),
+                Err(e) => eprintln!(
+                    "mcptap: error: cannot write the HAR file ({e}); the journal in {} is intact: \
+                     `mcptap export {}` retries",
+                    dir.display(),
+                    dir.display()
+                ),
+            }
+        }
         let report = self.analyzer.finish();
         if self.dropped > 0 {
             eprintln!(

@@ -182,6 +182,121 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
         !out.contains("raw-token-value"),
         "the line view never prints a token: {out}"
     );
+
+    // The session was recorded under the confdir, redacted, with a HAR written at shutdown.
+    let sessions: Vec<_> = std::fs::read_dir(conf.path().join("sessions"))
+        .unwrap()
+        .collect();
+    assert_eq!(sessions.len(), 1);
+    let session = sessions.into_iter().next().unwrap().unwrap().path();
+    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
+    let har = std::fs::read_to_string(session.join("session.har")).unwrap();
+    for text in [&journal, &har] {
+        assert!(
+            text.contains("/echo") && text.contains("Bearer [redacted sha256:"),
+            "{text}"
+        );
+        assert!(!text.contains("raw-token-value"));
+    }
+
+    // export, analyze and report read it back.
+    let out_har = conf.path().join("out.har");
+    let st = mcptap()
+        .arg("export")
+        .arg(session.join("journal.jsonl"))
+        .arg("-o")
+        .arg(&out_har)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out_har).unwrap()).unwrap();
+    assert_eq!(exported["log"]["version"], "1.2");
+    assert!(exported["log"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["request"]["url"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/echo")));
+    let out = mcptap()
+        .arg("analyze")
+        .arg(&session)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["findings"].is_array());
+    let out = mcptap().arg("report").arg(&out_har).output().unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("raw-token-value"));
+}
+
+#[test]
+fn analyze_says_why_a_file_is_unusable_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.har");
+    std::fs::write(
+        &bad,
+        r#"{"log":{"version":"1.2","entries":[{"request":{}}]}}"#,
+    )
+    .unwrap();
+    let out = mcptap().arg("analyze").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("entry 0"), "says where it broke: {err}");
+    let out = mcptap()
+        .args(["analyze", "/nonexistent/file.har"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = mcptap()
+        .arg("analyze")
+        .arg(&bad)
+        .args(["--fail-on", "bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn analyze_exits_1_on_a_finding_at_the_threshold() {
+    // A token is issued, then the MCP endpoint keeps being called without it: token-not-sent.
+    let dir = tempfile::tempdir().unwrap();
+    let har = dir.path().join("bare.har");
+    let entry = |t: &str, method: &str, url: &str, status: u16, req: &str, resp: &str| {
+        serde_json::json!({
+            "startedDateTime": t, "time": 10,
+            "request": {"method": method, "url": url, "httpVersion": "HTTP/1.1",
+                        "headers": [{"name": "content-type", "value": "application/json"}],
+                        "queryString": [], "cookies": [], "headersSize": -1, "bodySize": req.len(),
+                        "postData": {"mimeType": "application/json", "text": req}},
+            "response": {"status": status, "statusText": "", "httpVersion": "HTTP/1.1",
+                         "headers": [{"name": "content-type", "value": "application/json"}], "cookies": [],
+                         "content": {"size": resp.len(), "mimeType": "application/json", "text": resp},
+                         "redirectURL": "", "headersSize": -1, "bodySize": resp.len()},
+            "cache": {}, "timings": {"send": 0, "wait": 10, "receive": 0}
+        })
+    };
+    let doc = serde_json::json!({"log": {"version": "1.2", "creator": {"name": "test", "version": "1"}, "entries": [
+        entry("2026-01-01T00:00:00.000Z", "POST", "https://mcp.example/mcp", 401, r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#, "{}"),
+        entry("2026-01-01T00:00:01.000Z", "POST", "https://mcp.example/token", 200, "grant_type=authorization_code&code=abc",
+              r#"{"access_token":"tok-abcdefgh","token_type":"Bearer","expires_in":3600}"#),
+        entry("2026-01-01T00:00:02.000Z", "POST", "https://mcp.example/mcp", 401, r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{}}"#, "{}"),
+        entry("2026-01-01T00:00:40.000Z", "POST", "https://mcp.example/mcp", 401, r#"{"jsonrpc":"2.0","id":3,"method":"initialize","params":{}}"#, "{}"),
+    ]}});
+    std::fs::write(&har, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = mcptap().arg("analyze").arg(&har).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("token-not-sent"), "{text}");
 }
 
 #[test]

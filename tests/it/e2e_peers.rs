@@ -419,3 +419,124 @@ async fn e2e_without_the_flag_nothing_is_injected() {
     assert!(!out.ok);
     assert!(flows.iter().all(|f| f.injected.is_none()));
 }
+
+/// Every secret value in the raw flows: tokens, codes, verifiers, client secrets, session ids.
+fn raw_secrets(flows: &[Flow]) -> Vec<String> {
+    let mut out = Vec::new();
+    let keys = [
+        "access_token",
+        "refresh_token",
+        "code",
+        "code_verifier",
+        "client_secret",
+    ];
+    for f in flows {
+        let mut bodies = vec![f.request.body.bytes.clone()];
+        if let Some(r) = &f.response {
+            bodies.push(r.body.bytes.clone());
+        }
+        for b in bodies {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) {
+                for k in keys {
+                    if let Some(s) = v.get(k).and_then(|x| x.as_str()) {
+                        out.push(s.to_owned());
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            for pair in text.split('&') {
+                if let Some((k, v)) = pair.split_once('=') {
+                    if keys.contains(&k) && !v.is_empty() {
+                        out.push(v.to_owned());
+                    }
+                }
+            }
+        }
+        if let Some(q) = f.request.url.split_once('?').map(|(_, q)| q) {
+            for pair in q.split('&') {
+                if let Some(("code", v)) = pair.split_once('=') {
+                    out.push(v.to_owned());
+                }
+            }
+        }
+        if let Some(a) = f.request.headers.get("authorization") {
+            out.push(a.trim_start_matches("Bearer ").to_owned());
+        }
+        for h in ["mcp-session-id"] {
+            if let Some(v) = f.request.headers.get(h) {
+                out.push(v.to_owned());
+            }
+        }
+    }
+    out.retain(|s| s.len() >= 8);
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_the_recorded_session_has_the_whole_dance_and_no_raw_secret() {
+    let (out, flows, _report) =
+        through_mcptap(ServerOpts::default(), |o| o.mode = ClientMode::Legacy).await;
+    assert!(out.ok, "{}", out.dump());
+    let secrets = raw_secrets(&flows);
+    assert!(
+        secrets.len() >= 4,
+        "the test knows the raw token, refresh token, code, verifier: {secrets:?}"
+    );
+
+    // The CLI's own pipeline (prepare → journal → HAR), fed the engine's events.
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session");
+    let journal =
+        mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test")).unwrap();
+    let mut sink =
+        mcptap::proxy::Sink::new(true, false, Some(journal), mcptap_store::Options::default());
+    for f in &flows {
+        sink.feed(FlowEvent::RequestStarted {
+            flow: Box::new(f.clone()),
+        });
+        sink.feed(FlowEvent::Completed {
+            flow: Box::new(f.clone()),
+        });
+    }
+    sink.finish();
+
+    let har: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(session.join("session.har")).unwrap()).unwrap();
+    let entries = har["log"]["entries"].as_array().unwrap();
+    let urls: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["request"]["url"].as_str())
+        .collect();
+    for p in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-authorization-server",
+        "/register",
+        "/authorize",
+        "/token",
+        "/mcp",
+    ] {
+        assert!(
+            urls.iter().any(|u| u.contains(p)),
+            "no {p} in the HAR: {urls:?}"
+        );
+    }
+    for entry in std::fs::read_dir(&session).unwrap() {
+        let path = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "raw secret {}… in {}",
+                &s[..6],
+                path.display()
+            );
+        }
+        assert!(
+            text.contains("[redacted sha256:"),
+            "{} has fingerprints",
+            path.display()
+        );
+    }
+}

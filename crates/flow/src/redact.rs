@@ -177,12 +177,30 @@ pub fn redact_event(event: &mut FlowEvent) {
     Redactor::new().event(event);
 }
 
+/// `Bearer xyz`, `Basic xyz`, `DPoP xyz`: an auth scheme followed by one credential token.
+fn looks_like_credentials(value: &str) -> bool {
+    let v = value.trim();
+    let Some((scheme, rest)) = v.split_once(' ') else {
+        return false;
+    };
+    let rest = rest.trim();
+    ["bearer", "basic", "dpop", "token"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+        && rest.len() >= 8
+        && !rest.contains(' ')
+        && parse_redacted(rest).is_none()
+}
+
 /// Finds secrets and, unless it only observes, replaces them with their [`redacted`] marker.
 /// Collects a [`SecretNote`] per secret found.
 #[derive(Debug, Clone)]
 pub struct Redactor {
     replace: bool,
     notes: Vec<SecretNote>,
+    /// Raw values replaced so far (long enough to be unambiguous), scrubbed from the rest of
+    /// the flow too: a server that echoes a token in some other header must not leak it.
+    raw: Vec<String>,
 }
 
 impl Default for Redactor {
@@ -200,6 +218,7 @@ impl Redactor {
         Redactor {
             replace: true,
             notes: Vec::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -208,6 +227,7 @@ impl Redactor {
         Redactor {
             replace: false,
             notes: Vec::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -250,6 +270,45 @@ impl Redactor {
                 self.sse_event(ev);
             }
         }
+        self.scrub(flow);
+    }
+
+    /// Replaces every other occurrence of a secret already found in this flow (in any header,
+    /// the URL, a text body or an SSE event) with its marker.
+    fn scrub(&self, flow: &mut Flow) {
+        if !self.replace || self.raw.is_empty() {
+            return;
+        }
+        let fix = |text: &mut String| {
+            for raw in &self.raw {
+                if text.contains(raw.as_str()) {
+                    *text = text.replace(raw.as_str(), &redacted(raw));
+                }
+            }
+        };
+        let fix_body = |body: &mut crate::CapturedBody| {
+            if let Ok(t) = std::str::from_utf8(&body.bytes) {
+                if self.raw.iter().any(|r| t.contains(r.as_str())) {
+                    let mut t = t.to_owned();
+                    fix(&mut t);
+                    body.bytes = bytes::Bytes::from(t);
+                }
+            }
+        };
+        fix(&mut flow.request.url);
+        for h in &mut flow.request.headers.0 {
+            fix(&mut h.value);
+        }
+        fix_body(&mut flow.request.body);
+        if let Some(resp) = flow.response.as_mut() {
+            for h in &mut resp.headers.0 {
+                fix(&mut h.value);
+            }
+            fix_body(&mut resp.body);
+            for ev in &mut resp.sse {
+                fix(&mut ev.data);
+            }
+        }
     }
 
     /// The secrets carried by one engine event (see [`redact_event`]).
@@ -261,6 +320,7 @@ impl Redactor {
                 let mut r = Redactor {
                     replace: self.replace,
                     notes: Vec::new(),
+                    raw: Vec::new(),
                 };
                 r.flow(flow);
                 self.notes.extend(r.notes.iter().cloned());
@@ -292,6 +352,11 @@ impl Redactor {
             "mcp-session-id" => self.secret(&format!("{side}.header.{name}"), &header.value),
             n if URL_HEADERS.contains(&n) => {
                 self.url_params(&format!("{side}.header.{name}"), &header.value)
+            }
+            // Any other header that carries credentials in the Authorization shape (an echo,
+            // X-Forwarded-Authorization, …) is a credential too.
+            _ if looks_like_credentials(&header.value) => {
+                self.credentials(&format!("{side}.header.{name}"), &header.value)
             }
             _ => None,
         };
@@ -360,6 +425,9 @@ impl Redactor {
                 place: place.to_owned(),
                 jwt: decode_jwt(raw),
             });
+        }
+        if self.replace && raw.len() >= 8 && !self.raw.iter().any(|r| r == raw) {
+            self.raw.push(raw.to_owned());
         }
         self.replace
             .then(|| format!("[redacted sha256:{fp} len={}]", raw.len()))
@@ -1075,5 +1143,45 @@ mod tests {
             unreachable!()
         };
         assert_eq!(flow.secrets.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    use super::*;
+    use crate::{CapturedBody, Flow, Request, Response};
+
+    #[test]
+    fn a_secret_echoed_in_another_header_or_body_is_scrubbed_too() {
+        let mut flow = Flow {
+            request: Request {
+                url: "https://x/echo".into(),
+                headers: [("authorization", "Bearer raw-token-value")]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            },
+            response: Some(Response {
+                status: 200,
+                headers: [("x-seen-authorization", "Bearer raw-token-value")]
+                    .into_iter()
+                    .collect(),
+                body: CapturedBody::complete("you sent raw-token-value"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        redact_flow(&mut flow);
+        let json = serde_json::to_string(&flow).unwrap();
+        assert!(!json.contains("raw-token-value"), "{json}");
+        let marker = redacted("raw-token-value");
+        assert_eq!(
+            flow.response
+                .as_ref()
+                .unwrap()
+                .headers
+                .get("x-seen-authorization"),
+            Some(format!("Bearer {marker}").as_str())
+        );
     }
 }
