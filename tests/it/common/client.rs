@@ -60,9 +60,14 @@ impl Sender {
                     .map(|p| p.as_str().to_owned())
                     .unwrap_or_else(|| "/".into());
                 *req.uri_mut() = pq.parse().unwrap();
+                // The previous exchange may still be finishing on this connection.
+                s.ready().await?;
                 s.send_request(req).await
             }
-            Sender::H2(s) => s.send_request(req).await,
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
         }
     }
 }
