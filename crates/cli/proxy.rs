@@ -4,7 +4,7 @@ use crate::args::ProxyArgs;
 use anyhow::Context as _;
 use mcptap_flow::FlowEvent;
 use mcptap_proxy::{EventReceiver, Proxy, ProxyConfig, ProxyError, UpstreamTrust};
-use std::io::Write as _;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,6 +138,10 @@ pub fn main(args: ProxyArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if crate::tuiview::wants_tui(&args, quiet) {
+        rt.block_on(crate::tuiview::run_live(config, shutdown_signal()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     rt.block_on(run(config, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -170,6 +174,30 @@ pub async fn run(
     config: RunConfig,
     signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let started = start(&config, true).await?;
+    let sink = started.serve(signal).await?;
+    sink.finish();
+    eprintln!("mcptap: stopped");
+    Ok(())
+}
+
+/// A proxy that is bound, with its session opened, not serving yet ([`start`]).
+pub struct Started {
+    /// The address actually bound (the real port when asked for port 0).
+    pub addr: SocketAddr,
+    /// The CA certificate clients must trust.
+    pub ca_cert: PathBuf,
+    /// The recorded session's directory, if the session is recorded.
+    pub session_dir: Option<PathBuf>,
+    proxy: Proxy,
+    rx: EventReceiver,
+    sink: Sink,
+}
+
+/// Binds the listener, loads the CA and opens the session, printing what a user must know
+/// (the open-proxy warning, where the session goes) and, when `announce`, how to point
+/// clients at the proxy. `mcptap proxy` and `mcptap run` both start here.
+pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started> {
     let ca = crate::ca::load(&config.confdir)?;
     let certs: std::sync::Arc<dyn mcptap_proxy::CertSource> = match &config.listener_cert {
         Some((cert, key)) => std::sync::Arc::new(crate::ca::FixedCert::load(cert, key)?),
@@ -178,7 +206,7 @@ pub async fn run(
     let (tx, rx) = mcptap_proxy::events::channel(mcptap_proxy::events::DEFAULT_CAPACITY);
     let listen = config.proxy.listen;
     let reverse = config.proxy.reverse.clone();
-    let proxy = match Proxy::bind(config.proxy.clone(), certs, tx.clone()).await {
+    let proxy = match Proxy::bind(config.proxy.clone(), certs, tx).await {
         Ok(p) => p,
         Err(ProxyError::AddrInUse { addr }) => anyhow::bail!(
             "port {} on {} is already in use: choose another with -p/--listen-port (or --listen-host)",
@@ -196,11 +224,13 @@ pub async fn run(
                      mcptap as an open proxy. Use --listen-host 127.0.0.1 unless you mean it."
                 );
             }
-            eprintln!("mcptap: proxy listening on http://{addr}");
-            eprintln!(
-                "mcptap: point clients at it: HTTPS_PROXY=http://{addr} NODE_EXTRA_CA_CERTS={}",
-                ca.cert_path().display()
-            );
+            if announce {
+                eprintln!("mcptap: proxy listening on http://{addr}");
+                eprintln!(
+                    "mcptap: point clients at it: HTTPS_PROXY=http://{addr} NODE_EXTRA_CA_CERTS={}",
+                    ca.cert_path().display()
+                );
+            }
         }
         Some(rev) => {
             if !listen.ip().is_loopback() {
@@ -245,25 +275,57 @@ pub async fn run(
         keep_secrets: config.keep_secrets,
         body_limit: config.proxy.body_limit,
     };
-    let mut sink = Sink::new(config.quiet, reverse.is_some(), journal, prepare);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let consumer = tokio::spawn(async move {
-        sink.consume(rx, stop_rx).await;
-        sink
-    });
-    drop(tx);
-    proxy.serve(signal).await;
-    // The consumer ends once every sender is gone, i.e. every connection task has finished
-    // (they all stop at the shutdown deadline); bound the wait anyway.
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let _ = stop_tx.send(());
-    });
-    let sink = consumer.await.context("the event consumer failed")?;
-    stopper.abort();
-    sink.finish();
-    eprintln!("mcptap: stopped");
-    Ok(())
+    let session_dir = journal.as_ref().map(|j| j.dir().to_path_buf());
+    Ok(Started {
+        addr,
+        ca_cert: ca.cert_path(),
+        session_dir,
+        proxy,
+        rx,
+        sink: Sink::new(config.quiet, reverse.is_some(), journal, prepare),
+    })
+}
+
+impl Started {
+    /// Sends the line view (and live findings) to `out` instead of stdout.
+    pub fn lines_to(&mut self, out: Box<dyn Write + Send>) {
+        self.sink.out = Some(out);
+    }
+
+    /// Feeds the terminal view instead of printing lines: every prepared event, each flow's
+    /// classification and the findings (see `crate::tuiview`).
+    pub fn ui_to(&mut self, feed: mcptap_tui::Feed) {
+        self.sink.ui = Some(feed);
+    }
+
+    /// Serves until `signal`, drains for at most the shutdown deadline, and hands back the
+    /// sink holding everything recorded (call [`Sink::finish`] or [`Sink::close`] on it).
+    pub async fn serve(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<Sink> {
+        let Started {
+            proxy,
+            rx,
+            mut sink,
+            ..
+        } = self;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let consumer = tokio::spawn(async move {
+            sink.consume(rx, stop_rx).await;
+            sink
+        });
+        proxy.serve(signal).await;
+        // The consumer ends once every sender is gone, i.e. every connection task has finished
+        // (they all stop at the shutdown deadline); bound the wait anyway.
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let _ = stop_tx.send(());
+        });
+        let sink = consumer.await.context("the event consumer failed")?;
+        stopper.abort();
+        Ok(sink)
+    }
 }
 
 /// Where events go: redaction and decoding first, then the journal, the line view and the
@@ -277,6 +339,56 @@ pub struct Sink {
     flows: u64,
     failed: u64,
     dropped: u64,
+    /// Where lines go; `None` is stdout.
+    out: Option<Box<dyn Write + Send>>,
+    /// The terminal view, when it replaces the line view.
+    ui: Option<mcptap_tui::Feed>,
+}
+
+/// What a finished session amounts to: counts and the analyzer's report, for the closing
+/// summary (`mcptap run` adds its own lines to [`Summary::lines`]).
+pub struct Summary {
+    /// Finished flows.
+    pub flows: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Events dropped because the consumer was too slow.
+    pub dropped: u64,
+    /// The findings over the whole session.
+    pub report: mcptap_analyze::Report,
+    /// The session directory, when it was recorded.
+    pub session_dir: Option<PathBuf>,
+}
+
+impl Summary {
+    /// The closing lines, as `mcptap proxy` prints them on stderr.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.dropped > 0 {
+            lines.push(format!(
+                "mcptap: {} events were dropped because the output was too slow",
+                self.dropped
+            ));
+        }
+        lines.push(format!(
+            "mcptap: {} flows ({} failed), {} findings",
+            self.flows,
+            self.failed,
+            self.report.findings.len()
+        ));
+        for f in &self.report.findings {
+            let evidence: Vec<String> = f.evidence.iter().map(|id| id.to_string()).collect();
+            lines.push(format!(
+                "  [{}] {} ({}): {} [{}]",
+                f.severity.as_str(),
+                f.id,
+                f.culprit.as_str(),
+                f.summary,
+                evidence.join(" ")
+            ));
+        }
+        lines
+    }
 }
 
 impl Sink {
@@ -299,6 +411,8 @@ impl Sink {
             flows: 0,
             failed: 0,
             dropped: 0,
+            out: None,
+            ui: None,
         }
     }
 
@@ -314,13 +428,16 @@ impl Sink {
         let mut batch = Vec::with_capacity(256);
         loop {
             tokio::select! {
-                n = rx.recv_many(&mut batch, 256) => {
+                n = rx.recv_many(&mut batch, 1024) => {
                     if n == 0 {
                         break;
                     }
                     for ev in batch.drain(..) {
                         self.event(ev);
                     }
+                    // Let events gather: one wake-up per few milliseconds instead of one per
+                    // event keeps the consumer off the proxy's threads (the channel is large).
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 _ = tick.tick() => {
                     let found = self.analyzer.tick(mcptap_flow::now_micros());
@@ -345,6 +462,9 @@ impl Sink {
 
     fn event(&mut self, mut ev: FlowEvent) {
         if let FlowEvent::Body { .. } = ev {
+            if let Some(ui) = &self.ui {
+                ui.send(mcptap_tui::Msg::Event(ev));
+            }
             return; // progress only matters to a live terminal view
         }
         mcptap_store::prepare_event(&mut ev, &self.prepare);
@@ -352,39 +472,85 @@ impl Sink {
             if let Err(e) = j.record(&ev) {
                 // Keep proxying: losing the recording must not break the user's client.
                 if !self.journal_failed {
-                    eprintln!("mcptap: error: recording failed, traffic still flows: {e}");
+                    let msg = format!("mcptap: error: recording failed, traffic still flows: {e}");
+                    match &self.ui {
+                        Some(ui) => {
+                            ui.send(mcptap_tui::Msg::Notice(msg));
+                        }
+                        None => eprintln!("{msg}"),
+                    }
                     self.journal_failed = true;
                 }
             }
+        }
+        if let Some(ui) = &self.ui {
+            ui.send(mcptap_tui::Msg::Event(ev.clone()));
         }
         if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = &ev {
             self.flows += 1;
             if flow.state == mcptap_flow::FlowState::Failed {
                 self.failed += 1;
             }
-            if !self.quiet {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", crate::lineview::line(flow));
-                let _ = out.flush();
+            if !self.quiet && self.ui.is_none() {
+                let line = crate::lineview::line(flow);
+                self.write_lines(std::iter::once(line));
             }
             let found = self.analyzer.push(flow);
+            if let Some(ui) = self
+                .ui
+                .as_ref()
+                .filter(|_| flow.kind == mcptap_flow::FlowKind::Http)
+            {
+                if let Some(s) = self.analyzer.summary(flow.id) {
+                    ui.send(mcptap_tui::Msg::Classified(s.clone()));
+                }
+            }
             self.print_findings(&found);
         }
     }
 
-    fn print_findings(&self, found: &[mcptap_analyze::Finding]) {
+    fn print_findings(&mut self, found: &[mcptap_analyze::Finding]) {
+        if let Some(ui) = &self.ui {
+            if !found.is_empty() {
+                ui.send(mcptap_tui::Msg::Findings(self.analyzer.findings()));
+            }
+            return;
+        }
         if self.quiet || found.is_empty() {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        for f in found {
-            let _ = writeln!(out, "{}", crate::explain::finding_line(f));
+        self.write_lines(found.iter().map(crate::explain::finding_line));
+    }
+
+    fn write_lines(&mut self, lines: impl Iterator<Item = String>) {
+        match self.out.as_mut() {
+            Some(out) => {
+                for line in lines {
+                    let _ = writeln!(out, "{line}");
+                }
+                let _ = out.flush();
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                for line in lines {
+                    let _ = writeln!(out, "{line}");
+                }
+                let _ = out.flush();
+            }
         }
-        let _ = out.flush();
     }
 
     /// End of session: the HAR file, then the summary on stderr.
-    pub fn finish(mut self) {
+    pub fn finish(self) {
+        for line in self.close().lines() {
+            eprintln!("{line}");
+        }
+    }
+
+    /// End of session without the summary: writes the HAR file (saying where on stderr) and
+    /// returns what the summary is made of.
+    pub fn close(mut self) -> Summary {
+        let mut session_dir = None;
         if let Some(j) = self.journal.take() {
             let dir = j.dir().to_path_buf();
             match j.finish() {
@@ -400,30 +566,14 @@ impl Sink {
                     dir.display()
                 ),
             }
+            session_dir = Some(dir);
         }
-        let report = self.analyzer.finish();
-        if self.dropped > 0 {
-            eprintln!(
-                "mcptap: {} events were dropped because the output was too slow",
-                self.dropped
-            );
-        }
-        eprintln!(
-            "mcptap: {} flows ({} failed), {} findings",
-            self.flows,
-            self.failed,
-            report.findings.len()
-        );
-        for f in &report.findings {
-            let evidence: Vec<String> = f.evidence.iter().map(|id| id.to_string()).collect();
-            eprintln!(
-                "  [{}] {} ({}): {} [{}]",
-                f.severity.as_str(),
-                f.id,
-                f.culprit.as_str(),
-                f.summary,
-                evidence.join(" ")
-            );
+        Summary {
+            flows: self.flows,
+            failed: self.failed,
+            dropped: self.dropped,
+            report: self.analyzer.finish(),
+            session_dir,
         }
     }
 }

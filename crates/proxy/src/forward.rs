@@ -270,6 +270,7 @@ pub(crate) async fn forward(
     let path = req.uri().path().to_owned();
 
     let upgrade = is_upgrade_request(&req);
+    let client_version = req.version();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // An h2 client sends :authority instead of Host; keep what it asked for.
@@ -340,7 +341,9 @@ pub(crate) async fn forward(
     );
     let up_req = Request::from_parts(parts, body);
 
-    let client = if upgrade {
+    // Speak to the upstream what the client spoke to us (as mitmproxy does): an HTTP/1.1
+    // client gets an HTTP/1.1 upstream, an HTTP/2 client may get HTTP/2. Upgrades need 1.1.
+    let client = if upgrade || client_version < Version::HTTP_2 {
         &shared.client_h1
     } else {
         &shared.client

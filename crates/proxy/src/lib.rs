@@ -119,7 +119,7 @@ pub enum ProxyError {
 pub(crate) struct Shared {
     pub ca: Arc<dyn CertSource>,
     pub client: Client<upstream::Connector, tap::Tap<hyper::body::Incoming>>,
-    /// For upgrade requests (WebSocket), which need HTTP/1.1 upstream.
+    /// HTTP/1.1 only: for HTTP/1.1 clients and upgrade requests (WebSocket).
     pub client_h1: Client<upstream::Connector, tap::Tap<hyper::body::Incoming>>,
     pub connector: upstream::Connector,
     pub events: EventSender,

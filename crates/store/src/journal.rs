@@ -137,7 +137,7 @@ impl Journal {
         let mut buf = Vec::new();
         serde_json::to_writer(&mut buf, &line).map_err(|e| journal.write_err(e.into()))?;
         journal.line = buf;
-        journal.write_line()?;
+        journal.write_line(true)?;
         Ok(journal)
     }
 
@@ -179,8 +179,11 @@ impl Journal {
         self.flows
     }
 
-    /// Appends one event (already [`prepare`](crate::prepare_event)d) and flushes it. `Body`
-    /// progress events are skipped; returns whether a line was written.
+    /// Appends one event (already [`prepare`](crate::prepare_event)d). Lines that complete
+    /// something — a finished flow, an SSE event — are flushed at once (with everything before
+    /// them); a request or response head waits for the next of those, which saves a write per
+    /// flow and loses nothing that had finished. `Body` progress events are skipped; returns
+    /// whether a line was written.
     pub fn record(&mut self, event: &FlowEvent) -> Result<bool, StoreError> {
         if matches!(event, FlowEvent::Body { .. }) {
             return Ok(false);
@@ -190,7 +193,11 @@ impl Journal {
         let res = serde_json::to_writer(&mut buf, event);
         self.line = buf;
         res.map_err(|e| self.write_err(e.into()))?;
-        self.write_line()?;
+        let flush = matches!(
+            event,
+            FlowEvent::Completed { .. } | FlowEvent::Failed { .. } | FlowEvent::Sse { .. }
+        );
+        self.write_line(flush)?;
         if event.is_final() {
             self.flows += 1;
         }
@@ -216,7 +223,7 @@ impl Journal {
         let mut buf = Vec::new();
         serde_json::to_writer(&mut buf, &end).map_err(|e| self.write_err(e.into()))?;
         self.line = buf;
-        self.write_line()?;
+        self.write_line(true)?;
         self.sync()?;
         let har = self.dir.join(HAR_FILE);
         let file = File::open(&self.path).map_err(|source| StoreError::Read {
@@ -238,12 +245,12 @@ impl Journal {
         Ok(har)
     }
 
-    fn write_line(&mut self) -> Result<(), StoreError> {
+    fn write_line(&mut self, flush: bool) -> Result<(), StoreError> {
         self.line.push(b'\n');
-        let res = self
-            .out
-            .write_all(&self.line)
-            .and_then(|()| self.out.flush());
+        let mut res = self.out.write_all(&self.line);
+        if flush {
+            res = res.and_then(|()| self.out.flush());
+        }
         res.map_err(|e| self.write_err(e))
     }
 
