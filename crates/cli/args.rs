@@ -41,6 +41,73 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// A redacted markdown summary of a session, ready to paste into a bug report.
     Report(ReportArgs),
+    /// Run a command with its traffic going through mcptap (a proxy on a free port just for
+    /// it) and trusting mcptap's CA; exit with the command's status.
+    Run(RunArgs),
+    /// Print the variables that send a shell's programs through a running mcptap:
+    /// eval "$(mcptap env)".
+    Env(EnvArgs),
+    /// Open a session, journal or HAR file (from mcptap or other tools) in the terminal view,
+    /// read-only.
+    View(ViewArgs),
+}
+
+/// `mcptap run [proxy options] -- CMD [ARGS...]`.
+#[derive(Debug, Args, Clone)]
+#[command(mut_arg("listen_port", |a| a.default_value("0").help("Port to listen on (0: a free one)")))]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+    /// Write the line view here instead of the terminal, which stays the command's (default:
+    /// lines.log in the session directory, or <confdir>/run/last-run.log with --no-save).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Do not add mcptap's preload to NODE_OPTIONS (it makes Node's built-in fetch use the
+    /// proxy on Node versions that ignore HTTPS_PROXY).
+    #[arg(long)]
+    pub no_node_preload: bool,
+    /// The command to run and its arguments (put `--` before it when it takes options).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// Shells `mcptap env` can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    /// `export NAME='value'` (also zsh, dash, ksh).
+    #[value(alias = "sh")]
+    Bash,
+    /// Same syntax as bash.
+    Zsh,
+    /// `set -gx NAME 'value'`.
+    Fish,
+    /// `$env:NAME = 'value'`.
+    #[value(alias = "pwsh")]
+    Powershell,
+}
+
+/// `mcptap env`.
+#[derive(Debug, Args, Clone)]
+pub struct EnvArgs {
+    /// The shell to print for.
+    #[arg(long, value_enum, default_value = "bash")]
+    pub shell: Shell,
+    /// The running proxy's URL (default: http://127.0.0.1:PORT).
+    #[arg(long, value_name = "URL", conflicts_with = "listen_port")]
+    pub proxy: Option<String>,
+    /// Port of a proxy on 127.0.0.1.
+    #[arg(short = 'p', long, default_value_t = 8080)]
+    pub listen_port: u16,
+    /// Do not add mcptap's Node preload to NODE_OPTIONS.
+    #[arg(long)]
+    pub no_node_preload: bool,
+    #[command(flatten)]
+    pub confdir: ConfDir,
 }
 
 /// `mcptap export`.
@@ -82,6 +149,19 @@ pub struct ReportArgs {
     /// Write the markdown here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+/// `mcptap view`.
+#[derive(Debug, Args, Clone)]
+pub struct ViewArgs {
+    /// A session directory, a journal.jsonl, or a HAR file.
+    pub input: PathBuf,
+    /// The capture came from a reverse proxy in front of the server.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Show secrets kept in the file in clear (default: redacted to fingerprints, as recorded).
+    #[arg(long)]
+    pub keep_secrets: bool,
 }
 
 /// `mcptap explain ID`.
@@ -182,6 +262,10 @@ pub struct ProxyArgs {
     /// Do not record a session on disk.
     #[arg(long, conflicts_with = "save")]
     pub no_save: bool,
+    /// Print one line per flow instead of the terminal view (the default when stdout is not a
+    /// terminal).
+    #[arg(long)]
+    pub no_tui: bool,
     /// Store tokens, codes and cookies in clear in the session (default: redacted to
     /// fingerprints). Never share such a session.
     #[arg(long)]
@@ -242,6 +326,30 @@ mod tests {
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert!(parse_size("12q").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn run_takes_proxy_options_then_the_command_with_its_own_options() {
+        match Cli::parse_from(["mcptap", "run", "-k", "--", "node", "-e", "x"]).command {
+            Some(Command::Run(r)) => {
+                assert_eq!(r.proxy.listen_port, 0, "a free port by default");
+                assert!(r.proxy.ssl_insecure);
+                assert_eq!(r.command, ["node", "-e", "x"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match Cli::parse_from(["mcptap", "run", "-p", "9000", "claude", "mcp", "list"]).command {
+            Some(Command::Run(r)) => {
+                assert_eq!(r.proxy.listen_port, 9000);
+                assert_eq!(r.command, ["claude", "mcp", "list"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["mcptap", "run"]).is_err());
+        match Cli::parse_from(["mcptap", "env", "--shell", "pwsh"]).command {
+            Some(Command::Env(e)) => assert!(e.shell == Shell::Powershell && e.listen_port == 8080),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

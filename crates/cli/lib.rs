@@ -5,10 +5,13 @@
 
 pub mod args;
 pub mod ca;
+pub mod env;
 pub mod explain;
 pub mod files;
 pub mod lineview;
 pub mod proxy;
+pub mod run;
+pub mod tuiview;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -25,6 +28,9 @@ pub fn main() -> ExitCode {
         Some(args::Command::Export(e)) => files::export(e),
         Some(args::Command::Analyze(a)) => files::analyze(a),
         Some(args::Command::Report(r)) => files::report(r),
+        Some(args::Command::Run(r)) => run::main(r, cli.quiet),
+        Some(args::Command::Env(e)) => env::main(e),
+        Some(args::Command::View(v)) => tuiview::view(v),
         Some(args::Command::Reverse(r)) => {
             let mut p = r.proxy;
             p.mode = format!("reverse:{}", r.url);
@@ -51,7 +57,14 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Silent while the terminal view owns the screen: a log line would tear it.
+        .with_writer(|| -> Box<dyn std::io::Write> {
+            if mcptap_tui::screen_owned() {
+                Box::new(std::io::sink())
+            } else {
+                Box::new(std::io::stderr())
+            }
+        })
         .with_target(false)
         .try_init();
 }

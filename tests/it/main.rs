@@ -8,3 +8,5 @@ mod e2e_peers;
 mod engine;
 mod peers_direct;
 mod reverse;
+mod run;
+mod tui;

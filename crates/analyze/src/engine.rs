@@ -482,6 +482,12 @@ impl Analyzer {
         self.report()
     }
 
+    /// The summary (role, MCP facts, credentials) of a flow already pushed; `None` for a tunnel
+    /// or an unknown id. Cheap for the flow just pushed (live views call it after each push).
+    pub fn summary(&self, id: FlowId) -> Option<&FlowSummary> {
+        self.flows.iter().rev().find(|f| f.id == id)
+    }
+
     /// Builds the report of the current state (without ending the session).
     pub fn report(&self) -> Report {
         let mut findings = self.findings.clone();

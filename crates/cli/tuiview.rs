@@ -1,0 +1,133 @@
+//! The terminal view (`mcptap-tui`) wired to the CLI: `mcptap proxy` (and `reverse`) on a
+//! terminal, and `mcptap view FILE`.
+//!
+//! Live, the view runs on its own thread and is fed by the [`Sink`](crate::proxy::Sink) (the
+//! same prepared, redacted events the journal gets, each flow's classification and the
+//! findings). Quitting the view stops the proxy as Ctrl-C would; a signal closes the view first,
+//! so the closing summary prints on a restored terminal.
+
+use crate::args::{ProxyArgs, ViewArgs};
+use crate::proxy::RunConfig;
+use anyhow::Context as _;
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+/// Messages queued for the view before it drops (and counts) the rest.
+const FEED_CAPACITY: usize = 65_536;
+
+/// True when `mcptap proxy` should show the terminal view: not `--no-tui`, not `-q`, and both
+/// stdin and stdout are terminals.
+pub fn wants_tui(args: &ProxyArgs, quiet: bool) -> bool {
+    !args.no_tui && !quiet && std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
+}
+
+/// Runs the proxy with the terminal view until `q` in the view or `signal`.
+pub async fn run_live(
+    config: RunConfig,
+    signal: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut started = crate::proxy::start(&config, true).await?;
+    let mut title = match &config.proxy.reverse {
+        Some(r) => format!("reverse {} -> {}", started.addr, r.upstream),
+        None => format!("proxy http://{}", started.addr),
+    };
+    if started.session_dir.is_none() {
+        title.push_str("  (not recorded)");
+    }
+    let (feed, inbox) = mcptap_tui::channel(FEED_CAPACITY);
+    started.ui_to(feed.clone());
+    let app = mcptap_tui::App::new(mcptap_tui::Options {
+        title,
+        ..mcptap_tui::Options::default()
+    });
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+    let view = std::thread::Builder::new()
+        .name("mcptap-tui".into())
+        .spawn(move || {
+            let result = mcptap_tui::run(app, inbox);
+            let _ = done_tx.send(result);
+        })
+        .context("cannot start the terminal view")?;
+    let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+    let stop = async move {
+        tokio::select! {
+            _ = signal => feed.quit(),
+            r = done_rx => { let _ = result_tx.send(r); }
+        }
+    };
+    let sink = started.serve(stop).await?;
+    // The view gives the terminal back before anything is printed.
+    let _ = tokio::task::spawn_blocking(move || view.join()).await;
+    sink.finish();
+    eprintln!("mcptap: stopped");
+    match result_rx.await {
+        Ok(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the terminal view failed")),
+        Ok(Err(_)) => Err(anyhow::anyhow!(
+            "the terminal view crashed (see the panic above)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `mcptap view FILE`: a saved session or any HAR in the terminal view, read-only.
+pub fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
+    if !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
+        anyhow::bail!(
+            "mcptap view needs a terminal; `mcptap analyze {}` prints the diagnosis as text",
+            args.input.display()
+        );
+    }
+    let session = mcptap_store::load(&args.input).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {}: {}",
+            args.input.display(),
+            crate::files::chain(&e)
+        )
+    })?;
+    for w in &session.warnings {
+        eprintln!("mcptap: warning: {}: {w}", args.input.display());
+    }
+    let prepare = mcptap_store::Options {
+        keep_secrets: args.keep_secrets,
+        ..Default::default()
+    };
+    let mut flows = session.flows;
+    for f in &mut flows {
+        mcptap_store::prepare(f, &prepare);
+    }
+    let report = mcptap_analyze::analyze_with(
+        &flows,
+        mcptap_analyze::Options {
+            reverse_proxy: args.reverse,
+            ..Default::default()
+        },
+    );
+    let mut title = args.input.display().to_string();
+    if !session.complete {
+        title.push_str("  (journal cut short)");
+    }
+    let app = mcptap_tui::App::from_session(
+        flows,
+        &report,
+        mcptap_tui::Options {
+            title,
+            ..mcptap_tui::Options::default()
+        },
+    );
+    let (feed, inbox) = mcptap_tui::channel(16);
+    // Ctrl-C is a key in raw mode; SIGTERM must still close the view and restore the terminal.
+    std::thread::Builder::new()
+        .name("mcptap-signals".into())
+        .spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(crate::proxy::shutdown_signal());
+                feed.quit();
+            }
+        })
+        .context("cannot watch for signals")?;
+    mcptap_tui::run(app, inbox).context("the terminal view failed")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,535 @@
+//! Drawing: a pure function of the [`App`] (no clock, no I/O), so frames snapshot-test.
+//!
+//! ```text
+//! title bar:   mcptap  <title>  N flows  M findings  filter  FOLLOW
+//! flow list:   mark time method host+path status dur size phase mcp auth session
+//! detail pane  |  findings pane      (stacked on narrow terminals)
+//! help line:   keys, or the filter being typed, or a notice
+//! ```
+
+use crate::app::{broken, App, Focus, Popup};
+use crate::detail::clock;
+use crate::theme::Theme;
+use mcptap_flow::FlowState;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TRow, Table, Wrap};
+use ratatui::Frame;
+
+/// Draws the whole view. Call [`App::settle`] first so the detail pane is current.
+pub fn draw(app: &App, f: &mut Frame<'_>) {
+    let t = Theme {
+        color: app.opts.color,
+    };
+    let area = f.area();
+    if area.height < 3 || area.width < 10 {
+        f.render_widget(Paragraph::new("mcptap: terminal too small"), area);
+        return;
+    }
+    let [title, body, help] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_title(app, f, title, t);
+    draw_help(app, f, help, t);
+    let wide = body.width >= 110;
+    let list_h = (body.height * 45 / 100).max(5).min(body.height);
+    let [list, bottom] =
+        Layout::vertical([Constraint::Length(list_h), Constraint::Min(0)]).areas(body);
+    draw_flows(app, f, list, t);
+    if bottom.height > 0 {
+        let (detail, findings) = if wide {
+            let [d, fi] =
+                Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)])
+                    .areas(bottom);
+            (d, fi)
+        } else {
+            let fh = (app.findings.len() as u16 + 2).clamp(3, 7).min(bottom.height);
+            let [fi, d] =
+                Layout::vertical([Constraint::Length(fh), Constraint::Min(0)]).areas(bottom);
+            (d, fi)
+        };
+        draw_findings(app, f, findings, t);
+        draw_detail(app, f, detail, t);
+    }
+    if let Some(p) = &app.popup {
+        draw_popup(app, p, f, area, t);
+    }
+}
+
+fn draw_title(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
+    let mut spans = vec![Span::styled(" mcptap ", t.heading())];
+    if !app.opts.title.is_empty() {
+        spans.push(Span::raw(format!("{}  ", app.opts.title)));
+    }
+    let shown = if app.filter.is_some() {
+        format!("{}/{} flows", app.visible.len(), app.rows.len())
+    } else {
+        format!("{} flows", app.rows.len())
+    };
+    spans.push(Span::raw(shown));
+    let n = app.findings.len();
+    let fstyle = app
+        .findings
+        .iter()
+        .map(|f| f.severity)
+        .max()
+        .map_or(t.dim(), |s| t.severity(s));
+    spans.push(Span::styled(
+        format!("  {n} finding{}", if n == 1 { "" } else { "s" }),
+        fstyle,
+    ));
+    if let Some((text, _)) = &app.filter {
+        spans.push(Span::styled(format!("  filter: {text}"), t.fg(Color::Yellow)));
+    }
+    if app.follow {
+        spans.push(Span::styled("  FOLLOW", t.fg(Color::Green)));
+    }
+    if app.opts.read_only {
+        spans.push(Span::styled("  read-only", t.dim()));
+    }
+    if app.dropped > 0 {
+        spans.push(Span::styled(
+            format!("  {} events dropped", app.dropped),
+            t.fg(Color::Red),
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_help(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
+    let line = if let Some((text, err)) = &app.input {
+        let mut spans = vec![
+            Span::styled("/", t.heading()),
+            Span::raw(text.clone()),
+            Span::styled("_", t.dim()),
+        ];
+        match err {
+            Some(e) => spans.push(Span::styled(format!("  {e}"), t.fg(Color::Red))),
+            None => spans.push(Span::styled(
+                "  Enter apply · Esc cancel · ~d host ~u url ~c 401 ~m POST ~ph token ~rpc tools ~noauth ~f ! & |",
+                t.dim(),
+            )),
+        }
+        Line::from(spans)
+    } else if let Some(n) = &app.notice {
+        Line::styled(n.clone(), t.fg(Color::Yellow))
+    } else {
+        let keys: &[(&str, &str)] = &[
+            ("q", "quit"),
+            ("↑↓", "move"),
+            ("Tab", "pane"),
+            ("Enter", "open/jump"),
+            ("/", "filter"),
+            ("f", "follow"),
+            ("?", "explain/help"),
+            ("Esc", "clear filter"),
+        ];
+        let mut spans = Vec::new();
+        for (k, what) in keys {
+            spans.push(Span::styled(format!(" {k}"), t.bold()));
+            spans.push(Span::styled(format!(" {what} "), t.dim()));
+        }
+        Line::from(spans)
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+/// The flow list's columns, narrowest terminals first dropping the least needed.
+struct Cols {
+    time: bool,
+    dur: bool,
+    size: bool,
+    mcp: bool,
+    auth: bool,
+    session: bool,
+}
+
+impl Cols {
+    fn for_width(w: u16) -> Cols {
+        Cols {
+            time: w >= 120,
+            dur: w >= 96,
+            size: w >= 104,
+            mcp: w >= 50,
+            auth: w >= 80,
+            session: w >= 130,
+        }
+    }
+
+    fn widths(&self) -> Vec<Constraint> {
+        let mut v = vec![Constraint::Length(2)];
+        if self.time {
+            v.push(Constraint::Length(12));
+        }
+        v.push(Constraint::Length(7));
+        v.push(Constraint::Min(16));
+        v.push(Constraint::Length(4));
+        if self.dur {
+            v.push(Constraint::Length(7));
+        }
+        if self.size {
+            v.push(Constraint::Length(6));
+        }
+        v.push(Constraint::Length(9));
+        if self.mcp {
+            v.push(Constraint::Length(if self.auth { 22 } else { 14 }));
+        }
+        if self.auth {
+            v.push(Constraint::Length(13));
+        }
+        if self.session {
+            v.push(Constraint::Length(6));
+        }
+        v
+    }
+
+    fn header(&self) -> Vec<&'static str> {
+        let mut v = vec![""];
+        if self.time {
+            v.push("time");
+        }
+        v.extend(["method", "host + path", "code"]);
+        if self.dur {
+            v.push("dur");
+        }
+        if self.size {
+            v.push("size");
+        }
+        v.push("phase");
+        if self.mcp {
+            v.push("mcp");
+        }
+        if self.auth {
+            v.push("auth");
+        }
+        if self.session {
+            v.push("sess");
+        }
+        v
+    }
+}
+
+/// `1.2k`, `3.4M`.
+pub(crate) fn size(n: u64) -> String {
+    match n {
+        0..=999 => format!("{n}b"),
+        1000..=999_999 => format!("{:.1}k", n as f64 / 1024.0),
+        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / (1024.0 * 1024.0)),
+        _ => format!("{:.1}G", n as f64 / (1024.0 * 1024.0 * 1024.0)),
+    }
+}
+
+fn duration(us: i64) -> String {
+    if us < 10_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else if us < 10_000_000 {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{:.1}s", us as f64 / 1_000_000.0)
+    }
+}
+
+fn draw_flows(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
+    let focused = app.focus == Focus::Flows && app.popup.is_none();
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(t.border(focused))
+        .title(" flows ");
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if inner.height < 2 {
+        return;
+    }
+    let rows_h = (inner.height - 1) as usize;
+    app.list_height.set(rows_h);
+    if app.visible.is_empty() {
+        let msg = if app.rows.is_empty() {
+            if app.opts.read_only {
+                "no flows in this file"
+            } else {
+                "waiting for traffic: point a client at the proxy"
+            }
+        } else {
+            "no flow matches the filter (Esc clears it)"
+        };
+        f.render_widget(
+            Paragraph::new(Line::styled(msg, t.dim())),
+            Rect {
+                y: inner.y + 1,
+                height: 1,
+                ..inner
+            },
+        );
+    }
+    // Keep the selection in view: scroll as little as possible from the last frame's offset.
+    let n = app.visible.len();
+    let mut offset = app.list_offset.get().min(n.saturating_sub(rows_h));
+    if let Some(sel) = app.selected {
+        if sel < offset {
+            offset = sel;
+        } else if sel >= offset + rows_h {
+            offset = sel + 1 - rows_h;
+        }
+    }
+    if app.follow {
+        offset = n.saturating_sub(rows_h);
+    }
+    app.list_offset.set(offset);
+    let cols = Cols::for_width(inner.width);
+    let end = (offset + rows_h).min(n);
+    let rows = app.visible[offset..end].iter().enumerate().map(|(k, &ri)| {
+        let r = &app.rows[ri];
+        let cited = app.cited.get(&r.id).copied();
+        let mark = match (cited.is_some(), r.state) {
+            (true, _) => "!",
+            (false, FlowState::Failed) => "x",
+            (false, FlowState::Aborted) => "~",
+            (false, FlowState::Pending) => ">",
+            (false, FlowState::Completed) => " ",
+        };
+        let mut cells = vec![Cell::from(mark).style(match cited {
+            Some(s) => t.severity(s),
+            None => t.status(r.status, r.state),
+        })];
+        if cols.time {
+            cells.push(Cell::from(clock(r.started)).style(t.dim()));
+        }
+        cells.push(Cell::from(r.method.clone()));
+        cells.push(Cell::from(r.target()));
+        let code = match (r.status, r.state) {
+            (_, FlowState::Failed) if r.status.is_none_or(|_| r.synthetic) => "ERR".to_owned(),
+            (Some(s), _) => s.to_string(),
+            (None, FlowState::Aborted) => "ABRT".to_owned(),
+            (None, _) => "...".to_owned(),
+        };
+        cells.push(Cell::from(code).style(t.status(r.status, r.state)));
+        if cols.dur {
+            cells.push(Cell::from(r.duration.map(duration).unwrap_or_default()).style(t.dim()));
+        }
+        if cols.size {
+            cells.push(Cell::from(size(r.resp_size)).style(t.dim()));
+        }
+        cells.push(Cell::from(r.phase()).style(t.fg(Color::Cyan)));
+        if cols.mcp {
+            let mut m = r.mcp.clone().unwrap_or_default();
+            if r.sse_events > 0 {
+                m.push_str(&format!(" ({} ev)", r.sse_events));
+            }
+            cells.push(Cell::from(m.trim_start().to_owned()).style(t.fg(Color::LightBlue)));
+        }
+        if cols.auth {
+            let style = match r.auth {
+                crate::row::Auth::None => t.dim(),
+                crate::row::Auth::Injected { .. } => t.fg(Color::Yellow),
+                crate::row::Auth::Sent { .. } => t.fg(Color::Green),
+            };
+            cells.push(Cell::from(r.auth.label()).style(style));
+        }
+        if cols.session {
+            cells.push(Cell::from(r.session.clone().unwrap_or_default()).style(t.dim()));
+        }
+        let row = TRow::new(cells);
+        if app.selected == Some(offset + k) {
+            row.style(t.selected())
+        } else if broken(r.state) {
+            row.style(t.fg(Color::Red))
+        } else {
+            row
+        }
+    });
+    let header = TRow::new(cols.header()).style(t.bold());
+    let table = Table::new(rows, cols.widths())
+        .header(header)
+        .column_spacing(1);
+    f.render_widget(table, inner);
+}
+
+fn draw_findings(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
+    let focused = app.focus == Focus::Findings && app.popup.is_none();
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(t.border(focused))
+        .title(format!(" findings ({}) ", app.findings.len()));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if inner.height == 0 {
+        return;
+    }
+    if app.findings.is_empty() {
+        f.render_widget(
+            Paragraph::new(Line::styled("none yet", t.dim())),
+            inner,
+        );
+        return;
+    }
+    let h = inner.height as usize;
+    let mut offset = app
+        .findings_offset
+        .get()
+        .min(app.findings.len().saturating_sub(h));
+    if app.finding_sel < offset {
+        offset = app.finding_sel;
+    } else if app.finding_sel >= offset + h {
+        offset = app.finding_sel + 1 - h;
+    }
+    app.findings_offset.set(offset);
+    let lines: Vec<Line<'_>> = app
+        .findings
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(h)
+        .map(|(i, fd)| {
+            let ev: Vec<String> = fd.evidence.iter().take(4).map(|e| e.to_string()).collect();
+            let mut l = Line::from(vec![
+                Span::styled(format!("{:<8} ", fd.severity.as_str()), t.severity(fd.severity)),
+                Span::styled(fd.id, t.bold()),
+                Span::styled(format!(" ({}) ", fd.culprit), t.dim()),
+                Span::raw(fd.summary.clone()),
+                Span::styled(format!(" [{}]", ev.join(" ")), t.dim()),
+            ]);
+            if i == app.finding_sel && focused {
+                l = l.style(t.selected());
+            } else if i == app.finding_sel {
+                l = l.style(t.bold());
+            }
+            l
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_detail(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
+    let focused = app.focus == Focus::Detail && app.popup.is_none();
+    let title = match app.detail.id {
+        Some(id) => format!(" {id} "),
+        None => " detail ".to_owned(),
+    };
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(t.border(focused))
+        .title(title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if app.detail.lines.is_empty() {
+        f.render_widget(
+            Paragraph::new(Line::styled("select a flow", t.dim())),
+            inner,
+        );
+        return;
+    }
+    // Only the lines in view are handed to ratatui (no wrapping: long lines are cut).
+    let start = (app.detail_scroll as usize).min(app.detail.lines.len());
+    let lines: Vec<Line<'_>> = app.detail.lines[start..]
+        .iter()
+        .take(inner.height as usize)
+        .cloned()
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_popup(app: &App, p: &Popup, f: &mut Frame<'_>, area: Rect, t: Theme) {
+    let w = (area.width * 9 / 10).max(10).min(area.width);
+    let h = (area.height * 8 / 10).max(3).min(area.height);
+    let rect = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    f.render_widget(Clear, rect);
+    let (title, lines, scroll) = match p {
+        Popup::Help => (" help (Esc closes) ".to_owned(), help_lines(t), 0),
+        Popup::Explain { finding, scroll } => {
+            let Some(fd) = app.findings.get(*finding) else {
+                return;
+            };
+            let mut lines = vec![
+                Line::from(vec![
+                    Span::styled(fd.id, t.severity(fd.severity)),
+                    Span::raw(format!("  {} · culprit {}", fd.severity, fd.culprit)),
+                ]),
+                Line::from(fd.summary.clone()),
+                Line::styled(format!("hint: {}", fd.hint), t.fg(Color::Green)),
+                Line::styled(
+                    format!(
+                        "evidence: {} ({} occurrence{})",
+                        fd.evidence
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        fd.occurrences,
+                        if fd.occurrences == 1 { "" } else { "s" }
+                    ),
+                    t.dim(),
+                ),
+            ];
+            for d in &fd.details {
+                lines.push(Line::styled(format!("  {d}"), t.dim()));
+            }
+            lines.push(Line::from(""));
+            let page = mcptap_analyze::explain(fd.id).unwrap_or("(no page for this id)");
+            for l in page.lines() {
+                let style = if l.starts_with('#') {
+                    t.heading()
+                } else {
+                    Style::default()
+                };
+                lines.push(Line::styled(l.to_owned(), style));
+            }
+            (
+                format!(" explain {} (↑↓ scroll, Esc closes) ", fd.id),
+                lines,
+                *scroll,
+            )
+        }
+    };
+    let para = Paragraph::new(lines)
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(t.border(true))
+                .title(title),
+        )
+        .wrap(Wrap { trim: false })
+        .scroll((scroll, 0));
+    f.render_widget(para, rect);
+}
+
+fn help_lines(t: Theme) -> Vec<Line<'static>> {
+    let keys = [
+        ("q, Ctrl-C", "quit (the proxy stops, the session is saved)"),
+        ("↑ ↓ j k", "move in the focused pane (leaves follow mode)"),
+        ("PgUp PgDn g G", "page, first, last (G resumes following)"),
+        ("f", "follow new flows on/off"),
+        ("Tab, Shift-Tab", "focus: flows → findings → detail"),
+        ("Enter", "flows: open detail · findings: jump to evidence (again: next)"),
+        ("?", "findings: the finding's explain page · elsewhere: this help"),
+        ("/", "filter (Enter applies, empty clears) · Esc clears the filter"),
+    ];
+    let mut out: Vec<Line<'static>> = keys
+        .iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(format!("{k:<16}"), t.bold()),
+                Span::raw(*v),
+            ])
+        })
+        .collect();
+    out.push(Line::from(""));
+    out.push(Line::styled("filters (mitmproxy style, regexes ignore case)", t.heading()));
+    for l in [
+        "~d REGEX host · ~u REGEX host+path · ~p REGEX path · ~m REGEX method",
+        "~c 401 | 4xx status · ~ph token phase · ~rpc tools/call MCP method",
+        "~noauth no Authorization · ~auth · ~f has a finding · ~e failed · ~q pending · ~sse",
+        "WORD host+path or MCP method · combine with ! & | ( )",
+    ] {
+        out.push(Line::from(l));
+    }
+    out
+}

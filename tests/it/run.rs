@@ -1,0 +1,1031 @@
+//! `mcptap run -- CMD` and `mcptap env`, with the real binary and real programs: the Python
+//! `mcp` SDK client, Node 20's built-in `fetch`, Python's `ssl`/`urllib`, POSIX shells and
+//! Claude Code. Each child gets no proxy or trust settings from the test: only what mcptap
+//! sets.
+
+use crate::common::peers::{mcp_venv, peers_dir, McpServer, ServerOpts};
+use crate::common::pki::TestPki;
+use crate::common::python::{self, run_with_timeout, TimedOutput};
+use crate::common::upstream::Upstream;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Variables a developer's or CI's environment may carry that would change what the child
+/// gets; the tests start mcptap without them (and set some on purpose).
+const CLEARED: &[&str] = &[
+    "MCPTAP_HOME",
+    "MCPTAP",
+    "MCPTAP_PROXY",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "WS_PROXY",
+    "WSS_PROXY",
+    "GLOBAL_AGENT_HTTP_PROXY",
+    "npm_config_proxy",
+    "npm_config_https_proxy",
+    "NODE_OPTIONS",
+    "NODE_EXTRA_CA_CERTS",
+    "NODE_USE_ENV_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "DENO_CERT",
+    "CARGO_HTTP_CAINFO",
+    "AWS_CA_BUNDLE",
+    "PIP_CERT",
+    "HTTPLIB2_CA_CERTS",
+    "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE",
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "NIX_SSL_CERT_FILE",
+];
+
+/// How long any one `mcptap run` here may take before the harness kills it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn mcptap() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mcptap"));
+    for var in CLEARED {
+        c.env_remove(var);
+    }
+    c.env("NO_COLOR", "1");
+    c
+}
+
+/// `mcptap run --confdir DIR ARGS...`, run to completion.
+fn run(confdir: &Path, args: &[&str], tweak: impl FnOnce(&mut Command)) -> TimedOutput {
+    let mut c = mcptap();
+    c.arg("run").arg("--confdir").arg(confdir).args(args);
+    tweak(&mut c);
+    let out = run_with_timeout(c, RUN_TIMEOUT).unwrap();
+    assert!(
+        out.status.is_some(),
+        "mcptap run timed out:\n{}",
+        dump(&out)
+    );
+    out
+}
+
+fn dump(out: &TimedOutput) -> String {
+    format!(
+        "status {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status, out.elapsed, out.stdout, out.stderr
+    )
+}
+
+/// The log file `mcptap run` announced on stderr.
+fn announced_log(stderr: &str) -> PathBuf {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("mcptap: traffic log: "))
+        .unwrap_or_else(|| panic!("no traffic log line in:\n{stderr}"));
+    PathBuf::from(line.trim_start_matches("mcptap: traffic log: ").trim())
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Every certificate (DER) in a PEM file.
+fn pem_ders(pem: &str) -> Vec<Vec<u8>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .map(|c| c.unwrap().as_ref().to_vec())
+        .collect()
+}
+
+/// The system bundle mcptap is expected to read when SSL_CERT_FILE is unset.
+fn system_bundle() -> PathBuf {
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/pki/tls/cacert.pem",
+        "/etc/ssl/cert.pem",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .expect("a system CA bundle (install ca-certificates)")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exit status and signals
+
+#[test]
+fn run_exits_with_the_commands_status() {
+    let conf = tempfile::tempdir().unwrap();
+    let out = run(
+        conf.path(),
+        &["--no-save", "--", "sh", "-c", "exit 7"],
+        |_| {},
+    );
+    assert_eq!(out.status.unwrap().code(), Some(7), "{}", dump(&out));
+    let log = announced_log(&out.stderr);
+    assert_eq!(log, conf.path().join("run").join("last-run.log"));
+    assert!(log.is_file());
+    assert!(
+        out.stderr.contains("mcptap: 0 flows (0 failed)")
+            && out.stderr.contains("`sh -c 'exit 7'` exited with status 7"),
+        "{}",
+        dump(&out)
+    );
+
+    // Killed by a signal: 128 + N, as a shell reports it.
+    let out = run(
+        conf.path(),
+        &["--no-save", "sh", "-c", "kill -TERM $$"],
+        |_| {},
+    );
+    assert_eq!(out.status.unwrap().code(), Some(143), "{}", dump(&out));
+    assert!(out.stderr.contains("killed by signal 15"), "{}", dump(&out));
+
+    // Not found: 127, and the proxy still stops cleanly.
+    let out = run(
+        conf.path(),
+        &["--no-save", "--", "mcptap-no-such-command"],
+        |_| {},
+    );
+    assert_eq!(out.status.unwrap().code(), Some(127), "{}", dump(&out));
+    assert!(out.stderr.contains("cannot run `mcptap-no-such-command`"));
+}
+
+/// A `mcptap run` in its own process group (so that the test can play the terminal and
+/// signal the whole group), with the child's stdout read line by line.
+struct Spawned {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn spawn_in_own_group(conf: &Path, script: &str) -> Spawned {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = mcptap();
+    c.arg("run")
+        .arg("--confdir")
+        .arg(conf)
+        .args(["--no-save", "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = c.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    Spawned {
+        child,
+        lines,
+        stderr,
+    }
+}
+
+impl Spawned {
+    /// Waits for the line `want`; returns the lines before it.
+    fn expect_line(&self, want: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == want => return before,
+                Ok(l) => before.push(l),
+                Err(e) => panic!("no line {want:?} from the command ({e}); got {before:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str, group: bool) {
+        let pid = self.child.id();
+        let target = if group {
+            format!("-{pid}")
+        } else {
+            pid.to_string()
+        };
+        let st = Command::new("kill")
+            .args(["-s", sig, "--", &target])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -s {sig} {target}");
+    }
+
+    fn still_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st, self.stderr.join().unwrap());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("mcptap run did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn run_rides_out_ctrl_c_and_forwards_sigterm() {
+    let conf = tempfile::tempdir().unwrap();
+    // The command survives SIGINT (it says so) and exits 42 on SIGTERM.
+    let mut s = spawn_in_own_group(
+        conf.path(),
+        r#"trap 'echo got-int' INT; trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done"#,
+    );
+    s.expect_line("ready");
+
+    // Ctrl-C as the terminal sends it: SIGINT to the whole foreground group. The command gets
+    // it once (not a second, forwarded copy) and mcptap keeps running.
+    s.signal("INT", true);
+    s.expect_line("got-int");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.still_running(), "mcptap died on Ctrl-C");
+    // SIGINT to mcptap alone is not forwarded either.
+    s.signal("INT", false);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.still_running(), "mcptap died on SIGINT");
+
+    // SIGTERM to mcptap alone is forwarded; the command's exit ends the run with its status.
+    s.signal("TERM", false);
+    let between = s.expect_line("got-term");
+    assert!(
+        between.is_empty(),
+        "SIGINT reached the command more than once: {between:?}"
+    );
+    let (st, stderr) = s.wait();
+    assert_eq!(st.code(), Some(42), "{stderr}");
+    assert!(stderr.contains("exited with status 42"), "{stderr}");
+}
+
+#[test]
+fn run_waits_for_a_command_that_ctrl_c_kills_and_reports_it() {
+    let conf = tempfile::tempdir().unwrap();
+    let s = spawn_in_own_group(conf.path(), "echo ready; exec sleep 30");
+    s.expect_line("ready");
+    let started = Instant::now();
+    s.signal("INT", true);
+    let (st, stderr) = s.wait();
+    // mcptap itself was not killed (that would be no exit code): it waited for the command,
+    // printed its summary and passed the status on.
+    assert_eq!(st.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("was killed by signal 2"), "{stderr}");
+    assert!(stderr.contains("mcptap: 0 flows"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------------
+// mcptap env
+
+/// A confdir whose path has a space, a single quote and a double quote.
+fn awkward_confdir(base: &Path) -> PathBuf {
+    let dir = base.join(r#"it's a "dir""#);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn env_output(confdir: &Path, args: &[&str]) -> String {
+    let out = mcptap()
+        .arg("env")
+        .args(args)
+        .arg("--confdir")
+        .arg(confdir)
+        .env("NO_PROXY", "localhost,127.0.0.1,.corp.example")
+        .env("NODE_OPTIONS", "--max-old-space-size=100")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("removed localhost, 127.0.0.1 from NO_PROXY"),
+        "{stderr}"
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const BASH_EXPECTED: &str = r#"# mcptap: programs started from this shell go through http://127.0.0.1:8080 and trust mcptap's CA
+export HTTPS_PROXY='http://127.0.0.1:8080'
+export https_proxy='http://127.0.0.1:8080'
+export HTTP_PROXY='http://127.0.0.1:8080'
+export http_proxy='http://127.0.0.1:8080'
+export WS_PROXY='http://127.0.0.1:8080'
+export WSS_PROXY='http://127.0.0.1:8080'
+export GLOBAL_AGENT_HTTP_PROXY='http://127.0.0.1:8080'
+export npm_config_proxy='http://127.0.0.1:8080'
+export npm_config_https_proxy='http://127.0.0.1:8080'
+export NO_PROXY='.corp.example'
+export no_proxy='.corp.example'
+export NODE_EXTRA_CA_CERTS='@CONF@/mcptap-ca-cert.pem'
+export NODE_USE_ENV_PROXY='1'
+export NODE_OPTIONS='--max-old-space-size=100 --require "@CONFQ@/run/node-preload.cjs"'
+export SSL_CERT_FILE='@CONF@/run/ca-bundle.pem'
+export REQUESTS_CA_BUNDLE='@CONF@/run/ca-bundle.pem'
+export CURL_CA_BUNDLE='@CONF@/run/ca-bundle.pem'
+export GIT_SSL_CAINFO='@CONF@/run/ca-bundle.pem'
+export DENO_CERT='@CONF@/run/ca-bundle.pem'
+export CARGO_HTTP_CAINFO='@CONF@/run/ca-bundle.pem'
+export AWS_CA_BUNDLE='@CONF@/run/ca-bundle.pem'
+export MCPTAP='1'
+export MCPTAP_PROXY='http://127.0.0.1:8080'
+"#;
+
+#[test]
+fn env_prints_every_variable_quoted_for_each_shell() {
+    let base = tempfile::tempdir().unwrap();
+    let conf = awkward_confdir(base.path());
+    let c = conf.display().to_string();
+    // Inside Node's double quotes, `"` and `\` are escaped with a backslash.
+    let node_quoted = c.replace('\\', r"\\").replace('"', r#"\""#);
+
+    let bash = env_output(&conf, &[]);
+    let expected = BASH_EXPECTED
+        .replace("@CONFQ@", &node_quoted.replace('\'', r"'\''"))
+        .replace("@CONF@", &c.replace('\'', r"'\''"));
+    assert_eq!(bash, expected);
+    assert_eq!(env_output(&conf, &["--shell", "zsh"]), expected);
+
+    // fish: `set -gx`, single quotes in which \ and ' are escaped.
+    let fish_q = |s: &str| s.replace('\\', r"\\").replace('\'', r"\'");
+    let fish_expected: String = BASH_EXPECTED
+        .replace("@CONFQ@", &fish_q(&node_quoted))
+        .replace("@CONF@", &fish_q(&c))
+        .lines()
+        .map(|l| match l.strip_prefix("export ") {
+            Some(rest) => {
+                let (k, v) = rest.split_once('=').unwrap();
+                format!("set -gx {k} {v}\n")
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert_eq!(env_output(&conf, &["--shell", "fish"]), fish_expected);
+    assert!(fish_expected.contains(r#"set -gx SSL_CERT_FILE '"#));
+    assert!(fish_expected.contains(r"it\'s a "));
+
+    // PowerShell: `$env:NAME = '...'`, quotes doubled.
+    let ps_expected: String = BASH_EXPECTED
+        .replace("@CONFQ@", &node_quoted.replace('\'', "''"))
+        .replace("@CONF@", &c.replace('\'', "''"))
+        .lines()
+        .map(|l| match l.strip_prefix("export ") {
+            Some(rest) => {
+                let (k, v) = rest.split_once('=').unwrap();
+                format!("$env:{k} = {v}\n")
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert_eq!(env_output(&conf, &["--shell", "powershell"]), ps_expected);
+    assert!(ps_expected.contains("it''s a \"dir\""));
+
+    // The files it names exist: the bundle holds the system roots plus mcptap's CA.
+    let bundle = read(&conf.join("run").join("ca-bundle.pem"));
+    let ca = pem_ders(&read(&conf.join("mcptap-ca-cert.pem")));
+    let ders = pem_ders(&bundle);
+    assert!(ders.contains(&ca[0]));
+    assert!(
+        ders.len() > 10,
+        "system roots in the bundle: {}",
+        ders.len()
+    );
+    assert!(read(&conf.join("run").join("node-preload.cjs")).contains("undici.globalDispatcher.1"));
+
+    // Another port or URL; loopback NO_PROXY entries only: both variables are unset.
+    let out = mcptap()
+        .args(["env", "-p", "9999", "--confdir"])
+        .arg(&conf)
+        .env("NO_PROXY", "localhost")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("export HTTPS_PROXY='http://127.0.0.1:9999'\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nunset NO_PROXY\nunset no_proxy\n"),
+        "{text}"
+    );
+    let out = mcptap()
+        .args([
+            "env",
+            "--shell",
+            "fish",
+            "--proxy",
+            "127.0.0.1:7000",
+            "--confdir",
+        ])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("set -gx MCPTAP_PROXY 'http://127.0.0.1:7000'\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nset -e NO_PROXY\n"), "{text}");
+    let out = mcptap()
+        .args(["env", "--proxy", "https://127.0.0.1:7000", "--confdir"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn eval_of_env_in_bash_sets_the_variables_and_node_loads_the_preload() {
+    let base = tempfile::tempdir().unwrap();
+    let conf = awkward_confdir(base.path());
+    let script = r#"
+        eval "$("$MCPTAP_BIN" env --confdir "$CONF")" || exit 9
+        eval "$("$MCPTAP_BIN" env --confdir "$CONF")" || exit 9
+        printf '%s\n' "$HTTPS_PROXY" "$http_proxy" "${NO_PROXY-unset}" "$SSL_CERT_FILE" "$NODE_EXTRA_CA_CERTS" "$NODE_OPTIONS"
+        MCPTAP_PRELOAD_DEBUG=1 node -e 'process.stdout.write("node-ran\n")'
+    "#;
+    let mut bash = Command::new("bash");
+    for var in CLEARED {
+        bash.env_remove(var);
+    }
+    bash.arg("-c")
+        .arg(script)
+        .env("MCPTAP_BIN", env!("CARGO_BIN_EXE_mcptap"))
+        .env("CONF", &conf)
+        .env("NO_PROXY", "localhost,127.0.0.1");
+    let out = run_with_timeout(bash, Duration::from_secs(60)).unwrap();
+    assert!(out.status.is_some_and(|s| s.success()), "{}", dump(&out));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let c = conf.display().to_string();
+    assert_eq!(lines[0], "http://127.0.0.1:8080", "{}", dump(&out));
+    assert_eq!(lines[1], "http://127.0.0.1:8080");
+    assert_eq!(lines[2], "unset", "NO_PROXY held only loopback entries");
+    assert_eq!(lines[3], format!("{c}/run/ca-bundle.pem"));
+    assert_eq!(lines[4], format!("{c}/mcptap-ca-cert.pem"));
+    // Twice evaluated, the preload is required once.
+    assert_eq!(
+        lines[5],
+        format!(
+            r#"--require "{}/run/node-preload.cjs""#,
+            c.replace('"', r#"\""#)
+        )
+    );
+    assert_eq!(lines[6], "node-ran");
+    // Node parsed NODE_OPTIONS (quotes and all) and ran the preload, which found nothing
+    // listening yet but installed its dispatcher.
+    assert!(
+        out.stderr.contains("mcptap-preload[") && out.stderr.contains("fetch goes through"),
+        "{}",
+        dump(&out)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real clients under `mcptap run`
+
+/// The Python `mcp` SDK client, run under `mcptap run` with nothing of its own: the proxy comes
+/// from the variables mcptap sets and its only trust is the bundle mcptap built
+/// (`--cafile "$SSL_CERT_FILE"`, evaluated in the child).
+#[test]
+fn run_sends_the_python_sdk_oauth_client_through_mcptap() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let py = python::python(&mcp_venv());
+    let conf = tempfile::tempdir().unwrap();
+    let out = run(
+        conf.path(),
+        &[
+            "--upstream-ca",
+            pki.ca_path().to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+        ],
+        |c| {
+            c.arg(r#"exec "$0" -u "$1" "$2" --cafile "$SSL_CERT_FILE" --timeout 30"#)
+                .arg(&py)
+                .arg(peers_dir().join("oauth_client.py"))
+                .arg(server.url())
+                // Loopback bypass in the user's environment: mcptap run must clear it.
+                .env("NO_PROXY", "localhost,127.0.0.1")
+                .env("no_proxy", "localhost");
+        },
+    );
+    assert_eq!(
+        out.status.unwrap().code(),
+        Some(0),
+        "{}\nserver:\n{}",
+        dump(&out),
+        server.output()
+    );
+    let verdict: serde_json::Value =
+        serde_json::from_str(out.stdout.lines().last().unwrap_or("")).unwrap();
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert!(
+        out.stderr
+            .contains("removed localhost, 127.0.0.1 from NO_PROXY/no_proxy"),
+        "{}",
+        dump(&out)
+    );
+
+    // The line view went to lines.log in the session directory, which mcptap named.
+    let log_path = announced_log(&out.stderr);
+    assert_eq!(log_path.file_name().unwrap(), "lines.log");
+    assert!(log_path.starts_with(conf.path().join("sessions")));
+    let log = read(&log_path);
+    let origin = server.origin();
+    for (method, path, status) in [
+        ("POST", "/mcp", "401"),
+        ("GET", "/.well-known/oauth-protected-resource/mcp", "200"),
+        ("GET", "/.well-known/oauth-authorization-server", "200"),
+        ("POST", "/register", "201"),
+        ("GET", "/authorize?", "302"),
+        ("POST", "/token", "200"),
+    ] {
+        let want = format!("{method} {origin}{path}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&want) && l.contains(&format!("-> {status}"))),
+            "no {want} -> {status} in the log:\n{log}"
+        );
+    }
+    let bearer_mcp = log
+        .lines()
+        .filter(|l| l.contains(&format!("POST {origin}/mcp -> 200")) && l.contains("[Bearer "))
+        .count();
+    assert!(bearer_mcp >= 3, "MCP calls with the token:\n{log}");
+    // The server saw every request the client made, and all came through mcptap.
+    let flows = log.lines().filter(|l| l.contains(&origin)).count();
+    assert_eq!(
+        flows,
+        server.requests().len(),
+        "{log}\n{}",
+        server.requests_summary()
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("mcptap: {flows} flows (0 failed)")),
+        "{}",
+        dump(&out)
+    );
+    // The recorded session has the same exchanges.
+    let session = log_path.parent().unwrap();
+    assert!(read(&session.join("journal.jsonl")).contains("/token"));
+}
+
+/// Python's stdlib under `mcptap run`: the default SSL context loads the bundle, which holds
+/// every system root plus mcptap's CA (so HTTPS that bypasses mcptap still verifies), and
+/// urllib reaches the MCP server through mcptap with it.
+#[test]
+fn run_bundle_keeps_the_system_roots_and_python_ssl_trusts_it() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let conf = tempfile::tempdir().unwrap();
+    let script = conf.path().join("check.py");
+    std::fs::write(
+        &script,
+        r#"
+import json, os, ssl, sys, urllib.request
+ctx = ssl.create_default_context()
+pems = [ssl.DER_cert_to_PEM_cert(c) for c in ctx.get_ca_certs(binary_form=True)]
+out = {"ssl_cert_file": os.environ.get("SSL_CERT_FILE"), "pems": pems}
+with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=20) as r:
+    out["status"] = r.status
+    out["body"] = json.loads(r.read())
+print(json.dumps(out))
+"#,
+    )
+    .unwrap();
+    let url = format!(
+        "{}/.well-known/oauth-protected-resource/mcp",
+        server.origin()
+    );
+    let log = conf.path().join("traffic.log");
+    let out = run(
+        conf.path(),
+        &[
+            "--no-save",
+            "--upstream-ca",
+            pki.ca_path().to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+            "--",
+            "python3",
+            script.to_str().unwrap(),
+            &url,
+        ],
+        |_| {},
+    );
+    assert_eq!(out.status.unwrap().code(), Some(0), "{}", dump(&out));
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let bundle_path = conf.path().join("run").join("ca-bundle.pem");
+    assert_eq!(v["ssl_cert_file"], bundle_path.to_str().unwrap());
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["body"]["resource"], server.url());
+    assert_eq!(announced_log(&out.stderr), log);
+    assert!(
+        read(&log).contains(&format!("GET {url} -> 200")),
+        "{}",
+        read(&log)
+    );
+
+    // Offline proof of "other HTTPS still works": every root of the system bundle is in
+    // mcptap's bundle and in what Python's default context trusts, and so is mcptap's CA.
+    let system = pem_ders(&read(&system_bundle()));
+    assert!(system.len() > 10);
+    let bundle = pem_ders(&read(&bundle_path));
+    let ca = pem_ders(&read(&conf.path().join("mcptap-ca-cert.pem")))
+        .pop()
+        .unwrap();
+    let python_trusts: Vec<Vec<u8>> = v["pems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| pem_ders(p.as_str().unwrap()))
+        .collect();
+    for (i, root) in system.iter().enumerate() {
+        assert!(
+            bundle.contains(root),
+            "system root #{i} missing from the bundle"
+        );
+        assert!(
+            python_trusts.contains(root),
+            "system root #{i} not trusted by Python under mcptap run"
+        );
+    }
+    assert!(bundle.contains(&ca) && python_trusts.contains(&ca));
+    assert_eq!(bundle.len(), system.len() + 1);
+}
+
+const NODE_FETCH: &str = r#"
+const urls = process.argv.slice(2);
+(async () => {
+  const results = [];
+  for (const url of urls) {
+    try {
+      const r = await fetch(url);
+      results.push({ url, status: r.status, body: await r.text() });
+    } catch (e) {
+      results.push({ url, error: String((e && e.cause && (e.cause.code || e.cause.message)) || e) });
+    }
+  }
+  process.stdout.write(JSON.stringify({ node: process.version, results }) + "\n");
+})();
+"#;
+
+/// Node 20's built-in `fetch` (no npm package anywhere) is intercepted thanks to the preload;
+/// without it, the same run goes around mcptap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_intercepts_node_builtin_fetch_through_the_preload() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let plain = Upstream::http().await;
+    let conf = tempfile::tempdir().unwrap();
+    let script = conf.path().join("fetch.js");
+    std::fs::write(&script, NODE_FETCH).unwrap();
+    let by_name = format!("https://localhost:{}/small", up.port());
+    let by_ip = format!("https://127.0.0.1:{}/echo", up.port());
+    let http = format!("http://127.0.0.1:{}/small", plain.port());
+    let run_node = |log: &Path, without_preload: bool| {
+        let (conf, script, ca) = (conf.path().to_owned(), script.clone(), pki.ca_path());
+        let (log, by_name, by_ip) = (log.to_owned(), by_name.clone(), by_ip.clone());
+        let http = http.clone();
+        tokio::task::spawn_blocking(move || {
+            // The control differs only by an empty NODE_OPTIONS in the child.
+            let wrapper = if without_preload {
+                r#"NODE_OPTIONS= exec node "$@""#
+            } else {
+                r#"exec node "$@""#
+            };
+            let out = run(
+                &conf,
+                &[
+                    "--no-save",
+                    "--no-system-roots",
+                    "--upstream-ca",
+                    ca.to_str().unwrap(),
+                    "--log-file",
+                    log.to_str().unwrap(),
+                    "--",
+                    "sh",
+                    "-c",
+                    wrapper,
+                    "sh",
+                    script.to_str().unwrap(),
+                    &by_name,
+                    &by_ip,
+                    &http,
+                ],
+                |c| {
+                    c.env("NO_PROXY", "localhost,127.0.0.1");
+                },
+            );
+            let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
+                .unwrap_or_else(|e| panic!("{e}: {}", dump(&out)));
+            (out, v)
+        })
+    };
+
+    let log = conf.path().join("with-preload.log");
+    let (out, v) = run_node(&log, false).await.unwrap();
+    assert!(
+        v["node"].as_str().unwrap().starts_with("v"),
+        "{}",
+        dump(&out)
+    );
+    let r = &v["results"];
+    assert_eq!(r[0]["status"], 200, "{}", dump(&out));
+    assert_eq!(r[0]["body"], "hello from upstream\n");
+    assert_eq!(r[1]["status"], 200, "{}", dump(&out));
+    let lines = read(&log);
+    assert!(
+        lines.contains(&format!("GET {by_name} -> 200")),
+        "{lines}\n{}",
+        dump(&out)
+    );
+    assert!(lines.contains(&format!("GET {by_ip} -> 200")), "{lines}");
+    // Plain http:// goes through the same tunnel.
+    assert_eq!(r[2]["status"], 200, "{}", dump(&out));
+    assert!(lines.contains(&format!("GET {http} -> 200")), "{lines}");
+
+    // Control: same run without the preload. Node 20's fetch ignores HTTPS_PROXY and
+    // NODE_USE_ENV_PROXY, connects straight to the upstream, and does not trust its CA (only
+    // mcptap's is added): the flows never reach mcptap.
+    let control = conf.path().join("without-preload.log");
+    let (out, v) = run_node(&control, true).await.unwrap();
+    let node_major: u32 = v["node"].as_str().unwrap()[1..]
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    if node_major < 22 {
+        let r = &v["results"];
+        assert!(r[0]["error"].is_string(), "{}", dump(&out));
+        assert!(r[1]["error"].is_string(), "{}", dump(&out));
+        assert_eq!(
+            r[2]["status"],
+            200,
+            "plain HTTP went direct: {}",
+            dump(&out)
+        );
+        assert_eq!(read(&control), "", "nothing went through mcptap");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claude Code
+
+/// Claude Code's version: a 2.1.3xx release ships a native binary as an optional dependency,
+/// so it installs offline from the npm registry and runs on any Node.
+const NODE_PEERS_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `<target>/node-peers` with `tests/peers/node/package.json` installed, (re)built when the
+/// package list or Node changes, serialised across processes by a lock file.
+fn node_peers() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/node/package.json");
+    let package = read(&manifest);
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .expect("node (20+) on PATH runs the Node peers");
+    let stamp = format!(
+        "package-fnv1a64={:016x}\nnode={}\n",
+        fnv1a64(package.as_bytes()),
+        String::from_utf8_lossy(&node.stdout).trim()
+    );
+    let target = python::target_dir();
+    std::fs::create_dir_all(&target).unwrap();
+    let dir = target.join("node-peers");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(target.join("node-peers.lock"))
+        .unwrap();
+    // As in python.rs: `File::lock` is newer than the MSRV; only tests use it.
+    #[allow(clippy::incompatible_msrv)]
+    lock.lock().unwrap();
+    let stamp_path = dir.join(".mcptap-stamp");
+    if std::fs::read_to_string(&stamp_path).ok().as_deref() != Some(stamp.as_str()) {
+        let started = Instant::now();
+        eprintln!(
+            "[node] installing {} into {}",
+            manifest.display(),
+            dir.display()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("package.json"), &package).unwrap();
+        let mut npm = Command::new("npm");
+        for var in CLEARED {
+            npm.env_remove(var);
+        }
+        npm.args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir);
+        let out = run_with_timeout(npm, NODE_PEERS_TIMEOUT).unwrap();
+        assert!(
+            out.status.is_some_and(|s| s.success()),
+            "npm install failed:\n{}",
+            dump(&out)
+        );
+        // npm may skip install scripts (the postinstall puts the native binary in place).
+        let mut version = Command::new(dir.join("node_modules/.bin/claude"));
+        version.arg("--version").env("DISABLE_AUTOUPDATER", "1");
+        let out = run_with_timeout(version, Duration::from_secs(60)).unwrap();
+        assert!(
+            out.status.is_some_and(|s| s.success()) && out.stdout.contains("Claude Code"),
+            "the installed claude does not run:\n{}",
+            dump(&out)
+        );
+        std::fs::write(&stamp_path, &stamp).unwrap();
+        eprintln!("[node] ready in {:.1}s", started.elapsed().as_secs_f64());
+    }
+    drop(lock);
+    dir
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// An isolated Claude Code: its own HOME and config dir, no updater, no telemetry.
+fn claude(peers: &Path, home: &Path) -> Command {
+    let mut c = Command::new(peers.join("node_modules/.bin/claude"));
+    for var in CLEARED {
+        c.env_remove(var);
+    }
+    for var in [
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("HOME", home)
+        .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .current_dir(home);
+    c
+}
+
+/// `mcptap run` wrapping `argv` with Claude Code's isolation.
+fn claude_under_run(
+    peers: &Path,
+    home: &Path,
+    conf: &Path,
+    log: &Path,
+    pki: &TestPki,
+    argv: &[String],
+    extra_env: &[(&str, &Path)],
+) -> TimedOutput {
+    let template = claude(peers, home);
+    let mut c = mcptap();
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    c.current_dir(home)
+        .arg("run")
+        .arg("--confdir")
+        .arg(conf)
+        .args(["--no-save", "--upstream-ca"])
+        .arg(pki.ca_path())
+        .arg("--log-file")
+        .arg(log)
+        .arg("--")
+        .args(argv);
+    run_with_timeout(c, Duration::from_secs(90)).unwrap()
+}
+
+/// Claude Code under `mcptap run`: its health check of an OAuth-protected server (the 401
+/// challenge and the metadata discovery) goes through mcptap, then a headless `mcp login`
+/// runs the whole OAuth dance through mcptap and the server shows as connected.
+#[test]
+fn run_sees_claude_code_discover_log_in_and_connect() {
+    let peers = node_peers();
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let home = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+
+    let mut add = claude(&peers, home.path());
+    add.args(["mcp", "add", "--transport", "http", "tapped"])
+        .arg(server.url());
+    let out = run_with_timeout(add, Duration::from_secs(60)).unwrap();
+    assert!(out.status.is_some_and(|s| s.success()), "{}", dump(&out));
+
+    let claude_bin = peers.join("node_modules/.bin/claude");
+    let list: Vec<String> = vec![
+        claude_bin.display().to_string(),
+        "mcp".into(),
+        "list".into(),
+    ];
+    let log = conf.path().join("list.log");
+    let out = claude_under_run(&peers, home.path(), conf.path(), &log, &pki, &list, &[]);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", dump(&out));
+    assert!(
+        out.stdout.contains("tapped") && out.stdout.contains("Needs authentication"),
+        "{}",
+        dump(&out)
+    );
+    let lines = read(&log);
+    let origin = server.origin();
+    for want in [
+        format!("POST {origin}/mcp -> 401"),
+        format!("GET {origin}/.well-known/oauth-protected-resource/mcp -> 200"),
+    ] {
+        assert!(
+            lines.contains(&want),
+            "no {want} in:\n{lines}\n{}",
+            dump(&out)
+        );
+    }
+
+    // Headless login: a pseudo-terminal (script) and a BROWSER that follows the authorize
+    // redirect with curl into Claude Code's loopback callback. curl runs under mcptap run as
+    // well, so the authorize request and the callback go through mcptap too.
+    let browser = home.path().join("browser.sh");
+    std::fs::write(
+        &browser,
+        "#!/bin/sh\n\
+         loc=$(curl -sS -o /dev/null -w '%{redirect_url}' \"$1\") || exit 1\n\
+         exec curl -sS -o /dev/null \"$loc\"\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let log = conf.path().join("login.log");
+    let login = format!("'{}' mcp login tapped", claude_bin.display());
+    let out = claude_under_run(
+        &peers,
+        home.path(),
+        conf.path(),
+        &log,
+        &pki,
+        &["script".into(), "-qec".into(), login, "/dev/null".into()],
+        &[("BROWSER", browser.as_path())],
+    );
+    assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", dump(&out));
+    assert!(out.stdout.contains("Authenticated"), "{}", dump(&out));
+    let lines = read(&log);
+    for want in [
+        format!("GET {origin}/.well-known/oauth-authorization-server -> 200"),
+        format!("POST {origin}/register -> 201"),
+        format!("GET {origin}/authorize?"),
+        format!("POST {origin}/token -> 200"),
+        "/callback?code=".to_owned(),
+    ] {
+        assert!(
+            lines.contains(&want),
+            "no {want} in:\n{lines}\n{}",
+            dump(&out)
+        );
+    }
+
+    let log = conf.path().join("connected.log");
+    let out = claude_under_run(&peers, home.path(), conf.path(), &log, &pki, &list, &[]);
+    assert!(out.stdout.contains("Connected"), "{}", dump(&out));
+    let lines = read(&log);
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains(&format!("POST {origin}/mcp -> 200")) && l.contains("[Bearer ")),
+        "{lines}"
+    );
+}
