@@ -201,6 +201,42 @@ async fn route(
                 .body(full(""))
                 .unwrap()
         }
+        // A minimal OAuth-protected resource for inject-mode tests: metadata naming this origin,
+        // a token endpoint (`?ttl=` sets expires_in), and /mcp reporting the Authorization seen.
+        "/.well-known/oauth-protected-resource/mcp" => {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost")
+                .to_owned();
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(full(format!(
+                    r#"{{"resource":"https://{host}/mcp","authorization_servers":["https://{host}"]}}"#
+                )))
+                .unwrap()
+        }
+        "/token" => {
+            let ttl = query.strip_prefix("ttl=").unwrap_or("3600").to_owned();
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(full(format!(
+                    r#"{{"access_token":"tok-from-upstream-{ttl}","token_type":"Bearer","expires_in":{ttl}}}"#
+                )))
+                .unwrap()
+        }
+        "/mcp" | "/other" => {
+            let seen = req
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap_or("?").to_owned())
+                .unwrap_or_else(|| "none".to_owned());
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(full(format!(r#"{{"seen":"{seen}"}}"#)))
+                .unwrap()
+        }
         "/headers" => {
             let mut text = String::new();
             for (n, v) in req.headers() {
