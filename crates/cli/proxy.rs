@@ -502,7 +502,7 @@ impl Sink {
                 .filter(|_| flow.kind == mcptap_flow::FlowKind::Http)
             {
                 if let Some(s) = self.analyzer.summary(flow.id) {
-                    ui.send(mcptap_tui::Msg::Classified(s.clone()));
+                    ui.send(mcptap_tui::Msg::Classified(Box::new(s.clone())));
                 }
             }
             self.print_findings(&found);

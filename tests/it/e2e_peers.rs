@@ -73,6 +73,21 @@ async fn oauth_dance_through_mcptap(mode: ClientMode) {
 
     let flows = finished_flows(&proxy).await;
     let report = mcptap_analyze::analyze(&flows);
+    // What the live analyzer and saved sessions see: decoded and redacted flows.
+    let prepared: Vec<Flow> = flows
+        .iter()
+        .cloned()
+        .map(|mut f| {
+            mcptap_store::prepare(&mut f, &mcptap_store::Options::default());
+            f
+        })
+        .collect();
+    let redacted_report = mcptap_analyze::analyze(&prepared);
+    assert!(
+        redacted_report.findings.is_empty(),
+        "a healthy session, redacted, has no findings:\n{}",
+        mcptap_analyze::render_text(&redacted_report)
+    );
     assert!(
         report.findings.is_empty(),
         "a healthy session has no findings:\n{}",

@@ -184,12 +184,15 @@ fn looks_like_credentials(value: &str) -> bool {
         return false;
     };
     let rest = rest.trim();
+    // RFC 6750 b64token: the credential alone, never `name="value"` challenge parameters.
+    let body = rest.trim_end_matches('=');
     ["bearer", "basic", "dpop", "token"]
         .iter()
         .any(|s| scheme.eq_ignore_ascii_case(s))
-        && rest.len() >= 8
-        && !rest.contains(' ')
-        && parse_redacted(rest).is_none()
+        && body.len() >= 8
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// Finds secrets and, unless it only observes, replaces them with their [`redacted`] marker.
@@ -355,7 +358,7 @@ impl Redactor {
             }
             // Any other header that carries credentials in the Authorization shape (an echo,
             // X-Forwarded-Authorization, …) is a credential too.
-            _ if looks_like_credentials(&header.value) => {
+            n if !n.ends_with("-authenticate") && looks_like_credentials(&header.value) => {
                 self.credentials(&format!("{side}.header.{name}"), &header.value)
             }
             _ => None,
@@ -1174,6 +1177,23 @@ mod scrub_tests {
         redact_flow(&mut flow);
         let json = serde_json::to_string(&flow).unwrap();
         assert!(!json.contains("raw-token-value"), "{json}");
+        // Challenges are not credentials.
+        let mut challenge = Flow {
+            response: Some(Response {
+                status: 401,
+                headers: [
+                    ("www-authenticate", r#"Bearer resource_metadata="https://x/.well-known/oauth-protected-resource""#),
+                    ("x-other", r#"Bearer resource_metadata="https://x/y""#),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let before = challenge.clone();
+        redact_flow(&mut challenge);
+        assert_eq!(challenge.response, before.response);
         let marker = redacted("raw-token-value");
         assert_eq!(
             flow.response

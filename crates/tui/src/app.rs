@@ -18,7 +18,7 @@ pub enum Msg {
     /// An engine event, already prepared (decoded, redacted) by the caller.
     Event(FlowEvent),
     /// The analyzer's classification of a finished flow (role, MCP methods).
-    Classified(FlowSummary),
+    Classified(Box<FlowSummary>),
     /// Every finding so far, in the report's order (replaces the list).
     Findings(Vec<Finding>),
     /// A one-line message for the status line (a recording error, …).
@@ -466,13 +466,16 @@ impl App {
                 }
             }
             KeyCode::Char('/') => {
-                let current = self.filter.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
+                let current = self
+                    .filter
+                    .as_ref()
+                    .map(|(t, _)| t.clone())
+                    .unwrap_or_default();
                 self.input = Some((current, None));
             }
-            KeyCode::Esc => {
-                if self.filter.take().is_some() {
-                    self.refilter();
-                }
+            KeyCode::Esc if self.filter.is_some() => {
+                self.filter = None;
+                self.refilter();
             }
             KeyCode::Char('f') | KeyCode::Char('F') => {
                 self.follow = !self.follow;
@@ -481,14 +484,16 @@ impl App {
                 }
             }
             KeyCode::Char('?') => {
-                self.popup = Some(if self.focus == Focus::Findings && !self.findings.is_empty() {
-                    Popup::Explain {
-                        finding: self.finding_sel,
-                        scroll: 0,
-                    }
-                } else {
-                    Popup::Help
-                });
+                self.popup = Some(
+                    if self.focus == Focus::Findings && !self.findings.is_empty() {
+                        Popup::Explain {
+                            finding: self.finding_sel,
+                            scroll: 0,
+                        }
+                    } else {
+                        Popup::Help
+                    },
+                );
             }
             KeyCode::Enter => match self.focus {
                 Focus::Findings => self.jump_to_evidence(),
@@ -526,7 +531,9 @@ impl App {
                     return;
                 }
                 let max = self.findings.len() as isize - 1;
-                let next = (self.finding_sel as isize).saturating_add(delta).clamp(0, max) as usize;
+                let next = (self.finding_sel as isize)
+                    .saturating_add(delta)
+                    .clamp(0, max) as usize;
                 if next != self.finding_sel {
                     self.finding_sel = next;
                     self.evidence_next = 0;

@@ -49,7 +49,10 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
     // Title.
     let mut head = vec![
         Span::styled(format!("{id} "), t.bold()),
-        Span::styled(format!("{} {}", flow.request.method, flow.request.url), t.bold()),
+        Span::styled(
+            format!("{} {}", flow.request.method, flow.request.url),
+            t.bold(),
+        ),
     ];
     match &flow.response {
         Some(r) => head.push(Span::styled(
@@ -92,29 +95,51 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
         out.push(Line::styled(format!("client {c}"), t.dim()));
     }
     if let Some(tls) = &flow.client_tls {
-        out.push(Line::styled(format!("TLS client<->mcptap: {}", tls_text(tls)), t.dim()));
+        out.push(Line::styled(
+            format!("TLS client<->mcptap: {}", tls_text(tls)),
+            t.dim(),
+        ));
     }
     if let Some(tls) = &flow.upstream_tls {
-        out.push(Line::styled(format!("TLS mcptap<->server: {}", tls_text(tls)), t.dim()));
+        out.push(Line::styled(
+            format!("TLS mcptap<->server: {}", tls_text(tls)),
+            t.dim(),
+        ));
     }
     if let Some(inj) = &flow.injected {
-        let from = inj.token_flow.map(|f| format!(" (issued in {f})")).unwrap_or_default();
+        let from = inj
+            .token_flow
+            .map(|f| format!(" (issued in {f})"))
+            .unwrap_or_default();
         out.push(Line::styled(
-            format!("mcptap INJECTED Authorization: Bearer sha256:{}{from}", inj.fingerprint),
+            format!(
+                "mcptap INJECTED Authorization: Bearer sha256:{}{from}",
+                inj.fingerprint
+            ),
             t.fg(Color::Yellow),
         ));
     }
     if let Some(e) = &flow.error {
-        out.push(Line::styled(format!("error [{}] {}", e.kind.as_str(), e.message), t.fg(Color::Red)));
+        out.push(Line::styled(
+            format!("error [{}] {}", e.kind.as_str(), e.message),
+            t.fg(Color::Red),
+        ));
         if let Some(h) = &e.hint {
             out.push(Line::styled(format!("hint: {h}"), t.fg(Color::Red)));
         }
     }
     if flow.raw_secrets {
-        out.push(Line::styled("this flow holds RAW SECRETS (--keep-secrets)", t.fg(Color::Red)));
+        out.push(Line::styled(
+            "this flow holds RAW SECRETS (--keep-secrets)",
+            t.fg(Color::Red),
+        ));
     }
     // Findings citing it.
-    let citing: Vec<_> = app.findings.iter().filter(|f| f.evidence.contains(&id)).collect();
+    let citing: Vec<_> = app
+        .findings
+        .iter()
+        .filter(|f| f.evidence.contains(&id))
+        .collect();
     if !citing.is_empty() {
         out.push(Line::styled("── findings", t.heading()));
         for f in citing {
@@ -134,14 +159,26 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
     }
     // Request.
     out.push(Line::styled(
-        format!("── request {} {}", flow.request.method, flow.request.version),
+        format!(
+            "── request {} {}",
+            flow.request.method, flow.request.version
+        ),
         t.heading(),
     ));
     headers(&mut out, &flow.request.headers, t);
-    body(&mut out, &flow.request.body, &flow.request.headers, "request body", t);
+    body(
+        &mut out,
+        &flow.request.body,
+        &flow.request.headers,
+        "request body",
+        t,
+    );
     // Response.
     if let Some(r) = &flow.response {
-        out.push(Line::styled(format!("── response {} {}", r.status, r.version), t.heading()));
+        out.push(Line::styled(
+            format!("── response {} {}", r.status, r.version),
+            t.heading(),
+        ));
         headers(&mut out, &r.headers, t);
         if flow.is_sse() || !r.sse.is_empty() {
             sse(&mut out, &r.sse, t);
@@ -209,7 +246,8 @@ fn marked(text: &str, base: Style, t: Theme) -> Line<'static> {
 fn headers(out: &mut Vec<Line<'static>>, h: &Headers, t: Theme) {
     for hd in h.iter() {
         let mut l = marked(&hd.value, Style::default(), t);
-        l.spans.insert(0, Span::styled(format!("{}: ", hd.name), t.fg(Color::Blue)));
+        l.spans
+            .insert(0, Span::styled(format!("{}: ", hd.name), t.fg(Color::Blue)));
         out.push(l);
     }
 }
@@ -239,7 +277,10 @@ fn push_text(out: &mut Vec<Line<'static>>, text: &str, t: Theme) {
         out.push(marked(l, Style::default(), t));
     }
     if total > MAX_BODY_LINES {
-        out.push(Line::styled(format!("… {} more lines", total - MAX_BODY_LINES), t.dim()));
+        out.push(Line::styled(
+            format!("… {} more lines", total - MAX_BODY_LINES),
+            t.dim(),
+        ));
     }
 }
 
@@ -280,7 +321,10 @@ pub(crate) fn render_body(bytes: &[u8], content_type: &str) -> (&'static str, St
 }
 
 fn sse(out: &mut Vec<Line<'static>>, events: &[SseEvent], t: Theme) {
-    out.push(Line::styled(format!("── SSE events ({})", events.len()), t.heading()));
+    out.push(Line::styled(
+        format!("── SSE events ({})", events.len()),
+        t.heading(),
+    ));
     let skip = events.len().saturating_sub(MAX_SSE);
     if skip > 0 {
         out.push(Line::styled(format!("… {skip} earlier events"), t.dim()));

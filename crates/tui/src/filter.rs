@@ -104,8 +104,7 @@ impl Pred {
             Pred::Method(re) => re.is_match(&row.method),
             Pred::Phase(re) => {
                 let p = row.phase();
-                !p.is_empty() && re.is_match(p)
-                    || row.role.is_some_and(|r| re.is_match(r.as_str()))
+                !p.is_empty() && re.is_match(p) || row.role.is_some_and(|r| re.is_match(r.as_str()))
             }
             Pred::Rpc(re) => row.mcp.as_deref().is_some_and(|m| re.is_match(m)),
             Pred::NoAuth => row.auth == Auth::None,

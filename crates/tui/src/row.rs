@@ -193,10 +193,12 @@ impl Row {
                     }
                 }
                 None if summary.method.eq_ignore_ascii_case("GET") => "GET stream".to_owned(),
-                None if summary.method.eq_ignore_ascii_case("DELETE") => {
-                    "end session".to_owned()
-                }
-                None if m.messages.iter().any(|r| r.dir == RpcDirection::ClientToServer) => {
+                None if summary.method.eq_ignore_ascii_case("DELETE") => "end session".to_owned(),
+                None if m
+                    .messages
+                    .iter()
+                    .any(|r| r.dir == RpcDirection::ClientToServer) =>
+                {
                     "response".to_owned()
                 }
                 None => return None,

@@ -47,7 +47,9 @@ pub fn draw(app: &App, f: &mut Frame<'_>) {
                     .areas(bottom);
             (d, fi)
         } else {
-            let fh = (app.findings.len() as u16 + 2).clamp(3, 7).min(bottom.height);
+            let fh = (app.findings.len() as u16 + 2)
+                .clamp(3, 7)
+                .min(bottom.height);
             let [fi, d] =
                 Layout::vertical([Constraint::Length(fh), Constraint::Min(0)]).areas(bottom);
             (d, fi)
@@ -83,7 +85,10 @@ fn draw_title(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
         fstyle,
     ));
     if let Some((text, _)) = &app.filter {
-        spans.push(Span::styled(format!("  filter: {text}"), t.fg(Color::Yellow)));
+        spans.push(Span::styled(
+            format!("  filter: {text}"),
+            t.fg(Color::Yellow),
+        ));
     }
     if app.follow {
         spans.push(Span::styled("  FOLLOW", t.fg(Color::Green)));
@@ -360,10 +365,7 @@ fn draw_findings(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
         return;
     }
     if app.findings.is_empty() {
-        f.render_widget(
-            Paragraph::new(Line::styled("none yet", t.dim())),
-            inner,
-        );
+        f.render_widget(Paragraph::new(Line::styled("none yet", t.dim())), inner);
         return;
     }
     let h = inner.height as usize;
@@ -386,7 +388,10 @@ fn draw_findings(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
         .map(|(i, fd)| {
             let ev: Vec<String> = fd.evidence.iter().take(4).map(|e| e.to_string()).collect();
             let mut l = Line::from(vec![
-                Span::styled(format!("{:<8} ", fd.severity.as_str()), t.severity(fd.severity)),
+                Span::styled(
+                    format!("{:<8} ", fd.severity.as_str()),
+                    t.severity(fd.severity),
+                ),
                 Span::styled(fd.id, t.bold()),
                 Span::styled(format!(" ({}) ", fd.culprit), t.dim()),
                 Span::raw(fd.summary.clone()),
@@ -508,9 +513,18 @@ fn help_lines(t: Theme) -> Vec<Line<'static>> {
         ("PgUp PgDn g G", "page, first, last (G resumes following)"),
         ("f", "follow new flows on/off"),
         ("Tab, Shift-Tab", "focus: flows → findings → detail"),
-        ("Enter", "flows: open detail · findings: jump to evidence (again: next)"),
-        ("?", "findings: the finding's explain page · elsewhere: this help"),
-        ("/", "filter (Enter applies, empty clears) · Esc clears the filter"),
+        (
+            "Enter",
+            "flows: open detail · findings: jump to evidence (again: next)",
+        ),
+        (
+            "?",
+            "findings: the finding's explain page · elsewhere: this help",
+        ),
+        (
+            "/",
+            "filter (Enter applies, empty clears) · Esc clears the filter",
+        ),
     ];
     let mut out: Vec<Line<'static>> = keys
         .iter()
@@ -522,7 +536,10 @@ fn help_lines(t: Theme) -> Vec<Line<'static>> {
         })
         .collect();
     out.push(Line::from(""));
-    out.push(Line::styled("filters (mitmproxy style, regexes ignore case)", t.heading()));
+    out.push(Line::styled(
+        "filters (mitmproxy style, regexes ignore case)",
+        t.heading(),
+    ));
     for l in [
         "~d REGEX host · ~u REGEX host+path · ~p REGEX path · ~m REGEX method",
         "~c 401 | 4xx status · ~ph token phase · ~rpc tools/call MCP method",

@@ -8,8 +8,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use insta::assert_snapshot;
 use mcptap_analyze::Analyzer;
 use mcptap_flow::{
-    redact, CapturedBody, Flow, FlowEvent, FlowId, FlowState, Headers, Request, Response,
-    SseEvent, Timings, TlsInfo,
+    redact, CapturedBody, Flow, FlowEvent, FlowId, FlowState, Headers, Request, Response, SseEvent,
+    Timings, TlsInfo,
 };
 use mcptap_tui::{render, update, App, Focus, Msg, Options};
 use ratatui::backend::TestBackend;
@@ -178,13 +178,25 @@ fn dance() -> Vec<Flow> {
 /// A token is issued and never sent: the MCP endpoint keeps answering 401 (token-not-sent).
 fn token_not_sent() -> Vec<Flow> {
     vec![
-        f(1, 0, "POST", MCP, 401).req("application/json", INIT).build(),
-        f(2, 1000, "POST", "https://mcp.example.com/token", 200)
-            .req("application/x-www-form-urlencoded", "grant_type=authorization_code&code=abc")
-            .resp("application/json", r#"{"access_token":"tok-abcdefgh","token_type":"Bearer","expires_in":3600}"#)
+        f(1, 0, "POST", MCP, 401)
+            .req("application/json", INIT)
             .build(),
-        f(3, 2000, "POST", MCP, 401).req("application/json", INIT).build(),
-        f(4, 40_000, "POST", MCP, 401).req("application/json", INIT).build(),
+        f(2, 1000, "POST", "https://mcp.example.com/token", 200)
+            .req(
+                "application/x-www-form-urlencoded",
+                "grant_type=authorization_code&code=abc",
+            )
+            .resp(
+                "application/json",
+                r#"{"access_token":"tok-abcdefgh","token_type":"Bearer","expires_in":3600}"#,
+            )
+            .build(),
+        f(3, 2000, "POST", MCP, 401)
+            .req("application/json", INIT)
+            .build(),
+        f(4, 40_000, "POST", MCP, 401)
+            .req("application/json", INIT)
+            .build(),
     ]
 }
 
@@ -206,12 +218,22 @@ fn live(flows: Vec<Flow>) -> App {
         started.response = None;
         started.state = FlowState::Pending;
         started.request.body = CapturedBody::default();
-        update(&mut app, Msg::Event(FlowEvent::RequestStarted { flow: Box::new(started) }));
+        update(
+            &mut app,
+            Msg::Event(FlowEvent::RequestStarted {
+                flow: Box::new(started),
+            }),
+        );
         let found = analyzer.push(&flow);
         let id = flow.id;
-        update(&mut app, Msg::Event(FlowEvent::Completed { flow: Box::new(flow) }));
+        update(
+            &mut app,
+            Msg::Event(FlowEvent::Completed {
+                flow: Box::new(flow),
+            }),
+        );
         if let Some(s) = analyzer.summary(id) {
-            update(&mut app, Msg::Classified(s.clone()));
+            update(&mut app, Msg::Classified(Box::new(s.clone())));
         }
         if !found.is_empty() {
             update(&mut app, Msg::Findings(analyzer.findings()));
@@ -243,10 +265,18 @@ fn empty() {
 #[test]
 fn oauth_dance() {
     let report = mcptap_analyze::analyze(&dance());
-    assert!(report.findings.is_empty(), "a healthy dance: {:?}", report.findings);
+    assert!(
+        report.findings.is_empty(),
+        "a healthy dance: {:?}",
+        report.findings
+    );
     let mut app = live(dance());
     assert!(app.following());
-    assert_eq!(app.selected_id(), Some(FlowId(7)), "follow mode selects the newest flow");
+    assert_eq!(
+        app.selected_id(),
+        Some(FlowId(7)),
+        "follow mode selects the newest flow"
+    );
     let shot = frame(&mut app, 140, 30);
     for phase in ["PRM", "AS meta", "register", "token", "MCP"] {
         assert!(shot.contains(phase), "{phase} missing:\n{shot}");
@@ -262,11 +292,17 @@ fn selected_sse_flow() {
     assert_eq!(app.focus(), Focus::Detail);
     frame(&mut app, 140, 40);
     // Scroll the detail pane down to the response.
-    keys(&mut app, std::iter::repeat_with(|| Msg::key(KeyCode::Char('j'))).take(22));
+    keys(
+        &mut app,
+        std::iter::repeat_with(|| Msg::key(KeyCode::Char('j'))).take(22),
+    );
     let shot = frame(&mut app, 140, 40);
     assert!(shot.contains("SSE events (2)"), "{shot}");
     assert!(shot.contains("00:00:02.250 event=message"), "{shot}");
-    assert!(!shot.contains("sig-abcdef"), "the token never shows: {shot}");
+    assert!(
+        !shot.contains("sig-abcdef"),
+        "the token never shows: {shot}"
+    );
     assert_snapshot!(shot);
 }
 
@@ -305,7 +341,10 @@ fn filter_applied() {
     keys(&mut app, [Msg::key(KeyCode::Enter)]);
     assert_eq!(app.visible_len(), 2);
     let shot = frame(&mut app, 140, 20);
-    assert!(shot.contains("2/7 flows") && shot.contains("filter: ~ph token | ~c 401"), "{shot}");
+    assert!(
+        shot.contains("2/7 flows") && shot.contains("filter: ~ph token | ~c 401"),
+        "{shot}"
+    );
     assert_snapshot!(shot);
     // A bad expression says why and keeps the old filter.
     keys(&mut app, [Msg::key(KeyCode::Char('/'))]);
@@ -337,7 +376,12 @@ fn scrolling_leaves_follow_mode_and_g_resumes_it() {
     // New traffic does not move the selection while not following.
     let mut more = dance().pop().unwrap();
     more.id = FlowId(8);
-    update(&mut app, Msg::Event(FlowEvent::Completed { flow: Box::new(more) }));
+    update(
+        &mut app,
+        Msg::Event(FlowEvent::Completed {
+            flow: Box::new(more),
+        }),
+    );
     assert_eq!(app.selected_id(), Some(FlowId(5)));
     keys(&mut app, [Msg::key(KeyCode::Char('G'))]);
     assert!(app.following());
@@ -353,7 +397,12 @@ fn live_sse_events_show_as_they_arrive() {
     let mut started = flow.clone();
     started.response = None;
     started.state = FlowState::Pending;
-    update(&mut app, Msg::Event(FlowEvent::RequestStarted { flow: Box::new(started) }));
+    update(
+        &mut app,
+        Msg::Event(FlowEvent::RequestStarted {
+            flow: Box::new(started),
+        }),
+    );
     update(
         &mut app,
         Msg::Event(FlowEvent::ResponseHead {
@@ -382,7 +431,10 @@ fn live_sse_events_show_as_they_arrive() {
         }),
     );
     let shot = frame(&mut app, 140, 100);
-    assert!(shot.contains("SSE events (2)") && shot.contains("(2 ev)"), "{shot}");
+    assert!(
+        shot.contains("SSE events (2)") && shot.contains("(2 ev)"),
+        "{shot}"
+    );
 }
 
 #[test]
@@ -393,7 +445,10 @@ fn q_and_ctrl_c_quit() {
     let mut app = App::new(opts());
     keys(
         &mut app,
-        [Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL))],
+        [Msg::Key(KeyEvent::new(
+            KeyCode::Char('c'),
+            KeyModifiers::CONTROL,
+        ))],
     );
     assert!(app.should_quit());
 }
@@ -407,7 +462,10 @@ fn old_flows_keep_their_row_but_not_their_body() {
     for i in 1..=10u64 {
         let mut fl = dance()[1].clone();
         fl.id = FlowId(i);
-        update(&mut app, Msg::Event(FlowEvent::Completed { flow: Box::new(fl) }));
+        update(
+            &mut app,
+            Msg::Event(FlowEvent::Completed { flow: Box::new(fl) }),
+        );
     }
     assert_eq!(app.rows().len(), 10);
     keys(&mut app, [Msg::key(KeyCode::Char('g'))]);
@@ -423,5 +481,8 @@ fn read_only_session_view() {
     assert!(!app.following());
     assert_eq!(app.selected_id(), Some(FlowId(1)));
     let shot = frame(&mut app, 140, 30);
-    assert!(shot.contains("read-only") && shot.contains("tools/call echo"), "{shot}");
+    assert!(
+        shot.contains("read-only") && shot.contains("tools/call echo"),
+        "{shot}"
+    );
 }
