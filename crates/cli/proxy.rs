@@ -4,6 +4,7 @@ use crate::args::ProxyArgs;
 use anyhow::Context as _;
 use mcptap_flow::FlowEvent;
 use mcptap_proxy::{EventReceiver, Proxy, ProxyConfig, ProxyError, UpstreamTrust};
+use std::collections::HashSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -403,6 +404,8 @@ impl Sink {
             quiet,
             analyzer: mcptap_analyze::Analyzer::new(mcptap_analyze::Options {
                 reverse_proxy: reverse,
+                // The proxy may run for days: other traffic is counted, not listed.
+                keep_other_flows: false,
                 ..Default::default()
             }),
             journal,
@@ -432,9 +435,7 @@ impl Sink {
                     if n == 0 {
                         break;
                     }
-                    for ev in batch.drain(..) {
-                        self.event(ev);
-                    }
+                    self.batch(&mut batch);
                     // Let events gather: one wake-up per few milliseconds instead of one per
                     // event keeps the consumer off the proxy's threads (the channel is large).
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -445,8 +446,9 @@ impl Sink {
                 }
                 _ = &mut stop => {
                     while let Some(ev) = rx.try_recv() {
-                        self.event(ev);
+                        batch.push(ev);
                     }
+                    self.batch(&mut batch);
                     eprintln!("mcptap: some connections did not close in time; stopping anyway");
                     break;
                 }
@@ -455,32 +457,77 @@ impl Sink {
         self.dropped = rx.dropped();
     }
 
-    /// Handles one event from the engine (what [`Sink::consume`] does for each).
+    /// Handles one event from the engine.
     pub fn feed(&mut self, ev: FlowEvent) {
-        self.event(ev);
+        self.event(ev, false);
+        self.flush_journal();
     }
 
-    fn event(&mut self, mut ev: FlowEvent) {
+    /// Handles a batch of events, in order, then flushes the journal once.
+    ///
+    /// A flow that starts and finishes within one batch needs only its final event in the
+    /// journal: the head lines would repeat what the final line holds whole (the journal reader
+    /// and the views take a final flow without a start). Flows with server-sent events in the
+    /// batch keep every line, so that no event is lost past the flow's capture limit.
+    fn batch(&mut self, batch: &mut Vec<FlowEvent>) {
+        let mut whole: HashSet<mcptap_flow::FlowId> = batch
+            .iter()
+            .filter(|e| e.is_final())
+            .map(FlowEvent::flow_id)
+            .collect();
+        for e in batch.iter() {
+            if let FlowEvent::Sse { id, .. } = e {
+                whole.remove(id);
+            }
+        }
+        for ev in batch.drain(..) {
+            let redundant = matches!(
+                ev,
+                FlowEvent::RequestStarted { .. } | FlowEvent::ResponseHead { .. }
+            ) && whole.contains(&ev.flow_id());
+            self.event(ev, redundant);
+        }
+        self.flush_journal();
+    }
+
+    /// Flushes the journal to the OS (once per batch: what finished is readable after a crash).
+    fn flush_journal(&mut self) {
+        if let Some(j) = self.journal.as_mut() {
+            if let Err(e) = j.flush() {
+                self.journal_error(e);
+            }
+        }
+    }
+
+    fn journal_error(&mut self, e: mcptap_store::StoreError) {
+        // Keep proxying: losing the recording must not break the user's client.
+        if !self.journal_failed {
+            let msg = format!("mcptap: error: recording failed, traffic still flows: {e}");
+            match &self.ui {
+                Some(ui) => {
+                    ui.send(mcptap_tui::Msg::Notice(msg));
+                }
+                None => eprintln!("{msg}"),
+            }
+            self.journal_failed = true;
+        }
+    }
+
+    /// One event; `redundant` head events (see [`Sink::batch`]) only reach a terminal view.
+    fn event(&mut self, mut ev: FlowEvent, redundant: bool) {
         if let FlowEvent::Body { .. } = ev {
             if let Some(ui) = &self.ui {
                 ui.send(mcptap_tui::Msg::Event(ev));
             }
             return; // progress only matters to a live terminal view
         }
+        if redundant && self.ui.is_none() {
+            return;
+        }
         mcptap_store::prepare_event(&mut ev, &self.prepare);
-        if let Some(j) = self.journal.as_mut() {
-            if let Err(e) = j.record(&ev) {
-                // Keep proxying: losing the recording must not break the user's client.
-                if !self.journal_failed {
-                    let msg = format!("mcptap: error: recording failed, traffic still flows: {e}");
-                    match &self.ui {
-                        Some(ui) => {
-                            ui.send(mcptap_tui::Msg::Notice(msg));
-                        }
-                        None => eprintln!("{msg}"),
-                    }
-                    self.journal_failed = true;
-                }
+        if let Some(j) = self.journal.as_mut().filter(|_| !redundant) {
+            if let Err(e) = j.record_unflushed(&ev) {
+                self.journal_error(e);
             }
         }
         if let Some(ui) = &self.ui {
@@ -575,5 +622,143 @@ impl Sink {
             report: self.analyzer.finish(),
             session_dir,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcptap_flow::{Flow, FlowId, FlowState, SseEvent};
+
+    fn flow(id: u64) -> Flow {
+        Flow {
+            id: FlowId(id),
+            host: "mcp.example".into(),
+            port: 443,
+            request: mcptap_flow::Request {
+                method: "POST".into(),
+                url: format!("https://mcp.example/mcp?n={id}"),
+                ..Default::default()
+            },
+            timings: mcptap_flow::Timings {
+                started: 1_000 + id as i64,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn head(id: u64) -> FlowEvent {
+        FlowEvent::ResponseHead {
+            id: FlowId(id),
+            at: 2_000,
+            status: 200,
+            version: mcptap_flow::HttpVersion::Http11,
+            headers: Default::default(),
+        }
+    }
+
+    fn done(id: u64) -> FlowEvent {
+        let mut f = flow(id);
+        f.state = FlowState::Completed;
+        f.response = Some(mcptap_flow::Response {
+            status: 200,
+            ..Default::default()
+        });
+        f.timings.finished = Some(3_000);
+        FlowEvent::Completed { flow: Box::new(f) }
+    }
+
+    fn started(id: u64) -> FlowEvent {
+        FlowEvent::RequestStarted {
+            flow: Box::new(flow(id)),
+        }
+    }
+
+    fn types(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{}:{}",
+                    v["type"].as_str().unwrap(),
+                    v["flow"]["id"]
+                        .as_u64()
+                        .or(v["id"].as_u64())
+                        .map_or(String::new(), |i| i.to_string())
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_writes_flows_finished_in_it_once_and_keeps_the_rest_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join("s");
+        let journal =
+            mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test"))
+                .unwrap();
+        let path = journal.path().to_owned();
+        let mut sink = Sink::new(true, false, Some(journal), Default::default());
+        let sse = FlowEvent::Sse {
+            id: FlowId(3),
+            event: SseEvent {
+                at: 2_500,
+                data: "{}".into(),
+                ..Default::default()
+            },
+        };
+        // 1 starts and ends in the batch; 2 only starts; 3 streams an event and ends.
+        let mut batch = vec![
+            started(1),
+            started(2),
+            head(1),
+            started(3),
+            head(3),
+            sse,
+            done(1),
+            done(3),
+        ];
+        sink.batch(&mut batch);
+        assert!(batch.is_empty());
+        // Flushed at the end of the batch: readable before the session closes.
+        assert_eq!(
+            types(&path),
+            [
+                "session:",
+                "request_started:2",
+                "request_started:3",
+                "response_head:3",
+                "sse:3",
+                "completed:1",
+                "completed:3"
+            ]
+        );
+        // 2's response head comes in a batch of its own, its end in the next one.
+        sink.batch(&mut vec![head(2)]);
+        sink.batch(&mut vec![done(2)]);
+        let summary = sink.close();
+        assert_eq!(summary.flows, 3);
+        let t = types(&path);
+        assert_eq!(&t[7..], ["response_head:2", "completed:2", "end:"]);
+        // Every flow comes back whole from the journal, in start order.
+        let har = std::fs::read_to_string(session.join(mcptap_store::HAR_FILE)).unwrap();
+        let har: serde_json::Value = serde_json::from_str(&har).unwrap();
+        let urls: Vec<&str> = har["log"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["request"]["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "https://mcp.example/mcp?n=1",
+                "https://mcp.example/mcp?n=2",
+                "https://mcp.example/mcp?n=3"
+            ]
+        );
     }
 }

@@ -290,8 +290,14 @@ fn known_redirect(known: &Known, url: &Url) -> bool {
 /// Every JSON-RPC message in the request body and the response (JSON body or SSE events).
 fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
     let mut out = Vec::new();
-    if let Some(v) = util::request_json(flow) {
-        push_messages(&mut out, v, RpcDirection::ClientToServer, false);
+    // Every JSON-RPC 2.0 message names `"jsonrpc"`: bodies without the word are not parsed
+    // (most traffic through a proxy is not MCP).
+    let mentions =
+        |b: &mcptap_flow::CapturedBody| b.as_str().is_some_and(|s| s.contains("jsonrpc"));
+    if mentions(&flow.request.body) {
+        if let Some(v) = util::request_json(flow) {
+            push_messages(&mut out, v, RpcDirection::ClientToServer, false);
+        }
     }
     if let Some(resp) = &flow.response {
         if flow.is_sse() {
@@ -304,14 +310,16 @@ fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
             };
             for e in events {
                 let data = e.data.trim();
-                if data.starts_with('{') || data.starts_with('[') {
+                if (data.starts_with('{') || data.starts_with('[')) && data.contains("jsonrpc") {
                     if let Ok(v) = serde_json::from_str::<Value>(data) {
                         push_messages(&mut out, v, RpcDirection::ServerToClient, true);
                     }
                 }
             }
-        } else if let Some(v) = util::response_json(flow) {
-            push_messages(&mut out, v, RpcDirection::ServerToClient, false);
+        } else if mentions(&resp.body) {
+            if let Some(v) = util::response_json(flow) {
+                push_messages(&mut out, v, RpcDirection::ServerToClient, false);
+            }
         }
     }
     // Name responses after the request with the same id in this flow.

@@ -34,6 +34,10 @@ pub struct Options {
     pub reverse_proxy: bool,
     /// At most this many evidence flow ids per finding (16).
     pub max_evidence: usize,
+    /// Keep the summary of every flow for [`Report::flows`] (the default). A live proxy that
+    /// runs for days turns it off: flows that are neither OAuth nor MCP are then counted
+    /// ([`Environment::unlisted_flows`]) instead of listed, so memory does not grow with them.
+    pub keep_other_flows: bool,
 }
 
 impl Default for Options {
@@ -45,6 +49,7 @@ impl Default for Options {
             stale_grace: Duration::from_secs(2),
             reverse_proxy: false,
             max_evidence: 16,
+            keep_other_flows: true,
         }
     }
 }
@@ -336,6 +341,10 @@ pub struct Analyzer {
     pub(crate) first_started: Option<Micros>,
     pub(crate) known: Known,
     pub(crate) flows: Vec<FlowSummary>,
+    /// The last flow not kept in `flows` (see [`Options::keep_other_flows`]), for
+    /// [`Analyzer::summary`].
+    pub(crate) last_unlisted: Option<FlowSummary>,
+    pub(crate) unlisted: u64,
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) endpoint_index: HashMap<String, usize>,
     pub(crate) prms: Vec<Prm>,
@@ -379,6 +388,8 @@ impl Analyzer {
             first_started: None,
             known: Known::default(),
             flows: Vec::new(),
+            last_unlisted: None,
+            unlisted: 0,
             endpoints: Vec::new(),
             endpoint_index: HashMap::new(),
             prms: Vec::new(),
@@ -485,7 +496,10 @@ impl Analyzer {
     /// The summary (role, MCP facts, credentials) of a flow already pushed; `None` for a tunnel
     /// or an unknown id. Cheap for the flow just pushed (live views call it after each push).
     pub fn summary(&self, id: FlowId) -> Option<&FlowSummary> {
-        self.flows.iter().rev().find(|f| f.id == id)
+        self.last_unlisted
+            .as_ref()
+            .filter(|f| f.id == id)
+            .or_else(|| self.flows.iter().rev().find(|f| f.id == id))
     }
 
     /// Builds the report of the current state (without ending the session).
@@ -508,6 +522,7 @@ impl Analyzer {
         env.first_started = self.first_started;
         env.last_activity = self.now;
         env.mcp_endpoints = self.endpoints.iter().map(|e| e.key.clone()).collect();
+        env.unlisted_flows = self.unlisted;
         let mut vis = self.vis.clone();
         vis.not_checked.sort_unstable();
         vis.not_checked.dedup();
@@ -652,7 +667,7 @@ impl Analyzer {
             protocol_version: c.protocol_version.clone(),
             negotiated_version: c.negotiated.clone(),
         });
-        self.flows.push(FlowSummary {
+        let summary = FlowSummary {
             id: c.id,
             started: c.started,
             role: c.role,
@@ -668,7 +683,13 @@ impl Analyzer {
                 .last()
                 .filter(|t| t.flow == c.id)
                 .map(|t| t.fp.clone()),
-        });
+        };
+        if !self.opts.keep_other_flows && c.role == Role::Other {
+            self.unlisted += 1;
+            self.last_unlisted = Some(summary);
+        } else {
+            self.flows.push(summary);
+        }
     }
 
     fn run_pending(&mut self, at_end: bool, moved_on: Option<(Role, Micros)>) {

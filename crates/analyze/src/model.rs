@@ -415,6 +415,14 @@ pub struct Environment {
     /// Time of the last activity (µs since the epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<Micros>,
+    /// Flows that were neither OAuth nor MCP and were counted instead of listed in
+    /// [`Report::flows`] (live analysis only; see `Options::keep_other_flows`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlisted_flows: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The result of an analysis.

@@ -80,7 +80,7 @@ pub fn render_text(report: &Report) -> String {
     let _ = writeln!(
         out,
         "mcptap analysis: {} flow(s), {} MCP endpoint(s), {} authorization server(s), {} finding(s)",
-        report.flows.len(),
+        report.flows.len() as u64 + report.environment.unlisted_flows,
         env.mcp_endpoints.len(),
         env.authorization_servers.len(),
         report.findings.len()
@@ -265,7 +265,7 @@ pub fn render_markdown(report: &Report, flows: &[Flow], opts: &MarkdownOptions) 
     let _ = writeln!(
         out,
         "- Capture: {} HTTP flow(s){span}; browser /authorize captured: {}",
-        report.flows.len(),
+        report.flows.len() as u64 + report.environment.unlisted_flows,
         if report.visibility.authorize_seen {
             "yes"
         } else {

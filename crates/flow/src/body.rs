@@ -59,38 +59,53 @@ impl CapturedBody {
 }
 
 /// On disk a body is `{"text": …}` when it is UTF-8 and `{"base64": …}` otherwise.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct BodyRepr {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     base64: Option<String>,
     #[serde(default)]
     total_len: u64,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     truncated: bool,
     #[serde(default)]
     state: BodyState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     encoding: Option<String>,
+}
+
+/// [`BodyRepr`] borrowing the body, for writing (no copy of UTF-8 bodies).
+#[derive(Serialize)]
+struct BodyReprRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base64: Option<String>,
+    total_len: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+    state: BodyState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<&'a str>,
 }
 
 impl Serialize for CapturedBody {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (text, base64) = match std::str::from_utf8(&self.bytes) {
-            Ok(t) => (Some(t.to_owned()), None),
+            Ok(t) => (Some(t), None),
             Err(_) => (
                 None,
                 Some(base64::engine::general_purpose::STANDARD.encode(&self.bytes)),
             ),
         };
-        BodyRepr {
+        BodyReprRef {
             text,
             base64,
             total_len: self.total_len,
             truncated: self.truncated,
             state: self.state,
-            encoding: self.encoding.clone(),
+            encoding: self.encoding.as_deref(),
         }
         .serialize(s)
     }

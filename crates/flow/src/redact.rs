@@ -585,7 +585,11 @@ impl Redactor {
         let mut i = 0;
         while i < input.len() {
             if input[i] != b'"' {
-                i += 1;
+                // Jump to the next string (bodies that are not JSON have few or none).
+                match memchr::memchr(b'"', &input[i..]) {
+                    Some(k) => i += k,
+                    None => break,
+                }
                 continue;
             }
             let StrEnd::Closed(kend) = string_end(input, i) else {

@@ -146,7 +146,8 @@ impl Recorder {
                 flow.error = Some(e);
             }
             flow.state = classify_end(flow);
-            flow.clone()
+            // Nothing reads the flow once it is finished: hand it over instead of copying.
+            std::mem::take(flow)
         };
         if let Some(obs) = &self.observer {
             obs.observe(&flow);
@@ -221,7 +222,13 @@ struct Capture {
 }
 
 impl Capture {
-    fn push(&mut self, data: &Bytes, rec: &Recorder, id: FlowId, dir: Direction) {
+    fn push(&mut self, data: &Bytes, rec: &Recorder, id: FlowId, dir: Direction, hint: u64) {
+        if self.total == 0 && self.buf.capacity() == 0 {
+            // One allocation for the whole capture when the length is announced, instead of
+            // doubling (and copying) its way up to the limit.
+            let want = usize::try_from(hint).unwrap_or(usize::MAX).min(self.limit);
+            self.buf.reserve(want.max(data.len().min(self.limit)));
+        }
         self.total += data.len() as u64;
         let room = self.limit.saturating_sub(self.buf.len());
         if room >= data.len() {
@@ -341,12 +348,14 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let res = std::task::ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let res = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         match res {
             Some(Ok(frame)) => {
                 if let (Some(data), Some((rec, cap))) = (frame.data_ref(), this.state.as_mut()) {
-                    cap.push(data, rec, *this.id, *this.dir);
+                    // What is left of the body after this frame, plus this frame.
+                    let hint = this.inner.size_hint().lower() + data.len() as u64;
+                    cap.push(data, rec, *this.id, *this.dir, hint);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

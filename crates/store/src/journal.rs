@@ -14,9 +14,12 @@
 //! ```
 //!
 //! Event lines are exactly [`FlowEvent`]'s serde form. `body` progress events are not written
-//! (they carry nothing the final flow lacks). Every line is written whole and flushed to the OS
-//! at once (no fsync per line: a process crash loses nothing, a power cut may lose the last
-//! seconds); [`Journal::finish`] fsyncs, then writes `session.har` atomically.
+//! (they carry nothing the final flow lacks). Every line is written whole; [`Journal::record`]
+//! flushes to the OS at each line that finishes something, and the proxy, which takes events in
+//! batches of a few milliseconds, flushes once per batch (no fsync per line: a process crash
+//! loses nothing that was flushed, a power cut may lose the last seconds). A flow that starts and
+//! finishes within one batch is written as its final line only. [`Journal::finish`] fsyncs,
+//! then writes `session.har` atomically.
 
 use crate::error::StoreError;
 use crate::export::{export_journal, write_atomic, ExportOptions};
@@ -185,6 +188,20 @@ impl Journal {
     /// flow and loses nothing that had finished. `Body` progress events are skipped; returns
     /// whether a line was written.
     pub fn record(&mut self, event: &FlowEvent) -> Result<bool, StoreError> {
+        let flush = matches!(
+            event,
+            FlowEvent::Completed { .. } | FlowEvent::Failed { .. } | FlowEvent::Sse { .. }
+        );
+        let written = self.record_unflushed(event)?;
+        if written && flush {
+            self.flush()?;
+        }
+        Ok(written)
+    }
+
+    /// Appends one event like [`Journal::record`] but leaves it in the buffer: a caller that
+    /// takes events in batches (the proxy) calls [`Journal::flush`] once per batch.
+    pub fn record_unflushed(&mut self, event: &FlowEvent) -> Result<bool, StoreError> {
         if matches!(event, FlowEvent::Body { .. }) {
             return Ok(false);
         }
@@ -193,15 +210,16 @@ impl Journal {
         let res = serde_json::to_writer(&mut buf, event);
         self.line = buf;
         res.map_err(|e| self.write_err(e.into()))?;
-        let flush = matches!(
-            event,
-            FlowEvent::Completed { .. } | FlowEvent::Failed { .. } | FlowEvent::Sse { .. }
-        );
-        self.write_line(flush)?;
+        self.write_line(false)?;
         if event.is_final() {
             self.flows += 1;
         }
         Ok(true)
+    }
+
+    /// Hands everything appended so far to the OS (a crash of mcptap then loses none of it).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.out.flush().map_err(|e| self.write_err(e))
     }
 
     /// Flushes and fsyncs the journal.

@@ -77,3 +77,38 @@ fn completion_order_is_what_live_sees() {
     assert!(live.findings.is_empty(), "{:#?}", live.findings);
     assert_eq!(live, analyze(&s.flows));
 }
+
+#[test]
+fn other_traffic_is_counted_not_listed_when_asked_and_findings_do_not_change() {
+    let mut s = Scenario::new();
+    dance(&mut s);
+    let cdn =
+        s.add(FlowBuilder::get("https://cdn.example/app.js").resp_body("text/javascript", "x")); // #6
+    s.add(init_401()); // #7: the token is not sent
+    let last = s.add(FlowBuilder::get("https://cdn.example/style.css").resp_body("text/css", "y")); // #8
+
+    let mut a = Analyzer::new(Options {
+        keep_other_flows: false,
+        ..Options::default()
+    });
+    for f in &s.flows {
+        a.push(f);
+        // The flow just pushed can always be looked up (live views classify it at once).
+        assert_eq!(a.summary(f.id).map(|x| x.id), Some(f.id));
+    }
+    assert!(
+        a.summary(cdn).is_none(),
+        "an older unlisted flow is not kept"
+    );
+    let live = a.finish();
+    let full = analyze(&s.flows);
+    assert_eq!(live.findings, full.findings);
+    assert_eq!(live.environment.unlisted_flows, 2);
+    assert_eq!(full.environment.unlisted_flows, 0);
+    let listed: Vec<u64> = live.flows.iter().map(|f| f.id.0).collect();
+    assert_eq!(listed, vec![1, 2, 3, 4, 5, 7]);
+    assert_eq!(full.flows.len(), 8);
+    assert!(full.flows.iter().any(|f| f.id == last));
+    // The text report still counts every flow.
+    assert!(mcptap_analyze::render_text(&live).starts_with("mcptap analysis: 8 flow(s)"));
+}
