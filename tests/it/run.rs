@@ -897,11 +897,14 @@ fn claude(peers: &Path, home: &Path) -> Command {
     c
 }
 
-/// `mcptap run` wrapping `argv` with Claude Code's isolation.
+/// `mcptap run` wrapping `argv` with Claude Code's isolation; the session is recorded in
+/// `session` (`-w`), the line view goes to `log`.
+#[allow(clippy::too_many_arguments)]
 fn claude_under_run(
     peers: &Path,
     home: &Path,
     conf: &Path,
+    session: &Path,
     log: &Path,
     pki: &TestPki,
     argv: &[String],
@@ -922,7 +925,9 @@ fn claude_under_run(
         .arg("run")
         .arg("--confdir")
         .arg(conf)
-        .args(["--no-save", "--upstream-ca"])
+        .arg("-w")
+        .arg(session)
+        .arg("--upstream-ca")
         .arg(pki.ca_path())
         .arg("--log-file")
         .arg(log)
@@ -933,7 +938,8 @@ fn claude_under_run(
 
 /// Claude Code under `mcptap run`: its health check of an OAuth-protected server (the 401
 /// challenge and the metadata discovery) goes through mcptap, then a headless `mcp login`
-/// runs the whole OAuth dance through mcptap and the server shows as connected.
+/// runs the whole OAuth dance through mcptap and the server shows as connected. Each run is
+/// recorded (`-w`), and `mcptap analyze` finds nothing wrong in any of the three sessions.
 #[test]
 fn run_sees_claude_code_discover_log_in_and_connect() {
     let peers = node_peers();
@@ -954,8 +960,18 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
         "mcp".into(),
         "list".into(),
     ];
+    let list_session = conf.path().join("sessions").join("list");
     let log = conf.path().join("list.log");
-    let out = claude_under_run(&peers, home.path(), conf.path(), &log, &pki, &list, &[]);
+    let out = claude_under_run(
+        &peers,
+        home.path(),
+        conf.path(),
+        &list_session,
+        &log,
+        &pki,
+        &list,
+        &[],
+    );
     assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", dump(&out));
     assert!(
         out.stdout.contains("tapped") && out.stdout.contains("Needs authentication"),
@@ -975,6 +991,8 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
         );
     }
 
+    let list_out = out;
+
     // Headless login: a pseudo-terminal (script) and a BROWSER that follows the authorize
     // redirect with curl into Claude Code's loopback callback. curl runs under mcptap run as
     // well, so the authorize request and the callback go through mcptap too.
@@ -990,12 +1008,14 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    let login_session = conf.path().join("sessions").join("login");
     let log = conf.path().join("login.log");
     let login = format!("'{}' mcp login tapped", claude_bin.display());
     let out = claude_under_run(
         &peers,
         home.path(),
         conf.path(),
+        &login_session,
         &log,
         &pki,
         &["script".into(), "-qec".into(), login, "/dev/null".into()],
@@ -1018,8 +1038,20 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
         );
     }
 
+    let login_out = out;
+
+    let connected_session = conf.path().join("sessions").join("connected");
     let log = conf.path().join("connected.log");
-    let out = claude_under_run(&peers, home.path(), conf.path(), &log, &pki, &list, &[]);
+    let out = claude_under_run(
+        &peers,
+        home.path(),
+        conf.path(),
+        &connected_session,
+        &log,
+        &pki,
+        &list,
+        &[],
+    );
     assert!(out.stdout.contains("Connected"), "{}", dump(&out));
     let lines = read(&log);
     assert!(
@@ -1028,4 +1060,146 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
             .any(|l| l.contains(&format!("POST {origin}/mcp -> 200")) && l.contains("[Bearer ")),
         "{lines}"
     );
+
+    // What the analyzer makes of each recorded session: healthy traffic from a client nobody
+    // here wrote, so no false findings. The live analyzer's closing summary agrees.
+    //
+    // `mcp list` without a token: Claude Code probes with `server/discover`, gets the 401
+    // challenge, reads both metadata documents and stops, showing "Needs authentication". That
+    // is a client correctly stopping for want of credentials, and the server challenged as the
+    // spec says (Bearer, resource_metadata, metadata at the path-inserted URL): nothing to find.
+    let report = analyze_session(&list_session);
+    assert_no_findings(&report, "mcp list (no token yet)");
+    assert_eq!(
+        live_findings(&list_out.stderr),
+        Some(0),
+        "{}",
+        dump(&list_out)
+    );
+
+    // `mcp login`: discovery, registration (a public client, `none`), authorize, callback,
+    // token, then the process exits before any MCP request. The token's 30 s "unused" deadline
+    // is not due when the capture ends, so it is a note, never a finding.
+    let report = analyze_session(&login_session);
+    assert_no_findings(&report, "mcp login");
+    assert_eq!(
+        live_findings(&login_out.stderr),
+        Some(0),
+        "{}",
+        dump(&login_out)
+    );
+    let tokens = &report["stories"][0]["tokens"];
+    assert_eq!(report["stories"][0]["resource"], server.url().as_str());
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1), "{report:#}");
+    let issued = tokens[0]["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(tokens[0]["uses"], 0);
+    assert!(
+        report["visibility"]["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains(&issued)
+                && n.as_str().unwrap().contains("too early to say")),
+        "the unused token is a note: {:#}",
+        report["visibility"]
+    );
+
+    // `mcp list` with the stored token: every MCP request carries the token the login run was
+    // issued (fingerprints correlate across sessions), and nothing is wrong.
+    let report = analyze_session(&connected_session);
+    assert_no_findings(&report, "mcp list (connected)");
+    assert_eq!(live_findings(&out.stderr), Some(0), "{}", dump(&out));
+    let mcp: Vec<&serde_json::Value> = report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["role"] == "mcp")
+        .collect();
+    assert!(!mcp.is_empty(), "{report:#}");
+    for f in mcp {
+        assert_eq!(f["auth"]["fingerprint"], issued.as_str(), "{f:#}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Analysis of recorded sessions
+
+/// The report `mcptap analyze DIR --json` makes of a session `mcptap run -w DIR` recorded. Its
+/// exit status must agree with the report: 1 when a finding is at the default `--fail-on`
+/// (high) or above, else 0.
+fn analyze_session(dir: &Path) -> serde_json::Value {
+    let out = mcptap()
+        .arg("analyze")
+        .arg(dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "mcptap analyze {} --json: {e}\n{stdout}\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let fails = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| matches!(f["severity"].as_str(), Some("high" | "critical")));
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(fails)),
+        "{}",
+        describe(&report)
+    );
+    report
+}
+
+/// The flows and findings of a report, one line each, for assertion messages.
+fn describe(report: &serde_json::Value) -> String {
+    let mut out = String::from("flows:\n");
+    for f in report["flows"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  #{} {} {} {} -> {} auth={}\n",
+            f["id"],
+            f["role"].as_str().unwrap_or("?"),
+            f["method"].as_str().unwrap_or("?"),
+            f["url"].as_str().unwrap_or("?"),
+            f["status"],
+            f["auth"]["fingerprint"].as_str().unwrap_or("-"),
+        ));
+    }
+    out.push_str("findings:\n");
+    for f in report["findings"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  [{}] {} {} ({}): {} evidence {}\n",
+            f["severity"].as_str().unwrap_or("?"),
+            f["id"].as_str().unwrap_or("?"),
+            f["subcase"].as_str().unwrap_or(""),
+            f["culprit"].as_str().unwrap_or("?"),
+            f["summary"].as_str().unwrap_or(""),
+            f["evidence"],
+        ));
+    }
+    out.push_str(&format!("notes: {}\n", report["visibility"]["notes"]));
+    out
+}
+
+fn assert_no_findings(report: &serde_json::Value, what: &str) {
+    assert_eq!(
+        report["findings"].as_array().map(Vec::len),
+        Some(0),
+        "{what}: healthy traffic, yet findings:\n{}",
+        describe(report)
+    );
+}
+
+/// The number of findings in `mcptap run`'s closing summary (the live analyzer's verdict).
+fn live_findings(stderr: &str) -> Option<usize> {
+    stderr.lines().find_map(|l| {
+        let rest = l.strip_prefix("mcptap: ")?;
+        let (_, n) = rest.split_once(" failed), ")?;
+        n.strip_suffix(" findings")?.parse().ok()
+    })
 }
