@@ -1,7 +1,8 @@
 //! `mcptap run -- CMD` and `mcptap env`, with the real binary and real programs: the Python
-//! `mcp` SDK client, Node 20's built-in `fetch`, Python's `ssl`/`urllib`, POSIX shells and
-//! Claude Code. Each child gets no proxy or trust settings from the test: only what mcptap
-//! sets.
+//! `mcp` SDK client, Node 20's built-in `fetch`, Python's `ssl`/`urllib`, POSIX shells, Claude
+//! Code and the TypeScript MCP SDK's OAuth client. Each child gets no proxy or trust settings
+//! from the test: only what mcptap sets. The sessions of the real OAuth clients are analysed
+//! too: healthy traffic from clients nobody here wrote must yield no finding.
 
 use crate::common::peers::{mcp_venv, peers_dir, McpServer, ServerOpts};
 use crate::common::pki::TestPki;
@@ -866,6 +867,14 @@ fn node_peers() -> PathBuf {
         std::fs::write(&stamp_path, &stamp).unwrap();
         eprintln!("[node] ready in {:.1}s", started.elapsed().as_secs_f64());
     }
+    // The scripts beside package.json run from here, so that their imports resolve to the
+    // installed packages; copied on every call (still under the lock) so edits apply at once.
+    for entry in std::fs::read_dir(manifest.parent().unwrap()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "mjs") {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
     drop(lock);
     dir
 }
@@ -1119,6 +1128,149 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
     for f in mcp {
         assert_eq!(f["auth"]["fingerprint"], issued.as_str(), "{f:#}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TypeScript SDK
+
+/// The TypeScript MCP SDK's own OAuth client (`StreamableHTTPClientTransport` with an
+/// `authProvider`; `tests/peers/node/ts_oauth_client.mjs`, which plays the browser by reading the
+/// authorize redirect) under `mcptap run -- node ...` against the Python SDK's OAuth server. Only
+/// mcptap's environment (HTTPS_PROXY, its CA, the Node preload) sends its `fetch` through
+/// mcptap; every request the server saw was recorded, the session holds the whole dance, and
+/// `mcptap analyze` finds nothing wrong.
+#[test]
+fn run_sees_the_typescript_sdk_oauth_client_and_finds_nothing_wrong() {
+    let peers = node_peers();
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let log = conf.path().join("lines.log");
+    let text = format!("ts-sdk-echo-{}", std::process::id());
+    let script = peers.join("ts_oauth_client.mjs");
+    let out = run(
+        conf.path(),
+        &[
+            "-w",
+            session.to_str().unwrap(),
+            "--upstream-ca",
+            pki.ca_path().to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+            "--",
+            "node",
+            script.to_str().unwrap(),
+            &server.url(),
+            &text,
+        ],
+        |c| {
+            c.current_dir(&peers);
+        },
+    );
+    let context = || {
+        format!(
+            "{}\n--- lines\n{}\n--- server\n{}\n{}",
+            dump(&out),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            server.requests_summary(),
+            server.output()
+        )
+    };
+    assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", context());
+    let v: serde_json::Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", context()));
+    assert_eq!(v["ok"], true, "{}", context());
+    assert_eq!(v["echo"], text.as_str(), "{}", context());
+    assert_eq!(
+        v["tools"],
+        serde_json::json!(["echo", "add"]),
+        "{}",
+        context()
+    );
+
+    // Nothing went around mcptap: every request the server answered is in the session.
+    let report = analyze_session(&session);
+    let flows = report["flows"].as_array().unwrap();
+    let origin = server.origin();
+    let requests = server.requests();
+    assert!(requests.len() >= 8, "{}", context());
+    for r in &requests {
+        assert!(
+            flows.iter().any(|f| f["method"] == r.method.as_str()
+                && f["url"] == format!("{origin}{}", r.path).as_str()
+                && f["status"] == r.status),
+            "{} not recorded:\n{}\n{}",
+            r.summary(),
+            describe(&report),
+            context()
+        );
+    }
+    assert_eq!(flows.len(), requests.len(), "{}", describe(&report));
+
+    // The dance: challenged, discovered, registered, authorized, exchanged; then every MCP
+    // request bears the token issued.
+    let role = |f: &serde_json::Value, r: &str| f["role"] == r;
+    for (r, status) in [
+        ("mcp", 401),
+        ("prm_discovery", 200),
+        ("as_metadata", 200),
+        ("registration", 201),
+        ("authorize", 302),
+        ("token_code", 200),
+    ] {
+        assert!(
+            flows.iter().any(|f| role(f, r) && f["status"] == status),
+            "no {r} -> {status}:\n{}",
+            describe(&report)
+        );
+    }
+    let token = flows.iter().find(|f| role(f, "token_code")).unwrap();
+    let issued = token["issued_token"]
+        .as_str()
+        .expect("the token flow issued a token");
+    let after: Vec<&serde_json::Value> = flows
+        .iter()
+        .filter(|f| role(f, "mcp") && f["id"].as_u64() > token["id"].as_u64())
+        .collect();
+    assert!(!after.is_empty(), "{}", describe(&report));
+    for f in &after {
+        assert_eq!(f["auth"]["fingerprint"], issued, "{}", describe(&report));
+    }
+    let method_ok = |m: &str| {
+        after.iter().any(|f| {
+            f["method"] == "POST"
+                && f["status"] == 200
+                && f["mcp"]["messages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|x| x["method"] == m)
+        })
+    };
+    for m in ["initialize", "tools/list", "tools/call"] {
+        assert!(
+            method_ok(m),
+            "no {m} -> 200 with the token:\n{}",
+            describe(&report)
+        );
+    }
+    // The tools/call result itself is in the recorded session.
+    let har: serde_json::Value = serde_json::from_str(&read(&session.join("session.har"))).unwrap();
+    assert!(
+        har["log"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["response"]["content"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&text) && t.contains("result"))),
+        "the tools/call result is not in the HAR:\n{}",
+        describe(&report)
+    );
+
+    assert_no_findings(&report, "TypeScript SDK OAuth client");
+    assert_eq!(live_findings(&out.stderr), Some(0), "{}", context());
 }
 
 // ---------------------------------------------------------------------------------------------
