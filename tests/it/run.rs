@@ -1133,41 +1133,53 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
 // ---------------------------------------------------------------------------------------------
 // TypeScript SDK
 
-/// The TypeScript MCP SDK's own OAuth client (`StreamableHTTPClientTransport` with an
-/// `authProvider`; `tests/peers/node/ts_oauth_client.mjs`, which plays the browser by reading the
-/// authorize redirect) under `mcptap run -- node ...` against the Python SDK's OAuth server. Only
+/// A run of the TypeScript MCP SDK's own OAuth client under `mcptap run`, and its session.
+struct TsRun {
+    /// The client's JSON line.
+    client: serde_json::Value,
+    /// `mcptap analyze --json` of the recorded session.
+    report: serde_json::Value,
+    /// The text the client had `echo` return.
+    text: String,
+}
+
+/// Runs `tests/peers/node/ts_oauth_client.mjs` (the TS SDK's `StreamableHTTPClientTransport` with
+/// an `authProvider` that plays the browser by reading the authorize redirect) under `mcptap run
+/// -w DIR -- node ...` against the Python SDK's OAuth server started with `server_opts`. Only
 /// mcptap's environment (HTTPS_PROXY, its CA, the Node preload) sends its `fetch` through
-/// mcptap; every request the server saw was recorded, the session holds the whole dance, and
-/// `mcptap analyze` finds nothing wrong.
-#[test]
-fn run_sees_the_typescript_sdk_oauth_client_and_finds_nothing_wrong() {
+/// mcptap. Asserts what every healthy run shows: the client listed the tools and got its echo
+/// back, every request the server answered is in the session (nothing went around the proxy),
+/// the session holds the dance (401, both metadata documents, 201 registration, 302 authorize,
+/// token 200, the tools/call result in the HAR), and neither `mcptap analyze` nor the live
+/// summary has a finding.
+fn ts_sdk_oauth_run(server_opts: ServerOpts, client_args: &[&str]) -> TsRun {
     let peers = node_peers();
     let pki = TestPki::new();
-    let server = McpServer::start(&pki, ServerOpts::default());
+    let server = McpServer::start(&pki, server_opts);
     let conf = tempfile::tempdir().unwrap();
     let session = conf.path().join("session");
     let log = conf.path().join("lines.log");
     let text = format!("ts-sdk-echo-{}", std::process::id());
     let script = peers.join("ts_oauth_client.mjs");
-    let out = run(
-        conf.path(),
-        &[
-            "-w",
-            session.to_str().unwrap(),
-            "--upstream-ca",
-            pki.ca_path().to_str().unwrap(),
-            "--log-file",
-            log.to_str().unwrap(),
-            "--",
-            "node",
-            script.to_str().unwrap(),
-            &server.url(),
-            &text,
-        ],
-        |c| {
-            c.current_dir(&peers);
-        },
-    );
+    let url = server.url();
+    let ca = pki.ca_path();
+    let mut args = vec![
+        "-w",
+        session.to_str().unwrap(),
+        "--upstream-ca",
+        ca.to_str().unwrap(),
+        "--log-file",
+        log.to_str().unwrap(),
+        "--",
+        "node",
+        script.to_str().unwrap(),
+        &url,
+        &text,
+    ];
+    args.extend_from_slice(client_args);
+    let out = run(conf.path(), &args, |c| {
+        c.current_dir(&peers);
+    });
     let context = || {
         format!(
             "{}\n--- lines\n{}\n--- server\n{}\n{}",
@@ -1178,12 +1190,12 @@ fn run_sees_the_typescript_sdk_oauth_client_and_finds_nothing_wrong() {
         )
     };
     assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", context());
-    let v: serde_json::Value =
+    let client: serde_json::Value =
         serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", context()));
-    assert_eq!(v["ok"], true, "{}", context());
-    assert_eq!(v["echo"], text.as_str(), "{}", context());
+    assert_eq!(client["ok"], true, "{}", context());
+    assert_eq!(client["echo"], text.as_str(), "{}", context());
     assert_eq!(
-        v["tools"],
+        client["tools"],
         serde_json::json!(["echo", "add"]),
         "{}",
         context()
@@ -1208,9 +1220,6 @@ fn run_sees_the_typescript_sdk_oauth_client_and_finds_nothing_wrong() {
     }
     assert_eq!(flows.len(), requests.len(), "{}", describe(&report));
 
-    // The dance: challenged, discovered, registered, authorized, exchanged; then every MCP
-    // request bears the token issued.
-    let role = |f: &serde_json::Value, r: &str| f["role"] == r;
     for (r, status) in [
         ("mcp", 401),
         ("prm_discovery", 200),
@@ -1220,38 +1229,10 @@ fn run_sees_the_typescript_sdk_oauth_client_and_finds_nothing_wrong() {
         ("token_code", 200),
     ] {
         assert!(
-            flows.iter().any(|f| role(f, r) && f["status"] == status),
+            flows
+                .iter()
+                .any(|f| f["role"] == r && f["status"] == status),
             "no {r} -> {status}:\n{}",
-            describe(&report)
-        );
-    }
-    let token = flows.iter().find(|f| role(f, "token_code")).unwrap();
-    let issued = token["issued_token"]
-        .as_str()
-        .expect("the token flow issued a token");
-    let after: Vec<&serde_json::Value> = flows
-        .iter()
-        .filter(|f| role(f, "mcp") && f["id"].as_u64() > token["id"].as_u64())
-        .collect();
-    assert!(!after.is_empty(), "{}", describe(&report));
-    for f in &after {
-        assert_eq!(f["auth"]["fingerprint"], issued, "{}", describe(&report));
-    }
-    let method_ok = |m: &str| {
-        after.iter().any(|f| {
-            f["method"] == "POST"
-                && f["status"] == 200
-                && f["mcp"]["messages"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|x| x["method"] == m)
-        })
-    };
-    for m in ["initialize", "tools/list", "tools/call"] {
-        assert!(
-            method_ok(m),
-            "no {m} -> 200 with the token:\n{}",
             describe(&report)
         );
     }
@@ -1271,6 +1252,115 @@ fn run_sees_the_typescript_sdk_oauth_client_and_finds_nothing_wrong() {
 
     assert_no_findings(&report, "TypeScript SDK OAuth client");
     assert_eq!(live_findings(&out.stderr), Some(0), "{}", context());
+    TsRun {
+        client,
+        report,
+        text,
+    }
+}
+
+/// The MCP flows of a report from `after` (a flow id) on, in order.
+fn mcp_flows_after(report: &serde_json::Value, after: u64) -> Vec<&serde_json::Value> {
+    report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["role"] == "mcp" && f["id"].as_u64().is_some_and(|id| id > after))
+        .collect()
+}
+
+/// Whether an MCP flow carried a JSON-RPC request for `method`.
+fn rpc_is(f: &serde_json::Value, method: &str) -> bool {
+    f["mcp"]["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["method"] == method)
+}
+
+/// The role's first flow in a report.
+fn first_with_role<'a>(report: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
+    report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} flow:\n{}", describe(report)))
+}
+
+/// The TS SDK's OAuth dance and session, end to end through `mcptap run`: after the token
+/// exchange every MCP request (initialize, the GET stream, tools/list, tools/call, the closing
+/// DELETE) bears the token issued, and nothing is found.
+#[test]
+fn run_sees_the_typescript_sdk_oauth_client_and_finds_nothing_wrong() {
+    let TsRun { report, .. } = ts_sdk_oauth_run(ServerOpts::default(), &[]);
+    let token = first_with_role(&report, "token_code");
+    let issued = token["issued_token"]
+        .as_str()
+        .expect("the token flow issued a token");
+    let after = mcp_flows_after(&report, token["id"].as_u64().unwrap());
+    for f in &after {
+        assert_eq!(f["auth"]["fingerprint"], issued, "{}", describe(&report));
+    }
+    for m in ["initialize", "tools/list", "tools/call"] {
+        assert!(
+            after
+                .iter()
+                .any(|f| f["method"] == "POST" && f["status"] == 200 && rpc_is(f, m)),
+            "no {m} -> 200 with the token:\n{}",
+            describe(&report)
+        );
+    }
+}
+
+/// A token that expires while the TS SDK client works: its next request carries the expired
+/// token, the server answers 401, the SDK refreshes (grant_type=refresh_token) and retries with
+/// the new token. Sending a token whose `expires_in` has passed is not `stale-token-sent` when
+/// the client refreshes on the 401 (failure-modes.md #4 names an expired token sent while a
+/// refresh token exists *and no refresh follows*): nothing is found.
+#[test]
+fn run_sees_the_typescript_sdk_refresh_an_expired_token_and_finds_nothing_wrong() {
+    let TsRun {
+        client,
+        report,
+        text,
+    } = ts_sdk_oauth_run(
+        ServerOpts {
+            token_ttl: Some(2),
+            ..Default::default()
+        },
+        &["--pause-before-call", "3"],
+    );
+    assert_eq!(client["refreshed"], true, "{client:#}");
+    let first = first_with_role(&report, "token_code");
+    let refresh = first_with_role(&report, "token_refresh");
+    assert_eq!(refresh["status"], 200, "{}", describe(&report));
+    let (old, new) = (
+        first["issued_token"].as_str().unwrap(),
+        refresh["issued_token"].as_str().unwrap(),
+    );
+    assert_ne!(old, new);
+    let calls: Vec<&serde_json::Value> = mcp_flows_after(&report, first["id"].as_u64().unwrap())
+        .into_iter()
+        .filter(|f| rpc_is(f, "tools/call"))
+        .collect();
+    let statuses: Vec<(&serde_json::Value, &serde_json::Value)> = calls
+        .iter()
+        .map(|f| (&f["status"], &f["auth"]["fingerprint"]))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (&serde_json::json!(401), &serde_json::json!(old)),
+            (&serde_json::json!(200), &serde_json::json!(new)),
+        ],
+        "tools/call ({text}): refused with the expired token, then accepted with the new one:\n{}",
+        describe(&report)
+    );
+    assert!(
+        calls[0]["id"].as_u64() < refresh["id"].as_u64()
+            && refresh["id"].as_u64() < calls[1]["id"].as_u64()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 // A headless MCP client using the TypeScript SDK's (npm `@modelcontextprotocol/sdk` 1.x) own
-// OAuth client, for mcptap's tests: `node ts_oauth_client.mjs MCP_URL [TEXT]`.
+// OAuth client, for mcptap's tests:
+//
+//     node ts_oauth_client.mjs MCP_URL [TEXT] [--pause-before-call SECONDS]
 //
 // It connects with `StreamableHTTPClientTransport` and an `authProvider`; the SDK runs the whole
 // OAuth dance (protected-resource and authorization-server discovery, dynamic registration, PKCE
 // authorization, token exchange). The authorization step is headless: `redirectToAuthorization`
 // GETs the authorize URL without following the redirect and reads `code` (and checks `state`)
 // from the `Location` header; the loopback redirect URI is never contacted. Then it connects
-// again with the token, lists tools, calls `echo` with TEXT, closes, and prints ONE JSON line:
+// again with the token, lists tools, calls `echo` with TEXT, closes, and prints ONE JSON line.
+// `--pause-before-call` waits between the two (e.g. past a short-lived token's expiry, so that
+// the SDK meets the server's 401 and refreshes):
 //
 //     {"ok": true, "protocol_version": ..., "tools": [...], "echo": ..., "result": ...}
 //     {"ok": false, "error": ...}
@@ -53,6 +57,7 @@ class HeadlessProvider {
   }
   saveTokens(tokens) {
     this._tokens = tokens;
+    this.saved = (this.saved || 0) + 1;
   }
   saveCodeVerifier(v) {
     this._verifier = v;
@@ -87,8 +92,17 @@ async function connect(url, provider) {
 }
 
 async function main() {
-  const [url, text = `hello-${process.pid}`] = process.argv.slice(2);
-  if (!url) throw new Error('usage: ts_oauth_client.mjs MCP_URL [TEXT]');
+  const args = process.argv.slice(2);
+  let pause = 0;
+  const at = args.indexOf('--pause-before-call');
+  if (at >= 0) {
+    pause = Number(args[at + 1]);
+    args.splice(at, 2);
+  }
+  const [url, text = `hello-${process.pid}`] = args;
+  if (!url || !(pause >= 0)) {
+    throw new Error('usage: ts_oauth_client.mjs MCP_URL [TEXT] [--pause-before-call SECONDS]');
+  }
   const provider = new HeadlessProvider();
   let session;
   try {
@@ -102,6 +116,7 @@ async function main() {
   }
   const { client, transport } = session;
   const tools = await client.listTools();
+  if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause * 1000));
   const result = await client.callTool({ name: 'echo', arguments: { text } });
   const echoed = (result.content || []).filter((c) => c.type === 'text').map((c) => c.text).join('');
   // Ends the session (DELETE) when the server gave one.
@@ -109,6 +124,7 @@ async function main() {
   await client.close();
   return {
     ok: echoed === text,
+    refreshed: provider.saved > 1,
     protocol_version: transport.protocolVersion ?? null,
     tools: tools.tools.map((t) => t.name),
     echo: echoed,
