@@ -945,6 +945,52 @@ fn claude_under_run(
     run_with_timeout(c, Duration::from_secs(90)).unwrap()
 }
 
+/// Headless `claude mcp login tapped` under `mcptap run`: a pseudo-terminal (script) and a
+/// BROWSER that follows the authorize redirect with curl into Claude Code's loopback callback.
+/// curl runs under mcptap run as well, so the authorize request and the callback go through
+/// mcptap too.
+fn claude_login(
+    peers: &Path,
+    home: &Path,
+    conf: &Path,
+    session: &Path,
+    log: &Path,
+    pki: &TestPki,
+) -> TimedOutput {
+    let browser = home.join("browser.sh");
+    std::fs::write(
+        &browser,
+        "#!/bin/sh\n\
+         loc=$(curl -sS -o /dev/null -w '%{redirect_url}' \"$1\") || exit 1\n\
+         exec curl -sS -o /dev/null \"$loc\"\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let claude_bin = peers.join("node_modules/.bin/claude");
+    let login = format!("'{}' mcp login tapped", claude_bin.display());
+    claude_under_run(
+        peers,
+        home,
+        conf,
+        session,
+        log,
+        pki,
+        &["script".into(), "-qec".into(), login, "/dev/null".into()],
+        &[("BROWSER", browser.as_path())],
+    )
+}
+
+/// `claude mcp add --transport http tapped URL` (no proxy: it only writes the config).
+fn claude_add(peers: &Path, home: &Path, url: &str) {
+    let mut add = claude(peers, home);
+    add.args(["mcp", "add", "--transport", "http", "tapped", url]);
+    let out = run_with_timeout(add, Duration::from_secs(60)).unwrap();
+    assert!(out.status.is_some_and(|s| s.success()), "{}", dump(&out));
+}
+
 /// Claude Code under `mcptap run`: its health check of an OAuth-protected server (the 401
 /// challenge and the metadata discovery) goes through mcptap, then a headless `mcp login`
 /// runs the whole OAuth dance through mcptap and the server shows as connected. Each run is
@@ -957,11 +1003,7 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
     let home = tempfile::tempdir().unwrap();
     let conf = tempfile::tempdir().unwrap();
 
-    let mut add = claude(&peers, home.path());
-    add.args(["mcp", "add", "--transport", "http", "tapped"])
-        .arg(server.url());
-    let out = run_with_timeout(add, Duration::from_secs(60)).unwrap();
-    assert!(out.status.is_some_and(|s| s.success()), "{}", dump(&out));
+    claude_add(&peers, home.path(), &server.url());
 
     let claude_bin = peers.join("node_modules/.bin/claude");
     let list: Vec<String> = vec![
@@ -1002,34 +1044,9 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
 
     let list_out = out;
 
-    // Headless login: a pseudo-terminal (script) and a BROWSER that follows the authorize
-    // redirect with curl into Claude Code's loopback callback. curl runs under mcptap run as
-    // well, so the authorize request and the callback go through mcptap too.
-    let browser = home.path().join("browser.sh");
-    std::fs::write(
-        &browser,
-        "#!/bin/sh\n\
-         loc=$(curl -sS -o /dev/null -w '%{redirect_url}' \"$1\") || exit 1\n\
-         exec curl -sS -o /dev/null \"$loc\"\n",
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
     let login_session = conf.path().join("sessions").join("login");
     let log = conf.path().join("login.log");
-    let login = format!("'{}' mcp login tapped", claude_bin.display());
-    let out = claude_under_run(
-        &peers,
-        home.path(),
-        conf.path(),
-        &login_session,
-        &log,
-        &pki,
-        &["script".into(), "-qec".into(), login, "/dev/null".into()],
-        &[("BROWSER", browser.as_path())],
-    );
+    let out = claude_login(&peers, home.path(), conf.path(), &login_session, &log, &pki);
     assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", dump(&out));
     assert!(out.stdout.contains("Authenticated"), "{}", dump(&out));
     let lines = read(&log);
@@ -1127,6 +1144,90 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
     assert!(!mcp.is_empty(), "{report:#}");
     for f in mcp {
         assert_eq!(f["auth"]["fingerprint"], issued.as_str(), "{f:#}");
+    }
+}
+
+/// Claude Code with a token that expired between two of its processes: `mcp login` against a
+/// server issuing 2-second tokens, then `mcp list` once the token has expired. Claude Code
+/// refreshes, connects with the refreshed tokens, and the analyzer finds nothing wrong.
+#[test]
+fn run_sees_claude_code_refresh_an_expired_token() {
+    let peers = node_peers();
+    let pki = TestPki::new();
+    let server = McpServer::start(
+        &pki,
+        ServerOpts {
+            token_ttl: Some(2),
+            ..Default::default()
+        },
+    );
+    let home = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    claude_add(&peers, home.path(), &server.url());
+    let login_session = conf.path().join("sessions").join("login");
+    let log = conf.path().join("login.log");
+    let out = claude_login(&peers, home.path(), conf.path(), &login_session, &log, &pki);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", dump(&out));
+    assert!(out.stdout.contains("Authenticated"), "{}", dump(&out));
+    let login_out = out;
+    std::thread::sleep(Duration::from_secs(3));
+
+    let claude_bin = peers.join("node_modules/.bin/claude");
+    let list: Vec<String> = vec![
+        claude_bin.display().to_string(),
+        "mcp".into(),
+        "list".into(),
+    ];
+    let session = conf.path().join("sessions").join("list");
+    let log = conf.path().join("list.log");
+    let out = claude_under_run(
+        &peers,
+        home.path(),
+        conf.path(),
+        &session,
+        &log,
+        &pki,
+        &list,
+        &[],
+    );
+    assert!(out.stdout.contains("Connected"), "{}", dump(&out));
+
+    // Claude Code refreshes before sending a token it knows to be (nearly) expired, with a
+    // refresh token issued in an earlier process, here before each request (the server
+    // rotates refresh tokens, and every refresh uses the newest). Healthy: nothing is found,
+    // neither in the login run (which refreshes at once too) nor in the list run, where the
+    // refresh token's issuance is not in the capture.
+    for (what, dir, out) in [
+        ("login", &login_session, &login_out),
+        ("list", &session, &out),
+    ] {
+        let report = analyze_session(dir);
+        assert_no_findings(&report, what);
+        assert_eq!(live_findings(&out.stderr), Some(0), "{}", dump(out));
+    }
+    let report = analyze_session(&session);
+    let flows = report["flows"].as_array().unwrap();
+    let refreshed: Vec<&str> = flows
+        .iter()
+        .filter(|f| f["role"] == "token_refresh" && f["status"] == 200)
+        .filter_map(|f| f["issued_token"].as_str())
+        .collect();
+    let mcp: Vec<&serde_json::Value> = flows.iter().filter(|f| f["role"] == "mcp").collect();
+    assert!(
+        !refreshed.is_empty() && !mcp.is_empty(),
+        "{}",
+        describe(&report)
+    );
+    for f in mcp {
+        assert_eq!(f["status"], 200, "{}", describe(&report));
+        assert!(
+            f["auth"]["fingerprint"]
+                .as_str()
+                .is_some_and(|fp| refreshed.contains(&fp)),
+            "MCP request #{} does not bear a token refreshed in this run:\n{}",
+            f["id"],
+            describe(&report)
+        );
     }
 }
 
