@@ -1,7 +1,8 @@
 //! `mcptap run -- CMD` and `mcptap env`, with the real binary and real programs: the Python
-//! `mcp` SDK client, Node 20's built-in `fetch`, Python's `ssl`/`urllib`, POSIX shells and
-//! Claude Code. Each child gets no proxy or trust settings from the test: only what mcptap
-//! sets.
+//! `mcp` SDK client, Node 20's built-in `fetch`, Python's `ssl`/`urllib`, POSIX shells, Claude
+//! Code and the TypeScript MCP SDK's OAuth client. Each child gets no proxy or trust settings
+//! from the test: only what mcptap sets. The sessions of the real OAuth clients are analysed
+//! too: healthy traffic from clients nobody here wrote must yield no finding.
 
 use crate::common::peers::{mcp_venv, peers_dir, McpServer, ServerOpts};
 use crate::common::pki::TestPki;
@@ -866,6 +867,14 @@ fn node_peers() -> PathBuf {
         std::fs::write(&stamp_path, &stamp).unwrap();
         eprintln!("[node] ready in {:.1}s", started.elapsed().as_secs_f64());
     }
+    // The scripts beside package.json run from here, so that their imports resolve to the
+    // installed packages; copied on every call (still under the lock) so edits apply at once.
+    for entry in std::fs::read_dir(manifest.parent().unwrap()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "mjs") {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
     drop(lock);
     dir
 }
@@ -897,11 +906,14 @@ fn claude(peers: &Path, home: &Path) -> Command {
     c
 }
 
-/// `mcptap run` wrapping `argv` with Claude Code's isolation.
+/// `mcptap run` wrapping `argv` with Claude Code's isolation; the session is recorded in
+/// `session` (`-w`), the line view goes to `log`.
+#[allow(clippy::too_many_arguments)]
 fn claude_under_run(
     peers: &Path,
     home: &Path,
     conf: &Path,
+    session: &Path,
     log: &Path,
     pki: &TestPki,
     argv: &[String],
@@ -922,7 +934,9 @@ fn claude_under_run(
         .arg("run")
         .arg("--confdir")
         .arg(conf)
-        .args(["--no-save", "--upstream-ca"])
+        .arg("-w")
+        .arg(session)
+        .arg("--upstream-ca")
         .arg(pki.ca_path())
         .arg("--log-file")
         .arg(log)
@@ -931,9 +945,56 @@ fn claude_under_run(
     run_with_timeout(c, Duration::from_secs(90)).unwrap()
 }
 
+/// Headless `claude mcp login tapped` under `mcptap run`: a pseudo-terminal (script) and a
+/// BROWSER that follows the authorize redirect with curl into Claude Code's loopback callback.
+/// curl runs under mcptap run as well, so the authorize request and the callback go through
+/// mcptap too.
+fn claude_login(
+    peers: &Path,
+    home: &Path,
+    conf: &Path,
+    session: &Path,
+    log: &Path,
+    pki: &TestPki,
+) -> TimedOutput {
+    let browser = home.join("browser.sh");
+    std::fs::write(
+        &browser,
+        "#!/bin/sh\n\
+         loc=$(curl -sS -o /dev/null -w '%{redirect_url}' \"$1\") || exit 1\n\
+         exec curl -sS -o /dev/null \"$loc\"\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let claude_bin = peers.join("node_modules/.bin/claude");
+    let login = format!("'{}' mcp login tapped", claude_bin.display());
+    claude_under_run(
+        peers,
+        home,
+        conf,
+        session,
+        log,
+        pki,
+        &["script".into(), "-qec".into(), login, "/dev/null".into()],
+        &[("BROWSER", browser.as_path())],
+    )
+}
+
+/// `claude mcp add --transport http tapped URL` (no proxy: it only writes the config).
+fn claude_add(peers: &Path, home: &Path, url: &str) {
+    let mut add = claude(peers, home);
+    add.args(["mcp", "add", "--transport", "http", "tapped", url]);
+    let out = run_with_timeout(add, Duration::from_secs(60)).unwrap();
+    assert!(out.status.is_some_and(|s| s.success()), "{}", dump(&out));
+}
+
 /// Claude Code under `mcptap run`: its health check of an OAuth-protected server (the 401
 /// challenge and the metadata discovery) goes through mcptap, then a headless `mcp login`
-/// runs the whole OAuth dance through mcptap and the server shows as connected.
+/// runs the whole OAuth dance through mcptap and the server shows as connected. Each run is
+/// recorded (`-w`), and `mcptap analyze` finds nothing wrong in any of the three sessions.
 #[test]
 fn run_sees_claude_code_discover_log_in_and_connect() {
     let peers = node_peers();
@@ -942,11 +1003,7 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
     let home = tempfile::tempdir().unwrap();
     let conf = tempfile::tempdir().unwrap();
 
-    let mut add = claude(&peers, home.path());
-    add.args(["mcp", "add", "--transport", "http", "tapped"])
-        .arg(server.url());
-    let out = run_with_timeout(add, Duration::from_secs(60)).unwrap();
-    assert!(out.status.is_some_and(|s| s.success()), "{}", dump(&out));
+    claude_add(&peers, home.path(), &server.url());
 
     let claude_bin = peers.join("node_modules/.bin/claude");
     let list: Vec<String> = vec![
@@ -954,8 +1011,18 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
         "mcp".into(),
         "list".into(),
     ];
+    let list_session = conf.path().join("sessions").join("list");
     let log = conf.path().join("list.log");
-    let out = claude_under_run(&peers, home.path(), conf.path(), &log, &pki, &list, &[]);
+    let out = claude_under_run(
+        &peers,
+        home.path(),
+        conf.path(),
+        &list_session,
+        &log,
+        &pki,
+        &list,
+        &[],
+    );
     assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", dump(&out));
     assert!(
         out.stdout.contains("tapped") && out.stdout.contains("Needs authentication"),
@@ -975,32 +1042,11 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
         );
     }
 
-    // Headless login: a pseudo-terminal (script) and a BROWSER that follows the authorize
-    // redirect with curl into Claude Code's loopback callback. curl runs under mcptap run as
-    // well, so the authorize request and the callback go through mcptap too.
-    let browser = home.path().join("browser.sh");
-    std::fs::write(
-        &browser,
-        "#!/bin/sh\n\
-         loc=$(curl -sS -o /dev/null -w '%{redirect_url}' \"$1\") || exit 1\n\
-         exec curl -sS -o /dev/null \"$loc\"\n",
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let list_out = out;
+
+    let login_session = conf.path().join("sessions").join("login");
     let log = conf.path().join("login.log");
-    let login = format!("'{}' mcp login tapped", claude_bin.display());
-    let out = claude_under_run(
-        &peers,
-        home.path(),
-        conf.path(),
-        &log,
-        &pki,
-        &["script".into(), "-qec".into(), login, "/dev/null".into()],
-        &[("BROWSER", browser.as_path())],
-    );
+    let out = claude_login(&peers, home.path(), conf.path(), &login_session, &log, &pki);
     assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", dump(&out));
     assert!(out.stdout.contains("Authenticated"), "{}", dump(&out));
     let lines = read(&log);
@@ -1018,8 +1064,20 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
         );
     }
 
+    let login_out = out;
+
+    let connected_session = conf.path().join("sessions").join("connected");
     let log = conf.path().join("connected.log");
-    let out = claude_under_run(&peers, home.path(), conf.path(), &log, &pki, &list, &[]);
+    let out = claude_under_run(
+        &peers,
+        home.path(),
+        conf.path(),
+        &connected_session,
+        &log,
+        &pki,
+        &list,
+        &[],
+    );
     assert!(out.stdout.contains("Connected"), "{}", dump(&out));
     let lines = read(&log);
     assert!(
@@ -1028,4 +1086,463 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
             .any(|l| l.contains(&format!("POST {origin}/mcp -> 200")) && l.contains("[Bearer ")),
         "{lines}"
     );
+
+    // What the analyzer makes of each recorded session: healthy traffic from a client nobody
+    // here wrote, so no false findings. The live analyzer's closing summary agrees.
+    //
+    // `mcp list` without a token: Claude Code probes with `server/discover`, gets the 401
+    // challenge, reads both metadata documents and stops, showing "Needs authentication". That
+    // is a client correctly stopping for want of credentials, and the server challenged as the
+    // spec says (Bearer, resource_metadata, metadata at the path-inserted URL): nothing to find.
+    let report = analyze_session(&list_session);
+    assert_no_findings(&report, "mcp list (no token yet)");
+    assert_eq!(
+        live_findings(&list_out.stderr),
+        Some(0),
+        "{}",
+        dump(&list_out)
+    );
+
+    // `mcp login`: discovery, registration (a public client, `none`), authorize, callback,
+    // token, then the process exits before any MCP request. The token's 30 s "unused" deadline
+    // is not due when the capture ends, so it is a note, never a finding.
+    let report = analyze_session(&login_session);
+    assert_no_findings(&report, "mcp login");
+    assert_eq!(
+        live_findings(&login_out.stderr),
+        Some(0),
+        "{}",
+        dump(&login_out)
+    );
+    let tokens = &report["stories"][0]["tokens"];
+    assert_eq!(report["stories"][0]["resource"], server.url().as_str());
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1), "{report:#}");
+    let issued = tokens[0]["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(tokens[0]["uses"], 0);
+    assert!(
+        report["visibility"]["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains(&issued)
+                && n.as_str().unwrap().contains("too early to say")),
+        "the unused token is a note: {:#}",
+        report["visibility"]
+    );
+
+    // `mcp list` with the stored token: every MCP request carries the token the login run was
+    // issued (fingerprints correlate across sessions), and nothing is wrong.
+    let report = analyze_session(&connected_session);
+    assert_no_findings(&report, "mcp list (connected)");
+    assert_eq!(live_findings(&out.stderr), Some(0), "{}", dump(&out));
+    let mcp: Vec<&serde_json::Value> = report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["role"] == "mcp")
+        .collect();
+    assert!(!mcp.is_empty(), "{report:#}");
+    for f in mcp {
+        assert_eq!(f["auth"]["fingerprint"], issued.as_str(), "{f:#}");
+    }
+}
+
+/// Claude Code with a token that expired between two of its processes: `mcp login` against a
+/// server issuing 2-second tokens, then `mcp list` once the token has expired. Claude Code
+/// refreshes, connects with the refreshed tokens, and the analyzer finds nothing wrong.
+#[test]
+fn run_sees_claude_code_refresh_an_expired_token() {
+    let peers = node_peers();
+    let pki = TestPki::new();
+    let server = McpServer::start(
+        &pki,
+        ServerOpts {
+            token_ttl: Some(2),
+            ..Default::default()
+        },
+    );
+    let home = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    claude_add(&peers, home.path(), &server.url());
+    let login_session = conf.path().join("sessions").join("login");
+    let log = conf.path().join("login.log");
+    let out = claude_login(&peers, home.path(), conf.path(), &login_session, &log, &pki);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", dump(&out));
+    assert!(out.stdout.contains("Authenticated"), "{}", dump(&out));
+    let login_out = out;
+    std::thread::sleep(Duration::from_secs(3));
+
+    let claude_bin = peers.join("node_modules/.bin/claude");
+    let list: Vec<String> = vec![
+        claude_bin.display().to_string(),
+        "mcp".into(),
+        "list".into(),
+    ];
+    let session = conf.path().join("sessions").join("list");
+    let log = conf.path().join("list.log");
+    let out = claude_under_run(
+        &peers,
+        home.path(),
+        conf.path(),
+        &session,
+        &log,
+        &pki,
+        &list,
+        &[],
+    );
+    assert!(out.stdout.contains("Connected"), "{}", dump(&out));
+
+    // Claude Code refreshes before sending a token it knows to be (nearly) expired, with a
+    // refresh token issued in an earlier process, here before each request (the server
+    // rotates refresh tokens, and every refresh uses the newest). Healthy: nothing is found,
+    // neither in the login run (which refreshes at once too) nor in the list run, where the
+    // refresh token's issuance is not in the capture.
+    for (what, dir, out) in [
+        ("login", &login_session, &login_out),
+        ("list", &session, &out),
+    ] {
+        let report = analyze_session(dir);
+        assert_no_findings(&report, what);
+        assert_eq!(live_findings(&out.stderr), Some(0), "{}", dump(out));
+    }
+    let report = analyze_session(&session);
+    let flows = report["flows"].as_array().unwrap();
+    let refreshed: Vec<&str> = flows
+        .iter()
+        .filter(|f| f["role"] == "token_refresh" && f["status"] == 200)
+        .filter_map(|f| f["issued_token"].as_str())
+        .collect();
+    let mcp: Vec<&serde_json::Value> = flows.iter().filter(|f| f["role"] == "mcp").collect();
+    assert!(
+        !refreshed.is_empty() && !mcp.is_empty(),
+        "{}",
+        describe(&report)
+    );
+    for f in mcp {
+        assert_eq!(f["status"], 200, "{}", describe(&report));
+        assert!(
+            f["auth"]["fingerprint"]
+                .as_str()
+                .is_some_and(|fp| refreshed.contains(&fp)),
+            "MCP request #{} does not bear a token refreshed in this run:\n{}",
+            f["id"],
+            describe(&report)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TypeScript SDK
+
+/// A run of the TypeScript MCP SDK's own OAuth client under `mcptap run`, and its session.
+struct TsRun {
+    /// The client's JSON line.
+    client: serde_json::Value,
+    /// `mcptap analyze --json` of the recorded session.
+    report: serde_json::Value,
+    /// The text the client had `echo` return.
+    text: String,
+}
+
+/// Runs `tests/peers/node/ts_oauth_client.mjs` (the TS SDK's `StreamableHTTPClientTransport` with
+/// an `authProvider` that plays the browser by reading the authorize redirect) under `mcptap run
+/// -w DIR -- node ...` against the Python SDK's OAuth server started with `server_opts`. Only
+/// mcptap's environment (HTTPS_PROXY, its CA, the Node preload) sends its `fetch` through
+/// mcptap. Asserts what every healthy run shows: the client listed the tools and got its echo
+/// back, every request the server answered is in the session (nothing went around the proxy),
+/// the session holds the dance (401, both metadata documents, 201 registration, 302 authorize,
+/// token 200, the tools/call result in the HAR), and neither `mcptap analyze` nor the live
+/// summary has a finding.
+fn ts_sdk_oauth_run(server_opts: ServerOpts, client_args: &[&str]) -> TsRun {
+    let peers = node_peers();
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, server_opts);
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let log = conf.path().join("lines.log");
+    let text = format!("ts-sdk-echo-{}", std::process::id());
+    let script = peers.join("ts_oauth_client.mjs");
+    let url = server.url();
+    let ca = pki.ca_path();
+    let mut args = vec![
+        "-w",
+        session.to_str().unwrap(),
+        "--upstream-ca",
+        ca.to_str().unwrap(),
+        "--log-file",
+        log.to_str().unwrap(),
+        "--",
+        "node",
+        script.to_str().unwrap(),
+        &url,
+        &text,
+    ];
+    args.extend_from_slice(client_args);
+    let out = run(conf.path(), &args, |c| {
+        c.current_dir(&peers);
+    });
+    let context = || {
+        format!(
+            "{}\n--- lines\n{}\n--- server\n{}\n{}",
+            dump(&out),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            server.requests_summary(),
+            server.output()
+        )
+    };
+    assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", context());
+    let client: serde_json::Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", context()));
+    assert_eq!(client["ok"], true, "{}", context());
+    assert_eq!(client["echo"], text.as_str(), "{}", context());
+    assert_eq!(
+        client["tools"],
+        serde_json::json!(["echo", "add"]),
+        "{}",
+        context()
+    );
+
+    // Nothing went around mcptap: every request the server answered is in the session.
+    let report = analyze_session(&session);
+    let flows = report["flows"].as_array().unwrap();
+    let origin = server.origin();
+    let requests = server.requests();
+    assert!(requests.len() >= 8, "{}", context());
+    for r in &requests {
+        assert!(
+            flows.iter().any(|f| f["method"] == r.method.as_str()
+                && f["url"] == format!("{origin}{}", r.path).as_str()
+                && f["status"] == r.status),
+            "{} not recorded:\n{}\n{}",
+            r.summary(),
+            describe(&report),
+            context()
+        );
+    }
+    assert_eq!(flows.len(), requests.len(), "{}", describe(&report));
+
+    for (r, status) in [
+        ("mcp", 401),
+        ("prm_discovery", 200),
+        ("as_metadata", 200),
+        ("registration", 201),
+        ("authorize", 302),
+        ("token_code", 200),
+    ] {
+        assert!(
+            flows
+                .iter()
+                .any(|f| f["role"] == r && f["status"] == status),
+            "no {r} -> {status}:\n{}",
+            describe(&report)
+        );
+    }
+    // The tools/call result itself is in the recorded session.
+    let har: serde_json::Value = serde_json::from_str(&read(&session.join("session.har"))).unwrap();
+    assert!(
+        har["log"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["response"]["content"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&text) && t.contains("result"))),
+        "the tools/call result is not in the HAR:\n{}",
+        describe(&report)
+    );
+
+    assert_no_findings(&report, "TypeScript SDK OAuth client");
+    assert_eq!(live_findings(&out.stderr), Some(0), "{}", context());
+    TsRun {
+        client,
+        report,
+        text,
+    }
+}
+
+/// The MCP flows of a report from `after` (a flow id) on, in order.
+fn mcp_flows_after(report: &serde_json::Value, after: u64) -> Vec<&serde_json::Value> {
+    report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["role"] == "mcp" && f["id"].as_u64().is_some_and(|id| id > after))
+        .collect()
+}
+
+/// Whether an MCP flow carried a JSON-RPC request for `method`.
+fn rpc_is(f: &serde_json::Value, method: &str) -> bool {
+    f["mcp"]["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["method"] == method)
+}
+
+/// The role's first flow in a report.
+fn first_with_role<'a>(report: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
+    report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} flow:\n{}", describe(report)))
+}
+
+/// The TS SDK's OAuth dance and session, end to end through `mcptap run`: after the token
+/// exchange every MCP request (initialize, the GET stream, tools/list, tools/call, the closing
+/// DELETE) bears the token issued, and nothing is found.
+#[test]
+fn run_sees_the_typescript_sdk_oauth_client_and_finds_nothing_wrong() {
+    let TsRun { report, .. } = ts_sdk_oauth_run(ServerOpts::default(), &[]);
+    let token = first_with_role(&report, "token_code");
+    let issued = token["issued_token"]
+        .as_str()
+        .expect("the token flow issued a token");
+    let after = mcp_flows_after(&report, token["id"].as_u64().unwrap());
+    for f in &after {
+        assert_eq!(f["auth"]["fingerprint"], issued, "{}", describe(&report));
+    }
+    for m in ["initialize", "tools/list", "tools/call"] {
+        assert!(
+            after
+                .iter()
+                .any(|f| f["method"] == "POST" && f["status"] == 200 && rpc_is(f, m)),
+            "no {m} -> 200 with the token:\n{}",
+            describe(&report)
+        );
+    }
+}
+
+/// A token that expires while the TS SDK client works: its next request carries the expired
+/// token, the server answers 401, the SDK refreshes (grant_type=refresh_token) and retries with
+/// the new token. Sending a token whose `expires_in` has passed is not `stale-token-sent` when
+/// the client refreshes on the 401 (failure-modes.md #4 names an expired token sent while a
+/// refresh token exists *and no refresh follows*): nothing is found.
+#[test]
+fn run_sees_the_typescript_sdk_refresh_an_expired_token_and_finds_nothing_wrong() {
+    let TsRun {
+        client,
+        report,
+        text,
+    } = ts_sdk_oauth_run(
+        ServerOpts {
+            token_ttl: Some(2),
+            ..Default::default()
+        },
+        &["--pause-before-call", "3"],
+    );
+    assert_eq!(client["refreshed"], true, "{client:#}");
+    let first = first_with_role(&report, "token_code");
+    let refresh = first_with_role(&report, "token_refresh");
+    assert_eq!(refresh["status"], 200, "{}", describe(&report));
+    let (old, new) = (
+        first["issued_token"].as_str().unwrap(),
+        refresh["issued_token"].as_str().unwrap(),
+    );
+    assert_ne!(old, new);
+    let calls: Vec<&serde_json::Value> = mcp_flows_after(&report, first["id"].as_u64().unwrap())
+        .into_iter()
+        .filter(|f| rpc_is(f, "tools/call"))
+        .collect();
+    let statuses: Vec<(&serde_json::Value, &serde_json::Value)> = calls
+        .iter()
+        .map(|f| (&f["status"], &f["auth"]["fingerprint"]))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (&serde_json::json!(401), &serde_json::json!(old)),
+            (&serde_json::json!(200), &serde_json::json!(new)),
+        ],
+        "tools/call ({text}): refused with the expired token, then accepted with the new one:\n{}",
+        describe(&report)
+    );
+    assert!(
+        calls[0]["id"].as_u64() < refresh["id"].as_u64()
+            && refresh["id"].as_u64() < calls[1]["id"].as_u64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Analysis of recorded sessions
+
+/// The report `mcptap analyze DIR --json` makes of a session `mcptap run -w DIR` recorded. Its
+/// exit status must agree with the report: 1 when a finding is at the default `--fail-on`
+/// (high) or above, else 0.
+fn analyze_session(dir: &Path) -> serde_json::Value {
+    let out = mcptap()
+        .arg("analyze")
+        .arg(dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "mcptap analyze {} --json: {e}\n{stdout}\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let fails = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| matches!(f["severity"].as_str(), Some("high" | "critical")));
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(fails)),
+        "{}",
+        describe(&report)
+    );
+    report
+}
+
+/// The flows and findings of a report, one line each, for assertion messages.
+fn describe(report: &serde_json::Value) -> String {
+    let mut out = String::from("flows:\n");
+    for f in report["flows"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  #{} {} {} {} -> {} auth={}\n",
+            f["id"],
+            f["role"].as_str().unwrap_or("?"),
+            f["method"].as_str().unwrap_or("?"),
+            f["url"].as_str().unwrap_or("?"),
+            f["status"],
+            f["auth"]["fingerprint"].as_str().unwrap_or("-"),
+        ));
+    }
+    out.push_str("findings:\n");
+    for f in report["findings"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  [{}] {} {} ({}): {} evidence {}\n",
+            f["severity"].as_str().unwrap_or("?"),
+            f["id"].as_str().unwrap_or("?"),
+            f["subcase"].as_str().unwrap_or(""),
+            f["culprit"].as_str().unwrap_or("?"),
+            f["summary"].as_str().unwrap_or(""),
+            f["evidence"],
+        ));
+    }
+    out.push_str(&format!("notes: {}\n", report["visibility"]["notes"]));
+    out
+}
+
+fn assert_no_findings(report: &serde_json::Value, what: &str) {
+    assert_eq!(
+        report["findings"].as_array().map(Vec::len),
+        Some(0),
+        "{what}: healthy traffic, yet findings:\n{}",
+        describe(report)
+    );
+}
+
+/// The number of findings in `mcptap run`'s closing summary (the live analyzer's verdict).
+fn live_findings(stderr: &str) -> Option<usize> {
+    stderr.lines().find_map(|l| {
+        let rest = l.strip_prefix("mcptap: ")?;
+        let (_, n) = rest.split_once(" failed), ")?;
+        n.strip_suffix(" findings")?.parse().ok()
+    })
 }
