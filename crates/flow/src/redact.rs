@@ -127,6 +127,14 @@ pub const SECRET_HEADERS: &[&str] = &[
     "cookie",
     "set-cookie",
     "mcp-session-id",
+    // API keys that clients run under `mcptap run` send to their own services (Claude Code's
+    // `x-api-key` to its model API, Google's `x-goog-api-key`, …).
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "x-auth-token",
+    "x-access-token",
+    "private-token",
 ];
 
 /// JSON members, form fields and query parameters whose values are secrets.
@@ -138,6 +146,13 @@ pub const SECRET_FIELDS: &[&str] = &[
     "code_verifier",
     "client_secret",
     "assertion",
+    // RFC 7523 client authentication, RFC 8693 token exchange, RFC 8628 device flow and the
+    // password grant.
+    "client_assertion",
+    "subject_token",
+    "actor_token",
+    "device_code",
+    "password",
 ];
 
 /// Header fields holding a URL whose query or fragment may carry secrets (an authorization
@@ -352,7 +367,10 @@ impl Redactor {
             }
             "cookie" => self.cookie_list(&format!("{side}.cookie"), &header.value),
             "set-cookie" => self.set_cookie(&format!("{side}.cookie"), &header.value),
-            "mcp-session-id" => self.secret(&format!("{side}.header.{name}"), &header.value),
+            // `mcp-session-id` and the API-key fields: the whole value.
+            n if is_secret_header(n) => {
+                self.secret(&format!("{side}.header.{name}"), &header.value)
+            }
             n if URL_HEADERS.contains(&n) => {
                 self.url_params(&format!("{side}.header.{name}"), &header.value)
             }
@@ -866,6 +884,43 @@ mod tests {
             .iter()
             .find(|n| n.place == place)
             .unwrap_or_else(|| panic!("no note at {place}: {:#?}", flow.secrets))
+    }
+
+    #[test]
+    fn api_key_headers_and_other_grant_secrets_are_redacted() {
+        let mut f = flow_with(
+            &[
+                ("X-Api-Key", "sk-ant-api03-abcdef"),
+                ("x-goog-api-key", "AIzaSyExample"),
+                ("Private-Token", "glpat-xyz"),
+                ("X-Request-Id", "req-1234567890"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=st-1&client_assertion=ca-1&password=pw-1",
+            &[("Content-Type", "application/json")],
+            r#"{"device_code":"dc-1","user_code":"ABCD-EFGH"}"#,
+        );
+        redact_flow(&mut f);
+        let h = |name: &str| f.request.headers.get(name).unwrap().to_owned();
+        assert_eq!(h("x-api-key"), marker("sk-ant-api03-abcdef"));
+        assert_eq!(h("x-goog-api-key"), marker("AIzaSyExample"));
+        assert_eq!(h("private-token"), marker("glpat-xyz"));
+        assert_eq!(h("x-request-id"), "req-1234567890", "not a secret");
+        let body = f.request.body.as_str().unwrap();
+        for secret in ["st-1", "ca-1", "pw-1"] {
+            assert!(!body.contains(secret), "{body}");
+        }
+        let resp = f.response.as_ref().unwrap().body.as_str().unwrap();
+        assert!(!resp.contains("dc-1"), "{resp}");
+        assert!(
+            resp.contains("ABCD-EFGH"),
+            "the user code is shown to the user: {resp}"
+        );
+        assert!(f
+            .secrets
+            .iter()
+            .any(|n| n.place == "request.header.x-api-key"
+                && n.fingerprint == fingerprint("sk-ant-api03-abcdef")));
     }
 
     #[test]
