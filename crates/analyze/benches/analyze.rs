@@ -10,6 +10,10 @@ use std::time::Instant;
 
 const N: usize = 100_000;
 
+/// The allocator the `mcptap` binary runs `mcptap analyze` with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(clippy::too_many_arguments)] // a literal flow, field by field
 fn flow(
     id: u64,
