@@ -296,6 +296,9 @@ impl Started {
     /// Feeds the terminal view instead of printing lines: every prepared event, each flow's
     /// classification and the findings (see `crate::tuiview`).
     pub fn ui_to(&mut self, feed: mcptap_tui::Feed) {
+        if let Some(j) = &self.sink.journal {
+            feed.send(mcptap_tui::Msg::Journal(j.path().to_owned()));
+        }
         self.sink.ui = Some(feed);
     }
 
@@ -526,8 +529,17 @@ impl Sink {
         }
         mcptap_store::prepare_event(&mut ev, &self.prepare);
         if let Some(j) = self.journal.as_mut().filter(|_| !redundant) {
-            if let Err(e) = j.record_unflushed(&ev) {
-                self.journal_error(e);
+            let offset = j.position();
+            match j.record_unflushed(&ev) {
+                Ok(_) => {
+                    if let Some(ui) = self.ui.as_ref().filter(|_| ev.is_final()) {
+                        ui.send(mcptap_tui::Msg::Saved {
+                            id: ev.flow_id(),
+                            offset,
+                        });
+                    }
+                }
+                Err(e) => self.journal_error(e),
             }
         }
         if let Some(ui) = &self.ui {

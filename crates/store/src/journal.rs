@@ -103,6 +103,8 @@ pub struct Journal {
     line: Vec<u8>,
     meta: SessionMeta,
     flows: u64,
+    /// Bytes appended so far (buffered or not): where the next line starts.
+    position: u64,
 }
 
 impl Journal {
@@ -132,6 +134,7 @@ impl Journal {
             line: Vec::with_capacity(4096),
             meta,
             flows: 0,
+            position: 0,
         };
         let line = SessionLine {
             version: JOURNAL_VERSION,
@@ -180,6 +183,12 @@ impl Journal {
     /// Flows recorded as completed or failed so far.
     pub fn flows(&self) -> u64 {
         self.flows
+    }
+
+    /// The byte offset in the journal file where the next line will start (a live view reads a
+    /// flow back from there once it is flushed).
+    pub fn position(&self) -> u64 {
+        self.position
     }
 
     /// Appends one event (already [`prepare`](crate::prepare_event)d). Lines that complete
@@ -266,6 +275,9 @@ impl Journal {
     fn write_line(&mut self, flush: bool) -> Result<(), StoreError> {
         self.line.push(b'\n');
         let mut res = self.out.write_all(&self.line);
+        if res.is_ok() {
+            self.position += self.line.len() as u64;
+        }
         if flush {
             res = res.and_then(|()| self.out.flush());
         }

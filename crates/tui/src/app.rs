@@ -23,6 +23,15 @@ pub enum Msg {
     Findings(Vec<Finding>),
     /// A one-line message for the status line (a recording error, …).
     Notice(String),
+    /// The live session's journal: flows no longer kept in memory are read back from it.
+    Journal(std::path::PathBuf),
+    /// Where a finished flow's line starts in the journal.
+    Saved {
+        /// The flow.
+        id: FlowId,
+        /// Byte offset of its `completed`/`failed` line.
+        offset: u64,
+    },
     /// A key press.
     Key(KeyEvent),
     /// Close the view (the proxy is shutting down).
@@ -237,6 +246,10 @@ impl App {
     pub fn settle(&mut self) {
         let id = self.selected_id();
         if id != self.detail.id || self.detail.stale {
+            if let Some(id) = id {
+                // A flow evicted from memory is read back from the journal (one at a time).
+                self.store.load(id);
+            }
             if id != self.detail.id {
                 self.detail_scroll = 0;
             }
@@ -633,6 +646,8 @@ pub fn update(app: &mut App, msg: Msg) {
             }
         }
         Msg::Notice(n) => app.notice = Some(n),
+        Msg::Journal(path) => app.store.set_journal(path),
+        Msg::Saved { id, offset } => app.store.saved(id, offset),
         Msg::Key(k) => app.on_key(k),
         Msg::Quit => app.quit = true,
     }

@@ -40,9 +40,11 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
             "{id}: details not kept in memory (this live view keeps the last {} flows whole).",
             app.store.cap().unwrap_or(0)
         )));
-        out.push(Line::from(
-            "The session journal has it: open it with `mcptap view SESSION_DIR`.",
-        ));
+        out.push(Line::from(if app.store.on_disk(id) {
+            "It could not be read back from the session journal."
+        } else {
+            "Not recorded either (--no-save, or it had not finished): nothing to show."
+        }));
         return out;
     };
     let row = app.row_of(id);

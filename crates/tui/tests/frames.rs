@@ -474,6 +474,46 @@ fn old_flows_keep_their_row_but_not_their_body() {
 }
 
 #[test]
+fn old_flows_are_read_back_from_the_session_journal() {
+    // The recorder writes each finished flow as one journal line and reports its offset; a
+    // flow evicted from memory is read back from there when selected.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let mut journal = String::from("{\"type\":\"session\",\"version\":1}\n");
+    let mut app = App::new(Options {
+        keep: Some(3),
+        ..opts()
+    });
+    update(&mut app, Msg::Journal(path.clone()));
+    let mut saved = Vec::new();
+    for i in 1..=10u64 {
+        let mut fl = dance()[1].clone();
+        fl.id = FlowId(i);
+        fl.request.url =
+            format!("https://rs.example/.well-known/oauth-protected-resource/mcp?n={i}");
+        let ev = FlowEvent::Completed { flow: Box::new(fl) };
+        saved.push(Msg::Saved {
+            id: FlowId(i),
+            offset: journal.len() as u64,
+        });
+        journal.push_str(&serde_json::to_string(&ev).unwrap());
+        journal.push('\n');
+        update(&mut app, Msg::Event(ev));
+    }
+    std::fs::write(&path, journal).unwrap();
+    keys(&mut app, saved);
+    keys(&mut app, [Msg::key(KeyCode::Char('g'))]);
+    let shot = frame(&mut app, 140, 30);
+    assert!(!shot.contains("details not kept in memory"), "{shot}");
+    assert!(shot.contains("protected-resource/mcp?n=1 "), "{shot}");
+    // A damaged journal is said, not shown as another flow.
+    std::fs::write(&path, "garbage\n").unwrap();
+    keys(&mut app, [Msg::key(KeyCode::Down)]);
+    let shot = frame(&mut app, 140, 30);
+    assert!(shot.contains("could not be read back"), "{shot}");
+}
+
+#[test]
 fn read_only_session_view() {
     let flows = dance();
     let report = mcptap_analyze::analyze(&flows);
