@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod e2e_peers;
 mod engine;
+mod examples;
 mod inject;
 mod peers_direct;
 mod reverse;
