@@ -984,6 +984,27 @@ fn claude_login(
 }
 
 /// `claude mcp add --transport http tapped URL` (no proxy: it only writes the config).
+/// `claude mcp list` under `mcptap run`, recorded in `<conf>/sessions/<name>` with the line
+/// view in `<conf>/<name>.log`; returns the output and those two paths.
+fn claude_list(
+    peers: &Path,
+    home: &Path,
+    conf: &Path,
+    pki: &TestPki,
+    name: &str,
+) -> (TimedOutput, PathBuf, PathBuf) {
+    let claude_bin = peers.join("node_modules/.bin/claude");
+    let list = [
+        claude_bin.display().to_string(),
+        "mcp".into(),
+        "list".into(),
+    ];
+    let session = conf.join("sessions").join(name);
+    let log = conf.join(format!("{name}.log"));
+    let out = claude_under_run(peers, home, conf, &session, &log, pki, &list, &[]);
+    (out, session, log)
+}
+
 fn claude_add(peers: &Path, home: &Path, url: &str) {
     let mut add = claude(peers, home);
     add.args(["mcp", "add", "--transport", "http", "tapped", url]);
@@ -1005,24 +1026,7 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
 
     claude_add(&peers, home.path(), &server.url());
 
-    let claude_bin = peers.join("node_modules/.bin/claude");
-    let list: Vec<String> = vec![
-        claude_bin.display().to_string(),
-        "mcp".into(),
-        "list".into(),
-    ];
-    let list_session = conf.path().join("sessions").join("list");
-    let log = conf.path().join("list.log");
-    let out = claude_under_run(
-        &peers,
-        home.path(),
-        conf.path(),
-        &list_session,
-        &log,
-        &pki,
-        &list,
-        &[],
-    );
+    let (out, list_session, log) = claude_list(&peers, home.path(), conf.path(), &pki, "list");
     assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", dump(&out));
     assert!(
         out.stdout.contains("tapped") && out.stdout.contains("Needs authentication"),
@@ -1066,18 +1070,8 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
 
     let login_out = out;
 
-    let connected_session = conf.path().join("sessions").join("connected");
-    let log = conf.path().join("connected.log");
-    let out = claude_under_run(
-        &peers,
-        home.path(),
-        conf.path(),
-        &connected_session,
-        &log,
-        &pki,
-        &list,
-        &[],
-    );
+    let (out, connected_session, log) =
+        claude_list(&peers, home.path(), conf.path(), &pki, "connected");
     assert!(out.stdout.contains("Connected"), "{}", dump(&out));
     let lines = read(&log);
     assert!(
@@ -1172,24 +1166,7 @@ fn run_sees_claude_code_refresh_an_expired_token() {
     let login_out = out;
     std::thread::sleep(Duration::from_secs(3));
 
-    let claude_bin = peers.join("node_modules/.bin/claude");
-    let list: Vec<String> = vec![
-        claude_bin.display().to_string(),
-        "mcp".into(),
-        "list".into(),
-    ];
-    let session = conf.path().join("sessions").join("list");
-    let log = conf.path().join("list.log");
-    let out = claude_under_run(
-        &peers,
-        home.path(),
-        conf.path(),
-        &session,
-        &log,
-        &pki,
-        &list,
-        &[],
-    );
+    let (out, session, _log) = claude_list(&peers, home.path(), conf.path(), &pki, "list");
     assert!(out.stdout.contains("Connected"), "{}", dump(&out));
 
     // Claude Code refreshes before sending a token it knows to be (nearly) expired, with a
