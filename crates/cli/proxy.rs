@@ -441,6 +441,8 @@ impl Sink {
                     self.batch(&mut batch);
                     // Let events gather: one wake-up per few milliseconds instead of one per
                     // event keeps the consumer off the proxy's threads (the channel is large).
+                    // Measured: waking per event doubled the CPU per request of a client doing
+                    // one request at a time. What finished is on disk within ~5 ms.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 _ = tick.tick() => {

@@ -322,3 +322,108 @@ fn explain_prints_a_finding_page_and_lists_ids_for_unknown_ones() {
         "{err}"
     );
 }
+
+/// `kill -9` at any moment loses nothing that finished: the journal left behind exports, with
+/// every exchange the client saw answered.
+#[tokio::test]
+async fn after_kill_9_the_journal_has_every_finished_exchange() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut child = mcptap()
+        .args([
+            "proxy",
+            "-q",
+            "-p",
+            "0",
+            "--no-system-roots",
+            "--upstream-ca",
+        ])
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("mcptap: proxy listening on http://")
+        {
+            addr = Some(rest.parse::<std::net::SocketAddr>().unwrap());
+        }
+    }
+    let addr = addr.expect("the proxy announces its address");
+    let ca = read_cert_der(&conf.path().join("mcptap-ca-cert.pem"));
+    let target = format!("localhost:{}", up.port());
+    let (mut s, _) = tls_client(
+        addr,
+        &target,
+        "localhost",
+        std::slice::from_ref(&ca),
+        Alpn::H1,
+    )
+    .await
+    .unwrap();
+    for i in 0..5 {
+        let resp = s
+            .send(request("POST", &target, "/echo", format!("{{\"n\":{i}}}")))
+            .await
+            .unwrap();
+        assert_eq!(body_bytes(resp).await, format!("{{\"n\":{i}}}"));
+    }
+    // The last answer reached the client; give the recorder a moment (it takes events in
+    // batches a few milliseconds apart), then kill without warning.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        !session.join("session.har").exists(),
+        "no clean shutdown happened"
+    );
+
+    let out_har = conf.path().join("out.har");
+    let out = mcptap()
+        .arg("export")
+        .arg(&session)
+        .arg("-o")
+        .arg(&out_har)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_har).unwrap()).unwrap();
+    let bodies: Vec<String> = har["log"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["request"]["url"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/echo")
+        })
+        .map(|e| {
+            e["response"]["content"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    let want: Vec<String> = (0..5).map(|i| format!("{{\"n\":{i}}}")).collect();
+    assert_eq!(bodies, want);
+}
