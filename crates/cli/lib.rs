@@ -66,5 +66,10 @@ fn init_tracing(verbose: u8, quiet: bool) {
             }
         })
         .with_target(false)
+        // Escape codes only for a terminal that wants colour (not in log files or pipes).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .try_init();
 }

@@ -227,8 +227,19 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
             }
             if announce {
                 eprintln!("mcptap: proxy listening on http://{addr}");
+                // A wildcard address is where mcptap listens, not one a client can dial.
+                let dial = if addr.ip().is_unspecified() {
+                    let lo: std::net::IpAddr = if addr.is_ipv6() {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    };
+                    SocketAddr::new(lo, addr.port())
+                } else {
+                    addr
+                };
                 eprintln!(
-                    "mcptap: point clients at it: HTTPS_PROXY=http://{addr} NODE_EXTRA_CA_CERTS={}",
+                    "mcptap: point clients at it: HTTPS_PROXY=http://{dial} NODE_EXTRA_CA_CERTS={}",
                     ca.cert_path().display()
                 );
             }

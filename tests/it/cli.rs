@@ -107,11 +107,13 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut addr = None;
     let mut line = String::new();
+    let mut banner = String::new();
     while addr.is_none() && Instant::now() < deadline {
         line.clear();
         if stderr.read_line(&mut line).unwrap() == 0 {
             break;
         }
+        banner.push_str(&line);
         if let Some(rest) = line
             .trim()
             .strip_prefix("mcptap: proxy listening on http://")
@@ -120,6 +122,9 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
         }
     }
     let addr = addr.expect("the proxy announces its address");
+    // Said once, in plain text (stderr is a pipe here: no colour codes).
+    assert_eq!(banner.matches("created a new CA").count(), 1, "{banner}");
+    assert!(!banner.contains('\x1b'), "{banner:?}");
     let ca = read_cert_der(&conf.path().join("mcptap-ca-cert.pem"));
     let target = format!("localhost:{}", up.port());
     let (mut s, _) = tls_client(

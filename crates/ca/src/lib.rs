@@ -178,7 +178,7 @@ fn create(
     let new = root::generate(provider, now)?;
     match files::write_new(key_path, new.key_file.as_bytes(), Access::Private)? {
         Written::Created => {
-            tracing::info!("created a new CA in {}", dir.display());
+            tracing::debug!("created a new CA in {}", dir.display());
             // Written now rather than left to `ensure_cert_file`, so both files exist as soon as
             // possible; a crash in between is repaired on the next start.
             files::write_new(cert_path, new.cert_file.as_bytes(), Access::Public)?;
