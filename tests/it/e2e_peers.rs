@@ -703,6 +703,18 @@ async fn e2e_inject_refresh_refreshes_an_expired_token_and_injects_the_new_one()
         );
     }
 
+    // The analysis still proves the client at fault, with the refreshed token as evidence.
+    let report = mcptap_analyze::analyze(&flows);
+    let text = mcptap_analyze::render_text(&report);
+    let v = report
+        .findings_with_id("client-omits-token-confirmed")
+        .next()
+        .unwrap_or_else(|| panic!("no verdict:\n{text}"));
+    assert!(
+        refreshes.iter().any(|r| v.evidence.contains(&r.id)),
+        "{text}"
+    );
+
     // The recorded session keeps none of the raw values: the client's tokens and secret, and
     // the refresh tokens and access tokens of mcptap's own exchange.
     let secrets = raw_secrets(&flows);
