@@ -256,6 +256,11 @@ pub struct ProxyArgs {
     /// client-omits-token-confirmed`). Never replaces a header, never leaves the MCP endpoint.
     #[arg(long)]
     pub inject_token: bool,
+    /// With --inject-token: when the client's token has expired, refresh it with the client's
+    /// refresh token (at the token endpoint the client used) and inject the new one. This
+    /// rotates the refresh token on servers that rotate: the client's own copy may stop working.
+    #[arg(long, requires = "inject_token")]
+    pub inject_refresh: bool,
     /// Record the session in this directory (default: <confdir>/sessions/<UTC time>/).
     #[arg(short = 'w', long = "save", value_name = "DIR")]
     pub save: Option<PathBuf>,
@@ -348,6 +353,25 @@ mod tests {
         assert!(Cli::try_parse_from(["mcptap", "run"]).is_err());
         match Cli::parse_from(["mcptap", "env", "--shell", "pwsh"]).command {
             Some(Command::Env(e)) => assert!(e.shell == Shell::Powershell && e.listen_port == 8080),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn inject_refresh_requires_inject_token_wherever_it_is_offered() {
+        assert!(Cli::try_parse_from(["mcptap", "proxy", "--inject-refresh"]).is_err());
+        assert!(Cli::try_parse_from(["mcptap", "run", "--inject-refresh", "x"]).is_err());
+        match Cli::parse_from(["mcptap", "proxy", "--inject-token", "--inject-refresh"]).command {
+            Some(Command::Proxy(p)) => assert!(p.inject_token && p.inject_refresh),
+            other => panic!("{other:?}"),
+        }
+        match Cli::parse_from(["mcptap", "run", "--inject-token", "--inject-refresh", "x"]).command
+        {
+            Some(Command::Run(r)) => assert!(r.proxy.inject_refresh),
+            other => panic!("{other:?}"),
+        }
+        match Cli::parse_from(["mcptap", "proxy", "--inject-token"]).command {
+            Some(Command::Proxy(p)) => assert!(!p.inject_refresh),
             other => panic!("{other:?}"),
         }
     }

@@ -120,6 +120,10 @@ pub fn line(flow: &Flow) -> String {
         );
     }
     let _ = write!(out, " [{}]", auth_marker(flow));
+    if let Some(why) = &flow.by_mcptap {
+        // Not the client's request: mcptap made it itself (e.g. an inject-mode refresh).
+        let _ = write!(out, " [BY MCPTAP: {why}]");
+    }
     match flow.state {
         FlowState::Aborted => out.push_str(" ABORTED"),
         FlowState::Pending => out.push_str(" PENDING"),
@@ -176,5 +180,7 @@ mod tests {
         assert!(!l.contains("sekrit"));
         flow.request.headers = Headers::new();
         assert!(line(&flow).ends_with("[no-auth]"));
+        flow.by_mcptap = Some("inject-refresh".into());
+        assert!(line(&flow).ends_with("[no-auth] [BY MCPTAP: inject-refresh]"));
     }
 }

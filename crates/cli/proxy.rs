@@ -111,6 +111,7 @@ impl RunConfig {
                 reverse,
                 proxy_auth: args.proxy_auth.clone(),
                 inject_token: args.inject_token,
+                inject_refresh: args.inject_refresh,
                 ..ProxyConfig::default()
             },
             listener_cert: match (&args.cert, &args.key) {
@@ -194,6 +195,12 @@ pub struct Started {
     rx: EventReceiver,
     sink: Sink,
 }
+
+/// Printed at start under `--inject-refresh`.
+pub const INJECT_REFRESH_WARNING: &str = "WARNING: --inject-refresh uses the client's refresh \
+    token when its access token has expired. Servers that rotate refresh tokens then invalidate \
+    the client's own copy (rotation-strict ones may revoke the whole token family): the client \
+    may have to log in again after this session.";
 
 /// Binds the listener, loads the CA and opens the session, printing what a user must know
 /// (the open-proxy warning, where the session goes) and, when `announce`, how to point
@@ -282,6 +289,9 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
     };
     if config.keep_secrets {
         eprintln!("mcptap: {}", mcptap_store::KEEP_SECRETS_WARNING);
+    }
+    if config.proxy.inject_refresh {
+        eprintln!("mcptap: {INJECT_REFRESH_WARNING}");
     }
     let prepare = mcptap_store::Options {
         keep_secrets: config.keep_secrets,

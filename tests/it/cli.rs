@@ -432,3 +432,59 @@ async fn after_kill_9_the_journal_has_every_finished_exchange() {
     let want: Vec<String> = (0..5).map(|i| format!("{{\"n\":{i}}}")).collect();
     assert_eq!(bodies, want);
 }
+
+#[test]
+fn inject_refresh_needs_inject_token_and_warns_at_start() {
+    let conf = tempfile::tempdir().unwrap();
+    let out = mcptap()
+        .args([
+            "proxy",
+            "-p",
+            "0",
+            "--no-save",
+            "--inject-refresh",
+            "--confdir",
+        ])
+        .arg(conf.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--inject-token"));
+
+    let mut child = mcptap()
+        .args([
+            "proxy",
+            "-p",
+            "0",
+            "--no-save",
+            "--no-tui",
+            "--inject-token",
+            "--inject-refresh",
+            "--confdir",
+        ])
+        .arg(conf.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let warned = loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) if l.contains("--inject-refresh uses the client's refresh token") => break true,
+            Ok(l) => seen.push(l),
+            Err(_) => break false,
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(warned, "no --inject-refresh warning in {seen:?}");
+}

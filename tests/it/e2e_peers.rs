@@ -555,3 +555,204 @@ async fn e2e_the_recorded_session_has_the_whole_dance_and_no_raw_secret() {
         );
     }
 }
+
+/// `grant_type` of a form body, if any.
+fn grant_type(f: &Flow) -> Option<String> {
+    String::from_utf8_lossy(&f.request.body.bytes)
+        .split('&')
+        .find_map(|p| p.strip_prefix("grant_type=").map(str::to_owned))
+}
+
+/// Server with 30 s tokens (inside mcptap's 60 s margin: as good as expired to mcptap, still
+/// valid to the server) and a client that drops its token; mcptap with `--inject-token` and,
+/// when `refresh`, `--inject-refresh`. Returns the client's outcome, the flows and the server's
+/// request log.
+async fn expired_token_run(
+    refresh: bool,
+) -> (
+    crate::common::peers::ClientOutcome,
+    Vec<Flow>,
+    Vec<crate::common::peers::ServerRequest>,
+) {
+    let pki = TestPki::new();
+    let server = tokio::task::spawn_blocking({
+        let (cert, key) = (pki.leaf_path(), pki.key_path());
+        move || {
+            McpServer::start_with_files(
+                &cert,
+                &key,
+                ServerOpts {
+                    token_ttl: Some(30),
+                    ..Default::default()
+                },
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let proxy = TestProxy::start(&pki, |c| {
+        c.inject_token = true;
+        c.inject_refresh = refresh;
+    })
+    .await;
+    let mcptap_ca = std::fs::read_to_string(&proxy.ca_path).unwrap();
+    let bundle = write_ca_bundle(pki.dir.path(), "bundle.pem", &[&mcptap_ca]);
+    let mut opts = ClientOpts::new(bundle);
+    opts.proxy = Some(format!("http://{}", proxy.addr));
+    opts.timeout = Duration::from_secs(20);
+    opts.drop_auth_after_token = true;
+    let out = run_client_async(server.url(), opts).await;
+    let flows = finished_flows(&proxy).await;
+    (out, flows, server.requests())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_inject_token_alone_never_refreshes_an_expired_token() {
+    let (out, flows, requests) = expired_token_run(false).await;
+    assert!(
+        !out.ok,
+        "nothing injected, the bare calls fail: {}",
+        out.dump()
+    );
+    assert!(
+        flows
+            .iter()
+            .any(|f| path(f) == "/mcp" && !f.has_bearer() && f.status() == Some(401)),
+        "the client's bare request reached the server"
+    );
+    assert!(flows
+        .iter()
+        .all(|f| f.injected.is_none() && f.by_mcptap.is_none()));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.grant_type.as_deref() != Some("refresh_token")),
+        "no refresh reached the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_inject_refresh_refreshes_an_expired_token_and_injects_the_new_one() {
+    let (out, flows, requests) = expired_token_run(true).await;
+    assert!(
+        out.ok,
+        "with --inject-refresh the bare calls succeed: {}",
+        out.dump()
+    );
+    let access = |f: &Flow| -> String {
+        let v: serde_json::Value =
+            serde_json::from_slice(&f.response.as_ref().unwrap().body.bytes).unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    // The client's own token exchange, and mcptap's refresh: a flow of its own, marked.
+    let client_token = flows
+        .iter()
+        .find(|f| path(f) == "/token" && f.by_mcptap.is_none() && f.status() == Some(200))
+        .expect("the client's token flow");
+    let refreshes: Vec<&Flow> = flows
+        .iter()
+        .filter(|f| f.by_mcptap.as_deref() == Some("inject-refresh"))
+        .collect();
+    assert!(!refreshes.is_empty(), "a refresh flow is recorded");
+    for r in &refreshes {
+        assert_eq!(path(r), "/token");
+        assert_eq!(
+            r.request.url, client_token.request.url,
+            "the client's endpoint"
+        );
+        assert_eq!(grant_type(r).as_deref(), Some("refresh_token"));
+        assert_eq!(r.status(), Some(200), "{:?}", r.response);
+        assert!(
+            mcptap::lineview::line(r).contains("[BY MCPTAP: inject-refresh]"),
+            "{}",
+            mcptap::lineview::line(r)
+        );
+    }
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.grant_type.as_deref() == Some("refresh_token"))
+            .count(),
+        refreshes.len(),
+        "the server saw exactly the refreshes mcptap recorded:\n{}",
+        requests
+            .iter()
+            .map(|r| r.summary())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The bare MCP calls were served with the NEW token, named by the refresh that got it.
+    let injected: Vec<&Flow> = flows.iter().filter(|f| f.injected.is_some()).collect();
+    assert!(
+        injected.iter().any(|f| f.status() == Some(200)),
+        "an injected call was served"
+    );
+    let old = mcptap_flow::redact::fingerprint(&access(client_token));
+    for f in &injected {
+        assert_eq!(path(f), "/mcp");
+        assert!(!f.has_bearer(), "the recorded request is the client's own");
+        let inj = f.injected.as_ref().unwrap();
+        assert_ne!(inj.fingerprint, old, "the expired token is never injected");
+        let by = refreshes
+            .iter()
+            .find(|r| Some(r.id) == inj.token_flow)
+            .expect("injected token comes from a refresh flow");
+        assert_eq!(
+            inj.fingerprint,
+            mcptap_flow::redact::fingerprint(&access(by))
+        );
+    }
+
+    // The analysis still proves the client at fault, with the refreshed token as evidence.
+    let report = mcptap_analyze::analyze(&flows);
+    let text = mcptap_analyze::render_text(&report);
+    let v = report
+        .findings_with_id("client-omits-token-confirmed")
+        .next()
+        .unwrap_or_else(|| panic!("no verdict:\n{text}"));
+    assert!(
+        refreshes.iter().any(|r| v.evidence.contains(&r.id)),
+        "{text}"
+    );
+
+    // The recorded session keeps none of the raw values: the client's tokens and secret, and
+    // the refresh tokens and access tokens of mcptap's own exchange.
+    let secrets = raw_secrets(&flows);
+    for r in &refreshes {
+        assert!(secrets.contains(&access(r)), "the test knows the new token");
+    }
+    assert!(
+        secrets.iter().any(|s| s.starts_with("rt_")),
+        "the test knows the refresh tokens: {secrets:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session");
+    let journal =
+        mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test")).unwrap();
+    let mut sink =
+        mcptap::proxy::Sink::new(true, false, Some(journal), mcptap_store::Options::default());
+    for f in &flows {
+        sink.feed(FlowEvent::RequestStarted {
+            flow: Box::new(f.clone()),
+        });
+        sink.feed(FlowEvent::Completed {
+            flow: Box::new(f.clone()),
+        });
+    }
+    sink.finish();
+    let mut marked = false;
+    for entry in std::fs::read_dir(&session).unwrap() {
+        let path = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "raw secret {}… in {}",
+                &s[..6],
+                path.display()
+            );
+        }
+        marked |= text.contains(r#""by_mcptap":"inject-refresh""#);
+    }
+    assert!(marked, "the session records which flow mcptap made");
+}

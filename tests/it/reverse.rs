@@ -204,3 +204,59 @@ async fn metadata_naming_the_upstream_breaks_the_client_unless_rewritten() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inject_refresh_in_reverse_mode_goes_where_the_clients_token_request_went() {
+    let pki = TestPki::new();
+    let rport = free_port();
+    let server = start_server(
+        &pki,
+        ServerOpts {
+            public_url: Some(format!("https://localhost:{rport}")),
+            // Inside mcptap's 60 s margin: expired to mcptap, still valid to the server.
+            token_ttl: Some(30),
+            ..Default::default()
+        },
+    )
+    .await;
+    let proxy = TestProxy::start(&pki, |c| {
+        c.listen = format!("127.0.0.1:{rport}").parse().unwrap();
+        c.reverse = Some(reverse(&server.origin(), &[], false));
+        c.inject_token = true;
+        c.inject_refresh = true;
+    })
+    .await;
+    let ca = std::fs::read_to_string(&proxy.ca_path).unwrap();
+    let bundle = write_ca_bundle(pki.dir.path(), "rev-bundle.pem", &[&ca]);
+    let mut opts = ClientOpts::new(bundle);
+    opts.drop_auth_after_token = true;
+    let out = run_client_async(format!("https://localhost:{rport}/mcp"), opts).await;
+    assert!(out.ok, "{}\nserver:\n{}", out.dump(), server.output());
+    let refresh = proxy
+        .flow(|f| f.by_mcptap.as_deref() == Some("inject-refresh"))
+        .await;
+    assert_eq!(
+        refresh.request.url,
+        format!("https://localhost:{rport}/token")
+    );
+    assert_eq!(
+        refresh.port, server.port,
+        "sent to the upstream, not to mcptap"
+    );
+    assert_eq!(refresh.status(), Some(200));
+    assert!(server
+        .requests()
+        .iter()
+        .any(|r| r.grant_type.as_deref() == Some("refresh_token")));
+    let call = proxy
+        .flow(|f| {
+            f.request.url.ends_with("/mcp")
+                && String::from_utf8_lossy(&f.request.body.bytes).contains("tools/call")
+        })
+        .await;
+    assert_eq!(call.status(), Some(200));
+    assert_eq!(
+        call.injected.as_ref().and_then(|i| i.token_flow),
+        Some(refresh.id)
+    );
+}

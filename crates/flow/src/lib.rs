@@ -330,6 +330,10 @@ pub struct Flow {
     /// Set when mcptap added the `Authorization` header (inject mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injected: Option<Injection>,
+    /// Set when mcptap itself made this request (the client did not send it); says why, e.g.
+    /// `inject-refresh` for a token refresh made under `--inject-refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_mcptap: Option<String>,
     /// Secrets that were redacted from this flow, where, and what a JWT among them said.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<redact::SecretNote>,

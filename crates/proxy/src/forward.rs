@@ -309,7 +309,16 @@ pub(crate) async fn forward(
     if let Some(injector) = &shared.injector {
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             let shown = rec.with(|f| f.request.url.clone());
-            match injector.pick(&shown, now_micros()) {
+            let picked = match injector.pick(&shown, now_micros()) {
+                // --inject-refresh: no usable token, but maybe a refreshable one.
+                Err(crate::inject::Skip::NoToken) if injector.refreshes() => {
+                    crate::refresh::refresh_for(&shared, injector, &shown)
+                        .await
+                        .ok_or(crate::inject::Skip::NoToken)
+                }
+                other => other,
+            };
+            match picked {
                 Ok(pick) => {
                     if let Ok(v) = HeaderValue::from_str(&pick.header) {
                         parts.headers.insert(header::AUTHORIZATION, v);

@@ -6,12 +6,18 @@
 //! only for a request whose URL is the protected resource named in the server's metadata (same
 //! scheme, host, port and path, or a path below it), only with a Bearer token that the
 //! authorization server named by that metadata issued *for that resource*, never expired, never
-//! over plain HTTP except to loopback. Refresh tokens are never used. Raw tokens live only in
-//! this process's memory; flows record the fingerprint.
+//! over plain HTTP except to loopback. Raw tokens live only in this process's memory; flows
+//! record the fingerprint.
+//!
+//! Refresh tokens are never used unless `--inject-refresh` is given ([`Injector::with_refresh`]):
+//! then, when no unexpired token qualifies but a qualifying token came with a refresh token,
+//! mcptap refreshes it itself at the token endpoint the client used ([`Injector::plan_refresh`],
+//! [`Injector::refresh_done`]; the HTTP exchange is in `refresh.rs`). That rotates the
+//! refresh token on servers that rotate, so the client's own copy may stop working.
 
 use mcptap_flow::{redact, Flow, FlowId, Micros};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 /// Tokens expiring within this margin are not injected (clock skew, request latency).
 const EXPIRY_SKEW_US: i64 = 60 * 1_000_000;
@@ -30,6 +36,35 @@ struct Issued {
     /// `resource` sent in the token request, canonicalised.
     resource: Option<String>,
     scope: Option<Vec<String>>,
+    /// The refresh token that came with it and how to use it (`--inject-refresh` only).
+    refresh: Option<RefreshCred>,
+    /// True when mcptap itself got this token by refreshing (see [`usable`]).
+    by_refresh: bool,
+}
+
+/// A refresh token and what the client sent to the token endpoint in the request that got it.
+#[derive(Clone)]
+struct RefreshCred {
+    token: String,
+    /// The token endpoint URL as the client used it (the flow's URL).
+    endpoint: String,
+    client_id: Option<String>,
+    /// `client_secret` form field (client_secret_post).
+    client_secret: Option<String>,
+    /// The raw `Authorization: Basic …` header value (client_secret_basic).
+    basic: Option<String>,
+    /// `resource` and `scope` as the client sent them.
+    resource: Option<String>,
+    scope: Option<String>,
+}
+
+impl std::fmt::Debug for RefreshCred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshCred")
+            .field("token", &redact::fingerprint(&self.token))
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Protected-resource metadata seen for a resource.
@@ -47,6 +82,10 @@ struct State {
     resources: HashMap<String, Resource>,
     /// Token endpoint URL → issuer, from authorization-server metadata.
     token_endpoints: HashMap<String, String>,
+    /// Fingerprints of refresh tokens whose refresh by mcptap failed: never tried again.
+    failed_refresh: HashSet<String>,
+    /// Fingerprints of refresh tokens being refreshed right now → closed when done.
+    refreshing: HashMap<String, tokio::sync::watch::Receiver<()>>,
 }
 
 /// Why a bare request was not given a token (for the log; not recorded with secrets).
@@ -77,6 +116,52 @@ pub struct Pick {
 #[derive(Debug, Default)]
 pub struct Injector {
     state: Mutex<State>,
+    /// `--inject-refresh`: keep refresh tokens and refresh with them.
+    refresh: bool,
+}
+
+/// What to do about a bare request that has no usable token but a refreshable one.
+pub enum Refresh {
+    /// Refresh now with this job (this caller holds the only one for its refresh token).
+    Go(Box<RefreshJob>),
+    /// Another request is refreshing the same refresh token: wait for this to close, then
+    /// pick again.
+    Wait(tokio::sync::watch::Receiver<()>),
+}
+
+/// One refresh to make: POST `body` (form-encoded) to `endpoint`, with `basic` as
+/// `Authorization` when set. Dropping it ends the single-flight slot of its refresh token.
+pub struct RefreshJob {
+    inj: Arc<Injector>,
+    /// Fingerprint of the refresh token used.
+    pub key: String,
+    /// The token endpoint the client used for the token being refreshed.
+    pub endpoint: String,
+    /// `grant_type=refresh_token&refresh_token=…&client_id=…` and what else the client sent.
+    pub body: String,
+    /// The client's `Authorization: Basic …` at the token endpoint, if it used one.
+    pub basic: Option<String>,
+    old: RefreshCred,
+    issuer: String,
+    resource: Option<String>,
+    scope: Option<Vec<String>>,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl std::fmt::Debug for RefreshJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshJob")
+            .field("key", &self.key)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RefreshJob {
+    fn drop(&mut self) {
+        let mut st = self.inj.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.refreshing.remove(&self.key);
+    }
 }
 
 /// `scheme://host[:port]/path` lowercased in scheme and host, without query, fragment, default
@@ -156,6 +241,56 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Expiry of `token` issued at `issued_at`: `expires_in` (numbers or strings), else JWT `exp`.
+fn expiry(doc: &serde_json::Value, token: &str, issued_at: Micros) -> Option<Micros> {
+    let expires_in = doc.get("expires_in").and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_f64().map(|f| f as i64))
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    });
+    let jwt_exp = redact::decode_jwt(token)
+        .and_then(|j| j.claims.get("exp").and_then(|e| e.as_i64()))
+        .map(|exp| exp * 1_000_000);
+    expires_in.map(|s| issued_at + s * 1_000_000).or(jwt_exp)
+}
+
+/// Whether `t` may still be injected at `now`: not expired, with [`EXPIRY_SKEW_US`] of margin —
+/// or, for a token mcptap itself just got by refreshing, half its lifetime when that is shorter
+/// (mcptap knows when it got it; otherwise a token living less than the margin would be
+/// refreshed again for every request).
+fn usable(t: &Issued, now: Micros) -> bool {
+    let Some(e) = t.expires_at else {
+        return true;
+    };
+    let skew = if t.by_refresh {
+        EXPIRY_SKEW_US.min((e - t.issued_at).max(0) / 2)
+    } else {
+        EXPIRY_SKEW_US
+    };
+    e - skew > now
+}
+
+/// Whether a request may go to this token endpoint: https, or plain http to loopback.
+pub fn endpoint_allowed(url: &str) -> bool {
+    match canonical(url) {
+        Some(c) if c.starts_with("https://") => true,
+        Some(c) if c.starts_with("http://") => is_loopback_host(url),
+        _ => false,
+    }
+}
+
 fn scopes(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
@@ -188,6 +323,20 @@ impl Injector {
     /// A new, empty injector.
     pub fn new() -> Injector {
         Injector::default()
+    }
+
+    /// A new injector that, when `refresh` (`--inject-refresh`), keeps refresh tokens and
+    /// refreshes with them.
+    pub fn with_refresh(refresh: bool) -> Injector {
+        Injector {
+            refresh,
+            ..Injector::default()
+        }
+    }
+
+    /// True under `--inject-refresh`.
+    pub fn refreshes(&self) -> bool {
+        self.refresh
     }
 
     /// Learns from a finished flow (raw, before redaction): metadata, challenges and issued
@@ -260,15 +409,7 @@ impl Injector {
             return; // DPoP or other schemes, empty tokens, redacted input: never injected
         }
         let issued_at = flow.timings.response_head.unwrap_or(flow.timings.started);
-        let expires_in = doc.get("expires_in").and_then(|v| {
-            v.as_i64()
-                .or_else(|| v.as_f64().map(|f| f as i64))
-                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-        });
-        let jwt_exp = redact::decode_jwt(token)
-            .and_then(|j| j.claims.get("exp").and_then(|e| e.as_i64()))
-            .map(|exp| exp * 1_000_000);
-        let expires_at = expires_in.map(|s| issued_at + s * 1_000_000).or(jwt_exp);
+        let expires_at = expiry(&doc, token, issued_at);
         let body = &flow.request.body.bytes;
         let endpoint = canonical(url).unwrap_or_default();
         let issuer = st
@@ -282,6 +423,42 @@ impl Injector {
             .and_then(|v| v.as_str())
             .map(scopes)
             .or_else(|| form_value(body, "scope").map(|s| scopes(&s)));
+        let refresh = if self.refresh {
+            // A refresh token the client used itself is spent (rotated) or, when the server
+            // sent none, still the current one: it moves to the new token.
+            let used = (form_value(body, "grant_type").as_deref() == Some("refresh_token"))
+                .then(|| form_value(body, "refresh_token"))
+                .flatten();
+            if let Some(used) = &used {
+                for t in st.tokens.iter_mut() {
+                    if t.refresh.as_ref().is_some_and(|r| &r.token == used) {
+                        t.refresh = None;
+                    }
+                }
+            }
+            let fresh = doc
+                .get("refresh_token")
+                .and_then(|v| v.as_str())
+                .filter(|r| !r.is_empty() && redact::parse_redacted(r).is_none())
+                .map(str::to_owned)
+                .or(used);
+            fresh.map(|token| RefreshCred {
+                token,
+                endpoint: url.clone(),
+                client_id: form_value(body, "client_id"),
+                client_secret: form_value(body, "client_secret"),
+                basic: flow
+                    .request
+                    .headers
+                    .get("authorization")
+                    .filter(|a| a.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("basic ")))
+                    .map(str::to_owned),
+                resource: form_value(body, "resource"),
+                scope: form_value(body, "scope"),
+            })
+        } else {
+            None // refresh tokens are never kept without --inject-refresh
+        };
         st.tokens.push(Issued {
             fingerprint: redact::fingerprint(token),
             token: token.to_owned(),
@@ -291,6 +468,8 @@ impl Injector {
             issuer,
             resource: form_value(body, "resource").and_then(|r| canonical(&r)),
             scope,
+            refresh,
+            by_refresh: false,
         });
         // Bounded: only the newest tokens matter.
         if st.tokens.len() > 256 {
@@ -298,13 +477,13 @@ impl Injector {
         }
     }
 
-    /// A token for a bare request to `url` at `now`, or why not.
-    pub fn pick(&self, url: &str, now: Micros) -> Result<Pick, Skip> {
+    /// The tokens that qualify for a bare request to `url` under every rule but expiry
+    /// (resource, issuer, audience, Bearer, challenged scope), newest last; or why none can.
+    fn candidates<'a>(st: &'a State, url: &str) -> Result<(Vec<&'a Issued>, Option<String>), Skip> {
         let target = canonical(url).ok_or(Skip::NotAResource)?;
         if target.starts_with("http://") && !is_loopback_host(url) {
             return Err(Skip::Insecure);
         }
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // The resource this URL belongs to: its exact URL or a path prefix at a segment boundary.
         let (resource, meta) = st
             .resources
@@ -326,10 +505,9 @@ impl Injector {
                 }
             })?;
         let mut slash_only = None;
-        let candidate = st
+        let mut found: Vec<&Issued> = st
             .tokens
             .iter()
-            .rev() // newest first
             .filter(|t| meta.authorization_servers.contains(&t.issuer))
             .filter(|t| match &t.resource {
                 Some(r) if r == resource => true,
@@ -342,13 +520,20 @@ impl Injector {
                 // the client had no other resource in mind.
                 None => true,
             })
-            .filter(|t| t.expires_at.is_none_or(|e| e - EXPIRY_SKEW_US > now))
             .filter(|t| match (&meta.challenged_scope, &t.scope) {
                 (Some(want), Some(have)) => want.iter().all(|w| have.contains(w)),
                 _ => true,
             })
-            .max_by_key(|t| t.issued_at);
-        match candidate {
+            .collect();
+        found.sort_by_key(|t| t.issued_at);
+        Ok((found, slash_only))
+    }
+
+    /// A token for a bare request to `url` at `now`, or why not.
+    pub fn pick(&self, url: &str, now: Micros) -> Result<Pick, Skip> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (found, slash_only) = Self::candidates(&st, url)?;
+        match found.into_iter().rev().find(|t| usable(t, now)) {
             Some(t) => Ok(Pick {
                 header: format!("Bearer {}", t.token),
                 fingerprint: t.fingerprint.clone(),
@@ -356,6 +541,129 @@ impl Injector {
             }),
             None => Err(slash_only.map(Skip::SlashOnly).unwrap_or(Skip::NoToken)),
         }
+    }
+
+    /// `--inject-refresh`, after [`Injector::pick`] found no usable token for `url`: the newest
+    /// qualifying token that has a refresh token (not one whose refresh failed) is to be
+    /// refreshed — by this caller ([`Refresh::Go`]), or by another one already doing it
+    /// ([`Refresh::Wait`]). `None` without the flag, without such a token, or when the token
+    /// endpoint the client used is neither https nor loopback.
+    pub fn plan_refresh(self: &Arc<Self>, url: &str) -> Option<Refresh> {
+        if !self.refresh {
+            return None;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (found, _) = Self::candidates(&st, url).ok()?;
+        let t = found.into_iter().rev().find(|t| {
+            t.refresh
+                .as_ref()
+                .is_some_and(|r| !st.failed_refresh.contains(&redact::fingerprint(&r.token)))
+        })?;
+        let cred = t.refresh.clone()?;
+        let key = redact::fingerprint(&cred.token);
+        if let Some(rx) = st.refreshing.get(&key) {
+            return Some(Refresh::Wait(rx.clone()));
+        }
+        if !endpoint_allowed(&cred.endpoint) {
+            return None;
+        }
+        let mut body = format!(
+            "grant_type=refresh_token&refresh_token={}",
+            percent_encode(&cred.token)
+        );
+        for (k, v) in [
+            ("client_id", &cred.client_id),
+            ("client_secret", &cred.client_secret),
+            ("resource", &cred.resource),
+            ("scope", &cred.scope),
+        ] {
+            if let Some(v) = v {
+                body.push_str(&format!("&{k}={}", percent_encode(v)));
+            }
+        }
+        let (issuer, resource, scope) = (t.issuer.clone(), t.resource.clone(), t.scope.clone());
+        let (tx, rx) = tokio::sync::watch::channel(());
+        st.refreshing.insert(key.clone(), rx);
+        Some(Refresh::Go(Box::new(RefreshJob {
+            inj: self.clone(),
+            key,
+            endpoint: cred.endpoint.clone(),
+            body,
+            basic: cred.basic.clone(),
+            old: cred,
+            issuer,
+            resource,
+            scope,
+            _done: tx,
+        })))
+    }
+
+    /// Learns the outcome of `job`: the token response body when the endpoint answered `200`
+    /// (`None` otherwise), received at `at` in flow `flow`. A new Bearer token joins the others
+    /// with the rotated refresh token (or the old one when the server sent none), and the old
+    /// refresh token is no longer used; a failure is remembered and that refresh token is not
+    /// tried again. Returns what to inject into the request to `url` now, if anything.
+    pub fn refresh_done(
+        &self,
+        job: Box<RefreshJob>,
+        response: Option<&[u8]>,
+        flow: FlowId,
+        at: Micros,
+        url: &str,
+    ) -> Option<Pick> {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let doc = response.and_then(json);
+            let token = doc.as_ref().and_then(|d| {
+                let t = d.get("access_token")?.as_str()?;
+                let bearer = d
+                    .get("token_type")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
+                (bearer && !t.is_empty() && redact::parse_redacted(t).is_none()).then_some(t)
+            });
+            match (doc.as_ref(), token) {
+                (Some(doc), Some(token)) => {
+                    for t in st.tokens.iter_mut() {
+                        if t.refresh.as_ref().is_some_and(|r| r.token == job.old.token) {
+                            t.refresh = None;
+                        }
+                    }
+                    let mut cred = job.old.clone();
+                    if let Some(rotated) = doc
+                        .get("refresh_token")
+                        .and_then(|v| v.as_str())
+                        .filter(|r| !r.is_empty())
+                    {
+                        cred.token = rotated.to_owned();
+                    }
+                    st.tokens.push(Issued {
+                        fingerprint: redact::fingerprint(token),
+                        token: token.to_owned(),
+                        flow,
+                        issued_at: at,
+                        expires_at: expiry(doc, token, at),
+                        issuer: job.issuer.clone(),
+                        resource: job.resource.clone(),
+                        scope: doc
+                            .get("scope")
+                            .and_then(|v| v.as_str())
+                            .map(scopes)
+                            .or_else(|| job.scope.clone()),
+                        refresh: Some(cred),
+                        by_refresh: true,
+                    });
+                    if st.tokens.len() > 256 {
+                        st.tokens.remove(0);
+                    }
+                }
+                _ => {
+                    st.failed_refresh.insert(job.key.clone());
+                }
+            }
+        }
+        drop(job); // wakes the requests waiting for this refresh
+        self.pick(url, at).ok()
     }
 }
 

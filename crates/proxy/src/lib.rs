@@ -11,6 +11,7 @@ mod connect;
 pub mod events;
 mod forward;
 pub mod inject;
+mod refresh;
 pub mod reverse;
 mod serve;
 pub mod shutdown;
@@ -70,6 +71,9 @@ pub struct ProxyConfig {
     pub proxy_auth: Option<String>,
     /// Inject mode: add the captured token to bare MCP requests (see [`inject`]).
     pub inject_token: bool,
+    /// With `inject_token`: when no unexpired token qualifies, refresh one with the client's
+    /// refresh token (`--inject-refresh`; rotates the client's copy on rotating servers).
+    pub inject_refresh: bool,
 }
 
 impl Default for ProxyConfig {
@@ -85,6 +89,7 @@ impl Default for ProxyConfig {
             reverse: None,
             proxy_auth: None,
             inject_token: false,
+            inject_refresh: false,
         }
     }
 }
@@ -121,6 +126,8 @@ pub(crate) struct Shared {
     pub client: Client<upstream::Connector, tap::Tap<hyper::body::Incoming>>,
     /// HTTP/1.1 only: for HTTP/1.1 clients and upgrade requests (WebSocket).
     pub client_h1: Client<upstream::Connector, tap::Tap<hyper::body::Incoming>>,
+    /// HTTP/1.1, for the requests mcptap makes itself (`--inject-refresh`).
+    pub client_own: Client<upstream::Connector, tap::Tap<http_body_util::Full<bytes::Bytes>>>,
     pub connector: upstream::Connector,
     pub events: EventSender,
     pub next_id: AtomicU64,
@@ -155,9 +162,11 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-fn pooled_client(
-    connector: upstream::Connector,
-) -> Client<upstream::Connector, tap::Tap<hyper::body::Incoming>> {
+fn pooled_client<B>(connector: upstream::Connector) -> Client<upstream::Connector, B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
@@ -199,7 +208,8 @@ impl Proxy {
             shared: Arc::new(Shared {
                 ca,
                 client: pooled_client(connector.clone()),
-                client_h1: pooled_client(connector_h1),
+                client_h1: pooled_client(connector_h1.clone()),
+                client_own: pooled_client(connector_h1),
                 connector,
                 events,
                 next_id: AtomicU64::new(1),
@@ -208,7 +218,7 @@ impl Proxy {
                 reverse: config.reverse.map(Arc::new),
                 injector: config
                     .inject_token
-                    .then(|| Arc::new(inject::Injector::new())),
+                    .then(|| Arc::new(inject::Injector::with_refresh(config.inject_refresh))),
                 proxy_auth: config.proxy_auth.map(|c| {
                     use base64::Engine as _;
                     format!(

@@ -121,6 +121,12 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
             t.fg(Color::Yellow),
         ));
     }
+    if let Some(why) = &flow.by_mcptap {
+        out.push(Line::styled(
+            format!("made by mcptap ({why}), not by the client"),
+            t.fg(Color::Yellow),
+        ));
+    }
     if let Some(e) = &flow.error {
         out.push(Line::styled(
             format!("error [{}] {}", e.kind.as_str(), e.message),

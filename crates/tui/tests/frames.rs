@@ -526,3 +526,20 @@ fn read_only_session_view() {
         "{shot}"
     );
 }
+
+#[test]
+fn a_flow_mcptap_made_itself_says_so_in_the_detail() {
+    let mut flows = dance();
+    let last = flows.last_mut().unwrap();
+    last.by_mcptap = Some("inject-refresh".into());
+    let mut app = live(flows);
+    keys(&mut app, [Msg::key(KeyCode::Enter)]);
+    let shot = frame(&mut app, 140, 40);
+    assert!(
+        shot.contains("made by mcptap (inject-refresh), not by the client"),
+        "{shot}"
+    );
+    let mut app = live(dance());
+    keys(&mut app, [Msg::key(KeyCode::Enter)]);
+    assert!(!frame(&mut app, 140, 40).contains("made by mcptap"));
+}

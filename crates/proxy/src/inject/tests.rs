@@ -220,3 +220,302 @@ fn challenge_parameters_parse_quoted_and_bare() {
     );
     assert_eq!(challenge_param(r#"Bearer myscope="no""#, "scope"), None);
 }
+
+// ---------------------------------------------------------------- --inject-refresh
+
+/// Like [`learned`] with a 30 s token (unusable: inside the margin) and a refresh token, the
+/// client authenticating with client_secret_post, in an injector with or without the flag.
+fn refreshable(flag: bool) -> Arc<Injector> {
+    let inj = Arc::new(Injector::with_refresh(flag));
+    inj.observe(&flow(
+        1,
+        "GET",
+        "https://a.example/.well-known/oauth-protected-resource/mcp",
+        "",
+        200,
+        &[],
+        r#"{"resource":"https://a.example/mcp","authorization_servers":["https://auth.example/"]}"#,
+    ));
+    inj.observe(&flow(
+        2,
+        "GET",
+        "https://auth.example/.well-known/oauth-authorization-server",
+        "",
+        200,
+        &[],
+        r#"{"issuer":"https://auth.example","token_endpoint":"https://auth.example/token"}"#,
+    ));
+    inj.observe(&flow(
+        3,
+        "POST",
+        "https://auth.example/token",
+        "grant_type=authorization_code&code=c&client_id=cid&client_secret=s%2Fs&scope=mcp&resource=https%3A%2F%2Fa.example%2Fmcp",
+        200,
+        &[],
+        r#"{"access_token":"tok-A","token_type":"Bearer","expires_in":30,"refresh_token":"rt-1"}"#,
+    ));
+    inj
+}
+
+fn go(r: Option<Refresh>) -> Box<RefreshJob> {
+    match r {
+        Some(Refresh::Go(job)) => job,
+        Some(Refresh::Wait(_)) => panic!("asked to wait"),
+        None => panic!("no refresh planned"),
+    }
+}
+
+const NOW: Micros = T0 + 1_000_000;
+
+#[test]
+fn without_the_flag_refresh_tokens_are_never_used() {
+    let inj = refreshable(false);
+    assert_eq!(
+        inj.pick("https://a.example/mcp", NOW).unwrap_err(),
+        Skip::NoToken
+    );
+    assert!(!inj.refreshes());
+    assert!(inj.plan_refresh("https://a.example/mcp").is_none());
+    // Nor even kept in memory.
+    let st = inj.state.lock().unwrap();
+    assert!(st.tokens.iter().all(|t| t.refresh.is_none()));
+}
+
+#[test]
+fn with_the_flag_the_refresh_goes_to_the_clients_token_endpoint_with_its_credentials() {
+    let inj = refreshable(true);
+    let job = go(inj.plan_refresh("https://a.example/mcp"));
+    assert_eq!(job.endpoint, "https://auth.example/token");
+    assert_eq!(
+        job.body,
+        "grant_type=refresh_token&refresh_token=rt-1&client_id=cid&client_secret=s%2Fs\
+         &resource=https%3A%2F%2Fa.example%2Fmcp&scope=mcp"
+    );
+    assert_eq!(job.basic, None);
+    assert_eq!(job.key, redact::fingerprint("rt-1"));
+    // The new token is injected, and the flow that got it is named.
+    let pick = inj
+        .refresh_done(
+            job,
+            Some(br#"{"access_token":"tok-B","token_type":"bearer","expires_in":30,"refresh_token":"rt-2"}"#),
+            FlowId(9),
+            NOW,
+            "https://a.example/mcp",
+        )
+        .unwrap();
+    assert_eq!(pick.header, "Bearer tok-B");
+    assert_eq!(pick.fingerprint, redact::fingerprint("tok-B"));
+    assert_eq!(pick.token_flow, FlowId(9));
+    // A token mcptap refreshed itself is used for half its life, then refreshed again — with
+    // the rotated refresh token, never the old one.
+    assert!(inj.pick("https://a.example/mcp", NOW + 14_000_000).is_ok());
+    assert!(inj.pick("https://a.example/mcp", NOW + 16_000_000).is_err());
+    let again = go(inj.plan_refresh("https://a.example/mcp"));
+    assert!(again.body.contains("refresh_token=rt-2&"), "{}", again.body);
+    assert_eq!(again.key, redact::fingerprint("rt-2"));
+}
+
+#[test]
+fn a_client_secret_basic_client_is_authenticated_the_same_way() {
+    let inj = Arc::new(Injector::with_refresh(true));
+    inj.observe(&flow(
+        1,
+        "GET",
+        "https://a.example/.well-known/oauth-protected-resource/mcp",
+        "",
+        200,
+        &[],
+        r#"{"resource":"https://a.example/mcp","authorization_servers":["https://auth.example"]}"#,
+    ));
+    let mut f = flow(
+        3,
+        "POST",
+        "https://auth.example/oauth/token",
+        "grant_type=authorization_code&code=c&client_id=cid",
+        200,
+        &[],
+        r#"{"access_token":"tok-A","token_type":"Bearer","expires_in":1,"refresh_token":"rt-1"}"#,
+    );
+    f.request
+        .headers
+        .push("Authorization", "Basic Y2lkOnNlY3JldA==");
+    inj.observe(&f);
+    let job = go(inj.plan_refresh("https://a.example/mcp"));
+    assert_eq!(job.endpoint, "https://auth.example/oauth/token");
+    assert_eq!(job.basic.as_deref(), Some("Basic Y2lkOnNlY3JldA=="));
+    assert_eq!(
+        job.body,
+        "grant_type=refresh_token&refresh_token=rt-1&client_id=cid"
+    );
+}
+
+#[test]
+fn one_refresh_at_a_time_per_refresh_token_and_a_failed_one_is_not_retried() {
+    let inj = refreshable(true);
+    let job = go(inj.plan_refresh("https://a.example/mcp"));
+    let mut waiting = match inj.plan_refresh("https://a.example/mcp") {
+        Some(Refresh::Wait(rx)) => rx,
+        _ => panic!("a second refresh of the same refresh token must wait"),
+    };
+    assert!(inj
+        .refresh_done(job, None, FlowId(9), NOW, "https://a.example/mcp")
+        .is_none());
+    // The waiter is released (its channel closes) ...
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting.changed())
+            .await
+            .expect("released")
+            .expect_err("closed, nothing sent");
+    });
+    // ... and the failed refresh token is not tried again.
+    assert!(inj.plan_refresh("https://a.example/mcp").is_none());
+    // An error answer (not a Bearer token) counts as a failure too.
+    let other = refreshable(true);
+    let job = go(other.plan_refresh("https://a.example/mcp"));
+    assert!(other
+        .refresh_done(
+            job,
+            Some(br#"{"error":"invalid_grant"}"#),
+            FlowId(9),
+            NOW,
+            "https://a.example/mcp"
+        )
+        .is_none());
+    assert!(other.plan_refresh("https://a.example/mcp").is_none());
+}
+
+#[test]
+fn a_dropped_job_frees_its_slot_without_marking_a_failure() {
+    let inj = refreshable(true);
+    drop(go(inj.plan_refresh("https://a.example/mcp")));
+    assert!(matches!(
+        inj.plan_refresh("https://a.example/mcp"),
+        Some(Refresh::Go(_))
+    ));
+}
+
+#[test]
+fn refresh_only_for_a_token_that_otherwise_qualifies_and_never_to_another_endpoint() {
+    let inj = refreshable(true);
+    // Another resource, another origin, the authorization server: nothing to refresh.
+    for url in [
+        "https://b.example/mcp",
+        "https://a.example/other",
+        "https://auth.example/token",
+        "http://a.example/mcp",
+    ] {
+        assert!(inj.plan_refresh(url).is_none(), "{url}");
+    }
+    // A token issued for another resource, or by an issuer the metadata does not name, or of
+    // another scheme, is not refreshed for this one.
+    for (endpoint, resource, ty) in [
+        (
+            "https://auth.example/token",
+            "https%3A%2F%2Fb.example%2Fmcp",
+            "Bearer",
+        ),
+        (
+            "https://evil.example/token",
+            "https%3A%2F%2Fa.example%2Fmcp",
+            "Bearer",
+        ),
+        (
+            "https://auth.example/token",
+            "https%3A%2F%2Fa.example%2Fmcp",
+            "DPoP",
+        ),
+    ] {
+        let inj = Arc::new(Injector::with_refresh(true));
+        inj.observe(&flow(
+            1,
+            "GET",
+            "https://a.example/.well-known/oauth-protected-resource/mcp",
+            "",
+            200,
+            &[],
+            r#"{"resource":"https://a.example/mcp","authorization_servers":["https://auth.example"]}"#,
+        ));
+        inj.observe(&flow(
+            3,
+            "POST",
+            endpoint,
+            &format!("grant_type=authorization_code&client_id=c&resource={resource}"),
+            200,
+            &[],
+            &format!(
+                r#"{{"access_token":"t","token_type":"{ty}","expires_in":1,"refresh_token":"rt"}}"#
+            ),
+        ));
+        assert!(
+            inj.plan_refresh("https://a.example/mcp").is_none(),
+            "{endpoint} {resource} {ty}"
+        );
+    }
+    // The client's token endpoint over plain HTTP to a non-loopback host: never.
+    let plain = Arc::new(Injector::with_refresh(true));
+    plain.observe(&flow(
+        1,
+        "GET",
+        "https://a.example/.well-known/oauth-protected-resource/mcp",
+        "",
+        200,
+        &[],
+        r#"{"resource":"https://a.example/mcp","authorization_servers":["http://auth.example"]}"#,
+    ));
+    plain.observe(&flow(
+        3,
+        "POST",
+        "http://auth.example/token",
+        "grant_type=authorization_code&client_id=c",
+        200,
+        &[],
+        r#"{"access_token":"t","token_type":"Bearer","expires_in":1,"refresh_token":"rt"}"#,
+    ));
+    assert!(plain.plan_refresh("https://a.example/mcp").is_none());
+    assert!(!endpoint_allowed("http://auth.example/token"));
+    assert!(endpoint_allowed("http://127.0.0.1:9/token"));
+    assert!(endpoint_allowed("https://auth.example/token"));
+    // The refresh goes where the client got the token, not to another endpoint of the issuer.
+    let job = go(inj.plan_refresh("https://a.example/mcp"));
+    assert_eq!(job.endpoint, "https://auth.example/token");
+}
+
+#[test]
+fn a_refresh_the_client_makes_itself_moves_the_refresh_token() {
+    let inj = refreshable(true);
+    // The client refreshes on its own; the server rotates.
+    inj.observe(&flow(
+        4,
+        "POST",
+        "https://auth.example/token",
+        "grant_type=refresh_token&refresh_token=rt-1&client_id=cid&resource=https%3A%2F%2Fa.example%2Fmcp",
+        200,
+        &[],
+        r#"{"access_token":"tok-C","token_type":"Bearer","expires_in":30,"refresh_token":"rt-3"}"#,
+    ));
+    let job = go(inj.plan_refresh("https://a.example/mcp"));
+    assert!(job.body.contains("refresh_token=rt-3&"), "{}", job.body);
+    drop(job);
+    // A server that does not rotate: the same refresh token stays the current one.
+    inj.observe(&flow(
+        5,
+        "POST",
+        "https://auth.example/token",
+        "grant_type=refresh_token&refresh_token=rt-3&client_id=cid&resource=https%3A%2F%2Fa.example%2Fmcp",
+        200,
+        &[],
+        r#"{"access_token":"tok-D","token_type":"Bearer","expires_in":30}"#,
+    ));
+    let job = go(inj.plan_refresh("https://a.example/mcp"));
+    assert!(job.body.contains("refresh_token=rt-3&"), "{}", job.body);
+    let st = inj.state.lock().unwrap();
+    assert_eq!(
+        st.tokens.iter().filter(|t| t.refresh.is_some()).count(),
+        1,
+        "one current refresh token"
+    );
+}

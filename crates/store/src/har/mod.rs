@@ -66,6 +66,8 @@ pub(crate) struct McptapEntry {
     pub tunnel: Option<TunnelStats>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injected: Option<Injection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_mcptap: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretNote>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

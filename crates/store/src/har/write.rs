@@ -428,6 +428,7 @@ pub fn write_entry(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
         error: flow.error.clone(),
         tunnel: flow.tunnel,
         injected: flow.injected.clone(),
+        by_mcptap: flow.by_mcptap.clone(),
         secrets: flow.secrets.clone(),
         raw_secrets: flow.raw_secrets,
         request_body: body_meta(&req.body),
