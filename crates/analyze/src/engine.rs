@@ -177,6 +177,10 @@ pub(crate) struct RefreshState {
     pub uses: Vec<(FlowId, Micros, bool)>,
     pub rejected: Option<FlowId>,
     pub rotated: bool,
+    /// Refreshes mcptap made itself with this refresh token (`--inject-refresh`).
+    pub by_mcptap: Vec<FlowId>,
+    /// The mcptap refresh that rotated it, if one did.
+    pub rotated_by_mcptap: Option<FlowId>,
 }
 
 #[derive(Debug)]
@@ -431,7 +435,8 @@ impl Analyzer {
                 .map_or(ctx.started, |f| f.min(ctx.started)),
         );
         self.now = Some(self.now.map_or(ctx.done, |n| n.max(ctx.done)));
-        if let Some(ua) = &ctx.ua {
+        // mcptap's own requests (`--inject-refresh`) say nothing about the client.
+        if let Some(ua) = ctx.ua.as_ref().filter(|_| flow.by_mcptap.is_none()) {
             if !self.env.user_agents.contains(ua) && self.env.user_agents.len() < 32 {
                 self.env.user_agents.push(ua.clone());
             }
@@ -668,6 +673,7 @@ impl Analyzer {
             negotiated_version: c.negotiated.clone(),
         });
         let summary = FlowSummary {
+            by_mcptap: flow.by_mcptap.clone(),
             id: c.id,
             started: c.started,
             role: c.role,

@@ -329,6 +329,9 @@ pub struct FlowSummary {
     /// Fingerprint of the access token this (token) flow issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token: Option<String>,
+    /// Set when mcptap made this request itself (`inject-refresh`), not the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_mcptap: Option<String>,
 }
 
 /// One access token: where it came from and where it went.

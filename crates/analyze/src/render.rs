@@ -17,7 +17,13 @@ fn offset(report: &Report, at: i64) -> String {
 
 fn auth_col(f: &FlowSummary) -> String {
     if let Some(t) = &f.issued_token {
-        return format!("issues {t}");
+        return match &f.by_mcptap {
+            Some(why) => format!("BY MCPTAP ({why}) issues {t}"),
+            None => format!("issues {t}"),
+        };
+    }
+    if let Some(why) = &f.by_mcptap {
+        return format!("BY MCPTAP ({why})");
     }
     match &f.auth {
         Some(a) if a.injected => format!("INJECTED {}", a.fingerprint),

@@ -1162,11 +1162,14 @@ impl Analyzer {
             let st = self.refresh.entry(rt).or_default();
             st.story = Some(story);
         }
-        let deadline = c.done + us(self.opts.token_unused_after);
-        self.pending.push(Pending::TokenUnused {
-            token: ti,
-            deadline,
-        });
+        // A token mcptap got for itself (`--inject-refresh`) was never the client's to use.
+        if c.flow.by_mcptap.is_none() {
+            let deadline = c.done + us(self.opts.token_unused_after);
+            self.pending.push(Pending::TokenUnused {
+                token: ti,
+                deadline,
+            });
+        }
     }
 
     fn check_refresh(
@@ -1178,6 +1181,7 @@ impl Analyzer {
         json: Option<&Value>,
     ) {
         let window = us(self.opts.refresh_race_window);
+        let mine = c.flow.by_mcptap.is_some();
         let st = self.refresh.entry(rt.to_owned()).or_default();
         let race = st
             .uses
@@ -1187,15 +1191,45 @@ impl Analyzer {
             .map(|(f, _, _)| *f);
         let rejected = st.rejected;
         let rotated = st.rotated;
+        let rotated_by_mcptap = st.rotated_by_mcptap;
+        let race_with_mcptap = race.is_some_and(|p| mine || st.by_mcptap.contains(&p));
         st.uses.push((c.id, c.started, ok));
+        if mine {
+            st.by_mcptap.push(c.id);
+        }
         if ok {
             if let Some(new_rt) = json.and_then(|v| jstr(v, "refresh_token")) {
                 if redact::fingerprint_of(new_rt) != rt {
                     st.rotated = true;
+                    if mine {
+                        st.rotated_by_mcptap.get_or_insert(c.id);
+                    }
                 }
             }
         } else if error == Some("invalid_grant") {
             st.rejected.get_or_insert(c.id);
+        }
+        // What mcptap's own refreshes (`--inject-refresh`) cause is not the client's doing nor
+        // the server's: said as a note, never as a finding.
+        if mine || race_with_mcptap || (rotated_by_mcptap.is_some() && !ok) {
+            if let (Some(prev), true) = (race, race_with_mcptap) {
+                self.vis.notes.push(format!(
+                    "Refreshes {prev} and {} used the same refresh token; mcptap made one of them (--inject-refresh).",
+                    c.id
+                ));
+            }
+            if !ok {
+                let why = match rotated_by_mcptap {
+                    Some(r) if !mine => format!(
+                        "its refresh token had been rotated by mcptap's own refresh {r} (--inject-refresh): expected, the client's copy was replaced behind its back"
+                    ),
+                    _ => format!("mcptap's own refresh (--inject-refresh) was refused{}", error.map(|e| format!(" with {e}")).unwrap_or_default()),
+                };
+                self.vis
+                    .notes
+                    .push(format!("Refresh {} was refused: {why}.", c.id));
+            }
+            return;
         }
         if let Some(prev) = race {
             self.emit(

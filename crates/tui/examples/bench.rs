@@ -72,6 +72,7 @@ fn summary(f: &Flow) -> FlowSummary {
             ..McpInfo::default()
         }),
         issued_token: None,
+        by_mcptap: None,
     }
 }
 

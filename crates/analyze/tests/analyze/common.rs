@@ -211,6 +211,11 @@ impl FlowBuilder {
         });
         self
     }
+    /// Made by mcptap itself (`--inject-refresh`), not by the client.
+    pub fn by_mcptap(mut self) -> Self {
+        self.flow.by_mcptap = Some("inject-refresh".into());
+        self
+    }
     pub fn injected(mut self, tok: &str, token_flow: Option<FlowId>) -> Self {
         self.flow.injected = Some(Injection {
             fingerprint: fp(tok),

@@ -1227,6 +1227,60 @@ fn refresh_broken_race_and_reuse_of_rotated_token() {
 }
 
 #[test]
+fn refresh_near_miss_mcptap_rotated_the_clients_refresh_token() {
+    // The same wire as `refresh_broken_race_and_reuse_of_rotated_token`, but the first refresh
+    // was mcptap's own (--inject-refresh): the client's refused reuse is mcptap's doing.
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(init_ok("tok-1", None)); // #6
+    s.wait(3_000_000);
+    s.add(issued(token_refresh(AS, "rt-1"), "tok-2", Some("rt-2")).by_mcptap()); // #7
+    s.add(
+        token_refresh(AS, "rt-1")
+            .status(400)
+            .resp_json(json!({"error":"invalid_grant"})),
+    ); // #8 the client, with the refresh token mcptap rotated
+    let r = analyze(&s.flows);
+    absent(&r, "refresh-broken");
+    assert!(
+        r.visibility
+            .notes
+            .iter()
+            .any(|n| n.contains("Refresh #8 was refused") && n.contains("mcptap's own refresh #7")),
+        "{:#?}",
+        r.visibility.notes
+    );
+    let t = r.flows.iter().find(|f| f.id.0 == 7).unwrap();
+    assert_eq!(t.by_mcptap.as_deref(), Some("inject-refresh"));
+    assert!(mcptap_analyze::render_text(&r).contains("BY MCPTAP (inject-refresh) issues"));
+}
+
+#[test]
+fn a_token_mcptap_refreshed_for_itself_is_never_unused_by_the_client() {
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(init_ok("tok-1", None)); // #6
+    s.wait(3_000_000);
+    s.add(issued(token_refresh(AS, "rt-1"), "tok-2", Some("rt-2")).by_mcptap()); // #7
+    s.wait(120_000_000);
+    s.add(FlowBuilder::get("https://cdn.example/later.js").resp_body("text/javascript", "x"));
+    let r = analyze(&s.flows);
+    absent(&r, "token-not-sent");
+    // The near miss: the client's own refreshed token, unused for two minutes, is named.
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(init_ok("tok-1", None));
+    s.wait(3_000_000);
+    s.add(issued(token_refresh(AS, "rt-1"), "tok-2", Some("rt-2")));
+    s.wait(120_000_000);
+    s.add(FlowBuilder::get("https://cdn.example/later.js").resp_body("text/javascript", "x"));
+    assert!(analyze(&s.flows)
+        .findings
+        .iter()
+        .any(|f| f.id == "token-not-sent" && f.subcase == Some("token-unused")));
+}
+
+#[test]
 fn refresh_near_miss_rotation_done_right() {
     let mut s = Scenario::new();
     oauth(&mut s, "tok-1");
