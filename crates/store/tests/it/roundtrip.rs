@@ -413,3 +413,22 @@ fn sessions_are_private_and_never_overwritten() {
         "{name}"
     );
 }
+
+#[test]
+fn a_flow_mcptap_made_itself_keeps_its_mark_through_journal_and_har() {
+    let dir = tempdir();
+    let mut flows = session();
+    flows[3].by_mcptap = Some("inject-refresh".into());
+    let marked = flows[3].id;
+    let (session_dir, har, _) = record(dir.path(), &flows, &Options::default());
+    let from_har = read_har(File::open(&har).unwrap()).unwrap().flows;
+    let from_journal = mcptap_store::load(&session_dir.join(mcptap_store::JOURNAL_FILE))
+        .unwrap()
+        .flows;
+    for back in [from_har, from_journal] {
+        for f in &back {
+            let want = (f.id == marked).then_some("inject-refresh");
+            assert_eq!(f.by_mcptap.as_deref(), want, "flow {}", f.id);
+        }
+    }
+}
