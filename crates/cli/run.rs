@@ -191,8 +191,8 @@ pub fn proxy_url(addr: SocketAddr, auth: Option<&str>) -> String {
     match auth.and_then(|a| a.split_once(':')) {
         Some((user, pass)) => format!(
             "http://{}:{}@{hostport}",
-            percent_encode(user),
-            percent_encode(pass)
+            mcptap_flow::redact::percent_encode(user),
+            mcptap_flow::redact::percent_encode(pass)
         ),
         None => format!("http://{hostport}"),
     }
@@ -208,18 +208,6 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn log_path(args: &RunArgs, config: &RunConfig, session: Option<&Path>) -> PathBuf {

@@ -241,18 +241,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Expiry of `token` issued at `issued_at`: `expires_in` (numbers or strings), else JWT `exp`.
 fn expiry(doc: &serde_json::Value, token: &str, issued_at: Micros) -> Option<Micros> {
     let expires_in = doc.get("expires_in").and_then(|v| {
@@ -569,7 +557,7 @@ impl Injector {
         }
         let mut body = format!(
             "grant_type=refresh_token&refresh_token={}",
-            percent_encode(&cred.token)
+            redact::percent_encode(&cred.token)
         );
         for (k, v) in [
             ("client_id", &cred.client_id),
@@ -578,7 +566,7 @@ impl Injector {
             ("scope", &cred.scope),
         ] {
             if let Some(v) = v {
-                body.push_str(&format!("&{k}={}", percent_encode(v)));
+                body.push_str(&format!("&{k}={}", redact::percent_encode(v)));
             }
         }
         let (issuer, resource, scope) = (t.issuer.clone(), t.resource.clone(), t.scope.clone());
