@@ -37,9 +37,9 @@ fn flow(
     }
 }
 
-/// A: MCP server https://a.example/mcp with AS https://auth.example; B another server.
-fn learned(token_resource: &str, token_type: &str, expires_in: &str) -> Injector {
-    let inj = Injector::new();
+/// Flows 1 and 2: A's protected-resource metadata (naming https://auth.example) and that
+/// authorization server's metadata.
+fn discovered(inj: &Injector) {
     inj.observe(&flow(
         1,
         "GET",
@@ -58,6 +58,12 @@ fn learned(token_resource: &str, token_type: &str, expires_in: &str) -> Injector
         &[],
         r#"{"issuer":"https://auth.example","token_endpoint":"https://auth.example/token"}"#,
     ));
+}
+
+/// A: MCP server https://a.example/mcp with AS https://auth.example; B another server.
+fn learned(token_resource: &str, token_type: &str, expires_in: &str) -> Injector {
+    let inj = Injector::new();
+    discovered(&inj);
     inj.observe(&flow(3, "POST", "https://auth.example/token",
         &format!("grant_type=authorization_code&code=c&resource={}", token_resource.replace(':', "%3A").replace('/', "%2F")),
         200, &[], &format!(r#"{{"access_token":"tok-A","token_type":"{token_type}","expires_in":{expires_in},"refresh_token":"r"}}"#)));
@@ -227,24 +233,7 @@ fn challenge_parameters_parse_quoted_and_bare() {
 /// client authenticating with client_secret_post, in an injector with or without the flag.
 fn refreshable(flag: bool) -> Arc<Injector> {
     let inj = Arc::new(Injector::with_refresh(flag));
-    inj.observe(&flow(
-        1,
-        "GET",
-        "https://a.example/.well-known/oauth-protected-resource/mcp",
-        "",
-        200,
-        &[],
-        r#"{"resource":"https://a.example/mcp","authorization_servers":["https://auth.example/"]}"#,
-    ));
-    inj.observe(&flow(
-        2,
-        "GET",
-        "https://auth.example/.well-known/oauth-authorization-server",
-        "",
-        200,
-        &[],
-        r#"{"issuer":"https://auth.example","token_endpoint":"https://auth.example/token"}"#,
-    ));
+    discovered(&inj);
     inj.observe(&flow(
         3,
         "POST",
