@@ -103,39 +103,11 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut addr = None;
-    let mut line = String::new();
-    let mut banner = String::new();
-    while addr.is_none() && Instant::now() < deadline {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        banner.push_str(&line);
-        if let Some(rest) = line
-            .trim()
-            .strip_prefix("mcptap: proxy listening on http://")
-        {
-            addr = Some(rest.parse::<std::net::SocketAddr>().unwrap());
-        }
-    }
-    let addr = addr.expect("the proxy announces its address");
+    let (addr, banner) = listening_addr(&mut child);
     // Said once, in plain text (stderr is a pipe here: no colour codes).
     assert_eq!(banner.matches("created a new CA").count(), 1, "{banner}");
     assert!(!banner.contains('\x1b'), "{banner:?}");
-    let ca = read_cert_der(&conf.path().join("mcptap-ca-cert.pem"));
-    let target = format!("localhost:{}", up.port());
-    let (mut s, _) = tls_client(
-        addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&ca),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
+    let (target, mut s) = client_through(addr, conf.path(), &up).await;
     let mut req = request("POST", &target, "/echo", "{}");
     req.headers_mut()
         .insert("authorization", "Bearer raw-token-value".parse().unwrap());
@@ -354,33 +326,8 @@ async fn after_kill_9_the_journal_has_every_finished_exchange() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
-    let mut line = String::new();
-    while addr.is_none() {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(rest) = line
-            .trim()
-            .strip_prefix("mcptap: proxy listening on http://")
-        {
-            addr = Some(rest.parse::<std::net::SocketAddr>().unwrap());
-        }
-    }
-    let addr = addr.expect("the proxy announces its address");
-    let ca = read_cert_der(&conf.path().join("mcptap-ca-cert.pem"));
-    let target = format!("localhost:{}", up.port());
-    let (mut s, _) = tls_client(
-        addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&ca),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
+    let (addr, _) = listening_addr(&mut child);
+    let (target, mut s) = client_through(addr, conf.path(), &up).await;
     for i in 0..5 {
         let resp = s
             .send(request("POST", &target, "/echo", format!("{{\"n\":{i}}}")))
@@ -487,4 +434,49 @@ fn inject_refresh_needs_inject_token_and_warns_at_start() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(warned, "no --inject-refresh warning in {seen:?}");
+}
+
+/// Reads the proxy's stderr until it announces its address; returns it and what came before.
+fn listening_addr(child: &mut std::process::Child) -> (std::net::SocketAddr, String) {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut line = String::new();
+    let mut banner = String::new();
+    while Instant::now() < deadline {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        banner.push_str(&line);
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("mcptap: proxy listening on http://")
+        {
+            // Keep draining: a closed stderr would fail the proxy's later messages.
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            return (rest.parse().unwrap(), banner);
+        }
+    }
+    panic!("the proxy did not announce its address: {banner}");
+}
+
+/// An HTTP/1.1 client tunnelled through the proxy at `addr` to `up`, trusting the CA in
+/// `confdir`; returns the `host:port` target too.
+async fn client_through(
+    addr: std::net::SocketAddr,
+    confdir: &std::path::Path,
+    up: &Upstream,
+) -> (String, crate::common::client::Sender) {
+    let ca = read_cert_der(&confdir.join("mcptap-ca-cert.pem"));
+    let target = format!("localhost:{}", up.port());
+    let (s, _) = tls_client(
+        addr,
+        &target,
+        "localhost",
+        std::slice::from_ref(&ca),
+        Alpn::H1,
+    )
+    .await
+    .unwrap();
+    (target, s)
 }
