@@ -90,7 +90,7 @@ pub fn load(confdir: &Path) -> anyhow::Result<Arc<LoadedCa>> {
     let ca = mcptap_ca::Ca::load_or_create(confdir)
         .with_context(|| format!("cannot use the mcptap CA in {}", confdir.display()))?;
     if ca.created() {
-        eprintln!(
+        say!(
             "mcptap: created a new CA in {} (clients must trust {})",
             confdir.display(),
             ca.cert_path().display()

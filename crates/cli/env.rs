@@ -130,7 +130,7 @@ pub fn prepare(confdir: &Path, ca_cert: &Path, lookup: Lookup<'_>) -> anyhow::Re
     let bundle = dir.join("ca-bundle.pem");
     let (roots, roots_from) = system_roots(lookup, &bundle);
     if roots.is_empty() {
-        eprintln!(
+        say!(
             "mcptap: warning: no system root certificates found (set SSL_CERT_FILE to your \
              bundle); {} holds only mcptap's CA, so HTTPS that bypasses mcptap will fail in \
              programs that use it",
@@ -192,7 +192,7 @@ fn node_extra_ca(
             Ok(combined)
         }
         Err(e) => {
-            eprintln!(
+            say!(
                 "mcptap: warning: NODE_EXTRA_CA_CERTS={} cannot be read ({e}); Node will trust \
                  mcptap's CA instead",
                 prev.display()
@@ -603,10 +603,10 @@ pub fn main(args: EnvArgs) -> anyhow::Result<ExitCode> {
         &process_env,
     );
     if let Some(note) = plan.no_proxy_note() {
-        eprintln!("{note}");
+        say!("{note}");
     }
     if listening(&url) == Some(false) {
-        eprintln!(
+        say!(
             "mcptap: note: nothing is listening on {url} yet; start it with `mcptap proxy` \
              (or use `mcptap run -- CMD`, which starts its own)"
         );

@@ -15,12 +15,12 @@ pub fn main(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             if let Some(id) = &args.id {
-                eprintln!("mcptap: no finding called {id:?}. Known findings:");
+                say!("mcptap: no finding called {id:?}. Known findings:");
             } else {
-                eprintln!("mcptap: which finding? Known findings:");
+                say!("mcptap: which finding? Known findings:");
             }
             for id in mcptap_analyze::finding_ids() {
-                eprintln!("  {id}");
+                say!("  {id}");
             }
             Ok(ExitCode::from(if args.id.is_some() { 2 } else { 0 }))
         }

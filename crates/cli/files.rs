@@ -12,12 +12,12 @@ fn load(path: &std::path::Path) -> Result<mcptap_store::Session, ExitCode> {
     match mcptap_store::load(path) {
         Ok(s) => {
             for w in &s.warnings {
-                eprintln!("mcptap: warning: {}: {w}", path.display());
+                say!("mcptap: warning: {}: {w}", path.display());
             }
             Ok(s)
         }
         Err(e) => {
-            eprintln!(
+            say!(
                 "mcptap: error: cannot read {}: {}",
                 path.display(),
                 chain(&e)
@@ -51,7 +51,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     if args.keep_secrets {
-        eprintln!("mcptap: {}", mcptap_store::KEEP_SECRETS_WARNING);
+        say!("mcptap: {}", mcptap_store::KEEP_SECRETS_WARNING);
     }
     let result = if args.output.as_os_str() == "-" {
         let stdout = std::io::stdout();
@@ -65,10 +65,10 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     match result {
         Ok(report) => {
             for w in &report.warnings {
-                eprintln!("mcptap: warning: {w}");
+                say!("mcptap: warning: {w}");
             }
             if args.output.as_os_str() != "-" {
-                eprintln!(
+                say!(
                     "mcptap: wrote {} entries to {}{}",
                     report.entries,
                     args.output.display(),
@@ -82,7 +82,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!(
+            say!(
                 "mcptap: error: cannot export {}: {}",
                 args.input.display(),
                 chain(&e)
@@ -97,7 +97,7 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let threshold: mcptap_analyze::Severity = match args.fail_on.parse() {
         Ok(s) => s,
         Err(_) => {
-            eprintln!(
+            say!(
                 "mcptap: error: --fail-on {:?}: use critical, high, medium, low or info",
                 args.fail_on
             );
@@ -158,7 +158,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
                     })
             })
             .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("mcptap: wrote {}", path.display());
+            say!("mcptap: wrote {}", path.display());
         }
         None => print!("{md}"),
     }

@@ -3,6 +3,15 @@
 //! Each subcommand lives in its own module and is callable in-process (tests drive
 //! [`proxy::run`] directly). `anyhow` is used here and nowhere else in the workspace.
 
+/// `eprintln!` that never panics: a message to a closed stderr (`mcptap proxy 2>&1 | head`) is
+/// dropped instead of taking the proxy down with it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod args;
 pub mod ca;
 pub mod env;
@@ -40,7 +49,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mcptap: error: {e:#}");
+            say!("mcptap: error: {e:#}");
             ExitCode::from(2)
         }
     }

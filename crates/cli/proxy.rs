@@ -179,7 +179,7 @@ pub async fn run(
     let started = start(&config, true).await?;
     let sink = started.serve(signal).await?;
     sink.finish();
-    eprintln!("mcptap: stopped");
+    say!("mcptap: stopped");
     Ok(())
 }
 
@@ -227,13 +227,13 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
     match &reverse {
         None => {
             if !listen.ip().is_loopback() {
-                eprintln!(
+                say!(
                     "mcptap: WARNING: listening on {addr}: anyone who can reach this address can use \
                      mcptap as an open proxy. Use --listen-host 127.0.0.1 unless you mean it."
                 );
             }
             if announce {
-                eprintln!("mcptap: proxy listening on http://{addr}");
+                say!("mcptap: proxy listening on http://{addr}");
                 // A wildcard address is where mcptap listens, not one a client can dial.
                 let dial = if addr.ip().is_unspecified() {
                     let lo: std::net::IpAddr = if addr.is_ipv6() {
@@ -245,7 +245,7 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
                 } else {
                     addr
                 };
-                eprintln!(
+                say!(
                     "mcptap: point clients at it: HTTPS_PROXY=http://{dial} NODE_EXTRA_CA_CERTS={}",
                     ca.cert_path().display()
                 );
@@ -253,18 +253,18 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
         }
         Some(rev) => {
             if !listen.ip().is_loopback() {
-                eprintln!(
+                say!(
                     "mcptap: NOTE: reverse mode is listening on {addr}, reachable from other \
                      machines: everything sent here is forwarded to {} and recorded.",
                     rev.upstream
                 );
             }
-            eprintln!(
+            say!(
                 "mcptap: reverse proxy listening on {addr} (TLS or plain HTTP) -> {}",
                 rev.upstream
             );
             for (prefix, url) in &rev.routes {
-                eprintln!("mcptap:   {prefix}* -> {url}");
+                say!("mcptap:   {prefix}* -> {url}");
             }
         }
     }
@@ -283,15 +283,15 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
                 SaveTo::Under(base) => mcptap_store::Journal::create_in(base, meta),
             }
             .context("cannot record the session")?;
-            eprintln!("mcptap: recording to {}", j.dir().display());
+            say!("mcptap: recording to {}", j.dir().display());
             Some(j)
         }
     };
     if config.keep_secrets {
-        eprintln!("mcptap: {}", mcptap_store::KEEP_SECRETS_WARNING);
+        say!("mcptap: {}", mcptap_store::KEEP_SECRETS_WARNING);
     }
     if config.proxy.inject_refresh {
-        eprintln!("mcptap: {INJECT_REFRESH_WARNING}");
+        say!("mcptap: {INJECT_REFRESH_WARNING}");
     }
     let prepare = mcptap_store::Options {
         keep_secrets: config.keep_secrets,
@@ -475,7 +475,7 @@ impl Sink {
                         batch.push(ev);
                     }
                     self.batch(&mut batch);
-                    eprintln!("mcptap: some connections did not close in time; stopping anyway");
+                    say!("mcptap: some connections did not close in time; stopping anyway");
                     break;
                 }
             }
@@ -533,7 +533,7 @@ impl Sink {
                 Some(ui) => {
                     ui.send(mcptap_tui::Msg::Notice(msg));
                 }
-                None => eprintln!("{msg}"),
+                None => say!("{msg}"),
             }
             self.journal_failed = true;
         }
@@ -625,7 +625,7 @@ impl Sink {
     /// End of session: the HAR file, then the summary on stderr.
     pub fn finish(self) {
         for line in self.close().lines() {
-            eprintln!("{line}");
+            say!("{line}");
         }
     }
 
@@ -636,12 +636,12 @@ impl Sink {
         if let Some(j) = self.journal.take() {
             let dir = j.dir().to_path_buf();
             match j.finish() {
-                Ok(har) => eprintln!(
+                Ok(har) => say!(
                     "mcptap: session saved in {} ({})",
                     dir.display(),
                     har.display()
                 ),
-                Err(e) => eprintln!(
+                Err(e) => say!(
                     "mcptap: error: cannot write the HAR file ({e}); the journal in {} is intact: \
                      `mcptap export {}` retries",
                     dir.display(),

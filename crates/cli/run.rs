@@ -127,13 +127,13 @@ pub async fn run(config: RunConfig, args: &RunArgs, quiet: bool) -> anyhow::Resu
     started.lines_to(Box::new(std::io::LineWriter::new(file)));
     let shown = display_command(program, rest);
     if !quiet {
-        eprintln!(
+        say!(
             "mcptap: proxy on {} for `{shown}`; traffic log: {} (tail -f it)",
             redact_url(&url),
             log.display()
         );
         if let Some(note) = plan.no_proxy_note() {
-            eprintln!("{note}");
+            say!("{note}");
         }
     }
 
@@ -163,7 +163,7 @@ pub async fn run(config: RunConfig, args: &RunArgs, quiet: bool) -> anyhow::Resu
             } else {
                 126
             };
-            eprintln!("mcptap: error: cannot run `{shown}`: {e}");
+            say!("mcptap: error: cannot run `{shown}`: {e}");
             let sink = started.serve(std::future::ready(())).await?;
             let exit = Exit::NotStarted(code);
             finish(sink.close(), &log, &shown, exit);
@@ -175,7 +175,7 @@ pub async fn run(config: RunConfig, args: &RunArgs, quiet: bool) -> anyhow::Resu
 
 fn finish(summary: Summary, log: &Path, shown: &str, exit: Exit) {
     for line in summary_lines(&summary, log, shown, exit) {
-        eprintln!("{line}");
+        say!("{line}");
     }
 }
 
@@ -332,7 +332,7 @@ async fn forward_terminate(child: &mut tokio::process::Child) {
         .status()
         .await;
     if !sent.is_ok_and(|s| s.success()) {
-        eprintln!("mcptap: cannot forward SIGTERM with kill(1); killing the command instead");
+        say!("mcptap: cannot forward SIGTERM with kill(1); killing the command instead");
         let _ = child.start_kill();
     }
 }

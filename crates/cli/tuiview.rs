@@ -59,7 +59,7 @@ pub async fn run_live(
     // The view gives the terminal back before anything is printed.
     let _ = tokio::task::spawn_blocking(move || view.join()).await;
     sink.finish();
-    eprintln!("mcptap: stopped");
+    say!("mcptap: stopped");
     match result_rx.await {
         Ok(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the terminal view failed")),
         Ok(Err(_)) => Err(anyhow::anyhow!(
@@ -85,7 +85,7 @@ pub fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     for w in &session.warnings {
-        eprintln!("mcptap: warning: {}: {w}", args.input.display());
+        say!("mcptap: warning: {}: {w}", args.input.display());
     }
     let prepare = mcptap_store::Options {
         keep_secrets: args.keep_secrets,

@@ -480,3 +480,69 @@ async fn client_through(
     .unwrap();
     (target, s)
 }
+
+/// A closed stderr (`mcptap proxy 2>&1 | head`) loses messages, not the proxy: traffic still
+/// flows and the session is still saved on SIGTERM.
+#[tokio::test]
+async fn a_closed_stderr_does_not_stop_the_proxy() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut child = mcptap()
+        .args([
+            "proxy",
+            "-p",
+            "0",
+            "--no-tui",
+            "--no-system-roots",
+            "--upstream-ca",
+        ])
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("proxy listening on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no address announced"
+        );
+    }
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .trim_start_matches("mcptap: proxy listening on http://")
+        .parse()
+        .unwrap();
+    drop(stderr); // the reader goes away, as `head` does
+
+    let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    let resp = s
+        .send(request("POST", &target, "/echo", "{}"))
+        .await
+        .unwrap();
+    assert_eq!(body_bytes(resp).await, "{}");
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the proxy died");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(st.success(), "{st:?}");
+    let har = std::fs::read_to_string(session.join("session.har")).unwrap();
+    assert!(har.contains("/echo"), "{har}");
+}
