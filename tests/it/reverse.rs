@@ -190,8 +190,37 @@ async fn metadata_naming_the_upstream_breaks_the_client_unless_rewritten() {
                     .get("x-mcptap-rewritten"),
                 Some("metadata")
             );
-            // With consistent metadata the client goes on to register.
-            proxy.flow(|f| f.request.url.ends_with("/register")).await;
+            // With consistent metadata the client registers, authorizes and gets a token for
+            // the public resource, which mcptap names to the upstream by the upstream's own
+            // origin (the server binds tokens to the resource it is told and checks them).
+            assert!(out.ok, "{}", out.dump());
+            let token = proxy
+                .flow(|f| f.request.url.ends_with("/token") && f.status() == Some(200))
+                .await;
+            let sent = String::from_utf8_lossy(&token.request.body.bytes).into_owned();
+            assert!(
+                sent.contains(&format!(
+                    "resource={}",
+                    mcptap_flow::redact::percent_encode(&format!("https://localhost:{rport}/mcp"))
+                )),
+                "the flow keeps what the client sent: {sent}"
+            );
+            assert_eq!(
+                token.request.headers.get("x-mcptap-rewritten"),
+                Some("resource")
+            );
+            let authorize = proxy.flow(|f| f.request.url.contains("/authorize?")).await;
+            assert_eq!(
+                authorize.request.headers.get("x-mcptap-rewritten"),
+                Some("resource")
+            );
+            proxy
+                .flow(|f| {
+                    f.request.url.ends_with("/mcp")
+                        && f.status() == Some(200)
+                        && f.request.headers.get("authorization").is_some()
+                })
+                .await;
         } else {
             // The challenge sends the client to the upstream's own origin, which it cannot use.
             assert!(

@@ -348,7 +348,56 @@ pub(crate) async fn forward(
         shared.body_limit,
         false,
     );
-    let up_req = Request::from_parts(parts, body);
+    // Reverse mode with --rewrite-metadata: `resource` parameters naming the public origin go
+    // back to the upstream's (the flow keeps what the client sent).
+    let rewrite = reverse
+        .as_deref()
+        .filter(|r| r.rewrite_metadata)
+        .zip(public_origin.as_deref());
+    let mut outgoing = Outgoing::Stream(body);
+    if let Some((rev, public)) = rewrite {
+        if let Some(q) = parts.uri.query().filter(|q| q.contains("resource=")) {
+            if let Some(new_q) = crate::reverse::rewrite_resource_params(q, rev, public) {
+                let mut up = parts.uri.clone().into_parts();
+                if let Ok(pq) = format!("{}?{new_q}", parts.uri.path()).parse() {
+                    up.path_and_query = Some(pq);
+                    if let Ok(u) = Uri::from_parts(up) {
+                        parts.uri = u;
+                        mark_request_rewritten(&rec);
+                    }
+                }
+            }
+        }
+        if let Outgoing::Stream(body) = outgoing {
+            outgoing = if is_small_form(&parts.headers, &body) {
+                let bytes = match body.collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) => {
+                        return fail(
+                            &rec,
+                            ErrorKind::ClientDisconnected,
+                            format!("reading the request body failed: {e}"),
+                            None,
+                        )
+                    }
+                };
+                let text = String::from_utf8_lossy(&bytes);
+                let bytes = match crate::reverse::rewrite_resource_params(&text, rev, public) {
+                    Some(new) => {
+                        mark_request_rewritten(&rec);
+                        Bytes::from(new)
+                    }
+                    None => bytes,
+                };
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, bytes.len().into());
+                Outgoing::Whole(bytes)
+            } else {
+                Outgoing::Stream(body)
+            };
+        }
+    }
 
     // Speak to the upstream what the client spoke to us (as mitmproxy does): an HTTP/1.1
     // client gets an HTTP/1.1 upstream, an HTTP/2 client may get HTTP/2. Upgrades need 1.1.
@@ -357,7 +406,15 @@ pub(crate) async fn forward(
     } else {
         &shared.client
     };
-    let mut resp = match client.request(up_req).await {
+    let sent = match outgoing {
+        Outgoing::Stream(body) => client.request(Request::from_parts(parts, body)).await,
+        // Read whole (and recorded by its tap already): mcptap's own client sends the bytes.
+        Outgoing::Whole(bytes) => {
+            let up_req = Request::from_parts(parts, Tap::passthrough(Full::new(bytes)));
+            shared.client_own.request(up_req).await
+        }
+    };
+    let mut resp = match sent {
         Ok(r) => r,
         Err(e) => {
             let (kind, message, hint) = classify(&e);
@@ -542,6 +599,38 @@ fn mark_rewritten(rec: &Recorder, parts: &http::response::Parts) {
         if let Some(r) = f.response.as_mut() {
             r.headers = headers;
             r.headers.push("x-mcptap-rewritten", "metadata");
+        }
+    });
+}
+
+/// A request body on its way upstream: streamed through its tap, or read whole first.
+// A local of `forward`, once per request: boxing the tap would allocate on the hot path.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    Stream(Tap<Incoming>),
+    Whole(Bytes),
+}
+
+/// A form body small enough to read whole (a token request).
+fn is_small_form(headers: &HeaderMap, body: &Tap<Incoming>) -> bool {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    form && http_body::Body::size_hint(body)
+        .upper()
+        .is_some_and(|n| n <= crate::reverse::MAX_REWRITTEN_FORM)
+}
+
+/// Records (in the flow only) that mcptap rewrote the request's `resource` for the upstream.
+fn mark_request_rewritten(rec: &Recorder) {
+    rec.with(|f| {
+        if f.request.headers.get("x-mcptap-rewritten").is_none() {
+            f.request.headers.push("x-mcptap-rewritten", "resource");
         }
     });
 }

@@ -5,7 +5,8 @@
 //! The `Host` header is rewritten to the upstream's (as mitmproxy does), `X-Forwarded-*` and
 //! `Forwarded` tell the upstream what the client asked for, and, when asked to, absolute URLs in
 //! OAuth metadata that name the upstream are rewritten to the public origin so the client's view
-//! stays consistent.
+//! stays consistent — and the `resource` the client then sends is rewritten back, so the
+//! upstream's view stays consistent too.
 
 use http::header::{HeaderMap, HeaderValue};
 use http::Uri;
@@ -150,9 +151,87 @@ pub(crate) fn rewrite_origins(text: &str, upstreams: &[String], public: &str) ->
     out
 }
 
+/// Form bodies up to this size are read whole to rewrite their `resource`; larger ones (never a
+/// token request) stream through unchanged.
+pub(crate) const MAX_REWRITTEN_FORM: u64 = 64 * 1024;
+
+/// `--rewrite-metadata`, request side. A client that read rewritten metadata names the public
+/// origin in its `resource` parameters (RFC 8707: authorize query, token and refresh forms);
+/// the upstream knows itself by its own origin and binds tokens to what it is told. Moves every
+/// `resource` value under `public` to the upstream origin that serves its path — the inverse of
+/// the metadata rewrite. `pairs` is `k=v&k=v` text; `None` when nothing changed.
+pub(crate) fn rewrite_resource_params(
+    pairs: &str,
+    rev: &ReverseConfig,
+    public: &str,
+) -> Option<String> {
+    let mut changed = false;
+    let out: Vec<String> = pairs
+        .split('&')
+        .map(|pair| {
+            let Some(("resource", raw)) = pair.split_once('=') else {
+                return pair.to_owned();
+            };
+            let value = mcptap_flow::redact::form_decode(raw.as_bytes());
+            let Some(rest) = value.strip_prefix(public) else {
+                return pair.to_owned();
+            };
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return pair.to_owned();
+            }
+            let path = rest.split(['?', '#']).next().unwrap_or("");
+            let upstream = origin(rev.route(if path.is_empty() { "/" } else { path }));
+            if upstream == public {
+                return pair.to_owned();
+            }
+            changed = true;
+            format!(
+                "resource={}",
+                mcptap_flow::redact::percent_encode(&format!("{upstream}{rest}"))
+            )
+        })
+        .collect();
+    changed.then(|| out.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_parameters_naming_the_public_origin_go_back_to_the_upstream() {
+        let cfg = ReverseConfig {
+            upstream: parse_upstream("http://127.0.0.1:8000").unwrap(),
+            routes: vec![parse_route("/oauth=https://auth.internal").unwrap()],
+            tls: false,
+            rewrite_metadata: true,
+        };
+        let public = "https://mcp.example.com";
+        assert_eq!(
+            rewrite_resource_params(
+                "grant_type=refresh_token&resource=https%3A%2F%2Fmcp.example.com%2Fmcp&scope=a+b",
+                &cfg,
+                public
+            )
+            .as_deref(),
+            Some("grant_type=refresh_token&resource=http%3A%2F%2F127.0.0.1%3A8000%2Fmcp&scope=a+b")
+        );
+        // A resource under a routed prefix goes to that route's origin.
+        assert_eq!(
+            rewrite_resource_params("resource=https://mcp.example.com/oauth/x", &cfg, public)
+                .as_deref(),
+            Some("resource=https%3A%2F%2Fauth.internal%2Foauth%2Fx")
+        );
+        // Another origin, a longer host with the same prefix, other parameters: untouched.
+        for q in [
+            "resource=https%3A%2F%2Fother.example%2Fmcp",
+            "resource=https://mcp.example.com.evil/mcp",
+            "redirect_uri=https%3A%2F%2Fmcp.example.com%2Fcb&code=x",
+            "",
+        ] {
+            assert_eq!(rewrite_resource_params(q, &cfg, public), None, "{q}");
+        }
+    }
 
     #[test]
     fn routes_pick_the_longest_prefix_on_segment_boundaries() {

@@ -309,6 +309,16 @@ pin_project_lite::pin_project! {
 }
 
 impl<B: Body> Tap<B> {
+    /// A tap that records nothing (for a body already recorded elsewhere).
+    pub(crate) fn passthrough(inner: B) -> Tap<B> {
+        Tap {
+            inner,
+            state: None,
+            dir: Direction::Request,
+            id: FlowId(0),
+        }
+    }
+
     pub(crate) fn new(
         inner: B,
         rec: Arc<Recorder>,
