@@ -336,10 +336,23 @@ impl Started {
             ..
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let consumer = tokio::spawn(async move {
-            sink.consume(rx, stop_rx).await;
-            sink
-        });
+        // The consumer has a thread of its own: its batches (redaction, journal, analysis) then
+        // never hold up a worker that has connections to serve.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Sink>();
+        std::thread::Builder::new()
+            .name("mcptap-recorder".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build();
+                match rt {
+                    Ok(rt) => rt.block_on(sink.consume(rx, stop_rx)),
+                    Err(e) => say!("mcptap: error: the recorder cannot start: {e}"),
+                }
+                let _ = done_tx.send(sink);
+            })
+            .context("cannot start the recorder thread")?;
+        let consumer = done_rx;
         proxy.serve(signal).await;
         // The consumer ends once every sender is gone, i.e. every connection task has finished
         // (they all stop at the shutdown deadline); bound the wait anyway.
@@ -347,7 +360,7 @@ impl Started {
             tokio::time::sleep(Duration::from_secs(5)).await;
             let _ = stop_tx.send(());
         });
-        let sink = consumer.await.context("the event consumer failed")?;
+        let sink = consumer.await.context("the recorder thread failed")?;
         stopper.abort();
         Ok(sink)
     }
