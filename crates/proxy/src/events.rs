@@ -83,6 +83,27 @@ impl EventReceiver {
         self.rx.try_recv().ok()
     }
 
+    /// Moves up to `limit` waiting events into `buf` without waiting (and without asking to be
+    /// woken); returns how many.
+    pub fn try_recv_many(&mut self, buf: &mut Vec<FlowEvent>, limit: usize) -> usize {
+        let mut n = 0;
+        while n < limit {
+            match self.rx.try_recv() {
+                Ok(ev) => {
+                    buf.push(ev);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    /// True once every sender is gone (events may still be waiting).
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
+
     /// Events dropped so far because this receiver was too slow.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
