@@ -308,24 +308,7 @@ async fn after_kill_9_the_journal_has_every_finished_exchange() {
     let up = Upstream::https(&pki, &[b"http/1.1"]).await;
     let conf = tempfile::tempdir().unwrap();
     let session = conf.path().join("session");
-    let mut child = mcptap()
-        .args([
-            "proxy",
-            "-q",
-            "-p",
-            "0",
-            "--no-system-roots",
-            "--upstream-ca",
-        ])
-        .arg(pki.ca_path())
-        .arg("--confdir")
-        .arg(conf.path())
-        .arg("-w")
-        .arg(&session)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = recording_proxy(&pki, conf.path(), &session, "-q");
     let (addr, _) = listening_addr(&mut child);
     let (target, mut s) = client_through(addr, conf.path(), &up).await;
     for i in 0..5 {
@@ -436,6 +419,34 @@ fn inject_refresh_needs_inject_token_and_warns_at_start() {
     assert!(warned, "no --inject-refresh warning in {seen:?}");
 }
 
+/// `mcptap proxy` on a free port recording into `session`, trusting `pki` upstream, with its
+/// stderr piped (read it with [`listening_addr`]).
+fn recording_proxy(
+    pki: &TestPki,
+    confdir: &std::path::Path,
+    session: &std::path::Path,
+    flag: &str,
+) -> std::process::Child {
+    mcptap()
+        .args([
+            "proxy",
+            flag,
+            "-p",
+            "0",
+            "--no-system-roots",
+            "--upstream-ca",
+        ])
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(confdir)
+        .arg("-w")
+        .arg(session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Reads the proxy's stderr until it announces its address; returns it and what came before.
 fn listening_addr(child: &mut std::process::Child) -> (std::net::SocketAddr, String) {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
@@ -489,24 +500,7 @@ async fn a_closed_stderr_does_not_stop_the_proxy() {
     let up = Upstream::https(&pki, &[b"http/1.1"]).await;
     let conf = tempfile::tempdir().unwrap();
     let session = conf.path().join("session");
-    let mut child = mcptap()
-        .args([
-            "proxy",
-            "-p",
-            "0",
-            "--no-tui",
-            "--no-system-roots",
-            "--upstream-ca",
-        ])
-        .arg(pki.ca_path())
-        .arg("--confdir")
-        .arg(conf.path())
-        .arg("-w")
-        .arg(&session)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = recording_proxy(&pki, conf.path(), &session, "--no-tui");
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("proxy listening on") {
