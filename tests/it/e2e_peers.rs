@@ -502,20 +502,7 @@ async fn e2e_the_recorded_session_has_the_whole_dance_and_no_raw_secret() {
 
     // The CLI's own pipeline (prepare → journal → HAR), fed the engine's events.
     let dir = tempfile::tempdir().unwrap();
-    let session = dir.path().join("session");
-    let journal =
-        mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test")).unwrap();
-    let mut sink =
-        mcptap::proxy::Sink::new(true, false, Some(journal), mcptap_store::Options::default());
-    for f in &flows {
-        sink.feed(FlowEvent::RequestStarted {
-            flow: Box::new(f.clone()),
-        });
-        sink.feed(FlowEvent::Completed {
-            flow: Box::new(f.clone()),
-        });
-    }
-    sink.finish();
+    let session = record_session(dir.path(), &flows);
 
     let har: serde_json::Value =
         serde_json::from_slice(&std::fs::read(session.join("session.har")).unwrap()).unwrap();
@@ -726,20 +713,7 @@ async fn e2e_inject_refresh_refreshes_an_expired_token_and_injects_the_new_one()
         "the test knows the refresh tokens: {secrets:?}"
     );
     let dir = tempfile::tempdir().unwrap();
-    let session = dir.path().join("session");
-    let journal =
-        mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test")).unwrap();
-    let mut sink =
-        mcptap::proxy::Sink::new(true, false, Some(journal), mcptap_store::Options::default());
-    for f in &flows {
-        sink.feed(FlowEvent::RequestStarted {
-            flow: Box::new(f.clone()),
-        });
-        sink.feed(FlowEvent::Completed {
-            flow: Box::new(f.clone()),
-        });
-    }
-    sink.finish();
+    let session = record_session(dir.path(), &flows);
     let mut marked = false;
     for entry in std::fs::read_dir(&session).unwrap() {
         let path = entry.unwrap().path();
@@ -755,4 +729,24 @@ async fn e2e_inject_refresh_refreshes_an_expired_token_and_injects_the_new_one()
         marked |= text.contains(r#""by_mcptap":"inject-refresh""#);
     }
     assert!(marked, "the session records which flow mcptap made");
+}
+
+/// Replays `flows` through the CLI's own pipeline (prepare → journal → HAR) as the engine's
+/// events, into `<dir>/session`, which it returns.
+fn record_session(dir: &std::path::Path, flows: &[mcptap_flow::Flow]) -> std::path::PathBuf {
+    let session = dir.join("session");
+    let journal =
+        mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test")).unwrap();
+    let mut sink =
+        mcptap::proxy::Sink::new(true, false, Some(journal), mcptap_store::Options::default());
+    for f in flows {
+        sink.feed(FlowEvent::RequestStarted {
+            flow: Box::new(f.clone()),
+        });
+        sink.feed(FlowEvent::Completed {
+            flow: Box::new(f.clone()),
+        });
+    }
+    sink.finish();
+    session
 }

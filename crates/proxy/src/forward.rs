@@ -95,7 +95,7 @@ pub(crate) fn url_host(host: &str) -> String {
     }
 }
 
-fn default_port(scheme: &str) -> u16 {
+pub(crate) fn default_port(scheme: &str) -> u16 {
     if scheme == "https" {
         443
     } else {

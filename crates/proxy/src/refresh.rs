@@ -2,7 +2,7 @@
 //! token endpoint the client used, and records that exchange as a flow of its own (marked
 //! `by_mcptap`). The rules for *when* live in [`crate::inject`]; this is the HTTP exchange.
 
-use crate::forward::{fail, flow_headers, flow_version, next_id};
+use crate::forward::{default_port, fail, flow_headers, flow_version, next_id};
 use crate::inject::{endpoint_allowed, Injector, Pick, Refresh, RefreshJob};
 use crate::tap::{Recorder, Tap};
 use crate::upstream::classify;
@@ -84,12 +84,9 @@ async fn exchange(shared: &Arc<Shared>, job: &RefreshJob) -> (FlowId, Option<Byt
         .to_owned();
     let port = uri
         .as_ref()
-        .and_then(|u| {
-            u.port_u16().or(Some(if u.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            }))
+        .map(|u| {
+            u.port_u16()
+                .unwrap_or_else(|| default_port(u.scheme_str().unwrap_or("http")))
         })
         .unwrap_or(0);
     let mut req = Request::post(uri.clone().unwrap_or_default())
