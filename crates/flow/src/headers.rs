@@ -1,6 +1,7 @@
 //! Header lists that keep order, duplicates and the original spelling of names.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// One header field. Values that are not UTF-8 are kept lossily (U+FFFD).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,22 +13,47 @@ pub struct Header {
 }
 
 /// Header fields in the order they were received.
+///
+/// The list is shared: cloning a flow's headers (the engine announces a request, then finishes
+/// it) costs a reference count, and changing a shared list copies it first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(transparent)]
-pub struct Headers(pub Vec<Header>);
+pub struct Headers(Arc<Vec<Header>>);
 
 impl Headers {
     /// An empty list.
     pub fn new() -> Headers {
-        Headers(Vec::new())
+        Headers::default()
     }
 
     /// Appends a field.
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push(Header {
+        Arc::make_mut(&mut self.0).push(Header {
             name: name.into(),
             value: value.into(),
         });
+    }
+
+    /// Iterates over the fields, mutably (copies a shared list first).
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Header> {
+        Arc::make_mut(&mut self.0).iter_mut()
+    }
+
+    /// The fields as a slice.
+    pub fn as_slice(&self) -> &[Header] {
+        &self.0
+    }
+
+    /// Replaces the value of the field at `index` (copies a shared list first).
+    pub fn set_value(&mut self, index: usize, value: String) {
+        if let Some(h) = Arc::make_mut(&mut self.0).get_mut(index) {
+            h.value = value;
+        }
+    }
+
+    /// Keeps the fields for which `keep` returns true.
+    pub fn retain(&mut self, keep: impl FnMut(&Header) -> bool) {
+        Arc::make_mut(&mut self.0).retain(keep);
     }
 
     /// The first value of `name` (case-insensitive).
@@ -77,13 +103,19 @@ impl<'a> IntoIterator for &'a Headers {
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        Headers(
+        Headers(Arc::new(
             iter.into_iter()
                 .map(|(n, v)| Header {
                     name: n.into(),
                     value: v.into(),
                 })
                 .collect(),
-        )
+        ))
+    }
+}
+
+impl From<Vec<Header>> for Headers {
+    fn from(v: Vec<Header>) -> Self {
+        Headers(Arc::new(v))
     }
 }

@@ -17,6 +17,7 @@ pub use headers::{Header, Headers};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch (UTC). Every timestamp in a flow uses this unit.
@@ -310,10 +311,10 @@ pub struct Flow {
     pub port: u16,
     /// TLS between the client and mcptap, if the client spoke TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_tls: Option<TlsInfo>,
+    pub client_tls: Option<Arc<TlsInfo>>,
     /// TLS between mcptap and the upstream, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_tls: Option<TlsInfo>,
+    pub upstream_tls: Option<Arc<TlsInfo>>,
     /// The request. For a tunnel: `CONNECT host:port`.
     pub request: Request,
     /// The response, if one arrived (or was made by the proxy).

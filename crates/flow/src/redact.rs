@@ -313,15 +313,23 @@ impl Redactor {
                 }
             }
         };
+        // Headers are shared with other copies of the flow: change only the values that hold
+        // a secret.
+        let fix_headers = |headers: &mut Headers| {
+            for i in 0..headers.len() {
+                let value = &headers.as_slice()[i].value;
+                if self.raw.iter().any(|r| value.contains(r.as_str())) {
+                    let mut v = value.clone();
+                    fix(&mut v);
+                    headers.set_value(i, v);
+                }
+            }
+        };
         fix(&mut flow.request.url);
-        for h in &mut flow.request.headers.0 {
-            fix(&mut h.value);
-        }
+        fix_headers(&mut flow.request.headers);
         fix_body(&mut flow.request.body);
         if let Some(resp) = flow.response.as_mut() {
-            for h in &mut resp.headers.0 {
-                fix(&mut h.value);
-            }
+            fix_headers(&mut resp.headers);
             fix_body(&mut resp.body);
             for ev in &mut resp.sse {
                 fix(&mut ev.data);
@@ -352,16 +360,27 @@ impl Redactor {
 
     /// Every header field of one side.
     pub fn headers(&mut self, side: Direction, headers: &mut Headers) {
-        for h in &mut headers.0 {
-            self.header(side, h);
+        // The list may be shared with other copies of the flow: only a field that changes is
+        // written (which copies the list once).
+        for i in 0..headers.len() {
+            if let Some(v) = self.header_value(side, &headers.as_slice()[i]) {
+                headers.set_value(i, v);
+            }
         }
     }
 
     /// One header field: a [`SECRET_HEADERS`] value, or the query of a [`URL_HEADERS`] value.
     pub fn header(&mut self, side: Direction, header: &mut Header) {
+        if let Some(v) = self.header_value(side, header) {
+            header.value = v;
+        }
+    }
+
+    /// The redacted value of one header field, or `None` when it holds no secret.
+    fn header_value(&mut self, side: Direction, header: &Header) -> Option<String> {
         let name = header.name.to_ascii_lowercase();
         let side = side_name(side);
-        let new = match name.as_str() {
+        match name.as_str() {
             "authorization" | "proxy-authorization" => {
                 self.credentials(&format!("{side}.header.{name}"), &header.value)
             }
@@ -380,9 +399,6 @@ impl Redactor {
                 self.credentials(&format!("{side}.header.{name}"), &header.value)
             }
             _ => None,
-        };
-        if let Some(v) = new {
-            header.value = v;
         }
     }
 

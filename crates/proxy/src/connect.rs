@@ -138,10 +138,12 @@ pub(crate) async fn dispatch<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if first != TLS_HANDSHAKE {
-        let ctx = Arc::new(ConnCtx {
-            target: Some(target),
-            ..(*ctx).clone()
-        });
+        let ctx = Arc::new(ConnCtx::new(
+            ctx.client_addr,
+            Some(target),
+            ctx.client_tls.clone(),
+            ctx.guard.clone(),
+        ));
         serve_auto(shared, ctx, io, guard).await;
         return;
     }
@@ -188,12 +190,12 @@ pub(crate) async fn dispatch<IO>(
             .map(str::to_owned),
     };
     target.tls = true;
-    let ctx = Arc::new(ConnCtx {
-        target: Some(target),
-        client_tls: Some(info),
-        client_addr: ctx.client_addr,
-        guard: guard.clone(),
-    });
+    let ctx = Arc::new(ConnCtx::new(
+        ctx.client_addr,
+        Some(target),
+        Some(Arc::new(info)),
+        guard.clone(),
+    ));
     if alpn.as_deref() == Some("h2") {
         serve_h2(shared, ctx, tls, guard).await;
     } else {
@@ -241,10 +243,10 @@ fn client_tls_failed(
     };
     tracing::debug!(host = %target.host, "{message}");
     let mut flow = connect_flow(shared, ctx, target, started);
-    flow.client_tls = Some(TlsInfo {
+    flow.client_tls = Some(Arc::new(TlsInfo {
         sni: sni.map(str::to_owned),
         ..Default::default()
-    });
+    }));
     flow.state = FlowState::Failed;
     flow.timings.finished = Some(now_micros());
     flow.error = Some(FlowError {
@@ -262,7 +264,7 @@ fn connect_flow(shared: &Shared, ctx: &ConnCtx, target: &Target, started: i64) -
     Flow {
         id: next_id(shared),
         kind: FlowKind::Http,
-        client_addr: Some(ctx.client_addr.to_string()),
+        client_addr: Some(ctx.client_addr_text.clone()),
         host: target.host.clone(),
         port: target.port,
         request: mcptap_flow::Request {

@@ -25,12 +25,64 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 #[derive(Debug, Clone)]
 pub(crate) struct ConnCtx {
     pub client_addr: SocketAddr,
+    /// `client_addr` as recorded in flows (formatted once per connection, not per request).
+    pub client_addr_text: String,
     /// The CONNECT target, for connections inside a tunnel; `None` on the proxy listener itself.
     pub target: Option<Target>,
+    /// The upstream origin of `target`, prepared once per connection.
+    pub origin: Option<Origin>,
     /// TLS between the client and mcptap.
-    pub client_tls: Option<TlsInfo>,
+    pub client_tls: Option<Arc<TlsInfo>>,
     /// Shutdown guard of the connection (cloned into tasks it spawns).
     pub guard: crate::shutdown::Guard,
+}
+
+impl ConnCtx {
+    /// The context of a connection accepted from `client_addr`.
+    pub(crate) fn new(
+        client_addr: SocketAddr,
+        target: Option<Target>,
+        client_tls: Option<Arc<TlsInfo>>,
+        guard: crate::shutdown::Guard,
+    ) -> ConnCtx {
+        ConnCtx {
+            client_addr,
+            client_addr_text: client_addr.to_string(),
+            origin: target.as_ref().and_then(Origin::of),
+            target,
+            client_tls,
+            guard,
+        }
+    }
+}
+
+/// Scheme and authority of a tunnel's upstream, and its origin as shown in flow URLs
+/// (`https://host:8443`, the default port left out).
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    shown: String,
+}
+
+impl Origin {
+    fn of(t: &Target) -> Option<Origin> {
+        let scheme = if t.tls { "https" } else { "http" };
+        let authority = if t.port == default_port(scheme) {
+            url_host(&t.host)
+        } else {
+            format!("{}:{}", url_host(&t.host), t.port)
+        };
+        Some(Origin {
+            scheme: if t.tls {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
+            authority: authority.parse().ok()?,
+            shown: format!("{scheme}://{authority}"),
+        })
+    }
 }
 
 /// A CONNECT target.
@@ -170,7 +222,28 @@ fn is_upgrade_request<B>(req: &Request<B>) -> bool {
 
 /// The upstream URI for a request: absolute-form on the proxy listener, or the CONNECT target
 /// plus the request's path inside a tunnel.
-fn upstream_uri(ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(Uri, String, u16), String> {
+fn upstream_uri(
+    ctx: &ConnCtx,
+    req: &Request<Incoming>,
+) -> Result<(Uri, String, u16, String), String> {
+    if let (Some(t), Some(o)) = (&ctx.target, &ctx.origin) {
+        // Inside a tunnel: the origin is the connection's; only the path changes per request.
+        let pq = req
+            .uri()
+            .path_and_query()
+            .filter(|p| !p.as_str().is_empty())
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let mut shown = String::with_capacity(o.shown.len() + pq.as_str().len());
+        shown.push_str(&o.shown);
+        shown.push_str(pq.as_str());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(o.scheme.clone());
+        parts.authority = Some(o.authority.clone());
+        parts.path_and_query = Some(pq);
+        let uri = Uri::from_parts(parts).map_err(|e| format!("invalid request target: {e}"))?;
+        return Ok((uri, t.host.clone(), t.port, shown));
+    }
     let path = req
         .uri()
         .path_and_query()
@@ -209,7 +282,8 @@ fn upstream_uri(ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(Uri, String, 
     let uri: Uri = format!("{scheme}://{authority}{path}")
         .parse()
         .map_err(|e| format!("invalid request target: {e}"))?;
-    Ok((uri, host, port))
+    let shown = display_url(&uri);
+    Ok((uri, host, port, shown))
 }
 
 fn display_url(uri: &Uri) -> String {
@@ -234,10 +308,7 @@ pub(crate) async fn forward(
     let reverse = shared.reverse.clone();
     let routed = match &reverse {
         Some(rev) => reverse_uri(rev, &ctx, &req),
-        None => upstream_uri(&ctx, &req).map(|(u, h, p)| {
-            let shown = display_url(&u);
-            (u, h, p, shown, None)
-        }),
+        None => upstream_uri(&ctx, &req).map(|(u, h, p, shown)| (u, h, p, shown, None)),
     };
     let (uri, host, port, shown_url, public_origin) = match routed {
         Ok(u) => u,
@@ -249,7 +320,7 @@ pub(crate) async fn forward(
 
     let flow = Flow {
         id,
-        client_addr: Some(ctx.client_addr.to_string()),
+        client_addr: Some(ctx.client_addr_text.clone()),
         host,
         port,
         client_tls: ctx.client_tls.clone(),
@@ -267,7 +338,12 @@ pub(crate) async fn forward(
         ..Default::default()
     };
     let rec = Recorder::start(flow, shared.events.clone(), shared.injector.clone());
-    let path = req.uri().path().to_owned();
+    // Only reverse mode's metadata rewriting needs the path after the request is gone.
+    let path = reverse
+        .as_ref()
+        .filter(|r| r.rewrite_metadata)
+        .map(|_| req.uri().path().to_owned())
+        .unwrap_or_default();
 
     let upgrade = is_upgrade_request(&req);
     let client_version = req.version();
@@ -437,8 +513,8 @@ pub(crate) async fn forward(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| {
             ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
+                .get(..17)
+                .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
         });
     rec.with(|f| {
         if let Some(info) = &info {
@@ -681,7 +757,7 @@ fn record_rejected(
 ) {
     let flow = Flow {
         id,
-        client_addr: Some(ctx.client_addr.to_string()),
+        client_addr: Some(ctx.client_addr_text.clone()),
         host: req.uri().host().unwrap_or("").to_owned(),
         port: req.uri().port_u16().unwrap_or(0),
         client_tls: ctx.client_tls.clone(),

@@ -112,7 +112,7 @@ fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::Error) {
     let now = now_micros();
     let flow = Flow {
         id: next_id(shared),
-        client_addr: Some(ctx.client_addr.to_string()),
+        client_addr: Some(ctx.client_addr_text.clone()),
         host,
         port,
         client_tls: ctx.client_tls.clone(),
@@ -145,12 +145,7 @@ pub(crate) async fn serve_listener_conn(shared: Arc<Shared>, stream: TcpStream, 
         return;
     };
     let _ = stream.set_nodelay(true);
-    let ctx = Arc::new(ConnCtx {
-        client_addr,
-        target: None,
-        client_tls: None,
-        guard: guard.clone(),
-    });
+    let ctx = Arc::new(ConnCtx::new(client_addr, None, None, guard.clone()));
     if shared.reverse.is_some() {
         serve_reverse_conn(shared, ctx, stream, guard).await;
         return;

@@ -133,7 +133,7 @@ impl ConnectError {
 #[derive(Debug, Clone)]
 pub struct UpstreamInfo {
     /// TLS parameters; `None` for plain HTTP.
-    pub tls: Option<TlsInfo>,
+    pub tls: Option<Arc<TlsInfo>>,
     /// The address connected to.
     pub peer: SocketAddr,
 }
@@ -511,7 +511,7 @@ impl Connector {
         Ok(TokioIo::new(UpstreamConn::Tls(
             Box::new(tls),
             UpstreamInfo {
-                tls: Some(info),
+                tls: Some(Arc::new(info)),
                 peer,
             },
         )))

@@ -87,12 +87,15 @@ impl F {
             host: host.into(),
             port: 443,
             client_addr: Some("127.0.0.1:50000".into()),
-            client_tls: Some(TlsInfo {
-                sni: Some(host.into()),
-                alpn: Some("http/1.1".into()),
-                version: Some("TLSv1.3".into()),
-                cipher: None,
-            }),
+            client_tls: Some(
+                TlsInfo {
+                    sni: Some(host.into()),
+                    alpn: Some("http/1.1".into()),
+                    version: Some("TLSv1.3".into()),
+                    cipher: None,
+                }
+                .into(),
+            ),
             request: Request {
                 method: self.method.into(),
                 url: self.url,

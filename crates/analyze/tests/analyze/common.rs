@@ -110,7 +110,6 @@ impl FlowBuilder {
         self.flow
             .request
             .headers
-            .0
             .retain(|h| !h.name.eq_ignore_ascii_case(n));
         self
     }
@@ -226,7 +225,7 @@ impl FlowBuilder {
     /// Replaces every secret the engine's redaction would, with its marker.
     pub fn redacted(mut self) -> Self {
         let f = &mut self.flow;
-        for h in &mut f.request.headers.0 {
+        for h in f.request.headers.iter_mut() {
             if h.name.eq_ignore_ascii_case("authorization")
                 || h.name.eq_ignore_ascii_case("mcp-session-id")
             {
@@ -277,7 +276,7 @@ impl FlowBuilder {
                 }
                 r.body = CapturedBody::complete(v.to_string());
             }
-            for h in &mut r.headers.0 {
+            for h in r.headers.iter_mut() {
                 if h.name.eq_ignore_ascii_case("mcp-session-id") {
                     h.value = redact::redacted(&h.value);
                 }

@@ -457,7 +457,6 @@ fn challenge_without_resource_metadata_is_low_when_the_fallback_works() {
         .as_mut()
         .unwrap()
         .headers
-        .0
         .retain(|h| h.name != "www-authenticate");
     s.flows[0]
         .response

@@ -55,9 +55,9 @@ pub(crate) struct McptapEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_addr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_tls: Option<TlsInfo>,
+    pub client_tls: Option<std::sync::Arc<TlsInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_tls: Option<TlsInfo>,
+    pub upstream_tls: Option<std::sync::Arc<TlsInfo>>,
     #[serde(default)]
     pub timings: Timings,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -64,13 +64,13 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn tls(sni: &str, alpn: &str) -> TlsInfo {
-    TlsInfo {
+fn tls(sni: &str, alpn: &str) -> std::sync::Arc<TlsInfo> {
+    std::sync::Arc::new(TlsInfo {
         sni: Some(sni.into()),
         alpn: Some(alpn.into()),
         version: Some("TLSv1.3".into()),
         cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
-    }
+    })
 }
 
 fn timings(start_ms: i64, dur_us: [i64; 4]) -> Timings {
