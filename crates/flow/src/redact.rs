@@ -8,7 +8,8 @@
 //! [`SECRET_FIELDS`] wherever they appear as JSON string members (bodies, SSE event data, JSON
 //! text nested in JSON strings), as form fields (`application/x-www-form-urlencoded` bodies) and
 //! as URL query or fragment parameters (the request URL, and the URLs in `Location`, `Referer` and
-//! `Content-Location`). Everything else is left byte for byte as it was, so a redacted body still
+//! `Content-Location`), and the password in the userinfo of those URLs (`https://user:pw@host/`,
+//! the user name kept). Everything else is left byte for byte as it was, so a redacted body still
 //! parses as it did. Redaction is idempotent: a marker is never redacted again.
 //!
 //! JSON bodies are scanned lexically, not parsed and re-serialised: that keeps their exact
@@ -156,7 +157,8 @@ pub const SECRET_FIELDS: &[&str] = &[
 ];
 
 /// Header fields holding a URL whose query or fragment may carry secrets (an authorization
-/// code in a redirect's `Location`, or in the `Referer` of the page that followed it).
+/// code in a redirect's `Location`, or in the `Referer` of the page that followed it), or whose
+/// userinfo may carry a password.
 pub const URL_HEADERS: &[&str] = &["location", "referer", "content-location"];
 
 /// True if `name` is one of the [`SECRET_FIELDS`] (exact, case-sensitive: JSON keys and form
@@ -369,7 +371,8 @@ impl Redactor {
         }
     }
 
-    /// One header field: a [`SECRET_HEADERS`] value, or the query of a [`URL_HEADERS`] value.
+    /// One header field: a [`SECRET_HEADERS`] value, or the query and userinfo password of a
+    /// [`URL_HEADERS`] value.
     pub fn header(&mut self, side: Direction, header: &mut Header) {
         if let Some(v) = self.header_value(side, header) {
             header.value = v;
@@ -391,7 +394,8 @@ impl Redactor {
                 self.secret(&format!("{side}.header.{name}"), &header.value)
             }
             n if URL_HEADERS.contains(&n) => {
-                self.url_params(&format!("{side}.header.{name}"), &header.value)
+                let prefix = format!("{side}.header.{name}");
+                self.url_secrets(&format!("{prefix}.userinfo"), &prefix, &header.value)
             }
             // Any other header that carries credentials in the Authorization shape (an echo,
             // X-Forwarded-Authorization, …) is a credential too.
@@ -402,10 +406,12 @@ impl Redactor {
         }
     }
 
-    /// The query and fragment parameters of a request URL (`request.query.<name>`).
+    /// The query and fragment parameters of a request URL (`request.query.<name>`) and the
+    /// password in its userinfo (`request.url.userinfo`).
     pub fn url(&mut self, side: Direction, url: &mut String) {
-        let prefix = format!("{}.query", side_name(side));
-        if let Some(v) = self.url_params(&prefix, url) {
+        let side = side_name(side);
+        let (userinfo, prefix) = (format!("{side}.url.userinfo"), format!("{side}.query"));
+        if let Some(v) = self.url_secrets(&userinfo, &prefix, url) {
             *url = v;
         }
     }
@@ -540,6 +546,29 @@ impl Redactor {
         } else {
             format!("{lead}{marker}{trail}")
         })
+    }
+
+    /// The secrets of a URL: the password of its userinfo (noted at `userinfo_place`), and its
+    /// query and fragment parameters (`<prefix>.<name>`).
+    fn url_secrets(&mut self, userinfo_place: &str, prefix: &str, url: &str) -> Option<String> {
+        let with_userinfo = self.userinfo(userinfo_place, url);
+        let url = with_userinfo.as_deref().unwrap_or(url);
+        self.url_params(prefix, url).or(with_userinfo)
+    }
+
+    /// `scheme://user:password@host/…` → `scheme://user:%5Bredacted…%5D@host/…`: the password
+    /// (percent-decoded before hashing, like query values) is replaced by its percent-encoded
+    /// marker, so the URL still parses; the user name is kept.
+    fn userinfo(&mut self, place: &str, url: &str) -> Option<String> {
+        let (start, end) = userinfo_password(url)?;
+        let raw = percent_decode(&url.as_bytes()[start..end], false);
+        let marker = self.secret(place, &raw)?;
+        Some(format!(
+            "{}{}{}",
+            &url[..start],
+            percent_encode(&marker),
+            &url[end..]
+        ))
     }
 
     /// The query and fragment of a URL, as form fields (`<prefix>.<name>`).
@@ -723,6 +752,27 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Where the password of the userinfo of an absolute URL starts and ends
+/// (`scheme://user:password@host…`, RFC 3986). Only the authority is looked at, from after `//`
+/// to the first `/`, `?` or `#`; its last `@` ends the userinfo (as browsers read
+/// `user:p@ss@host`). `None` without a scheme and `//`, without userinfo, or without a `:` in it.
+fn userinfo_password(url: &str) -> Option<(usize, usize)> {
+    let colon = url.find(':')?;
+    let mut scheme = url[..colon].bytes();
+    let scheme_ok = scheme.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok || !url[colon + 1..].starts_with("//") {
+        return None;
+    }
+    let start = colon + 3;
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let at = start + url[start..end].rfind('@')?;
+    let pw = start + url[start..at].find(':')? + 1;
+    Some((pw, at))
+}
+
 /// A request body without a `Content-Type` that is plainly `a=b&c=d`.
 fn looks_like_form(body: &[u8]) -> bool {
     body.contains(&b'=')
@@ -777,11 +827,17 @@ fn decode_json_string(token: &[u8]) -> Option<String> {
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a malformed
 /// escape is kept as it is; bytes that are not UTF-8 become U+FFFD.
 pub fn form_decode(b: &[u8]) -> String {
+    percent_decode(b, true)
+}
+
+/// `%XX` is a byte, and `+` a space when `plus_is_space` (forms; in a URL's userinfo it is a
+/// `+`); a malformed escape is kept as it is; bytes that are not UTF-8 become U+FFFD.
+fn percent_decode(b: &[u8], plus_is_space: bool) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
@@ -1066,6 +1122,156 @@ mod tests {
         ] {
             assert!(!json.contains(raw), "{raw} leaked: {json}");
         }
+    }
+
+    #[test]
+    fn url_userinfo_password_is_redacted_user_kept() {
+        let mut f = flow_with(
+            &[("Referer", "https://bob:pw%2Fref1@client.example/start")],
+            "",
+            &[
+                (
+                    "Location",
+                    "https://alice:s3cretpw@client.example/cb?code=c1",
+                ),
+                ("Content-Location", "http://alice:s3cretpw@[::1]:8080/x"),
+            ],
+            "",
+        );
+        f.request.url = "https://alice:s3cretpw@as.example/token?code=abc".into();
+        redact_flow(&mut f);
+        let pw = percent_encode(&marker("s3cretpw"));
+        assert_eq!(
+            f.request.url,
+            format!(
+                "https://alice:{pw}@as.example/token?code={}",
+                percent_encode(&marker("abc"))
+            )
+        );
+        let resp = f.response.as_ref().unwrap();
+        assert_eq!(
+            resp.headers.get("location").unwrap(),
+            format!(
+                "https://alice:{pw}@client.example/cb?code={}",
+                percent_encode(&marker("c1"))
+            )
+        );
+        assert_eq!(
+            resp.headers.get("content-location").unwrap(),
+            format!("http://alice:{pw}@[::1]:8080/x")
+        );
+        // Percent-decoded before hashing, as query values are.
+        assert_eq!(
+            f.request.headers.get("referer").unwrap(),
+            format!(
+                "https://bob:{}@client.example/start",
+                percent_encode(&marker("pw/ref1"))
+            )
+        );
+        let json = serde_json::to_string(&f).unwrap();
+        assert!(!json.contains("s3cretpw"), "password leaked: {json}");
+        assert!(!json.contains("pw%2Fref1"), "password leaked: {json}");
+        assert!(json.contains("alice:") && json.contains("bob:"), "{json}");
+
+        // One password, one fingerprint, wherever it was.
+        let fp = fingerprint("s3cretpw");
+        for p in [
+            "request.url.userinfo",
+            "response.header.location.userinfo",
+            "response.header.content-location.userinfo",
+        ] {
+            assert_eq!(place(&f, p).fingerprint, fp, "{p}");
+            assert_eq!(place(&f, p).len, 8, "{p}");
+        }
+        assert_eq!(
+            place(&f, "request.header.referer.userinfo").fingerprint,
+            fingerprint("pw/ref1")
+        );
+        place(&f, "request.query.code");
+        place(&f, "response.header.location.code");
+
+        // The same password in another flow gets the same marker; redacting again changes
+        // nothing.
+        let mut r = Redactor::new();
+        let mut again = "https://alice:s3cretpw@other.example/".to_owned();
+        r.url(Direction::Request, &mut again);
+        assert_eq!(again, format!("https://alice:{pw}@other.example/"));
+        assert_eq!(r.notes()[0].fingerprint, fp);
+        let once = f.clone();
+        redact_flow(&mut f);
+        assert_eq!(f, once);
+    }
+
+    #[test]
+    fn only_the_authority_userinfo_is_a_password() {
+        let redact = |url: &str| {
+            let mut r = Redactor::new();
+            let mut u = url.to_owned();
+            r.url(Direction::Request, &mut u);
+            (u, r.into_notes())
+        };
+        for url in [
+            // `@` outside the authority, or no password in the userinfo.
+            "https://host.example/a:b@c",
+            "https://host.example/p?x=a:b@c",
+            "https://host.example#a:b@c",
+            "https://host.example/p?next=https://u:p@evil/",
+            "https://token@host.example/",
+            "https://user:@host.example/",
+            "https://[::1]:8443/mcp",
+            "https://[fe80::1%25eth0]/",
+            "/a:b@c/d",
+            "//u:p@host/path",
+            "mailto:a:b@example.com",
+            "1http://u:p@host/",
+            "://u:p@host/",
+            "https:",
+            "https://",
+            "https://@",
+            ":",
+            "",
+            "https://ü:@hôst/",
+        ] {
+            let (out, notes) = redact(url);
+            assert_eq!(out, url, "{url}");
+            assert!(notes.is_empty(), "{url}: {notes:?}");
+        }
+        for (url, pw, want) in [
+            (
+                "https://user:pw@[::1]:8443/mcp",
+                "pw",
+                "https://user:{}@[::1]:8443/mcp",
+            ),
+            ("HTTP://:pw@host", "pw", "HTTP://:{}@host"),
+            // The last `@` of the authority ends the userinfo, as browsers read it.
+            ("https://u:p@ss@host/x@y", "p@ss", "https://u:{}@host/x@y"),
+            ("wss://u:a:b@host?q", "a:b", "wss://u:{}@host?q"),
+            ("https://u:p+q@host", "p+q", "https://u:{}@host"),
+            ("https://u:%zz@host", "%zz", "https://u:{}@host"),
+            (
+                "https://üser:pässwört@hôst/ö",
+                "pässwört",
+                "https://üser:{}@hôst/ö",
+            ),
+            ("https://u:p%C3%A4ss@host", "päss", "https://u:{}@host"),
+        ] {
+            let (out, notes) = redact(url);
+            assert_eq!(
+                out,
+                want.replace("{}", &percent_encode(&marker(pw))),
+                "{url}"
+            );
+            assert_eq!(notes.len(), 1, "{url}");
+            assert_eq!(notes[0].place, "request.url.userinfo");
+            assert_eq!(notes[0].fingerprint, fingerprint(pw), "{url}");
+            assert!(!out.contains(pw), "{url}: {out}");
+        }
+        // Observing notes the password and leaves the URL as it was.
+        let mut r = Redactor::observe_only();
+        let mut u = "https://u:observed@host/".to_owned();
+        r.url(Direction::Request, &mut u);
+        assert_eq!(u, "https://u:observed@host/");
+        assert_eq!(r.notes()[0].fingerprint, fingerprint("observed"));
     }
 
     #[test]

@@ -16,11 +16,15 @@
 //! refresh token on servers that rotate, so the client's own copy may stop working.
 
 use mcptap_flow::{redact, Flow, FlowId, Micros};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Tokens expiring within this margin are not injected (clock skew, request latency).
 const EXPIRY_SKEW_US: i64 = 60 * 1_000_000;
+
+/// How many failed refresh tokens are remembered; beyond that the oldest failure is forgotten
+/// (and that refresh token could be tried once more).
+const MAX_FAILED_REFRESH: usize = 1024;
 
 /// A token seen issued by a token endpoint.
 #[derive(Debug, Clone)]
@@ -82,10 +86,38 @@ struct State {
     resources: HashMap<String, Resource>,
     /// Token endpoint URL → issuer, from authorization-server metadata.
     token_endpoints: HashMap<String, String>,
-    /// Fingerprints of refresh tokens whose refresh by mcptap failed: never tried again.
-    failed_refresh: HashSet<String>,
+    /// Fingerprints of refresh tokens whose refresh by mcptap failed: not tried again (the
+    /// [`MAX_FAILED_REFRESH`] most recent).
+    failed_refresh: FailedRefresh,
     /// Fingerprints of refresh tokens being refreshed right now → closed when done.
     refreshing: HashMap<String, tokio::sync::watch::Receiver<()>>,
+}
+
+/// Fingerprints of refresh tokens whose refresh failed: the [`MAX_FAILED_REFRESH`] most recent.
+#[derive(Debug, Default)]
+struct FailedRefresh {
+    set: HashSet<String>,
+    /// The same fingerprints, oldest first.
+    order: VecDeque<String>,
+}
+
+impl FailedRefresh {
+    fn contains(&self, key: &str) -> bool {
+        self.set.contains(key)
+    }
+
+    /// Remembers `key`, forgetting the oldest failures beyond [`MAX_FAILED_REFRESH`].
+    fn insert(&mut self, key: String) {
+        if !self.set.insert(key.clone()) {
+            return;
+        }
+        self.order.push_back(key);
+        while self.order.len() > MAX_FAILED_REFRESH {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
 }
 
 /// Why a bare request was not given a token (for the log; not recorded with secrets).

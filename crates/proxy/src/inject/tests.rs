@@ -378,6 +378,51 @@ fn one_refresh_at_a_time_per_refresh_token_and_a_failed_one_is_not_retried() {
 }
 
 #[test]
+fn failed_refresh_tokens_are_bounded_and_the_recent_ones_remembered() {
+    let inj = refreshable(true);
+    let job = go(inj.plan_refresh("https://a.example/mcp"));
+    assert!(inj
+        .refresh_done(job, None, FlowId(9), NOW, "https://a.example/mcp")
+        .is_none());
+    let fill = |from: usize, to: usize| {
+        let mut st = inj.state.lock().unwrap();
+        for i in from..to {
+            st.failed_refresh
+                .insert(redact::fingerprint(&format!("other-{i}")));
+        }
+        // A failure remembered again is not a second entry.
+        st.failed_refresh
+            .insert(redact::fingerprint(&format!("other-{}", to - 1)));
+        assert_eq!(st.failed_refresh.set.len(), st.failed_refresh.order.len());
+        assert!(st.failed_refresh.order.len() <= MAX_FAILED_REFRESH);
+    };
+    // rt-1 and 1,023 later failures: all remembered, rt-1 still not retried.
+    fill(0, MAX_FAILED_REFRESH - 1);
+    assert_eq!(
+        inj.state.lock().unwrap().failed_refresh.order.len(),
+        MAX_FAILED_REFRESH
+    );
+    assert!(inj.plan_refresh("https://a.example/mcp").is_none());
+    // Many more: the set stays at its bound, the oldest (rt-1) is forgotten, the most recent
+    // are kept.
+    fill(MAX_FAILED_REFRESH - 1, 5 * MAX_FAILED_REFRESH);
+    {
+        let st = inj.state.lock().unwrap();
+        assert_eq!(st.failed_refresh.order.len(), MAX_FAILED_REFRESH);
+        assert!(!st.failed_refresh.contains(&redact::fingerprint("rt-1")));
+        assert!(st.failed_refresh.contains(&redact::fingerprint(&format!(
+            "other-{}",
+            5 * MAX_FAILED_REFRESH - 1
+        ))));
+        assert!(!st.failed_refresh.contains(&redact::fingerprint("other-0")));
+    }
+    assert!(matches!(
+        inj.plan_refresh("https://a.example/mcp"),
+        Some(Refresh::Go(_))
+    ));
+}
+
+#[test]
 fn a_dropped_job_frees_its_slot_without_marking_a_failure() {
     let inj = refreshable(true);
     drop(go(inj.plan_refresh("https://a.example/mcp")));
