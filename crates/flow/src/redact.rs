@@ -217,6 +217,9 @@ fn looks_like_credentials(value: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Redactor {
     replace: bool,
+    /// Whether a JSON member named `code` is an authorization code in the text being scanned
+    /// (see [`Redactor::json_bytes`]).
+    json_code: bool,
     notes: Vec<SecretNote>,
     /// Raw values replaced so far (long enough to be unambiguous), scrubbed from the rest of
     /// the flow too: a server that echoes a token in some other header must not leak it.
@@ -237,6 +240,7 @@ impl Redactor {
     pub fn new() -> Redactor {
         Redactor {
             replace: true,
+            json_code: false,
             notes: Vec::new(),
             raw: Vec::new(),
         }
@@ -246,6 +250,7 @@ impl Redactor {
     pub fn observe_only() -> Redactor {
         Redactor {
             replace: false,
+            json_code: false,
             notes: Vec::new(),
             raw: Vec::new(),
         }
@@ -347,6 +352,7 @@ impl Redactor {
             | FlowEvent::Failed { flow } => {
                 let mut r = Redactor {
                     replace: self.replace,
+                    json_code: false,
                     notes: Vec::new(),
                     raw: Vec::new(),
                 };
@@ -643,6 +649,20 @@ impl Redactor {
     /// [`SECRET_FIELDS`] is replaced; JSON text inside other string values is followed
     /// [`MAX_NESTING`] levels deep.
     fn json_bytes(&mut self, prefix: &str, input: &[u8], depth: u8) -> Option<Vec<u8>> {
+        if depth == 0 {
+            // `code` is an authorization code in an OAuth exchange: a flow that already carried
+            // one (in its URL, a header or a form), or a token request sent as JSON (it names
+            // `grant_type`, `redirect_uri` or `code_verifier`). Elsewhere — an MCP tool's
+            // `code` argument — it is left readable.
+            self.json_code = self.notes.iter().any(|n| n.place.ends_with(".code"))
+                || [
+                    &b"\"grant_type\""[..],
+                    b"\"redirect_uri\"",
+                    b"\"code_verifier\"",
+                ]
+                .iter()
+                .any(|k| memchr::memmem::find(input, k).is_some());
+        }
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
         let mut i = 0;
@@ -685,7 +705,10 @@ impl Redactor {
                 }
             };
             let key = decode_json_string(&input[i..kend]);
-            if key.as_deref().is_some_and(is_secret_field) {
+            if key
+                .as_deref()
+                .is_some_and(|k| is_secret_field(k) && (k != "code" || self.json_code))
+            {
                 let raw = if closed {
                     decode_json_string(&input[j..vend])
                 } else {
@@ -956,6 +979,43 @@ mod tests {
             .iter()
             .find(|n| n.place == place)
             .unwrap_or_else(|| panic!("no note at {place}: {:#?}", flow.secrets))
+    }
+
+    #[test]
+    fn a_json_code_member_is_a_secret_in_oauth_exchanges_only() {
+        // An MCP tool's `code` argument (and a JSON-RPC error's numeric code) stays readable.
+        let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"run_python","arguments":{"code":"print(40 + 2)"}}}"#;
+        let mut f = flow_with(
+            &[("Content-Type", "application/json")],
+            call,
+            &[("Content-Type", "text/event-stream")],
+            "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"code\":\"x = 1\"}}\n\n",
+        );
+        f.request.url = "https://mcp.example/mcp".into();
+        redact_flow(&mut f);
+        assert_eq!(f.request.body.as_str(), Some(call));
+        let resp = f.response.as_ref().unwrap().body.as_str().unwrap();
+        assert!(resp.contains(r#""code":"x = 1""#), "{resp}");
+        assert!(!f
+            .secrets
+            .iter()
+            .any(|n| n.place.ends_with(".code") && n.place.starts_with("request.json")));
+
+        // A token request sent as JSON: the code is an authorization code.
+        let mut f = flow_with(
+            &[("Content-Type", "application/json")],
+            r#"{"grant_type":"authorization_code","code":"auth-code-123","redirect_uri":"http://127.0.0.1:3/cb"}"#,
+            &[],
+            "",
+        );
+        f.request.url = "https://as.example/token".into();
+        redact_flow(&mut f);
+        let body = f.request.body.as_str().unwrap();
+        assert!(!body.contains("auth-code-123"), "{body}");
+        assert_eq!(
+            place(&f, "request.json.code").fingerprint,
+            fingerprint("auth-code-123")
+        );
     }
 
     #[test]
