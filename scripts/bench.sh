@@ -15,6 +15,9 @@ grep -q '^\[workspace\]' "$B/rs/Cargo.toml" || printf '\n[workspace]\n' >> "$B/r
 (cd "$ROOT" && cargo build --release --bin mcptap)
 CONF=$B/mcptap-conf
 mkdir -p "$CONF"
+# Each run records a session (hundreds of MB under load): drop earlier benchmarks' sessions so
+# they do not pile up on disk.
+rm -rf "$CONF/sessions"
 export CANDIDATE_PORT=${CANDIDATE_PORT:-18087}
 export CANDIDATE_CA=$CONF/mcptap-ca-cert.pem
 # Create the CA once so that its certificate exists before the harness starts.
