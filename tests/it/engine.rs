@@ -118,6 +118,69 @@ async fn h1_client_h2_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_tunnel_keeps_its_upstream_connection_and_reopens_it_when_closed() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let proxy = TestProxy::start(&pki, |_| {}).await;
+    let target = format!("localhost:{}", up.port());
+    let ca = std::slice::from_ref(&proxy.ca_der);
+    let (mut s, _) = tls_client(proxy.addr, &target, "localhost", ca, Alpn::H1)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let resp = s.send(request("GET", &target, "/small", "")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body_bytes(resp).await, "hello from upstream\n");
+    }
+    assert_eq!(up.accepted(), 1, "one upstream connection for the tunnel");
+
+    // The upstream closes after this answer: the next request gets a new connection.
+    let resp = s.send(request("GET", &target, "/close", "")).await.unwrap();
+    assert_eq!(body_bytes(resp).await, "closing\n");
+    let resp = s
+        .send(request("GET", &target, "/echo", "again"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_bytes(resp).await, "again");
+    assert_eq!(up.accepted(), 2);
+    let again = proxy.flow(has_path("/echo")).await;
+    assert_eq!(again.state, FlowState::Completed);
+    assert_eq!(
+        again.request.url,
+        format!("https://localhost:{}/echo", up.port())
+    );
+    let utls = again.upstream_tls.as_ref().expect("upstream TLS recorded");
+    assert_eq!(utls.alpn.as_deref(), Some("http/1.1"));
+
+    // Another client connection has an upstream connection of its own.
+    let (mut s2, _) = tls_client(proxy.addr, &target, "localhost", ca, Alpn::H1)
+        .await
+        .unwrap();
+    let mut req = request("GET", &target, "/small", "");
+    req.headers_mut()
+        .insert("connection", "close".parse().unwrap());
+    let resp = s2.send(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_bytes(resp).await, "hello from upstream\n");
+    assert_eq!(up.accepted(), 3);
+    drop(s2);
+
+    // A tunnel that ended leaves its upstream connection to the next tunnel to that origin (a
+    // client opening a tunnel per request does not cost an upstream handshake each time).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (mut s3, _) = tls_client(proxy.addr, &target, "localhost", ca, Alpn::H1)
+        .await
+        .unwrap();
+    let resp = s3
+        .send(request("GET", &target, "/small", ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.accepted(), 3, "the ended tunnel's connection was reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_first_event_reaches_the_client_before_the_stream_ends() {
     let pki = TestPki::new();
     let up = Upstream::https(&pki, &[b"http/1.1"]).await;

@@ -139,6 +139,7 @@ pub(crate) async fn dispatch<IO>(
 {
     if first != TLS_HANDSHAKE {
         let ctx = Arc::new(ConnCtx::new(
+            &shared,
             ctx.client_addr,
             Some(target),
             ctx.client_tls.clone(),
@@ -191,6 +192,7 @@ pub(crate) async fn dispatch<IO>(
     };
     target.tls = true;
     let ctx = Arc::new(ConnCtx::new(
+        &shared,
         ctx.client_addr,
         Some(target),
         Some(Arc::new(info)),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Where requests on a client connection go, and what is known about that connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ConnCtx {
     pub client_addr: SocketAddr,
     /// `client_addr` as recorded in flows (formatted once per connection, not per request).
@@ -35,11 +35,97 @@ pub(crate) struct ConnCtx {
     pub client_tls: Option<Arc<TlsInfo>>,
     /// Shutdown guard of the connection (cloned into tasks it spawns).
     pub guard: crate::shutdown::Guard,
+    /// The upstream connection of an HTTP/1.1 tunnel, kept between its requests.
+    dedicated: std::sync::Mutex<Option<Dedicated>>,
+    /// Where that connection goes when the tunnel ends, for the next tunnel to the same origin.
+    idle: Arc<IdleH1>,
+}
+
+impl Drop for ConnCtx {
+    fn drop(&mut self) {
+        let kept = self
+            .dedicated
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let (Some(d), Some(origin)) = (kept, &self.origin) {
+            self.idle.put(origin, d);
+        }
+    }
+}
+
+/// Upstream connections of ended HTTP/1.1 tunnels, kept for new tunnels to the same origin (a
+/// client that opens a tunnel per request still reuses one upstream connection). Bounded in
+/// number and age; the oldest go first.
+#[derive(Debug, Default)]
+pub(crate) struct IdleH1 {
+    conns: std::sync::Mutex<std::collections::VecDeque<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    since: std::time::Instant,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    conn: Dedicated,
+}
+
+impl IdleH1 {
+    /// Idle connections kept at most, over all origins.
+    const MAX: usize = 64;
+    /// How long one is kept.
+    const FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn put(&self, origin: &Origin, conn: Dedicated) {
+        // Only a connection between exchanges can serve another (a response cut short by the
+        // client leaves it unusable).
+        if !conn.sender.is_ready() {
+            return;
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.push_back(Idle {
+            since: std::time::Instant::now(),
+            scheme: origin.scheme.clone(),
+            authority: origin.authority.clone(),
+            conn,
+        });
+        while conns.len() > Self::MAX {
+            conns.pop_front();
+        }
+    }
+
+    /// The most recently kept open connection to `origin`.
+    fn take(&self, origin: &Origin) -> Option<Dedicated> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        while conns
+            .front()
+            .is_some_and(|c| c.since.elapsed() > Self::FOR || c.conn.sender.is_closed())
+        {
+            conns.pop_front();
+        }
+        let at = conns
+            .iter()
+            .rposition(|c| c.authority == origin.authority && c.scheme == origin.scheme)?;
+        conns.remove(at).map(|c| c.conn)
+    }
+}
+
+/// An HTTP/1.1 tunnel's own upstream connection.
+///
+/// Requests on an HTTP/1.1 client connection come one after the other and all go to the
+/// tunnel's origin, so each tunnel keeps one upstream connection for itself (as mitmproxy pairs
+/// connections) instead of going through the shared pool: no pool lookup, and no task spawned
+/// per request to hand the connection back.
+#[derive(Debug)]
+struct Dedicated {
+    sender: hyper::client::conn::http1::SendRequest<Tap<Incoming>>,
+    info: UpstreamInfo,
 }
 
 impl ConnCtx {
     /// The context of a connection accepted from `client_addr`.
     pub(crate) fn new(
+        shared: &Shared,
         client_addr: SocketAddr,
         target: Option<Target>,
         client_tls: Option<Arc<TlsInfo>>,
@@ -52,7 +138,70 @@ impl ConnCtx {
             target,
             client_tls,
             guard,
+            dedicated: std::sync::Mutex::new(None),
+            idle: shared.idle_h1.clone(),
         }
+    }
+
+    /// Sends `req` (origin-form URI) to this tunnel's origin on the tunnel's own upstream
+    /// connection, opening one when there is none or the last one closed.
+    async fn send_dedicated(
+        &self,
+        shared: &Shared,
+        origin: &Origin,
+        mut req: Request<Tap<Incoming>>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let own = self
+            .dedicated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // The tunnel's own connection, else one an ended tunnel left (a few tries at most).
+        let mut candidates = own
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.idle.take(origin)));
+        for _ in 0..3 {
+            let Some(mut d) = candidates.next() else {
+                break;
+            };
+            // Ready once the previous response has been read; an error means it closed.
+            if d.sender.ready().await.is_err() {
+                continue;
+            }
+            match d.sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.keep(d, resp)),
+                // Not sent: the upstream closed the idle connection. Try another.
+                Err(mut e) => match e.take_message() {
+                    Some(r) => req = r,
+                    None => return Err(e.into_error().into()),
+                },
+            }
+        }
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(origin.scheme.clone());
+        uri.authority = Some(origin.authority.clone());
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        let uri = Uri::from_parts(uri)?;
+        let io = shared.connector_h1.clone().connect(uri).await?;
+        let info = io.inner().info().clone();
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream connection: {e}");
+            }
+        });
+        let mut d = Dedicated { sender, info };
+        let resp = d.sender.send_request(req).await?;
+        Ok(self.keep(d, resp))
+    }
+
+    /// Keeps `d` for the next request and tags `resp` with what its connection negotiated.
+    fn keep(&self, d: Dedicated, mut resp: Response<Incoming>) -> Response<Incoming> {
+        resp.extensions_mut().insert(d.info.clone());
+        *self.dedicated.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+        resp
     }
 }
 
@@ -482,18 +631,46 @@ pub(crate) async fn forward(
     } else {
         &shared.client
     };
+    let dedicated = ctx
+        .origin
+        .as_ref()
+        .filter(|_| !upgrade && client_version < Version::HTTP_2 && reverse.is_none());
     let sent = match outgoing {
-        Outgoing::Stream(body) => client.request(Request::from_parts(parts, body)).await,
+        Outgoing::Stream(body) if dedicated.is_some() => {
+            let origin = dedicated.expect("checked");
+            // On its own connection the request goes in origin form, as a client sends it.
+            if !parts.headers.contains_key(header::HOST) {
+                if let Ok(v) = HeaderValue::from_str(origin.authority.as_str()) {
+                    parts.headers.insert(header::HOST, v);
+                }
+            }
+            let pq = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(pq);
+            ctx.send_dedicated(&shared, origin, Request::from_parts(parts, body))
+                .await
+        }
+        Outgoing::Stream(body) => client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(BoxError::from),
         // Read whole (and recorded by its tap already): mcptap's own client sends the bytes.
         Outgoing::Whole(bytes) => {
             let up_req = Request::from_parts(parts, Tap::passthrough(Full::new(bytes)));
-            shared.client_own.request(up_req).await
+            shared
+                .client_own
+                .request(up_req)
+                .await
+                .map_err(BoxError::from)
         }
     };
     let mut resp = match sent {
         Ok(r) => r,
         Err(e) => {
-            let (kind, message, hint) = classify(&e);
+            let (kind, message, hint) = classify(&*e);
             tracing::debug!(flow = id.0, "upstream failed: {message}");
             return fail(&rec, kind, message, hint);
         }

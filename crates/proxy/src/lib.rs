@@ -129,6 +129,10 @@ pub(crate) struct Shared {
     /// HTTP/1.1, for the requests mcptap makes itself (`--inject-refresh`).
     pub client_own: Client<upstream::Connector, tap::Tap<http_body_util::Full<bytes::Bytes>>>,
     pub connector: upstream::Connector,
+    /// HTTP/1.1 only: the upstream connections of HTTP/1.1 tunnels (see `forward::Dedicated`).
+    pub connector_h1: upstream::Connector,
+    /// Upstream connections of ended HTTP/1.1 tunnels.
+    pub idle_h1: Arc<forward::IdleH1>,
     pub events: EventSender,
     pub next_id: AtomicU64,
     pub body_limit: usize,
@@ -209,8 +213,10 @@ impl Proxy {
                 ca,
                 client: pooled_client(connector.clone()),
                 client_h1: pooled_client(connector_h1.clone()),
-                client_own: pooled_client(connector_h1),
+                client_own: pooled_client(connector_h1.clone()),
                 connector,
+                connector_h1,
+                idle_h1: Arc::default(),
                 events,
                 next_id: AtomicU64::new(1),
                 body_limit: config.body_limit,

@@ -145,7 +145,13 @@ pub(crate) async fn serve_listener_conn(shared: Arc<Shared>, stream: TcpStream, 
         return;
     };
     let _ = stream.set_nodelay(true);
-    let ctx = Arc::new(ConnCtx::new(client_addr, None, None, guard.clone()));
+    let ctx = Arc::new(ConnCtx::new(
+        &shared,
+        client_addr,
+        None,
+        None,
+        guard.clone(),
+    ));
     if shared.reverse.is_some() {
         serve_reverse_conn(shared, ctx, stream, guard).await;
         return;

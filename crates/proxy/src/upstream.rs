@@ -456,7 +456,11 @@ impl Connector {
         }
     }
 
-    async fn connect(self, uri: http::Uri) -> Result<TokioIo<UpstreamConn>, ConnectError> {
+    /// Connects to the origin of `uri` (TCP, then TLS for `https`).
+    pub(crate) async fn connect(
+        self,
+        uri: http::Uri,
+    ) -> Result<TokioIo<UpstreamConn>, ConnectError> {
         let host = uri.host().ok_or(ConnectError::NoHost)?;
         let host = host
             .trim_start_matches('[')
@@ -539,6 +543,15 @@ pub enum UpstreamConn {
     Plain(TcpStream, UpstreamInfo),
     /// TLS over TCP.
     Tls(Box<TlsStream<TcpStream>>, UpstreamInfo),
+}
+
+impl UpstreamConn {
+    /// What was negotiated on this connection.
+    pub fn info(&self) -> &UpstreamInfo {
+        match self {
+            UpstreamConn::Plain(_, info) | UpstreamConn::Tls(_, info) => info,
+        }
+    }
 }
 
 impl Connection for UpstreamConn {

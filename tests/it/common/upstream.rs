@@ -3,7 +3,8 @@
 //! Routes: `/small` (a short text), `/echo` (echoes the request body and reports the
 //! Authorization header it got in `x-seen-authorization`), `/big?n=BYTES` (streams that many
 //! bytes in 64 KiB frames), `/sse` (sends one event, then waits until the test releases the
-//! rest), `/ws` (upgrades to a byte echo), `/status/CODE`.
+//! rest), `/ws` (upgrades to a byte echo), `/status/CODE`, `/close` (answers, then closes the
+//! connection).
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -27,6 +28,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Released by the test to let `/sse` send its remaining events and end.
     pub sse_release: Arc<Notify>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -55,11 +57,14 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let release = Arc::new(Notify::new());
         let rel = release.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = tcp.set_nodelay(true);
                 let tls = tls.clone();
                 let rel = rel.clone();
@@ -88,12 +93,18 @@ impl Upstream {
         Upstream {
             addr,
             sse_release: release,
+            accepted,
             task,
         }
     }
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -108,6 +119,10 @@ async fn route(
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let resp = match path.as_str() {
+        "/close" => Response::builder()
+            .header("connection", "close")
+            .body(full("closing\n"))
+            .unwrap(),
         "/small" => Response::builder()
             .header("content-type", "text/plain")
             .header("x-upstream-version", format!("{:?}", req.version()))
