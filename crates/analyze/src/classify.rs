@@ -9,10 +9,15 @@
 use crate::model::{Role, RpcDirection, RpcKind};
 use crate::util::{self, Url};
 use mcptap_flow::{redact, sse, Flow, FlowId, FlowState, Micros};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashSet;
 
-/// One JSON-RPC message with its JSON kept for the rules.
+/// One JSON-RPC message: its envelope, with `params` and `result` kept as JSON text and parsed
+/// only when a rule asks (most messages are classified from the envelope alone).
 #[derive(Debug, Clone)]
 pub(crate) struct Rpc {
     pub dir: RpcDirection,
@@ -20,13 +25,61 @@ pub(crate) struct Rpc {
     pub method: Option<String>,
     pub id: Option<String>,
     pub sse: bool,
-    pub value: Value,
+    params: Option<Box<RawValue>>,
+    result: Option<Box<RawValue>>,
+    parsed_params: OnceCell<Option<Value>>,
+    parsed_result: OnceCell<Option<Value>>,
 }
 
 impl Rpc {
     /// `result` of a response.
     pub fn result(&self) -> Option<&Value> {
-        self.value.get("result")
+        self.parsed_result
+            .get_or_init(|| parse_raw(self.result.as_deref()))
+            .as_ref()
+    }
+
+    /// `result` of a response as JSON text.
+    pub fn result_text(&self) -> Option<&str> {
+        self.result.as_deref().map(RawValue::get)
+    }
+
+    /// `params` of a request or notification.
+    pub fn params(&self) -> Option<&Value> {
+        self.parsed_params
+            .get_or_init(|| parse_raw(self.params.as_deref()))
+            .as_ref()
+    }
+}
+
+fn parse_raw(raw: Option<&RawValue>) -> Option<Value> {
+    serde_json::from_str(raw?.get()).ok()
+}
+
+/// The envelope of a JSON-RPC message, borrowed from the text it was read from.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Member<'a>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Member<'a>,
+    #[serde(default, borrow)]
+    result: Member<'a>,
+    #[serde(default, borrow)]
+    error: Member<'a>,
+}
+
+/// A member that may be absent; present (even as `null`) it keeps its JSON text.
+#[derive(Default)]
+struct Member<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Member<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|r| Member(Some(r)))
     }
 }
 
@@ -295,8 +348,8 @@ fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
     let mentions =
         |b: &mcptap_flow::CapturedBody| b.as_str().is_some_and(|s| s.contains("jsonrpc"));
     if mentions(&flow.request.body) {
-        if let Some(v) = util::request_json(flow) {
-            push_messages(&mut out, v, RpcDirection::ClientToServer, false);
+        if let Some(text) = flow.request.body.as_str() {
+            push_messages(&mut out, text, RpcDirection::ClientToServer, false);
         }
     }
     if let Some(resp) = &flow.response {
@@ -310,15 +363,13 @@ fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
             };
             for e in events {
                 let data = e.data.trim();
-                if (data.starts_with('{') || data.starts_with('[')) && data.contains("jsonrpc") {
-                    if let Ok(v) = serde_json::from_str::<Value>(data) {
-                        push_messages(&mut out, v, RpcDirection::ServerToClient, true);
-                    }
+                if data.contains("jsonrpc") {
+                    push_messages(&mut out, data, RpcDirection::ServerToClient, true);
                 }
             }
         } else if mentions(&resp.body) {
-            if let Some(v) = util::response_json(flow) {
-                push_messages(&mut out, v, RpcDirection::ServerToClient, false);
+            if let Some(text) = resp.body.as_str() {
+                push_messages(&mut out, text, RpcDirection::ServerToClient, false);
             }
         }
     }
@@ -341,32 +392,35 @@ fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
     out
 }
 
-fn push_messages(out: &mut Vec<Rpc>, v: Value, dir: RpcDirection, sse: bool) {
-    match v {
-        Value::Array(items) => {
+/// The JSON-RPC messages in `text`: one message or a batch.
+fn push_messages(out: &mut Vec<Rpc>, text: &str, dir: RpcDirection, sse: bool) {
+    let text = text.trim();
+    if text.starts_with('[') {
+        // Each member on its own: one malformed message does not hide the others.
+        if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) {
             for item in items {
-                push_one(out, item, dir, sse);
+                push_one(out, item.get(), dir, sse);
             }
         }
-        v => push_one(out, v, dir, sse),
+    } else if text.starts_with('{') {
+        push_one(out, text, dir, sse);
     }
 }
 
-fn push_one(out: &mut Vec<Rpc>, v: Value, dir: RpcDirection, sse: bool) {
-    let Some(obj) = v.as_object() else { return };
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+fn push_one(out: &mut Vec<Rpc>, text: &str, dir: RpcDirection, sse: bool) {
+    let Ok(env) = serde_json::from_str::<Envelope<'_>>(text) else {
+        return;
+    };
+    if env.jsonrpc.as_deref() != Some("2.0") {
         return;
     }
-    let id = obj
-        .get("id")
-        .filter(|i| !i.is_null())
-        .map(|i| i.to_string());
-    let method = obj.get("method").and_then(Value::as_str).map(str::to_owned);
+    let id = env.id.0.filter(|i| i.get() != "null").map(rpc_id);
+    let method = env.method.map(Cow::into_owned);
     let kind = match (&method, &id) {
         (Some(_), Some(_)) => RpcKind::Request,
         (Some(_), None) => RpcKind::Notification,
-        (None, _) if obj.contains_key("error") => RpcKind::Error,
-        (None, _) if obj.contains_key("result") => RpcKind::Response,
+        (None, _) if env.error.0.is_some() => RpcKind::Error,
+        (None, _) if env.result.0.is_some() => RpcKind::Response,
         _ => return,
     };
     out.push(Rpc {
@@ -375,8 +429,27 @@ fn push_one(out: &mut Vec<Rpc>, v: Value, dir: RpcDirection, sse: bool) {
         method,
         id,
         sse,
-        value: v,
+        params: env.params.0.map(RawValue::to_owned),
+        result: env.result.0.map(RawValue::to_owned),
+        parsed_params: OnceCell::new(),
+        parsed_result: OnceCell::new(),
     });
+}
+
+/// An id as compact JSON (`7`, `"abc"`), the same however the peer spelled it.
+fn rpc_id(raw: &RawValue) -> String {
+    let text = raw.get();
+    let plain_int = text
+        .strip_prefix('-')
+        .unwrap_or(text)
+        .bytes()
+        .all(|b| b.is_ascii_digit());
+    if plain_int || (text.starts_with('"') && !text.contains('\\')) {
+        return text.to_owned();
+    }
+    serde_json::from_str::<Value>(text)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| text.to_owned())
 }
 
 /// The protocol version in an initialize result carried by this flow.
@@ -384,6 +457,11 @@ fn negotiated_version(rpc: &[Rpc]) -> Option<String> {
     rpc.iter()
         .filter(|r| r.dir == RpcDirection::ServerToClient && r.kind == RpcKind::Response)
         .filter(|r| r.method.as_deref().is_none_or(|m| m == "initialize"))
+        // Parse only what could be an InitializeResult.
+        .filter(|r| {
+            r.result_text()
+                .is_some_and(|t| t.contains("protocolVersion"))
+        })
         .find_map(|r| {
             let res = r.result()?;
             // An InitializeResult has protocolVersion next to serverInfo/capabilities.
@@ -397,8 +475,7 @@ fn negotiated_version(rpc: &[Rpc]) -> Option<String> {
 
 /// The protocol version a stateless (2026-07-28) request states in its `_meta` envelope.
 pub(crate) fn meta_protocol_version(rpc: &Rpc) -> Option<&str> {
-    rpc.value
-        .get("params")?
+    rpc.params()?
         .get("_meta")?
         .get("io.modelcontextprotocol/protocolVersion")?
         .as_str()

@@ -387,9 +387,15 @@ impl Redactor {
 
     /// The redacted value of one header field, or `None` when it holds no secret.
     fn header_value(&mut self, side: Direction, header: &Header) -> Option<String> {
-        let name = header.name.to_ascii_lowercase();
+        // Names are lower case already as hyper hands them over; only others are copied.
+        let name: std::borrow::Cow<'_, str> = if header.name.bytes().any(|b| b.is_ascii_uppercase())
+        {
+            header.name.to_ascii_lowercase().into()
+        } else {
+            header.name.as_str().into()
+        };
         let side = side_name(side);
-        match name.as_str() {
+        match name.as_ref() {
             "authorization" | "proxy-authorization" => {
                 self.credentials(&format!("{side}.header.{name}"), &header.value)
             }
@@ -415,9 +421,11 @@ impl Redactor {
     /// The query and fragment parameters of a request URL (`request.query.<name>`) and the
     /// password in its userinfo (`request.url.userinfo`).
     pub fn url(&mut self, side: Direction, url: &mut String) {
-        let side = side_name(side);
-        let (userinfo, prefix) = (format!("{side}.url.userinfo"), format!("{side}.query"));
-        if let Some(v) = self.url_secrets(&userinfo, &prefix, url) {
+        let (userinfo, prefix) = match side {
+            Direction::Request => ("request.url.userinfo", "request.query"),
+            Direction::Response => ("response.url.userinfo", "response.query"),
+        };
+        if let Some(v) = self.url_secrets(userinfo, prefix, url) {
             *url = v;
         }
     }
@@ -428,21 +436,22 @@ impl Redactor {
         if body.bytes.is_empty() {
             return;
         }
-        let side_s = side_name(side);
-        let ct = headers
-            .get("content-type")
-            .map(|c| c.trim().to_ascii_lowercase());
-        let new = match ct.as_deref() {
-            Some(c) if c.starts_with("application/x-www-form-urlencoded") => {
-                self.form_bytes(&format!("{side_s}.form"), &body.bytes)
+        let (form, sse, json) = match side {
+            Direction::Request => ("request.form", "request.sse", "request.json"),
+            Direction::Response => ("response.form", "response.sse", "response.json"),
+        };
+        let ct = headers.get("content-type").map(str::trim_start);
+        let is = |c: &str, prefix: &str| {
+            c.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        };
+        let new = match ct {
+            Some(c) if is(c, "application/x-www-form-urlencoded") => {
+                self.form_bytes(form, &body.bytes)
             }
-            None if looks_like_form(&body.bytes) => {
-                self.form_bytes(&format!("{side_s}.form"), &body.bytes)
-            }
-            Some(c) if c.starts_with("text/event-stream") => {
-                self.json_bytes(&format!("{side_s}.sse"), &body.bytes, 0)
-            }
-            _ => self.json_bytes(&format!("{side_s}.json"), &body.bytes, 0),
+            None if looks_like_form(&body.bytes) => self.form_bytes(form, &body.bytes),
+            Some(c) if is(c, "text/event-stream") => self.json_bytes(sse, &body.bytes, 0),
+            _ => self.json_bytes(json, &body.bytes, 0),
         };
         if let Some(b) = new {
             body.bytes = b.into();
@@ -654,14 +663,13 @@ impl Redactor {
             // one (in its URL, a header or a form), or a token request sent as JSON (it names
             // `grant_type`, `redirect_uri` or `code_verifier`). Elsewhere — an MCP tool's
             // `code` argument — it is left readable.
+            static TOKEN_REQUEST: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+                std::sync::LazyLock::new(|| {
+                    [r#""grant_type""#, r#""redirect_uri""#, r#""code_verifier""#]
+                        .map(memchr::memmem::Finder::new)
+                });
             self.json_code = self.notes.iter().any(|n| n.place.ends_with(".code"))
-                || [
-                    &b"\"grant_type\""[..],
-                    b"\"redirect_uri\"",
-                    b"\"code_verifier\"",
-                ]
-                .iter()
-                .any(|k| memchr::memmem::find(input, k).is_some());
+                || TOKEN_REQUEST.iter().any(|f| f.find(input).is_some());
         }
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
