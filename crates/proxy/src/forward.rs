@@ -96,16 +96,22 @@ impl IdleH1 {
 
     /// The most recently kept open connection to `origin`.
     fn take(&self, origin: &Origin) -> Option<Dedicated> {
+        self.take_at(origin, std::time::Instant::now())
+    }
+
+    fn take_at(&self, origin: &Origin, now: std::time::Instant) -> Option<Dedicated> {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        while conns
-            .front()
-            .is_some_and(|c| c.since.elapsed() > Self::FOR || c.conn.sender.is_closed())
-        {
+        // Oldest first: drop what has been kept too long, or was closed meanwhile.
+        while conns.front().is_some_and(|c| {
+            now.saturating_duration_since(c.since) > Self::FOR || c.conn.sender.is_closed()
+        }) {
             conns.pop_front();
         }
-        let at = conns
-            .iter()
-            .rposition(|c| c.authority == origin.authority && c.scheme == origin.scheme)?;
+        let at = conns.iter().rposition(|c| {
+            c.authority == origin.authority
+                && c.scheme == origin.scheme
+                && !c.conn.sender.is_closed()
+        })?;
         conns.remove(at).map(|c| c.conn)
     }
 }
@@ -989,4 +995,87 @@ async fn splice_upgrade(
 /// Method check used by the connection layer.
 pub(crate) fn is_connect<B>(req: &Request<B>) -> bool {
     req.method() == Method::CONNECT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::TokioIo;
+    use std::time::{Duration, Instant};
+
+    /// A real HTTP/1.1 client connection over an in-memory pipe; the other end is returned so
+    /// the test decides when the "upstream" closes.
+    async fn conn() -> (Dedicated, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Tap<Incoming>>(TokioIo::new(ours))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        sender.ready().await.unwrap();
+        let info = UpstreamInfo {
+            tls: None,
+            peer: "127.0.0.1:9".parse().unwrap(),
+        };
+        (Dedicated { sender, info }, theirs)
+    }
+
+    fn origin(host: &str) -> Origin {
+        Origin::of(&Target {
+            host: host.to_owned(),
+            port: 443,
+            tls: true,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_bounded_per_origin_fresh_and_open() {
+        let idle = IdleH1::default();
+        let mut peers = Vec::new();
+        for i in 0..IdleH1::MAX + 6 {
+            let (d, peer) = conn().await;
+            peers.push(peer);
+            idle.put(&origin(&format!("h{i}.example")), d);
+        }
+        assert_eq!(idle.conns.lock().unwrap().len(), IdleH1::MAX);
+        assert!(
+            idle.take(&origin("h0.example")).is_none(),
+            "the oldest went first"
+        );
+        let last = format!("h{}.example", IdleH1::MAX + 5);
+        assert!(idle.take(&origin(&last)).is_some());
+        assert!(idle.take(&origin(&last)).is_none(), "handed out once");
+        // Same host, other port: another origin.
+        let other_port = Origin::of(&Target {
+            host: "h10.example".to_owned(),
+            port: 8443,
+            tls: true,
+        })
+        .unwrap();
+        assert!(idle.take(&other_port).is_none());
+
+        // An upstream that closed meanwhile is not handed out.
+        drop(std::mem::replace(&mut peers[20], tokio::io::duplex(1).0));
+        let closed = origin("h20.example");
+        for _ in 0..100 {
+            let gone = idle
+                .conns
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|c| c.authority == closed.authority && c.conn.sender.is_closed());
+            if gone {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(idle.take(&closed).is_none());
+        assert!(idle.take(&origin("h21.example")).is_some());
+
+        // Past the idle time, nothing is handed out.
+        let later = Instant::now() + IdleH1::FOR + Duration::from_secs(1);
+        assert!(idle.take_at(&origin("h30.example"), later).is_none());
+        assert!(idle.conns.lock().unwrap().is_empty());
+    }
 }
