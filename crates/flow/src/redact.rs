@@ -724,7 +724,7 @@ impl Redactor {
                 }
                 .unwrap_or_else(|| {
                     let inner = &input[j + 1..if closed { vend - 1 } else { vend }];
-                    String::from_utf8_lossy(inner).into_owned()
+                    String::from_utf8_lossy(inner)
                 });
                 let key = key.unwrap_or_default();
                 if let Some(marker) = self.secret(&format!("{prefix}.{key}"), &raw) {
@@ -843,16 +843,19 @@ fn skip_ws(input: &[u8], mut i: usize) -> usize {
 }
 
 /// The text of a JSON string token (quotes included); `None` if it is not valid.
-fn decode_json_string(token: &[u8]) -> Option<String> {
+fn decode_json_string(token: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     if token.len() < 2 {
         return None;
     }
     if !token.contains(&b'\\') {
+        // No escapes: the text between the quotes, without a copy.
         return std::str::from_utf8(&token[1..token.len() - 1])
             .ok()
-            .map(str::to_owned);
+            .map(std::borrow::Cow::Borrowed);
     }
-    serde_json::from_slice(token).ok()
+    serde_json::from_slice::<String>(token)
+        .ok()
+        .map(std::borrow::Cow::Owned)
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a malformed
