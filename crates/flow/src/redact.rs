@@ -407,7 +407,8 @@ impl Redactor {
             }
             n if URL_HEADERS.contains(&n) => {
                 let prefix = format!("{side}.header.{name}");
-                self.url_secrets(&format!("{prefix}.userinfo"), &prefix, &header.value)
+                // A header's URL may be scheme-relative (`Location: //user:pw@host/`).
+                self.url_secrets(&format!("{prefix}.userinfo"), &prefix, &header.value, true)
             }
             // Any other header that carries credentials in the Authorization shape (an echo,
             // X-Forwarded-Authorization, …) is a credential too.
@@ -425,7 +426,7 @@ impl Redactor {
             Direction::Request => ("request.url.userinfo", "request.query"),
             Direction::Response => ("response.url.userinfo", "response.query"),
         };
-        if let Some(v) = self.url_secrets(userinfo, prefix, url) {
+        if let Some(v) = self.url_secrets(userinfo, prefix, url, false) {
             *url = v;
         }
     }
@@ -565,8 +566,14 @@ impl Redactor {
 
     /// The secrets of a URL: the password of its userinfo (noted at `userinfo_place`), and its
     /// query and fragment parameters (`<prefix>.<name>`).
-    fn url_secrets(&mut self, userinfo_place: &str, prefix: &str, url: &str) -> Option<String> {
-        let with_userinfo = self.userinfo(userinfo_place, url);
+    fn url_secrets(
+        &mut self,
+        userinfo_place: &str,
+        prefix: &str,
+        url: &str,
+        scheme_relative: bool,
+    ) -> Option<String> {
+        let with_userinfo = self.userinfo(userinfo_place, url, scheme_relative);
         let url = with_userinfo.as_deref().unwrap_or(url);
         self.url_params(prefix, url).or(with_userinfo)
     }
@@ -574,8 +581,8 @@ impl Redactor {
     /// `scheme://user:password@host/…` → `scheme://user:%5Bredacted…%5D@host/…`: the password
     /// (percent-decoded before hashing, like query values) is replaced by its percent-encoded
     /// marker, so the URL still parses; the user name is kept.
-    fn userinfo(&mut self, place: &str, url: &str) -> Option<String> {
-        let (start, end) = userinfo_password(url)?;
+    fn userinfo(&mut self, place: &str, url: &str, scheme_relative: bool) -> Option<String> {
+        let (start, end) = userinfo_password(url, scheme_relative)?;
         let raw = percent_decode(&url.as_bytes()[start..end], false);
         let marker = self.secret(place, &raw)?;
         Some(format!(
@@ -787,15 +794,19 @@ fn is_tchar(b: u8) -> bool {
 /// (`scheme://user:password@host…`, RFC 3986). Only the authority is looked at, from after `//`
 /// to the first `/`, `?` or `#`; its last `@` ends the userinfo (as browsers read
 /// `user:p@ss@host`). `None` without a scheme and `//`, without userinfo, or without a `:` in it.
-fn userinfo_password(url: &str) -> Option<(usize, usize)> {
-    let colon = url.find(':')?;
-    let mut scheme = url[..colon].bytes();
-    let scheme_ok = scheme.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && scheme.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-    if !scheme_ok || !url[colon + 1..].starts_with("//") {
-        return None;
-    }
-    let start = colon + 3;
+fn userinfo_password(url: &str, scheme_relative: bool) -> Option<(usize, usize)> {
+    let start = if scheme_relative && url.starts_with("//") {
+        2
+    } else {
+        let colon = url.find(':')?;
+        let mut scheme = url[..colon].bytes();
+        let scheme_ok = scheme.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && scheme.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        if !scheme_ok || !url[colon + 1..].starts_with("//") {
+            return None;
+        }
+        colon + 3
+    };
     let end = url[start..]
         .find(['/', '?', '#'])
         .map_or(url.len(), |i| start + i);
@@ -1271,6 +1282,24 @@ mod tests {
         let once = f.clone();
         redact_flow(&mut f);
         assert_eq!(f, once);
+    }
+
+    #[test]
+    fn a_scheme_relative_location_with_a_password_is_redacted() {
+        let mut r = Redactor::new();
+        let mut h = Header {
+            name: "Location".into(),
+            value: "//deploy:hunter2-pw@files.example/x?y=1".into(),
+        };
+        r.header(Direction::Response, &mut h);
+        assert!(!h.value.contains("hunter2-pw"), "{}", h.value);
+        assert!(h.value.starts_with("//deploy:%5Bredacted"), "{}", h.value);
+        assert!(h.value.ends_with("@files.example/x?y=1"), "{}", h.value);
+        assert!(r
+            .notes()
+            .iter()
+            .any(|n| n.place == "response.header.location.userinfo"
+                && n.fingerprint == fingerprint("hunter2-pw")));
     }
 
     #[test]
