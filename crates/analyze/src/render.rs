@@ -429,6 +429,21 @@ fn redact_pairs(s: &str) -> String {
 }
 
 fn redact_url(u: &str) -> String {
+    // A password in the userinfo (`https://user:pw@host/`), then the query and fragment.
+    let with_pw;
+    let u = match redact::url_password_span(u, true) {
+        Some((start, end)) => {
+            let pw = redact::percent_decode(&u.as_bytes()[start..end], false);
+            with_pw = format!(
+                "{}{}{}",
+                &u[..start],
+                redact::percent_encode(&mark(&pw)),
+                &u[end..]
+            );
+            with_pw.as_str()
+        }
+        None => u,
+    };
     match u.split_once('?') {
         Some((base, q)) => {
             let (q, frag) = match q.split_once('#') {
@@ -617,5 +632,8 @@ mod tests {
                 .contains("secret")
         );
         assert!(!redact_tokens(&format!("token {jwt} here")).contains(jwt));
+        let loc = redact_header("Location", "https://ops:pa55word@mcp.example/cb?state=s");
+        assert!(!loc.contains("pa55word"), "{loc}");
+        assert!(loc.starts_with("https://ops:") && loc.ends_with("@mcp.example/cb?state=s"));
     }
 }

@@ -794,6 +794,12 @@ fn is_tchar(b: u8) -> bool {
 /// (`scheme://user:password@host…`, RFC 3986). Only the authority is looked at, from after `//`
 /// to the first `/`, `?` or `#`; its last `@` ends the userinfo (as browsers read
 /// `user:p@ss@host`). `None` without a scheme and `//`, without userinfo, or without a `:` in it.
+/// Where the password of `url`'s userinfo is (`https://user:HERE@host/`), as a byte range;
+/// `scheme_relative` also accepts `//user:pw@host/` (a header's URL may be written so).
+pub fn url_password_span(url: &str, scheme_relative: bool) -> Option<(usize, usize)> {
+    userinfo_password(url, scheme_relative)
+}
+
 fn userinfo_password(url: &str, scheme_relative: bool) -> Option<(usize, usize)> {
     let start = if scheme_relative && url.starts_with("//") {
         2
@@ -877,7 +883,7 @@ pub fn form_decode(b: &[u8]) -> String {
 
 /// `%XX` is a byte, and `+` a space when `plus_is_space` (forms; in a URL's userinfo it is a
 /// `+`); a malformed escape is kept as it is; bytes that are not UTF-8 become U+FFFD.
-fn percent_decode(b: &[u8], plus_is_space: bool) -> String {
+pub fn percent_decode(b: &[u8], plus_is_space: bool) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
