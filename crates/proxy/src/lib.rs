@@ -17,6 +17,7 @@ mod serve;
 pub mod shutdown;
 mod splice;
 mod tap;
+mod tunnel_upstream;
 pub mod upstream;
 
 pub use events::{EventReceiver, EventSender};
@@ -132,7 +133,7 @@ pub(crate) struct Shared {
     /// HTTP/1.1 only: the upstream connections of HTTP/1.1 tunnels (see `forward::Dedicated`).
     pub connector_h1: upstream::Connector,
     /// Upstream connections of ended HTTP/1.1 tunnels.
-    pub idle_h1: Arc<forward::IdleH1>,
+    pub idle_h1: Arc<tunnel_upstream::IdleH1>,
     pub events: EventSender,
     pub next_id: AtomicU64,
     pub body_limit: usize,
