@@ -23,6 +23,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Microseconds since the Unix epoch (UTC). Every timestamp in a flow uses this unit.
 pub type Micros = i64;
 
+/// True if the `Content-Type` value `ct` names the media type `mime` (compared without regard to
+/// case; parameters such as `; charset=utf-8` may follow).
+pub fn media_type_is(ct: &str, mime: &str) -> bool {
+    ct.trim_start()
+        .get(..mime.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(mime))
+}
+
 /// The current wall-clock time in [`Micros`].
 pub fn now_micros() -> Micros {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -359,11 +367,9 @@ impl Flow {
     /// True if the response is a server-sent event stream.
     pub fn is_sse(&self) -> bool {
         self.response.as_ref().is_some_and(|r| {
-            r.headers.get("content-type").is_some_and(|ct| {
-                ct.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("text/event-stream")
-            })
+            r.headers
+                .get("content-type")
+                .is_some_and(|ct| media_type_is(ct, "text/event-stream"))
         })
     }
 }

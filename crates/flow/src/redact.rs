@@ -441,11 +441,8 @@ impl Redactor {
             Direction::Request => ("request.form", "request.sse", "request.json"),
             Direction::Response => ("response.form", "response.sse", "response.json"),
         };
-        let ct = headers.get("content-type").map(str::trim_start);
-        let is = |c: &str, prefix: &str| {
-            c.get(..prefix.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
-        };
+        let ct = headers.get("content-type");
+        let is = crate::media_type_is;
         let new = match ct {
             Some(c) if is(c, "application/x-www-form-urlencoded") => {
                 self.form_bytes(form, &body.bytes)

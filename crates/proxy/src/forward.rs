@@ -30,13 +30,12 @@ pub(crate) struct ConnCtx {
     pub client_addr_text: String,
     /// The CONNECT target, for connections inside a tunnel; `None` on the proxy listener itself.
     pub target: Option<Target>,
-    /// The upstream origin of `target`, prepared once per connection.
-    pub origin: Option<Origin>,
     /// TLS between the client and mcptap.
     pub client_tls: Option<Arc<TlsInfo>>,
     /// Shutdown guard of the connection (cloned into tasks it spawns).
     pub guard: crate::shutdown::Guard,
-    /// An HTTP/1.1 tunnel's own upstream connection (tunnels only).
+    /// A tunnel's upstream origin (prepared once per connection) and the tunnel's own HTTP/1.1
+    /// connection to it.
     pub upstream: Option<TunnelUpstream>,
 }
 
@@ -49,14 +48,13 @@ impl ConnCtx {
         client_tls: Option<Arc<TlsInfo>>,
         guard: crate::shutdown::Guard,
     ) -> ConnCtx {
-        let origin = target.as_ref().and_then(Origin::of);
         ConnCtx {
             client_addr,
             client_addr_text: client_addr.to_string(),
-            upstream: origin
-                .clone()
+            upstream: target
+                .as_ref()
+                .and_then(Origin::of)
                 .map(|o| TunnelUpstream::new(o, shared.idle_h1.clone())),
-            origin,
             target,
             client_tls,
             guard,
@@ -75,21 +73,33 @@ pub(crate) struct Origin {
 
 impl Origin {
     pub(crate) fn of(t: &Target) -> Option<Origin> {
-        let scheme = if t.tls { "https" } else { "http" };
+        let (scheme, uri_scheme) = if t.tls {
+            ("https", http::uri::Scheme::HTTPS)
+        } else {
+            ("http", http::uri::Scheme::HTTP)
+        };
         let authority = if t.port == default_port(scheme) {
             url_host(&t.host)
         } else {
             format!("{}:{}", url_host(&t.host), t.port)
         };
         Some(Origin {
-            scheme: if t.tls {
-                http::uri::Scheme::HTTPS
-            } else {
-                http::uri::Scheme::HTTP
-            },
+            scheme: uri_scheme,
             authority: authority.parse().ok()?,
             shown: format!("{scheme}://{authority}"),
         })
+    }
+
+    /// The URI of `pq` at this origin.
+    pub(crate) fn uri(
+        &self,
+        pq: http::uri::PathAndQuery,
+    ) -> Result<Uri, http::uri::InvalidUriParts> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts)
     }
 }
 
@@ -234,7 +244,10 @@ fn upstream_uri(
     ctx: &ConnCtx,
     req: &Request<Incoming>,
 ) -> Result<(Uri, String, u16, String), String> {
-    if let (Some(t), Some(o)) = (&ctx.target, &ctx.origin) {
+    if let (Some(t), Some(o)) = (
+        &ctx.target,
+        ctx.upstream.as_ref().map(TunnelUpstream::origin),
+    ) {
         // Inside a tunnel: the origin is the connection's; only the path changes per request.
         let pq = req
             .uri()
@@ -245,11 +258,9 @@ fn upstream_uri(
         let mut shown = String::with_capacity(o.shown.len() + pq.as_str().len());
         shown.push_str(&o.shown);
         shown.push_str(pq.as_str());
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(o.scheme.clone());
-        parts.authority = Some(o.authority.clone());
-        parts.path_and_query = Some(pq);
-        let uri = Uri::from_parts(parts).map_err(|e| format!("invalid request target: {e}"))?;
+        let uri = o
+            .uri(pq)
+            .map_err(|e| format!("invalid request target: {e}"))?;
         return Ok((uri, t.host.clone(), t.port, shown));
     }
     let path = req
@@ -494,9 +505,8 @@ pub(crate) async fn forward(
         .upstream
         .as_ref()
         .filter(|_| !upgrade && client_version < Version::HTTP_2 && reverse.is_none());
-    let sent = match outgoing {
-        Outgoing::Stream(body) if own.is_some() => {
-            let own = own.expect("checked");
+    let sent = match (outgoing, own) {
+        (Outgoing::Stream(body), Some(own)) => {
             // On its own connection the request goes in origin form, as a client sends it.
             if !parts.headers.contains_key(header::HOST) {
                 if let Ok(v) = HeaderValue::from_str(own.origin().authority.as_str()) {
@@ -511,12 +521,12 @@ pub(crate) async fn forward(
             parts.uri = Uri::from(pq);
             own.send(&shared, Request::from_parts(parts, body)).await
         }
-        Outgoing::Stream(body) => client
+        (Outgoing::Stream(body), None) => client
             .request(Request::from_parts(parts, body))
             .await
             .map_err(BoxError::from),
         // Read whole (and recorded by its tap already): mcptap's own client sends the bytes.
-        Outgoing::Whole(bytes) => {
+        (Outgoing::Whole(bytes), _) => {
             let up_req = Request::from_parts(parts, Tap::passthrough(Full::new(bytes)));
             shared
                 .client_own
@@ -546,11 +556,7 @@ pub(crate) async fn forward(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .get(..17)
-                .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
-        });
+        .is_some_and(|ct| mcptap_flow::media_type_is(ct, "text/event-stream"));
     rec.with(|f| {
         if let Some(info) = &info {
             f.upstream_tls = info.tls.clone();

@@ -11,7 +11,7 @@ use crate::forward::Origin;
 use crate::tap::{BoxError, Tap};
 use crate::upstream::UpstreamInfo;
 use crate::Shared;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::{Arc, Mutex};
 
@@ -78,11 +78,7 @@ impl TunnelUpstream {
                 },
             }
         }
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(origin.scheme.clone());
-        uri.authority = Some(origin.authority.clone());
-        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        let uri = Uri::from_parts(uri)?;
+        let uri = origin.uri(http::uri::PathAndQuery::from_static("/"))?;
         let io = shared.connector_h1.clone().connect(uri).await?;
         let info = io.inner().info().clone();
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
