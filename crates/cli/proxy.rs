@@ -441,8 +441,10 @@ impl Sink {
             quiet,
             analyzer: mcptap_analyze::Analyzer::new(mcptap_analyze::Options {
                 reverse_proxy: reverse,
-                // The proxy may run for days: other traffic is counted, not listed.
+                // The proxy may run for days: other traffic is counted, not listed, and so are
+                // MCP flows past the first ten thousand (their findings are still made).
                 keep_other_flows: false,
+                max_listed_mcp_flows: Some(10_000),
                 ..Default::default()
             }),
             journal,

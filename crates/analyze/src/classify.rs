@@ -343,10 +343,14 @@ fn known_redirect(known: &Known, url: &Url) -> bool {
 /// Every JSON-RPC message in the request body and the response (JSON body or SSE events).
 fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
     let mut out = Vec::new();
-    // Every JSON-RPC 2.0 message names `"jsonrpc"`: bodies without the word are not parsed
-    // (most traffic through a proxy is not MCP).
-    let mentions =
-        |b: &mcptap_flow::CapturedBody| b.as_str().is_some_and(|s| s.contains("jsonrpc"));
+    // A JSON-RPC body is a JSON object or batch array, and every JSON-RPC 2.0 message names
+    // `"jsonrpc"`: other bodies are not parsed (most traffic through a proxy is not MCP, and a
+    // download is looked at for its first byte only).
+    let mentions = |b: &mcptap_flow::CapturedBody| {
+        let start = b.bytes.iter().position(|c| !c.is_ascii_whitespace());
+        start.is_some_and(|i| matches!(b.bytes[i], b'{' | b'['))
+            && memchr::memmem::find(&b.bytes, b"jsonrpc").is_some()
+    };
     if mentions(&flow.request.body) {
         if let Some(text) = flow.request.body.as_str() {
             push_messages(&mut out, text, RpcDirection::ClientToServer, false);

@@ -38,6 +38,11 @@ pub struct Options {
     /// runs for days turns it off: flows that are neither OAuth nor MCP are then counted
     /// ([`Environment::unlisted_flows`]) instead of listed, so memory does not grow with them.
     pub keep_other_flows: bool,
+    /// List at most this many MCP flows in [`Report::flows`] (`None`, the default: all). A live
+    /// proxy sets a bound so that days of tool calls do not grow its memory; the flows past it
+    /// are counted ([`Environment::unlisted_mcp_flows`]). The report's timeline shows the first
+    /// 120 MCP flows either way.
+    pub max_listed_mcp_flows: Option<usize>,
 }
 
 impl Default for Options {
@@ -50,6 +55,7 @@ impl Default for Options {
             reverse_proxy: false,
             max_evidence: 16,
             keep_other_flows: true,
+            max_listed_mcp_flows: None,
         }
     }
 }
@@ -349,6 +355,8 @@ pub struct Analyzer {
     /// [`Analyzer::summary`].
     pub(crate) last_unlisted: Option<FlowSummary>,
     pub(crate) unlisted: u64,
+    pub(crate) listed_mcp: usize,
+    pub(crate) unlisted_mcp: u64,
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) endpoint_index: HashMap<String, usize>,
     pub(crate) prms: Vec<Prm>,
@@ -365,7 +373,8 @@ pub struct Analyzer {
     pub(crate) jwks_kids: Vec<String>,
     pub(crate) code_exchanges: Vec<(FlowId, Micros, Option<String>, bool)>,
     pub(crate) last_401: Option<(String, Micros)>,
-    pub(crate) scope_403: HashMap<String, Vec<FlowId>>,
+    /// Per token fingerprint: how many insufficient_scope refusals, and the first flows.
+    pub(crate) scope_403: HashMap<String, (u64, Vec<FlowId>)>,
     pub(crate) findings: Vec<Finding>,
     pub(crate) finding_index: HashMap<(&'static str, String), usize>,
     pub(crate) fresh: Vec<Finding>,
@@ -394,6 +403,8 @@ impl Analyzer {
             flows: Vec::new(),
             last_unlisted: None,
             unlisted: 0,
+            listed_mcp: 0,
+            unlisted_mcp: 0,
             endpoints: Vec::new(),
             endpoint_index: HashMap::new(),
             prms: Vec::new(),
@@ -528,6 +539,7 @@ impl Analyzer {
         env.last_activity = self.now;
         env.mcp_endpoints = self.endpoints.iter().map(|e| e.key.clone()).collect();
         env.unlisted_flows = self.unlisted;
+        env.unlisted_mcp_flows = self.unlisted_mcp;
         let mut vis = self.vis.clone();
         vis.not_checked.sort_unstable();
         vis.not_checked.dedup();
@@ -690,10 +702,20 @@ impl Analyzer {
                 .filter(|t| t.flow == c.id)
                 .map(|t| t.fp.clone()),
         };
+        let mcp = matches!(c.role, Role::Mcp | Role::McpPreflight);
         if !self.opts.keep_other_flows && c.role == Role::Other {
             self.unlisted += 1;
             self.last_unlisted = Some(summary);
+        } else if mcp
+            && self
+                .opts
+                .max_listed_mcp_flows
+                .is_some_and(|max| self.listed_mcp >= max)
+        {
+            self.unlisted_mcp += 1;
+            self.last_unlisted = Some(summary);
         } else {
+            self.listed_mcp += usize::from(mcp);
             self.flows.push(summary);
         }
     }

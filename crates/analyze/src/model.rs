@@ -422,6 +422,10 @@ pub struct Environment {
     /// [`Report::flows`] (live analysis only; see `Options::keep_other_flows`).
     #[serde(skip_serializing_if = "is_zero")]
     pub unlisted_flows: u64,
+    /// MCP flows past the live analyzer's bound (`Options::max_listed_mcp_flows`), counted
+    /// instead of listed in [`Report::flows`].
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlisted_mcp_flows: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

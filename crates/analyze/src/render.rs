@@ -54,14 +54,14 @@ fn what_col(f: &FlowSummary) -> String {
 
 /// Which flows the timeline shows: every OAuth flow and evidence flow, and MCP flows up to a
 /// limit (the rest are counted).
-fn timeline(report: &Report) -> (Vec<&FlowSummary>, usize) {
+fn timeline(report: &Report) -> (Vec<&FlowSummary>, u64) {
     let evidence: HashSet<FlowId> = report
         .findings
         .iter()
         .flat_map(|f| f.evidence.iter().copied())
         .collect();
     let mut mcp = 0;
-    let mut omitted = 0;
+    let mut omitted = 0u64;
     let mut out = Vec::new();
     for f in &report.flows {
         let keep = f.role.is_oauth() || evidence.contains(&f.id);
@@ -76,7 +76,7 @@ fn timeline(report: &Report) -> (Vec<&FlowSummary>, usize) {
             }
         }
     }
-    (out, omitted)
+    (out, omitted + report.environment.unlisted_mcp_flows)
 }
 
 /// The human report: a timeline of the OAuth dance and the MCP requests, then the findings.
@@ -86,7 +86,9 @@ pub fn render_text(report: &Report) -> String {
     let _ = writeln!(
         out,
         "mcptap analysis: {} flow(s), {} MCP endpoint(s), {} authorization server(s), {} finding(s)",
-        report.flows.len() as u64 + report.environment.unlisted_flows,
+        report.flows.len() as u64
+            + report.environment.unlisted_flows
+            + report.environment.unlisted_mcp_flows,
         env.mcp_endpoints.len(),
         env.authorization_servers.len(),
         report.findings.len()
@@ -271,7 +273,9 @@ pub fn render_markdown(report: &Report, flows: &[Flow], opts: &MarkdownOptions) 
     let _ = writeln!(
         out,
         "- Capture: {} HTTP flow(s){span}; browser /authorize captured: {}",
-        report.flows.len() as u64 + report.environment.unlisted_flows,
+        report.flows.len() as u64
+            + report.environment.unlisted_flows
+            + report.environment.unlisted_mcp_flows,
         if report.visibility.authorize_seen {
             "yes"
         } else {

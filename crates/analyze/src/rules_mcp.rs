@@ -558,17 +558,26 @@ impl Analyzer {
             .or_else(|| c.flow.injected.as_ref().map(|i| i.fingerprint.clone()))
             .unwrap_or_default();
         let story = self.token_index.get(&fp).map(|&t| self.tokens[t].story);
-        let list = self.scope_403.entry(fp.clone()).or_default();
-        list.push(c.id);
-        let count = list.len();
-        let ids = list.clone();
+        let max = self.opts.max_evidence.max(1);
+        let (count, ids) = self.scope_403.entry(fp.clone()).or_default();
+        *count += 1;
+        if ids.len() < max {
+            ids.push(c.id);
+        }
+        let (count, mut ids) = (*count, ids.clone());
         if count >= 3 {
+            // A client stuck in this loop repeats it for as long as it runs: the finding names
+            // the first refusals and the latest.
+            if !ids.contains(&c.id) {
+                ids.push(c.id);
+            }
             self.emit(
                 New::finding("insufficient-scope-unhandled", story.map(|s| s.to_string()).unwrap_or_default(), Severity::Medium, Culprit::Client)
                     .sub("repeated")
                     .say(format!(
-                        "The same token {fp} was refused with insufficient_scope {count} times ({}); the client retries without re-authorizing.",
-                        ids.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ")
+                        "The same token {fp} was refused with insufficient_scope {count} times ({}{}); the client retries without re-authorizing.",
+                        ids.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", "),
+                        if count > ids.len() as u64 { ", …" } else { "" }
                     ))
                     .ev(ids),
             );

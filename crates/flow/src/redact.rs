@@ -218,8 +218,8 @@ fn looks_like_credentials(value: &str) -> bool {
 pub struct Redactor {
     replace: bool,
     /// Whether a JSON member named `code` is an authorization code in the text being scanned
-    /// (see [`Redactor::json_bytes`]).
-    json_code: bool,
+    /// (see [`Redactor::json_bytes`]); worked out when the first such member is met.
+    json_code: Option<bool>,
     notes: Vec<SecretNote>,
     /// Raw values replaced so far (long enough to be unambiguous), scrubbed from the rest of
     /// the flow too: a server that echoes a token in some other header must not leak it.
@@ -240,7 +240,7 @@ impl Redactor {
     pub fn new() -> Redactor {
         Redactor {
             replace: true,
-            json_code: false,
+            json_code: None,
             notes: Vec::new(),
             raw: Vec::new(),
         }
@@ -250,7 +250,7 @@ impl Redactor {
     pub fn observe_only() -> Redactor {
         Redactor {
             replace: false,
-            json_code: false,
+            json_code: None,
             notes: Vec::new(),
             raw: Vec::new(),
         }
@@ -352,7 +352,7 @@ impl Redactor {
             | FlowEvent::Failed { flow } => {
                 let mut r = Redactor {
                     replace: self.replace,
-                    json_code: false,
+                    json_code: None,
                     notes: Vec::new(),
                     raw: Vec::new(),
                 };
@@ -448,8 +448,8 @@ impl Redactor {
                 self.form_bytes(form, &body.bytes)
             }
             None if looks_like_form(&body.bytes) => self.form_bytes(form, &body.bytes),
-            Some(c) if is(c, "text/event-stream") => self.json_bytes(sse, &body.bytes, 0),
-            _ => self.json_bytes(json, &body.bytes, 0),
+            Some(c) if is(c, "text/event-stream") => self.json_bytes(sse, &body.bytes),
+            _ => self.json_bytes(json, &body.bytes),
         };
         if let Some(b) = new {
             body.bytes = b.into();
@@ -458,7 +458,7 @@ impl Redactor {
 
     /// The data of one server-sent event (`response.sse.<name>`).
     pub fn sse_event(&mut self, event: &mut SseEvent) {
-        if let Some(new) = self.json_bytes("response.sse", event.data.as_bytes(), 0) {
+        if let Some(new) = self.json_bytes("response.sse", event.data.as_bytes()) {
             event.data = String::from_utf8_lossy(&new).into_owned();
         }
     }
@@ -661,20 +661,31 @@ impl Redactor {
     /// JSON text scanned lexically: the string value of every member named in
     /// [`SECRET_FIELDS`] is replaced; JSON text inside other string values is followed
     /// [`MAX_NESTING`] levels deep.
-    fn json_bytes(&mut self, prefix: &str, input: &[u8], depth: u8) -> Option<Vec<u8>> {
-        if depth == 0 {
-            // `code` is an authorization code in an OAuth exchange: a flow that already carried
-            // one (in its URL, a header or a form), or a token request sent as JSON (it names
-            // `grant_type`, `redirect_uri` or `code_verifier`). Elsewhere — an MCP tool's
-            // `code` argument — it is left readable.
-            static TOKEN_REQUEST: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
-                std::sync::LazyLock::new(|| {
-                    [r#""grant_type""#, r#""redirect_uri""#, r#""code_verifier""#]
-                        .map(memchr::memmem::Finder::new)
-                });
-            self.json_code = self.notes.iter().any(|n| n.place.ends_with(".code"))
-                || TOKEN_REQUEST.iter().any(|f| f.find(input).is_some());
-        }
+    fn json_bytes(&mut self, prefix: &str, input: &[u8]) -> Option<Vec<u8>> {
+        self.json_code = None;
+        self.json_text(prefix, input, input, 0)
+    }
+
+    /// Whether a JSON member named `code` is an authorization code: in an OAuth exchange, a
+    /// flow that already carried one (in its URL, a header or a form), or a token request sent
+    /// as JSON (`top`, the whole body, names `grant_type`, `redirect_uri` or `code_verifier`).
+    /// Elsewhere — an MCP tool's `code` argument — it is left readable. Asked only when such a
+    /// member is met, so other bodies are not searched for the names.
+    fn code_is_secret(&mut self, top: &[u8]) -> bool {
+        static TOKEN_REQUEST: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+            std::sync::LazyLock::new(|| {
+                [r#""grant_type""#, r#""redirect_uri""#, r#""code_verifier""#]
+                    .map(memchr::memmem::Finder::new)
+            });
+        *self.json_code.get_or_insert_with(|| {
+            self.notes.iter().any(|n| n.place.ends_with(".code"))
+                || TOKEN_REQUEST.iter().any(|f| f.find(top).is_some())
+        })
+    }
+
+    /// [`Redactor::json_bytes`] on `input`, JSON text found `depth` levels down inside the
+    /// body `top`.
+    fn json_text(&mut self, prefix: &str, top: &[u8], input: &[u8], depth: u8) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
         let mut i = 0;
@@ -694,7 +705,7 @@ impl Redactor {
             let mut j = skip_ws(input, kend);
             if input.get(j) != Some(&b':') {
                 // A string that is not a member name: maybe JSON text inside a string.
-                if let Some(new) = self.nested_json(prefix, &input[i..kend], depth) {
+                if let Some(new) = self.nested_json(prefix, top, &input[i..kend], depth) {
                     let o = out.get_or_insert_with(|| Vec::with_capacity(input.len() + 64));
                     o.extend_from_slice(&input[copied..i]);
                     o.extend_from_slice(&new);
@@ -719,7 +730,7 @@ impl Redactor {
             let key = decode_json_string(&input[i..kend]);
             if key
                 .as_deref()
-                .is_some_and(|k| is_secret_field(k) && (k != "code" || self.json_code))
+                .is_some_and(|k| is_secret_field(k) && (k != "code" || self.code_is_secret(top)))
             {
                 let raw = if closed {
                     decode_json_string(&input[j..vend])
@@ -740,7 +751,7 @@ impl Redactor {
                     copied = vend;
                 }
             } else if closed {
-                if let Some(new) = self.nested_json(prefix, &input[j..vend], depth) {
+                if let Some(new) = self.nested_json(prefix, top, &input[j..vend], depth) {
                     let o = out.get_or_insert_with(|| Vec::with_capacity(input.len() + 64));
                     o.extend_from_slice(&input[copied..j]);
                     o.extend_from_slice(&new);
@@ -756,7 +767,13 @@ impl Redactor {
 
     /// A JSON string token whose text is itself JSON naming a secret field: redacted inside
     /// and re-encoded as a JSON string.
-    fn nested_json(&mut self, prefix: &str, token: &[u8], depth: u8) -> Option<Vec<u8>> {
+    fn nested_json(
+        &mut self,
+        prefix: &str,
+        top: &[u8],
+        token: &[u8],
+        depth: u8,
+    ) -> Option<Vec<u8>> {
         if depth >= MAX_NESTING || !token.contains(&b'\\') {
             return None;
         }
@@ -769,7 +786,7 @@ impl Redactor {
             return None;
         }
         let inner: String = serde_json::from_slice(token).ok()?;
-        let new = self.json_bytes(prefix, inner.as_bytes(), depth + 1)?;
+        let new = self.json_text(prefix, top, inner.as_bytes(), depth + 1)?;
         let new = String::from_utf8(new).ok()?;
         serde_json::to_vec(&new).ok()
     }
@@ -1413,7 +1430,7 @@ mod tests {
         let mut r = Redactor::new();
         // Cut at the body limit inside the value: the partial secret goes too.
         let cut = r
-            .json_bytes("response.json", br#"{"a":1,"refresh_token":"abcd"#, 0)
+            .json_bytes("response.json", br#"{"a":1,"refresh_token":"abcd"#)
             .unwrap();
         assert_eq!(
             cut,
@@ -1421,7 +1438,7 @@ mod tests {
         );
         // Escapes in names and values are decoded before matching and hashing.
         let esc = r
-            .json_bytes("j", br#"{"access\u005ftoken":"a\"b"}"#, 0)
+            .json_bytes("j", br#"{"access\u005ftoken":"a\"b"}"#)
             .unwrap();
         assert_eq!(
             esc,
@@ -1429,7 +1446,7 @@ mod tests {
         );
         // JSON text inside a JSON string (an MCP tool result).
         let nested = r
-            .json_bytes("j", br#"{"text":"{\"access_token\":\"zz\"}"}"#, 0)
+            .json_bytes("j", br#"{"text":"{\"access_token\":\"zz\"}"}"#)
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&nested).unwrap();
         let inner: serde_json::Value = serde_json::from_str(v["text"].as_str().unwrap()).unwrap();
@@ -1439,7 +1456,6 @@ mod tests {
             .json_bytes(
                 "response.sse",
                 b"event: message\ndata: {\"id_token\":\"x\"}\n\n",
-                0,
             )
             .unwrap();
         assert_eq!(
@@ -1451,9 +1467,7 @@ mod tests {
             .into_bytes()
         );
         // Stray quotes and binary do not confuse the scanner.
-        assert!(r
-            .json_bytes("j", b"\"a\nb\" \xff\xfe \"code\" 1", 0)
-            .is_none());
+        assert!(r.json_bytes("j", b"\"a\nb\" \xff\xfe \"code\" 1").is_none());
         let mut ev = SseEvent {
             data: r#"{"result":{"access_token":"q"}}"#.into(),
             ..SseEvent::default()

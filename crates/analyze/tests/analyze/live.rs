@@ -112,3 +112,39 @@ fn other_traffic_is_counted_not_listed_when_asked_and_findings_do_not_change() {
     // The text report still counts every flow.
     assert!(mcptap_analyze::render_text(&live).starts_with("mcptap analysis: 8 flow(s)"));
 }
+
+#[test]
+fn mcp_flows_past_the_live_bound_are_counted_and_findings_do_not_change() {
+    let mut s = Scenario::new();
+    dance(&mut s);
+    for _ in 6..=9 {
+        s.add(init_401()); // #6..#9: the token is never sent
+    }
+    let mut a = Analyzer::new(Options {
+        keep_other_flows: false,
+        max_listed_mcp_flows: Some(2),
+        ..Options::default()
+    });
+    for f in &s.flows {
+        a.push(f);
+        assert_eq!(a.summary(f.id).map(|x| x.id), Some(f.id));
+    }
+    let live = a.finish();
+    let full = analyze(&s.flows);
+    assert_eq!(live.findings, full.findings);
+    // The finding still cites the flows past the bound.
+    let evidence: Vec<u64> = the(&live, "token-not-sent")
+        .evidence
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(evidence, vec![5, 6, 7, 8, 9]);
+    // The first two MCP flows (#1, the first 401, and #6) and every OAuth flow are listed.
+    let listed: Vec<u64> = live.flows.iter().map(|f| f.id.0).collect();
+    assert_eq!(listed, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(live.environment.unlisted_mcp_flows, 3);
+    assert_eq!(full.environment.unlisted_mcp_flows, 0);
+    let text = mcptap_analyze::render_text(&live);
+    assert!(text.starts_with("mcptap analysis: 9 flow(s)"), "{text}");
+    assert!(text.contains("3 more MCP flow(s) not shown"), "{text}");
+}
