@@ -479,6 +479,12 @@ fn negotiated_version(rpc: &[Rpc]) -> Option<String> {
 
 /// The protocol version a stateless (2026-07-28) request states in its `_meta` envelope.
 pub(crate) fn meta_protocol_version(rpc: &Rpc) -> Option<&str> {
+    // Parsed only when the text names it (a tool call's arguments can be large); the name's
+    // `/` may be written `\/`, so only its tail is looked for.
+    let raw = rpc.params.as_deref()?.get();
+    if !raw.contains("protocolVersion") {
+        return None;
+    }
     rpc.params()?
         .get("_meta")?
         .get("io.modelcontextprotocol/protocolVersion")?
