@@ -7,6 +7,7 @@
 //! ([`events`]); it knows nothing of terminals or disks.
 #![deny(missing_docs)]
 
+pub mod capture_pool;
 mod connect;
 pub mod events;
 mod forward;

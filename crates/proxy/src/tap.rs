@@ -3,7 +3,7 @@
 //! when dropped early — and the flow is finished when both of its bodies have reported.
 
 use crate::events::EventSender;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use mcptap_flow::sse::SseParser;
 use mcptap_flow::{
@@ -211,7 +211,7 @@ fn classify_end(flow: &mut Flow) -> FlowState {
 /// Copies frames into a bounded buffer as they pass.
 #[derive(Debug)]
 struct Capture {
-    buf: BytesMut,
+    buf: Vec<u8>,
     total: u64,
     limit: usize,
     truncated: bool,
@@ -225,9 +225,9 @@ impl Capture {
     fn push(&mut self, data: &Bytes, rec: &Recorder, id: FlowId, dir: Direction, hint: u64) {
         if self.total == 0 && self.buf.capacity() == 0 {
             // One allocation for the whole capture when the length is announced, instead of
-            // doubling (and copying) its way up to the limit.
+            // doubling (and copying) its way up to the limit; a large one is recycled.
             let want = usize::try_from(hint).unwrap_or(usize::MAX).min(self.limit);
-            self.buf.reserve(want.max(data.len().min(self.limit)));
+            self.buf = crate::capture_pool::take(want.max(data.len().min(self.limit)));
         }
         self.total += data.len() as u64;
         let room = self.limit.saturating_sub(self.buf.len());
@@ -263,7 +263,7 @@ impl Capture {
 
     fn finish(&mut self, state: BodyState) -> (CapturedBody, Vec<mcptap_flow::SseEvent>) {
         let body = CapturedBody {
-            bytes: std::mem::take(&mut self.buf).freeze(),
+            bytes: crate::capture_pool::freeze(std::mem::take(&mut self.buf)),
             total_len: self.total,
             truncated: self.truncated,
             state,
@@ -332,7 +332,7 @@ impl<B: Body> Tap<B> {
             state: Some((
                 rec,
                 Capture {
-                    buf: BytesMut::new(),
+                    buf: Vec::new(),
                     total: 0,
                     limit,
                     truncated: false,
