@@ -433,7 +433,8 @@ fn redact_pairs(s: &str) -> String {
 }
 
 fn redact_url(u: &str) -> String {
-    // A password in the userinfo (`https://user:pw@host/`), then the query and fragment.
+    // The secret of the userinfo (`https://user:pw@host/`, or a token as the user name), then
+    // the query and fragment.
     let with_pw;
     let u = match redact::url_password_span(u, true) {
         Some((start, end)) => {

@@ -9,7 +9,7 @@
 //! text nested in JSON strings), as form fields (`application/x-www-form-urlencoded` bodies) and
 //! as URL query or fragment parameters (the request URL, and the URLs in `Location`, `Referer` and
 //! `Content-Location`), and the password in the userinfo of those URLs (`https://user:pw@host/`,
-//! the user name kept). Everything else is left byte for byte as it was, so a redacted body still
+//! the user name kept unless it is a token itself: `https://ghp_…@github.com/`). Everything else is left byte for byte as it was, so a redacted body still
 //! parses as it did. Redaction is idempotent: a marker is never redacted again.
 //!
 //! JSON bodies are scanned lexically, not parsed and re-serialised: that keeps their exact
@@ -577,7 +577,8 @@ impl Redactor {
 
     /// `scheme://user:password@host/…` → `scheme://user:%5Bredacted…%5D@host/…`: the password
     /// (percent-decoded before hashing, like query values) is replaced by its percent-encoded
-    /// marker, so the URL still parses; the user name is kept.
+    /// marker, so the URL still parses; the user name is kept, unless it is a token itself
+    /// (`https://ghp_…@host/`), which is replaced the same way.
     fn userinfo(&mut self, place: &str, url: &str, scheme_relative: bool) -> Option<String> {
         let (start, end) = userinfo_password(url, scheme_relative)?;
         let raw = percent_decode(&url.as_bytes()[start..end], false);
@@ -804,16 +805,17 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Where the password of the userinfo of an absolute URL starts and ends
-/// (`scheme://user:password@host…`, RFC 3986). Only the authority is looked at, from after `//`
-/// to the first `/`, `?` or `#`; its last `@` ends the userinfo (as browsers read
-/// `user:p@ss@host`). `None` without a scheme and `//`, without userinfo, or without a `:` in it.
-/// Where the password of `url`'s userinfo is (`https://user:HERE@host/`), as a byte range;
-/// `scheme_relative` also accepts `//user:pw@host/` (a header's URL may be written so).
+/// Where the secret of `url`'s userinfo is, as a byte range: its password
+/// (`https://user:HERE@host/`), or the user name itself when that is a credential
+/// (`https://HERE@github.com/`, see [`user_is_credential`]). `scheme_relative` also accepts
+/// `//user:pw@host/` (a header's URL may be written so).
 pub fn url_password_span(url: &str, scheme_relative: bool) -> Option<(usize, usize)> {
     userinfo_password(url, scheme_relative)
 }
 
+/// RFC 3986: only the authority is looked at, from after `//` to the first `/`, `?` or `#`; its
+/// last `@` ends the userinfo (as browsers read `user:p@ss@host`). `None` without a scheme and
+/// `//`, without userinfo, or for a user name alone that is not a credential.
 fn userinfo_password(url: &str, scheme_relative: bool) -> Option<(usize, usize)> {
     let start = if scheme_relative && url.starts_with("//") {
         2
@@ -831,8 +833,43 @@ fn userinfo_password(url: &str, scheme_relative: bool) -> Option<(usize, usize)>
         .find(['/', '?', '#'])
         .map_or(url.len(), |i| start + i);
     let at = start + url[start..end].rfind('@')?;
-    let pw = start + url[start..at].find(':')? + 1;
-    Some((pw, at))
+    match url[start..at].find(':') {
+        Some(c) => Some((start + c + 1, at)),
+        None => user_is_credential(&url[start..at]).then_some((start, at)),
+    }
+}
+
+/// A URL user name that is itself a credential, as git hosts and package registries accept
+/// (`https://<token>@github.com/org/repo`): a well-known token prefix, or a long run of letters
+/// and digits mixed that nobody picks as a name. User names such as `git`, `oauth2` or an
+/// e-mail address (`%40`) stay readable.
+fn user_is_credential(user: &str) -> bool {
+    const PREFIXES: [&str; 14] = [
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "github_pat_",
+        "glpat-",
+        "xoxb-",
+        "xoxp-",
+        "sk-",
+        "sk_live_",
+        "npm_",
+        "pypi-",
+        "hf_",
+    ];
+    if PREFIXES.iter().any(|p| user.starts_with(p)) {
+        return true;
+    }
+    let b = user.as_bytes();
+    b.len() >= 24
+        && !user.contains("%40")
+        && b.iter().any(u8::is_ascii_digit)
+        && b.iter().any(u8::is_ascii_alphabetic)
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-_.~%".contains(&c))
 }
 
 /// A request body without a `Content-Type` that is plainly `a=b&c=d`.
@@ -1298,6 +1335,36 @@ mod tests {
         let mut again = "https://alice:s3cretpw@other.example/".to_owned();
         r.url(Direction::Request, &mut again);
         assert_eq!(again, format!("https://alice:{pw}@other.example/"));
+
+        // A user name that is a token is the secret; a plain user name is not.
+        for (url, user) in [
+            (
+                "https://ghp_16C7e42F292c6912E7710c838347Ae178B4a@github.com/o/r.git",
+                "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+            ),
+            (
+                "https://4f9a8c1e2b7d4e0f9a3c5b6d7e8f9a0b@registry.example/",
+                "4f9a8c1e2b7d4e0f9a3c5b6d7e8f9a0b",
+            ),
+        ] {
+            let mut u = url.to_owned();
+            r.url(Direction::Request, &mut u);
+            assert_eq!(
+                u,
+                url.replace(user, &percent_encode(&marker(user))),
+                "{url}"
+            );
+        }
+        for url in [
+            "https://git@github.com/o/r.git",
+            "https://oauth2@gitlab.example/",
+            "https://john.doe1985%40example.com@host.example/",
+            "https://x-access-token@github.com/",
+        ] {
+            let mut u = url.to_owned();
+            r.url(Direction::Request, &mut u);
+            assert_eq!(u, url, "a plain user name stays readable");
+        }
         assert_eq!(r.notes()[0].fingerprint, fp);
         let once = f.clone();
         redact_flow(&mut f);
