@@ -24,11 +24,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub type Micros = i64;
 
 /// True if the `Content-Type` value `ct` names the media type `mime` (compared without regard to
-/// case; parameters such as `; charset=utf-8` may follow).
+/// case; parameters such as `; charset=utf-8` may follow, a longer type such as
+/// `text/event-streams` does not match).
 pub fn media_type_is(ct: &str, mime: &str) -> bool {
-    ct.trim_start()
-        .get(..mime.len())
+    let ct = ct.trim_start();
+    ct.get(..mime.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(mime))
+        && ct[mime.len()..]
+            .bytes()
+            .next()
+            .is_none_or(|b| b == b';' || b.is_ascii_whitespace())
 }
 
 /// The current wall-clock time in [`Micros`].
@@ -454,5 +459,25 @@ impl FlowEvent {
     /// True for the final event of a flow.
     pub fn is_final(&self) -> bool {
         matches!(self, FlowEvent::Completed { .. } | FlowEvent::Failed { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::media_type_is;
+
+    #[test]
+    fn media_type_is_matches_the_type_with_or_without_parameters() {
+        for ct in [
+            "text/event-stream",
+            " Text/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            "text/event-stream ;charset=utf-8",
+        ] {
+            assert!(media_type_is(ct, "text/event-stream"), "{ct:?}");
+        }
+        for ct in ["text/event-streams", "text/event", "", "application/json"] {
+            assert!(!media_type_is(ct, "text/event-stream"), "{ct:?}");
+        }
     }
 }

@@ -733,11 +733,7 @@ fn is_small_form(headers: &HeaderMap, body: &Tap<Incoming>) -> bool {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
+        .is_some_and(|ct| mcptap_flow::media_type_is(ct, "application/x-www-form-urlencoded"));
     form && http_body::Body::size_hint(body)
         .upper()
         .is_some_and(|n| n <= crate::reverse::MAX_REWRITTEN_FORM)

@@ -264,9 +264,9 @@ fn body(out: &mut Vec<Line<'static>>, b: &CapturedBody, h: &Headers, what: &str,
     if b.is_empty() {
         return;
     }
-    let ct = h.get("content-type").unwrap_or("").to_ascii_lowercase();
+    let ct = h.get("content-type").unwrap_or("");
     let bytes = &b.bytes[..b.bytes.len().min(MAX_BODY_BYTES)];
-    let (kind, text) = render_body(bytes, &ct);
+    let (kind, text) = render_body(bytes, ct);
     let mut label = format!("── {what} ({kind}, {} bytes", b.total_len);
     if b.truncated || bytes.len() < b.bytes.len() {
         label.push_str(&format!(", showing the first {}", bytes.len()));
@@ -303,7 +303,7 @@ pub(crate) fn render_body(bytes: &[u8], content_type: &str) -> (&'static str, St
         return (if rpc { "JSON-RPC" } else { "JSON" }, text);
     }
     match std::str::from_utf8(bytes) {
-        Ok(s) if content_type.starts_with("application/x-www-form-urlencoded") => {
+        Ok(s) if mcptap_flow::media_type_is(content_type, "application/x-www-form-urlencoded") => {
             let text = s
                 .split('&')
                 .filter(|p| !p.is_empty())

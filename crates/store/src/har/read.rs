@@ -509,11 +509,8 @@ fn apply_body(body: &mut CapturedBody, m: BodyMeta) {
 }
 
 fn is_event_stream(h: &Headers) -> bool {
-    h.get("content-type").is_some_and(|c| {
-        c.trim_start()
-            .to_ascii_lowercase()
-            .starts_with("text/event-stream")
-    })
+    h.get("content-type")
+        .is_some_and(|c| mcptap_flow::media_type_is(c, "text/event-stream"))
 }
 
 /// Other tools only give an error as text (Chrome's `net::ERR_…`, mitmproxy's messages): the one

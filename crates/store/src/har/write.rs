@@ -328,10 +328,7 @@ pub fn write_entry(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
     // keeps the file valid HAR 1.2 for strict readers.
     let (post_data, content) = match encoding {
         None if has_body => {
-            let form = mime
-                .trim()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded");
+            let form = mcptap_flow::media_type_is(mime, "application/x-www-form-urlencoded");
             let post = PostData {
                 mime_type: mime,
                 text,
