@@ -152,6 +152,17 @@ async fn an_http1_tunnel_keeps_its_upstream_connection_and_reopens_it_when_close
     );
     let utls = again.upstream_tls.as_ref().expect("upstream TLS recorded");
     assert_eq!(utls.alpn.as_deref(), Some("http/1.1"));
+    // A new upstream connection has its connect time (HAR `timings.connect`), a reused one none.
+    let t = &again.timings;
+    let connected = t.connected.expect("the new connection's ready time");
+    assert!(
+        t.started <= connected && Some(connected) <= t.response_head,
+        "{t:?}"
+    );
+    let reused = proxy.flow(has_path("/close")).await;
+    assert_eq!(reused.timings.connected, None, "{:?}", reused.timings);
+    let first = proxy.flow(has_path("/small")).await;
+    assert!(first.timings.connected.is_some(), "{:?}", first.timings);
 
     // Another client connection has an upstream connection of its own.
     let (mut s2, _) = tls_client(proxy.addr, &target, "localhost", ca, Alpn::H1)

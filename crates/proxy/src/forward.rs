@@ -545,6 +545,10 @@ pub(crate) async fn forward(
     };
 
     let info = resp.extensions().get::<UpstreamInfo>().cloned();
+    let connected = resp
+        .extensions()
+        .get::<crate::tunnel_upstream::NewConnection>()
+        .map(|c| c.0);
     let status = resp.status();
     let head = mcptap_flow::Response {
         status: status.as_u16(),
@@ -561,6 +565,7 @@ pub(crate) async fn forward(
         if let Some(info) = &info {
             f.upstream_tls = info.tls.clone();
         }
+        f.timings.connected = connected;
     });
     rec.response_head(head);
 

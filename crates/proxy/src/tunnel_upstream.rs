@@ -13,7 +13,14 @@ use crate::upstream::UpstreamInfo;
 use crate::Shared;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use mcptap_flow::{now_micros, Micros};
 use std::sync::{Arc, Mutex};
+
+/// Tags the response to the first request on a connection this tunnel opened: when the
+/// connection was ready (connected, TLS and HTTP handshakes done). HAR's `timings.connect`; a
+/// reused connection has none (HAR: -1).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewConnection(pub Micros);
 
 /// The upstream side of one HTTP/1.1 tunnel.
 #[derive(Debug)]
@@ -84,13 +91,15 @@ impl TunnelUpstream {
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await?;
+        let ready = now_micros();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("upstream connection: {e}");
             }
         });
         let mut d = Dedicated { sender, info };
-        let resp = d.sender.send_request(req).await?;
+        let mut resp = d.sender.send_request(req).await?;
+        resp.extensions_mut().insert(NewConnection(ready));
         Ok(self.keep(d, resp))
     }
 

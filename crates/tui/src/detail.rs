@@ -72,6 +72,11 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
     if let Some(d) = flow.timings.duration() {
         facts.push(format!("{:.1}ms", d as f64 / 1000.0));
     }
+    if let Some(c) = flow.timings.connected {
+        // A new upstream connection's handshakes (none when a connection was reused).
+        let ms = (c - flow.timings.started).max(0) as f64 / 1000.0;
+        facts.push(format!("upstream connect {ms:.1}ms"));
+    }
     facts.push(format!("started {}", clock(flow.timings.started)));
     if let Some(r) = row {
         if let Some(role) = r.role {

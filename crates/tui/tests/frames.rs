@@ -546,3 +546,18 @@ fn a_flow_mcptap_made_itself_says_so_in_the_detail() {
     keys(&mut app, [Msg::key(KeyCode::Enter)]);
     assert!(!frame(&mut app, 140, 40).contains("made by mcptap"));
 }
+
+#[test]
+fn the_detail_shows_a_new_upstream_connections_connect_time() {
+    let mut flows = dance();
+    let last = flows.last_mut().unwrap();
+    last.timings.connected = Some(last.timings.started + 3_400);
+    let mut app = live(flows);
+    keys(&mut app, [Msg::key(KeyCode::Enter)]);
+    let shot = frame(&mut app, 140, 40);
+    assert!(shot.contains("upstream connect 3.4ms"), "{shot}");
+    // A reused connection (no connect time) says nothing about it.
+    let mut app = live(dance());
+    keys(&mut app, [Msg::key(KeyCode::Enter)]);
+    assert!(!frame(&mut app, 140, 40).contains("upstream connect"));
+}
