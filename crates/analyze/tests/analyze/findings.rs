@@ -1363,6 +1363,44 @@ fn transport_protocol_version_missing() {
 }
 
 #[test]
+fn transport_meta_protocol_version_differs_from_the_header() {
+    // A stateless request states its version in `_meta` too; the header must agree. The name's
+    // `/` may be escaped (`\/`, as PHP writes it) and still counts.
+    let meta = |v: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo","arguments":{{}},"_meta":{{"io.modelcontextprotocol\/protocolVersion":"{v}"}}}}}}"#
+        )
+    };
+    for (stated, found) in [("2026-07-28", true), ("2025-06-18", false)] {
+        let mut s = Scenario::new();
+        oauth(&mut s, "tok-1");
+        s.add(init_ok("tok-1", Some("s1"))); // #6
+        s.add(
+            FlowBuilder::post(RS_MCP)
+                .bearer("tok-1")
+                .session("s1")
+                .pv("2025-06-18")
+                .header("accept", "application/json, text/event-stream")
+                .body("application/json", &meta(stated))
+                .status(200)
+                .result(2, json!({"content":[]})),
+        ); // #7
+        let r = analyze(&s.flows);
+        if found {
+            check(
+                &r,
+                "transport-header-violation",
+                Culprit::Client,
+                &[7],
+                Some("protocol-version-mismatch"),
+            );
+        } else {
+            absent(&r, "transport-header-violation");
+        }
+    }
+}
+
+#[test]
 fn transport_session_id_missing() {
     let mut s = Scenario::new();
     oauth(&mut s, "tok-1");
