@@ -564,20 +564,16 @@ impl Analyzer {
         if ids.len() < max {
             ids.push(c.id);
         }
-        let (count, mut ids) = (*count, ids.clone());
+        // A client stuck in this loop repeats it for as long as it runs: only the first
+        // refusals are kept (evidence holds no more).
+        let (count, ids) = (*count, ids.clone());
         if count >= 3 {
-            // A client stuck in this loop repeats it for as long as it runs: the finding names
-            // the first refusals and the latest.
-            if !ids.contains(&c.id) {
-                ids.push(c.id);
-            }
             self.emit(
                 New::finding("insufficient-scope-unhandled", story.map(|s| s.to_string()).unwrap_or_default(), Severity::Medium, Culprit::Client)
                     .sub("repeated")
                     .say(format!(
-                        "The same token {fp} was refused with insufficient_scope {count} times ({}{}); the client retries without re-authorizing.",
-                        ids.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", "),
-                        if count > ids.len() as u64 { ", …" } else { "" }
+                        "The same token {fp} was refused with insufficient_scope {count} times ({}); the client retries without re-authorizing.",
+                        ids.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ")
                     ))
                     .ev(ids),
             );

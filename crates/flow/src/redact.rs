@@ -9,8 +9,9 @@
 //! text nested in JSON strings), as form fields (`application/x-www-form-urlencoded` bodies) and
 //! as URL query or fragment parameters (the request URL, and the URLs in `Location`, `Referer` and
 //! `Content-Location`), and the password in the userinfo of those URLs (`https://user:pw@host/`,
-//! the user name kept unless it is a token itself: `https://ghp_…@github.com/`). Everything else is left byte for byte as it was, so a redacted body still
-//! parses as it did. Redaction is idempotent: a marker is never redacted again.
+//! the user name kept unless it is a token itself: `https://ghp_…@github.com/`). Everything
+//! else is left byte for byte as it was, so a redacted body still parses as it did. Redaction
+//! is idempotent: a marker is never redacted again.
 //!
 //! JSON bodies are scanned lexically, not parsed and re-serialised: that keeps their exact
 //! formatting and also covers bodies cut at the body limit, JSON-RPC messages inside an event
@@ -580,7 +581,7 @@ impl Redactor {
     /// marker, so the URL still parses; the user name is kept, unless it is a token itself
     /// (`https://ghp_…@host/`), which is replaced the same way.
     fn userinfo(&mut self, place: &str, url: &str, scheme_relative: bool) -> Option<String> {
-        let (start, end) = userinfo_password(url, scheme_relative)?;
+        let (start, end) = url_password_span(url, scheme_relative)?;
         let raw = percent_decode(&url.as_bytes()[start..end], false);
         let marker = self.secret(place, &raw)?;
         Some(format!(
@@ -807,16 +808,12 @@ fn is_tchar(b: u8) -> bool {
 
 /// Where the secret of `url`'s userinfo is, as a byte range: its password
 /// (`https://user:HERE@host/`), or the user name itself when that is a credential
-/// (`https://HERE@github.com/`, see [`user_is_credential`]). `scheme_relative` also accepts
-/// `//user:pw@host/` (a header's URL may be written so).
+/// (`https://HERE@github.com/`, see `user_is_credential`). `scheme_relative` also accepts
+/// `//user:pw@host/` (a header's URL may be written so). RFC 3986: only the authority is looked
+/// at, from after `//` to the first `/`, `?` or `#`; its last `@` ends the userinfo (as browsers
+/// read `user:p@ss@host`). `None` without a scheme and `//`, without userinfo, or for a user
+/// name alone that is not a credential.
 pub fn url_password_span(url: &str, scheme_relative: bool) -> Option<(usize, usize)> {
-    userinfo_password(url, scheme_relative)
-}
-
-/// RFC 3986: only the authority is looked at, from after `//` to the first `/`, `?` or `#`; its
-/// last `@` ends the userinfo (as browsers read `user:p@ss@host`). `None` without a scheme and
-/// `//`, without userinfo, or for a user name alone that is not a credential.
-fn userinfo_password(url: &str, scheme_relative: bool) -> Option<(usize, usize)> {
     let start = if scheme_relative && url.starts_with("//") {
         2
     } else {

@@ -27,8 +27,7 @@ static POOL: Mutex<Vec<(Vec<u8>, Instant)>> = Mutex::new(Vec::new());
 pub(crate) fn take(want: usize) -> Vec<u8> {
     if want >= RECYCLE_MIN {
         if let Ok(mut pool) = POOL.lock() {
-            let now = Instant::now();
-            pool.retain(|(_, at)| now.duration_since(*at) < KEEP_FOR);
+            evict_stale(&mut pool, Instant::now());
             if let Some(i) = pool.iter().position(|(b, _)| b.capacity() >= want) {
                 return pool.swap_remove(i).0;
             }
@@ -41,9 +40,12 @@ pub(crate) fn take(want: usize) -> Vec<u8> {
 /// downloads does not keep them); the recorder calls this on its once-a-second tick.
 pub fn release_idle() {
     if let Ok(mut pool) = POOL.lock() {
-        let now = Instant::now();
-        pool.retain(|(_, at)| now.duration_since(*at) < KEEP_FOR);
+        evict_stale(&mut pool, Instant::now());
     }
+}
+
+fn evict_stale(pool: &mut Vec<(Vec<u8>, Instant)>, now: Instant) {
+    pool.retain(|(_, at)| now.duration_since(*at) < KEEP_FOR);
 }
 
 /// The captured bytes as [`Bytes`] without a copy; a large buffer returns to the pool when the
@@ -71,7 +73,7 @@ impl Drop for Recycled {
         buf.clear();
         if let Ok(mut pool) = POOL.lock() {
             let now = Instant::now();
-            pool.retain(|(_, at)| now.duration_since(*at) < KEEP_FOR);
+            evict_stale(&mut pool, now);
             let held: usize = pool.iter().map(|(b, _)| b.capacity()).sum();
             if held + buf.capacity() <= KEEP_BYTES {
                 pool.push((buf, now));
