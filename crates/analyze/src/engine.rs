@@ -7,7 +7,7 @@
 //! alike. Rules that need an absence ("no request within 30 s") become deadlines, resolved when
 //! a later flow (or [`Analyzer::tick`]) shows that time has passed, or at [`Analyzer::finish`].
 
-use crate::catalog;
+use crate::catalog::FindingId as Id;
 use crate::classify::{self, Ctx, Known};
 use crate::model::*;
 use crate::util::Url;
@@ -284,7 +284,7 @@ impl Pending {
 
 /// A finding before it is stored.
 pub(crate) struct New {
-    pub id: &'static str,
+    pub id: Id,
     pub key: String,
     pub severity: Severity,
     pub culprit: Culprit,
@@ -295,12 +295,7 @@ pub(crate) struct New {
 }
 
 impl New {
-    pub fn finding(
-        id: &'static str,
-        key: impl Into<String>,
-        severity: Severity,
-        culprit: Culprit,
-    ) -> New {
+    pub fn finding(id: Id, key: impl Into<String>, severity: Severity, culprit: Culprit) -> New {
         New {
             id,
             key: key.into(),
@@ -376,7 +371,7 @@ pub struct Analyzer {
     /// Per token fingerprint: how many insufficient_scope refusals, and the first flows.
     pub(crate) scope_403: HashMap<String, (u64, Vec<FlowId>)>,
     pub(crate) findings: Vec<Finding>,
-    pub(crate) finding_index: HashMap<(&'static str, String), usize>,
+    pub(crate) finding_index: HashMap<(Id, String), usize>,
     pub(crate) fresh: Vec<Finding>,
     pub(crate) pending: Vec<Pending>,
     pub(crate) env: Environment,
@@ -603,7 +598,7 @@ impl Analyzer {
             summary: n.summary,
             evidence,
             occurrences: 1,
-            hint: catalog::hint(n.id).to_owned(),
+            hint: n.id.hint().to_owned(),
             details,
         };
         self.finding_index.insert(key, self.findings.len());
@@ -612,13 +607,13 @@ impl Analyzer {
     }
 
     /// Changes the severity of a stored finding (when later flows settle it).
-    pub(crate) fn set_severity(&mut self, id: &'static str, key: &str, sev: Severity) {
+    pub(crate) fn set_severity(&mut self, id: Id, key: &str, sev: Severity) {
         if let Some(&i) = self.finding_index.get(&(id, key.to_owned())) {
             self.findings[i].severity = sev;
         }
     }
 
-    pub(crate) fn has_finding(&self, id: &'static str, key: &str) -> bool {
+    pub(crate) fn has_finding(&self, id: Id, key: &str) -> bool {
         self.finding_index.contains_key(&(id, key.to_owned()))
     }
 
@@ -763,7 +758,7 @@ pub(crate) fn sort_findings(f: &mut [Finding]) {
         b.severity
             .cmp(&a.severity)
             .then_with(|| a.evidence.first().cmp(&b.evidence.first()))
-            .then_with(|| a.id.cmp(b.id))
+            .then_with(|| a.id.as_str().cmp(b.id.as_str()))
             .then_with(|| a.key.cmp(&b.key))
     });
 }

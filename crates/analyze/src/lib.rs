@@ -26,6 +26,7 @@ mod rules_mcp;
 mod rules_oauth;
 mod util;
 
+pub use catalog::FindingId;
 pub use engine::{Analyzer, Options};
 pub use model::{
     AuthInfo, Culprit, Environment, Finding, FlowSummary, McpInfo, OAuthStory, Report, Role,
@@ -64,49 +65,14 @@ pub fn analyze_with(flows: &[Flow], opts: Options) -> Report {
 
 /// Every id [`explain`] knows, in the reference's order: the ids findings carry, plus
 /// `token-unused`, which is reported as `token-not-sent` with that sub-case.
-pub fn finding_ids() -> &'static [&'static str] {
-    IDS
+pub fn finding_ids() -> &'static [FindingId] {
+    FindingId::ALL
 }
-
-const IDS: &[&str] = &[
-    "token-not-sent",
-    "edge-blocked",
-    "fresh-token-rejected",
-    "stale-token-sent",
-    "redirect-drops-auth",
-    "challenge-missing",
-    "prm-unavailable",
-    "metadata-not-json",
-    "prm-resource-mismatch",
-    "as-discovery-failed",
-    "as-metadata-incomplete",
-    "registration-failed",
-    "redirect-uri-mismatch",
-    "resource-param-wrong",
-    "pkce-mismatch",
-    "token-exchange-missing",
-    "token-response-invalid",
-    "insufficient-scope-unhandled",
-    "lazy-challenge",
-    "refresh-broken",
-    "session-404-mishandled",
-    "transport-header-violation",
-    "cors-blocked",
-    "token-auth-method-mismatch",
-    "metadata-unreachable-endpoints",
-    "client-ignores-metadata",
-    "prm-url-not-path-scoped",
-    "tool-schema-invalid",
-    "token-unused",
-    "client-omits-token-confirmed",
-    "server-rejects-token",
-    "authorize-not-visible",
-];
 
 /// The page for a finding id (`docs/findings/ID.md`), like `rustc --explain`; `None` for an
 /// unknown id (show [`finding_ids`] then).
 pub fn explain(id: &str) -> Option<&'static str> {
-    catalog::entry(id.trim()).map(|e| e.page)
+    FindingId::parse(id).map(FindingId::page)
 }
 
 #[cfg(test)]
@@ -115,15 +81,14 @@ mod tests {
 
     #[test]
     fn every_id_has_a_page_and_a_hint() {
-        assert_eq!(IDS.len(), catalog::ENTRIES.len());
-        for (id, e) in IDS.iter().zip(catalog::ENTRIES) {
-            assert_eq!(*id, e.id);
-            let page = explain(id).unwrap();
+        for id in FindingId::ALL {
+            assert_eq!(FindingId::parse(id.as_str()), Some(*id));
+            let page = explain(id.as_str()).unwrap();
             assert!(
                 page.starts_with(&format!("# {id}")),
                 "{id}: page must start with its id"
             );
-            assert!(!e.hint.is_empty());
+            assert!(!id.hint().is_empty() && !id.title().is_empty());
         }
         assert!(explain("no-such-id").is_none());
     }

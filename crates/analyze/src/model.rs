@@ -115,7 +115,7 @@ impl fmt::Display for Culprit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// The stable id (`token-not-sent`); `mcptap explain ID` prints its page.
-    pub id: &'static str,
+    pub id: crate::FindingId,
     /// Which instance of the finding: a token fingerprint, an endpoint, a session. Stable within
     /// one analysis; lets a live view replace an updated finding.
     pub key: String,
@@ -462,6 +462,6 @@ impl Report {
 
     /// The findings with this id.
     pub fn findings_with_id<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Finding> + 'a {
-        self.findings.iter().filter(move |f| f.id == id)
+        self.findings.iter().filter(move |f| f.id.as_str() == id)
     }
 }

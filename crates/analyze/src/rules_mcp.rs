@@ -2,6 +2,7 @@
 //! rejected, stale-token-sent), challenges, sessions, transport headers, CORS, redirects,
 //! scope step-up, tool schemas, and the inject-mode verdicts.
 
+use crate::catalog::FindingId as Id;
 use crate::classify::{meta_protocol_version, Ctx};
 use crate::engine::{us, Analyzer, New, Pending, Session};
 use crate::model::{Culprit, RpcDirection, RpcKind, Severity};
@@ -41,7 +42,7 @@ impl Analyzer {
             if let (Some(ok), true) = (lazy, bare && !injected) {
                 let what = c.client_methods().next().unwrap_or("request").to_owned();
                 self.emit(
-                    New::finding("lazy-challenge", ep.clone(), Severity::Medium, Culprit::Server)
+                    New::finding(Id::LazyChallenge, ep.clone(), Severity::Medium, Culprit::Server)
                         .sub("late-challenge")
                         .say(format!(
                             "{ep} served {ok} without a token but challenged the {what} in {} with 401: clients that already connected do not expect to authorize now.",
@@ -91,7 +92,7 @@ impl Analyzer {
         let ep = self.endpoints[ei].key.clone();
         let base = |sub: &'static str, sev: Severity, text: String| {
             New::finding(
-                "challenge-missing",
+                Id::ChallengeMissing,
                 format!("{ep} {sub}"),
                 sev,
                 Culprit::Server,
@@ -142,7 +143,7 @@ impl Analyzer {
                     && !mcp_path.is_empty()
                 {
                     self.emit(
-                        New::finding("prm-url-not-path-scoped", ep.clone(), Severity::Medium, Culprit::Server)
+                        New::finding(Id::PrmUrlNotPathScoped, ep.clone(), Severity::Medium, Culprit::Server)
                             .sub("root-url-advertised")
                             .say(format!(
                                 "{ep} has the path {mcp_path} but its challenge in {} points at the root metadata {}; RFC 9728 §3.1 puts it at /.well-known/oauth-protected-resource{mcp_path}.",
@@ -206,7 +207,7 @@ impl Analyzer {
         if let Some((f404, t404)) = sess.terminated {
             if c.started >= t404 && method != "DELETE" && f404 != c.id {
                 self.emit(
-                    New::finding("session-404-mishandled", s.clone(), Severity::High, Culprit::Client)
+                    New::finding(Id::Session404Mishandled, s.clone(), Severity::High, Culprit::Client)
                         .sub("session-reused")
                         .say(format!(
                             "The server ended session {s} with 404 in {f404}, yet the client sent it again in {} instead of a new initialize without a session id.",
@@ -240,7 +241,7 @@ impl Analyzer {
             {
                 let created = sess.created;
                 self.emit(
-                    New::finding("session-404-mishandled", format!("{ep} server"), Severity::High, Culprit::Server)
+                    New::finding(Id::Session404Mishandled, format!("{ep} server"), Severity::High, Culprit::Server)
                         .sub("wrong-status")
                         .say(format!(
                             "{ep} answered {st} about session {s} in {} where the spec requires 404 for an unknown or expired session; clients then never re-initialize.",
@@ -281,7 +282,7 @@ impl Analyzer {
                     ev: Vec<FlowId>| {
             this.emit(
                 New::finding(
-                    "transport-header-violation",
+                    Id::TransportHeaderViolation,
                     format!("{ep} {sub}"),
                     sev,
                     culprit,
@@ -391,7 +392,7 @@ impl Analyzer {
                 vec![c.id],
             );
             if refused {
-                self.set_severity("transport-header-violation", &key, Severity::Medium);
+                self.set_severity(Id::TransportHeaderViolation, &key, Severity::Medium);
             }
         }
     }
@@ -429,7 +430,7 @@ impl Analyzer {
             return;
         }
         self.emit(
-            New::finding("tool-schema-invalid", ep, Severity::Medium, Culprit::Server)
+            New::finding(Id::ToolSchemaInvalid, ep, Severity::Medium, Culprit::Server)
                 .say(format!(
                     "The tools/list result in {} has {} tool schema problem(s), e.g. {}; some clients drop the connection and report it as an auth failure.",
                     c.id,
@@ -463,7 +464,7 @@ impl Analyzer {
         };
         if let Some(sub) = sub {
             self.emit(
-                New::finding("redirect-drops-auth", ep.clone(), Severity::High, Culprit::Server)
+                New::finding(Id::RedirectDropsAuth, ep.clone(), Severity::High, Culprit::Server)
                     .sub(sub)
                     .say(format!(
                         "The MCP endpoint {ep} redirects ({} {}) to {}; clients drop Authorization on such redirects (and cannot reach internal hosts).",
@@ -511,7 +512,7 @@ impl Analyzer {
         if dropped || changed {
             self.emit(
                 New::finding(
-                    "redirect-drops-auth",
+                    Id::RedirectDropsAuth,
                     ep.to_owned(),
                     Severity::High,
                     Culprit::Server,
@@ -569,7 +570,7 @@ impl Analyzer {
         let (count, ids) = (*count, ids.clone());
         if count >= 3 {
             self.emit(
-                New::finding("insufficient-scope-unhandled", story.map(|s| s.to_string()).unwrap_or_default(), Severity::Medium, Culprit::Client)
+                New::finding(Id::InsufficientScopeUnhandled, story.map(|s| s.to_string()).unwrap_or_default(), Severity::Medium, Culprit::Client)
                     .sub("repeated")
                     .say(format!(
                         "The same token {fp} was refused with insufficient_scope {count} times ({}); the client retries without re-authorizing.",
@@ -620,7 +621,7 @@ impl Analyzer {
         }
         self.emit(
             New::finding(
-                "cors-blocked",
+                Id::CorsBlocked,
                 format!("{ep} response"),
                 Severity::Medium,
                 Culprit::Server,
@@ -703,7 +704,7 @@ impl Analyzer {
         }
         self.emit(
             New::finding(
-                "cors-blocked",
+                Id::CorsBlocked,
                 format!("{ep} preflight"),
                 Severity::Medium,
                 Culprit::Server,
@@ -796,15 +797,15 @@ impl Analyzer {
                     .and_then(|j| crate::engine::jwt_num(j, "exp"))
                     .is_none();
             let ep = self.endpoints[ei].key.clone();
-            if self.has_finding("token-not-sent", &key) {
+            if self.has_finding(Id::TokenNotSent, &key) {
                 self.emit(
-                    New::finding("token-not-sent", key, Severity::Critical, Culprit::Client)
+                    New::finding(Id::TokenNotSent, key, Severity::Critical, Culprit::Client)
                         .ev([c.id]),
                 );
                 continue;
             }
             if t.uses == 0 {
-                let mut n = New::finding("token-not-sent", key, Severity::Critical, Culprit::Client)
+                let mut n = New::finding(Id::TokenNotSent, key, Severity::Critical, Culprit::Client)
                     .sub("never-sent")
                     .say(format!(
                         "A token was issued in {tf} ({fp}), but the {kind} request {} to {ep} carried no Authorization header.",
@@ -821,7 +822,7 @@ impl Analyzer {
             } else if !t.kinds.contains(&kind) {
                 let carried = t.kinds.join(", ");
                 self.emit(
-                    New::finding("token-not-sent", key, Severity::Critical, Culprit::Client)
+                    New::finding(Id::TokenNotSent, key, Severity::Critical, Culprit::Client)
                         .sub("some-methods-only")
                         .say(format!(
                             "Token {fp} from {tf} is sent on {carried} but not on the {kind} request {}; the spec requires it on every request.",
@@ -887,7 +888,7 @@ impl Analyzer {
         let expired = t.expires_at.is_some_and(|e| c.started >= e);
         let (tf, story, issued) = (t.flow, t.story, t.issued);
         if first && refused && !expired && applies && current {
-            let mut n = New::finding("fresh-token-rejected", fp, Severity::High, Culprit::Server)
+            let mut n = New::finding(Id::FreshTokenRejected, fp, Severity::High, Culprit::Server)
                 .say(format!(
                     "The first request bearing the token issued in {tf} ({fp}), {} to {ep}, {} after issue, was refused with {}.",
                     c.id,
@@ -910,7 +911,7 @@ impl Analyzer {
         if let Some(o) = newer {
             let of = self.tokens[o].flow;
             self.emit(
-                New::finding("stale-token-sent", format!("superseded {story}"), Severity::High, Culprit::Client)
+                New::finding(Id::StaleTokenSent, format!("superseded {story}"), Severity::High, Culprit::Client)
                     .sub("superseded")
                     .say(format!(
                         "Request {} carried the token from {tf} although a newer one had been issued in {of}, and was refused.",
@@ -927,7 +928,7 @@ impl Analyzer {
             self.tokens[ti].expired_refused.push((c.id, c.done));
             match earlier {
                 Some(e) => self.emit(
-                    New::finding("stale-token-sent", format!("expired {story}"), Severity::High, Culprit::Client)
+                    New::finding(Id::StaleTokenSent, format!("expired {story}"), Severity::High, Culprit::Client)
                         .sub("expired-repeated")
                         .say(format!(
                             "The client keeps sending the expired token from {tf}: refused in {e} and again in {}, with no refresh in between.",
@@ -1076,7 +1077,7 @@ impl Analyzer {
                 None => "the client sent no token itself".to_owned(),
             };
             self.emit(
-                New::finding("client-omits-token-confirmed", ep.clone(), Severity::Critical, Culprit::Client)
+                New::finding(Id::ClientOmitsTokenConfirmed, ep.clone(), Severity::Critical, Culprit::Client)
                     .say(format!(
                         "With the captured token{token} injected, {} to {ep} succeeded ({}), while {bare_text}: the server accepts the token, the client does not send it.",
                         c.id,
@@ -1090,7 +1091,7 @@ impl Analyzer {
                     .iter()
                     .any(|ch| ch.param("error") == Some("insufficient_scope")))
         {
-            let mut n = New::finding("server-rejects-token", ep.clone(), Severity::High, Culprit::Server)
+            let mut n = New::finding(Id::ServerRejectsToken, ep.clone(), Severity::High, Culprit::Server)
                 .say(format!(
                     "mcptap injected the token{token}, issued by the server's own authorization server, into {} and {ep} refused it with {}.",
                     c.id,

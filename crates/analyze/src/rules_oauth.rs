@@ -1,6 +1,7 @@
 //! Rules about discovery, registration, authorization and tokens: failure-modes.md entries
 //! 2, 6–17, 20, 24–27, the deadline resolutions, and the end-of-session rules.
 
+use crate::catalog::FindingId as Id;
 use crate::classify::Ctx;
 use crate::engine::{us, Analyzer, AsDoc, Attempt, Authz, New, Pending, Prm, Reg, Story, Token};
 use crate::model::{Culprit, Role, Severity};
@@ -129,7 +130,7 @@ impl Analyzer {
             return false;
         }
         let Some(url) = &c.url else { return false };
-        let mut n = New::finding("edge-blocked", url.origin(), Severity::Critical, Culprit::Edge)
+        let mut n = New::finding(Id::EdgeBlocked, url.origin(), Severity::Critical, Culprit::Edge)
             .say(format!(
                 "{} answered {status} to the {} request in {} without a challenge and with a non-JSON body: a CDN/WAF blocked it before the server saw it.",
                 url.origin(),
@@ -225,7 +226,7 @@ impl Analyzer {
             .flatten()
             .collect();
             self.emit(
-                New::finding("prm-unavailable", format!("{key} incomplete"), Severity::High, Culprit::Server)
+                New::finding(Id::PrmUnavailable, format!("{key} incomplete"), Severity::High, Culprit::Server)
                     .sub("incomplete")
                     .say(format!(
                         "The protected-resource metadata at {key} ({}) lacks {}, which RFC 9728 and the MCP spec require.",
@@ -259,7 +260,7 @@ impl Analyzer {
                 let covers = Url::parse(r).is_some_and(|ru| util::resource_covers(&ru, target));
                 if !covers {
                     self.emit(
-                        New::finding("prm-resource-mismatch", key.clone(), Severity::High, Culprit::Server)
+                        New::finding(Id::PrmResourceMismatch, key.clone(), Severity::High, Culprit::Server)
                             .say(format!(
                                 "The protected-resource metadata in {} names resource {r:?}, which does not cover the MCP endpoint {} the client uses; SDK clients abort here.",
                                 c.id,
@@ -300,7 +301,7 @@ impl Analyzer {
             .map(|e| format!("{} no-resource-metadata", e.key))
             .collect();
         for k in settled {
-            self.set_severity("challenge-missing", &k, Severity::Low);
+            self.set_severity(Id::ChallengeMissing, &k, Severity::Low);
         }
         self.check_prm_path_scoped(&url.origin());
     }
@@ -324,7 +325,7 @@ impl Analyzer {
             .collect();
         for (flow, ep) in failed {
             self.emit(
-                New::finding("prm-url-not-path-scoped", ep.clone(), Severity::Medium, Culprit::Server)
+                New::finding(Id::PrmUrlNotPathScoped, ep.clone(), Severity::Medium, Culprit::Server)
                     .sub("root-only")
                     .say(format!(
                         "Protected-resource metadata for {ep} is served only at the root well-known URL ({root_ok}); the path-inserted URL the client tried first failed ({flow})."
@@ -344,7 +345,7 @@ impl Analyzer {
             .map(|b| b.trim_start().chars().take(40).collect())
             .unwrap_or_default();
         self.emit(
-            New::finding("metadata-not-json", url.endpoint(), Severity::High, Culprit::Server)
+            New::finding(Id::MetadataNotJson, url.endpoint(), Severity::High, Culprit::Server)
                 .say(format!(
                     "{} answered 200 with {} instead of JSON metadata ({}); clients fail to parse it (\"Unexpected token '<'\").",
                     url.endpoint(),
@@ -410,7 +411,7 @@ impl Analyzer {
             if got != expected {
                 let slash_only = same_issuer(got, expected) && !got.is_empty();
                 self.emit(
-                    New::finding("as-discovery-failed", format!("{key} issuer"), if slash_only { Severity::Low } else { Severity::High }, Culprit::Server)
+                    New::finding(Id::AsDiscoveryFailed, format!("{key} issuer"), if slash_only { Severity::Low } else { Severity::High }, Culprit::Server)
                         .sub("issuer-mismatch")
                         .say(format!(
                             "The authorization-server metadata at {key} ({}) says issuer {got:?} but the protected-resource metadata names {expected:?}; RFC 8414 §3.3 clients reject it{}.",
@@ -449,7 +450,7 @@ impl Analyzer {
         if !missing.is_empty() {
             self.emit(
                 New::finding(
-                    "as-metadata-incomplete",
+                    Id::AsMetadataIncomplete,
                     key.clone(),
                     if high {
                         Severity::High
@@ -581,7 +582,7 @@ impl Analyzer {
                 "rejected"
             };
             let mut n = New::finding(
-                "registration-failed",
+                Id::RegistrationFailed,
                 key.clone(),
                 Severity::Medium,
                 culprit,
@@ -622,7 +623,7 @@ impl Analyzer {
         if client_id.is_none() {
             self.emit(
                 New::finding(
-                    "registration-failed",
+                    Id::RegistrationFailed,
                     key.clone(),
                     Severity::Medium,
                     Culprit::Server,
@@ -642,7 +643,7 @@ impl Analyzer {
             .collect();
         if !lost.is_empty() {
             self.emit(
-                New::finding("registration-failed", key.clone(), Severity::Medium, Culprit::Server)
+                New::finding(Id::RegistrationFailed, key.clone(), Severity::Medium, Culprit::Server)
                     .sub("redirect-uris-changed")
                     .say(format!(
                         "The registration response ({}) does not echo the client's redirect URI {:?}; the authorization request will not match.",
@@ -709,7 +710,7 @@ impl Analyzer {
             .filter(|e| e == "invalid_target");
         match value {
             None => {
-                let mut n = New::finding("resource-param-wrong", "missing", Severity::High, Culprit::Client)
+                let mut n = New::finding(Id::ResourceParamWrong, "missing", Severity::High, Culprit::Client)
                     .sub("missing")
                     .say(format!(
                         "The {place} request {} has no `resource` parameter; MCP requires `resource={}` (RFC 8707) on authorize, token and refresh requests.",
@@ -725,7 +726,7 @@ impl Analyzer {
                 let slash = expected
                     .iter()
                     .any(|e| util::trim_slash(e) == util::trim_slash(v));
-                let mut n = New::finding("resource-param-wrong", "differs", Severity::High, Culprit::Client)
+                let mut n = New::finding(Id::ResourceParamWrong, "differs", Severity::High, Culprit::Client)
                     .sub("differs")
                     .say(format!(
                         "The {place} request {} sends resource={v:?} but the protected-resource metadata says {:?}{}.",
@@ -797,7 +798,7 @@ impl Analyzer {
                     let reg_flow = reg.flow;
                     let registered = reg.redirect_uris.clone();
                     self.emit(
-                        New::finding("redirect-uri-mismatch", a.client_id.clone().unwrap_or_default(), Severity::Medium, Culprit::Client)
+                        New::finding(Id::RedirectUriMismatch, a.client_id.clone().unwrap_or_default(), Severity::Medium, Culprit::Client)
                             .sub(if port_only { "port-changed" } else { "not-registered" })
                             .say(format!(
                                 "The authorization request {} uses redirect_uri {ru:?}, which the registration in {reg_flow} did not register{}.",
@@ -827,7 +828,7 @@ impl Analyzer {
                 || desc.contains("redirect")
             {
                 self.emit(
-                    New::finding("redirect-uri-mismatch", a.client_id.clone().unwrap_or_default(), Severity::Medium, Culprit::Unknown)
+                    New::finding(Id::RedirectUriMismatch, a.client_id.clone().unwrap_or_default(), Severity::Medium, Culprit::Unknown)
                         .sub("rejected-by-as")
                         .say(format!(
                             "The authorization server refused the authorization request {} and names the redirect_uri; no registration was captured to compare with.",
@@ -840,13 +841,13 @@ impl Analyzer {
         // PKCE, authorize side.
         match (&a.challenge, a.method.as_deref()) {
             (None, _) => self.emit(
-                New::finding("pkce-mismatch", format!("{} challenge", c.id), Severity::High, Culprit::Client)
+                New::finding(Id::PkceMismatch, format!("{} challenge", c.id), Severity::High, Culprit::Client)
                     .sub("no-challenge")
                     .say(format!("The authorization request {} has no code_challenge; MCP requires PKCE with S256.", c.id))
                     .ev([c.id]),
             ),
             (Some(_), m) if m != Some("S256") => self.emit(
-                New::finding("pkce-mismatch", format!("{} method", c.id), Severity::High, Culprit::Client)
+                New::finding(Id::PkceMismatch, format!("{} method", c.id), Severity::High, Culprit::Client)
                     .sub("not-s256")
                     .say(format!(
                         "The authorization request {} uses code_challenge_method {:?}; MCP requires S256.",
@@ -962,7 +963,7 @@ impl Analyzer {
             let (sub, _) = invalid[0];
             self.emit(
                 New::finding(
-                    "token-response-invalid",
+                    Id::TokenResponseInvalid,
                     key.clone(),
                     Severity::High,
                     Culprit::Server,
@@ -1015,7 +1016,7 @@ impl Analyzer {
                             let af = a.flow;
                             let ares = ares.clone();
                             self.emit(
-                                New::finding("resource-param-wrong", "authorize-token-differ", Severity::High, Culprit::Client)
+                                New::finding(Id::ResourceParamWrong, "authorize-token-differ", Severity::High, Culprit::Client)
                                     .sub("authorize-token-differ")
                                     .say(format!(
                                         "The authorization request {af} sent resource={ares:?} but the token request {} sent resource={tres:?}.",
@@ -1112,7 +1113,7 @@ impl Analyzer {
                 {
                     let pf = p.flow;
                     self.emit(
-                        New::finding("refresh-broken", format!("story {story} no-refresh-token"), Severity::High, Culprit::Server)
+                        New::finding(Id::RefreshBroken, format!("story {story} no-refresh-token"), Severity::High, Culprit::Server)
                             .sub("no-refresh-token")
                             .say(format!(
                                 "The token from {pf} came without a refresh_token, so after it expired the client had to authorize again ({}).",
@@ -1233,7 +1234,7 @@ impl Analyzer {
         }
         if let Some(prev) = race {
             self.emit(
-                New::finding("refresh-broken", format!("{rt} race"), Severity::High, Culprit::Client)
+                New::finding(Id::RefreshBroken, format!("{rt} race"), Severity::High, Culprit::Client)
                     .sub("concurrent-refresh")
                     .say(format!(
                         "Two refresh requests ({prev} and {}) used the same refresh token within {} s: a multi-process race that rotation-strict servers punish by revoking the token family.",
@@ -1265,7 +1266,7 @@ impl Analyzer {
             ev.extend(rejected);
             self.emit(
                 New::finding(
-                    "refresh-broken",
+                    Id::RefreshBroken,
                     format!("{rt} invalid_grant"),
                     Severity::High,
                     culprit,
@@ -1310,7 +1311,7 @@ impl Analyzer {
         match verifier {
             None => self.emit(
                 New::finding(
-                    "pkce-mismatch",
+                    Id::PkceMismatch,
                     format!("{} verifier", c.id),
                     Severity::High,
                     Culprit::Client,
@@ -1335,7 +1336,7 @@ impl Analyzer {
                         .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
                 if len.is_some_and(|l| !(43..=128).contains(&l)) || bad_chars {
                     self.emit(
-                        New::finding("pkce-mismatch", format!("{} verifier", c.id), Severity::High, Culprit::Client)
+                        New::finding(Id::PkceMismatch, format!("{} verifier", c.id), Severity::High, Culprit::Client)
                             .sub("bad-verifier")
                             .say(format!(
                                 "The code_verifier in {} is not 43–128 unreserved characters (length {}){refused}.",
@@ -1349,7 +1350,7 @@ impl Analyzer {
                     if m == "S256" {
                         match util::challenge_fingerprint(ch) {
                             Some(cfp) if cfp != redact::fingerprint_of(v) => self.emit(
-                                New::finding("pkce-mismatch", format!("{} challenge-mismatch", c.id), Severity::High, Culprit::Client)
+                                New::finding(Id::PkceMismatch, format!("{} challenge-mismatch", c.id), Severity::High, Culprit::Client)
                                     .sub("challenge-mismatch")
                                     .say(format!(
                                         "The code_verifier in {} does not hash to the code_challenge of the authorization request {af}{refused}: the client lost or regenerated its PKCE state.",
@@ -1369,7 +1370,7 @@ impl Analyzer {
         }
         if authz.is_none() && matches!(error, Some("invalid_grant") | Some("invalid_request")) {
             self.emit(
-                New::finding("authorize-not-visible", "authorize", Severity::Info, Culprit::Unknown)
+                New::finding(Id::AuthorizeNotVisible, "authorize", Severity::Info, Culprit::Unknown)
                     .say(format!(
                         "The code exchange {} failed ({}) but the browser's /authorize was not captured, so redirect_uri, PKCE and the authorize-side resource cannot be checked.",
                         c.id,
@@ -1416,7 +1417,7 @@ impl Analyzer {
             let echoed = r.method.is_some();
             let registered = r.method.clone().or(r.req_method.clone());
             let n = if r.secret && used == "none" {
-                Some(New::finding("token-auth-method-mismatch", format!("{} no-secret", c.id), Severity::High, if echoed { Culprit::Client } else { Culprit::Server })
+                Some(New::finding(Id::TokenAuthMethodMismatch, format!("{} no-secret", c.id), Severity::High, if echoed { Culprit::Client } else { Culprit::Server })
                     .sub("no-secret")
                     .say(format!(
                         "The registration in {rf} issued a client secret{}, but the token request {} sent none; {summary_tail}.",
@@ -1424,14 +1425,14 @@ impl Analyzer {
                         c.id
                     )))
             } else if let Some(m) = registered.as_deref().filter(|m| *m != used) {
-                Some(New::finding("token-auth-method-mismatch", format!("{} differs", c.id), Severity::High, if echoed { Culprit::Client } else { Culprit::Unknown })
+                Some(New::finding(Id::TokenAuthMethodMismatch, format!("{} differs", c.id), Severity::High, if echoed { Culprit::Client } else { Culprit::Unknown })
                     .sub("method-differs")
                     .say(format!(
                         "The client registered token_endpoint_auth_method {m} ({rf}) but authenticated with {used} at /token ({}); {summary_tail}.",
                         c.id
                     )))
             } else if registered.as_deref() == Some(used) && used != "none" {
-                Some(New::finding("token-auth-method-mismatch", format!("{} refused", c.id), Severity::High, Culprit::Server)
+                Some(New::finding(Id::TokenAuthMethodMismatch, format!("{} refused", c.id), Severity::High, Culprit::Server)
                     .sub("registered-method-refused")
                     .say(format!(
                         "The client authenticated with {used}, the method registered in {rf}, yet {summary_tail} in {}: the server does not honour its own registration.",
@@ -1454,7 +1455,7 @@ impl Analyzer {
             if !supported.is_empty() && !supported.iter().any(|s| s == used) {
                 let df = self.as_docs[d].flow;
                 self.emit(
-                    New::finding("token-auth-method-mismatch", format!("{} unsupported", c.id), Severity::High, Culprit::Client)
+                    New::finding(Id::TokenAuthMethodMismatch, format!("{} unsupported", c.id), Severity::High, Culprit::Client)
                         .sub("unsupported-method")
                         .say(format!(
                             "The token request {} authenticates with {used}, which the metadata in {df} does not list ({}); {summary_tail}.",
@@ -1505,7 +1506,7 @@ impl Analyzer {
             let df = d.flow;
             let adv = d.endpoint(field).unwrap_or_default();
             self.emit(
-                New::finding("client-ignores-metadata", field, Severity::High, Culprit::Client)
+                New::finding(Id::ClientIgnoresMetadata, field, Severity::High, Culprit::Client)
                     .sub(field)
                     .say(format!(
                         "The client called {ep} ({}) although the authorization-server metadata ({df}) names {field} {adv}.",
@@ -1552,7 +1553,7 @@ impl Analyzer {
                 .map(|e| e.kind.as_str())
                 .unwrap_or("no response");
             self.emit(
-                New::finding("metadata-unreachable-endpoints", u.clone(), Severity::High, Culprit::Server)
+                New::finding(Id::MetadataUnreachableEndpoints, u.clone(), Severity::High, Culprit::Server)
                     .sub("request-failed")
                     .say(format!(
                         "The metadata in {meta} advertises {field} {u} ({reason}); the client's request to it ({}) failed ({err}).",
@@ -1587,7 +1588,7 @@ impl Analyzer {
                     return None;
                 }
                 let story = t.story;
-                let mut n = New::finding("token-not-sent", format!("story {story}"), Severity::Critical, Culprit::Client)
+                let mut n = New::finding(Id::TokenNotSent, format!("story {story}"), Severity::Critical, Culprit::Client)
                     .sub("token-unused")
                     .say(format!(
                         "The token issued in {flow} ({fp}) was never used: no request reached the MCP endpoint in the {} after it; the server never saw it.",
@@ -1636,7 +1637,7 @@ impl Analyzer {
                 };
                 self.emit(
                     New::finding(
-                        "token-not-sent",
+                        Id::TokenNotSent,
                         format!("story {story}"),
                         Severity::Critical,
                         Culprit::Client,
@@ -1673,7 +1674,7 @@ impl Analyzer {
                     return None;
                 }
                 self.emit(
-                    New::finding("stale-token-sent", format!("expired {}", story.map(|s| s.to_string()).unwrap_or_default()), Severity::High, Culprit::Client)
+                    New::finding(Id::StaleTokenSent, format!("expired {}", story.map(|s| s.to_string()).unwrap_or_default()), Severity::High, Culprit::Client)
                         .sub("expired-not-refreshed")
                         .say(format!(
                             "Request {flow} carried an expired token, was refused, and the client neither refreshed nor re-authorized within {}.",
@@ -1708,7 +1709,7 @@ impl Analyzer {
                     Culprit::Unknown
                 };
                 self.emit(
-                    New::finding("token-exchange-missing", "exchange", Severity::High, culprit)
+                    New::finding(Id::TokenExchangeMissing, "exchange", Severity::High, culprit)
                         .sub(if code_returned { "code-not-exchanged" } else { "no-exchange" })
                         .say(format!(
                             "Authorization started ({anchor}) but no token request followed within {}{}.",
@@ -1719,7 +1720,7 @@ impl Analyzer {
                 );
                 if !self.vis.authorize_seen {
                     self.emit(
-                        New::finding("authorize-not-visible", "authorize", Severity::Info, Culprit::Unknown)
+                        New::finding(Id::AuthorizeNotVisible, "authorize", Severity::Info, Culprit::Unknown)
                             .say("The browser's /authorize was not captured, so mcptap cannot tell whether the user, the browser or the client stopped the authorization.".to_owned())
                             .ev([anchor]),
                     );
@@ -1771,7 +1772,7 @@ impl Analyzer {
                             .collect();
                         if !lacking.is_empty() {
                             self.emit(
-                                New::finding("insufficient-scope-unhandled", key, Severity::Medium, Culprit::Client)
+                                New::finding(Id::InsufficientScopeUnhandled, key, Severity::Medium, Culprit::Client)
                                     .sub("scope-not-widened")
                                     .say(format!(
                                         "After the insufficient_scope refusal in {flow}, the new authorization ({src}) still lacks {lacking:?}.",
@@ -1803,7 +1804,7 @@ impl Analyzer {
                 };
                 self.emit(
                     New::finding(
-                        "insufficient-scope-unhandled",
+                        Id::InsufficientScopeUnhandled,
                         key,
                         Severity::Medium,
                         Culprit::Client,
@@ -1851,7 +1852,7 @@ impl Analyzer {
                 if success {
                     if !adv_failed.is_empty() {
                         self.emit(
-                            New::finding("prm-unavailable", format!("{origin} advertised"), Severity::Medium, Culprit::Server)
+                            New::finding(Id::PrmUnavailable, format!("{origin} advertised"), Severity::Medium, Culprit::Server)
                                 .sub("advertised-url-fails")
                                 .say(format!(
                                     "The resource_metadata URL the server advertises fails ({}); the client found the metadata elsewhere.",
@@ -1877,7 +1878,7 @@ impl Analyzer {
                     return None;
                 }
                 self.emit(
-                    New::finding("prm-unavailable", origin.clone(), Severity::High, Culprit::Server)
+                    New::finding(Id::PrmUnavailable, origin.clone(), Severity::High, Culprit::Server)
                         .sub("not-found")
                         .say(format!(
                             "No protected-resource metadata could be fetched for {origin} ({} tried and failed); 2025-06-18+ clients then fall back to guessing endpoints on the MCP origin.",
@@ -1913,7 +1914,7 @@ impl Analyzer {
                     })
                 });
                 self.emit(
-                    New::finding("as-discovery-failed", issuer.clone(), Severity::High, Culprit::Server)
+                    New::finding(Id::AsDiscoveryFailed, issuer.clone(), Severity::High, Culprit::Server)
                         .sub(if unreachable { "unreachable" } else { "not-found" })
                         .say(format!(
                             "The authorization-server metadata for {issuer} (named by the protected-resource metadata) could not be fetched from any well-known URL ({}).",
@@ -1942,7 +1943,7 @@ impl Analyzer {
                     return None;
                 }
                 self.emit(
-                    New::finding("metadata-unreachable-endpoints", url.clone(), Severity::High, Culprit::Server)
+                    New::finding(Id::MetadataUnreachableEndpoints, url.clone(), Severity::High, Culprit::Server)
                         .sub("never-reached")
                         .say(format!(
                             "The metadata in {meta_flow} advertises {field} {url} ({reason}) and no request to it followed: the client could not or would not use it."
@@ -1962,7 +1963,7 @@ impl Analyzer {
                 }
                 let (df, key) = (d.flow, d.url.endpoint());
                 self.emit(
-                    New::finding("as-metadata-incomplete", format!("{key} registration"), Severity::Medium, Culprit::Server)
+                    New::finding(Id::AsMetadataIncomplete, format!("{key} registration"), Severity::Medium, Culprit::Server)
                         .sub("no-registration")
                         .say(format!(
                             "The authorization-server metadata of {} ({df}) offers neither registration_endpoint nor client_id_metadata_document_supported, and the client had no pre-registered client id.",
@@ -2008,7 +2009,7 @@ impl Analyzer {
         }
         for (key, ok, prm) in lazy {
             self.emit(
-                New::finding("lazy-challenge", key.clone(), Severity::Medium, Culprit::Server)
+                New::finding(Id::LazyChallenge, key.clone(), Severity::Medium, Culprit::Server)
                     .sub("never-challenges")
                     .say(format!(
                         "{key} answered {ok} without a token although its protected-resource metadata ({prm}) says it is protected, and it never challenged: clients never start OAuth."

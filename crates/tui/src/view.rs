@@ -392,7 +392,7 @@ fn draw_findings(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
                     format!("{:<8} ", fd.severity.as_str()),
                     t.severity(fd.severity),
                 ),
-                Span::styled(fd.id, t.bold()),
+                Span::styled(fd.id.as_str(), t.bold()),
                 Span::styled(format!(" ({}) ", fd.culprit), t.dim()),
                 Span::raw(fd.summary.clone()),
                 Span::styled(format!(" [{}]", ev.join(" ")), t.dim()),
@@ -455,7 +455,7 @@ fn draw_popup(app: &App, p: &Popup, f: &mut Frame<'_>, area: Rect, t: Theme) {
             };
             let mut lines = vec![
                 Line::from(vec![
-                    Span::styled(fd.id, t.severity(fd.severity)),
+                    Span::styled(fd.id.as_str(), t.severity(fd.severity)),
                     Span::raw(format!("  {} · culprit {}", fd.severity, fd.culprit)),
                 ]),
                 Line::from(fd.summary.clone()),
@@ -478,7 +478,7 @@ fn draw_popup(app: &App, p: &Popup, f: &mut Frame<'_>, area: Rect, t: Theme) {
                 lines.push(Line::styled(format!("  {d}"), t.dim()));
             }
             lines.push(Line::from(""));
-            let page = mcptap_analyze::explain(fd.id).unwrap_or("(no page for this id)");
+            let page = fd.id.page();
             for l in page.lines() {
                 let style = if l.starts_with('#') {
                     t.heading()

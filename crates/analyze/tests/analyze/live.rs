@@ -26,7 +26,7 @@ fn findings_are_emitted_once_by_the_proving_flow_then_updated() {
         for finding in a.push(f) {
             emitted.push((
                 f.id.0,
-                finding.id,
+                finding.id.as_str(),
                 finding.evidence.iter().map(|e| e.0).collect::<Vec<_>>(),
             ));
         }
