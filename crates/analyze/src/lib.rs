@@ -30,7 +30,7 @@ pub use catalog::FindingId;
 pub use engine::{Analyzer, Options};
 pub use model::{
     AuthInfo, Culprit, Environment, Finding, FlowSummary, McpInfo, OAuthStory, Report, Role,
-    RpcDirection, RpcKind, RpcMessage, Severity, TokenRecord, UnknownSeverity, Visibility,
+    RpcDirection, RpcKind, RpcMessage, Severity, Status, TokenRecord, UnknownSeverity, Visibility,
     SCHEMA_VERSION,
 };
 pub use render::{render_markdown, render_text, MarkdownOptions};
@@ -43,8 +43,17 @@ pub fn analyze(flows: &[Flow]) -> Report {
 }
 
 /// Analyses a whole capture. Flows are fed in the order they completed (as a live session
-/// would have seen them), whatever order the file holds them in.
+/// would have seen them), whatever order the file holds them in. The capture is taken to end
+/// with its last flow (see [`analyze_ended`]).
 pub fn analyze_with(flows: &[Flow], opts: Options) -> Report {
+    analyze_ended(flows, None, opts)
+}
+
+/// Analyses a whole capture that ended at `ended` (µs since the epoch: when recording
+/// stopped, as a session's journal and HAR say), deciding what waits on the evidence at hand
+/// as the live proxy did when it stopped. `None` (a HAR from another tool): the last flow's
+/// end.
+pub fn analyze_ended(flows: &[Flow], ended: Option<mcptap_flow::Micros>, opts: Options) -> Report {
     let mut order: Vec<&Flow> = flows.iter().collect();
     order.sort_by_key(|f| {
         let t = &f.timings;
@@ -60,7 +69,10 @@ pub fn analyze_with(flows: &[Flow], opts: Options) -> Report {
     for f in order {
         a.push(f);
     }
-    a.finish()
+    match ended {
+        Some(end) => a.finish_at(end),
+        None => a.finish(),
+    }
 }
 
 /// Every id [`explain`] knows, in the reference's order: the ids findings carry, plus

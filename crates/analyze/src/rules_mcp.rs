@@ -4,9 +4,10 @@
 
 use crate::catalog::FindingId as Id;
 use crate::classify::{meta_protocol_version, Ctx};
-use crate::engine::{us, Analyzer, New, Pending, Session};
+use crate::engine::{us, Analyzer, Decision, New, Pending, Session};
 use crate::model::{Culprit, RpcDirection, RpcKind, Severity};
 use crate::util::{self, Challenge, Url};
+use mcptap_flow::Micros;
 use mcptap_flow::{redact, FlowId};
 use serde_json::Value;
 
@@ -477,7 +478,7 @@ impl Analyzer {
             return;
         }
         let deadline = c.done + 30_000_000;
-        self.pending.push(Pending::Redirect {
+        self.wait(Pending::Redirect {
             flow: c.id,
             target: target.endpoint(),
             had_auth: c.bearer.is_some(),
@@ -490,7 +491,7 @@ impl Analyzer {
     /// `redirect-drops-auth`: the follow-up of a same-origin redirect.
     fn follow_redirects(&mut self, c: &Ctx<'_>, ep: &str, method: &str) {
         let mut found = None;
-        self.pending.retain(|p| match p {
+        self.pending.retain(|w| match &w.p {
             Pending::Redirect {
                 flow,
                 target,
@@ -580,7 +581,7 @@ impl Analyzer {
             );
         } else if count == 1 {
             let deadline = c.done + us(self.opts.exchange_timeout);
-            self.pending.push(Pending::StepUp {
+            self.wait(Pending::StepUp {
                 flow: c.id,
                 started: c.started,
                 story,
@@ -773,16 +774,40 @@ impl Analyzer {
         }
     }
 
-    /// A request without a token: `token-not-sent` unless no valid token applies.
+    /// Why token `ti` is no longer one the client should send at `at`, if it is not: it
+    /// expired, a request carrying it was refused, the client revoked it, or its refresh was
+    /// refused. A client that stops sending such a token is right to.
+    pub(crate) fn token_dropped(&self, ti: usize, at: Micros) -> Option<&'static str> {
+        let t = &self.tokens[ti];
+        if t.expires_at.is_some_and(|e| at >= e) {
+            return Some("expired");
+        }
+        if t.refused.is_some_and(|(_, done)| done <= at) {
+            return Some("refused");
+        }
+        if t.revoked.is_some_and(|(_, done)| done <= at) {
+            return Some("revoked");
+        }
+        let refresh_refused = t
+            .refresh_fp
+            .as_ref()
+            .and_then(|rt| self.refresh.get(rt))
+            .is_some_and(|r| r.uses.iter().any(|&(_, started, ok)| !ok && started <= at));
+        refresh_refused.then_some("refresh refused")
+    }
+
+    /// A request without a token: `token-not-sent` at once when the same client holds a token
+    /// from this capture that is still good (see [`Analyzer::token_dropped`]). A later
+    /// recovery amends the finding (see `rules_oauth::issue_token`), never removes it.
     fn token_missing(&mut self, c: &Ctx<'_>, ei: usize) {
         for s in 0..self.stories.len() {
             let Some(ti) = self.current_token(s, c.started) else {
                 continue;
             };
-            let t = &self.tokens[ti];
-            if t.expires_at.is_some_and(|e| c.started >= e) || !self.applies(ti, ei) {
+            if self.token_dropped(ti, c.started).is_some() || !self.applies(ti, ei) {
                 continue;
             }
+            let t = &self.tokens[ti];
             if let Some(ua) = &c.ua {
                 if !t.uas.is_empty() && !t.uas.contains(ua) && t.token_ua.as_ref() != Some(ua) {
                     continue; // another client on the same machine
@@ -797,57 +822,56 @@ impl Analyzer {
                     .and_then(|j| crate::engine::jwt_num(j, "exp"))
                     .is_none();
             let ep = self.endpoints[ei].key.clone();
-            if self.has_finding(Id::TokenNotSent, &key) {
+            if !self.bare_while_held.iter().any(|&(bs, _, _)| bs == s) {
+                self.bare_while_held.push((s, c.started, ti));
+            }
+            if self.status_of(Id::TokenNotSent, &key) == Some(crate::model::Status::Confirmed) {
                 self.emit(
                     New::finding(Id::TokenNotSent, key, Severity::Critical, Culprit::Client)
                         .ev([c.id]),
                 );
                 continue;
             }
-            if t.uses == 0 {
-                let mut n = New::finding(Id::TokenNotSent, key, Severity::Critical, Culprit::Client)
-                    .sub("never-sent")
-                    .say(format!(
-                        "A token was issued in {tf} ({fp}), but the {kind} request {} to {ep} carried no Authorization header.",
-                        c.id
-                    ))
-                    .ev([tf, c.id]);
-                if c.status == Some(401) {
-                    n = n.detail("the server answered 401 and the client did not add the token: a 401 loop without a header");
-                }
-                if no_expiry {
-                    n = n.detail("the token response had no expires_in");
-                }
-                self.emit(n);
+            let valid = match t.expires_at {
+                Some(e) => format!("valid for {} more", util::secs(e - c.started)),
+                None => "with no known expiry".to_owned(),
+            };
+            let (sub, say) = if t.uses == 0 {
+                ("never-sent", format!(
+                    "A token was issued in {tf} ({fp}), but the {kind} request {} to {ep} carried no Authorization header, while the token was {valid}.",
+                    c.id
+                ))
             } else if !t.kinds.contains(&kind) {
-                let carried = t.kinds.join(", ");
-                self.emit(
-                    New::finding(Id::TokenNotSent, key, Severity::Critical, Culprit::Client)
-                        .sub("some-methods-only")
-                        .say(format!(
-                            "Token {fp} from {tf} is sent on {carried} but not on the {kind} request {}; the spec requires it on every request.",
-                            c.id
-                        ))
-                        .ev([tf, c.id]),
-                );
-            } else if !t.stopped_pending {
-                let subcase = if c.is_session_start() && c.session.is_none() {
-                    "after-restart"
+                ("some-methods-only", format!(
+                    "Token {fp} from {tf} is sent on {} but not on the {kind} request {}; the spec requires it on every request.",
+                    t.kinds.join(", "),
+                    c.id
+                ))
+            } else {
+                let (sub, why) = if c.is_session_start() && c.session.is_none() {
+                    ("after-restart", "a new session (initialize) started without it: the client did not persist or reload it")
                 } else if no_expiry {
-                    "after-expiry-guess"
+                    ("after-expiry-guess", "the token response had no expires_in, so the client probably guessed an expiry and dropped the still-valid token")
                 } else {
-                    "stopped"
+                    ("stopped", "the client stopped sending it")
                 };
-                let deadline = c.done + us(self.opts.exchange_timeout);
-                self.tokens[ti].stopped_pending = true;
-                self.pending.push(Pending::Stopped {
-                    token: ti,
-                    bare: c.id,
-                    bare_started: c.started,
-                    subcase,
-                    deadline,
-                });
+                (sub, format!(
+                    "Token {fp} from {tf} was sent before ({} requests), but the {kind} request {} to {ep} went without it while it was {valid}: {why}.",
+                    t.uses,
+                    c.id
+                ))
+            };
+            let mut n = New::finding(Id::TokenNotSent, key, Severity::Critical, Culprit::Client)
+                .sub(sub)
+                .say(say)
+                .ev([tf, c.id]);
+            if c.status == Some(401) {
+                n = n.detail("the server answered 401 and the client did not add the token: a 401 loop without a header");
             }
+            if no_expiry {
+                n = n.detail("the token response had no expires_in");
+            }
+            self.emit(n);
         }
     }
 
@@ -886,6 +910,9 @@ impl Analyzer {
             }
         }
         let expired = t.expires_at.is_some_and(|e| c.started >= e);
+        if refused && t.refused.is_none() {
+            t.refused = Some((c.id, c.done));
+        }
         let (tf, story, issued) = (t.flow, t.story, t.issued);
         if first && refused && !expired && applies && current {
             let mut n = New::finding(Id::FreshTokenRejected, fp, Severity::High, Culprit::Server)
@@ -938,11 +965,12 @@ impl Analyzer {
                 ),
                 None => {
                     let deadline = c.done + us(self.opts.exchange_timeout);
-                    self.pending.push(Pending::StaleExpired {
+                    self.wait(Pending::StaleExpired {
                         story: Some(story),
                         token_flow: Some(tf),
                         flow: c.id,
                         started: c.started,
+                        done: c.done,
                         deadline,
                     });
                 }
@@ -975,13 +1003,14 @@ impl Analyzer {
         let exists = self
             .pending
             .iter()
-            .any(|p| matches!(p, Pending::StaleExpired { story: None, .. }));
+            .any(|w| matches!(&w.p, Pending::StaleExpired { story: None, .. }));
         if !exists {
-            self.pending.push(Pending::StaleExpired {
+            self.wait(Pending::StaleExpired {
                 story: None,
                 token_flow: None,
                 flow: c.id,
                 started: c.started,
+                done: c.done,
                 deadline,
             });
         }
@@ -1106,6 +1135,204 @@ impl Analyzer {
                 }
             }
             self.emit(n);
+        }
+    }
+
+    /// When a waiting MCP decision becomes likely enough to show, and the suspected finding.
+    pub(crate) fn suspicion_mcp(&self, p: &Pending) -> Option<New> {
+        match p {
+            Pending::StaleExpired {
+                story,
+                token_flow,
+                flow,
+                done,
+                deadline,
+                ..
+            } => {
+                let n = New::finding(Id::StaleTokenSent, format!("expired {}", story.map(|s| s.to_string()).unwrap_or_default()), Severity::High, Culprit::Client)
+                    .sub("expired-not-refreshed")
+                    .say(format!("Request {flow} carried an expired token and was refused; no refresh or new authorization has followed."))
+                    .ev(token_flow.iter().copied().chain([*flow]))
+                    .suspect(format!(
+                        "a refresh or a new token within {} clears it; none confirms it",
+                        util::secs(deadline - done)
+                    ));
+                Some(n)
+            }
+            Pending::StepUp {
+                flow,
+                story,
+                scope,
+                deadline,
+                started,
+            } => {
+                let n = New::finding(Id::InsufficientScopeUnhandled, story.map(|s| s.to_string()).unwrap_or_default(), Severity::Medium, Culprit::Client)
+                    .sub("no-reauth")
+                    .say(format!("The server asked for more scope ({:?}) in {flow}; the client has not authorized again yet.", scope.join(" ")))
+                    .ev([*flow])
+                    .suspect(format!(
+                        "a new authorization with the challenged scope within {} clears it; none confirms it",
+                        util::secs(deadline - started)
+                    ));
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether what a waiting MCP decision waits for has happened, and why that settles it.
+    pub(crate) fn healthy_mcp(&self, p: &Pending) -> Option<String> {
+        let after = |story: Option<usize>, at: Micros, code_only: bool| match story {
+            Some(s) => self.stories[s].tokens.iter().any(|&o| {
+                self.tokens[o].issued > at
+                    && (!code_only || self.tokens[o].grant == "authorization_code")
+            }),
+            None => self
+                .tokens
+                .iter()
+                .any(|t| t.issued > at && (!code_only || t.grant == "authorization_code")),
+        };
+        match p {
+            Pending::StaleExpired { story, started, .. } => {
+                after(*story, *started, false).then(|| "the client obtained a new token".to_owned())
+            }
+            Pending::StepUp { story, started, .. } => {
+                after(*story, *started, true).then(|| "the client authorized again".to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// Resolves a waiting MCP decision (see [`Analyzer::resolve_oauth`]).
+    pub(crate) fn resolve_mcp(&mut self, p: Pending, due: bool) -> Decision {
+        if let (Pending::StaleExpired { .. }, Some(why)) = (&p, self.healthy_mcp(&p)) {
+            return Decision::Healthy(why);
+        }
+        match p {
+            Pending::StaleExpired {
+                story,
+                token_flow,
+                flow,
+                done,
+                ..
+            } => {
+                let within = if due {
+                    format!("within {}", util::secs(us(self.opts.exchange_timeout)))
+                } else {
+                    format!(
+                        "before the capture ended {} later",
+                        util::secs(self.now() - done)
+                    )
+                };
+                self.emit(
+                    New::finding(Id::StaleTokenSent, format!("expired {}", story.map(|s| s.to_string()).unwrap_or_default()), Severity::High, Culprit::Client)
+                        .sub("expired-not-refreshed")
+                        .say(format!(
+                            "Request {flow} carried an expired token, was refused, and the client neither refreshed nor re-authorized {within}.",
+                        ))
+                        .ev(token_flow.into_iter().chain([flow])),
+                );
+                Decision::Done
+            }
+            Pending::StepUp {
+                flow,
+                started,
+                story,
+                scope,
+                ..
+            } => {
+                let after: Vec<usize> = match story {
+                    Some(s) => self.stories[s]
+                        .tokens
+                        .iter()
+                        .copied()
+                        .filter(|&t| self.tokens[t].issued > started)
+                        .collect(),
+                    None => (0..self.tokens.len())
+                        .filter(|&t| self.tokens[t].issued > started)
+                        .collect(),
+                };
+                let code = after
+                    .iter()
+                    .copied()
+                    .find(|&t| self.tokens[t].grant == "authorization_code");
+                let key = story.map(|s| s.to_string()).unwrap_or_default();
+                if let Some(t) = code {
+                    let az = self
+                        .authzs
+                        .iter()
+                        .rev()
+                        .find(|a| a.started > started && a.scope.is_some());
+                    let (granted, src, ev) = match az {
+                        Some(a) => (a.scope.clone(), a.flow, a.flow),
+                        None => (
+                            self.tokens[t].scope.clone(),
+                            self.tokens[t].flow,
+                            self.tokens[t].flow,
+                        ),
+                    };
+                    if let Some(g) = granted {
+                        let have: Vec<&str> = g.split_whitespace().collect();
+                        let lacking: Vec<&String> = scope
+                            .iter()
+                            .filter(|s| !have.contains(&s.as_str()))
+                            .collect();
+                        if !lacking.is_empty() {
+                            self.emit(
+                                New::finding(Id::InsufficientScopeUnhandled, key, Severity::Medium, Culprit::Client)
+                                    .sub("scope-not-widened")
+                                    .say(format!(
+                                        "After the insufficient_scope refusal in {flow}, the new authorization ({src}) still lacks {lacking:?}.",
+                                    ))
+                                    .ev([flow, ev]),
+                            );
+                        }
+                    }
+                    return Decision::Healthy("the client authorized again".to_owned());
+                }
+                let ended = if due {
+                    String::new()
+                } else {
+                    format!(
+                        " (the capture ended {} later)",
+                        util::secs(self.now() - started)
+                    )
+                };
+                let refresh = after
+                    .iter()
+                    .copied()
+                    .find(|&t| self.tokens[t].grant == "refresh_token");
+                let (sub, why) = if refresh.is_some() {
+                    (
+                        "refresh-instead",
+                        "it refreshed instead, and a refresh cannot widen scope",
+                    )
+                } else {
+                    (
+                        "no-reauth",
+                        "it did not re-authorize with the challenged scope",
+                    )
+                };
+                self.emit(
+                    New::finding(
+                        Id::InsufficientScopeUnhandled,
+                        key,
+                        Severity::Medium,
+                        Culprit::Client,
+                    )
+                    .sub(sub)
+                    .say(format!(
+                        "The server asked for more scope ({:?}) in {flow}, but {why}{ended}.",
+                        scope.join(" ")
+                    ))
+                    .ev([flow]
+                        .into_iter()
+                        .chain(refresh.map(|t| self.tokens[t].flow))),
+                );
+                Decision::Done
+            }
+            Pending::Redirect { .. } => Decision::Done,
+            other => Decision::Wait(other),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::catalog::FindingId as Id;
 use crate::classify::Ctx;
+use crate::engine::Decision;
 use crate::engine::{us, Analyzer, AsDoc, Attempt, Authz, New, Pending, Prm, Reg, Story, Token};
 use crate::model::{Culprit, Role, Severity};
 use crate::util::{self, jstr, jstrs, Url};
@@ -163,14 +164,40 @@ impl Analyzer {
         }
     }
 
+    /// A token revocation (RFC 7009): the client gave the token up on purpose, so a later
+    /// request without it is no `token-not-sent`.
+    pub(crate) fn on_revocation(&mut self, c: &Ctx<'_>) {
+        if !c.ok() {
+            return;
+        }
+        let Some(form) = util::request_form(c.flow) else {
+            return;
+        };
+        let Some(token) = util::form_get(&form, "token") else {
+            return;
+        };
+        let fp = redact::fingerprint_of(token);
+        if let Some(&ti) = self.token_index.get(&fp) {
+            self.tokens[ti].revoked.get_or_insert((c.id, c.done));
+        }
+        // A revoked refresh token takes its access tokens with it (RFC 7009 §2.1).
+        for t in self
+            .tokens
+            .iter_mut()
+            .filter(|t| t.refresh_fp.as_deref() == Some(fp.as_str()))
+        {
+            t.revoked.get_or_insert((c.id, c.done));
+        }
+    }
+
     fn prm_pending(&mut self, origin: String, at: Micros) {
         let exists = self
             .pending
             .iter()
-            .any(|p| matches!(p, Pending::Prm { origin: o, .. } if *o == origin));
+            .any(|w| matches!(&w.p, Pending::Prm { origin: o, .. } if *o == origin));
         if !exists {
             let deadline = at + us(self.opts.exchange_timeout);
-            self.pending.push(Pending::Prm {
+            self.wait(Pending::Prm {
                 origin,
                 created: at,
                 deadline,
@@ -277,7 +304,7 @@ impl Analyzer {
             if let Some(au) = Url::parse(a) {
                 if let Some(reason) = unreachable_reason(&url, &au) {
                     let deadline = c.done + us(self.opts.exchange_timeout);
-                    self.pending.push(Pending::Unreachable {
+                    self.wait(Pending::Unreachable {
                         meta_flow: c.id,
                         url: au.origin(),
                         field: "authorization_servers",
@@ -381,12 +408,11 @@ impl Analyzer {
                 ok: false,
             });
             for issuer in issuers {
-                let exists = self.pending.iter().any(
-                    |p| matches!(p, Pending::AsDiscovery { issuer: i, .. } if same_issuer(i, &issuer)),
+                let exists = self.pending.iter().any(|w| matches!(&w.p, Pending::AsDiscovery { issuer: i, .. } if same_issuer(i, &issuer)),
                 );
                 if !exists {
                     let deadline = c.done + us(self.opts.exchange_timeout);
-                    self.pending.push(Pending::AsDiscovery {
+                    self.wait(Pending::AsDiscovery {
                         issuer,
                         created: c.done,
                         deadline,
@@ -477,10 +503,13 @@ impl Analyzer {
         let doc_idx = self.as_docs.len();
         if jstr(&doc, "registration_endpoint").is_none() && !cimd {
             let deadline = c.done + us(self.opts.exchange_timeout);
-            self.pending.push(Pending::NoRegistration {
+            self.wait(Pending::NoRegistration {
                 doc: doc_idx,
                 deadline,
             });
+        }
+        if let Some(u) = jstr(&doc, "revocation_endpoint").and_then(Url::parse) {
+            self.known.revocation_endpoints.insert(u.endpoint());
         }
         for (field, set) in [
             ("authorization_endpoint", 0),
@@ -501,7 +530,7 @@ impl Analyzer {
             if set < 3 {
                 if let Some(reason) = unreachable_reason(&fetched_from, &u) {
                     let deadline = c.done + us(self.opts.exchange_timeout);
-                    self.pending.push(Pending::Unreachable {
+                    self.wait(Pending::Unreachable {
                         meta_flow: c.id,
                         url: ep,
                         field,
@@ -525,7 +554,7 @@ impl Analyzer {
         // One attempt at a time: a later step of the same dance replaces the earlier anchor.
         let mut also = Vec::new();
         let exchanges: Vec<Micros> = self.code_exchanges.iter().map(|e| e.1).collect();
-        self.pending.retain(|p| match p {
+        self.pending.retain(|w| match &w.p {
             Pending::Exchange {
                 also: a,
                 anchor: prev,
@@ -540,7 +569,7 @@ impl Analyzer {
             }
             _ => true,
         });
-        self.pending.push(Pending::Exchange {
+        self.wait(Pending::Exchange {
             also,
             anchor,
             at,
@@ -1154,11 +1183,13 @@ impl Analyzer {
             kinds: Vec::new(),
             uas: Vec::new(),
             mcp_after: false,
-            stopped_pending: false,
+            refused: None,
+            revoked: None,
             expired_refused: Vec::new(),
         });
         self.token_index.insert(fp, ti);
         self.stories[story].tokens.push(ti);
+        self.amend_recovery(c, ti, grant);
         if let Some(rt) = refresh_fp {
             let st = self.refresh.entry(rt).or_default();
             st.story = Some(story);
@@ -1166,11 +1197,59 @@ impl Analyzer {
         // A token mcptap got for itself (`--inject-refresh`) was never the client's to use.
         if c.flow.by_mcptap.is_none() {
             let deadline = c.done + us(self.opts.token_unused_after);
-            self.pending.push(Pending::TokenUnused {
+            self.wait(Pending::TokenUnused {
                 token: ti,
                 deadline,
             });
         }
+    }
+
+    /// A new token after bare requests made while a good token was held: the client recovered.
+    /// The `token-not-sent` finding stays, amended with how, at a lower severity.
+    fn amend_recovery(&mut self, c: &Ctx<'_>, new: usize, grant: &str) {
+        if self.bare_while_held.is_empty() || c.flow.by_mcptap.is_some() {
+            return;
+        }
+        let issuer = self.stories[self.tokens[new].story].issuer.clone();
+        let open = std::mem::take(&mut self.bare_while_held);
+        let mut keep = Vec::new();
+        for (story, bare_started, held) in open {
+            let same = story == self.tokens[new].story
+                || same_issuer(&self.stories[story].issuer, &issuer);
+            if !same || bare_started > c.started {
+                keep.push((story, bare_started, held));
+                continue;
+            }
+            let (hf, hfp) = (self.tokens[held].flow, self.tokens[held].fp.clone());
+            let (note, sev) = match grant {
+                "authorization_code" => (
+                    format!(
+                        "recovered: a new login at {} put the user through the browser again while token {hfp} from {hf} was still valid",
+                        c.id
+                    ),
+                    Severity::High,
+                ),
+                "refresh_token" => (
+                    format!(
+                        "recovered: the client refreshed at {} although token {hfp} from {hf} was still valid",
+                        c.id
+                    ),
+                    Severity::Medium,
+                ),
+                other => (
+                    format!("recovered: a new token ({other}) at {} replaced token {hfp} from {hf}", c.id),
+                    Severity::Medium,
+                ),
+            };
+            self.amend(
+                Id::TokenNotSent,
+                &format!("story {story}"),
+                note,
+                Some(sev),
+                None,
+            );
+        }
+        self.bare_while_held = keep;
     }
 
     fn check_refresh(
@@ -1523,14 +1602,14 @@ impl Analyzer {
         if !self
             .pending
             .iter()
-            .any(|p| matches!(p, Pending::Unreachable { .. }))
+            .any(|w| matches!(&w.p, Pending::Unreachable { .. }))
         {
             return;
         }
         let ep = url.endpoint();
         let origin = url.origin();
         let mut fire = Vec::new();
-        self.pending.retain(|p| match p {
+        self.pending.retain(|w| match &w.p {
             Pending::Unreachable {
                 meta_flow,
                 url: u,
@@ -1564,28 +1643,174 @@ impl Analyzer {
         }
     }
 
-    /// Resolves one deadline. `due`: its time has come (or the client moved on); `at_end`: the
-    /// session is over. Returns the item when it must wait longer.
-    pub(crate) fn resolve(&mut self, p: Pending, due: bool) -> Option<Pending> {
-        let now = self.now();
+    /// When a waiting OAuth decision becomes likely enough to show, and the suspected finding
+    /// (same id and key as the confirmed one it may become).
+    pub(crate) fn suspicion_oauth(&self, p: &Pending) -> Option<New> {
+        const INJECT: &str = "rerun with `--inject-token` to prove at once who is at fault";
         match p {
             Pending::TokenUnused { token, deadline } => {
-                let t = &self.tokens[token];
-                let newer = self.stories[t.story].tokens.iter().any(|&o| {
-                    o != token
-                        && self.tokens[o].issued > t.issued
-                        && self.tokens[o].issued <= deadline
-                });
-                if t.uses > 0 || t.mcp_after || newer {
+                let t = &self.tokens[*token];
+                let n = New::finding(Id::TokenNotSent, format!("story {}", t.story), Severity::High, Culprit::Client)
+                    .sub("token-unused")
+                    .say(format!(
+                        "The token issued in {} ({}) has not been used: no request reached the MCP endpoint after it.",
+                        t.flow, t.fp
+                    ))
+                    .ev([t.flow])
+                    .suspect(format!(
+                        "an MCP request carrying it within {} of issue clears it; none by then confirms it; {INJECT}",
+                        util::secs(deadline - t.issued)
+                    ));
+                Some(n)
+            }
+            Pending::Exchange {
+                also,
+                anchor,
+                at,
+                code_returned,
+                deadline,
+            } => {
+                let n = New::finding(Id::TokenExchangeMissing, "exchange", Severity::High, if *code_returned { Culprit::Client } else { Culprit::Unknown })
+                    .sub(if *code_returned { "code-not-exchanged" } else { "no-exchange" })
+                    .say(format!(
+                        "Authorization started ({anchor}) and no token request has followed{}.",
+                        if *code_returned { " although the authorization server returned a code" } else { "" }
+                    ))
+                    .ev(also.iter().copied().chain([*anchor]))
+                    .suspect(format!(
+                        "a token request before {} after it clears it; none confirms it (if the callback never reaches the client, its PKCE state or loopback port was lost)",
+                        util::secs(deadline - at)
+                    ));
+                Some(n)
+            }
+            Pending::Prm { origin, .. } => {
+                if !self.origin_protected(origin) {
                     return None;
                 }
+                let n = New::finding(Id::PrmUnavailable, origin.clone(), Severity::High, Culprit::Server)
+                    .sub("not-found")
+                    .say(format!("No protected-resource metadata has been fetched for {origin} yet: the attempts so far failed."))
+                    .ev(self.prm_attempts.iter().filter(|a| !a.ok && a.url.origin() == *origin).map(|a| a.flow))
+                    .suspect("a successful fetch of the metadata at any well-known URL clears it");
+                Some(n)
+            }
+            Pending::AsDiscovery { issuer, .. } => {
+                let urls = as_metadata_urls(issuer);
+                let n = New::finding(Id::AsDiscoveryFailed, issuer.clone(), Severity::High, Culprit::Server)
+                    .sub("not-found")
+                    .say(format!("The authorization-server metadata for {issuer} has not been found yet: the attempts so far failed."))
+                    .ev(self.as_attempts.iter().filter(|a| !a.ok && urls.contains(&a.url.endpoint())).map(|a| a.flow))
+                    .suspect("a successful fetch of the issuer's metadata clears it");
+                Some(n)
+            }
+            Pending::Unreachable {
+                meta_flow,
+                url,
+                field,
+                reason,
+                ..
+            } => {
+                let n = New::finding(Id::MetadataUnreachableEndpoints, url.clone(), Severity::High, Culprit::Server)
+                    .sub("never-reached")
+                    .say(format!(
+                        "The metadata in {meta_flow} advertises {field} {url} ({reason}), and no request has reached it."
+                    ))
+                    .ev([*meta_flow])
+                    .suspect("a successful request to that endpoint clears it; a failed one or none confirms it");
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether what a waiting OAuth decision waits for has happened, and why that settles it.
+    pub(crate) fn healthy_oauth(&self, p: &Pending) -> Option<String> {
+        match p {
+            Pending::TokenUnused { token, deadline } => {
+                let t = &self.tokens[*token];
+                if t.uses > 0 || t.mcp_after {
+                    return Some(format!(
+                        "the token was used ({} requests carried it)",
+                        t.uses
+                    ));
+                }
+                let newer = self.stories[t.story].tokens.iter().any(|&o| {
+                    o != *token
+                        && self.tokens[o].issued > t.issued
+                        && self.tokens[o].issued <= *deadline
+                });
+                newer.then(|| "a newer token replaced it before it was due".to_owned())
+            }
+            Pending::Exchange { at, .. } => {
+                let satisfied = self.code_exchanges.iter().any(|(_, s, _, _)| s >= at)
+                    || self.tokens.iter().any(|t| t.issued >= *at);
+                satisfied.then(|| "a token request followed".to_owned())
+            }
+            Pending::Prm { origin, .. } => {
+                let found = self.prms.iter().any(|p| {
+                    p.url.origin() == *origin
+                        || p.resource
+                            .as_deref()
+                            .and_then(Url::parse)
+                            .is_some_and(|r| r.origin() == *origin)
+                });
+                found.then(|| "the metadata was found".to_owned())
+            }
+            Pending::AsDiscovery { issuer, .. } => {
+                let urls = as_metadata_urls(issuer);
+                let found = self.as_docs.iter().any(|d| {
+                    urls.contains(&d.url.endpoint())
+                        || d.issuer.as_deref().is_some_and(|i| same_issuer(i, issuer))
+                });
+                found.then(|| "the metadata was found".to_owned())
+            }
+            Pending::Unreachable { field, .. } => (*field == "authorization_endpoint"
+                && !self.code_exchanges.is_empty())
+            .then(|| "a code from it was exchanged".to_owned()),
+            Pending::NoRegistration { doc, .. } => {
+                let d = &self.as_docs[*doc];
+                let used = self.authzs.iter().any(|a| a.client_id.is_some())
+                    || self.code_exchanges.iter().any(|(_, s, _, _)| *s >= d.done);
+                used.then(|| "the client had a client id".to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// True when the server at `origin` asked for a token: it challenged, or the client went
+    /// on to OAuth endpoints on its origin (the 2025-03-26 fallback). Only such a server owes
+    /// protected-resource metadata.
+    fn origin_protected(&self, origin: &str) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| e.url.origin() == origin && e.challenged.is_some())
+            || self.flows.iter().any(|f| {
+                f.role.is_oauth() && f.role != Role::PrmDiscovery && f.url.starts_with(origin)
+            })
+    }
+
+    /// Resolves a waiting OAuth decision. `due`: its time has come (or the client moved on);
+    /// otherwise the session is over and it is decided on the evidence at hand.
+    pub(crate) fn resolve_oauth(&mut self, p: Pending, due: bool) -> Decision {
+        let healthy = self.healthy_oauth(&p);
+        if !matches!(p, Pending::Prm { .. }) {
+            if let Some(why) = healthy {
+                return Decision::Healthy(why);
+            }
+        }
+        let now = self.now();
+        match p {
+            Pending::TokenUnused { token, .. } => {
+                let t = &self.tokens[token];
                 let (flow, fp, issued) = (t.flow, t.fp.clone(), t.issued);
                 if !due {
-                    self.vis.notes.push(format!(
-                        "The capture ended {} after token {fp} was issued in {flow}: too early to say whether it would be used.",
-                        util::secs(now - issued)
-                    ));
-                    return None;
+                    return Decision::Open {
+                        why: format!(
+                            "The capture ended {} after token {fp} was issued in {flow}: too early to say whether it would be used.",
+                            util::secs(now - issued)
+                        ),
+                        show: false,
+                    };
                 }
                 let story = t.story;
                 let mut n = New::finding(Id::TokenNotSent, format!("story {story}"), Severity::Critical, Culprit::Client)
@@ -1604,85 +1829,7 @@ impl Analyzer {
                     "check the client's log for an error right after authorization (a tools/list schema problem, a reconnect failure)".to_owned()
                 });
                 self.emit(n);
-                None
-            }
-            Pending::Stopped {
-                token,
-                bare,
-                bare_started,
-                subcase,
-                ..
-            } => {
-                self.tokens[token].stopped_pending = false;
-                let t = &self.tokens[token];
-                let recovered = self.stories[t.story]
-                    .tokens
-                    .iter()
-                    .any(|&o| self.tokens[o].issued > bare_started);
-                if recovered {
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!(
-                        "Request {bare} carried no token although {} from {} was valid; the capture ended before it was clear whether the client would recover.",
-                        t.fp, t.flow
-                    ));
-                    return None;
-                }
-                let (tf, fp, story) = (t.flow, t.fp.clone(), t.story);
-                let why = match subcase {
-                    "after-restart" => "a new session (initialize) started without it and no new token was obtained: the client did not persist or reload it",
-                    "after-expiry-guess" => "the token response had no expires_in, so the client probably guessed an expiry and dropped the still-valid token",
-                    _ => "the client stopped sending it and obtained no new one",
-                };
-                self.emit(
-                    New::finding(
-                        Id::TokenNotSent,
-                        format!("story {story}"),
-                        Severity::Critical,
-                        Culprit::Client,
-                    )
-                    .sub(subcase)
-                    .say(format!(
-                        "Token {fp} from {tf} was sent before, but {bare} went without it: {why}."
-                    ))
-                    .ev([tf, bare]),
-                );
-                None
-            }
-            Pending::StaleExpired {
-                story,
-                token_flow,
-                flow,
-                started,
-                ..
-            } => {
-                let recovered = match story {
-                    Some(s) => self.stories[s]
-                        .tokens
-                        .iter()
-                        .any(|&o| self.tokens[o].issued > started),
-                    None => self.tokens.iter().any(|t| t.issued > started),
-                };
-                if recovered {
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!(
-                        "Request {flow} sent an expired token and was refused; the capture ended before a refresh could follow."
-                    ));
-                    return None;
-                }
-                self.emit(
-                    New::finding(Id::StaleTokenSent, format!("expired {}", story.map(|s| s.to_string()).unwrap_or_default()), Severity::High, Culprit::Client)
-                        .sub("expired-not-refreshed")
-                        .say(format!(
-                            "Request {flow} carried an expired token, was refused, and the client neither refreshed nor re-authorized within {}.",
-                            util::secs(us(self.opts.exchange_timeout))
-                        ))
-                        .ev(token_flow.into_iter().chain([flow])),
-                );
-                None
+                Decision::Done
             }
             Pending::Exchange {
                 also,
@@ -1691,17 +1838,19 @@ impl Analyzer {
                 code_returned,
                 ..
             } => {
-                let satisfied = self.code_exchanges.iter().any(|(_, s, _, _)| *s >= at)
-                    || self.tokens.iter().any(|t| t.issued >= at);
-                if satisfied {
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!(
-                        "Authorization started in {anchor} but the capture ended {} later, before a code exchange was due.",
-                        util::secs(now - at)
-                    ));
-                    return None;
+                let ended = if due {
+                    format!("within {}", util::secs(us(self.opts.exchange_timeout)))
+                } else {
+                    format!("before the capture ended {} later", util::secs(now - at))
+                };
+                if !due && !code_returned {
+                    return Decision::Open {
+                        why: format!(
+                            "Authorization started in {anchor} but the capture ended {} later without a callback or a token request: whether the user, the browser or the client stopped it is not visible here.",
+                            util::secs(now - at)
+                        ),
+                        show: true,
+                    };
                 }
                 let culprit = if code_returned {
                     Culprit::Client
@@ -1709,14 +1858,26 @@ impl Analyzer {
                     Culprit::Unknown
                 };
                 self.emit(
-                    New::finding(Id::TokenExchangeMissing, "exchange", Severity::High, culprit)
-                        .sub(if code_returned { "code-not-exchanged" } else { "no-exchange" })
-                        .say(format!(
-                            "Authorization started ({anchor}) but no token request followed within {}{}.",
-                            util::secs(us(self.opts.exchange_timeout)),
-                            if code_returned { " although the authorization server returned a code" } else { "" }
-                        ))
-                        .ev(also.iter().copied().chain([anchor])),
+                    New::finding(
+                        Id::TokenExchangeMissing,
+                        "exchange",
+                        Severity::High,
+                        culprit,
+                    )
+                    .sub(if code_returned {
+                        "code-not-exchanged"
+                    } else {
+                        "no-exchange"
+                    })
+                    .say(format!(
+                        "Authorization started ({anchor}) but no token request followed {ended}{}.",
+                        if code_returned {
+                            " although the authorization server returned a code to the client"
+                        } else {
+                            ""
+                        }
+                    ))
+                    .ev(also.iter().copied().chain([anchor])),
                 );
                 if !self.vis.authorize_seen {
                     self.emit(
@@ -1725,109 +1886,9 @@ impl Analyzer {
                             .ev([anchor]),
                     );
                 }
-                None
-            }
-            Pending::StepUp {
-                flow,
-                started,
-                story,
-                scope,
-                ..
-            } => {
-                let after: Vec<usize> = match story {
-                    Some(s) => self.stories[s]
-                        .tokens
-                        .iter()
-                        .copied()
-                        .filter(|&t| self.tokens[t].issued > started)
-                        .collect(),
-                    None => (0..self.tokens.len())
-                        .filter(|&t| self.tokens[t].issued > started)
-                        .collect(),
-                };
-                let code = after
-                    .iter()
-                    .copied()
-                    .find(|&t| self.tokens[t].grant == "authorization_code");
-                let key = story.map(|s| s.to_string()).unwrap_or_default();
-                if let Some(t) = code {
-                    let az = self
-                        .authzs
-                        .iter()
-                        .rev()
-                        .find(|a| a.started > started && a.scope.is_some());
-                    let (granted, src, ev) = match az {
-                        Some(a) => (a.scope.clone(), a.flow, a.flow),
-                        None => (
-                            self.tokens[t].scope.clone(),
-                            self.tokens[t].flow,
-                            self.tokens[t].flow,
-                        ),
-                    };
-                    if let Some(g) = granted {
-                        let have: Vec<&str> = g.split_whitespace().collect();
-                        let lacking: Vec<&String> = scope
-                            .iter()
-                            .filter(|s| !have.contains(&s.as_str()))
-                            .collect();
-                        if !lacking.is_empty() {
-                            self.emit(
-                                New::finding(Id::InsufficientScopeUnhandled, key, Severity::Medium, Culprit::Client)
-                                    .sub("scope-not-widened")
-                                    .say(format!(
-                                        "After the insufficient_scope refusal in {flow}, the new authorization ({src}) still lacks {lacking:?}.",
-                                    ))
-                                    .ev([flow, ev]),
-                            );
-                        }
-                    }
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!("The capture ended before the client reacted to the insufficient_scope refusal in {flow}."));
-                    return None;
-                }
-                let refresh = after
-                    .iter()
-                    .copied()
-                    .find(|&t| self.tokens[t].grant == "refresh_token");
-                let (sub, why) = if refresh.is_some() {
-                    (
-                        "refresh-instead",
-                        "it refreshed instead, and a refresh cannot widen scope",
-                    )
-                } else {
-                    (
-                        "no-reauth",
-                        "it did not re-authorize with the challenged scope",
-                    )
-                };
-                self.emit(
-                    New::finding(
-                        Id::InsufficientScopeUnhandled,
-                        key,
-                        Severity::Medium,
-                        Culprit::Client,
-                    )
-                    .sub(sub)
-                    .say(format!(
-                        "The server asked for more scope ({:?}) in {flow}, but {why}.",
-                        scope.join(" ")
-                    ))
-                    .ev([flow]
-                        .into_iter()
-                        .chain(refresh.map(|t| self.tokens[t].flow))),
-                );
-                None
+                Decision::Done
             }
             Pending::Prm { origin, .. } => {
-                let success = self.prms.iter().any(|p| {
-                    p.url.origin() == origin
-                        || p.resource
-                            .as_deref()
-                            .and_then(Url::parse)
-                            .is_some_and(|r| r.origin() == origin)
-                });
                 let advertised: Vec<String> = self
                     .endpoints
                     .iter()
@@ -1849,7 +1910,7 @@ impl Analyzer {
                     .filter(|a| !a.ok && advertised.contains(&a.url.endpoint()))
                     .map(|a| a.flow)
                     .collect();
-                if success {
+                if let Some(why) = healthy {
                     if !adv_failed.is_empty() {
                         self.emit(
                             New::finding(Id::PrmUnavailable, format!("{origin} advertised"), Severity::Medium, Culprit::Server)
@@ -1861,21 +1922,10 @@ impl Analyzer {
                                 .ev(adv_failed),
                         );
                     }
-                    return None;
+                    return Decision::Healthy(why);
                 }
-                // Only a protected server owes metadata: it challenged, or the client went on
-                // to OAuth endpoints on its origin (the 2025-03-26 fallback).
-                let protected = self
-                    .endpoints
-                    .iter()
-                    .any(|e| e.url.origin() == origin && e.challenged.is_some())
-                    || self.flows.iter().any(|f| {
-                        f.role.is_oauth()
-                            && f.role != Role::PrmDiscovery
-                            && f.url.starts_with(&origin)
-                    });
-                if !protected {
-                    return None;
+                if !self.origin_protected(&origin) {
+                    return Decision::Healthy("the server never asked for a token".to_owned());
                 }
                 self.emit(
                     New::finding(Id::PrmUnavailable, origin.clone(), Severity::High, Culprit::Server)
@@ -1886,17 +1936,10 @@ impl Analyzer {
                         ))
                         .ev(failed),
                 );
-                None
+                Decision::Done
             }
             Pending::AsDiscovery { issuer, .. } => {
                 let urls = as_metadata_urls(&issuer);
-                let success = self.as_docs.iter().any(|d| {
-                    urls.contains(&d.url.endpoint())
-                        || d.issuer.as_deref().is_some_and(|i| same_issuer(i, &issuer))
-                });
-                if success {
-                    return None;
-                }
                 let failed: Vec<&Attempt> = self
                     .as_attempts
                     .iter()
@@ -1922,45 +1965,36 @@ impl Analyzer {
                         ))
                         .ev(ids),
                 );
-                None
+                Decision::Done
             }
             Pending::Unreachable {
                 meta_flow,
                 url,
                 field,
                 reason,
-                ..
+                deadline,
             } => {
-                if field == "authorization_endpoint"
-                    && self.code_exchanges.iter().any(|(_, s, _, _)| *s >= 0)
-                {
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!(
-                        "The metadata in {meta_flow} advertises {field} {url} ({reason}); the capture ended before the client would have used it."
-                    ));
-                    return None;
-                }
+                let when = if due {
+                    "and no request to it followed".to_owned()
+                } else {
+                    format!(
+                        "and no request to it followed before the capture ended {} later",
+                        util::secs(now - (deadline - us(self.opts.exchange_timeout)))
+                    )
+                };
                 self.emit(
                     New::finding(Id::MetadataUnreachableEndpoints, url.clone(), Severity::High, Culprit::Server)
                         .sub("never-reached")
                         .say(format!(
-                            "The metadata in {meta_flow} advertises {field} {url} ({reason}) and no request to it followed: the client could not or would not use it."
+                            "The metadata in {meta_flow} advertises {field} {url} ({reason}) {when}: the client could not or would not use it."
                         ))
                         .ev([meta_flow]),
                 );
-                None
+                Decision::Done
             }
-            Pending::Redirect { .. } => None,
             Pending::NoRegistration { doc, .. } => {
                 let d = &self.as_docs[doc];
                 let issuer = d.issuer.clone();
-                let used = self.authzs.iter().any(|a| a.client_id.is_some())
-                    || self.code_exchanges.iter().any(|(_, s, _, _)| *s >= d.done);
-                if used {
-                    return None;
-                }
                 let (df, key) = (d.flow, d.url.endpoint());
                 self.emit(
                     New::finding(Id::AsMetadataIncomplete, format!("{key} registration"), Severity::Medium, Culprit::Server)
@@ -1971,8 +2005,9 @@ impl Analyzer {
                         ))
                         .ev([df]),
                 );
-                None
+                Decision::Done
             }
+            other => Decision::Wait(other),
         }
     }
 
