@@ -108,6 +108,7 @@ pub fn export_to(
             }
             let extra = LogExtra {
                 session: har.session,
+                ended: har.ended,
                 ..LogExtra::default()
             };
             w.finish(extra).map_err(werr)?;
@@ -148,6 +149,7 @@ pub fn export_journal<R: BufRead>(
         session: reader.meta().cloned(),
         raw_secrets: false,
         pending: report.pending,
+        ended: reader.ended_at(),
         out_of_order: report.out_of_order,
         warnings: Vec::new(),
     }

@@ -393,6 +393,13 @@ fn draw_findings(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
                     t.severity(fd.severity),
                 ),
                 Span::styled(fd.id.as_str(), t.bold()),
+                Span::styled(
+                    match fd.status {
+                        mcptap_analyze::Status::Confirmed => String::new(),
+                        other => format!(" {other}"),
+                    },
+                    t.dim(),
+                ),
                 Span::styled(format!(" ({}) ", fd.culprit), t.dim()),
                 Span::raw(fd.summary.clone()),
                 Span::styled(format!(" [{}]", ev.join(" ")), t.dim()),
@@ -459,6 +466,14 @@ fn draw_popup(app: &App, p: &Popup, f: &mut Frame<'_>, area: Rect, t: Theme) {
                     Span::raw(format!("  {} · culprit {}", fd.severity, fd.culprit)),
                 ]),
                 Line::from(fd.summary.clone()),
+            ];
+            if let Some(d) = &fd.decides {
+                lines.push(Line::styled(format!("suspected; decides: {d}"), t.dim()));
+            }
+            for a in &fd.amendments {
+                lines.push(Line::styled(format!("amended: {a}"), t.dim()));
+            }
+            lines.extend([
                 Line::styled(format!("hint: {}", fd.hint), t.fg(Color::Green)),
                 Line::styled(
                     format!(
@@ -473,7 +488,7 @@ fn draw_popup(app: &App, p: &Popup, f: &mut Frame<'_>, area: Rect, t: Theme) {
                     ),
                     t.dim(),
                 ),
-            ];
+            ]);
             for d in &fd.details {
                 lines.push(Line::styled(format!("  {d}"), t.dim()));
             }
