@@ -400,6 +400,9 @@ pub struct Analyzer {
     pub(crate) jwks_kids: Vec<String>,
     pub(crate) code_exchanges: Vec<(FlowId, Micros, Option<String>, bool)>,
     pub(crate) last_401: Option<(String, Micros)>,
+    /// MCP endpoints reached through a cross-origin redirect: target → (redirecting endpoint,
+    /// the redirect flow).
+    pub(crate) redirected_to: HashMap<String, (String, FlowId)>,
     /// Bare MCP requests made while a good token was held: (story, started, token). A later
     /// token amends their `token-not-sent` with how the client recovered.
     pub(crate) bare_while_held: Vec<(usize, Micros, usize)>,
@@ -455,6 +458,7 @@ impl Analyzer {
             last_401: None,
             scope_403: HashMap::new(),
             bare_while_held: Vec::new(),
+            redirected_to: HashMap::new(),
             findings: Vec::new(),
             finding_index: HashMap::new(),
             fresh: Vec::new(),

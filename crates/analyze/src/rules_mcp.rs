@@ -454,6 +454,11 @@ impl Analyzer {
         let Some(target) = url.join(loc) else { return };
         let ep = url.endpoint();
         self.known.mcp_endpoints.insert(target.endpoint());
+        if target.origin() != url.origin() && self.redirected_to.len() < 64 {
+            self.redirected_to
+                .entry(target.endpoint())
+                .or_insert_with(|| (ep.clone(), c.id));
+        }
         let sub = if url.scheme == "https" && target.scheme == "http" {
             Some("https-to-http")
         } else if util::host_is_internal(&target.host) && !util::host_is_internal(&url.host) {

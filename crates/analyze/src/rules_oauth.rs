@@ -286,6 +286,23 @@ impl Analyzer {
             for (target, _) in &targets {
                 let covers = Url::parse(r).is_some_and(|ru| util::resource_covers(&ru, target));
                 if !covers {
+                    // Root cause over consequence: an endpoint the client reached only through
+                    // a cross-origin redirect of the MCP endpoint is the redirect's fault.
+                    let via = self.redirected_to.get(&target.endpoint()).cloned();
+                    if let Some((from, redirect)) = via
+                        .filter(|(from, _)| self.status_of(Id::RedirectDropsAuth, from).is_some())
+                    {
+                        self.emit(
+                            New::finding(Id::RedirectDropsAuth, from.clone(), Severity::High, Culprit::Server)
+                                .ev([redirect, c.id])
+                                .detail(format!(
+                                    "consequence: the protected-resource metadata in {} names resource {r:?}, not {}, which the client reached only through the redirect {redirect} from {from}",
+                                    c.id,
+                                    target.endpoint()
+                                )),
+                        );
+                        continue;
+                    }
                     self.emit(
                         New::finding(Id::PrmResourceMismatch, key.clone(), Severity::High, Culprit::Server)
                             .say(format!(
@@ -600,7 +617,21 @@ impl Analyzer {
                 .as_docs
                 .iter()
                 .any(|d| d.endpoint("registration_endpoint").as_deref() == Some(key.as_str()));
+            // A refusal of loopback http redirect URIs is the server's: the spec tells the
+            // authorization server to accept them (RFC 8252 §7.3, MCP 2025-11-25).
+            let loopback_only = !req_uris.is_empty()
+                && req_uris.iter().all(|u| {
+                    Url::parse(u)
+                        .is_some_and(|p| p.scheme == "http" && util::host_is_loopback(&p.host))
+                });
+            let names_redirect = resp.as_ref().is_some_and(|v| {
+                jstr(v, "error") == Some("invalid_redirect_uri")
+                    || jstr(v, "error_description")
+                        .is_some_and(|d| d.to_ascii_lowercase().contains("redirect"))
+            });
             let culprit = if matches!(status, 404 | 405) || status >= 500 {
+                Culprit::Server
+            } else if loopback_only && names_redirect {
                 Culprit::Server
             } else {
                 Culprit::Unknown
@@ -633,6 +664,11 @@ impl Analyzer {
                         n = n.detail(format!("{f}: {e}"));
                     }
                 }
+            }
+            if loopback_only && names_redirect {
+                n = n.detail("the refused redirect URIs are loopback http ones, which the authorization server must accept (RFC 8252 §7.3; MCP 2025-11-25)");
+            } else if culprit == Culprit::Unknown {
+                n = n.detail("culprit unknown: the answer does not say which registration field it refused; its error_description (or the server's log) would tell");
             }
             self.emit(n);
             self.regs.push(Reg {
@@ -1338,8 +1374,25 @@ impl Analyzer {
                     Culprit::Client,
                     "another refresh with it was in flight".to_owned(),
                 )
+            } else if let Some((issuer_flow, issued)) = self
+                .tokens
+                .iter()
+                .find(|t| t.refresh_fp.as_deref() == Some(rt))
+                .filter(|t| t.revoked.is_none())
+                .map(|t| (t.flow, t.issued))
+            {
+                // Issued in this capture, by this server, to this client, and refused on its
+                // first use: the server broke its own refresh token.
+                (
+                    "refused-on-first-use",
+                    Culprit::Server,
+                    format!(
+                        "the refresh token was issued in {issuer_flow} {} earlier by the same server and refused on its first use",
+                        util::secs(c.started - issued)
+                    ),
+                )
             } else {
-                ("invalid-grant", Culprit::Unknown, "the server no longer accepts it (expired, revoked, or issued to another client)".to_owned())
+                ("invalid-grant", Culprit::Unknown, "the server no longer accepts it (expired, revoked, or issued to another client); who is at fault is not in this capture: a capture that also holds the token response that issued this refresh token would tell".to_owned())
             };
             let mut ev = vec![c.id];
             ev.extend(rejected);

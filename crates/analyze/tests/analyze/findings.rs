@@ -626,6 +626,48 @@ fn prm_resource_mismatch_behind_a_tunnel() {
 }
 
 #[test]
+fn prm_resource_mismatch_reached_through_a_cross_origin_redirect_is_folded_into_the_redirect() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("initialize", 1)
+            .status(307)
+            .resp_header("location", "https://edge.example/mcp"),
+    ); // #1: the MCP endpoint redirects to another origin
+    s.add(
+        FlowBuilder::post("https://edge.example/mcp")
+            .rpc("initialize", 1)
+            .status(401)
+            .resp_header(
+                "www-authenticate",
+                "Bearer resource_metadata=\"https://edge.example/.well-known/oauth-protected-resource/mcp\"",
+            ),
+    ); // #2
+    s.add(
+        FlowBuilder::get("https://edge.example/.well-known/oauth-protected-resource/mcp")
+            .status(200)
+            .resp_json(json!({"resource": RS_MCP, "authorization_servers": [AS]})),
+    ); // #3: names the original endpoint, not the one reached
+    let r = analyze(&s.flows);
+    absent(&r, "prm-resource-mismatch");
+    check(
+        &r,
+        "redirect-drops-auth",
+        Culprit::Server,
+        &[1, 3],
+        Some("cross-origin"),
+    );
+    assert!(
+        the(&r, "redirect-drops-auth")
+            .details
+            .iter()
+            .any(|d| d.starts_with("consequence: ") && d.contains("#3")),
+        "{:#?}",
+        r.findings
+    );
+}
+
+#[test]
 fn prm_resource_near_miss_origin_is_a_prefix() {
     let mut s = Scenario::new();
     s.add(init_401());
@@ -785,6 +827,32 @@ fn registration_failed() {
         json!({"error":"invalid_redirect_uri","error_description":"loopback not allowed"}),
     ));
     let r = analyze(&s.flows);
+    // The refused redirect URI is loopback http, which the spec tells the AS to accept.
+    check(
+        &r,
+        "registration-failed",
+        Culprit::Server,
+        &[4],
+        Some("rejected"),
+    );
+    let f = the(&r, "registration-failed");
+    assert!(f.details.iter().any(|d| d.contains("loopback not allowed")));
+    assert!(f.details.iter().any(|d| d.contains("RFC 8252")), "{f:#?}");
+}
+
+#[test]
+fn registration_failed_near_miss_culprit_unknown_says_what_would_tell() {
+    // A refusal that does not name the redirect URI: the capture cannot tell who is wrong.
+    let mut s = Scenario::new();
+    s.add(init_401());
+    s.add(prm(RS_MCP, AS));
+    s.add(as_meta(AS));
+    s.add(
+        register(AS)
+            .status(400)
+            .resp_json(json!({"error":"invalid_client_metadata"})),
+    );
+    let r = analyze(&s.flows);
     check(
         &r,
         "registration-failed",
@@ -792,10 +860,13 @@ fn registration_failed() {
         &[4],
         Some("rejected"),
     );
-    assert!(the(&r, "registration-failed")
-        .details
-        .iter()
-        .any(|d| d.contains("loopback not allowed")));
+    let f = the(&r, "registration-failed");
+    assert!(
+        f.details
+            .iter()
+            .any(|d| d.starts_with("culprit unknown: ") && d.contains("would tell")),
+        "{f:#?}"
+    );
 }
 
 #[test]
@@ -1223,13 +1294,34 @@ fn refresh_broken_invalid_grant() {
             .status(400)
             .resp_json(json!({"error":"invalid_grant"})),
     ); // #7
+       // rt-1 was issued in #5 by this server to this client: refused on its first use, the
+       // server is at fault.
     check(
         &analyze(&s.flows),
         "refresh-broken",
-        Culprit::Unknown,
+        Culprit::Server,
         &[7],
+        Some("refused-on-first-use"),
+    );
+}
+
+#[test]
+fn refresh_broken_invalid_grant_for_a_refresh_token_from_before_the_capture_is_unknown() {
+    let mut s = Scenario::new();
+    s.add(
+        token_refresh(AS, "rt-old")
+            .status(400)
+            .resp_json(json!({"error":"invalid_grant"})),
+    ); // #1
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "refresh-broken",
+        Culprit::Unknown,
+        &[1],
         Some("invalid-grant"),
     );
+    assert!(the(&r, "refresh-broken").summary.contains("would tell"));
 }
 
 #[test]
