@@ -629,9 +629,10 @@ impl Analyzer {
                     || jstr(v, "error_description")
                         .is_some_and(|d| d.to_ascii_lowercase().contains("redirect"))
             });
-            let culprit = if matches!(status, 404 | 405) || status >= 500 {
-                Culprit::Server
-            } else if loopback_only && names_redirect {
+            let culprit = if matches!(status, 404 | 405)
+                || status >= 500
+                || (loopback_only && names_redirect)
+            {
                 Culprit::Server
             } else {
                 Culprit::Unknown
