@@ -101,6 +101,24 @@ catalog! {
         "Serve the PRM at `/.well-known/oauth-protected-resource/<mcp path>` and point `resource_metadata` there.";
     ToolSchemaInvalid = "tool-schema-invalid", "A tool's inputSchema is not a JSON Schema object",
         "Give every tool an `inputSchema` that is a JSON Schema object with `\"type\": \"object\"`.";
+    ClientRegistrationStale = "client-registration-stale", "Client registration is stale: the server forgot the client_id",
+        "Client: on invalid_client, drop the cached registration and register again. Server: keep registrations across restarts and answer unknown clients with 401 invalid_client.";
+    RegistrationMechanismMismatch = "registration-mechanism-mismatch", "The client uses dynamic registration where the server offers Client ID Metadata Documents",
+        "Client: support Client ID Metadata Documents (an https client_id URL) when the server offers them instead of dynamic registration.";
+    CimdInvalid = "cimd-invalid", "The Client ID Metadata Document does not match its use",
+        "Make the Client ID Metadata Document's client_id exactly its URL and list every redirect URI the client uses.";
+    ScopeRejected = "scope-rejected", "The server refuses a scope the client asked for",
+        "Client: request the challenged scope, else the PRM's scopes_supported, else none; request offline_access only when the AS lists it.";
+    IssuerMismatch = "issuer-mismatch", "The authorization response's iss is not the metadata's issuer",
+        "Server: return your own issuer in the authorization response's iss, exactly as in your metadata.";
+    CredentialCrossIssuer = "credential-cross-issuer", "A credential from one authorization server is sent to another",
+        "Client: keep refresh tokens, codes and client credentials per authorization server (issuer); never send one server's credential to another.";
+    ScopeSelectionWrong = "scope-selection-wrong", "The client requests the wrong scope",
+        "Client: request the challenge's scope, else the PRM's scopes_supported, else no scope (2025-11-25 Scope Selection Strategy).";
+    DiscoveryOrderWrong = "discovery-order-wrong", "The client probes metadata URLs in the wrong order",
+        "Client: probe the challenge's resource_metadata URL, then the path-inserted PRM URL, then the root; path-aware AS metadata URLs only for an issuer with a path.";
+    CimdNotUsed = "cimd-not-used", "The client registers dynamically although the server offers Client ID Metadata Documents",
+        "Client: prefer a Client ID Metadata Document over dynamic registration when the authorization server offers it.";
     TokenUnused = "token-unused", "A token was issued and never used (sub-case of token-not-sent)",
         "Reported as `token-not-sent` (sub-case `token-unused`): see `mcptap explain token-not-sent`.";
     ClientOmitsTokenConfirmed = "client-omits-token-confirmed", "Proven by injection: the client omits a token the server accepts",

@@ -95,6 +95,8 @@ pub(crate) struct Prm {
     pub url: Url,
     pub resource: Option<String>,
     pub auth_servers: Vec<String>,
+    /// `scopes_supported`.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -145,6 +147,8 @@ pub(crate) struct Authz {
     pub resource: Option<String>,
     pub scope: Option<String>,
     pub code_fp: Option<String>,
+    /// The issuer whose authorization endpoint this was, when its metadata was seen.
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug)]
@@ -265,6 +269,14 @@ pub(crate) enum Pending {
         doc: usize,
         deadline: Micros,
     },
+    /// `client-registration-stale`: invalid_client for a client id never registered here.
+    StaleRegistration {
+        flow: FlowId,
+        client_id: String,
+        status: u16,
+        done: Micros,
+        deadline: Micros,
+    },
 }
 
 impl Pending {
@@ -278,7 +290,8 @@ impl Pending {
             | Pending::AsDiscovery { deadline, .. }
             | Pending::Unreachable { deadline, .. }
             | Pending::Redirect { deadline, .. }
-            | Pending::NoRegistration { deadline, .. } => *deadline,
+            | Pending::NoRegistration { deadline, .. }
+            | Pending::StaleRegistration { deadline, .. } => *deadline,
         }
     }
 }
@@ -400,6 +413,10 @@ pub struct Analyzer {
     pub(crate) jwks_kids: Vec<String>,
     pub(crate) code_exchanges: Vec<(FlowId, Micros, Option<String>, bool)>,
     pub(crate) last_401: Option<(String, Micros)>,
+    /// Client ID Metadata Documents fetched through mcptap.
+    pub(crate) cimds: Vec<crate::rules_registration::Cimd>,
+    /// Scopes named by Bearer challenges (401/403): (scopes, flow, completed), the last 16.
+    pub(crate) challenge_scopes: Vec<(Vec<String>, FlowId, Micros)>,
     /// MCP endpoints reached through a cross-origin redirect: target → (redirecting endpoint,
     /// the redirect flow).
     pub(crate) redirected_to: HashMap<String, (String, FlowId)>,
@@ -459,6 +476,8 @@ impl Analyzer {
             scope_403: HashMap::new(),
             bare_while_held: Vec::new(),
             redirected_to: HashMap::new(),
+            cimds: Vec::new(),
+            challenge_scopes: Vec::new(),
             findings: Vec::new(),
             finding_index: HashMap::new(),
             fresh: Vec::new(),
@@ -504,7 +523,9 @@ impl Analyzer {
             Role::McpPreflight => self.on_preflight(&ctx),
             Role::Jwks => self.on_jwks(&ctx),
             Role::Revocation => self.on_revocation(&ctx),
-            Role::Callback | Role::Other | Role::Tunnel => {}
+            Role::Callback => self.on_callback(&ctx),
+            Role::Other => self.on_possible_cimd(&ctx),
+            Role::Tunnel => {}
         }
         if matches!(
             ctx.role,
@@ -755,6 +776,9 @@ impl Analyzer {
             }
             Pending::StaleExpired { done, .. } => done + 3_000_000,
             Pending::StepUp { started, .. } => started + 5_000_000,
+            Pending::StaleRegistration { .. } => {
+                return Analyzer::suspect_registration_at(p);
+            }
             Pending::Redirect { .. } | Pending::NoRegistration { .. } => return None,
         })
     }
@@ -763,6 +787,7 @@ impl Analyzer {
     /// may become), from the rules file that scheduled it.
     pub(crate) fn suspicion(&self, p: &Pending) -> Option<New> {
         match p {
+            Pending::StaleRegistration { .. } => self.suspicion_registration(p),
             Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
                 self.suspicion_mcp(p)
             }
@@ -774,6 +799,7 @@ impl Analyzer {
     /// that scheduled it.
     pub(crate) fn healthy(&self, p: &Pending) -> Option<String> {
         match p {
+            Pending::StaleRegistration { .. } => self.healthy_registration(p),
             Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
                 self.healthy_mcp(p)
             }
@@ -784,6 +810,7 @@ impl Analyzer {
     /// Decides a waiting decision, in the rules file that scheduled it.
     pub(crate) fn resolve(&mut self, p: Pending, due: bool) -> Decision {
         match p {
+            Pending::StaleRegistration { .. } => self.resolve_registration(p, due),
             Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
                 self.resolve_mcp(p, due)
             }

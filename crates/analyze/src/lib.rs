@@ -22,8 +22,11 @@ mod classify;
 mod engine;
 mod model;
 mod render;
+mod rules_issuer;
 mod rules_mcp;
 mod rules_oauth;
+mod rules_registration;
+mod rules_scope;
 mod util;
 
 pub use catalog::FindingId;

@@ -26,6 +26,19 @@ impl Analyzer {
         }
         let method = c.flow.request.method.to_ascii_uppercase();
         let challenges = util::challenges(c.flow);
+        if matches!(c.status, Some(401 | 403)) {
+            if let Some(sc) = challenges
+                .iter()
+                .find(|ch| ch.is_bearer())
+                .and_then(|ch| ch.param("scope"))
+            {
+                let sc: Vec<String> = sc.split_whitespace().map(str::to_owned).collect();
+                if self.challenge_scopes.len() >= 16 {
+                    self.challenge_scopes.remove(0);
+                }
+                self.challenge_scopes.push((sc, c.id, c.done));
+            }
+        }
         let injected = c.flow.injected.is_some();
         let bare =
             c.bearer.is_none() && (injected || !c.flow.request.headers.contains("authorization"));
@@ -565,6 +578,40 @@ impl Analyzer {
             .or_else(|| c.flow.injected.as_ref().map(|i| i.fingerprint.clone()))
             .unwrap_or_default();
         let story = self.token_index.get(&fp).map(|&t| self.tokens[t].story);
+        // Insufficient scope that re-authorizing cannot fix: the refused token already holds
+        // every challenged scope, so the server refuses what it granted (failure-modes.md).
+        let held: Option<Vec<String>> = self
+            .token_index
+            .get(&fp)
+            .and_then(|&t| {
+                let t = &self.tokens[t];
+                t.scope.clone().or_else(|| {
+                    t.jwt.as_ref().and_then(|j| {
+                        j.claims
+                            .get("scope")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                })
+            })
+            .map(|s| s.split_whitespace().map(str::to_owned).collect());
+        if let Some(held) =
+            held.filter(|h| !scope.is_empty() && scope.iter().all(|s| h.contains(s)))
+        {
+            let tf = self.token_index.get(&fp).map(|&t| self.tokens[t].flow);
+            self.emit(
+                New::finding(Id::InsufficientScopeUnhandled, format!("{fp} already-granted"), Severity::Medium, Culprit::Server)
+                    .sub("already-granted")
+                    .say(format!(
+                        "The server refused {} with insufficient_scope for {:?}, which the token it refused already holds ({:?}): re-authorizing cannot fix it, and a client that gives up is right.",
+                        c.id,
+                        scope.join(" "),
+                        held.join(" ")
+                    ))
+                    .ev(tf.into_iter().chain([c.id])),
+            );
+            return;
+        }
         let max = self.opts.max_evidence.max(1);
         let (count, ids) = self.scope_403.entry(fp.clone()).or_default();
         *count += 1;

@@ -12,6 +12,18 @@ use serde_json::Value;
 
 /// The issuer identifiers compared the way RFC 8414 §3.3 does (exactly), except that the
 /// analyzer treats a lone trailing slash as the same server when *matching* documents.
+/// The RFC 8693 token-exchange grant type.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// `token_type` of a token response: Bearer, or (RFC 8693 §2.2.1) `N_A` with an
+/// `issued_token_type` in a token-exchange response.
+fn token_type_ok(grant: &str, t: &str, v: &Value) -> bool {
+    t.eq_ignore_ascii_case("bearer")
+        || (grant == TOKEN_EXCHANGE
+            && t.eq_ignore_ascii_case("n_a")
+            && jstr(v, "issued_token_type").is_some())
+}
+
 pub(crate) fn same_issuer(a: &str, b: &str) -> bool {
     util::trim_slash(a.trim()) == util::trim_slash(b.trim())
 }
@@ -217,6 +229,7 @@ impl Analyzer {
 
     pub(crate) fn on_prm(&mut self, c: &Ctx<'_>) {
         let Some(url) = c.url.clone() else { return };
+        self.check_prm_order(c, &url);
         let key = url.endpoint();
         let subject = self.prm_subject_origin(&url);
         let doc = if c.ok() && !util::response_is_html(c.flow) {
@@ -336,6 +349,7 @@ impl Analyzer {
             url: url.clone(),
             resource,
             auth_servers,
+            scopes: jstrs(&doc, "scopes_supported"),
         });
         // A late PRM settles 401s that lacked resource_metadata: the fallback worked.
         let settled: Vec<String> = self
@@ -403,6 +417,7 @@ impl Analyzer {
 
     pub(crate) fn on_as_metadata(&mut self, c: &Ctx<'_>) {
         let Some(url) = c.url.clone() else { return };
+        self.check_as_order(c, &url);
         let key = url.endpoint();
         let doc = if c.ok() && !util::response_is_html(c.flow) {
             util::response_json(c.flow)
@@ -612,6 +627,12 @@ impl Analyzer {
         }
         let Some(status) = c.status else { return };
         let resp = util::response_json(c.flow);
+        let explained = self.check_registration_mechanism(c);
+        self.check_scope_rejected(
+            c,
+            jstr(&req, "scope"),
+            resp.as_ref().and_then(|v| jstr(v, "error")),
+        );
         if !(200..300).contains(&status) {
             let advertised = self
                 .as_docs
@@ -671,7 +692,10 @@ impl Analyzer {
             } else if culprit == Culprit::Unknown {
                 n = n.detail("culprit unknown: the answer does not say which registration field it refused; its error_description (or the server's log) would tell");
             }
-            self.emit(n);
+            // Root cause over consequence: a registration the metadata did not offer (31).
+            if !explained {
+                self.emit(n);
+            }
             self.regs.push(Reg {
                 flow: c.id,
                 done: c.done,
@@ -838,6 +862,9 @@ impl Analyzer {
             resource: get("resource"),
             scope: get("scope"),
             code_fp: code_fp.clone(),
+            issuer: self
+                .as_doc_for("authorization_endpoint", &url.endpoint())
+                .and_then(|i| self.as_docs[i].issuer.clone()),
         };
         let refused = code_fp.is_none()
             && (loc_error.is_some() || c.status.is_some_and(|s| (400..600).contains(&s)));
@@ -924,22 +951,59 @@ impl Analyzer {
             ),
             _ => {}
         }
-        let issuer = self
-            .as_doc_for("authorization_endpoint", &url.endpoint())
-            .and_then(|i| self.as_docs[i].issuer.clone());
+        let issuer = a.issuer.clone();
         self.check_resource_param(c, a.resource.as_deref(), "authorization", issuer.as_deref());
+        // Registration, scope and issuer rules of the authorization step.
+        if let (Some(id), Some(ru)) = (a.client_id.as_deref(), a.redirect_uri.as_deref()) {
+            self.check_cimd_authorize(c, id, ru);
+        }
+        self.check_scope_selection(c, a.scope.as_deref());
+        self.check_scope_rejected(c, a.scope.as_deref(), loc_error.as_deref());
+        if let Some(iss) = location.as_ref().and_then(|l| l.query_param("iss")) {
+            self.check_response_iss(c, &iss, Some(&url.endpoint()));
+        }
+        let body = c
+            .flow
+            .response
+            .as_ref()
+            .and_then(|r| r.body.as_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let client_refused = loc_error.as_deref() == Some("invalid_client")
+            || (refused
+                && c.status == Some(400)
+                && [
+                    "invalid_client",
+                    "unrecognized client",
+                    "client not found",
+                    "unknown client",
+                ]
+                .iter()
+                .any(|w| body.contains(w)));
+        self.check_stale_registration(c, a.client_id.as_deref(), client_refused);
         self.push_exchange_anchor(c.id, c.done, code_fp.is_some());
         self.authzs.push(a);
+    }
+
+    /// The redirect back to the client's loopback callback: its `iss` (RFC 9207).
+    pub(crate) fn on_callback(&mut self, c: &Ctx<'_>) {
+        if let Some(iss) = c.url.as_ref().and_then(|u| u.query_param("iss")) {
+            self.check_response_iss(c, &iss, None);
+        }
     }
 
     pub(crate) fn on_token(&mut self, c: &Ctx<'_>) {
         let Some(url) = c.url.clone() else { return };
         let key = url.endpoint();
         self.vis.token_seen = true;
-        self.oauth_dance = true;
         let form = util::request_form(c.flow).unwrap_or_default();
         let f = |k: &str| util::form_get(&form, k).map(str::to_owned);
         let grant = f("grant_type").unwrap_or_default();
+        // Extension grants (client credentials, jwt-bearer with an ID-JAG, token exchange) have
+        // no browser step: they are not judged by PKCE, redirect URIs, browser visibility or
+        // the authorization-code resource rules (failure-modes.md).
+        let code_flow = matches!(grant.as_str(), "authorization_code" | "refresh_token");
+        self.oauth_dance |= code_flow;
         let auth = util::authorization(c.flow);
         let basic = auth
             .as_ref()
@@ -1002,7 +1066,8 @@ impl Analyzer {
                         None if error.is_none() => {
                             invalid.push(("no-token-type", "token_type is missing".into()))
                         }
-                        Some(t) if !t.eq_ignore_ascii_case("bearer") => {
+                        // RFC 8693 §2.2.1: a token-exchange response may say N_A.
+                        Some(t) if !token_type_ok(&grant, t, v) => {
                             invalid.push(("not-bearer", format!("token_type {t:?}")))
                         }
                         _ => {}
@@ -1022,9 +1087,15 @@ impl Analyzer {
                 error.as_deref(),
                 status,
             );
-        if status == 401 && error.as_deref() == Some("invalid_client") && !explained {
-            invalid.push(("invalid-client", "401 invalid_client".into()));
+        // A well-formed invalid_client is no invalid token response: it points at the auth
+        // method (24, `explained`) or a registration the server forgot (30).
+        if !explained {
+            let refused_client =
+                error.as_deref() == Some("invalid_client") && matches!(status, 400 | 401 | 422);
+            self.check_stale_registration(c, client_id.as_deref(), refused_client);
         }
+        self.check_scope_rejected(c, f("scope").as_deref(), error.as_deref());
+        self.check_cross_issuer(c, &issuer, rt_fp.as_deref(), code_fp.as_deref());
         if !invalid.is_empty() {
             let (sub, _) = invalid[0];
             self.emit(
@@ -1059,16 +1130,18 @@ impl Analyzer {
             );
         }
         let as_issuer = issuer_known.then_some(issuer.as_str());
-        self.check_resource_param(
-            c,
-            resource.as_deref(),
-            if grant == "refresh_token" {
-                "refresh"
-            } else {
-                "token"
-            },
-            as_issuer,
-        );
+        if code_flow {
+            self.check_resource_param(
+                c,
+                resource.as_deref(),
+                if grant == "refresh_token" {
+                    "refresh"
+                } else {
+                    "token"
+                },
+                as_issuer,
+            );
+        }
         if grant == "authorization_code" {
             if let (Some(cfp), Some(tres)) = (&code_fp, &resource) {
                 let a = self

@@ -5,6 +5,7 @@ mod common;
 mod findings;
 mod healthy;
 mod live;
+mod modes;
 mod prompt;
 mod render;
 mod scale;

@@ -1,0 +1,450 @@
+//! Modes 30–43 of the reference (registration mechanisms, scope selection, issuers, discovery
+//! order) and its rules for extension grants and unfixable insufficient scope: each a
+//! positive case and a near miss that reaches the rule.
+
+use crate::common::steps::*;
+use crate::common::*;
+use mcptap_analyze::{analyze, Culprit, Severity, Status};
+use serde_json::json;
+
+fn discovered(s: &mut Scenario) {
+    s.add(init_401()); // #1
+    s.add(prm(RS_MCP, AS)); // #2
+    s.add(as_meta(AS)); // #3
+}
+
+/// An authorization request whose redirect carries `iss`.
+fn authorize_iss(iss: &str) -> FlowBuilder {
+    FlowBuilder::get(&format!(
+        "{AS}/authorize?response_type=code&client_id=client-1&redirect_uri={}&code_challenge={}&code_challenge_method=S256&state=st8&scope=mcp&resource={}",
+        enc(REDIRECT),
+        s256(VERIFIER),
+        enc(RS_MCP)
+    ))
+    .status(302)
+    .resp_header(
+        "location",
+        &format!("{REDIRECT}?code=code-1&state=st8&iss={}", enc(iss)),
+    )
+}
+
+fn invalid_client(b: FlowBuilder, status: u16) -> FlowBuilder {
+    b.status(status)
+        .resp_json(json!({"error":"invalid_client","error_description":"Unrecognized client_id"}))
+}
+
+// ---------------------------------------------------------------- 30 client-registration-stale
+
+#[test]
+fn a_forgotten_cached_registration_not_renewed_is_client_registration_stale() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    // A client_id from an earlier run; the server restarted and forgot it.
+    s.add(invalid_client(token_code(AS, "c"), 400)); // #4
+    s.wait(5_000);
+    s.add(invalid_client(token_code(AS, "c2"), 400)); // #5: retries, never re-registers
+    let r = analyze(&s.flows);
+    let f = the(&r, "client-registration-stale");
+    assert_eq!(f.culprit, Culprit::Client);
+    assert_eq!(f.status, Status::Confirmed);
+    assert_eq!(f.evidence.first().map(|e| e.0), Some(4));
+    assert!(
+        f.details.iter().any(|d| d.contains("401 invalid_client")),
+        "{f:#?}"
+    );
+    absent(&r, "token-response-invalid");
+}
+
+#[test]
+fn client_registration_stale_near_miss_the_client_registers_again() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(invalid_client(token_code(AS, "c"), 401)); // #4
+    s.wait(4_000); // suspected by now
+    s.add(register(AS)); // #5: the cue was understood
+    let r = analyze(&s.flows);
+    cleared(&r, "client-registration-stale");
+}
+
+// ---------------------------------------------------------------- 31 registration-mechanism-mismatch
+
+fn cimd_only_meta() -> FlowBuilder {
+    let mut doc = as_doc(AS);
+    doc.as_object_mut().unwrap().remove("registration_endpoint");
+    doc["client_id_metadata_document_supported"] = json!(true);
+    FlowBuilder::get(&format!("{AS}/.well-known/oauth-authorization-server"))
+        .status(200)
+        .resp_json(doc)
+}
+
+#[test]
+fn dcr_against_a_cimd_only_server_is_registration_mechanism_mismatch() {
+    let mut s = Scenario::new();
+    s.add(init_401());
+    s.add(prm(RS_MCP, AS));
+    s.add(cimd_only_meta()); // #3
+    s.add(
+        register(AS)
+            .status(404)
+            .resp_body("text/plain", "Not Found"),
+    ); // #4
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "registration-mechanism-mismatch",
+        Culprit::Client,
+        &[3, 4],
+        Some("dcr-not-offered"),
+    );
+    absent(&r, "registration-failed");
+}
+
+#[test]
+fn registration_mechanism_near_miss_dcr_offered_too_is_only_cimd_not_used() {
+    let mut s = Scenario::new();
+    s.add(init_401());
+    s.add(prm(RS_MCP, AS));
+    let mut doc = as_doc(AS);
+    doc["client_id_metadata_document_supported"] = json!(true);
+    s.add(
+        FlowBuilder::get(&format!("{AS}/.well-known/oauth-authorization-server"))
+            .status(200)
+            .resp_json(doc),
+    ); // #3
+    s.add(register(AS)); // #4
+    let r = analyze(&s.flows);
+    absent(&r, "registration-mechanism-mismatch");
+    // 43: only a SHOULD.
+    let f = the(&r, "cimd-not-used");
+    assert_eq!(f.severity, Severity::Info);
+    assert_eq!(f.culprit, Culprit::Client);
+}
+
+#[test]
+fn cimd_not_used_near_miss_server_does_not_offer_cimd() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(register(AS));
+    let r = analyze(&s.flows);
+    absent(&r, "cimd-not-used");
+    assert_eq!(r.stories.len(), 0);
+    assert!(r.flows.iter().any(|f| f.role.as_str() == "registration"));
+}
+
+// ---------------------------------------------------------------- 32 cimd-invalid
+
+const CIMD_URL: &str = "https://client.example/oauth/client.json";
+
+fn cimd_doc(client_id: &str) -> FlowBuilder {
+    FlowBuilder::get(CIMD_URL).status(200).resp_json(
+        json!({"client_id": client_id, "client_name": "c", "redirect_uris": ["http://127.0.0.1:33418/callback"]}),
+    )
+}
+
+fn cimd_authorize(redirect: &str) -> FlowBuilder {
+    FlowBuilder::get(&format!(
+        "{AS}/authorize?response_type=code&client_id={}&redirect_uri={}&code_challenge={}&code_challenge_method=S256&state=s&scope=mcp&resource={}",
+        enc(CIMD_URL),
+        enc(redirect),
+        s256(VERIFIER),
+        enc(RS_MCP)
+    ))
+    .status(400)
+    .resp_body("text/html", "<p>Invalid redirect URI</p>")
+}
+
+#[test]
+fn a_cimd_document_that_does_not_list_the_redirect_uri_is_cimd_invalid() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(cimd_doc(CIMD_URL)); // #4
+    s.add(cimd_authorize("http://localhost:5555/cb")); // #5
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "cimd-invalid",
+        Culprit::Client,
+        &[4, 5],
+        Some("redirect-not-listed"),
+    );
+
+    let mut s = Scenario::new();
+    s.add(cimd_doc("https://client.example/other.json")); // #1
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "cimd-invalid",
+        Culprit::Client,
+        &[1],
+        Some("client-id-differs"),
+    );
+}
+
+#[test]
+fn cimd_invalid_near_miss_a_valid_document() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(cimd_doc(CIMD_URL));
+    s.add(
+        cimd_authorize(REDIRECT)
+            .status(302)
+            .resp_header("location", &format!("{REDIRECT}?code=c&state=s")),
+    );
+    let r = analyze(&s.flows);
+    absent(&r, "cimd-invalid");
+    assert!(r.visibility.authorize_seen);
+}
+
+// ---------------------------------------------------------------- 33 scope-rejected
+
+#[test]
+fn invalid_scope_for_a_scope_nobody_offers_is_scope_rejected() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(register(AS));
+    s.add(
+        FlowBuilder::post(&format!("{AS}/token"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", "c"),
+                ("client_id", "client-1"),
+                ("scope", "mcp offline_access"),
+            ])
+            .status(400)
+            .resp_json(json!({"error":"invalid_scope"})),
+    ); // #5
+    let r = analyze(&s.flows);
+    let f = the(&r, "scope-rejected");
+    assert_eq!(f.culprit, Culprit::Client);
+    assert!(
+        f.summary.contains("offline_access") && !f.summary.contains("\"mcp"),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn scope_rejected_near_miss_an_offered_scope_refused_is_not_the_clients_fault() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(register(AS));
+    s.add(
+        FlowBuilder::post(&format!("{AS}/token"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", "c"),
+                ("client_id", "client-1"),
+                ("scope", "mcp"),
+            ])
+            .status(400)
+            .resp_json(json!({"error":"invalid_scope"})),
+    );
+    absent(&analyze(&s.flows), "scope-rejected");
+}
+
+// ---------------------------------------------------------------- 34 issuer-mismatch
+
+#[test]
+fn an_iss_that_is_not_the_metadata_issuer_is_issuer_mismatch() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(register(AS));
+    s.add(authorize_iss("https://idp.example")); // #5
+    let r = analyze(&s.flows);
+    check(&r, "issuer-mismatch", Culprit::Server, &[3, 5], None);
+}
+
+#[test]
+fn issuer_mismatch_near_miss_the_right_iss() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(register(AS));
+    s.add(authorize_iss(AS));
+    absent(&analyze(&s.flows), "issuer-mismatch");
+}
+
+// ---------------------------------------------------------------- 37 credential-cross-issuer
+
+#[test]
+fn a_refresh_token_sent_to_another_authorization_server_is_credential_cross_issuer() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(register(AS));
+    s.add(issued(token_code(AS, "code-1"), "tok-1", Some("rt-1"))); // #5
+    s.add(as_meta("https://other-as.example")); // #6
+    s.add(
+        token_refresh("https://other-as.example", "rt-1")
+            .status(400)
+            .resp_json(json!({"error":"invalid_grant"})),
+    ); // #7
+    let r = analyze(&s.flows);
+    let f = the(&r, "credential-cross-issuer");
+    assert_eq!(f.severity, Severity::Critical);
+    assert_eq!(f.culprit, Culprit::Client);
+    assert_eq!(
+        f.evidence.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![5, 7]
+    );
+}
+
+#[test]
+fn credential_cross_issuer_near_miss_the_same_server() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(register(AS));
+    s.add(issued(token_code(AS, "code-1"), "tok-1", Some("rt-1")));
+    s.add(issued(token_refresh(AS, "rt-1"), "tok-2", Some("rt-2")));
+    let r = analyze(&s.flows);
+    absent(&r, "credential-cross-issuer");
+    assert_eq!(r.stories[0].tokens.len(), 2, "the refresh was seen");
+}
+
+// ---------------------------------------------------------------- 41 scope-selection-wrong
+
+#[test]
+fn an_authorization_without_the_challenged_scope_is_scope_selection_wrong() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("initialize", 0)
+            .challenge(&format!(
+                r#"Bearer resource_metadata="{PRM_URL}", scope="mcp:tools files:read""#
+            )),
+    ); // #1
+    s.add(prm(RS_MCP, AS));
+    s.add(as_meta(AS));
+    s.add(register(AS));
+    s.add(authorize(AS, "code-1")); // #5: scope=mcp only
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "scope-selection-wrong",
+        Culprit::Client,
+        &[1, 5],
+        Some("challenge-scope-ignored"),
+    );
+    assert_eq!(the(&r, "scope-selection-wrong").severity, Severity::Low);
+}
+
+#[test]
+fn scope_selection_near_miss_the_challenged_scope_is_requested() {
+    let mut s = Scenario::new();
+    discovered(&mut s); // challenge scope="mcp"
+    s.add(register(AS));
+    s.add(authorize(AS, "code-1")); // scope=mcp
+    absent(&analyze(&s.flows), "scope-selection-wrong");
+}
+
+// ---------------------------------------------------------------- 42 discovery-order-wrong
+
+#[test]
+fn the_root_prm_before_the_path_form_is_discovery_order_wrong() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("initialize", 0)
+            .challenge("Bearer"),
+    ); // #1: no resource_metadata
+    s.add(
+        FlowBuilder::get(&format!("{RS}/.well-known/oauth-protected-resource"))
+            .status(200)
+            .resp_json(json!({"resource":RS_MCP,"authorization_servers":[AS]})),
+    ); // #2: root first
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "discovery-order-wrong",
+        Culprit::Client,
+        &[2],
+        Some("prm-root-first"),
+    );
+}
+
+#[test]
+fn discovery_order_near_miss_path_form_first_then_root() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("initialize", 0)
+            .challenge("Bearer"),
+    );
+    s.add(FlowBuilder::get(PRM_URL).status(404)); // path form first
+    s.add(
+        FlowBuilder::get(&format!("{RS}/.well-known/oauth-protected-resource"))
+            .status(200)
+            .resp_json(json!({"resource":RS_MCP,"authorization_servers":[AS]})),
+    );
+    let r = analyze(&s.flows);
+    absent(&r, "discovery-order-wrong");
+    assert_eq!(
+        r.flows
+            .iter()
+            .filter(|f| f.role.as_str() == "prm_discovery")
+            .count(),
+        2
+    );
+}
+
+// ---------------------------------------------------------------- extension grants
+
+#[test]
+fn a_client_credentials_grant_is_not_judged_by_the_authorization_code_rules() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(
+        FlowBuilder::post(&format!("{AS}/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "svc"),
+                ("client_secret", "x"),
+            ])
+            .status(200)
+            .resp_json(json!({"access_token":"tok-cc","token_type":"Bearer","expires_in":3600})),
+    ); // #4: no resource, no PKCE, no browser
+    s.add(init_ok("tok-cc", None)); // #5
+    let r = analyze(&s.flows);
+    assert!(r.counted().next().is_none(), "{:#?}", r.findings);
+    assert!(
+        !r.visibility.not_checked.contains(&"pkce-mismatch"),
+        "{:?}",
+        r.visibility
+    );
+    assert_eq!(r.stories[0].tokens[0].grant, "client_credentials");
+}
+
+#[test]
+fn a_token_exchange_answer_with_token_type_n_a_is_valid() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(
+        FlowBuilder::post(&format!("{AS}/token"))
+            .form(&[("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"), ("subject_token", "st"), ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token")])
+            .status(200)
+            .resp_json(json!({"access_token":"jag","token_type":"N_A","issued_token_type":"urn:ietf:params:oauth:token-type:id-jag","expires_in":300})),
+    );
+    absent(&analyze(&s.flows), "token-response-invalid");
+}
+
+// ---------------------------------------------------------------- insufficient scope, unfixable
+
+#[test]
+fn insufficient_scope_for_a_scope_the_token_holds_is_the_servers_fault() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(register(AS));
+    s.add(issued(token_code(AS, "code-1"), "tok-1", None)); // #5: scope "mcp"
+    s.add(
+        init_ok("tok-1", None)
+            .challenge(r#"Bearer error="insufficient_scope", scope="mcp""#)
+            .status(403),
+    ); // #6
+    s.wait(200_000);
+    s.add(FlowBuilder::get("https://cdn.example/x").status(200));
+    let r = analyze(&s.flows);
+    let all: Vec<_> = r
+        .findings_with_id("insufficient-scope-unhandled")
+        .filter(|f| f.counts())
+        .collect();
+    assert_eq!(all.len(), 1, "{:#?}", r.findings);
+    assert_eq!(all[0].culprit, Culprit::Server);
+    assert_eq!(all[0].subcase, Some("already-granted"));
+}
