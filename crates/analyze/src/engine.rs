@@ -791,7 +791,12 @@ impl Analyzer {
             Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
                 self.suspicion_mcp(p)
             }
-            _ => self.suspicion_oauth(p),
+            Pending::TokenUnused { .. } => self.suspicion_token(p),
+            Pending::Exchange { .. } => self.suspicion_authorize(p),
+            Pending::Prm { .. }
+            | Pending::AsDiscovery { .. }
+            | Pending::Unreachable { .. }
+            | Pending::NoRegistration { .. } => self.suspicion_discovery(p),
         }
     }
 
@@ -803,7 +808,12 @@ impl Analyzer {
             Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
                 self.healthy_mcp(p)
             }
-            _ => self.healthy_oauth(p),
+            Pending::TokenUnused { .. } => self.healthy_token(p),
+            Pending::Exchange { .. } => self.healthy_authorize(p),
+            Pending::Prm { .. }
+            | Pending::AsDiscovery { .. }
+            | Pending::Unreachable { .. }
+            | Pending::NoRegistration { .. } => self.healthy_discovery(p),
         }
     }
 
@@ -814,7 +824,12 @@ impl Analyzer {
             Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
                 self.resolve_mcp(p, due)
             }
-            _ => self.resolve_oauth(p, due),
+            Pending::TokenUnused { .. } => self.resolve_token(p, due),
+            Pending::Exchange { .. } => self.resolve_authorize(p, due),
+            Pending::Prm { .. }
+            | Pending::AsDiscovery { .. }
+            | Pending::Unreachable { .. }
+            | Pending::NoRegistration { .. } => self.resolve_discovery(p, due),
         }
     }
 

@@ -22,11 +22,15 @@ mod classify;
 mod engine;
 mod model;
 mod render;
+mod rules_authorize;
+mod rules_discovery;
+mod rules_edge;
 mod rules_issuer;
 mod rules_mcp;
-mod rules_oauth;
 mod rules_registration;
 mod rules_scope;
+mod rules_session;
+mod rules_token;
 mod util;
 
 pub use catalog::FindingId;
@@ -106,5 +110,54 @@ mod tests {
             assert!(!id.hint().is_empty() && !id.title().is_empty());
         }
         assert!(explain("no-such-id").is_none());
+    }
+
+    /// docs/findings/README.md says in which file each finding is decided; every file it
+    /// names must decide it (`Id::Variant` appears there), and every file that does is named.
+    #[test]
+    fn the_map_of_where_findings_are_decided_is_true() {
+        let readme = include_str!("../../../docs/findings/README.md");
+        let files: &[(&str, &str)] = &[
+            ("rules_authorize.rs", include_str!("rules_authorize.rs")),
+            ("rules_discovery.rs", include_str!("rules_discovery.rs")),
+            ("rules_edge.rs", include_str!("rules_edge.rs")),
+            ("rules_issuer.rs", include_str!("rules_issuer.rs")),
+            ("rules_mcp.rs", include_str!("rules_mcp.rs")),
+            (
+                "rules_registration.rs",
+                include_str!("rules_registration.rs"),
+            ),
+            ("rules_scope.rs", include_str!("rules_scope.rs")),
+            ("rules_session.rs", include_str!("rules_session.rs")),
+            ("rules_token.rs", include_str!("rules_token.rs")),
+        ];
+        for id in FindingId::ALL {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{id}` |")))
+                .unwrap_or_else(|| panic!("{id} is not in the map"));
+            let named: Vec<&str> = files
+                .iter()
+                .map(|(f, _)| *f)
+                .filter(|f| row.contains(&format!("`{f}`")))
+                .collect();
+            assert!(!named.is_empty(), "{id}: no file named");
+            if *id == FindingId::TokenUnused {
+                continue; // reported as token-not-sent
+            }
+            let variant = format!("{id:?}");
+            let pat = |text: &str| {
+                text.match_indices(&format!("Id::{variant}")).any(|(i, m)| {
+                    !text[i + m.len()..].starts_with(|c: char| c.is_ascii_alphanumeric())
+                })
+            };
+            for (f, text) in files {
+                assert_eq!(
+                    named.contains(f),
+                    pat(text),
+                    "{id}: the map and {f} disagree"
+                );
+            }
+        }
     }
 }

@@ -1,15 +1,12 @@
 //! Issuer rules: `issuer-mismatch` (34, RFC 9207's `iss` in the authorization response) and
 //! `credential-cross-issuer` (37, 2026-07-28 "Authorization Server Binding": credentials from
-//! one authorization server sent to another), and `discovery-order-wrong` (42).
+//! one authorization server sent to another).
 
 use crate::catalog::FindingId as Id;
 use crate::classify::Ctx;
 use crate::engine::{Analyzer, New};
 use crate::model::{Culprit, Severity};
-use crate::rules_oauth::same_issuer;
-use crate::util::Url;
-
-const PRM_WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+use crate::rules_discovery::same_issuer;
 
 impl Analyzer {
     /// 34: an `iss` in the authorization response (the 302 of /authorize, or the callback)
@@ -89,70 +86,5 @@ impl Analyzer {
                     .detail("typically after the protected-resource metadata's authorization_servers changed"),
             );
         }
-    }
-
-    /// 42, protected-resource side: the root metadata URL probed before the path-inserted one,
-    /// for an MCP endpoint with a path, when no challenge pointed at the root.
-    pub(crate) fn check_prm_order(&mut self, c: &Ctx<'_>, url: &Url) {
-        if url.path != PRM_WELL_KNOWN {
-            return;
-        }
-        let origin = url.origin();
-        let root = format!("{origin}{PRM_WELL_KNOWN}");
-        let Some(e) = self.endpoints.iter().find(|e| {
-            e.url.origin() == origin && e.url.path.len() > 1 && !e.advertised_prm.contains(&root)
-        }) else {
-            return;
-        };
-        let path_form = format!("{origin}{PRM_WELL_KNOWN}{}", e.url.path);
-        let ep = e.key.clone();
-        let advertised = e.advertised_prm.clone();
-        let earlier = self.prm_attempts.iter().any(|a| {
-            let u = a.url.endpoint();
-            u == path_form || advertised.contains(&u)
-        });
-        if earlier {
-            return;
-        }
-        self.emit(
-            New::finding(Id::DiscoveryOrderWrong, format!("{origin} prm"), Severity::Low, Culprit::Client)
-                .sub("prm-root-first")
-                .say(format!(
-                    "The client fetched the root protected-resource metadata ({}) before the path-inserted {path_form} for {ep}; RFC 9728 §3.1 and 2025-11-25 put the header URL, then the path form, first.",
-                    c.id
-                ))
-                .ev([c.id]),
-        );
-    }
-
-    /// 42, authorization-server side: the root metadata URL probed for an issuer with a path.
-    pub(crate) fn check_as_order(&mut self, c: &Ctx<'_>, url: &Url) {
-        let root = matches!(
-            url.path.as_str(),
-            "/.well-known/oauth-authorization-server" | "/.well-known/openid-configuration"
-        );
-        if !root {
-            return;
-        }
-        let origin = url.origin();
-        let issuer = self
-            .prms
-            .iter()
-            .flat_map(|p| p.auth_servers.iter())
-            .find(|a| {
-                Url::parse(a)
-                    .is_some_and(|u| u.origin() == origin && u.path.trim_end_matches('/').len() > 1)
-            })
-            .cloned();
-        let Some(issuer) = issuer else { return };
-        self.emit(
-            New::finding(Id::DiscoveryOrderWrong, format!("{issuer} as"), Severity::Low, Culprit::Client)
-                .sub("as-root-for-path-issuer")
-                .say(format!(
-                    "The client fetched the root authorization-server metadata ({}) for the issuer {issuer}, which has a path; 2025-11-25 names only the path-aware URLs (RFC 8414 path insertion, then OpenID), with no root fallback.",
-                    c.id
-                ))
-                .ev([c.id]),
-        );
     }
 }

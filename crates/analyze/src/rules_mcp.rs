@@ -803,7 +803,7 @@ impl Analyzer {
         let prm_says = self.prms.iter().any(|p| {
             p.auth_servers
                 .iter()
-                .any(|a| crate::rules_oauth::same_issuer(a, &story.issuer))
+                .any(|a| crate::rules_discovery::same_issuer(a, &story.issuer))
                 && p.resource
                     .as_deref()
                     .and_then(Url::parse)
@@ -1104,7 +1104,7 @@ impl Analyzer {
             let iss = j.claims.get("iss").and_then(Value::as_str);
             let story = &self.stories[t.story];
             if let Some(i) = iss {
-                if !crate::rules_oauth::same_issuer(i, &story.issuer)
+                if !crate::rules_discovery::same_issuer(i, &story.issuer)
                     && self
                         .as_docs
                         .iter()

@@ -4,7 +4,7 @@
 
 use crate::catalog::FindingId as Id;
 use crate::classify::Ctx;
-use crate::engine::{us, Analyzer, Decision, New, Pending};
+use crate::engine::{us, Analyzer, Decision, New, Pending, Reg};
 use crate::model::{Culprit, Severity};
 use crate::util::{self, jstr, jstrs, Url};
 use mcptap_flow::{FlowId, Micros};
@@ -257,5 +257,160 @@ impl Analyzer {
             Pending::StaleRegistration { done, .. } => Some(done + 3_000_000),
             _ => None,
         }
+    }
+}
+
+impl Analyzer {
+    pub(crate) fn on_registration(&mut self, c: &Ctx<'_>) {
+        let Some(url) = c.url.clone() else { return };
+        let key = url.endpoint();
+        self.oauth_dance = true;
+        let req = util::request_json(c.flow).unwrap_or(Value::Null);
+        let req_uris = jstrs(&req, "redirect_uris");
+        let req_method = jstr(&req, "token_endpoint_auth_method").map(str::to_owned);
+        for u in &req_uris {
+            if let Some(p) = Url::parse(u) {
+                self.known.redirect_uris.insert(p.endpoint());
+            }
+        }
+        if c.failed {
+            return;
+        }
+        let Some(status) = c.status else { return };
+        let resp = util::response_json(c.flow);
+        let explained = self.check_registration_mechanism(c);
+        self.check_scope_rejected(
+            c,
+            jstr(&req, "scope"),
+            resp.as_ref().and_then(|v| jstr(v, "error")),
+        );
+        if !(200..300).contains(&status) {
+            let advertised = self
+                .as_docs
+                .iter()
+                .any(|d| d.endpoint("registration_endpoint").as_deref() == Some(key.as_str()));
+            // A refusal of loopback http redirect URIs is the server's: the spec tells the
+            // authorization server to accept them (RFC 8252 §7.3, MCP 2025-11-25).
+            let loopback_only = !req_uris.is_empty()
+                && req_uris.iter().all(|u| {
+                    Url::parse(u)
+                        .is_some_and(|p| p.scheme == "http" && util::host_is_loopback(&p.host))
+                });
+            let names_redirect = resp.as_ref().is_some_and(|v| {
+                jstr(v, "error") == Some("invalid_redirect_uri")
+                    || jstr(v, "error_description")
+                        .is_some_and(|d| d.to_ascii_lowercase().contains("redirect"))
+            });
+            let culprit = if matches!(status, 404 | 405)
+                || status >= 500
+                || (loopback_only && names_redirect)
+            {
+                Culprit::Server
+            } else {
+                Culprit::Unknown
+            };
+            let sub = if status == 404 && !advertised {
+                "no-dcr"
+            } else {
+                "rejected"
+            };
+            let mut n = New::finding(
+                Id::RegistrationFailed,
+                key.clone(),
+                Severity::Medium,
+                culprit,
+            )
+            .sub(sub)
+            .say(format!(
+                "Dynamic client registration at {key} failed with HTTP {status} ({}){}.",
+                c.id,
+                if sub == "no-dcr" {
+                    "; the server has no registration endpoint at the path the client guessed"
+                } else {
+                    ""
+                }
+            ))
+            .ev([c.id]);
+            if let Some(v) = &resp {
+                for f in ["error", "error_description"] {
+                    if let Some(e) = jstr(v, f) {
+                        n = n.detail(format!("{f}: {e}"));
+                    }
+                }
+            }
+            if loopback_only && names_redirect {
+                n = n.detail("the refused redirect URIs are loopback http ones, which the authorization server must accept (RFC 8252 §7.3; MCP 2025-11-25)");
+            } else if culprit == Culprit::Unknown {
+                n = n.detail("culprit unknown: the answer does not say which registration field it refused; its error_description (or the server's log) would tell");
+            }
+            // Root cause over consequence: a registration the metadata did not offer (31).
+            if !explained {
+                self.emit(n);
+            }
+            self.regs.push(Reg {
+                flow: c.id,
+                done: c.done,
+                ok: false,
+                client_id: None,
+                redirect_uris: req_uris,
+                method: None,
+                req_method,
+                secret: false,
+            });
+            return;
+        }
+        let resp = resp.unwrap_or(Value::Null);
+        let client_id = jstr(&resp, "client_id").map(str::to_owned);
+        if client_id.is_none() {
+            self.emit(
+                New::finding(
+                    Id::RegistrationFailed,
+                    key.clone(),
+                    Severity::Medium,
+                    Culprit::Server,
+                )
+                .sub("no-client-id")
+                .say(format!(
+                    "The registration response from {key} ({}) has no client_id.",
+                    c.id
+                ))
+                .ev([c.id]),
+            );
+        }
+        let resp_uris = jstrs(&resp, "redirect_uris");
+        let lost: Vec<&String> = req_uris
+            .iter()
+            .filter(|u| !resp_uris.is_empty() && !resp_uris.contains(u))
+            .collect();
+        if !lost.is_empty() {
+            self.emit(
+                New::finding(Id::RegistrationFailed, key.clone(), Severity::Medium, Culprit::Server)
+                    .sub("redirect-uris-changed")
+                    .say(format!(
+                        "The registration response ({}) does not echo the client's redirect URI {:?}; the authorization request will not match.",
+                        c.id, lost[0]
+                    ))
+                    .ev([c.id])
+                    .detail(format!("registered: {resp_uris:?}")),
+            );
+        }
+        let secret = resp
+            .get("client_secret")
+            .is_some_and(|s| !s.is_null() && s.as_str() != Some(""));
+        self.regs.push(Reg {
+            flow: c.id,
+            done: c.done,
+            ok: true,
+            client_id,
+            redirect_uris: if resp_uris.is_empty() {
+                req_uris
+            } else {
+                resp_uris
+            },
+            method: jstr(&resp, "token_endpoint_auth_method").map(str::to_owned),
+            req_method,
+            secret,
+        });
+        self.push_exchange_anchor(c.id, c.done, false);
     }
 }
