@@ -8,7 +8,9 @@
 //!   suite's servers deviate on purpose in some scenarios, so server findings are shown, not
 //!   judged);
 //! - the suite's own broken clients (`--fault`), each failed by the suite on named checks, must
-//!   be named by the finding that the reference's failure modes give for that check.
+//!   be named by the finding that the reference's failure modes give for that check;
+//! - in every run, `mcptap run`'s closing summary and `mcptap analyze` give the same findings
+//!   and culprits (issue 13 item 3: offline says what live said).
 //!
 //! Where mcptap disagrees with the suite today, the case is listed below
 //! ([`KNOWN_FALSE_POSITIVES`], and `named_today: false` in [`FAULTS`]), each with what mcptap
@@ -245,6 +247,8 @@ struct Outcome {
     /// Checks with status FAILURE or WARNING.
     failed_checks: Vec<String>,
     findings: Vec<Finding>,
+    /// (id, culprit) of each finding in `mcptap run`'s closing summary; `None` without one.
+    live: Option<Vec<(String, String)>>,
     /// MCP requests in the session: proof that the client went through mcptap.
     mcp_flows: usize,
     suite_out: TimedOutput,
@@ -312,7 +316,9 @@ fn run_case(dir: &Path, work: &Path, n: usize, case: Case) -> Outcome {
     );
     // The checks, as the suite saved them in `<results>/<scenario>-<time>/checks.json` (its
     // --verbose stdout may be cut short when it exits with 1).
-    let checks: Vec<Value> = find_file(&results, "checks.json")
+    let checks_file = find_file(&results, "checks.json");
+    let checks: Vec<Value> = checks_file
+        .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_else(|| {
@@ -323,6 +329,10 @@ fn run_case(dir: &Path, work: &Path, n: usize, case: Case) -> Outcome {
                 brief(&suite_out)
             )
         });
+    // The client's stderr, saved beside the checks, ends with mcptap run's summary.
+    let live = checks_file
+        .and_then(|p| std::fs::read_to_string(p.with_file_name("stderr.txt")).ok())
+        .and_then(|stderr| live_findings(&stderr));
     let failed_checks = checks
         .iter()
         .filter(|c| c["status"] == "FAILURE" || c["status"] == "WARNING")
@@ -381,8 +391,28 @@ fn run_case(dir: &Path, work: &Path, n: usize, case: Case) -> Outcome {
         failed_checks,
         findings,
         mcp_flows,
+        live,
         suite_out,
     }
+}
+
+/// (id, culprit) of each finding in the closing summary of `mcptap run`: the lines
+/// `  [severity] id (culprit): summary [#evidence]` after `mcptap: N flows (M failed), K findings`.
+fn live_findings(stderr: &str) -> Option<Vec<(String, String)>> {
+    let mut lines = stderr.lines().skip_while(|l| {
+        !(l.starts_with("mcptap: ") && l.contains(" flows (") && l.ends_with(" findings"))
+    });
+    lines.next()?;
+    let found = lines
+        .map_while(|l| l.strip_prefix("  ["))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("] ")?;
+            let (id, rest) = rest.split_once(" (")?;
+            let (culprit, _) = rest.split_once("): ")?;
+            Some((id.to_owned(), culprit.to_owned()))
+        })
+        .collect();
+    Some(found)
 }
 
 /// The first file called `name` under `dir`, depth first.
@@ -412,6 +442,28 @@ fn brief(out: &TimedOutput) -> String {
 /// What is wrong with one outcome, against the tables above.
 fn judge(o: &Outcome, problems: &mut Vec<String>) {
     let label = o.case.label();
+    // Issue 13 item 3: offline says what live said.
+    let mut offline: Vec<(String, String)> = o
+        .findings
+        .iter()
+        .map(|f| (f.id.clone(), f.culprit.clone()))
+        .collect();
+    offline.sort();
+    match &o.live {
+        None => problems.push(format!(
+            "{label}: no closing summary of mcptap run in the client's stderr\n{}",
+            brief(&o.suite_out)
+        )),
+        Some(live) => {
+            let mut live = live.clone();
+            live.sort();
+            if live != offline {
+                problems.push(format!(
+                    "{label}: mcptap run's summary said {live:?}, mcptap analyze says {offline:?}"
+                ));
+            }
+        }
+    }
     let Some(fault) = o.case.fault else {
         if !o.passed {
             problems.push(format!(
