@@ -31,6 +31,15 @@
 //     no-retry-limit  re-authorizes on every 401/403 (bounded here at 8 rounds, so the test
 //                     stays bounded; the suite fails it past 3)   (auth/scope-retry-limit)
 //     no-pkce         authorizes and redeems the code without PKCE (auth/metadata-default)
+//     attempts-dcr    ignores the pre-registered credentials of the context and registers
+//                     dynamically where the server offers no registration (auth/pre-registration)
+//
+// and one of mcptap's own, the case mcptap exists for (the suite has no check of its own for it,
+// only the client's failure):
+//
+//     drop-token      once authorized, sends the next MCP request without its token, meets 401
+//                     and gives up, as Claude Code does with a blanked stored token
+//                                                                 (auth/metadata-default)
 //
 // Proxy and trust are the environment's: under `mcptap run`, its Node preload (or
 // NODE_USE_ENV_PROXY) sends `fetch` through HTTP_PROXY. Nothing here knows about mcptap.
@@ -61,6 +70,8 @@ const FAULTS = [
   'no-cimd',
   'no-retry-limit',
   'no-pkce',
+  'attempts-dcr',
+  'drop-token',
 ];
 
 /** The reference client's OAuth provider: in memory, and it plays the browser. */
@@ -152,11 +163,16 @@ function withOAuthRetry(provider, baseUrl, fault) {
     const makeRequest = async () => {
       const headers = new Headers(init?.headers);
       const tokens = provider.tokens();
-      if (tokens) headers.set('Authorization', `Bearer ${tokens.access_token}`);
+      if (tokens && !provider.dropToken) {
+        headers.set('Authorization', `Bearer ${tokens.access_token}`);
+      }
       return next(input, { ...init, headers });
     };
     let response = await makeRequest();
     const refused = () => response.status === 401 || response.status === 403;
+    if (provider.dropToken && refused()) {
+      throw new UnauthorizedError(`the token was dropped, and ${response.status} answered`);
+    }
     const rounds = fault === 'no-retry-limit' ? NO_LIMIT_CAP : 1;
     for (let round = 0; round < rounds && refused(); round++) {
       await handle401(response, provider, next, baseUrl, fault);
@@ -166,6 +182,8 @@ function withOAuthRetry(provider, baseUrl, fault) {
       const url = typeof input === 'string' ? input : input.toString();
       throw new UnauthorizedError(`Authentication failed for ${url}`);
     }
+    // Authorized once: from the next request on, the token stays home.
+    if (fault === 'drop-token' && provider.tokens()) provider.dropToken = true;
     return response;
   };
 }
@@ -197,11 +215,11 @@ async function runAuthClient(serverUrl, fault) {
   const provider = new ConformanceOAuthProvider(
     REDIRECT_URI,
     { client_name: name, redirect_uris: [REDIRECT_URI] },
-    fault === 'no-cimd' ? undefined : CIMD_CLIENT_METADATA_URL,
+    fault === 'no-cimd' || fault === 'attempts-dcr' ? undefined : CIMD_CLIENT_METADATA_URL,
   );
   const oauthFetch = withOAuthRetry(provider, new URL(serverUrl), fault)(fetch);
   // The broken clients that stop after listing tools in the suite do so here too.
-  const callTool = !fault || fault === 'ignore-403' || fault === 'no-cimd';
+  const callTool = !fault || ['ignore-403', 'no-cimd', 'attempts-dcr'].includes(fault);
   await connectListCall(serverUrl, { fetch: oauthFetch }, name, callTool);
 }
 
@@ -358,7 +376,9 @@ async function main() {
   if (!scenario || !serverUrl) {
     throw new Error('usage: MCP_CONFORMANCE_SCENARIO=NAME conformance_client.mjs [--fault F] URL');
   }
-  if (SPECIAL[scenario]) {
+  if (scenario === 'auth/pre-registration' && fault === 'attempts-dcr') {
+    await runAuthClient(serverUrl, fault);
+  } else if (SPECIAL[scenario]) {
     if (fault) throw new Error(`no fault applies to ${scenario}`);
     await SPECIAL[scenario](serverUrl);
   } else if (scenario.startsWith('auth/')) {
