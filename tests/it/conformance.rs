@@ -206,6 +206,9 @@ const SUITE_TIMEOUT: Duration = Duration::from_secs(75);
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Suite runs at once: each is a Node 22 runner, mcptap and a Node client, mostly waiting.
 const WORKERS: usize = 3;
+/// No run starts after this, counted from the first (all of them usually take 30-45 s on two
+/// cores).
+const BUDGET: Duration = Duration::from_secs(180);
 
 /// `<target>/conformance`: the suite, Node 22 and the client, installed on first use.
 fn suite_dir() -> PathBuf {
@@ -300,7 +303,7 @@ impl Outcome {
 /// the session.
 fn run_case(dir: &Path, work: &Path, n: usize, case: Case) -> Outcome {
     let session = work.join(format!("session-{n}"));
-    let confdir = work.join("conf");
+    let confdir = work.join(format!("conf-{n}"));
     let client = dir.join("conformance_client.mjs");
     // The suite splits --command on spaces and appends the server URL.
     let mut command = vec![
@@ -567,9 +570,10 @@ fn judge(o: &Outcome, problems: &mut Vec<String>) {
 /// suite's broken clients, through `mcptap run`; see the module doc for what is asserted.
 #[test]
 fn conformance_suite_client_auth_scenarios_through_mcptap() {
-    let started = Instant::now();
     let dir = suite_dir();
     let work = tempfile::tempdir().unwrap();
+    // The budget starts once the suite is installed (a first install takes a minute or so).
+    let started = Instant::now();
 
     let out = run_with_timeout(
         {
@@ -610,6 +614,9 @@ fn conformance_suite_client_auth_scenarios_through_mcptap() {
     std::thread::scope(|s| {
         for _ in 0..WORKERS {
             s.spawn(|| loop {
+                if started.elapsed() > BUDGET {
+                    break;
+                }
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&case) = cases.get(n) else { break };
                 let outcome = run_case(&dir, work.path(), n, case);
@@ -618,10 +625,17 @@ fn conformance_suite_client_auth_scenarios_through_mcptap() {
         }
     });
     let mut outcomes = outcomes.into_inner().unwrap();
-    assert_eq!(outcomes.len(), cases.len(), "a run panicked (see above)");
     outcomes.sort_by_key(|(n, _)| *n);
 
     let mut problems = Vec::new();
+    for (n, case) in cases.iter().enumerate() {
+        if !outcomes.iter().any(|(m, _)| *m == n) {
+            problems.push(format!(
+                "{}: not run, the runs took longer than {BUDGET:?}",
+                case.label()
+            ));
+        }
+    }
     let mut table = String::new();
     for (_, o) in &outcomes {
         judge(o, &mut problems);
