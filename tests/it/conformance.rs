@@ -21,7 +21,8 @@
 //! The suite needs Node 22; the machine has Node 20. Both the suite and a Node 22 binary (the
 //! npm `node` package, whose binary is a platform package of the registry) are installed from
 //! the npm registry into `<target>/conformance` on first use (see [`npm::install`]). The suite
-//! runs on that Node 22; the client runs on the machine's `node`, through mcptap's Node preload.
+//! runs on that Node 22; the client runs on the machine's `node`, through mcptap's Node preload,
+//! and for one scenario of each grant on Node 22 too ([`NODE22_SCENARIOS`]).
 //! Every scenario server listens on an ephemeral port and is reached as `localhost`; nothing
 //! leaves loopback.
 
@@ -58,6 +59,14 @@ const SCENARIOS: &[&str] = &[
     "auth/offline-access-scope",
     "auth/offline-access-not-supported",
     "auth/client-credentials-jwt",
+    "auth/client-credentials-basic",
+    "auth/cross-app-access-complete-flow",
+];
+
+/// Scenarios also run with the client on Node 22 (one per kind of grant): mcptap run's other
+/// way into Node's `fetch`, NODE_USE_ENV_PROXY, with a real client.
+const NODE22_SCENARIOS: &[&str] = &[
+    "auth/metadata-default",
     "auth/client-credentials-basic",
     "auth/cross-app-access-complete-flow",
 ];
@@ -247,14 +256,21 @@ fn suite(dir: &Path) -> Command {
 struct Case {
     scenario: &'static str,
     fault: Option<&'static str>,
+    /// The client runs on the suite's Node 22, whose `fetch` follows the proxy variables by
+    /// itself (NODE_USE_ENV_PROXY), instead of the machine's Node and mcptap's preload.
+    node22: bool,
 }
 
 impl Case {
     fn label(&self) -> String {
-        match self.fault {
-            Some(f) => format!("{} [--fault {f}]", self.scenario),
-            None => self.scenario.to_owned(),
+        let mut label = self.scenario.to_owned();
+        if let Some(f) = self.fault {
+            label.push_str(&format!(" [--fault {f}]"));
         }
+        if self.node22 {
+            label.push_str(" [node 22]");
+        }
+        label
     }
 }
 
@@ -314,7 +330,11 @@ fn run_case(dir: &Path, work: &Path, n: usize, case: Case) -> Outcome {
         "-w".into(),
         session.display().to_string(),
         "--".into(),
-        "node".into(),
+        if case.node22 {
+            dir.join("node_modules/node/bin/node").display().to_string()
+        } else {
+            "node".into()
+        },
         client.display().to_string(),
     ];
     if let Some(f) = case.fault {
@@ -603,10 +623,17 @@ fn conformance_suite_client_auth_scenarios_through_mcptap() {
         .map(|&scenario| Case {
             scenario,
             fault: None,
+            node22: false,
         })
         .chain(FAULTS.iter().map(|f| Case {
             scenario: f.scenario,
             fault: Some(f.fault),
+            node22: false,
+        }))
+        .chain(NODE22_SCENARIOS.iter().map(|&scenario| Case {
+            scenario,
+            fault: None,
+            node22: true,
         }))
         .collect();
     let next = AtomicUsize::new(0);
