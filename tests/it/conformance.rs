@@ -287,8 +287,22 @@ impl Case {
 struct Finding {
     id: String,
     culprit: String,
+    /// Suspected, not yet confirmed (the capture ended before the evidence was in).
+    suspected: bool,
     summary: String,
     evidence: Vec<String>,
+}
+
+impl Finding {
+    /// What the closing summary of `mcptap run` shows of it: id, culprit, suspected.
+    fn key(&self) -> (String, String, bool) {
+        (self.id.clone(), self.culprit.clone(), self.suspected)
+    }
+
+    fn short(&self) -> String {
+        let suspected = if self.suspected { ", suspected" } else { "" };
+        format!("{} ({}{suspected})", self.id, self.culprit)
+    }
 }
 
 /// What the suite and mcptap said about one run.
@@ -299,8 +313,9 @@ struct Outcome {
     /// Checks with status FAILURE or WARNING.
     failed_checks: Vec<String>,
     findings: Vec<Finding>,
-    /// (id, culprit) of each finding in `mcptap run`'s closing summary; `None` without one.
-    live: Option<Vec<(String, String)>>,
+    /// (id, culprit, suspected) of each finding in `mcptap run`'s closing summary; `None`
+    /// without one.
+    live: Option<Vec<(String, String, bool)>>,
     /// MCP requests in the session: proof that the client went through mcptap.
     mcp_flows: usize,
     suite_out: TimedOutput,
@@ -315,11 +330,7 @@ impl Outcome {
         if self.findings.is_empty() {
             return "no findings".to_owned();
         }
-        let all: Vec<String> = self
-            .findings
-            .iter()
-            .map(|f| format!("{} ({})", f.id, f.culprit))
-            .collect();
+        let all: Vec<String> = self.findings.iter().map(Finding::short).collect();
         all.join(", ")
     }
 }
@@ -430,9 +441,12 @@ fn run_case(dir: &Path, work: &Path, n: usize, case: Case) -> Outcome {
         .as_array()
         .unwrap()
         .iter()
+        // A cleared suspicion is kept in the report, but is no finding.
+        .filter(|f| f["status"] != "cleared")
         .map(|f| Finding {
             id: f["id"].as_str().unwrap().to_owned(),
             culprit: f["culprit"].as_str().unwrap_or("?").to_owned(),
+            suspected: f["status"] == "suspected",
             summary: f["summary"].as_str().unwrap_or("").to_owned(),
             evidence: f["evidence"]
                 .as_array()
@@ -452,20 +466,24 @@ fn run_case(dir: &Path, work: &Path, n: usize, case: Case) -> Outcome {
     }
 }
 
-/// (id, culprit) of each finding in the closing summary of `mcptap run`: the lines
-/// `  [severity] id (culprit): summary [#evidence]` after `mcptap: N flows (M failed), K findings`.
-fn live_findings(stderr: &str) -> Option<Vec<(String, String)>> {
+/// (id, culprit, suspected) of each finding in the closing summary of `mcptap run`: after
+/// `mcptap: N flows (M failed), K findings[ (S suspected)]`, the lines
+/// `  [severity[ suspected]] id (culprit): summary [evidence]`, each followed by its amendments
+/// (indented further).
+fn live_findings(stderr: &str) -> Option<Vec<(String, String, bool)>> {
     let mut lines = stderr.lines().skip_while(|l| {
-        !(l.starts_with("mcptap: ") && l.contains(" flows (") && l.ends_with(" findings"))
+        !(l.starts_with("mcptap: ") && l.contains(" flows (") && l.contains(" findings"))
     });
     lines.next()?;
     let found = lines
-        .map_while(|l| l.strip_prefix("  ["))
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.strip_prefix("  ["))
         .filter_map(|l| {
-            let (_, rest) = l.split_once("] ")?;
+            let (severity, rest) = l.split_once("] ")?;
             let (id, rest) = rest.split_once(" (")?;
             let (culprit, _) = rest.split_once("): ")?;
-            Some((id.to_owned(), culprit.to_owned()))
+            let suspected = severity.ends_with(" suspected");
+            Some((id.to_owned(), culprit.to_owned(), suspected))
         })
         .collect();
     Some(found)
@@ -499,11 +517,7 @@ fn brief(out: &TimedOutput) -> String {
 fn judge(o: &Outcome, problems: &mut Vec<String>) {
     let label = o.case.label();
     // Issue 13 item 3: offline says what live said.
-    let mut offline: Vec<(String, String)> = o
-        .findings
-        .iter()
-        .map(|f| (f.id.clone(), f.culprit.clone()))
-        .collect();
+    let mut offline: Vec<(String, String, bool)> = o.findings.iter().map(Finding::key).collect();
     offline.sort();
     match &o.live {
         None => problems.push(format!(
@@ -682,7 +696,7 @@ fn conformance_suite_client_auth_scenarios_through_mcptap() {
         }
         let _ = writeln!(table, "       mcptap: {}", o.findings_line());
         for f in &o.findings {
-            let _ = writeln!(table, "         {} ({}): {}", f.id, f.culprit, f.summary);
+            let _ = writeln!(table, "         {}: {}", f.short(), f.summary);
         }
     }
     eprintln!(
@@ -696,4 +710,32 @@ fn conformance_suite_client_auth_scenarios_through_mcptap() {
         problems.len(),
         problems.join("\n")
     );
+}
+
+/// The closing summary of `mcptap run` is read back whole: suspected findings, amendments.
+#[test]
+fn conformance_reads_the_closing_summary_of_mcptap_run() {
+    let stderr = "conformance client: Error: ...\n\
+        mcptap: session saved in /s (/s/session.har)\n\
+        mcptap: 12 flows (0 failed), 3 findings (1 suspected)\n  \
+        [critical] token-not-sent (client): Token a from #8 is ... [8 11]\n      \
+        amended: a new login at #14 ...\n  \
+        [medium suspected] insufficient-scope-unhandled (client): The server asked ... [12]\n  \
+        [medium] lazy-challenge (server): http://localhost:1/mcp served #1 ... [1 4]\n\
+        mcptap: traffic log: /s/lines.log\n\
+        mcptap: `node c.mjs` exited with status 1\n";
+    let key = |id: &str, culprit: &str, suspected| (id.to_owned(), culprit.to_owned(), suspected);
+    assert_eq!(
+        live_findings(stderr),
+        Some(vec![
+            key("token-not-sent", "client", false),
+            key("insufficient-scope-unhandled", "client", true),
+            key("lazy-challenge", "server", false),
+        ])
+    );
+    assert_eq!(
+        live_findings("mcptap: 3 flows (0 failed), 0 findings\nmcptap: traffic log: x\n"),
+        Some(vec![])
+    );
+    assert_eq!(live_findings("conformance client: Error\n"), None);
 }
