@@ -9,7 +9,7 @@
 //!   judged);
 //! - the suite's own broken clients (`--fault`), each failed by the suite on named checks, must
 //!   be named by the finding that the reference's failure modes give for that check; so must
-//!   one fault of mcptap's own, the client that stops sending its token;
+//!   two faults of mcptap's own, clients that stop sending their token;
 //! - in every run, `mcptap run`'s closing summary and `mcptap analyze` give the same findings
 //!   and culprits (issue 13 item 3: offline says what live said).
 //!
@@ -195,6 +195,15 @@ const FAULTS: &[Fault] = &[
     // only the client's exit status. Named today (some-methods-only).
     Fault {
         fault: "drop-token",
+        scenario: "auth/metadata-default",
+        checks: &[],
+        names: &["token-not-sent"],
+        named_today: true,
+    },
+    // The same, purest form: the token is obtained and never sent; the retry of the
+    // challenged initialize goes out bare, meets 401, and the client gives up. Named today.
+    Fault {
+        fault: "unsent-token",
         scenario: "auth/metadata-default",
         checks: &[],
         names: &["token-not-sent"],

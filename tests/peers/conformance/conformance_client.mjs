@@ -40,6 +40,9 @@
 //     drop-token      once authorized, sends the next MCP request without its token, meets 401
 //                     and gives up, as Claude Code does with a blanked stored token
 //                                                                 (auth/metadata-default)
+//     unsent-token    obtains a token and never sends it: the retry of the challenged request
+//                     goes out bare, meets 401 again, and the client gives up
+//                                                                 (auth/metadata-default)
 //
 // Proxy and trust are the environment's: under `mcptap run`, its Node preload (or
 // NODE_USE_ENV_PROXY) sends `fetch` through HTTP_PROXY. Nothing here knows about mcptap.
@@ -72,6 +75,7 @@ const FAULTS = [
   'no-pkce',
   'attempts-dcr',
   'drop-token',
+  'unsent-token',
 ];
 
 /** The reference client's OAuth provider: in memory, and it plays the browser. */
@@ -176,6 +180,7 @@ function withOAuthRetry(provider, baseUrl, fault) {
     const rounds = fault === 'no-retry-limit' ? NO_LIMIT_CAP : 1;
     for (let round = 0; round < rounds && refused(); round++) {
       await handle401(response, provider, next, baseUrl, fault);
+      if (fault === 'unsent-token') provider.dropToken = true;
       response = await makeRequest();
     }
     if (refused()) {
