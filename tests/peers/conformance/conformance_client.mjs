@@ -161,7 +161,8 @@ async function handle401(response, provider, next, serverUrl, fault) {
 }
 
 /** A fetch that adds the provider's token and re-authorizes once on 401/403 (the reference's
- * `withOAuthRetryWithProvider`); `no-retry-limit` re-authorizes until it stops being refused. */
+ * `withOAuthRetryWithProvider`); `no-retry-limit` re-authorizes until it stops being refused;
+ * `drop-token` and `unsent-token` stop adding the token, and give up at the next refusal. */
 function withOAuthRetry(provider, baseUrl, fault) {
   return (next) => async (input, init) => {
     const makeRequest = async () => {
