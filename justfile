@@ -16,6 +16,12 @@ test:
 e2e:
     cargo test --test it -- peers e2e
 
+# The official MCP conformance suite's client authorization scenarios, the client under mcptap:
+# a passed scenario must give no client finding, a broken client must be named (suite and a
+# Node 22 from the npm registry installed under target/conformance on first use).
+conformance:
+    cargo test --test it conformance -- --nocapture
+
 # Side-by-side benchmark: direct, plain tunnel, hudsucker, mitmdump and mcptap (see docs/benchmarks.md).
 bench *ARGS:
     scripts/bench.sh {{ARGS}}

@@ -4,6 +4,7 @@
 mod chain;
 mod cli;
 mod common;
+mod conformance;
 mod e2e_peers;
 mod engine;
 mod examples;

@@ -4,6 +4,7 @@
 //! from the test: only what mcptap sets. The sessions of the real OAuth clients are analysed
 //! too: healthy traffic from clients nobody here wrote must yield no finding.
 
+use crate::common::npm;
 use crate::common::peers::{mcp_venv, peers_dir, McpServer, ServerOpts};
 use crate::common::pki::TestPki;
 use crate::common::python::{self, run_with_timeout, TimedOutput};
@@ -1033,60 +1034,14 @@ async fn run_intercepts_node_builtin_fetch_through_the_preload() {
 // ---------------------------------------------------------------------------------------------
 // Claude Code
 
-/// Claude Code's version: a 2.1.3xx release ships a native binary as an optional dependency,
-/// so it installs offline from the npm registry and runs on any Node.
-const NODE_PEERS_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// `<target>/node-peers` with `tests/peers/node/package.json` installed, (re)built when the
-/// package list or Node changes, serialised across processes by a lock file.
+/// `<target>/node-peers` with `tests/peers/node/package.json` installed (see
+/// [`npm::install`]). Claude Code is pinned to a 2.1.3xx release, which ships a native binary as
+/// an optional dependency, so it installs offline from the npm registry and runs on any Node;
+/// npm may skip the install script that puts that binary in place, so it is run once after each
+/// install.
 fn node_peers() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/node/package.json");
-    let package = read(&manifest);
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .expect("node (20+) on PATH runs the Node peers");
-    let stamp = format!(
-        "package-fnv1a64={:016x}\nnode={}\n",
-        fnv1a64(package.as_bytes()),
-        String::from_utf8_lossy(&node.stdout).trim()
-    );
-    let target = python::target_dir();
-    std::fs::create_dir_all(&target).unwrap();
-    let dir = target.join("node-peers");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(target.join("node-peers.lock"))
-        .unwrap();
-    // As in python.rs: `File::lock` is newer than the MSRV; only tests use it.
-    #[allow(clippy::incompatible_msrv)]
-    lock.lock().unwrap();
-    let stamp_path = dir.join(".mcptap-stamp");
-    if std::fs::read_to_string(&stamp_path).ok().as_deref() != Some(stamp.as_str()) {
-        let started = Instant::now();
-        eprintln!(
-            "[node] installing {} into {}",
-            manifest.display(),
-            dir.display()
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("package.json"), &package).unwrap();
-        let mut npm = Command::new("npm");
-        for var in CLEARED {
-            npm.env_remove(var);
-        }
-        npm.args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir);
-        let out = run_with_timeout(npm, NODE_PEERS_TIMEOUT).unwrap();
-        assert!(
-            out.status.is_some_and(|s| s.success()),
-            "npm install failed:\n{}",
-            dump(&out)
-        );
-        // npm may skip install scripts (the postinstall puts the native binary in place).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/node");
+    npm::install("node-peers", &dir, |dir| {
         let mut version = Command::new(dir.join("node_modules/.bin/claude"));
         version.arg("--version").env("DISABLE_AUTOUPDATER", "1");
         let out = run_with_timeout(version, Duration::from_secs(60)).unwrap();
@@ -1095,24 +1050,6 @@ fn node_peers() -> PathBuf {
             "the installed claude does not run:\n{}",
             dump(&out)
         );
-        std::fs::write(&stamp_path, &stamp).unwrap();
-        eprintln!("[node] ready in {:.1}s", started.elapsed().as_secs_f64());
-    }
-    // The scripts beside package.json run from here, so that their imports resolve to the
-    // installed packages; copied on every call (still under the lock) so edits apply at once.
-    for entry in std::fs::read_dir(manifest.parent().unwrap()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "mjs") {
-            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    drop(lock);
-    dir
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 

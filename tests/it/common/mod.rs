@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod npm;
 pub mod peers;
 pub mod pki;
 pub mod proxy;
