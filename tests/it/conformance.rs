@@ -75,25 +75,11 @@ const NODE22_SCENARIOS: &[&str] = &[
 /// listed so that the test holds the line everywhere else. Each entry is (scenario, finding
 /// id); the test fails when one no longer shows, so that it is taken off.
 const KNOWN_FALSE_POSITIVES: &[(&str, &str)] = &[
-    // The jwt-bearer grant of cross-app access (SEP-990): the client redeems the ID-JAG at the
-    // MCP server's authorization server (POST /token, grant_type jwt-bearer, client_secret_basic)
-    // without `resource`, which travels inside the assertion. The reference's rule for
-    // extension grants: "do not judge them by ... the authorization-code `resource` rules".
-    // mcptap: "The token request #4 has no `resource` parameter; MCP requires
-    // `resource=…/mcp` (RFC 8707) on authorize, token and refresh requests."
-    (
-        "auth/cross-app-access-complete-flow",
-        "resource-param-wrong",
-    ),
-    // The server challenges tools/list with 401 `scope="mcp:admin"` (#4); the client authorizes
-    // with scope=mcp:admin (#8) and is issued a token with `"scope":"mcp:admin"` (#11); the
-    // server refuses it with 403 insufficient_scope `scope="mcp:admin"`, "Scope upgrade will
-    // never succeed" (#12), and the client gives up. The token held every challenged scope, so
-    // the server refuses what it granted and giving up is right (the reference's rule on
-    // "insufficient scope that re-authorizing cannot fix"; the suite grades it so). mcptap,
-    // deciding at the capture's end: "The server asked for more scope ("mcp:admin") in #12, but
-    // it did not re-authorize with the challenged scope (the capture ended 0.2 s later)."
-    ("auth/scope-retry-limit", "insufficient-scope-unhandled"),
+    // None today. Two were fixed by the reference's rules: the jwt-bearer grant of cross-app
+    // access is not judged by the authorization-code `resource` rules (extension grants), and
+    // on auth/scope-retry-limit the refused token already held the challenged scope, so the
+    // server is at fault and giving up is right ("insufficient scope that re-authorizing cannot
+    // fix").
 ];
 
 /// One of the suite's own broken clients, the scenario it fails, and what mcptap should say.
@@ -112,43 +98,40 @@ struct Fault {
 
 const FAULTS: &[Fault] = &[
     // The client reads protected-resource metadata at the root well-known URL instead of the
-    // `resource_metadata` URL of the challenge (mode 42). mcptap today blames the server:
-    // prm-unavailable (the root URL 404s) and registration-failed (the client then guesses
-    // /register on the MCP origin).
+    // `resource_metadata` URL of the challenge (mode 42). Named today: discovery-order-wrong.
     Fault {
         fault: "bad-prm",
         scenario: "auth/metadata-default",
         checks: &["prm-priority-order"],
         names: &["discovery-order-wrong"],
-        named_today: false,
+        named_today: true,
     },
-    // The challenge's `scope` is dropped from the authorization request (mode 41). mcptap today
-    // names only the consequence: insufficient-scope-unhandled (client) for the 403 that
-    // follows, which the client does not answer with a new authorization.
+    // The challenge's `scope` is dropped from the authorization request (mode 41). Named today:
+    // scope-selection-wrong.
     Fault {
         fault: "ignore-scope",
         scenario: "auth/scope-from-www-authenticate",
         checks: &["scope-from-www-authenticate"],
         names: &["scope-selection-wrong"],
-        named_today: false,
+        named_today: true,
     },
-    // Only `mcp:basic` is requested where the metadata's `scopes_supported` lists more (mode 41).
-    // mcptap today: nothing.
+    // Only `mcp:basic` is requested where the metadata's `scopes_supported` lists more (mode 41:
+    // "use all scopes defined in scopes_supported"). Named today: scope-selection-wrong.
     Fault {
         fault: "partial-scopes",
         scenario: "auth/scope-from-scopes-supported",
         checks: &["scope-from-scopes-supported"],
         names: &["scope-selection-wrong"],
-        named_today: false,
+        named_today: true,
     },
     // A scope is requested where neither the challenge nor `scopes_supported` defines one
-    // (mode 41). mcptap today: nothing.
+    // (mode 41). Named today: scope-selection-wrong.
     Fault {
         fault: "partial-scopes",
         scenario: "auth/scope-omitted-when-undefined",
         checks: &["scope-omitted-when-undefined"],
         names: &["scope-selection-wrong"],
-        named_today: false,
+        named_today: true,
     },
     // No step-up after 403 insufficient_scope: the client retries with the same token and exits
     // (mode 18, no-reauth). Named today, decided at the capture's end.
@@ -160,29 +143,30 @@ const FAULTS: &[Fault] = &[
         named_today: true,
     },
     // Dynamic registration where the server offers a client ID metadata document (mode 43).
-    // mcptap today: nothing.
+    // Named today: cimd-not-used (informational: a SHOULD).
     Fault {
         fault: "no-cimd",
         scenario: "auth/basic-cimd",
         checks: &["cimd-client-id-used"],
         names: &["cimd-not-used"],
-        named_today: false,
+        named_today: true,
     },
-    // Re-authorization after every 403, four times for the same challenge (mode 18, repeated;
-    // each round brings a new token, so "the same token refused three times" does not match).
-    // mcptap today: only lazy-challenge (server).
+    // Re-authorization after every 403, four times for the same challenge (mode 18): each round
+    // brings a new token holding the scope, which the server refuses again. Named today:
+    // insufficient-scope-unhandled (retry-unlimited, client), beside the server's
+    // already-granted.
     Fault {
         fault: "no-retry-limit",
         scenario: "auth/scope-retry-limit",
         checks: &["scope-retry-limit"],
         names: &["insufficient-scope-unhandled"],
-        named_today: false,
+        named_today: true,
     },
     // The pre-registered credentials of the context are ignored; the client fetches the
     // metadata, finds no registration endpoint (the server offers pre-registration only) and
-    // stops (mode 31, or a client-culprit as-metadata-incomplete). mcptap today blames the server:
-    // as-metadata-incomplete (server), "offers neither registration_endpoint nor
-    // client_id_metadata_document_supported, and the client had no pre-registered client id".
+    // stops (mode 31, or a client-culprit as-metadata-incomplete). The wire cannot show that the
+    // client held pre-registered credentials: mcptap says as-metadata-incomplete with culprit
+    // unknown and what would tell (whether the client was given a client_id for this server).
     Fault {
         fault: "attempts-dcr",
         scenario: "auth/pre-registration",

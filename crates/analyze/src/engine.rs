@@ -413,6 +413,9 @@ pub struct Analyzer {
     pub(crate) jwks_kids: Vec<String>,
     pub(crate) code_exchanges: Vec<(FlowId, Micros, Option<String>, bool)>,
     pub(crate) last_401: Option<(String, Micros)>,
+    /// insufficient_scope refusals of tokens that held the scope, per (endpoint, scope): the
+    /// distinct tokens refused and the flow that refused each.
+    pub(crate) scope_refusals: HashMap<String, Vec<(String, FlowId)>>,
     /// Client ID Metadata Documents fetched through mcptap.
     pub(crate) cimds: Vec<crate::rules_registration::Cimd>,
     /// Scopes named by Bearer challenges (401/403): (scopes, flow, completed), the last 16.
@@ -477,6 +480,7 @@ impl Analyzer {
             bare_while_held: Vec::new(),
             redirected_to: HashMap::new(),
             cimds: Vec::new(),
+            scope_refusals: HashMap::new(),
             challenge_scopes: Vec::new(),
             findings: Vec::new(),
             finding_index: HashMap::new(),

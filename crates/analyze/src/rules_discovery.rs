@@ -760,13 +760,14 @@ impl Analyzer {
                 let issuer = d.issuer.clone();
                 let (df, key) = (d.flow, d.url.endpoint());
                 self.emit(
-                    New::finding(Id::AsMetadataIncomplete, format!("{key} registration"), Severity::Medium, Culprit::Server)
+                    New::finding(Id::AsMetadataIncomplete, format!("{key} registration"), Severity::Medium, Culprit::Unknown)
                         .sub("no-registration")
                         .say(format!(
-                            "The authorization-server metadata of {} ({df}) offers neither registration_endpoint nor client_id_metadata_document_supported, and the client had no pre-registered client id.",
+                            "The authorization-server metadata of {} ({df}) offers neither registration_endpoint nor client_id_metadata_document_supported, and the client stopped without using a pre-registered client id.",
                             issuer.unwrap_or(key.clone())
                         ))
-                        .ev([df]),
+                        .ev([df])
+                        .detail("culprit unknown: a server that expects pre-registered clients may offer neither; whether this client was given a client_id for it would tell (then the client is at fault, else the server)"),
                 );
                 Decision::Done
             }

@@ -610,6 +610,27 @@ impl Analyzer {
                     ))
                     .ev(tf.into_iter().chain([c.id])),
             );
+            // A client that keeps authorizing again for a scope the server will not honour
+            // (each time a new token) has no retry limit.
+            let key = format!("{} {}", c.endpoint().unwrap_or_default(), scope.join(" "));
+            let refused = self.scope_refusals.entry(key.clone()).or_default();
+            if !refused.iter().any(|(f, _)| *f == fp) && refused.len() < 16 {
+                refused.push((fp.clone(), c.id));
+            }
+            if refused.len() >= 3 {
+                let ids: Vec<FlowId> = refused.iter().map(|(_, id)| *id).collect();
+                let n = ids.len();
+                self.emit(
+                    New::finding(Id::InsufficientScopeUnhandled, format!("{key} retry"), Severity::Medium, Culprit::Client)
+                        .sub("retry-unlimited")
+                        .say(format!(
+                            "The client authorized again {n} times for {:?}, and the server refused each new token for the same scope ({}): it should stop after one retry.",
+                            scope.join(" "),
+                            ids.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ")
+                        ))
+                        .ev(ids),
+                );
+            }
             return;
         }
         let max = self.opts.max_evidence.max(1);

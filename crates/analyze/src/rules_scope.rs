@@ -103,19 +103,22 @@ impl Analyzer {
             }
             return;
         }
-        let prm = self.prm_scopes();
-        if !prm.is_empty() {
-            if asked.is_empty() {
-                let pf = self.prms.last().map(|p| p.flow);
+        // "use all scopes defined in scopes_supported" of the metadata the client read last.
+        let last = self.prms.iter().rev().find(|p| !p.scopes.is_empty());
+        if let Some(p) = last {
+            let (pf, prm) = (p.flow, p.scopes.clone());
+            let lacking: Vec<&String> = prm.iter().filter(|s| !asked.contains(s)).collect();
+            if !lacking.is_empty() {
                 self.emit(
                     New::finding(Id::ScopeSelectionWrong, key, Severity::Low, Culprit::Client)
                         .sub("scopes-supported-ignored")
                         .say(format!(
-                            "The authorization request {} has no scope although the protected-resource metadata offers scopes_supported {:?} and no challenge named one.",
+                            "The authorization request {} asks for {:?}, although no challenge named a scope and the protected-resource metadata ({pf}) offers scopes_supported {:?}: the client should request all of them.",
                             c.id,
+                            asked.join(" "),
                             prm.join(" ")
                         ))
-                        .ev(pf.into_iter().chain([c.id])),
+                        .ev([pf, c.id]),
                 );
             }
             return;

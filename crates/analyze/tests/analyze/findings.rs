@@ -793,7 +793,7 @@ fn as_metadata_without_any_registration_path() {
     check(
         &analyze(&s.flows),
         "as-metadata-incomplete",
-        Culprit::Server,
+        Culprit::Unknown,
         &[3],
         Some("no-registration"),
     );

@@ -448,3 +448,57 @@ fn insufficient_scope_for_a_scope_the_token_holds_is_the_servers_fault() {
     assert_eq!(all[0].culprit, Culprit::Server);
     assert_eq!(all[0].subcase, Some("already-granted"));
 }
+
+#[test]
+fn re_authorizing_again_and_again_for_a_scope_the_server_never_honours_is_retry_unlimited() {
+    let mut s = Scenario::new();
+    discovered(&mut s);
+    s.add(register(AS));
+    for i in 1..=3 {
+        let tok = format!("tok-{i}");
+        s.add(issued(token_code(AS, &format!("code-{i}")), &tok, None));
+        s.add(
+            init_ok(&tok, None)
+                .challenge(r#"Bearer error="insufficient_scope", scope="mcp""#)
+                .status(403),
+        );
+    }
+    let r = analyze(&s.flows);
+    let client: Vec<_> = r
+        .findings_with_id("insufficient-scope-unhandled")
+        .filter(|f| f.culprit == Culprit::Client)
+        .collect();
+    assert_eq!(client.len(), 1, "{:#?}", r.findings);
+    assert_eq!(client[0].subcase, Some("retry-unlimited"));
+    assert_eq!(client[0].evidence.len(), 3);
+    // And the server, which refuses what it granted.
+    assert!(r
+        .findings_with_id("insufficient-scope-unhandled")
+        .any(|f| f.culprit == Culprit::Server && f.subcase == Some("already-granted")));
+}
+
+#[test]
+fn scope_selection_a_subset_of_scopes_supported_is_wrong() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("initialize", 0)
+            .challenge(&format!(r#"Bearer resource_metadata="{PRM_URL}""#)),
+    ); // #1: no scope
+    s.add(
+        FlowBuilder::get(PRM_URL).status(200).resp_json(
+            json!({"resource":RS_MCP,"authorization_servers":[AS],"scopes_supported":["mcp","files:read"]}),
+        ),
+    ); // #2
+    s.add(as_meta(AS));
+    s.add(register(AS));
+    s.add(authorize(AS, "code-1")); // #5: scope=mcp only
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "scope-selection-wrong",
+        Culprit::Client,
+        &[2, 5],
+        Some("scopes-supported-ignored"),
+    );
+}
