@@ -50,6 +50,88 @@ pub enum Command {
     /// Open a session, journal or HAR file (from mcptap or other tools) in the terminal view,
     /// read-only.
     View(ViewArgs),
+    /// Check an MCP server the way a conformant client would, step by step, through mcptap's
+    /// own proxy: the session is recorded and judged like any capture.
+    Probe(ProbeArgs),
+}
+
+/// What `mcptap probe --help` lists after the options.
+const PROBE_CHECKS: &str = "\
+Server checks a client never makes (on by default; --no-server-checks turns them off):
+  token-not-validated      a fabricated bearer token must get 401
+  token-in-query-accepted  the token as ?access_token= without a header must not be served
+  origin-not-validated     a valid token with Origin: https://<random>.invalid must get 403
+  notification-answer-wrong  a POST holding only a notification must get 202 without a body
+  get-stream-wrong         GET with Accept: text/event-stream must be an event stream or 405
+
+Exit status: 0 when no finding is at or above --fail-on, 1 otherwise, 2 when the server
+cannot be probed at all (bad URL, unreachable).";
+
+/// `mcptap probe URL`.
+#[derive(Debug, Args, Clone)]
+#[command(after_help = PROBE_CHECKS)]
+pub struct ProbeArgs {
+    /// The MCP endpoint, e.g. https://mcp.example.com/mcp
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// The MCP protocol version to speak: 2025-06-18, 2025-11-25 or 2026-07-28 (which
+    /// starts with server/discover).
+    #[arg(long, default_value = "2025-11-25", value_name = "VERSION")]
+    pub protocol: String,
+    /// A pre-registered client id (skips registration).
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// The pre-registered client's secret (sent as client_secret_post).
+    #[arg(long, value_name = "SECRET", requires = "client_id")]
+    pub client_secret: Option<String>,
+    /// The URL of a Client ID Metadata Document to use as client_id where the authorization
+    /// server supports them.
+    #[arg(long, value_name = "URL")]
+    pub client_metadata_url: Option<String>,
+    /// The callback URI registered for --client-id (default: a loopback listener on a free
+    /// port, http://127.0.0.1:PORT/callback).
+    #[arg(long, value_name = "URI")]
+    pub redirect_uri: Option<String>,
+    /// Follow the authorization redirects without a browser (for servers that approve without
+    /// a login page).
+    #[arg(long)]
+    pub headless: bool,
+    /// Print the authorization URL instead of opening a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Seconds to wait for the browser's callback, and for each request.
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub timeout: f64,
+    /// Skip the server checks listed below.
+    #[arg(long)]
+    pub no_server_checks: bool,
+    /// Machine-readable output: the steps, the findings and the session directory.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with status 1 when a finding is at least this severe (critical, high, medium,
+    /// low, info).
+    #[arg(long, default_value = "high", value_name = "SEVERITY")]
+    pub fail_on: String,
+    /// Do not count findings with this id (repeatable).
+    #[arg(long = "ignore", value_name = "ID")]
+    pub ignore: Vec<String>,
+    /// Also trust this CA (PEM) for the server. Repeatable.
+    #[arg(long = "upstream-ca", value_name = "FILE")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Do not verify the server's certificate.
+    #[arg(short = 'k', long)]
+    pub ssl_insecure: bool,
+    /// Record the session in this directory (default: <confdir>/sessions/<UTC time>/).
+    #[arg(short = 'w', long = "save", value_name = "DIR")]
+    pub save: Option<PathBuf>,
+    /// Do not record a session on disk.
+    #[arg(long, conflicts_with = "save")]
+    pub no_save: bool,
+    /// Store tokens, codes and cookies in clear in the session (default: redacted).
+    #[arg(long)]
+    pub keep_secrets: bool,
+    #[command(flatten)]
+    pub confdir: ConfDir,
 }
 
 /// `mcptap run [proxy options] -- CMD [ARGS...]`.

@@ -18,6 +18,9 @@ pub mod env;
 pub mod explain;
 pub mod files;
 pub mod lineview;
+pub mod probe;
+mod probe_checks;
+pub mod probe_http;
 pub mod proxy;
 pub mod run;
 pub mod tuiview;
@@ -40,6 +43,7 @@ pub fn main() -> ExitCode {
         Some(args::Command::Run(r)) => run::main(r, cli.quiet),
         Some(args::Command::Env(e)) => env::main(e),
         Some(args::Command::View(v)) => tuiview::view(v),
+        Some(args::Command::Probe(p)) => probe::main(p, cli.quiet),
         Some(args::Command::Reverse(r)) => {
             let mut p = r.proxy;
             p.mode = format!("reverse:{}", r.url);

@@ -119,6 +119,16 @@ catalog! {
         "Client: probe the challenge's resource_metadata URL, then the path-inserted PRM URL, then the root; path-aware AS metadata URLs only for an issuer with a path.";
     CimdNotUsed = "cimd-not-used", "The client registers dynamically although the server offers Client ID Metadata Documents",
         "Client: prefer a Client ID Metadata Document over dynamic registration when the authorization server offers it.";
+    TokenNotValidated = "token-not-validated", "The server serves a bearer token it never issued",
+        "Validate every bearer token on the resource server (signature or introspection, `exp`, audience = your PRM `resource`) and answer 401 with `WWW-Authenticate: Bearer error=\"invalid_token\"` when it fails.";
+    OriginNotValidated = "origin-not-validated", "The server serves requests from a foreign Origin",
+        "Validate the `Origin` header on the MCP endpoint: answer 403 to any origin you do not serve (DNS-rebinding protection), especially on a server bound to localhost.";
+    TokenInQueryAccepted = "token-in-query-accepted", "The server accepts the access token in the query string",
+        "Read the access token from the `Authorization` header only; refuse `?access_token=` (MCP forbids tokens in the query string: URLs end up in logs).";
+    GetStreamWrong = "get-stream-wrong", "GET on the MCP endpoint is neither an event stream nor 405",
+        "Answer `GET` with `Accept: text/event-stream` on the MCP endpoint with `Content-Type: text/event-stream` (headers sent at once), or with 405 Method Not Allowed if you offer no stream.";
+    NotificationAnswerWrong = "notification-answer-wrong", "A POST holding only notifications is not answered 202 without a body",
+        "Answer a POST that holds only notifications or responses with 202 Accepted and no body.";
     TokenUnused = "token-unused", "A token was issued and never used (sub-case of token-not-sent)",
         "Reported as `token-not-sent` (sub-case `token-unused`): see `mcptap explain token-not-sent`.";
     ClientOmitsTokenConfirmed = "client-omits-token-confirmed", "Proven by injection: the client omits a token the server accepts",

@@ -130,6 +130,8 @@ mod tests {
             ("rules_scope.rs", include_str!("rules_scope.rs")),
             ("rules_session.rs", include_str!("rules_session.rs")),
             ("rules_token.rs", include_str!("rules_token.rs")),
+            // The probe's server checks: requests no client makes, judged by the probe.
+            ("probe_checks.rs", include_str!("../../cli/probe_checks.rs")),
         ];
         for id in FindingId::ALL {
             let row = readme
