@@ -231,10 +231,11 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
     let probing = async move {
         let mut p = Probe::new(client, &cfg);
         p.run().await;
-        let _ = tx.send((p.steps, p.findings, p.deliberate, p.unusable));
+        let _ = tx.send((p.steps, p.findings, p.deliberate, p.mcp_flows, p.unusable));
     };
     let sink = started.serve(probing).await?;
-    let (steps, own, deliberate, unusable) = rx.await.context("the probe stopped unexpectedly")?;
+    let (steps, own, deliberate, mcp_flows, unusable) =
+        rx.await.context("the probe stopped unexpectedly")?;
     let summary = sink.close();
     let own_ids: Vec<FindingId> = own.iter().map(|f| f.id).collect();
     // The analyzer judges the checks' requests as if a client had made them (a token in the
@@ -244,7 +245,7 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
         .report
         .counted()
         .filter(|f| !own_ids.contains(&f.id))
-        .partition(|f| f.evidence.iter().any(|id| deliberate.contains(&id.0)));
+        .partition(|f| provoked_by_checks(f, &deliberate, &mcp_flows));
     let provoked: Vec<Finding> = provoked.into_iter().cloned().collect();
     let mut findings: Vec<Finding> = analyzed
         .into_iter()
@@ -316,6 +317,18 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Whether the analyzer's finding `f` was provoked by the server checks: its evidence holds a
+/// check's request and none of the probe's ordinary requests to the MCP endpoint (a missing
+/// challenge on the first `initialize` stays the server's even when the checks' 401s show it
+/// too).
+fn provoked_by_checks(f: &Finding, deliberate: &[u64], mcp_flows: &[u64]) -> bool {
+    let ids: Vec<u64> = f.evidence.iter().map(|id| id.0).collect();
+    ids.iter().any(|id| deliberate.contains(id))
+        && !ids
+            .iter()
+            .any(|id| mcp_flows.contains(id) && !deliberate.contains(id))
 }
 
 /// A parsed `WWW-Authenticate: Bearer ...` challenge.
@@ -480,6 +493,8 @@ struct Probe<'a> {
     random: String,
     /// The flows of the server checks: requests no client makes.
     deliberate: Vec<u64>,
+    /// The flows of the probe's requests to the MCP endpoint.
+    mcp_flows: Vec<u64>,
 }
 
 /// Why the main path stopped: the name of the step that failed.
@@ -494,6 +509,7 @@ impl<'a> Probe<'a> {
             findings: Vec::new(),
             unusable: false,
             deliberate: Vec::new(),
+            mcp_flows: Vec::new(),
             random: random_token(9).to_ascii_lowercase().replace('_', "x"),
         }
     }
@@ -548,7 +564,12 @@ impl<'a> Probe<'a> {
     }
 
     async fn send(&mut self, req: Req) -> Result<Reply, HttpError> {
-        self.http.send(req, REQUEST_TIMEOUT).await
+        let mcp = req.url.split('?').next() == Some(self.cfg.url.as_str());
+        let r = self.http.send(req, REQUEST_TIMEOUT).await;
+        if mcp {
+            self.mcp_flows.push(self.http.sent());
+        }
+        r
     }
 
     fn first_request(&self) -> Value {
@@ -623,6 +644,7 @@ impl<'a> Probe<'a> {
         req.head_only |= check == Check::GetStream;
         let answer = self.http.send(req, timeout).await;
         let flow = self.http.sent();
+        self.mcp_flows.push(flow);
         if check != Check::Notification {
             self.deliberate.push(flow);
         }
@@ -825,7 +847,7 @@ impl<'a> Probe<'a> {
             .unwrap_or_default()
             .to_owned();
         ctx.token = Some(access.clone());
-        self.use_token(&access, ctx).await;
+        let used = self.use_token(&access, ctx).await;
         if let Some(rt) = tokens.get("refresh_token").and_then(Value::as_str) {
             let rt = rt.to_owned();
             self.refresh(&asm, &client, &resource, &rt).await;
@@ -838,7 +860,11 @@ impl<'a> Probe<'a> {
                 "no refresh token issued: nothing to refresh".to_owned(),
             );
         }
-        None
+        if used {
+            None
+        } else {
+            Some(format!("{} with token", self.first_name()))
+        }
     }
 
     /// Step 2.
@@ -1415,7 +1441,7 @@ impl<'a> Probe<'a> {
 
     /// Step 6b: the first request and `tools/list` with the token; the notification check
     /// rides on `notifications/initialized`.
-    async fn use_token(&mut self, token: &str, ctx: &mut probe_checks::Ctx) {
+    async fn use_token(&mut self, token: &str, ctx: &mut probe_checks::Ctx) -> bool {
         let name = format!("{} with token", self.first_name());
         let bearer = format!("Bearer {token}");
         let mut req = Req::new(Method::POST, &self.cfg.url)
@@ -1436,7 +1462,8 @@ impl<'a> Probe<'a> {
                     vec![flow],
                     format!("no answer: {}", crate::files::chain(&e)),
                 );
-                return;
+                ctx.token = None;
+                return false;
             }
         };
         let result = reply.json().and_then(|v| v.get("result").cloned());
@@ -1449,7 +1476,7 @@ impl<'a> Probe<'a> {
                 format!("{}: the token was not accepted", reply.status),
             );
             ctx.token = None;
-            return;
+            return false;
         };
         if let Some(v) = result.get("protocolVersion").and_then(Value::as_str) {
             ctx.protocol = v.to_owned();
@@ -1514,6 +1541,7 @@ impl<'a> Probe<'a> {
                 );
             }
         }
+        true
     }
 
     /// Step 6c.

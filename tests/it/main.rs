@@ -10,6 +10,7 @@ mod engine;
 mod examples;
 mod inject;
 mod peers_direct;
+mod probe;
 mod reverse;
 mod run;
 mod tui;

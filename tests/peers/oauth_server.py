@@ -271,6 +271,90 @@ class RejectOwnTokens:
         await self.app(scope, receive, send)
 
 
+class MetadataAsHtml:
+    """--metadata-html: every GET under /.well-known/ answers 200 with an HTML page (an SPA's
+    catch-all route in front of the server)."""
+
+    PAGE = b"<!doctype html><html><head><title>App</title></head><body><div id=root></div></body></html>"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith("/.well-known/"):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/html; charset=utf-8"),
+                        (b"content-length", str(len(self.PAGE)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": self.PAGE})
+            return
+        await self.app(scope, receive, send)
+
+
+class NoS256:
+    """--no-s256: authorization-server metadata advertises `plain` PKCE only."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/.well-known/oauth-authorization-server"):
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            out = bytes(body)
+            try:
+                doc = json.loads(out)
+                doc["code_challenge_methods_supported"] = ["plain"]
+                out = json.dumps(doc).encode()
+            except ValueError:
+                pass
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(out)).encode()))
+            await send({"type": "http.response.start", "status": start.get("status", 200), "headers": headers})
+            await send({"type": "http.response.body", "body": out})
+
+        await self.app(scope, receive, capture)
+
+
+class RefuseRegistration:
+    """--refuse-dcr: dynamic client registration answers 400 invalid_client_metadata."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/register":
+            body = json.dumps(
+                {"error": "invalid_client_metadata", "error_description": "registration refused by --refuse-dcr"}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 class RequestLog:
     """--log-requests FILE: one JSON line per HTTP request, written when the response starts.
 
@@ -446,6 +530,12 @@ def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIAp
         wrapped = RejectOwnTokens(wrapped, provider, metadata_url)
     if args.no_www_authenticate:
         wrapped = StripWwwAuthenticate(wrapped)
+    if args.metadata_html:
+        wrapped = MetadataAsHtml(wrapped)
+    if args.no_s256:
+        wrapped = NoS256(wrapped)
+    if args.refuse_dcr:
+        wrapped = RefuseRegistration(wrapped)
     if args.log_requests is not None:
         # Outermost, so the log shows what crossed the wire after the other flags applied.
         out = open(args.log_requests, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
@@ -495,6 +585,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-expires-in",
         action="store_true",
         help="token responses omit expires_in (tokens still expire after --token-ttl on the server)",
+    )
+    g.add_argument(
+        "--metadata-html",
+        action="store_true",
+        help="every GET under /.well-known/ answers 200 text/html (an SPA catch-all route)",
+    )
+    g.add_argument(
+        "--no-s256",
+        action="store_true",
+        help="authorization-server metadata lists only `plain` in code_challenge_methods_supported",
+    )
+    g.add_argument(
+        "--refuse-dcr",
+        action="store_true",
+        help="POST /register answers 400 invalid_client_metadata",
     )
     g.add_argument(
         "--token-ttl",

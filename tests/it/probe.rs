@@ -1,0 +1,298 @@
+//! `mcptap probe` against the Python `mcp` SDK server (real TLS on loopback), the binary run
+//! for real: the healthy server passes every step with `--headless` and gives no OAuth finding;
+//! each server fault gives its finding id; the server check the SDK server truly fails (it does
+//! not validate `Origin`: the test server turns DNS-rebinding protection off) is asserted with
+//! its evidence.
+
+use crate::common::peers::{McpServer, ServerOpts};
+use crate::common::pki::TestPki;
+use serde_json::Value;
+use std::process::Command;
+
+/// The steps of the main path, in order, as the probe names them.
+const MAIN_PATH: &[&str] = &[
+    "unauthenticated initialize",
+    "protected-resource metadata",
+    "authorization-server metadata",
+    "registration",
+    "authorization code + PKCE",
+    "token exchange",
+    "initialize with token",
+    "notification answered 202",
+    "tools/list with token",
+    "refresh",
+];
+
+struct Probed {
+    code: i32,
+    out: Value,
+    stderr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Probed {
+    fn session(&self) -> std::path::PathBuf {
+        self.dir.path().join("session")
+    }
+
+    fn step(&self, name: &str) -> &Value {
+        self.out["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name:?}: {:#}", self.out))
+    }
+
+    fn verdict(&self, name: &str) -> &str {
+        self.step(name)["verdict"].as_str().unwrap()
+    }
+
+    fn ids(&self) -> Vec<&str> {
+        self.out["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap())
+            .collect()
+    }
+
+    fn finding(&self, id: &str) -> &Value {
+        self.out["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("no {id}: {:#}\n{}", self.out, self.stderr))
+    }
+}
+
+fn probe(pki: &TestPki, server: &McpServer, extra: &[&str]) -> Probed {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .env_remove("MCPTAP_HOME")
+        .env("NO_COLOR", "1")
+        .arg("probe")
+        .arg(server.url())
+        .arg("--upstream-ca")
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(dir.path().join("conf"))
+        .arg("-w")
+        .arg(dir.path().join("session"))
+        .args(["--headless", "--json", "--timeout", "30"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}\n{stderr}\n{}", server.output()));
+    Probed {
+        code: out.status.code().unwrap_or(-1),
+        out: json,
+        stderr,
+        dir,
+    }
+}
+
+fn probe_fault(opts: ServerOpts) -> Probed {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, opts);
+    probe(&pki, &server, &[])
+}
+
+#[test]
+fn a_healthy_server_passes_every_step_and_fails_only_the_origin_check() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let p = probe(&pki, &server, &[]);
+    for name in MAIN_PATH {
+        assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
+    }
+    // The flows are numbered in the order the probe sent them, from #1.
+    assert_eq!(
+        p.step("unauthenticated initialize")["flows"],
+        serde_json::json!([1])
+    );
+    for check in [
+        "fabricated token refused",
+        "token in query refused",
+        "GET stream or 405",
+    ] {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+    }
+    // The SDK server, as the tests run it, does not validate Origin: that is the only finding,
+    // and no OAuth finding is made on the probe's own traffic.
+    assert_eq!(p.verdict("foreign Origin refused"), "fail");
+    assert_eq!(p.ids(), ["origin-not-validated"], "{:#}", p.out);
+    let f = p.finding("origin-not-validated");
+    assert_eq!(f["culprit"], "server");
+    assert_eq!(f["severity"], "high", "the server is on loopback");
+    assert_eq!(f["evidence"], p.step("foreign Origin refused")["flows"]);
+    // Its evidence is in the session: the request with the foreign Origin, served.
+    let har: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.session().join("session.har")).unwrap())
+            .unwrap();
+    let entries = har["log"]["entries"].as_array().unwrap();
+    let foreign = entries
+        .iter()
+        .find(|e| {
+            e["request"]["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["name"].as_str().unwrap().eq_ignore_ascii_case("origin"))
+        })
+        .expect("the foreign-Origin request is recorded");
+    assert_eq!(foreign["response"]["status"], 200);
+    // High fails the default --fail-on high; --ignore takes it out.
+    assert_eq!(p.code, 1, "{}", p.stderr);
+    // The session is saved, redacted, with the probe's verdicts, and `report` works on it.
+    assert!(p.session().join("probe.json").is_file());
+    let token_in_clear = entries.iter().any(|e| {
+        e["request"]["headers"].as_array().unwrap().iter().any(|h| {
+            h["name"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("authorization")
+                && h["value"].as_str().unwrap().contains("at_")
+        })
+    });
+    assert!(!token_in_clear, "tokens are redacted by default");
+    let report = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .arg("report")
+        .arg(p.session())
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "{report:?}");
+    let ignored = probe(&pki, &server, &["--ignore", "origin-not-validated"]);
+    assert_eq!(ignored.code, 0, "{:#}", ignored.out);
+    assert!(ignored.ids().is_empty(), "{:#}", ignored.out);
+}
+
+#[test]
+fn a_missing_challenge_is_challenge_missing_and_discovery_falls_back() {
+    let p = probe_fault(ServerOpts {
+        no_www_authenticate: true,
+        ..Default::default()
+    });
+    assert_eq!(p.verdict("unauthenticated initialize"), "warn");
+    assert_eq!(p.verdict("protected-resource metadata"), "pass");
+    assert_eq!(p.verdict("tools/list with token"), "pass");
+    let f = p.finding("challenge-missing");
+    assert!(
+        f["evidence"].as_array().unwrap().contains(&1.into()),
+        "{f:#}"
+    );
+}
+
+#[test]
+fn a_prm_naming_another_resource_is_prm_resource_mismatch_and_stops_the_flow() {
+    let p = probe_fault(ServerOpts {
+        prm_resource: Some("https://elsewhere.example/mcp".into()),
+        ..Default::default()
+    });
+    assert_eq!(p.verdict("protected-resource metadata"), "fail");
+    assert_eq!(p.verdict("token exchange"), "skip");
+    assert!(p.step("token exchange")["note"]
+        .as_str()
+        .unwrap()
+        .contains("protected-resource metadata failed"));
+    assert_eq!(p.verdict("foreign Origin refused"), "skip");
+    assert_eq!(p.verdict("fabricated token refused"), "pass");
+    p.finding("prm-resource-mismatch");
+    assert_eq!(p.code, 1);
+}
+
+#[test]
+fn a_server_refusing_its_own_tokens_is_fresh_token_rejected() {
+    let p = probe_fault(ServerOpts {
+        reject_own_tokens: true,
+        ..Default::default()
+    });
+    assert_eq!(p.verdict("token exchange"), "pass");
+    assert_eq!(p.verdict("initialize with token"), "fail");
+    assert_eq!(p.verdict("foreign Origin refused"), "skip");
+    p.finding("fresh-token-rejected");
+}
+
+#[test]
+fn a_token_response_without_expires_in_warns_at_the_token_step() {
+    // The analyzer makes no finding of a missing expires_in alone (it is RECOMMENDED, and it
+    // matters only once a client lets the token expire); the probe says so at the step.
+    let p = probe_fault(ServerOpts {
+        no_expires_in: true,
+        ..Default::default()
+    });
+    assert_eq!(p.verdict("token exchange"), "warn");
+    assert!(p.step("token exchange")["note"]
+        .as_str()
+        .unwrap()
+        .contains("no expires_in"));
+    assert_eq!(p.verdict("refresh"), "pass");
+}
+
+#[test]
+fn metadata_served_as_html_is_metadata_not_json() {
+    let p = probe_fault(ServerOpts {
+        extra_args: vec!["--metadata-html".into()],
+        ..Default::default()
+    });
+    assert_eq!(p.verdict("protected-resource metadata"), "fail");
+    p.finding("metadata-not-json");
+    p.finding("prm-unavailable");
+}
+
+#[test]
+fn metadata_without_s256_is_as_metadata_incomplete_and_stops_the_flow() {
+    let p = probe_fault(ServerOpts {
+        extra_args: vec!["--no-s256".into()],
+        ..Default::default()
+    });
+    assert_eq!(p.verdict("authorization-server metadata"), "fail");
+    assert_eq!(p.verdict("registration"), "skip");
+    p.finding("as-metadata-incomplete");
+}
+
+#[test]
+fn a_refused_registration_is_registration_failed() {
+    let p = probe_fault(ServerOpts {
+        extra_args: vec!["--refuse-dcr".into()],
+        ..Default::default()
+    });
+    assert_eq!(p.verdict("registration"), "fail");
+    assert_eq!(p.verdict("authorization code + PKCE"), "skip");
+    p.finding("registration-failed");
+}
+
+#[test]
+fn an_unreachable_server_is_unusable_input() {
+    let pki = TestPki::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .env_remove("MCPTAP_HOME")
+        .args([
+            "probe",
+            &format!("https://localhost:{port}/mcp"),
+            "--no-save",
+        ])
+        .arg("--upstream-ca")
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .args(["probe", "not a url", "--no-save", "--confdir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+}
