@@ -141,7 +141,8 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let report = analyze_session(&mut session, args.reverse, false);
+    let mut report = analyze_session(&mut session, args.reverse, false);
+    crate::probe::apply_saved(&args.input, &mut report);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report).context("writing JSON")?;
@@ -163,7 +164,8 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let report = analyze_session(&mut session, false, false);
+    let mut report = analyze_session(&mut session, false, false);
+    crate::probe::apply_saved(&args.input, &mut report);
     let md = mcptap_analyze::render_markdown(
         &report,
         &session.flows,

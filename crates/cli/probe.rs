@@ -220,6 +220,10 @@ pub struct Outcome {
     pub session: Option<std::path::PathBuf>,
     /// The server could not be probed at all.
     pub unusable: bool,
+    /// The flows of the server checks (requests no client makes).
+    pub deliberate_flows: Vec<u64>,
+    /// The flows of the probe's requests to the MCP endpoint.
+    pub mcp_flows: Vec<u64>,
 }
 
 /// Starts the proxy, runs the probe through it, closes the session and judges it.
@@ -261,11 +265,13 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
         provoked,
         session: summary.session_dir.clone(),
         unusable,
+        deliberate_flows: deliberate,
+        mcp_flows,
     };
     if let Some(dir) = &outcome.session {
         // Next to the HAR: the probe's verdicts, which the analyzer cannot re-derive from the
         // flows alone (it does not know which requests were deliberate).
-        let path = dir.join("probe.json");
+        let path = dir.join(PROBE_FILE);
         let written = mcptap_store::write_atomic(&path, |w| {
             serde_json::to_writer_pretty(&mut *w, &outcome).map_err(|e| {
                 mcptap_store::StoreError::Write {
@@ -317,6 +323,71 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The probe's file in a session directory.
+pub const PROBE_FILE: &str = "probe.json";
+
+/// When `input` is (or is in) a session a probe recorded, makes `report` what the probe said:
+/// without the findings its server checks provoked, with the findings of those checks (which
+/// the analyzer cannot make: it does not know which requests were deliberate). Returns whether
+/// it applied.
+pub fn apply_saved(input: &std::path::Path, report: &mut mcptap_analyze::Report) -> bool {
+    let dir = if input.is_dir() {
+        input
+    } else {
+        match input.parent() {
+            Some(d) => d,
+            None => return false,
+        }
+    };
+    let Ok(text) = std::fs::read_to_string(dir.join(PROBE_FILE)) else {
+        return false;
+    };
+    let Ok(saved) = serde_json::from_str::<Value>(&text) else {
+        return false;
+    };
+    let deliberate = flows_of(&saved["deliberate_flows"]);
+    let mcp_flows = flows_of(&saved["mcp_flows"]);
+    report
+        .findings
+        .retain(|f| !f.counts() || !provoked_by_checks(f, &deliberate, &mcp_flows));
+    let checks: Vec<FindingId> = Check::ALL.iter().map(|c| c.finding_id()).collect();
+    for f in saved["findings"].as_array().into_iter().flatten() {
+        let Some(id) = f["id"].as_str().and_then(FindingId::parse) else {
+            continue;
+        };
+        if !checks.contains(&id) || report.findings.iter().any(|g| g.id == id) {
+            continue;
+        }
+        let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+        report.findings.push(probe_checks::server_finding(
+            id,
+            text("key"),
+            text("severity").parse().unwrap_or(Severity::Medium),
+            text("summary"),
+            flows_of(&f["evidence"]),
+            f["details"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ));
+    }
+    report
+        .findings
+        .sort_by_key(|f| std::cmp::Reverse(f.severity));
+    true
+}
+
+fn flows_of(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
 }
 
 /// Whether the analyzer's finding `f` was provoked by the server checks: its evidence holds a

@@ -29,6 +29,15 @@ pub enum Check {
 }
 
 impl Check {
+    /// Every check.
+    pub const ALL: [Check; 5] = [
+        Check::FabricatedToken,
+        Check::QueryToken,
+        Check::ForeignOrigin,
+        Check::Notification,
+        Check::GetStream,
+    ];
+
     /// The finding a failure of this check is.
     pub fn finding_id(self) -> Id {
         match self {
@@ -310,27 +319,47 @@ fn fail(
             r.header("content-type").unwrap_or("(no content type)")
         ));
     }
-    let finding = Finding {
+    let finding = server_finding(
         id,
-        key: ctx.url.clone(),
+        ctx.url.clone(),
+        severity,
+        match reply {
+            Some(r) => format!("{summary} (#{})", r.flow),
+            None => summary.clone(),
+        },
+        reply.map(|r| r.flow).into_iter().collect(),
+        details,
+    );
+    Judged {
+        verdict: Verdict::Fail,
+        note: format!("{summary} → {id}"),
+        finding: Some(finding),
+    }
+}
+
+/// A finding of a server check, as the probe makes it and as a saved probe gives it back
+/// ([`crate::probe::apply_saved`]).
+pub fn server_finding(
+    id: Id,
+    key: String,
+    severity: Severity,
+    summary: String,
+    evidence: Vec<u64>,
+    details: Vec<String>,
+) -> Finding {
+    Finding {
+        id,
+        key,
         severity,
         culprit: Culprit::Server,
         status: Status::Confirmed,
         subcase: None,
-        summary: match reply {
-            Some(r) => format!("{summary} (#{})", r.flow),
-            None => summary.clone(),
-        },
-        evidence: reply.map(|r| FlowId(r.flow)).into_iter().collect(),
+        summary,
+        evidence: evidence.into_iter().map(FlowId).collect(),
         occurrences: 1,
         hint: id.hint().to_owned(),
         details,
         decides: None,
         amendments: Vec::new(),
-    };
-    Judged {
-        verdict: Verdict::Fail,
-        note: format!("{summary} → {id}"),
-        finding: Some(finding),
     }
 }
