@@ -99,7 +99,7 @@ pub struct ProbeArgs {
     /// Print the authorization URL instead of opening a browser.
     #[arg(long)]
     pub no_browser: bool,
-    /// Seconds to wait for the browser's callback, and for each request.
+    /// Seconds to wait for the browser's callback (each request waits at most 30).
     #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
     pub timeout: f64,
     /// Skip the server checks listed below.

@@ -1537,15 +1537,20 @@ impl<'a> Probe<'a> {
                 return false;
             }
         };
-        let result = reply.json().and_then(|v| v.get("result").cloned());
+        let answer = reply.json();
+        let result = answer.as_ref().and_then(|v| v.get("result").cloned());
         let Some(result) = result.filter(|_| reply.ok()) else {
-            self.step(
-                &name,
-                spec::USE,
-                Verdict::Fail,
-                vec![reply.flow],
-                format!("{}: the token was not accepted", reply.status),
-            );
+            let why = match answer.as_ref().and_then(|v| v.get("error")) {
+                Some(e) if reply.ok() => format!(
+                    "{}: JSON-RPC error {} {}",
+                    reply.status,
+                    e.get("code").unwrap_or(&Value::Null),
+                    e.get("message").and_then(Value::as_str).unwrap_or("")
+                ),
+                _ if reply.ok() => format!("{}: no JSON-RPC result", reply.status),
+                _ => format!("{}: the token was not accepted", reply.status),
+            };
+            self.step(&name, spec::USE, Verdict::Fail, vec![reply.flow], why);
             ctx.token = None;
             return false;
         };

@@ -316,3 +316,131 @@ fn an_unreachable_server_is_unusable_input() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
 }
+
+/// The browser's part, without a browser: `GET` the authorization URL straight from the server
+/// (not through the probe's proxy, as a real browser would not be) and deliver its redirect to
+/// the probe's loopback callback.
+async fn act_as_browser(pki: &TestPki, server_port: u16, url: &str) -> u16 {
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let roots = [crate::common::pki::read_cert_der(&pki.ca_path())];
+    let cfg = crate::common::pki::client_config(&roots, &[b"http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server_port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let path = &url[url.find("/authorize").unwrap()..];
+    let req = http::Request::get(path)
+        .header("host", format!("localhost:{server_port}"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert!(resp.status().is_redirection(), "{resp:?}");
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let rest = location.strip_prefix("http://127.0.0.1:").unwrap();
+    let (port, target) = rest.split_at(rest.find('/').unwrap());
+    let port: u16 = port.parse().unwrap();
+    let mut cb = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    cb.write_all(format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    cb.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    port
+}
+
+#[test]
+fn without_headless_the_probe_waits_for_the_browser_on_its_loopback_callback() {
+    use std::io::BufRead as _;
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .env_remove("MCPTAP_HOME")
+        .arg("probe")
+        .arg(server.url())
+        .arg("--upstream-ca")
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(dir.path())
+        .args(["--no-save", "--no-browser", "--json", "--timeout", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(url) = line.strip_prefix("mcptap: open this URL to authorize: ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the probe prints the authorization URL");
+    assert!(url.contains("code_challenge_method=S256") && url.contains("resource="));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(act_as_browser(&pki, server.port, &url));
+    let out = child.wait_with_output().unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = json["steps"].as_array().unwrap();
+    for name in MAIN_PATH {
+        let s = steps.iter().find(|s| s["name"] == *name).unwrap();
+        assert_eq!(s["verdict"], "pass", "{name}: {json:#}");
+    }
+}
+
+#[test]
+fn without_a_callback_the_authorization_step_fails_at_the_timeout() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .env_remove("MCPTAP_HOME")
+        .arg("probe")
+        .arg(server.url())
+        .arg("--upstream-ca")
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(dir.path())
+        .args(["--no-save", "--no-browser", "--json", "--timeout", "1"])
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let step = |name: &str| {
+        json["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        step("authorization code + PKCE")["verdict"],
+        "fail",
+        "{json:#}"
+    );
+    assert!(step("authorization code + PKCE")["note"]
+        .as_str()
+        .unwrap()
+        .contains("no callback within"));
+    assert_eq!(step("token exchange")["verdict"], "skip");
+}
