@@ -581,7 +581,9 @@ impl<'a> Probe<'a> {
             unusable: false,
             deliberate: Vec::new(),
             mcp_flows: Vec::new(),
-            random: random_token(9).to_ascii_lowercase().replace('_', "x"),
+            random: random_token(9)
+                .to_ascii_lowercase()
+                .replace(['_', '-'], "x"),
         }
     }
 
@@ -609,6 +611,13 @@ impl<'a> Probe<'a> {
                 .collect::<Vec<_>>()
                 .join(",");
             let mut out = std::io::stdout().lock();
+            if self.steps.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{:>2}  {:<30} {:<4}  {:<12} seen [spec]",
+                    "", "step", "", "flows"
+                );
+            }
             let _ = writeln!(
                 out,
                 "{:>2}  {:<30} {:<4}  {:<12} {}",
@@ -685,6 +694,12 @@ impl<'a> Probe<'a> {
         }
         if self.unusable {
             return;
+        }
+        if !self.cfg.json {
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "    server checks: requests no client makes"
+            );
         }
         for check in [
             Check::FabricatedToken,

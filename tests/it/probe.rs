@@ -444,3 +444,71 @@ fn without_a_callback_the_authorization_step_fails_at_the_timeout() {
         .contains("no callback within"));
     assert_eq!(step("token exchange")["verdict"], "skip");
 }
+
+#[test]
+fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .env_remove("MCPTAP_HOME")
+        .arg("probe")
+        .arg(server.url())
+        .arg("--upstream-ca")
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(dir.path())
+        .args(["--no-save", "--headless"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let port = format!("localhost:{}", server.port);
+    let client = regex::Regex::new(r"client [0-9a-f-]{36}").unwrap();
+    let origin = regex::Regex::new(r"https://[a-z0-9]+\.invalid").unwrap();
+    let text = text.replace(&port, "localhost:PORT");
+    let text = client.replace_all(&text, "client CLIENT");
+    let text = origin.replace_all(&text, "https://RANDOM.invalid");
+    let table: Vec<&str> = text.lines().take(32).map(str::trim_end).collect();
+    let expected = r#"    step                                 flows        seen [spec]
+ 1  unauthenticated initialize     pass  #1           401 with a Bearer challenge and resource_metadata
+                                                      [authorization §Protected Resource Metadata Discovery Requirements]
+ 2  protected-resource metadata    pass  #2           found at https://localhost:PORT/.well-known/oauth-protected-resource/mcp
+                                                      [authorization §Protected Resource Metadata Discovery Requirements]
+ 3  authorization-server metadata  pass  #3           found at https://localhost:PORT/.well-known/oauth-authorization-server
+                                                      [authorization §Authorization Server Metadata Discovery]
+ 4  registration                   pass  #4           dynamic registration: client CLIENT
+                                                      [authorization §Client Registration Approaches]
+ 5  authorization code + PKCE      pass  #5           code received, state matches
+                                                      [authorization §Authorization Flow Steps; §Authorization Code Protection]
+ 6  token exchange                 pass  #6           access token issued; refresh token issued
+                                                      [authorization §Resource Parameter Implementation; OAuth 2.1 §4.1.3]
+ 7  initialize with token          pass  #7           200: protocol 2025-11-25, session
+                                                      [authorization §Access Token Usage; transports §Session Management]
+ 8  notification answered 202      pass  #8           202 without body
+                                                      [transports §Sending Messages to the Server]
+ 9  tools/list with token          pass  #9           200: 2 tool(s)
+                                                      [authorization §Access Token Usage; transports §Session Management]
+10  refresh                        pass  #10          new access token
+                                                      [authorization §Token Handling; OAuth 2.1 §4.3]
+    server checks: requests no client makes
+11  fabricated token refused       pass  #11          401 invalid_token
+                                                      [authorization §Token Handling; RFC 6750 §3.1]
+12  token in query refused         pass  #12          401: not served
+                                                      [authorization §Token Requirements]
+13  foreign Origin refused         FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
+                                                      [transports §Security Warning]
+14  GET stream or 405              pass  #14          200 text/event-stream
+                                                      [transports §Listening for Messages from the Server]
+
+1 finding(s):"#;
+    assert_eq!(table.join("\n"), expected, "{text}");
+    assert!(
+        text.contains("!! FINDING [high] origin-not-validated"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not counted: token-not-sent (#10 #12), provoked by the server checks"),
+        "{text}"
+    );
+}
