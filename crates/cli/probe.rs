@@ -543,6 +543,7 @@ mod spec {
     pub const TOKEN: &str = "authorization §Resource Parameter Implementation; OAuth 2.1 §4.1.3";
     pub const USE: &str = "authorization §Access Token Usage; transports §Session Management";
     pub const REFRESH: &str = "authorization §Token Handling; OAuth 2.1 §4.3";
+    pub const CLEANUP: &str = "RFC 7009 (revocation); RFC 7592 (registration management)";
 }
 
 /// What registration gave.
@@ -552,6 +553,19 @@ struct Registered {
     client_secret: Option<String>,
     basic: bool,
     redirect_uri: String,
+    /// RFC 7592: the registration's URL and its access token, to delete it afterwards.
+    management: Option<(String, String)>,
+}
+
+/// What the probe created on the server and removes at the end.
+#[derive(Debug, Clone, Default)]
+struct Created {
+    /// The revocation endpoint and the client that holds the tokens.
+    revocation: Option<(String, Registered)>,
+    /// Tokens issued to the probe.
+    tokens: Vec<(String, &'static str)>,
+    /// A dynamic registration that can be deleted.
+    registration: Option<(String, String)>,
 }
 
 /// The probe's state while it runs.
@@ -561,6 +575,10 @@ struct Probe<'a> {
     steps: Vec<Step>,
     findings: Vec<Finding>,
     unusable: bool,
+    /// The first request was served without a token.
+    open: bool,
+    /// What to clean up at the end.
+    created: Created,
     random: String,
     /// The flows of the server checks: requests no client makes.
     deliberate: Vec<u64>,
@@ -568,8 +586,11 @@ struct Probe<'a> {
     mcp_flows: Vec<u64>,
 }
 
-/// Why the main path stopped: the name of the step that failed.
+/// Why the main path stopped (`... failed`), said on the steps it skips.
 type Stop = String;
+
+/// Why nothing is checked on a server that serves without a token.
+const OPEN: &str = "the server requires no authorization";
 
 impl<'a> Probe<'a> {
     fn new(http: Client, cfg: &'a ProbeConfig) -> Probe<'a> {
@@ -579,6 +600,8 @@ impl<'a> Probe<'a> {
             steps: Vec::new(),
             findings: Vec::new(),
             unusable: false,
+            open: false,
+            created: Created::default(),
             deliberate: Vec::new(),
             mcp_flows: Vec::new(),
             random: random_token(9)
@@ -639,7 +662,7 @@ impl<'a> Probe<'a> {
             spec,
             Verdict::Skip,
             Vec::new(),
-            format!("skipped: {why} failed"),
+            format!("skipped: {why}"),
         );
     }
 
@@ -677,8 +700,13 @@ impl<'a> Probe<'a> {
         }
     }
 
-    /// The whole probe: the main path, then the checks.
+    /// The whole probe: the main path, the checks, then the clean-up.
     async fn run(&mut self) {
+        self.run_steps().await;
+        self.clean_up().await;
+    }
+
+    async fn run_steps(&mut self) {
         let mut ctx = probe_checks::Ctx {
             url: self.cfg.url.clone(),
             first_request: self.first_request(),
@@ -695,6 +723,12 @@ impl<'a> Probe<'a> {
         if self.unusable {
             return;
         }
+        if self.open {
+            for check in Check::ALL {
+                self.skip(check.title(), check.spec(), OPEN);
+            }
+            return;
+        }
         if !self.cfg.json {
             let _ = writeln!(
                 std::io::stdout().lock(),
@@ -709,7 +743,7 @@ impl<'a> Probe<'a> {
         ] {
             let needs_token = check != Check::FabricatedToken;
             if needs_token && ctx.token.is_none() {
-                let why = reached.as_deref().unwrap_or("obtaining a token");
+                let why = reached.as_deref().unwrap_or("no token was obtained");
                 self.skip(check.title(), check.spec(), why);
                 continue;
             }
@@ -719,7 +753,7 @@ impl<'a> Probe<'a> {
 
     async fn check(&mut self, check: Check, ctx: &probe_checks::Ctx) {
         let Some(mut req) = probe_checks::request(check, ctx) else {
-            self.skip(check.title(), check.spec(), "obtaining a token");
+            self.skip(check.title(), check.spec(), "no token was obtained");
             return;
         };
         let timeout = if check == Check::GetStream {
@@ -786,7 +820,7 @@ impl<'a> Probe<'a> {
                     format!("no answer: {}", crate::files::chain(&e)),
                 );
                 self.unusable = true;
-                return Err(name);
+                return Err(format!("{name} failed"));
             }
         };
         let flows = vec![reply.flow];
@@ -811,7 +845,8 @@ impl<'a> Probe<'a> {
                     reply.status
                 ),
             );
-            return Err("authorization required".to_owned());
+            self.open = true;
+            return Err(OPEN.to_owned());
         }
         if reply.status != 401 {
             self.step(
@@ -821,7 +856,7 @@ impl<'a> Probe<'a> {
                 flows,
                 format!("{} instead of 401", reply.status),
             );
-            return Err(name);
+            return Err(format!("{name} failed"));
         }
         match reply.header("www-authenticate").and_then(bearer_challenge) {
             Some(c) => {
@@ -864,13 +899,13 @@ impl<'a> Probe<'a> {
         };
         // 2. Protected-resource metadata.
         let Some(prm) = self.prm(&challenge).await else {
-            skip_from(self, 1, STEPS[0].0);
-            return Some(STEPS[0].0.to_owned());
+            skip_from(self, 1, &format!("{} failed", STEPS[0].0));
+            return Some(format!("{} failed", STEPS[0].0));
         };
         // 3. Authorization-server metadata.
         let Some(asm) = self.as_metadata(&prm).await else {
-            skip_from(self, 2, STEPS[1].0);
-            return Some(STEPS[1].0.to_owned());
+            skip_from(self, 2, &format!("{} failed", STEPS[1].0));
+            return Some(format!("{} failed", STEPS[1].0));
         };
         // 4. Registration, on a loopback callback.
         let listener = match tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await
@@ -884,15 +919,19 @@ impl<'a> Probe<'a> {
                     Vec::new(),
                     format!("cannot open the loopback callback listener: {e}"),
                 );
-                skip_from(self, 3, STEPS[2].0);
-                return Some(STEPS[2].0.to_owned());
+                skip_from(self, 3, &format!("{} failed", STEPS[2].0));
+                return Some(format!("{} failed", STEPS[2].0));
             }
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let Some(client) = self.register(&asm, port).await else {
-            skip_from(self, 3, STEPS[2].0);
-            return Some(STEPS[2].0.to_owned());
+            skip_from(self, 3, &format!("{} failed", STEPS[2].0));
+            return Some(format!("{} failed", STEPS[2].0));
         };
+        self.created.registration = client.management.clone();
+        if let Some(endpoint) = asm.get("revocation_endpoint").and_then(Value::as_str) {
+            self.created.revocation = Some((endpoint.to_owned(), client.clone()));
+        }
         // 5. Authorization code with PKCE.
         let resource = prm
             .get("resource")
@@ -920,12 +959,12 @@ impl<'a> Probe<'a> {
             )
             .await
         else {
-            skip_from(self, 4, STEPS[3].0);
-            return Some(STEPS[3].0.to_owned());
+            skip_from(self, 4, &format!("{} failed", STEPS[3].0));
+            return Some(format!("{} failed", STEPS[3].0));
         };
         // 6. Token exchange, then use.
         let Some(tokens) = self.token(&asm, &client, &resource, &code, &verifier).await else {
-            return Some(STEPS[4].0.to_owned());
+            return Some(format!("{} failed", STEPS[4].0));
         };
         let access = tokens
             .get("access_token")
@@ -933,10 +972,22 @@ impl<'a> Probe<'a> {
             .unwrap_or_default()
             .to_owned();
         ctx.token = Some(access.clone());
+        self.created.tokens.push((access.clone(), "access_token"));
         let used = self.use_token(&access, ctx).await;
         if let Some(rt) = tokens.get("refresh_token").and_then(Value::as_str) {
             let rt = rt.to_owned();
-            self.refresh(&asm, &client, &resource, &rt).await;
+            let renewed = self.refresh(&asm, &client, &resource, &rt).await;
+            let fresh = |k: &str| {
+                renewed
+                    .as_ref()
+                    .and_then(|d| d.get(k)?.as_str().map(str::to_owned))
+            };
+            if let Some(a) = fresh("access_token") {
+                self.created.tokens.push((a, "access_token"));
+            }
+            // Rotated or not, the last refresh token the probe holds.
+            let last = fresh("refresh_token").unwrap_or(rt);
+            self.created.tokens.push((last, "refresh_token"));
         } else {
             self.step(
                 "refresh",
@@ -949,7 +1000,7 @@ impl<'a> Probe<'a> {
         if used {
             None
         } else {
-            Some(format!("{} with token", self.first_name()))
+            Some(format!("{} with token failed", self.first_name()))
         }
     }
 
@@ -1112,6 +1163,7 @@ impl<'a> Probe<'a> {
                 client_secret: self.cfg.client_secret.clone(),
                 basic: false,
                 redirect_uri: self.cfg.redirect_uri.clone().unwrap_or(loopback),
+                management: None,
             };
             self.step(
                 name,
@@ -1139,6 +1191,7 @@ impl<'a> Probe<'a> {
                 client_secret: None,
                 basic: false,
                 redirect_uri: self.cfg.redirect_uri.clone().unwrap_or(loopback),
+                management: None,
             });
         }
         let Some(endpoint) = asm.get("registration_endpoint").and_then(Value::as_str) else {
@@ -1207,11 +1260,17 @@ impl<'a> Probe<'a> {
                     )
                 };
                 self.step(name, spec::REGISTRATION, verdict, vec![reply.flow], note);
+                let management = doc
+                    .get("registration_client_uri")
+                    .and_then(Value::as_str)
+                    .zip(doc.get("registration_access_token").and_then(Value::as_str))
+                    .map(|(u, t)| (u.to_owned(), t.to_owned()));
                 Some(Registered {
                     client_id: id.to_owned(),
                     client_secret: secret,
                     basic,
                     redirect_uri: loopback,
+                    management,
                 })
             }
             _ => {
@@ -1636,7 +1695,13 @@ impl<'a> Probe<'a> {
     }
 
     /// Step 6c.
-    async fn refresh(&mut self, asm: &Value, client: &Registered, resource: &str, rt: &str) {
+    async fn refresh(
+        &mut self,
+        asm: &Value,
+        client: &Registered,
+        resource: &str,
+        rt: &str,
+    ) -> Option<Value> {
         let name = "refresh";
         let endpoint = asm
             .get("token_endpoint")
@@ -1657,15 +1722,16 @@ impl<'a> Probe<'a> {
         }
         match self.send(req).await {
             Ok(r) => {
-                let ok = r.status == 200
-                    && r.json()
-                        .is_some_and(|d| d.get("access_token").and_then(Value::as_str).is_some());
-                let (verdict, note) = if ok {
+                let doc = r.json().filter(|d| {
+                    r.status == 200 && d.get("access_token").and_then(Value::as_str).is_some()
+                });
+                let (verdict, note) = if doc.is_some() {
                     (Verdict::Pass, "new access token".to_owned())
                 } else {
                     (Verdict::Fail, format!("{}: no new access token", r.status))
                 };
                 self.step(name, spec::REFRESH, verdict, vec![r.flow], note);
+                doc
             }
             Err(e) => {
                 let flow = self.http.sent();
@@ -1676,9 +1742,114 @@ impl<'a> Probe<'a> {
                     vec![flow],
                     format!("no answer: {}", crate::files::chain(&e)),
                 );
+                None
             }
         }
     }
+
+    /// Revokes the tokens the probe obtained (RFC 7009) and deletes its registration where
+    /// the server allows it (RFC 7592).
+    async fn clean_up(&mut self) {
+        let created = std::mem::take(&mut self.created);
+        let mut flows = Vec::new();
+        let mut notes = Vec::new();
+        let mut verdict = Verdict::Pass;
+        match &created.revocation {
+            Some((endpoint, client)) if !created.tokens.is_empty() => {
+                let mut refused = 0;
+                let mut first_refusal = None;
+                for (token, hint) in &created.tokens {
+                    let mut form = vec![("token", token.as_str()), ("token_type_hint", *hint)];
+                    let basic = Self::client_auth(client, &mut form);
+                    let mut req = Req::new(Method::POST, endpoint).form(&form);
+                    if let Some(b) = basic {
+                        req = req.header(AUTHORIZATION, b);
+                    }
+                    match self.send(req).await {
+                        Ok(r) => {
+                            flows.push(r.flow);
+                            if r.status != 200 {
+                                refused += 1;
+                                first_refusal.get_or_insert_with(|| oauth_error(&r));
+                            }
+                        }
+                        Err(_) => {
+                            flows.push(self.http.sent());
+                            refused += 1;
+                        }
+                    }
+                }
+                if refused > 0 {
+                    verdict = Verdict::Warn;
+                    notes.push(format!(
+                        "{refused} of {} revocations refused{}",
+                        created.tokens.len(),
+                        first_refusal.map(|e| format!(" ({e})")).unwrap_or_default()
+                    ));
+                } else {
+                    notes.push(format!("{} token(s) revoked", created.tokens.len()));
+                }
+            }
+            None if !created.tokens.is_empty() => {
+                notes.push("no revocation_endpoint: the tokens expire on their own".to_owned());
+            }
+            _ => {}
+        }
+        match &created.registration {
+            Some((uri, token)) => {
+                let req =
+                    Req::new(Method::DELETE, uri).header(AUTHORIZATION, format!("Bearer {token}"));
+                match self.send(req).await {
+                    Ok(r) => {
+                        flows.push(r.flow);
+                        if r.status == 204 || r.ok() {
+                            notes.push("registration deleted".to_owned());
+                        } else {
+                            verdict = Verdict::Warn;
+                            notes.push(format!("registration not deleted ({})", r.status));
+                        }
+                    }
+                    Err(e) => {
+                        flows.push(self.http.sent());
+                        verdict = Verdict::Warn;
+                        notes.push(format!(
+                            "registration not deleted: {}",
+                            crate::files::chain(&e)
+                        ));
+                    }
+                }
+            }
+            None if self.cfg.client_id.is_none() && !created.tokens.is_empty() => {
+                notes
+                    .push("the registration cannot be deleted (no RFC 7592 management)".to_owned());
+            }
+            None => {}
+        }
+        if !notes.is_empty() {
+            self.step("clean-up", spec::CLEANUP, verdict, flows, notes.join("; "));
+        }
+    }
+}
+
+/// `400 invalid_request: description` of an OAuth error answer.
+fn oauth_error(r: &Reply) -> String {
+    let doc = r.json().unwrap_or(Value::Null);
+    let field = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("");
+    let mut s = r.status.to_string();
+    if !field("error").is_empty() {
+        s.push(' ');
+        s.push_str(field("error"));
+    }
+    if !field("error_description").is_empty() {
+        s.push_str(": ");
+        s.push_str(
+            &field("error_description")
+                .chars()
+                .take(120)
+                .collect::<String>(),
+        );
+    }
+    s
 }
 
 fn is_loopback(host: &str) -> bool {
