@@ -70,6 +70,9 @@ pub struct Step {
     pub spec: &'static str,
     /// What was seen, or why it was skipped.
     pub note: String,
+    /// A server check (a request no client makes) rather than a step of a client's flow.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub server_check: bool,
 }
 
 /// Validated configuration of `mcptap probe`.
@@ -312,12 +315,19 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
+    // A step of the client's flow that failed means a conformant client cannot use the server,
+    // whatever the findings say (the server checks fail through their findings only).
+    let flow_failed = outcome
+        .steps
+        .iter()
+        .any(|s| s.verdict == Verdict::Fail && !s.server_check);
     Ok(if outcome.unusable {
         ExitCode::from(UNUSABLE)
-    } else if outcome
-        .findings
-        .iter()
-        .any(|f| f.severity >= config.threshold)
+    } else if flow_failed
+        || outcome
+            .findings
+            .iter()
+            .any(|f| f.severity >= config.threshold)
     {
         ExitCode::from(1)
     } else {
@@ -625,6 +635,7 @@ impl<'a> Probe<'a> {
             flows,
             spec,
             note,
+            server_check: Check::ALL.iter().any(|c| c.title() == name),
         };
         if !self.cfg.json {
             let flows = s

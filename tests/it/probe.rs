@@ -443,6 +443,8 @@ fn without_a_callback_the_authorization_step_fails_at_the_timeout() {
         .unwrap()
         .contains("no callback within"));
     assert_eq!(step("token exchange")["verdict"], "skip");
+    // No finding, but the client's flow failed: exit 1.
+    assert_eq!(out.status.code(), Some(1), "{json:#}");
 }
 
 #[test]
