@@ -241,10 +241,32 @@ fn a_server_refusing_its_own_tokens_is_fresh_token_rejected() {
 fn a_token_response_without_expires_in_warns_at_the_token_step() {
     // The analyzer makes no finding of a missing expires_in alone (it is RECOMMENDED, and it
     // matters only once a client lets the token expire); the probe says so at the step.
-    let p = probe_fault(ServerOpts {
-        no_expires_in: true,
-        ..Default::default()
-    });
+    // Also: an older protocol, and no server checks (no Origin finding, hence exit 0).
+    let pki = TestPki::new();
+    let server = McpServer::start(
+        &pki,
+        ServerOpts {
+            no_expires_in: true,
+            ..Default::default()
+        },
+    );
+    let p = probe(
+        &pki,
+        &server,
+        &["--protocol", "2025-06-18", "--no-server-checks"],
+    );
+    assert!(p.step("initialize with token")["note"]
+        .as_str()
+        .unwrap()
+        .contains("protocol 2025-06-18"));
+    let steps = p.out["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().all(|s| s.get("server_check").is_none()),
+        "{:#}",
+        p.out
+    );
+    assert!(p.ids().is_empty(), "{:#}", p.out);
+    assert_eq!(p.code, 0, "{:#}", p.out);
     assert_eq!(p.verdict("token exchange"), "warn");
     assert!(p.step("token exchange")["note"]
         .as_str()
