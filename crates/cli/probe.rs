@@ -750,6 +750,7 @@ impl<'a> Probe<'a> {
             Check::FabricatedToken,
             Check::QueryToken,
             Check::ForeignOrigin,
+            Check::UnknownVersion,
             Check::GetStream,
         ] {
             let needs_token = check != Check::FabricatedToken;

@@ -26,16 +26,20 @@ pub enum Check {
     /// `GET` with `Accept: text/event-stream` must be an event stream or 405
     /// (`get-stream-wrong`).
     GetStream,
+    /// A request with an unknown `MCP-Protocol-Version` must get 400
+    /// (`invalid-request-accepted`).
+    UnknownVersion,
 }
 
 impl Check {
     /// Every check.
-    pub const ALL: [Check; 5] = [
+    pub const ALL: [Check; 6] = [
         Check::FabricatedToken,
         Check::QueryToken,
         Check::ForeignOrigin,
         Check::Notification,
         Check::GetStream,
+        Check::UnknownVersion,
     ];
 
     /// The finding a failure of this check is.
@@ -46,6 +50,7 @@ impl Check {
             Check::ForeignOrigin => Id::OriginNotValidated,
             Check::Notification => Id::NotificationAnswerWrong,
             Check::GetStream => Id::GetStreamWrong,
+            Check::UnknownVersion => Id::InvalidRequestAccepted,
         }
     }
 
@@ -57,6 +62,7 @@ impl Check {
             Check::ForeignOrigin => "foreign Origin refused",
             Check::Notification => "notification answered 202",
             Check::GetStream => "GET stream or 405",
+            Check::UnknownVersion => "unknown version refused",
         }
     }
 
@@ -68,6 +74,7 @@ impl Check {
             Check::ForeignOrigin => "transports §Security Warning",
             Check::Notification => "transports §Sending Messages to the Server",
             Check::GetStream => "transports §Listening for Messages from the Server",
+            Check::UnknownVersion => "transports §Protocol Version Header",
         }
     }
 }
@@ -92,6 +99,9 @@ pub struct Ctx {
 }
 
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+/// A protocol version no server supports.
+const UNKNOWN_VERSION: &str = "1999-01-01";
 
 fn mcp_session() -> HeaderName {
     HeaderName::from_static("mcp-session-id")
@@ -149,6 +159,22 @@ pub fn request(check: Check, ctx: &Ctx) -> Option<Req> {
                 r = r.header(mcp_session(), s);
             }
             r.head_only = true;
+            r
+        }
+        Check::UnknownVersion => {
+            let mut r = Req::new(Method::POST, &ctx.url)
+                .header(ACCEPT, ACCEPT_BOTH)
+                .header(AUTHORIZATION, format!("Bearer {}", ctx.token.as_deref()?))
+                .header(mcp_version(), UNKNOWN_VERSION)
+                .json(&serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": 90,
+                    "method": "tools/list",
+                    "params": {}
+                }));
+            if let Some(s) = &ctx.session {
+                r = r.header(mcp_session(), s);
+            }
             r
         }
     })
@@ -253,6 +279,20 @@ pub fn judge(check: Check, answer: Result<&Reply, &HttpError>, ctx: &Ctx) -> Jud
                 )
             }
         }
+        Check::UnknownVersion => match status {
+            400 => pass("400".to_owned()),
+            s if reply.ok() => fail(
+                check,
+                ctx,
+                Some(reply),
+                Severity::Low,
+                format!(
+                    "tools/list with MCP-Protocol-Version: {UNKNOWN_VERSION} was served ({s}) \
+                     instead of refused with 400"
+                ),
+            ),
+            s => warn(format!("{s}: refused, but the transport asks for 400")),
+        },
         Check::GetStream => {
             if status == 405 {
                 pass("405 (no GET stream)".to_owned())

@@ -118,6 +118,7 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_check() {
     for check in [
         "fabricated token refused",
         "token in query refused",
+        "unknown version refused",
         "GET stream or 405",
     ] {
         assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
@@ -495,7 +496,7 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
     let text = origin.replace_all(&text, "https://RANDOM.invalid");
     // The SDK's /revoke demands a client_secret even from the public client it registered:
     // the clean-up says so (a warning, no finding).
-    let table: Vec<&str> = text.lines().take(34).map(str::trim_end).collect();
+    let table: Vec<&str> = text.lines().take(36).map(str::trim_end).collect();
     let expected = r#"    step                                 flows        seen [spec]
  1  unauthenticated initialize     pass  #1           401 with a Bearer challenge and resource_metadata
                                                       [authorization §Protected Resource Metadata Discovery Requirements]
@@ -524,9 +525,11 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
                                                       [authorization §Token Requirements]
 13  foreign Origin refused         FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
                                                       [transports §Security Warning]
-14  GET stream or 405              pass  #14          200 text/event-stream
+14  unknown version refused        pass  #14          400
+                                                      [transports §Protocol Version Header]
+15  GET stream or 405              pass  #15          200 text/event-stream
                                                       [transports §Listening for Messages from the Server]
-15  clean-up                       warn  #15,#16,#17  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); the registration cannot be deleted (no RFC 7592 management)
+16  clean-up                       warn  #16,#17,#18  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); the registration cannot be deleted (no RFC 7592 management)
                                                       [RFC 7009 (revocation); RFC 7592 (registration management)]
 
 1 finding(s):"#;
