@@ -64,6 +64,9 @@ Server checks a client never makes (on by default; --no-server-checks turns them
   notification-answer-wrong  a POST holding only a notification must get 202 without a body
   get-stream-wrong         GET with Accept: text/event-stream must be an event stream or 405
   invalid-request-accepted a request with an unknown MCP-Protocol-Version must get 400
+  registration-redirect-unsafe  registering http://<random>.invalid/callback (plain http, not
+                           loopback) must be refused (an accepted one is deleted where the
+                           server allows it)
 
 Exit status: 0 when no finding is at or above --fail-on and every step of the client's flow
 passed or warned, 1 otherwise, 2 when the server cannot be probed at all (bad URL,

@@ -576,6 +576,10 @@ struct Created {
     tokens: Vec<(String, &'static str)>,
     /// A dynamic registration that can be deleted.
     registration: Option<(String, String)>,
+    /// Registrations the unsafe-redirect check got accepted: deletable ones, and a count of
+    /// the others.
+    check_registrations: Vec<(String, String)>,
+    undeletable_check_registrations: usize,
 }
 
 /// The probe's state while it runs.
@@ -726,6 +730,7 @@ impl<'a> Probe<'a> {
             protocol: self.cfg.protocol.clone(),
             loopback: is_loopback(&self.cfg.target.host),
             random: self.random.clone(),
+            registration_endpoint: None,
         };
         let reached = self.main_path(&mut ctx).await;
         if !self.cfg.checks {
@@ -752,8 +757,9 @@ impl<'a> Probe<'a> {
             Check::ForeignOrigin,
             Check::UnknownVersion,
             Check::GetStream,
+            Check::UnsafeRedirect,
         ] {
-            let needs_token = check != Check::FabricatedToken;
+            let needs_token = !matches!(check, Check::FabricatedToken | Check::UnsafeRedirect);
             if needs_token && ctx.token.is_none() {
                 let why = reached.as_deref().unwrap_or("no token was obtained");
                 self.skip(check.title(), check.spec(), why);
@@ -765,7 +771,12 @@ impl<'a> Probe<'a> {
 
     async fn check(&mut self, check: Check, ctx: &probe_checks::Ctx) {
         let Some(mut req) = probe_checks::request(check, ctx) else {
-            self.skip(check.title(), check.spec(), "no token was obtained");
+            let why = if check == Check::UnsafeRedirect {
+                "the server offers no dynamic registration (or its metadata was not found)"
+            } else {
+                "no token was obtained"
+            };
+            self.skip(check.title(), check.spec(), why);
             return;
         };
         let timeout = if check == Check::GetStream {
@@ -781,6 +792,16 @@ impl<'a> Probe<'a> {
             self.deliberate.push(flow);
         }
         let judged = probe_checks::judge(check, answer.as_ref(), ctx);
+        if let (Check::UnsafeRedirect, Ok(r)) = (check, &answer) {
+            if r.ok() {
+                let doc = r.json().unwrap_or(Value::Null);
+                let field = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
+                match field("registration_client_uri").zip(field("registration_access_token")) {
+                    Some(m) => self.created.check_registrations.push(m),
+                    None => self.created.undeletable_check_registrations += 1,
+                }
+            }
+        }
         self.step(
             check.title(),
             check.spec(),
@@ -941,6 +962,10 @@ impl<'a> Probe<'a> {
             return Some(format!("{} failed", STEPS[2].0));
         };
         self.created.registration = client.management.clone();
+        ctx.registration_endpoint = asm
+            .get("registration_endpoint")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         if let Some(endpoint) = asm.get("revocation_endpoint").and_then(Value::as_str) {
             self.created.revocation = Some((endpoint.to_owned(), client.clone()));
         }
@@ -1807,6 +1832,25 @@ impl<'a> Probe<'a> {
             }
             _ => {}
         }
+        for (uri, token) in &created.check_registrations {
+            let req =
+                Req::new(Method::DELETE, uri).header(AUTHORIZATION, format!("Bearer {token}"));
+            match self.send(req).await {
+                Ok(r) if r.status == 204 || r.ok() => {
+                    flows.push(r.flow);
+                    notes.push("the unsafe-redirect check's registration deleted".to_owned());
+                }
+                other => {
+                    flows.push(other.as_ref().map_or(self.http.sent(), |r| r.flow));
+                    verdict = Verdict::Warn;
+                    notes.push("the unsafe-redirect check's registration not deleted".to_owned());
+                }
+            }
+        }
+        let mut undeletable = created.undeletable_check_registrations;
+        if undeletable > 0 {
+            verdict = Verdict::Warn;
+        }
         match &created.registration {
             Some((uri, token)) => {
                 let req =
@@ -1832,10 +1876,14 @@ impl<'a> Probe<'a> {
                 }
             }
             None if self.cfg.client_id.is_none() && !created.tokens.is_empty() => {
-                notes
-                    .push("the registration cannot be deleted (no RFC 7592 management)".to_owned());
+                undeletable += 1;
             }
             None => {}
+        }
+        if undeletable > 0 {
+            notes.push(format!(
+                "{undeletable} registration(s) cannot be deleted (no RFC 7592 management)"
+            ));
         }
         if !notes.is_empty() {
             self.step("clean-up", spec::CLEANUP, verdict, flows, notes.join("; "));

@@ -29,17 +29,21 @@ pub enum Check {
     /// A request with an unknown `MCP-Protocol-Version` must get 400
     /// (`invalid-request-accepted`).
     UnknownVersion,
+    /// Registration with a plain-`http` redirect URI on a non-loopback host must be refused
+    /// (`registration-redirect-unsafe`).
+    UnsafeRedirect,
 }
 
 impl Check {
     /// Every check.
-    pub const ALL: [Check; 6] = [
+    pub const ALL: [Check; 7] = [
         Check::FabricatedToken,
         Check::QueryToken,
         Check::ForeignOrigin,
         Check::Notification,
         Check::GetStream,
         Check::UnknownVersion,
+        Check::UnsafeRedirect,
     ];
 
     /// The finding a failure of this check is.
@@ -51,6 +55,7 @@ impl Check {
             Check::Notification => Id::NotificationAnswerWrong,
             Check::GetStream => Id::GetStreamWrong,
             Check::UnknownVersion => Id::InvalidRequestAccepted,
+            Check::UnsafeRedirect => Id::RegistrationRedirectUnsafe,
         }
     }
 
@@ -63,6 +68,7 @@ impl Check {
             Check::Notification => "notification answered 202",
             Check::GetStream => "GET stream or 405",
             Check::UnknownVersion => "unknown version refused",
+            Check::UnsafeRedirect => "unsafe redirect URI refused",
         }
     }
 
@@ -75,6 +81,7 @@ impl Check {
             Check::Notification => "transports §Sending Messages to the Server",
             Check::GetStream => "transports §Listening for Messages from the Server",
             Check::UnknownVersion => "transports §Protocol Version Header",
+            Check::UnsafeRedirect => "authorization §Open Redirection; OAuth 2.1 §2.3.1",
         }
     }
 }
@@ -96,6 +103,16 @@ pub struct Ctx {
     pub loopback: bool,
     /// Random text for fabricated values.
     pub random: String,
+    /// The authorization server's dynamic registration endpoint, if it has one.
+    pub registration_endpoint: Option<String>,
+}
+
+impl Ctx {
+    /// The redirect URI the unsafe-redirect check registers: plain `http` on a host that is
+    /// not loopback (and does not exist).
+    pub fn unsafe_redirect(&self) -> String {
+        format!("http://mcptap-probe-{}.invalid/callback", self.random)
+    }
 }
 
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
@@ -161,6 +178,15 @@ pub fn request(check: Check, ctx: &Ctx) -> Option<Req> {
             r.head_only = true;
             r
         }
+        Check::UnsafeRedirect => Req::new(Method::POST, ctx.registration_endpoint.as_deref()?)
+            .header(ACCEPT, "application/json")
+            .json(&serde_json::json!({
+                "client_name": "mcptap probe: unsafe redirect URI check (delete me)",
+                "redirect_uris": [ctx.unsafe_redirect()],
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+            })),
         Check::UnknownVersion => {
             let mut r = Req::new(Method::POST, &ctx.url)
                 .header(ACCEPT, ACCEPT_BOTH)
@@ -279,6 +305,22 @@ pub fn judge(check: Check, answer: Result<&Reply, &HttpError>, ctx: &Ctx) -> Jud
                 )
             }
         }
+        Check::UnsafeRedirect => match status {
+            s if reply.ok() => fail(
+                check,
+                ctx,
+                Some(reply),
+                Severity::High,
+                format!(
+                    "registration accepted the redirect URI {} (plain http, not loopback) ({s})",
+                    ctx.unsafe_redirect()
+                ),
+            ),
+            400 => pass(format!("400{}", oauth_error_code(reply))),
+            s => warn(format!(
+                "{s}: refused, but RFC 7591 asks for 400 invalid_redirect_uri"
+            )),
+        },
         Check::UnknownVersion => match status {
             400 => pass("400".to_owned()),
             s if reply.ok() => fail(
@@ -317,6 +359,13 @@ pub fn judge(check: Check, answer: Result<&Reply, &HttpError>, ctx: &Ctx) -> Jud
             }
         }
     }
+}
+
+fn oauth_error_code(reply: &Reply) -> String {
+    reply
+        .json()
+        .and_then(|v| v.get("error")?.as_str().map(|e| format!(" {e}")))
+        .unwrap_or_default()
 }
 
 fn challenge_error(reply: &Reply) -> String {

@@ -123,10 +123,23 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_check() {
     ] {
         assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
     }
-    // The SDK server, as the tests run it, does not validate Origin: that is the only finding,
-    // and no OAuth finding is made on the probe's own traffic.
+    // The SDK server, as the tests run it, does not validate Origin (the test server turns
+    // DNS-rebinding protection off), and the SDK's registration accepts any redirect URI: those
+    // are the only findings, and no OAuth finding is made on the probe's own traffic.
     assert_eq!(p.verdict("foreign Origin refused"), "fail");
-    assert_eq!(p.ids(), ["origin-not-validated"], "{:#}", p.out);
+    assert_eq!(p.verdict("unsafe redirect URI refused"), "fail");
+    assert_eq!(
+        p.ids(),
+        ["origin-not-validated", "registration-redirect-unsafe"],
+        "{:#}",
+        p.out
+    );
+    let f = p.finding("registration-redirect-unsafe");
+    assert_eq!(
+        f["evidence"],
+        p.step("unsafe redirect URI refused")["flows"]
+    );
+    assert!(f["summary"].as_str().unwrap().contains("(201)"), "{f:#}");
     let f = p.finding("origin-not-validated");
     assert_eq!(f["culprit"], "server");
     assert_eq!(f["severity"], "high", "the server is on loopback");
@@ -186,8 +199,21 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_check() {
         .iter()
         .map(|f| f["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["origin-not-validated"], "{analyzed:#}");
-    let ignored = probe(&pki, &server, &["--ignore", "origin-not-validated"]);
+    assert_eq!(
+        ids,
+        ["origin-not-validated", "registration-redirect-unsafe"],
+        "{analyzed:#}"
+    );
+    let ignored = probe(
+        &pki,
+        &server,
+        &[
+            "--ignore",
+            "origin-not-validated",
+            "--ignore",
+            "registration-redirect-unsafe",
+        ],
+    );
     assert_eq!(ignored.code, 0, "{:#}", ignored.out);
     assert!(ignored.ids().is_empty(), "{:#}", ignored.out);
 }
@@ -491,12 +517,14 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
     let port = format!("localhost:{}", server.port);
     let client = regex::Regex::new(r"client [0-9a-f-]{36}").unwrap();
     let origin = regex::Regex::new(r"https://[a-z0-9]+\.invalid").unwrap();
+    let redirect = regex::Regex::new(r"mcptap-probe-[a-z0-9]+\.invalid").unwrap();
     let text = text.replace(&port, "localhost:PORT");
     let text = client.replace_all(&text, "client CLIENT");
     let text = origin.replace_all(&text, "https://RANDOM.invalid");
+    let text = redirect.replace_all(&text, "mcptap-probe-RANDOM.invalid");
     // The SDK's /revoke demands a client_secret even from the public client it registered:
     // the clean-up says so (a warning, no finding).
-    let table: Vec<&str> = text.lines().take(36).map(str::trim_end).collect();
+    let table: Vec<&str> = text.lines().take(38).map(str::trim_end).collect();
     let expected = r#"    step                                 flows        seen [spec]
  1  unauthenticated initialize     pass  #1           401 with a Bearer challenge and resource_metadata
                                                       [authorization §Protected Resource Metadata Discovery Requirements]
@@ -529,10 +557,12 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
                                                       [transports §Protocol Version Header]
 15  GET stream or 405              pass  #15          200 text/event-stream
                                                       [transports §Listening for Messages from the Server]
-16  clean-up                       warn  #16,#17,#18  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); the registration cannot be deleted (no RFC 7592 management)
+16  unsafe redirect URI refused    FAIL  #16          registration accepted the redirect URI http://mcptap-probe-RANDOM.invalid/callback (plain http, not loopback) (201) → registration-redirect-unsafe
+                                                      [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+17  clean-up                       warn  #17,#18,#19  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); 2 registration(s) cannot be deleted (no RFC 7592 management)
                                                       [RFC 7009 (revocation); RFC 7592 (registration management)]
 
-1 finding(s):"#;
+2 finding(s):"#;
     assert_eq!(table.join("\n"), expected, "{text}");
     assert!(
         text.contains("!! FINDING [high] origin-not-validated"),

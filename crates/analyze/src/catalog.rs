@@ -129,6 +129,8 @@ catalog! {
         "Answer `GET` with `Accept: text/event-stream` on the MCP endpoint with `Content-Type: text/event-stream` (headers sent at once), or with 405 Method Not Allowed if you offer no stream.";
     NotificationAnswerWrong = "notification-answer-wrong", "A POST holding only notifications is not answered 202 without a body",
         "Answer a POST that holds only notifications or responses with 202 Accepted and no body.";
+    RegistrationRedirectUnsafe = "registration-redirect-unsafe", "Registration accepts an unsafe redirect URI",
+        "Accept only https redirect URIs, or http on a loopback host (127.0.0.1, [::1], localhost), at registration; refuse others with 400 invalid_redirect_uri.";
     InvalidRequestAccepted = "invalid-request-accepted", "The server serves a request it must refuse",
         "Refuse what the transport says to refuse: an unsupported `MCP-Protocol-Version` with 400 Bad Request.";
     TokenUnused = "token-unused", "A token was issued and never used (sub-case of token-not-sent)",
