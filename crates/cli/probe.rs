@@ -214,6 +214,10 @@ pub struct Outcome {
     pub steps: Vec<Step>,
     /// Every counted finding not ignored: the analyzer's on the session, then the probe's own.
     pub findings: Vec<Finding>,
+    /// The findings `--ignore` left out (kept, so that `analyze` on the saved session shows
+    /// them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<Finding>,
     /// What the analyzer found in the server checks' deliberate requests (a token in the query
     /// string looks like a client that dropped its token): listed, not counted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -254,17 +258,17 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
         .filter(|f| !own_ids.contains(&f.id))
         .partition(|f| provoked_by_checks(f, &deliberate, &mcp_flows));
     let provoked: Vec<Finding> = provoked.into_iter().cloned().collect();
-    let mut findings: Vec<Finding> = analyzed
+    let (mut findings, ignored): (Vec<Finding>, Vec<Finding>) = analyzed
         .into_iter()
         .cloned()
         .chain(own)
-        .filter(|f| !config.ignore.contains(&f.id))
-        .collect();
+        .partition(|f| !config.ignore.contains(&f.id));
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let outcome = Outcome {
         url: config.url.clone(),
         steps,
         findings,
+        ignored,
         provoked,
         session: summary.session_dir.clone(),
         unusable,
@@ -363,7 +367,10 @@ pub fn apply_saved(input: &std::path::Path, report: &mut mcptap_analyze::Report)
         .findings
         .retain(|f| !f.counts() || !provoked_by_checks(f, &deliberate, &mcp_flows));
     let checks: Vec<FindingId> = Check::ALL.iter().map(|c| c.finding_id()).collect();
-    for f in saved["findings"].as_array().into_iter().flatten() {
+    let saved_findings = ["findings", "ignored"]
+        .into_iter()
+        .flat_map(|k| saved[k].as_array().into_iter().flatten());
+    for f in saved_findings {
         let Some(id) = f["id"].as_str().and_then(FindingId::parse) else {
             continue;
         };

@@ -216,6 +216,18 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_check() {
     );
     assert_eq!(ignored.code, 0, "{:#}", ignored.out);
     assert!(ignored.ids().is_empty(), "{:#}", ignored.out);
+    // Ignored at the probe, still in the saved session's analysis.
+    let analyzed = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .args(["analyze", "--json"])
+        .arg(ignored.session())
+        .output()
+        .unwrap();
+    let analyzed: Value = serde_json::from_slice(&analyzed.stdout).unwrap();
+    assert_eq!(
+        analyzed["findings"].as_array().unwrap().len(),
+        2,
+        "{analyzed:#}"
+    );
 }
 
 #[test]
