@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tracing::Instrument as _;
 
 /// Bytes of a response body the probe reads (the proxy records its own copy).
 const BODY_LIMIT: usize = 4 << 20;
@@ -278,9 +279,12 @@ impl Client {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(HttpError::Http)?;
-        let conn = tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let conn = tokio::spawn(
+            async move {
+                let _ = conn.await;
+            }
+            .instrument(tracing::debug_span!("probe connection", flow)),
+        );
         let mut builder = http::Request::builder()
             .method(req.method.clone())
             .uri(target)
