@@ -302,6 +302,10 @@ pub(crate) struct Wait {
     pub p: Pending,
     /// The suspected finding was emitted (see [`Analyzer::suspicion`]).
     pub shown: bool,
+    /// Not worth looking at again before this time: a suspicion that was due but not shown
+    /// (not likely after all, or already healthy) is looked at again at most once a second, so
+    /// a long wait costs nothing per flow.
+    pub next_look: Micros,
 }
 
 /// What resolving a [`Pending`] concluded.
@@ -839,7 +843,11 @@ impl Analyzer {
 
     /// Schedules a decision that needs time or later flows.
     pub(crate) fn wait(&mut self, p: Pending) {
-        self.pending.push(Wait { p, shown: false });
+        self.pending.push(Wait {
+            p,
+            shown: false,
+            next_look: 0,
+        });
     }
 
     /// Changes the severity of a stored finding (when later flows settle it).
@@ -950,14 +958,20 @@ impl Analyzer {
     /// Shows a waiting decision as suspected once that is likely, unless what it waits for has
     /// already happened.
     fn show_suspicion(&mut self, w: &mut Wait, now: Micros) {
-        if !w.shown
-            && self.suspect_at(&w.p).is_some_and(|at| at <= now)
-            && self.healthy(&w.p).is_none()
+        if w.shown || now < w.next_look || self.suspect_at(&w.p).is_none_or(|at| at > now) {
+            return;
+        }
+        match self
+            .healthy(&w.p)
+            .is_none()
+            .then(|| self.suspicion(&w.p))
+            .flatten()
         {
-            if let Some(n) = self.suspicion(&w.p) {
+            Some(n) => {
                 w.shown = true;
                 self.emit(n);
             }
+            None => w.next_look = now + 1_000_000,
         }
     }
 
@@ -997,7 +1011,11 @@ impl Analyzer {
             }
             let suspicion = self.suspicion(&w.p);
             match self.resolve(w.p, due || forced) {
-                Decision::Wait(p) => keep.push(Wait { p, shown: w.shown }),
+                Decision::Wait(p) => keep.push(Wait {
+                    p,
+                    shown: w.shown,
+                    next_look: w.next_look,
+                }),
                 Decision::Done => {}
                 Decision::Healthy(why) => {
                     if let Some(n) = suspicion.filter(|_| w.shown) {
