@@ -124,6 +124,9 @@ pub fn line(flow: &Flow) -> String {
         // Not the client's request: mcptap made it itself (e.g. an inject-mode refresh).
         let _ = write!(out, " [BY MCPTAP: {why}]");
     }
+    if let Some(why) = &flow.not_injected {
+        let _ = write!(out, " [NOT INJECTED: {why}]");
+    }
     match flow.state {
         FlowState::Aborted => out.push_str(" ABORTED"),
         FlowState::Pending => out.push_str(" PENDING"),
@@ -182,5 +185,8 @@ mod tests {
         assert!(line(&flow).ends_with("[no-auth]"));
         flow.by_mcptap = Some("inject-refresh".into());
         assert!(line(&flow).ends_with("[no-auth] [BY MCPTAP: inject-refresh]"));
+        flow.by_mcptap = None;
+        flow.not_injected = Some("the Host header names b.example".into());
+        assert!(line(&flow).ends_with("[no-auth] [NOT INJECTED: the Host header names b.example]"));
     }
 }

@@ -402,37 +402,7 @@ pub(crate) async fn forward(
         }
     }
     if let Some(injector) = &shared.injector {
-        if !parts.headers.contains_key(header::AUTHORIZATION) {
-            let shown = rec.with(|f| f.request.url.clone());
-            let picked = match injector.pick(&shown, now_micros()) {
-                // --inject-refresh: no usable token, but maybe a refreshable one.
-                Err(crate::inject::Skip::NoToken) if injector.refreshes() => {
-                    crate::refresh::refresh_for(&shared, injector, &shown)
-                        .await
-                        .ok_or(crate::inject::Skip::NoToken)
-                }
-                other => other,
-            };
-            match picked {
-                Ok(pick) => {
-                    if let Ok(v) = HeaderValue::from_str(&pick.header) {
-                        parts.headers.insert(header::AUTHORIZATION, v);
-                        rec.with(|f| {
-                            f.injected = Some(mcptap_flow::Injection {
-                                fingerprint: pick.fingerprint,
-                                token_flow: Some(pick.token_flow),
-                            })
-                        });
-                    }
-                }
-                Err(crate::inject::Skip::SlashOnly(resource)) => tracing::warn!(
-                    flow = id.0,
-                    "not injecting: the token was issued for {resource}, which differs from \
-                     the request's URL by a trailing slash only"
-                ),
-                Err(skip) => tracing::trace!(flow = id.0, ?skip, "not injecting"),
-            }
-        }
+        crate::inject::hook::inject(&shared, injector, &rec, &mut parts).await;
     }
     parts.uri = uri;
     parts.version = Version::HTTP_11;

@@ -111,6 +111,7 @@ fn http(id: u64, method: &str, url: &str, req_h: &[(&str, &str)], req_body: &[u8
         error: None,
         tunnel: None,
         injected: None,
+        not_injected: None,
         by_mcptap: None,
         secrets: Vec::<SecretNote>::new(),
         raw_secrets: false,
