@@ -127,6 +127,9 @@ pub fn line(flow: &Flow) -> String {
     if let Some(why) = &flow.not_injected {
         let _ = write!(out, " [NOT INJECTED: {why}]");
     }
+    if flow.upstream_tls.as_ref().is_some_and(|t| t.unverified) {
+        out.push_str(" [UPSTREAM CERT NOT VERIFIED: -k]");
+    }
     match flow.state {
         FlowState::Aborted => out.push_str(" ABORTED"),
         FlowState::Pending => out.push_str(" PENDING"),
@@ -188,5 +191,11 @@ mod tests {
         flow.by_mcptap = None;
         flow.not_injected = Some("the Host header names b.example".into());
         assert!(line(&flow).ends_with("[no-auth] [NOT INJECTED: the Host header names b.example]"));
+        flow.not_injected = None;
+        flow.upstream_tls = Some(std::sync::Arc::new(TlsInfo {
+            unverified: true,
+            ..Default::default()
+        }));
+        assert!(line(&flow).ends_with("[no-auth] [UPSTREAM CERT NOT VERIFIED: -k]"));
     }
 }

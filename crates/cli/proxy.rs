@@ -196,6 +196,11 @@ pub struct Started {
     sink: Sink,
 }
 
+/// Printed at start under `-k/--ssl-insecure`.
+pub const SSL_INSECURE_WARNING: &str = "WARNING: -k/--ssl-insecure: upstream certificates are not \
+    verified, so anyone on the network path could be answering instead of the server. Flows \
+    over such connections are marked (upstream TLS `unverified`, [UPSTREAM CERT NOT VERIFIED: -k]).";
+
 /// Printed at start under `--inject-refresh`.
 pub const INJECT_REFRESH_WARNING: &str = "WARNING: --inject-refresh uses the client's refresh \
     token when its access token has expired. Servers that rotate refresh tokens then invalidate \
@@ -224,6 +229,9 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
         Err(e) => return Err(e.into()),
     };
     let addr = proxy.local_addr();
+    if config.proxy.upstream_trust.insecure {
+        say!("mcptap: {SSL_INSECURE_WARNING}");
+    }
     match &reverse {
         None => {
             if !listen.ip().is_loopback() {

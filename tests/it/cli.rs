@@ -540,3 +540,64 @@ async fn a_closed_stderr_does_not_stop_the_proxy() {
     let har = std::fs::read_to_string(session.join("session.har")).unwrap();
     assert!(har.contains("/echo"), "{har}");
 }
+
+/// `-k` warns at start, and every flow whose upstream certificate went unverified says so in
+/// the journal and the HAR; without `-k` no flow is marked.
+#[tokio::test]
+async fn ssl_insecure_warns_and_marks_the_flows_it_affected() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    for insecure in [true, false] {
+        let conf = tempfile::tempdir().unwrap();
+        let session = conf.path().join("session");
+        let flag = if insecure { "-k" } else { "--no-tui" };
+        let mut child = recording_proxy(&pki, conf.path(), &session, flag);
+        let (addr, banner) = listening_addr(&mut child);
+        assert_eq!(
+            banner.contains("WARNING: -k/--ssl-insecure: upstream certificates are not verified"),
+            insecure,
+            "{banner}"
+        );
+        let (target, mut s) = client_through(addr, conf.path(), &up).await;
+        let resp = s
+            .send(request("POST", &target, "/echo", "{}"))
+            .await
+            .unwrap();
+        assert_eq!(body_bytes(resp).await, "{}");
+        drop(s);
+        assert!(Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(st.success(), "{st:?}");
+        let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
+        let flow: serde_json::Value = journal
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["type"] == "completed")
+            .expect("a completed flow")["flow"]
+            .clone();
+        assert_eq!(
+            flow["upstream_tls"]["unverified"]
+                .as_bool()
+                .unwrap_or(false),
+            insecure,
+            "{flow}"
+        );
+        let har: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(session.join("session.har")).unwrap())
+                .unwrap();
+        let entry = &har["log"]["entries"][0];
+        assert_eq!(
+            entry["_mcptap"]["upstream_tls"]["unverified"]
+                .as_bool()
+                .unwrap_or(false),
+            insecure,
+            "{entry}"
+        );
+    }
+}

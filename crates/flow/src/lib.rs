@@ -146,6 +146,10 @@ pub struct TlsInfo {
     /// The negotiated cipher suite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cipher: Option<String>,
+    /// True when the peer's certificate was not verified (`-k/--ssl-insecure`): anyone on the
+    /// path could have been the server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 /// The request as the client sent it (after the proxy received it, before anything was added).

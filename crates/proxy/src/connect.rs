@@ -189,6 +189,7 @@ pub(crate) async fn dispatch<IO>(
             .negotiated_cipher_suite()
             .and_then(|c| c.suite().as_str())
             .map(str::to_owned),
+        unverified: false,
     };
     target.tls = true;
     let ctx = Arc::new(ConnCtx::new(

@@ -93,6 +93,7 @@ impl F {
                     alpn: Some("http/1.1".into()),
                     version: Some("TLSv1.3".into()),
                     cipher: None,
+                    unverified: false,
                 }
                 .into(),
             ),

@@ -70,6 +70,7 @@ fn tls(sni: &str, alpn: &str) -> std::sync::Arc<TlsInfo> {
         alpn: Some(alpn.into()),
         version: Some("TLSv1.3".into()),
         cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
+        unverified: false,
     })
 }
 
