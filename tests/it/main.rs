@@ -11,4 +11,5 @@ mod inject;
 mod peers_direct;
 mod reverse;
 mod run;
+mod targets;
 mod tui;

@@ -284,12 +284,10 @@ fn upstream_uri(
                     )
                 }
             };
-            let host = uri.host().ok_or("the request URL has no host")?;
-            let host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(default_port(scheme));
+            let authority = uri.authority().ok_or("the request URL has no host")?;
+            let (host, port) =
+                crate::target::host_port(authority.as_str(), Some(default_port(scheme)))
+                    .map_err(|why| format!("bad request target {uri}: {why}"))?;
             (scheme, host, port)
         }
     };

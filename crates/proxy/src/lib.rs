@@ -18,6 +18,7 @@ mod serve;
 pub mod shutdown;
 mod splice;
 mod tap;
+mod target;
 mod tunnel_upstream;
 pub mod upstream;
 
