@@ -601,3 +601,73 @@ async fn ssl_insecure_warns_and_marks_the_flows_it_affected() {
         );
     }
 }
+
+/// Credentials given on the command line are recorded redacted: in the journal's first line,
+/// in `session.har` and in `mcptap export` output, only their markers.
+#[tokio::test]
+async fn command_line_credentials_never_reach_a_saved_file() {
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut child = mcptap()
+        .args([
+            "proxy",
+            "--no-tui",
+            "-p",
+            "0",
+            "--proxy-auth",
+            "alice:S3cretProxyPw",
+            "--upstream-proxy=http://bob:Hunter2UpstreamPw@127.0.0.1:9",
+            "--confdir",
+        ])
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    listening_addr(&mut child);
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(st.success(), "{st:?}");
+    let export = mcptap()
+        .args(["export", "-o", "-"])
+        .arg(&session)
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{export:?}");
+    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
+    let har = std::fs::read_to_string(session.join("session.har")).unwrap();
+    let exported = String::from_utf8(export.stdout).unwrap();
+    let first: serde_json::Value = serde_json::from_str(journal.lines().next().unwrap()).unwrap();
+    let har_argv = serde_json::from_str::<serde_json::Value>(&har).unwrap()["log"]["_mcptap"]
+        ["session"]["argv"]
+        .clone();
+    let export_argv = serde_json::from_str::<serde_json::Value>(&exported).unwrap()["log"]
+        ["_mcptap"]["session"]["argv"]
+        .clone();
+    for (name, text, argv) in [
+        ("journal", &journal, &first["argv"]),
+        ("session.har", &har, &har_argv),
+        ("export", &exported, &export_argv),
+    ] {
+        for secret in ["S3cretProxyPw", "Hunter2UpstreamPw"] {
+            assert!(!text.contains(secret), "{secret} in {name}: {text}");
+        }
+        // The markers are there, with the fingerprints of what they replace.
+        let argv = argv.to_string();
+        for secret in ["S3cretProxyPw", "Hunter2UpstreamPw"] {
+            assert!(
+                argv.contains(&mcptap_flow::redact::fingerprint(secret)),
+                "{name}: no fingerprint of {secret} in {argv}"
+            );
+        }
+        assert!(argv.contains("alice:[redacted sha256:"), "{name}: {argv}");
+    }
+}

@@ -107,7 +107,10 @@ pub fn export_to(
                 report.pending += u64::from(f.state == mcptap_flow::FlowState::Pending);
             }
             let extra = LogExtra {
-                session: har.session,
+                session: har.session.map(|mut m| {
+                    m.redact_command_line();
+                    m
+                }),
                 ..LogExtra::default()
             };
             w.finish(extra).map_err(werr)?;
@@ -145,7 +148,10 @@ pub fn export_journal<R: BufRead>(
     report.max_in_flight = reader.max_in_flight();
     report.warnings = reader.take_warnings();
     let extra = LogExtra {
-        session: reader.meta().cloned(),
+        session: reader.meta().cloned().map(|mut m| {
+            m.redact_command_line();
+            m
+        }),
         raw_secrets: false,
         pending: report.pending,
         out_of_order: report.out_of_order,

@@ -438,3 +438,32 @@ fn a_flow_mcptap_made_itself_keeps_its_mark_through_journal_and_har() {
         }
     }
 }
+
+#[test]
+fn export_redacts_a_command_line_an_older_mcptap_recorded_in_clear() {
+    let dir = tempdir();
+    let journal = dir.path().join("journal.jsonl");
+    std::fs::write(
+        &journal,
+        concat!(
+            r#"{"type":"session","version":1,"created":1,"mcptap":"0.0.9","argv":["mcptap","--proxy-auth","u:OldClearPw","--upstream-proxy","http://v:OldUpPw@p:3128"],"mode":"reverse:https://w:OldModePw@mcp.example"}"#,
+            "\n",
+            r#"{"type":"end","at":2,"flows":0}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    mcptap_store::export_to(
+        &journal,
+        &mut out,
+        Path::new("-"),
+        &mcptap_store::ExportOptions::default(),
+    )
+    .unwrap();
+    let har = String::from_utf8(out).unwrap();
+    for secret in ["OldClearPw", "OldUpPw", "OldModePw"] {
+        assert!(!har.contains(secret), "{secret}: {har}");
+        assert!(har.contains(&fingerprint(secret)), "{secret}: {har}");
+    }
+}
