@@ -93,9 +93,14 @@ impl RunConfig {
                 anyhow::bail!("--proxy-auth takes user:pass");
             }
         }
-        if !(args.shutdown_deadline.is_finite() && args.shutdown_deadline >= 0.0) {
-            anyhow::bail!("--shutdown-deadline must be a number of seconds");
-        }
+        // Checked again here for configs built without clap (never a panic in from_secs_f64).
+        let shutdown_deadline = crate::args::seconds(args.shutdown_deadline).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--shutdown-deadline {} is out of range (0 to {} seconds)",
+                args.shutdown_deadline,
+                crate::args::MAX_SECONDS
+            )
+        })?;
         Ok(RunConfig {
             proxy: ProxyConfig {
                 listen,
@@ -106,7 +111,7 @@ impl RunConfig {
                     insecure: args.ssl_insecure,
                     no_system_roots: args.no_system_roots,
                 },
-                shutdown_deadline: Duration::from_secs_f64(args.shutdown_deadline),
+                shutdown_deadline,
                 upstream_proxy,
                 reverse,
                 proxy_auth: args.proxy_auth.clone(),

@@ -671,3 +671,32 @@ async fn command_line_credentials_never_reach_a_saved_file() {
         assert!(argv.contains("alice:[redacted sha256:"), "{name}: {argv}");
     }
 }
+
+/// Out-of-range durations and sizes are usage errors (exit 2) naming the option, never a panic.
+#[test]
+fn out_of_range_durations_and_sizes_are_usage_errors_not_panics() {
+    let conf = tempfile::tempdir().unwrap();
+    for (opt, value) in [
+        ("--shutdown-deadline", "1e300"),
+        ("--shutdown-deadline", "-1"),
+        ("--shutdown-deadline", "inf"),
+        ("--body-limit", "1e300"),
+        ("--body-limit", "99999999999999999999999g"),
+    ] {
+        let out = mcptap()
+            .args([
+                "proxy",
+                "--no-save",
+                "-p",
+                "0",
+                &format!("{opt}={value}"),
+                "--confdir",
+            ])
+            .arg(conf.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{opt} {value}: {err}");
+        assert!(err.contains(opt) && !err.contains("panicked"), "{err}");
+    }
+}
