@@ -700,3 +700,37 @@ fn out_of_range_durations_and_sizes_are_usage_errors_not_panics() {
         assert!(err.contains(opt) && !err.contains("panicked"), "{err}");
     }
 }
+
+/// A session that cannot be read is reported with the OS's reason, not as "a directory without
+/// journal.jsonl". (Tests run as root, which reads any file whatever its mode: these are the
+/// failures root meets too.)
+#[test]
+fn an_unreadable_session_is_reported_with_the_os_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // journal.jsonl is a directory.
+    let a = dir.path().join("a");
+    std::fs::create_dir_all(a.join("journal.jsonl")).unwrap();
+    // journal.jsonl is a symlink loop.
+    let b = dir.path().join("b");
+    std::fs::create_dir(&b).unwrap();
+    std::os::unix::fs::symlink("journal.jsonl", b.join("journal.jsonl")).unwrap();
+    // The session's parent is a file.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let c = file.join("session");
+    for (session, os_error) in [
+        (&a, "os error 21"),
+        (&b, "os error 40"),
+        (&c, "os error 20"),
+    ] {
+        for cmd in [&["export", "-o", "-"][..], &["analyze"][..]] {
+            let out = mcptap().args(cmd).arg(session).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{session:?}: {out:?}");
+            assert!(
+                err.contains(os_error) && !err.contains("without"),
+                "{cmd:?} {session:?}: {err}"
+            );
+        }
+    }
+}
