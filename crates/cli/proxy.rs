@@ -386,6 +386,11 @@ pub struct Sink {
     analyzer: mcptap_analyze::Analyzer,
     journal: Option<mcptap_store::Journal>,
     journal_failed: bool,
+    /// Finished flows handed to the journal since its last successful flush.
+    unflushed: u64,
+    /// Finished flows that are not (or may not be) in the journal: from the batch in which
+    /// recording failed on, nothing is written.
+    not_recorded: u64,
     prepare: mcptap_store::Options,
     flows: u64,
     failed: u64,
@@ -405,6 +410,8 @@ pub struct Summary {
     pub failed: u64,
     /// Events dropped because the consumer was too slow.
     pub dropped: u64,
+    /// Finished flows that recording failed to save (a full disk…).
+    pub not_recorded: u64,
     /// The findings over the whole session.
     pub report: mcptap_analyze::Report,
     /// The session directory, when it was recorded.
@@ -427,6 +434,12 @@ impl Summary {
             self.failed,
             self.report.findings.len()
         ));
+        if self.not_recorded > 0 {
+            lines.push(format!(
+                "mcptap: {} of these flows were not recorded: recording failed",
+                self.not_recorded
+            ));
+        }
         for f in &self.report.findings {
             let evidence: Vec<String> = f.evidence.iter().map(|id| id.to_string()).collect();
             lines.push(format!(
@@ -462,6 +475,8 @@ impl Sink {
             }),
             journal,
             journal_failed: false,
+            unflushed: 0,
+            not_recorded: 0,
             prepare,
             flows: 0,
             failed: 0,
@@ -564,17 +579,25 @@ impl Sink {
 
     /// Flushes the journal to the OS (once per batch: what finished is readable after a crash).
     fn flush_journal(&mut self) {
-        if let Some(j) = self.journal.as_mut() {
-            if let Err(e) = j.flush() {
-                self.journal_error(e);
+        if let Some(j) = self.journal.as_mut().filter(|_| !self.journal_failed) {
+            match j.flush() {
+                Ok(()) => self.unflushed = 0,
+                Err(e) => self.journal_error(e),
             }
         }
     }
 
+    /// Recording failed: the flows still buffered may be lost, and nothing more is written
+    /// (a torn line would take the next flow with it).
     fn journal_error(&mut self, e: mcptap_store::StoreError) {
+        self.not_recorded += std::mem::take(&mut self.unflushed);
         // Keep proxying: losing the recording must not break the user's client.
         if !self.journal_failed {
-            let msg = format!("mcptap: error: recording failed, traffic still flows: {e}");
+            let msg = format!(
+                "mcptap: error: recording failed, traffic still flows but is no longer \
+                 recorded: {}",
+                crate::files::chain(&e)
+            );
             match &self.ui {
                 Some(ui) => {
                     ui.send(mcptap_tui::Msg::Notice(msg));
@@ -599,16 +622,24 @@ impl Sink {
         mcptap_store::prepare_event(&mut ev, &self.prepare);
         if let Some(j) = self.journal.as_mut().filter(|_| !redundant) {
             let offset = j.position();
-            match j.record_unflushed(&ev) {
-                Ok(_) => {
-                    if let Some(ui) = self.ui.as_ref().filter(|_| ev.is_final()) {
-                        ui.send(mcptap_tui::Msg::Saved {
-                            id: ev.flow_id(),
-                            offset,
-                        });
+            if self.journal_failed {
+                self.not_recorded += u64::from(ev.is_final());
+            } else {
+                match j.record_unflushed(&ev) {
+                    Ok(_) => {
+                        self.unflushed += u64::from(ev.is_final());
+                        if let Some(ui) = self.ui.as_ref().filter(|_| ev.is_final()) {
+                            ui.send(mcptap_tui::Msg::Saved {
+                                id: ev.flow_id(),
+                                offset,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        self.not_recorded += u64::from(ev.is_final());
+                        self.journal_error(e);
                     }
                 }
-                Err(e) => self.journal_error(e),
             }
         }
         if let Some(ui) = &self.ui {
@@ -681,18 +712,45 @@ impl Sink {
         let mut session_dir = None;
         if let Some(j) = self.journal.take() {
             let dir = j.dir().to_path_buf();
-            match j.finish() {
-                Ok(har) => say!(
-                    "mcptap: session saved in {} ({})",
-                    dir.display(),
-                    har.display()
-                ),
-                Err(e) => say!(
-                    "mcptap: error: cannot write the HAR file ({e}); the journal in {} is intact: \
-                     `mcptap export {}` retries",
+            let journal = j.path().to_path_buf();
+            if self.journal_failed {
+                // No session.har that would silently hold part of the session.
+                j.abandon();
+                say!(
+                    "mcptap: error: recording failed: {} of {} flows were not recorded; the \
+                     journal in {} holds those before the failure and may end in a torn line \
+                     (no session.har was written; `mcptap export {}` recovers what it holds)",
+                    self.not_recorded,
+                    self.flows,
                     dir.display(),
                     dir.display()
-                ),
+                );
+            } else {
+                match j.finish() {
+                    Ok(har) => say!(
+                        "mcptap: session saved in {} ({})",
+                        dir.display(),
+                        har.display()
+                    ),
+                    // The end line or the sync failed: every flow was flushed, the end is not.
+                    Err(mcptap_store::StoreError::Write { path, source }) if path == journal => {
+                        say!(
+                            "mcptap: error: cannot close the journal {} ({}); its flows are in \
+                             it but it may end in a torn line: `mcptap export {}` recovers them",
+                            path.display(),
+                            crate::files::chain(&source),
+                            dir.display()
+                        )
+                    }
+                    // Written, ended and synced: only the HAR failed.
+                    Err(e) => say!(
+                        "mcptap: error: cannot write the HAR file ({}); the journal in {} is \
+                         complete (ended and synced): `mcptap export {}` retries",
+                        crate::files::chain(&e),
+                        dir.display(),
+                        dir.display()
+                    ),
+                }
             }
             session_dir = Some(dir);
         }
@@ -700,6 +758,7 @@ impl Sink {
             flows: self.flows,
             failed: self.failed,
             dropped: self.dropped,
+            not_recorded: self.not_recorded,
             report: self.analyzer.finish(),
             session_dir,
         }

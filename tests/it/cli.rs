@@ -734,3 +734,119 @@ fn an_unreadable_session_is_reported_with_the_os_error() {
         }
     }
 }
+
+/// Unmounts a test's filesystem, even when the test fails.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk (a 64 KiB tmpfs): the exit message counts the flows that were not recorded,
+/// exactly as many as the journal lacks, and never calls the journal intact; no session.har
+/// silently holds part of the session.
+#[tokio::test]
+async fn a_full_disk_counts_the_flows_not_recorded_and_never_says_intact() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let conf = tempfile::tempdir().unwrap();
+    let mnt = conf.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .output();
+    match mounted {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!("SKIPPED: cannot mount a 64 KiB tmpfs to fill (needs root): {other:?}");
+            return;
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let session = mnt.join("session");
+    let mut child = mcptap()
+        .args([
+            "proxy",
+            "--no-tui",
+            "-p",
+            "0",
+            "--no-system-roots",
+            "--upstream-ca",
+        ])
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr: std::net::SocketAddr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        if let Some(a) = line.strip_prefix("mcptap: proxy listening on http://") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    let (small, big) = (10, 3);
+    for i in 0..small + big {
+        let path = if i < small { "/small" } else { "/big?n=300000" };
+        let resp = s.send(request("GET", &target, path, "")).await.unwrap();
+        body_bytes(resp).await;
+        // One flow per journal batch, so that the count can be exact.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(s);
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let err = reader.join().unwrap();
+    assert!(st.success(), "{st:?}: {err}");
+
+    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap_or_default();
+    let recorded = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
+        .count();
+    let total = small + big;
+    let lost = total - recorded;
+    assert!(
+        lost >= big,
+        "the disk never filled: {recorded} recorded\n{err}"
+    );
+    assert!(
+        err.contains("recording failed, traffic still flows"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{lost} of {total} flows were not recorded")),
+        "{lost} lost: {err}"
+    );
+    assert!(
+        err.contains(&format!("{lost} of these flows were not recorded")),
+        "{err}"
+    );
+    assert!(!err.contains("intact"), "{err}");
+    assert!(!session.join("session.har").exists());
+}

@@ -284,6 +284,13 @@ impl Journal {
         Ok(har)
     }
 
+    /// Closes the journal after a write failed, dropping what is still buffered: the file ends
+    /// where the failure left it (perhaps in a torn line), and nothing is written later behind
+    /// the caller's back (a `BufWriter` would try on drop).
+    pub fn abandon(self) {
+        let (_file, _unwritten) = self.out.into_parts();
+    }
+
     fn write_line(&mut self, flush: bool) -> Result<(), StoreError> {
         self.line.push(b'\n');
         let mut res = self.out.write_all(&self.line);
