@@ -27,6 +27,39 @@ fn load(path: &std::path::Path) -> Result<mcptap_store::Session, ExitCode> {
     }
 }
 
+/// The one offline pipeline (`analyze`, `report`, `view`): the flows prepared as the live
+/// proxy prepares them (bodies decoded, secrets redacted unless `keep_secrets`; a HAR from
+/// another tool may hold raw ones), then analysed as the live proxy analysed them, up to the
+/// time recording stopped when the session says (so the saved session gives what the live
+/// proxy printed). Reverse mode comes from the flag or the session's own record.
+pub fn analyze_session(
+    session: &mut mcptap_store::Session,
+    reverse: bool,
+    keep_secrets: bool,
+) -> mcptap_analyze::Report {
+    let prepare = mcptap_store::Options {
+        keep_secrets,
+        ..Default::default()
+    };
+    for f in &mut session.flows {
+        mcptap_store::prepare(f, &prepare);
+    }
+    let reverse = reverse
+        || session
+            .meta
+            .as_ref()
+            .and_then(|m| m.mode.as_deref())
+            .is_some_and(|m| m.starts_with("reverse"));
+    mcptap_analyze::analyze_ended(
+        &session.flows,
+        session.ended,
+        mcptap_analyze::Options {
+            reverse_proxy: reverse,
+            ..Default::default()
+        },
+    )
+}
+
 /// An error and its sources, each said once.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = vec![e.to_string()];
@@ -104,23 +137,11 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(UNUSABLE));
         }
     };
-    let session = match load(&args.input) {
+    let mut session = match load(&args.input) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let reverse = args.reverse
-        || session
-            .meta
-            .as_ref()
-            .and_then(|m| m.mode.as_deref())
-            .is_some_and(|m| m.starts_with("reverse"));
-    let report = mcptap_analyze::analyze_with(
-        &session.flows,
-        mcptap_analyze::Options {
-            reverse_proxy: reverse,
-            ..Default::default()
-        },
-    );
+    let report = analyze_session(&mut session, args.reverse, false);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report).context("writing JSON")?;
@@ -138,11 +159,11 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
 
 /// `mcptap report`.
 pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let session = match load(&args.input) {
+    let mut session = match load(&args.input) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let report = mcptap_analyze::analyze(&session.flows);
+    let report = analyze_session(&mut session, false, false);
     let md = mcptap_analyze::render_markdown(
         &report,
         &session.flows,

@@ -327,6 +327,12 @@ impl Started {
         self.sink.out = Some(out);
     }
 
+    /// Also says each finding on stderr, one line each, as it is announced (suspected,
+    /// confirmed, amended or cleared).
+    pub fn findings_to_stderr(&mut self) {
+        self.sink.findings_to_stderr = true;
+    }
+
     /// Feeds the terminal view instead of printing lines: every prepared event, each flow's
     /// classification and the findings (see `crate::tuiview`).
     pub fn ui_to(&mut self, feed: mcptap_tui::Feed) {
@@ -397,6 +403,9 @@ pub struct Sink {
     dropped: u64,
     /// Where lines go; `None` is stdout.
     out: Option<Box<dyn Write + Send>>,
+    /// Also say each finding as it is announced on stderr, one line each (`mcptap run`: the
+    /// line view goes to a file while the command owns the terminal).
+    findings_to_stderr: bool,
     /// The terminal view, when it replaces the line view.
     ui: Option<mcptap_tui::Feed>,
 }
@@ -428,11 +437,21 @@ impl Summary {
                 self.dropped
             ));
         }
+        let counted: Vec<&mcptap_analyze::Finding> = self.report.counted().collect();
+        let suspected = counted
+            .iter()
+            .filter(|f| f.status == mcptap_analyze::Status::Suspected)
+            .count();
         lines.push(format!(
-            "mcptap: {} flows ({} failed), {} findings",
+            "mcptap: {} flows ({} failed), {} findings{}",
             self.flows,
             self.failed,
-            self.report.findings.len()
+            counted.len(),
+            if suspected > 0 {
+                format!(" ({suspected} suspected)")
+            } else {
+                String::new()
+            }
         ));
         if self.not_recorded > 0 {
             lines.push(format!(
@@ -440,16 +459,24 @@ impl Summary {
                 self.not_recorded
             ));
         }
-        for f in &self.report.findings {
+        for f in counted {
             let evidence: Vec<String> = f.evidence.iter().map(|id| id.to_string()).collect();
+            let status = if f.status == mcptap_analyze::Status::Suspected {
+                " suspected"
+            } else {
+                ""
+            };
             lines.push(format!(
-                "  [{}] {} ({}): {} [{}]",
+                "  [{}{status}] {} ({}): {} [{}]",
                 f.severity.as_str(),
                 f.id,
                 f.culprit.as_str(),
                 f.summary,
                 evidence.join(" ")
             ));
+            for a in &f.amendments {
+                lines.push(format!("      {a}"));
+            }
         }
         lines
     }
@@ -482,6 +509,7 @@ impl Sink {
             failed: 0,
             dropped: 0,
             out: None,
+            findings_to_stderr: false,
             ui: None,
         }
     }
@@ -678,6 +706,11 @@ impl Sink {
         if self.quiet || found.is_empty() {
             return;
         }
+        if self.findings_to_stderr {
+            for f in found {
+                say!("{}", crate::explain::finding_oneline(f));
+            }
+        }
         self.write_lines(found.iter().map(crate::explain::finding_line));
     }
 
@@ -709,6 +742,9 @@ impl Sink {
     /// End of session without the summary: writes the HAR file (saying where on stderr) and
     /// returns what the summary is made of.
     pub fn close(mut self) -> Summary {
+        // One time for both: the saved session is decided offline as of when recording
+        // stopped, exactly as the live analyzer decides it here.
+        let ended = mcptap_flow::now_micros();
         let mut session_dir = None;
         if let Some(j) = self.journal.take() {
             let dir = j.dir().to_path_buf();
@@ -726,7 +762,7 @@ impl Sink {
                     dir.display()
                 );
             } else {
-                match j.finish() {
+                match j.finish_at(ended) {
                     Ok(har) => say!(
                         "mcptap: session saved in {} ({})",
                         dir.display(),
@@ -759,7 +795,7 @@ impl Sink {
             failed: self.failed,
             dropped: self.dropped,
             not_recorded: self.not_recorded,
-            report: self.analyzer.finish(),
+            report: self.analyzer.finish_at(ended),
             session_dir,
         }
     }

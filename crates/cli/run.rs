@@ -125,6 +125,7 @@ pub async fn run(config: RunConfig, args: &RunArgs, quiet: bool) -> anyhow::Resu
     let log = log_path(args, &config, started.session_dir.as_deref());
     let file = open_log(&log)?;
     started.lines_to(Box::new(std::io::LineWriter::new(file)));
+    started.findings_to_stderr();
     let shown = display_command(program, rest);
     if !quiet {
         say!(

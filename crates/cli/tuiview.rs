@@ -87,21 +87,9 @@ pub fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
     for w in &session.warnings {
         say!("mcptap: warning: {}: {w}", args.input.display());
     }
-    let prepare = mcptap_store::Options {
-        keep_secrets: args.keep_secrets,
-        ..Default::default()
-    };
-    let mut flows = session.flows;
-    for f in &mut flows {
-        mcptap_store::prepare(f, &prepare);
-    }
-    let report = mcptap_analyze::analyze_with(
-        &flows,
-        mcptap_analyze::Options {
-            reverse_proxy: args.reverse,
-            ..Default::default()
-        },
-    );
+    let mut session = session;
+    let report = crate::files::analyze_session(&mut session, args.reverse, args.keep_secrets);
+    let flows = session.flows;
     let mut title = args.input.display().to_string();
     if !session.complete {
         title.push_str("  (journal cut short)");

@@ -236,7 +236,7 @@ async fn through_mcptap_with(
 }
 
 fn ids(report: &mcptap_analyze::Report) -> Vec<&'static str> {
-    report.findings.iter().map(|f| f.id).collect()
+    report.findings.iter().map(|f| f.id.as_str()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -599,6 +599,237 @@ fn run_sends_the_python_sdk_oauth_client_through_mcptap() {
     assert!(read(&session.join("journal.jsonl")).contains("/token"));
 }
 
+/// What a command printed, with each stderr line stamped (µs since the epoch) when it arrived:
+/// when the user saw it.
+struct Stamped {
+    status: Option<std::process::ExitStatus>,
+    stdout: String,
+    stderr: Vec<(i64, String)>,
+}
+
+impl Stamped {
+    fn stderr_text(&self) -> String {
+        self.stderr
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Runs `cmd` (stdin closed) to completion, killing it after `timeout`, stamping each stderr
+/// line as it arrives.
+fn run_stamped(mut cmd: Command, timeout: Duration) -> Stamped {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let errs = std::thread::spawn(move || {
+        BufReader::new(err)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| (micros_now(), l))
+            .collect::<Vec<_>>()
+    });
+    let outs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Stamped {
+        status,
+        stdout: outs.join().unwrap(),
+        stderr: errs.join().unwrap(),
+    }
+}
+
+/// One finding line of `mcptap run`'s closing summary: `  [critical] id (culprit): summary [#1 #2]`.
+fn summary_findings(stderr: &str) -> Vec<(String, String, String, String, Vec<u64>)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let l = l.strip_prefix("  [")?;
+            let (severity, rest) = l.split_once("] ")?;
+            let (id, rest) = rest.split_once(" (")?;
+            let (culprit, rest) = rest.split_once("): ")?;
+            let (summary, ev) = rest.rsplit_once(" [")?;
+            let ev = ev
+                .trim_end_matches(']')
+                .split_whitespace()
+                .filter_map(|e| e.trim_start_matches('#').parse().ok())
+                .collect();
+            Some((
+                severity.into(),
+                id.into(),
+                culprit.into(),
+                summary.into(),
+                ev,
+            ))
+        })
+        .collect()
+}
+
+/// The findings of `mcptap analyze --json` in the same shape as [`summary_findings`].
+fn json_findings(report: &serde_json::Value) -> Vec<(String, String, String, String, Vec<u64>)> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["status"] != "cleared")
+        .map(|f| {
+            let severity = match f["status"].as_str() {
+                Some("suspected") => format!("{} suspected", f["severity"].as_str().unwrap()),
+                _ => f["severity"].as_str().unwrap().to_owned(),
+            };
+            (
+                severity,
+                f["id"].as_str().unwrap().to_owned(),
+                f["culprit"].as_str().unwrap().to_owned(),
+                f["summary"].as_str().unwrap().to_owned(),
+                f["evidence"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.as_u64().unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The headline case, with the Python SDK: one process logs in and uses its token, then a new
+/// process that lost the stored token starts bare, gets 401 and exits (failure-modes.md 1 (d)).
+/// `mcptap run` says `token-not-sent` (culprit client) on stderr within a second of the bare
+/// request's answer, its closing summary lists it, and `mcptap analyze` of the saved session
+/// says exactly what the live proxy said.
+#[test]
+fn run_names_token_not_sent_at_once_when_a_restarted_python_client_goes_bare() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let py = python::python(&mcp_venv());
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut c = mcptap();
+    c.arg("run")
+        .arg("--confdir")
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .arg("--upstream-ca")
+        .arg(pki.ca_path())
+        .arg("--")
+        .arg("sh")
+        .arg("-c")
+        .arg(
+            r#""$0" -u "$1" "$2" --cafile "$SSL_CERT_FILE" --timeout 30 || exit 9
+               exec "$0" -u "$1" "$2" --cafile "$SSL_CERT_FILE" --timeout 30 --no-auth"#,
+        )
+        .arg(&py)
+        .arg(peers_dir().join("oauth_client.py"))
+        .arg(server.url());
+    let out = run_stamped(c, Duration::from_secs(120));
+    let stderr = out.stderr_text();
+    let verdicts: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(verdicts.len(), 2, "{}\n{stderr}", out.stdout);
+    assert_eq!(
+        verdicts[0]["ok"], true,
+        "the first process logs in: {}",
+        verdicts[0]
+    );
+    assert_eq!(
+        verdicts[1]["ok"], false,
+        "the second one goes bare: {}",
+        verdicts[1]
+    );
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{stderr}");
+
+    // Offline: the saved session.
+    let report = analyze_session(&session);
+    let tns: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"] == "token-not-sent")
+        .collect();
+    assert_eq!(tns.len(), 1, "{}", describe(&report));
+    let f = tns[0];
+    assert_eq!(f["culprit"], "client", "{}", describe(&report));
+    assert_eq!(f["status"], "confirmed", "{}", describe(&report));
+    assert_eq!(f["severity"], "critical", "{}", describe(&report));
+    assert_eq!(f["subcase"], "after-restart", "{}", describe(&report));
+    let bare = f["evidence"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    let flow = mcptap_store::load(&session)
+        .unwrap()
+        .flows
+        .into_iter()
+        .find(|x| x.id.0 == bare)
+        .unwrap();
+    assert_eq!(flow.response.as_ref().map(|r| r.status), Some(401));
+    assert!(!flow.request.headers.contains("authorization"));
+    let answered = flow.timings.finished.unwrap();
+
+    // Live: one line on stderr while the command ran, within a second of the 401.
+    let (seen, line) = out
+        .stderr
+        .iter()
+        .find(|(_, l)| l.contains("] token-not-sent (client)"))
+        .unwrap_or_else(|| panic!("no live token-not-sent line:\n{stderr}"));
+    assert!(line.starts_with("mcptap: [critical]"), "{line}");
+    assert!(
+        seen - answered < 1_000_000,
+        "said {} ms after the bare request's answer: {line}",
+        (seen - answered) / 1000
+    );
+    let summary_at = out
+        .stderr
+        .iter()
+        .position(|(_, l)| l.contains(" flows (") && l.contains(" findings"))
+        .unwrap();
+    assert!(
+        out.stderr.iter().position(|(_, l)| l == line).unwrap() < summary_at,
+        "said before the summary, as it happened:\n{stderr}"
+    );
+    // The closing summary and the saved session agree, finding for finding.
+    assert_eq!(live_findings(&stderr), Some(1), "{stderr}");
+    assert_eq!(
+        summary_findings(&stderr),
+        json_findings(&report),
+        "{stderr}"
+    );
+}
+
 /// Python's stdlib under `mcptap run`: the default SSL context loads the bundle, which holds
 /// every system root plus mcptap's CA (so HTTPS that bypasses mcptap still verifies), and
 /// urllib reaches the MCP server through mcptap with it.
@@ -1141,6 +1372,150 @@ fn run_sees_claude_code_discover_log_in_and_connect() {
     }
 }
 
+/// Blanks the access token Claude Code stored for every MCP server (claude-code #84274 /
+/// #68266: an empty `accessToken` persisted), keeping the rest of the entry. Exits 3 when it
+/// found nothing to blank.
+const BLANK_TOKEN_PY: &str = r#"
+import json, os, pathlib, sys
+root = pathlib.Path(os.environ["CLAUDE_CONFIG_DIR"])
+done = 0
+for p in [root / ".credentials.json", *root.rglob("*.json")]:
+    try:
+        doc = json.loads(p.read_text())
+    except Exception:
+        continue
+    entries = doc.get("mcpOAuth") if isinstance(doc, dict) else None
+    if not isinstance(entries, dict):
+        continue
+    for e in entries.values():
+        if isinstance(e, dict) and e.get("accessToken"):
+            e["accessToken"] = ""
+            e.pop("refreshToken", None)
+            done += 1
+    p.write_text(json.dumps(doc))
+    print(f"blanked {done} stored access token(s) in {p}", file=sys.stderr)
+    break
+sys.exit(0 if done else 3)
+"#;
+
+/// The headline case with the real Claude Code, in one `mcptap run`: `mcp login`, `mcp list`
+/// (connected, the token is used), then the stored access token is blanked and `mcp list` goes
+/// out bare and shows "Needs authentication". mcptap says `token-not-sent` (culprit client) on
+/// stderr within a second of the bare request's answer, its summary lists it, and `mcptap
+/// analyze` of the saved session says the same.
+#[test]
+fn run_names_token_not_sent_at_once_when_claude_code_goes_bare_with_a_blanked_token() {
+    let peers = node_peers();
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let home = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    claude_add(&peers, home.path(), &server.url());
+    let browser = home.path().join("browser.sh");
+    std::fs::write(
+        &browser,
+        "#!/bin/sh\n\
+         loc=$(curl -sS -o /dev/null -w '%{redirect_url}' \"$1\") || exit 1\n\
+         exec curl -sS -o /dev/null \"$loc\"\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let blank = home.path().join("blank.py");
+    std::fs::write(&blank, BLANK_TOKEN_PY).unwrap();
+    let claude_bin = peers.join("node_modules/.bin/claude");
+    let script = format!(
+        "script -qec \"'{c}' mcp login tapped\" /dev/null || exit 7\n\
+         '{c}' mcp list || exit 8\n\
+         python3 '{b}' || exit 9\n\
+         exec '{c}' mcp list\n",
+        c = claude_bin.display(),
+        b = blank.display()
+    );
+    let session = conf.path().join("session");
+    let template = claude(&peers, home.path());
+    let mut c = mcptap();
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("BROWSER", &browser)
+        .current_dir(home.path())
+        .arg("run")
+        .arg("--confdir")
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .arg("--upstream-ca")
+        .arg(pki.ca_path())
+        .args(["--", "sh", "-c"])
+        .arg(&script);
+    let out = run_stamped(c, Duration::from_secs(150));
+    let stderr = out.stderr_text();
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(0),
+        "{}\n{stderr}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("Connected"), "{}\n{stderr}", out.stdout);
+    assert!(
+        out.stdout.contains("Needs authentication"),
+        "the blanked token sends Claude Code back to \"Needs authentication\":\n{}\n{stderr}",
+        out.stdout
+    );
+
+    let report = analyze_session(&session);
+    let tns: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"] == "token-not-sent")
+        .collect();
+    assert_eq!(tns.len(), 1, "{}", describe(&report));
+    let f = tns[0];
+    assert_eq!(f["culprit"], "client", "{}", describe(&report));
+    assert_eq!(f["status"], "confirmed", "{}", describe(&report));
+    let bare = f["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_u64().unwrap())
+        .find(|&id| {
+            report["flows"].as_array().unwrap().iter().any(|x| {
+                x["id"] == id && x["role"] == "mcp" && x["status"] == 401 && x["auth"].is_null()
+            })
+        });
+    let bare = bare.unwrap_or_else(|| panic!("no bare 401 in the evidence: {}", describe(&report)));
+    let flow = mcptap_store::load(&session)
+        .unwrap()
+        .flows
+        .into_iter()
+        .find(|x| x.id.0 == bare)
+        .unwrap();
+    let answered = flow.timings.finished.unwrap();
+    let (seen, line) = out
+        .stderr
+        .iter()
+        .find(|(_, l)| l.contains("] token-not-sent (client)"))
+        .unwrap_or_else(|| panic!("no live token-not-sent line:\n{stderr}"));
+    assert!(
+        seen - answered < 1_000_000,
+        "said {} ms after the bare request's answer: {line}",
+        (seen - answered) / 1000
+    );
+    assert!(live_findings(&stderr).is_some_and(|n| n >= 1), "{stderr}");
+    assert_eq!(
+        summary_findings(&stderr),
+        json_findings(&report),
+        "{stderr}"
+    );
+}
+
 /// Claude Code with a token that expired between two of its processes: `mcp login` against a
 /// server issuing 2-second tokens, then `mcp list` once the token has expired. Claude Code
 /// refreshes, connects with the refreshed tokens, and the analyzer finds nothing wrong.
@@ -1515,11 +1890,13 @@ fn assert_no_findings(report: &serde_json::Value, what: &str) {
     );
 }
 
-/// The number of findings in `mcptap run`'s closing summary (the live analyzer's verdict).
+/// The number of findings in `mcptap run`'s closing summary (the live analyzer's verdict),
+/// suspected ones included.
 fn live_findings(stderr: &str) -> Option<usize> {
     stderr.lines().find_map(|l| {
         let rest = l.strip_prefix("mcptap: ")?;
         let (_, n) = rest.split_once(" failed), ")?;
+        let n = n.split_once(" (").map_or(n, |(n, _)| n);
         n.strip_suffix(" findings")?.parse().ok()
     })
 }

@@ -209,7 +209,10 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                 redirect_handler=browser.redirect_handler,
                 callback_handler=browser.callback_handler,
             )
-            async with httpx2.AsyncClient(auth=oauth, verify=verify, timeout=timeout, event_hooks=hooks) as http:
+            # --no-auth: a process that lost its stored token and has no way to log in (the
+            # restart case of token-not-sent): it goes bare, gets 401 and gives up.
+            auth = None if args.no_auth else oauth
+            async with httpx2.AsyncClient(auth=auth, verify=verify, timeout=timeout, event_hooks=hooks) as http:
                 transport = streamable_http_client(args.url, http_client=http)
                 async with Client(transport, mode=sdk_mode) as client:
                     result["protocol_version"] = client.protocol_version
@@ -243,6 +246,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="remove Authorization from every request to the MCP endpoint once a token was obtained "
         "(reproduces the 'token-not-sent' client bug)",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="connect without the OAuth provider, as a restarted process that lost its stored token",
     )
     p.add_argument(
         "--token-endpoint-auth-method",

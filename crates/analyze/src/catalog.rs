@@ -1,66 +1,144 @@
-//! The catalogue of finding ids: one entry per page in `docs/findings/`, with the fix hint the
-//! report prints. The pages are compiled in, so `mcptap explain` works without the docs folder.
+//! The catalogue of finding ids: one [`FindingId`] per page in `docs/findings/`, with its
+//! one-line title and the fix hint the report prints. The enum, the pages and the hints come
+//! from one table, so they cannot disagree, and a misspelt id does not compile. The pages are
+//! compiled in, so `mcptap explain` works without the docs folder.
 
-/// One finding id and what goes with it.
-pub(crate) struct Entry {
-    pub id: &'static str,
-    pub hint: &'static str,
-    pub page: &'static str,
-}
+use serde::{Serialize, Serializer};
+use std::fmt;
 
-macro_rules! entry {
-    ($id:literal, $hint:literal) => {
-        Entry {
-            id: $id,
-            hint: $hint,
-            page: include_str!(concat!("../../../docs/findings/", $id, ".md")),
+macro_rules! catalog {
+    ($($variant:ident = $id:literal, $title:literal, $hint:literal;)*) => {
+        /// A finding id (`token-not-sent`): what `mcptap explain ID` takes and JSON carries.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum FindingId {
+            $(#[doc = concat!("`", $id, "`: ", $title, ".")] $variant,)*
+        }
+
+        impl FindingId {
+            /// Every id, in the order of the reference (failure-modes.md), then the inject-mode
+            /// verdicts and the visibility note.
+            pub const ALL: &'static [FindingId] = &[$(FindingId::$variant,)*];
+
+            /// The id as users type it (`token-not-sent`).
+            pub fn as_str(self) -> &'static str {
+                match self { $(FindingId::$variant => $id,)* }
+            }
+
+            /// One line saying what the finding is.
+            pub fn title(self) -> &'static str {
+                match self { $(FindingId::$variant => $title,)* }
+            }
+
+            /// What to do next, as the report prints it.
+            pub fn hint(self) -> &'static str {
+                match self { $(FindingId::$variant => $hint,)* }
+            }
+
+            /// The page `mcptap explain ID` prints (`docs/findings/ID.md`).
+            pub fn page(self) -> &'static str {
+                match self {
+                    $(FindingId::$variant => include_str!(concat!("../../../docs/findings/", $id, ".md")),)*
+                }
+            }
         }
     };
 }
 
-/// Every id, in the order of the reference (failure-modes.md), then the inject-mode verdicts and
-/// the visibility note.
-pub(crate) const ENTRIES: &[Entry] = &[
-    entry!("token-not-sent", "Client bug: attach this capture to the client's issue tracker (`mcptap report`). Server side, send `expires_in` in token responses. Confirm with inject mode: if the injected request succeeds, the server is fine."),
-    entry!("edge-blocked", "Exempt the MCP endpoint and /.well-known paths (or the client's User-Agent, e.g. `Claude-User`) from bot and WAF rules at the CDN."),
-    entry!("fresh-token-rejected", "Align the resource server's validation with its authorization server: audience = the PRM `resource`, issuer, signing keys (JWKS), and accept tokens without `exp` or issue `exp`."),
-    entry!("stale-token-sent", "Client bug: it keeps an old or expired token although a newer one (or a refresh token) exists. Attach the capture to the client's tracker."),
-    entry!("redirect-drops-auth", "Do not redirect the MCP endpoint: serve both spellings (`/mcp` and `/mcp/`) and honour `X-Forwarded-Proto`/`X-Forwarded-Host` so no redirect to http or an internal host is made."),
-    entry!("challenge-missing", "Answer 401 with `WWW-Authenticate: Bearer resource_metadata=\"<absolute PRM URL>\", scope=\"...\"` (first challenge), and expose it to browsers via `Access-Control-Expose-Headers`."),
-    entry!("prm-unavailable", "Serve protected-resource metadata (RFC 9728) as JSON at the URL in `resource_metadata` and at `/.well-known/oauth-protected-resource/<mcp path>`, with `resource` and a non-empty `authorization_servers`."),
-    entry!("metadata-not-json", "Serve JSON or a 404 at every /.well-known path; never the SPA's index.html."),
-    entry!("prm-resource-mismatch", "Make the PRM `resource` exactly the public MCP URL the client uses (scheme, host, port, path), also behind tunnels and reverse proxies."),
-    entry!("as-discovery-failed", "Serve the authorization-server metadata at the path-aware well-known URL for the issuer listed in the PRM, with `issuer` identical to that identifier."),
-    entry!("as-metadata-incomplete", "Add `code_challenge_methods_supported: [\"S256\"]`, `response_types_supported: [\"code\"]`, the endpoints, and `registration_endpoint` (or `client_id_metadata_document_supported`) to the authorization-server metadata."),
-    entry!("registration-failed", "Make dynamic client registration (RFC 7591) work: advertise `registration_endpoint`, accept loopback `redirect_uris`, and echo them unchanged."),
-    entry!("redirect-uri-mismatch", "Client: reuse the registered callback port or re-register when it changes; use the same host spelling (`localhost` vs `127.0.0.1`). Server: allow any port for loopback redirect URIs (RFC 8252 §7.3)."),
-    entry!("resource-param-wrong", "Client: send `resource=<PRM resource>` byte for byte on /authorize, /token and refresh. Server: accept the canonical URI with and without a trailing slash."),
-    entry!("pkce-mismatch", "Client: keep the code_verifier of the authorization request that produced the code (do not regenerate it per connection) and use S256."),
-    entry!("token-exchange-missing", "The client started authorization but never exchanged a code: check that the browser reached the loopback callback (port open, third-party cookies, popup blockers) and that the client kept its PKCE state."),
-    entry!("token-response-invalid", "Return RFC 6749 §5.1 JSON from /token: `access_token`, `token_type: \"Bearer\"`, `expires_in`; errors as JSON with a 4xx status, never HTML or a 200 with `error`."),
-    entry!("insufficient-scope-unhandled", "Client: on 403 `insufficient_scope`, re-authorize with the challenged scope plus the scopes already granted, then retry (a refresh cannot widen scope)."),
-    entry!("lazy-challenge", "Require the token from the first request: answer `initialize` (and every MCP request) without a valid token with 401 and a Bearer challenge."),
-    entry!("refresh-broken", "Client: refresh once at a time (single-flight across processes) and store the rotated refresh token. Server: issue refresh tokens (offline_access) and tolerate a short reuse window when rotating."),
-    entry!("session-404-mishandled", "Client: after 404 on a request with Mcp-Session-Id, send a new initialize without a session id. Server: answer unknown or expired sessions with 404, not 400 or 200."),
-    entry!("transport-header-violation", "Client: send `MCP-Protocol-Version: <negotiated>` and `Mcp-Session-Id` on every request after initialize, and `Accept: application/json, text/event-stream`."),
-    entry!("cors-blocked", "Answer OPTIONS without auth with 204 and `Access-Control-Allow-Headers: authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id`, and expose `WWW-Authenticate, Mcp-Session-Id`."),
-    entry!("token-auth-method-mismatch", "Authenticate at /token exactly as registered (`token_endpoint_auth_method`): Basic for client_secret_basic, form fields for client_secret_post. Servers: echo the method in the registration response and honour it."),
-    entry!("metadata-unreachable-endpoints", "Build metadata URLs from the public origin (honour `X-Forwarded-Proto`/`Host`), never from the internal bind address."),
-    entry!("client-ignores-metadata", "Client bug: use the endpoints the authorization-server metadata names instead of `{mcp-origin}/authorize|/token|/register`."),
-    entry!("prm-url-not-path-scoped", "Serve the PRM at `/.well-known/oauth-protected-resource/<mcp path>` and point `resource_metadata` there."),
-    entry!("tool-schema-invalid", "Give every tool an `inputSchema` that is a JSON Schema object with `\"type\": \"object\"`."),
-    entry!("token-unused", "Reported as `token-not-sent` (sub-case `token-unused`): see `mcptap explain token-not-sent`."),
-    entry!("client-omits-token-confirmed", "Proven client bug: the server accepts the token the client was given. Attach the capture (`mcptap report`) to the client's tracker."),
-    entry!("server-rejects-token", "Proven server bug: the server refused a token its own authorization server issued. Check audience, issuer and key validation on the resource server."),
-    entry!("authorize-not-visible", "Proxy the browser too (or use the client's headless flow) so that /authorize is captured; then rerun the analysis."),
-];
-
-/// The catalogue entry for `id`.
-pub(crate) fn entry(id: &str) -> Option<&'static Entry> {
-    ENTRIES.iter().find(|e| e.id == id)
+catalog! {
+    TokenNotSent = "token-not-sent", "A token was issued, but MCP requests go out without it",
+        "Client bug: attach this capture to the client's issue tracker (`mcptap report`). Server side, send `expires_in` in token responses. Confirm with inject mode: if the injected request succeeds, the server is fine.";
+    EdgeBlocked = "edge-blocked", "A CDN or WAF blocks requests that carry the token",
+        "Exempt the MCP endpoint and /.well-known paths (or the client's User-Agent, e.g. `Claude-User`) from bot and WAF rules at the CDN.";
+    FreshTokenRejected = "fresh-token-rejected", "The server refuses a token its own authorization server just issued",
+        "Align the resource server's validation with its authorization server: audience = the PRM `resource`, issuer, signing keys (JWKS), and accept tokens without `exp` or issue `exp`.";
+    StaleTokenSent = "stale-token-sent", "The client sends an old or expired token",
+        "Client bug: it keeps an old or expired token although a newer one (or a refresh token) exists. Attach the capture to the client's tracker.";
+    RedirectDropsAuth = "redirect-drops-auth", "A redirect of the MCP endpoint loses the Authorization header",
+        "Do not redirect the MCP endpoint: serve both spellings (`/mcp` and `/mcp/`) and honour `X-Forwarded-Proto`/`X-Forwarded-Host` so no redirect to http or an internal host is made.";
+    ChallengeMissing = "challenge-missing", "A 401 without a usable Bearer challenge",
+        "Answer 401 with `WWW-Authenticate: Bearer resource_metadata=\"<absolute PRM URL>\", scope=\"...\"` (first challenge), and expose it to browsers via `Access-Control-Expose-Headers`.";
+    PrmUnavailable = "prm-unavailable", "Protected-resource metadata cannot be fetched",
+        "Serve protected-resource metadata (RFC 9728) as JSON at the URL in `resource_metadata` and at `/.well-known/oauth-protected-resource/<mcp path>`, with `resource` and a non-empty `authorization_servers`.";
+    MetadataNotJson = "metadata-not-json", "A .well-known URL answers HTML instead of JSON",
+        "Serve JSON or a 404 at every /.well-known path; never the SPA's index.html.";
+    PrmResourceMismatch = "prm-resource-mismatch", "The metadata's resource is not the MCP URL",
+        "Make the PRM `resource` exactly the public MCP URL the client uses (scheme, host, port, path), also behind tunnels and reverse proxies.";
+    AsDiscoveryFailed = "as-discovery-failed", "Authorization-server metadata cannot be found for the issuer",
+        "Serve the authorization-server metadata at the path-aware well-known URL for the issuer listed in the PRM, with `issuer` identical to that identifier.";
+    AsMetadataIncomplete = "as-metadata-incomplete", "Authorization-server metadata lacks what MCP clients need",
+        "Add `code_challenge_methods_supported: [\"S256\"]`, `response_types_supported: [\"code\"]`, the endpoints, and `registration_endpoint` (or `client_id_metadata_document_supported`) to the authorization-server metadata.";
+    RegistrationFailed = "registration-failed", "Dynamic client registration fails",
+        "Make dynamic client registration (RFC 7591) work: advertise `registration_endpoint`, accept loopback `redirect_uris`, and echo them unchanged.";
+    RedirectUriMismatch = "redirect-uri-mismatch", "The authorize redirect_uri is not the registered one",
+        "Client: reuse the registered callback port or re-register when it changes; use the same host spelling (`localhost` vs `127.0.0.1`). Server: allow any port for loopback redirect URIs (RFC 8252 §7.3).";
+    ResourceParamWrong = "resource-param-wrong", "The resource parameter is missing or wrong",
+        "Client: send `resource=<PRM resource>` byte for byte on /authorize, /token and refresh. Server: accept the canonical URI with and without a trailing slash.";
+    PkceMismatch = "pkce-mismatch", "The PKCE verifier does not match the challenge",
+        "Client: keep the code_verifier of the authorization request that produced the code (do not regenerate it per connection) and use S256.";
+    TokenExchangeMissing = "token-exchange-missing", "Authorization started but no code was exchanged for a token",
+        "The client started authorization but never exchanged a code: check that the browser reached the loopback callback (port open, third-party cookies, popup blockers) and that the client kept its PKCE state.";
+    TokenResponseInvalid = "token-response-invalid", "The token endpoint's answer is not a valid token response",
+        "Return RFC 6749 §5.1 JSON from /token: `access_token`, `token_type: \"Bearer\"`, `expires_in`; errors as JSON with a 4xx status, never HTML or a 200 with `error`.";
+    InsufficientScopeUnhandled = "insufficient-scope-unhandled", "The client does not re-authorize after insufficient_scope",
+        "Client: on 403 `insufficient_scope`, re-authorize with the challenged scope plus the scopes already granted, then retry (a refresh cannot widen scope).";
+    LazyChallenge = "lazy-challenge", "The server challenges late, or never",
+        "Require the token from the first request: answer `initialize` (and every MCP request) without a valid token with 401 and a Bearer challenge.";
+    RefreshBroken = "refresh-broken", "Refreshing the token fails or races",
+        "Client: refresh once at a time (single-flight across processes) and store the rotated refresh token. Server: issue refresh tokens (offline_access) and tolerate a short reuse window when rotating.";
+    Session404Mishandled = "session-404-mishandled", "An expired MCP session is not re-initialized",
+        "Client: after 404 on a request with Mcp-Session-Id, send a new initialize without a session id. Server: answer unknown or expired sessions with 404, not 400 or 200.";
+    TransportHeaderViolation = "transport-header-violation", "Streamable HTTP headers are missing or wrong",
+        "Client: send `MCP-Protocol-Version: <negotiated>` and `Mcp-Session-Id` on every request after initialize, and `Accept: application/json, text/event-stream`.";
+    CorsBlocked = "cors-blocked", "CORS blocks a browser client",
+        "Answer OPTIONS without auth with 204 and `Access-Control-Allow-Headers: authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id`, and expose `WWW-Authenticate, Mcp-Session-Id`.";
+    TokenAuthMethodMismatch = "token-auth-method-mismatch", "The client authenticates at /token another way than registered",
+        "Authenticate at /token exactly as registered (`token_endpoint_auth_method`): Basic for client_secret_basic, form fields for client_secret_post. Servers: echo the method in the registration response and honour it.";
+    MetadataUnreachableEndpoints = "metadata-unreachable-endpoints", "Metadata advertises endpoints the client cannot reach",
+        "Build metadata URLs from the public origin (honour `X-Forwarded-Proto`/`Host`), never from the internal bind address.";
+    ClientIgnoresMetadata = "client-ignores-metadata", "The client guesses endpoints instead of using the metadata",
+        "Client bug: use the endpoints the authorization-server metadata names instead of `{mcp-origin}/authorize|/token|/register`.";
+    PrmUrlNotPathScoped = "prm-url-not-path-scoped", "Protected-resource metadata is not at the path-scoped URL",
+        "Serve the PRM at `/.well-known/oauth-protected-resource/<mcp path>` and point `resource_metadata` there.";
+    ToolSchemaInvalid = "tool-schema-invalid", "A tool's inputSchema is not a JSON Schema object",
+        "Give every tool an `inputSchema` that is a JSON Schema object with `\"type\": \"object\"`.";
+    TokenUnused = "token-unused", "A token was issued and never used (sub-case of token-not-sent)",
+        "Reported as `token-not-sent` (sub-case `token-unused`): see `mcptap explain token-not-sent`.";
+    ClientOmitsTokenConfirmed = "client-omits-token-confirmed", "Proven by injection: the client omits a token the server accepts",
+        "Proven client bug: the server accepts the token the client was given. Attach the capture (`mcptap report`) to the client's tracker.";
+    ServerRejectsToken = "server-rejects-token", "Proven by injection: the server refuses its own token",
+        "Proven server bug: the server refused a token its own authorization server issued. Check audience, issuer and key validation on the resource server.";
+    AuthorizeNotVisible = "authorize-not-visible", "The browser's /authorize was not captured",
+        "Proxy the browser too (or use the client's headless flow) so that /authorize is captured; then rerun the analysis.";
 }
 
-/// The fix hint for `id` (empty for unknown ids, which the rules never use).
-pub(crate) fn hint(id: &str) -> &'static str {
-    entry(id).map(|e| e.hint).unwrap_or("")
+impl FindingId {
+    /// The id named `s` (exact, trimmed); `None` for an unknown name.
+    pub fn parse(s: &str) -> Option<FindingId> {
+        let s = s.trim();
+        FindingId::ALL.iter().copied().find(|id| id.as_str() == s)
+    }
+}
+
+impl fmt::Display for FindingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for FindingId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for FindingId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for FindingId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }

@@ -91,6 +91,7 @@ pub(crate) struct Known {
     pub authorization_endpoints: HashSet<String>,
     pub registration_endpoints: HashSet<String>,
     pub jwks_uris: HashSet<String>,
+    pub revocation_endpoints: HashSet<String>,
     pub prm_urls: HashSet<String>,
     pub redirect_uris: HashSet<String>,
 }
@@ -281,6 +282,15 @@ fn role(ctx: &Ctx<'_>, known: &Known) -> Role {
                     _ => Role::TokenOther,
                 };
             }
+        }
+        let revocation = known.revocation_endpoints.contains(&endpoint)
+            || path.ends_with("/revoke")
+            || path.ends_with("/revocation");
+        if revocation
+            && ctx.rpc.is_empty()
+            && util::request_form(flow).is_some_and(|f| util::form_get(&f, "token").is_some())
+        {
+            return Role::Revocation;
         }
         if known.token_endpoints.contains(&endpoint) && ctx.rpc.is_empty() {
             return Role::TokenOther;

@@ -7,7 +7,7 @@
 //! alike. Rules that need an absence ("no request within 30 s") become deadlines, resolved when
 //! a later flow (or [`Analyzer::tick`]) shows that time has passed, or at [`Analyzer::finish`].
 
-use crate::catalog;
+use crate::catalog::FindingId as Id;
 use crate::classify::{self, Ctx, Known};
 use crate::model::*;
 use crate::util::Url;
@@ -21,6 +21,9 @@ pub struct Options {
     /// A token not used by any MCP request this long after it was issued is `token-unused`
     /// (default 30 s).
     pub token_unused_after: Duration,
+    /// A token not used this long after it was issued is shown as a suspected `token-unused`
+    /// until the deadline above decides it (default 5 s).
+    pub token_unused_suspect: Duration,
     /// How long a client gets to finish a step (exchange a code after registering, re-authorize
     /// after a 403, refresh after a 401) before the analyzer concludes it never will (120 s).
     pub exchange_timeout: Duration,
@@ -49,6 +52,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             token_unused_after: Duration::from_secs(30),
+            token_unused_suspect: Duration::from_secs(5),
             exchange_timeout: Duration::from_secs(120),
             refresh_race_window: Duration::from_secs(60),
             stale_grace: Duration::from_secs(2),
@@ -164,7 +168,11 @@ pub(crate) struct Token {
     pub kinds: Vec<String>,
     pub uas: Vec<String>,
     pub mcp_after: bool,
-    pub stopped_pending: bool,
+    /// A request carrying it was refused (401, or 403 other than insufficient_scope): the
+    /// client is right to stop sending it.
+    pub refused: Option<(FlowId, Micros)>,
+    /// The client revoked it (RFC 7009): the flow and when it completed.
+    pub revoked: Option<(FlowId, Micros)>,
     pub expired_refused: Vec<(FlowId, Micros)>,
 }
 
@@ -206,18 +214,12 @@ pub(crate) enum Pending {
         token: usize,
         deadline: Micros,
     },
-    Stopped {
-        token: usize,
-        bare: FlowId,
-        bare_started: Micros,
-        subcase: &'static str,
-        deadline: Micros,
-    },
     StaleExpired {
         story: Option<usize>,
         token_flow: Option<FlowId>,
         flow: FlowId,
         started: Micros,
+        done: Micros,
         deadline: Micros,
     },
     Exchange {
@@ -269,7 +271,6 @@ impl Pending {
     fn deadline(&self) -> Micros {
         match self {
             Pending::TokenUnused { deadline, .. }
-            | Pending::Stopped { deadline, .. }
             | Pending::StaleExpired { deadline, .. }
             | Pending::Exchange { deadline, .. }
             | Pending::StepUp { deadline, .. }
@@ -282,12 +283,35 @@ impl Pending {
     }
 }
 
+/// A decision that waits for time or flows, and whether its suspicion is showing.
+#[derive(Debug)]
+pub(crate) struct Wait {
+    pub p: Pending,
+    /// The suspected finding was emitted (see [`Analyzer::suspicion`]).
+    pub shown: bool,
+}
+
+/// What resolving a [`Pending`] concluded.
+pub(crate) enum Decision {
+    /// Not decided yet: keep waiting.
+    Wait(Pending),
+    /// Decided: the rule emitted what it proved (a confirmed finding, or nothing to say).
+    Done,
+    /// Decided healthy: a suspicion shown for it is cleared, saying why.
+    Healthy(String),
+    /// The capture ended before it could be decided: a suspicion shown for it stays, with this
+    /// said; without one, `show` decides between showing it now and a visibility note.
+    Open { why: String, show: bool },
+}
+
 /// A finding before it is stored.
 pub(crate) struct New {
-    pub id: &'static str,
+    pub id: Id,
     pub key: String,
     pub severity: Severity,
     pub culprit: Culprit,
+    pub status: Status,
+    pub decides: Option<String>,
     pub subcase: Option<&'static str>,
     pub summary: String,
     pub evidence: Vec<FlowId>,
@@ -295,22 +319,25 @@ pub(crate) struct New {
 }
 
 impl New {
-    pub fn finding(
-        id: &'static str,
-        key: impl Into<String>,
-        severity: Severity,
-        culprit: Culprit,
-    ) -> New {
+    pub fn finding(id: Id, key: impl Into<String>, severity: Severity, culprit: Culprit) -> New {
         New {
             id,
             key: key.into(),
             severity,
             culprit,
+            status: Status::Confirmed,
+            decides: None,
             subcase: None,
             summary: String::new(),
             evidence: Vec::new(),
             details: Vec::new(),
         }
+    }
+    /// Makes it a suspicion: shown at once, with what would decide it.
+    pub fn suspect(mut self, decides: impl Into<String>) -> New {
+        self.status = Status::Suspected;
+        self.decides = Some(decides.into());
+        self
     }
     pub fn sub(mut self, s: &'static str) -> New {
         self.subcase = Some(s);
@@ -373,14 +400,22 @@ pub struct Analyzer {
     pub(crate) jwks_kids: Vec<String>,
     pub(crate) code_exchanges: Vec<(FlowId, Micros, Option<String>, bool)>,
     pub(crate) last_401: Option<(String, Micros)>,
+    /// MCP endpoints reached through a cross-origin redirect: target → (redirecting endpoint,
+    /// the redirect flow).
+    pub(crate) redirected_to: HashMap<String, (String, FlowId)>,
+    /// Bare MCP requests made while a good token was held: (story, started, token). A later
+    /// token amends their `token-not-sent` with how the client recovered.
+    pub(crate) bare_while_held: Vec<(usize, Micros, usize)>,
     /// Per token fingerprint: how many insufficient_scope refusals, and the first flows.
     pub(crate) scope_403: HashMap<String, (u64, Vec<FlowId>)>,
     pub(crate) findings: Vec<Finding>,
-    pub(crate) finding_index: HashMap<(&'static str, String), usize>,
+    pub(crate) finding_index: HashMap<(Id, String), usize>,
     pub(crate) fresh: Vec<Finding>,
-    pub(crate) pending: Vec<Pending>,
+    pub(crate) pending: Vec<Wait>,
     pub(crate) env: Environment,
     pub(crate) vis: Visibility,
+    /// When recording stopped, if the caller said ([`Analyzer::finish_at`]).
+    pub(crate) capture_ended: Option<Micros>,
     pub(crate) oauth_dance: bool,
     /// The flow being pushed was blocked by an edge (edge-blocked).
     pub(crate) edge_now: bool,
@@ -422,12 +457,15 @@ impl Analyzer {
             code_exchanges: Vec::new(),
             last_401: None,
             scope_403: HashMap::new(),
+            bare_while_held: Vec::new(),
+            redirected_to: HashMap::new(),
             findings: Vec::new(),
             finding_index: HashMap::new(),
             fresh: Vec::new(),
             pending: Vec::new(),
             env: Environment::default(),
             vis: Visibility::default(),
+            capture_ended: None,
             oauth_dance: false,
             edge_now: false,
         }
@@ -446,6 +484,9 @@ impl Analyzer {
                 .map_or(ctx.started, |f| f.min(ctx.started)),
         );
         self.now = Some(self.now.map_or(ctx.done, |n| n.max(ctx.done)));
+        // What a live proxy's clock would have shown before this flow arrived: suspicions due
+        // by now (offline, nothing ticks between flows).
+        self.show_suspicions();
         // mcptap's own requests (`--inject-refresh`) say nothing about the client.
         if let Some(ua) = ctx.ua.as_ref().filter(|_| flow.by_mcptap.is_none()) {
             if !self.env.user_agents.contains(ua) && self.env.user_agents.len() < 32 {
@@ -462,6 +503,7 @@ impl Analyzer {
             Role::Mcp => self.on_mcp(&ctx),
             Role::McpPreflight => self.on_preflight(&ctx),
             Role::Jwks => self.on_jwks(&ctx),
+            Role::Revocation => self.on_revocation(&ctx),
             Role::Callback | Role::Other | Role::Tunnel => {}
         }
         if matches!(
@@ -509,6 +551,21 @@ impl Analyzer {
         self.report()
     }
 
+    /// Ends the session at `end` (µs since the epoch), when recording stopped: what waits is
+    /// decided on the evidence at hand, with the time the capture went on after the deciding
+    /// request stated. This is how a live proxy ends (Ctrl-C, or `mcptap run`'s command
+    /// exiting), and how a saved session that knows its end is analysed, so both agree.
+    pub fn finish_at(&mut self, end: Micros) -> Report {
+        if self.now.is_none_or(|n| end > n) {
+            self.now = Some(end);
+        }
+        self.capture_ended = Some(end);
+        self.run_pending(true, None);
+        self.finish_rules();
+        self.fresh.clear();
+        self.report()
+    }
+
     /// The summary (role, MCP facts, credentials) of a flow already pushed; `None` for a tunnel
     /// or an unknown id. Cheap for the flow just pushed (live views call it after each push).
     pub fn summary(&self, id: FlowId) -> Option<&FlowSummary> {
@@ -537,6 +594,7 @@ impl Analyzer {
         let mut env = self.env.clone();
         env.first_started = self.first_started;
         env.last_activity = self.now;
+        env.capture_ended = self.capture_ended;
         env.mcp_endpoints = self.endpoints.iter().map(|e| e.key.clone()).collect();
         env.unlisted_flows = self.unlisted;
         env.unlisted_mcp_flows = self.unlisted_mcp;
@@ -571,7 +629,8 @@ impl Analyzer {
         }
     }
 
-    /// Stores a finding (or adds to the one with the same id and key).
+    /// Stores a finding (or adds to the one with the same id and key). A confirmed finding
+    /// that meets its own suspicion (same id and key) replaces it and is announced again.
     pub(crate) fn emit(&mut self, n: New) {
         let max = self.opts.max_evidence.max(1);
         let key = (n.id, n.key.clone());
@@ -583,6 +642,23 @@ impl Analyzer {
                 if f.details.len() < 12 && !f.details.contains(&d) {
                     f.details.push(d);
                 }
+            }
+            if n.status == Status::Confirmed && f.status != Status::Confirmed {
+                let was = f.status;
+                f.status = Status::Confirmed;
+                f.severity = n.severity;
+                f.culprit = n.culprit;
+                f.subcase = n.subcase.or(f.subcase);
+                f.decides = None;
+                if !n.summary.is_empty() {
+                    f.summary = n.summary;
+                }
+                f.amendments.push(match was {
+                    Status::Cleared => "confirmed after all by later flows".to_owned(),
+                    _ => "confirmed: the suspicion was decided by the flows cited".to_owned(),
+                });
+                let f = f.clone();
+                self.fresh.push(f);
             }
             return;
         }
@@ -599,27 +675,132 @@ impl Analyzer {
             key: n.key,
             severity: n.severity,
             culprit: n.culprit,
+            status: n.status,
             subcase: n.subcase,
             summary: n.summary,
             evidence,
             occurrences: 1,
-            hint: catalog::hint(n.id).to_owned(),
+            hint: n.id.hint().to_owned(),
             details,
+            decides: n.decides,
+            amendments: Vec::new(),
         };
         self.finding_index.insert(key, self.findings.len());
         self.fresh.push(f.clone());
         self.findings.push(f);
     }
 
-    /// Changes the severity of a stored finding (when later flows settle it).
-    pub(crate) fn set_severity(&mut self, id: &'static str, key: &str, sev: Severity) {
-        if let Some(&i) = self.finding_index.get(&(id, key.to_owned())) {
-            self.findings[i].severity = sev;
+    /// Amends a stored finding: says what changed (`note`), optionally lowers or raises its
+    /// severity and changes its status, and announces it again. Never removes it.
+    pub(crate) fn amend(
+        &mut self,
+        id: Id,
+        key: &str,
+        note: String,
+        severity: Option<Severity>,
+        status: Option<Status>,
+    ) -> bool {
+        let Some(&i) = self.finding_index.get(&(id, key.to_owned())) else {
+            return false;
+        };
+        let f = &mut self.findings[i];
+        if f.amendments.contains(&note) {
+            return false;
+        }
+        f.amendments.push(note);
+        if let Some(s) = severity {
+            f.severity = s;
+        }
+        if let Some(s) = status {
+            f.status = s;
+            if s != Status::Suspected {
+                f.decides = None;
+            }
+        }
+        let f = f.clone();
+        self.fresh.push(f);
+        true
+    }
+
+    /// The status of a stored finding.
+    pub(crate) fn status_of(&self, id: Id, key: &str) -> Option<Status> {
+        self.finding_index
+            .get(&(id, key.to_owned()))
+            .map(|&i| self.findings[i].status)
+    }
+
+    /// When a waiting decision becomes likely enough to show as suspected; `None` for the
+    /// decisions that are taken before anyone would wait for them.
+    fn suspect_at(&self, p: &Pending) -> Option<Micros> {
+        Some(match p {
+            Pending::TokenUnused { token, .. } => {
+                self.tokens[*token].issued + us(self.opts.token_unused_suspect)
+            }
+            // A client that has the code exchanges it at once; a user in the browser takes
+            // longer to come back.
+            Pending::Exchange {
+                at, code_returned, ..
+            } => {
+                at + if *code_returned {
+                    3_000_000
+                } else {
+                    30_000_000
+                }
+            }
+            Pending::Prm { created, .. } | Pending::AsDiscovery { created, .. } => {
+                created + 5_000_000
+            }
+            Pending::Unreachable { deadline, .. } => {
+                deadline - us(self.opts.exchange_timeout) + 10_000_000
+            }
+            Pending::StaleExpired { done, .. } => done + 3_000_000,
+            Pending::StepUp { started, .. } => started + 5_000_000,
+            Pending::Redirect { .. } | Pending::NoRegistration { .. } => return None,
+        })
+    }
+
+    /// The suspected finding a waiting decision shows (same id and key as the confirmed one it
+    /// may become), from the rules file that scheduled it.
+    pub(crate) fn suspicion(&self, p: &Pending) -> Option<New> {
+        match p {
+            Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
+                self.suspicion_mcp(p)
+            }
+            _ => self.suspicion_oauth(p),
         }
     }
 
-    pub(crate) fn has_finding(&self, id: &'static str, key: &str) -> bool {
-        self.finding_index.contains_key(&(id, key.to_owned()))
+    /// Whether what a decision waits for has happened (why it is healthy), from the rules file
+    /// that scheduled it.
+    pub(crate) fn healthy(&self, p: &Pending) -> Option<String> {
+        match p {
+            Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
+                self.healthy_mcp(p)
+            }
+            _ => self.healthy_oauth(p),
+        }
+    }
+
+    /// Decides a waiting decision, in the rules file that scheduled it.
+    pub(crate) fn resolve(&mut self, p: Pending, due: bool) -> Decision {
+        match p {
+            Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
+                self.resolve_mcp(p, due)
+            }
+            _ => self.resolve_oauth(p, due),
+        }
+    }
+
+    /// Schedules a decision that needs time or later flows.
+    pub(crate) fn wait(&mut self, p: Pending) {
+        self.pending.push(Wait { p, shown: false });
+    }
+
+    /// Changes the severity of a stored finding (when later flows settle it).
+    pub(crate) fn set_severity(&mut self, id: Id, key: &str, sev: Severity) {
+        if let Some(&i) = self.finding_index.get(&(id, key.to_owned())) {
+            self.findings[i].severity = sev;
+        }
     }
 
     pub(crate) fn endpoint_idx(&mut self, url: &Url) -> usize {
@@ -720,6 +901,33 @@ impl Analyzer {
         }
     }
 
+    /// Shows a waiting decision as suspected once that is likely, unless what it waits for has
+    /// already happened.
+    fn show_suspicion(&mut self, w: &mut Wait, now: Micros) {
+        if !w.shown
+            && self.suspect_at(&w.p).is_some_and(|at| at <= now)
+            && self.healthy(&w.p).is_none()
+        {
+            if let Some(n) = self.suspicion(&w.p) {
+                w.shown = true;
+                self.emit(n);
+            }
+        }
+    }
+
+    fn show_suspicions(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let mut pending = std::mem::take(&mut self.pending);
+        for w in &mut pending {
+            self.show_suspicion(w, now);
+        }
+        pending.append(&mut self.pending);
+        self.pending = pending;
+    }
+
     fn run_pending(&mut self, at_end: bool, moved_on: Option<(Role, Micros)>) {
         if self.pending.is_empty() {
             return;
@@ -727,21 +935,53 @@ impl Analyzer {
         let now = self.now();
         let pending = std::mem::take(&mut self.pending);
         let mut keep = Vec::new();
-        for p in pending {
-            let due = p.deadline() <= now;
-            let forced = match (&p, moved_on) {
+        for mut w in pending {
+            let due = w.p.deadline() <= now;
+            let forced = match (&w.p, moved_on) {
                 (Pending::Prm { created, .. }, Some((_, started))) => started > *created,
                 (Pending::AsDiscovery { created, .. }, Some((role, started))) => {
                     started > *created && role != Role::AsMetadata
                 }
                 _ => false,
             };
-            if due || forced || at_end {
-                if let Some(p) = self.resolve(p, due || forced) {
-                    keep.push(p);
+            if !(due || forced || at_end) {
+                self.show_suspicion(&mut w, now);
+                keep.push(w);
+                continue;
+            }
+            let suspicion = self.suspicion(&w.p);
+            match self.resolve(w.p, due || forced) {
+                Decision::Wait(p) => keep.push(Wait { p, shown: w.shown }),
+                Decision::Done => {}
+                Decision::Healthy(why) => {
+                    if let Some(n) = suspicion.filter(|_| w.shown) {
+                        if self.status_of(n.id, &n.key) == Some(Status::Suspected) {
+                            self.amend(
+                                n.id,
+                                &n.key,
+                                format!("cleared: {why}"),
+                                Some(Severity::Info),
+                                Some(Status::Cleared),
+                            );
+                        }
+                    }
                 }
-            } else {
-                keep.push(p);
+                Decision::Open { why, show } => match suspicion {
+                    Some(n) if w.shown || show => {
+                        let (id, k) = (n.id, n.key.clone());
+                        if !w.shown {
+                            self.emit(n);
+                        }
+                        if self.status_of(id, &k) == Some(Status::Suspected) {
+                            self.amend(id, &k, why, None, None);
+                        }
+                    }
+                    _ => {
+                        if !self.vis.notes.contains(&why) {
+                            self.vis.notes.push(why);
+                        }
+                    }
+                },
             }
         }
         keep.append(&mut self.pending);
@@ -763,7 +1003,7 @@ pub(crate) fn sort_findings(f: &mut [Finding]) {
         b.severity
             .cmp(&a.severity)
             .then_with(|| a.evidence.first().cmp(&b.evidence.first()))
-            .then_with(|| a.id.cmp(b.id))
+            .then_with(|| a.id.as_str().cmp(b.id.as_str()))
             .then_with(|| a.key.cmp(&b.key))
     });
 }

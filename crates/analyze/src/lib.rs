@@ -26,10 +26,11 @@ mod rules_mcp;
 mod rules_oauth;
 mod util;
 
+pub use catalog::FindingId;
 pub use engine::{Analyzer, Options};
 pub use model::{
     AuthInfo, Culprit, Environment, Finding, FlowSummary, McpInfo, OAuthStory, Report, Role,
-    RpcDirection, RpcKind, RpcMessage, Severity, TokenRecord, UnknownSeverity, Visibility,
+    RpcDirection, RpcKind, RpcMessage, Severity, Status, TokenRecord, UnknownSeverity, Visibility,
     SCHEMA_VERSION,
 };
 pub use render::{render_markdown, render_text, MarkdownOptions};
@@ -42,8 +43,17 @@ pub fn analyze(flows: &[Flow]) -> Report {
 }
 
 /// Analyses a whole capture. Flows are fed in the order they completed (as a live session
-/// would have seen them), whatever order the file holds them in.
+/// would have seen them), whatever order the file holds them in. The capture is taken to end
+/// with its last flow (see [`analyze_ended`]).
 pub fn analyze_with(flows: &[Flow], opts: Options) -> Report {
+    analyze_ended(flows, None, opts)
+}
+
+/// Analyses a whole capture that ended at `ended` (µs since the epoch: when recording
+/// stopped, as a session's journal and HAR say), deciding what waits on the evidence at hand
+/// as the live proxy did when it stopped. `None` (a HAR from another tool): the last flow's
+/// end.
+pub fn analyze_ended(flows: &[Flow], ended: Option<mcptap_flow::Micros>, opts: Options) -> Report {
     let mut order: Vec<&Flow> = flows.iter().collect();
     order.sort_by_key(|f| {
         let t = &f.timings;
@@ -59,54 +69,22 @@ pub fn analyze_with(flows: &[Flow], opts: Options) -> Report {
     for f in order {
         a.push(f);
     }
-    a.finish()
+    match ended {
+        Some(end) => a.finish_at(end),
+        None => a.finish(),
+    }
 }
 
 /// Every id [`explain`] knows, in the reference's order: the ids findings carry, plus
 /// `token-unused`, which is reported as `token-not-sent` with that sub-case.
-pub fn finding_ids() -> &'static [&'static str] {
-    IDS
+pub fn finding_ids() -> &'static [FindingId] {
+    FindingId::ALL
 }
-
-const IDS: &[&str] = &[
-    "token-not-sent",
-    "edge-blocked",
-    "fresh-token-rejected",
-    "stale-token-sent",
-    "redirect-drops-auth",
-    "challenge-missing",
-    "prm-unavailable",
-    "metadata-not-json",
-    "prm-resource-mismatch",
-    "as-discovery-failed",
-    "as-metadata-incomplete",
-    "registration-failed",
-    "redirect-uri-mismatch",
-    "resource-param-wrong",
-    "pkce-mismatch",
-    "token-exchange-missing",
-    "token-response-invalid",
-    "insufficient-scope-unhandled",
-    "lazy-challenge",
-    "refresh-broken",
-    "session-404-mishandled",
-    "transport-header-violation",
-    "cors-blocked",
-    "token-auth-method-mismatch",
-    "metadata-unreachable-endpoints",
-    "client-ignores-metadata",
-    "prm-url-not-path-scoped",
-    "tool-schema-invalid",
-    "token-unused",
-    "client-omits-token-confirmed",
-    "server-rejects-token",
-    "authorize-not-visible",
-];
 
 /// The page for a finding id (`docs/findings/ID.md`), like `rustc --explain`; `None` for an
 /// unknown id (show [`finding_ids`] then).
 pub fn explain(id: &str) -> Option<&'static str> {
-    catalog::entry(id.trim()).map(|e| e.page)
+    FindingId::parse(id).map(FindingId::page)
 }
 
 #[cfg(test)]
@@ -115,15 +93,14 @@ mod tests {
 
     #[test]
     fn every_id_has_a_page_and_a_hint() {
-        assert_eq!(IDS.len(), catalog::ENTRIES.len());
-        for (id, e) in IDS.iter().zip(catalog::ENTRIES) {
-            assert_eq!(*id, e.id);
-            let page = explain(id).unwrap();
+        for id in FindingId::ALL {
+            assert_eq!(FindingId::parse(id.as_str()), Some(*id));
+            let page = explain(id.as_str()).unwrap();
             assert!(
                 page.starts_with(&format!("# {id}")),
                 "{id}: page must start with its id"
             );
-            assert!(!e.hint.is_empty());
+            assert!(!id.hint().is_empty() && !id.title().is_empty());
         }
         assert!(explain("no-such-id").is_none());
     }

@@ -107,6 +107,39 @@ impl fmt::Display for Culprit {
     }
 }
 
+/// How far the capture has decided a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The evidence proves it.
+    #[default]
+    Confirmed,
+    /// The evidence makes it likely; [`Finding::decides`] says what would settle it. Shown at
+    /// once, so that nobody waits in silence for a deadline.
+    Suspected,
+    /// It was suspected, and later flows showed it was not so ([`Finding::amendments`] says
+    /// which). Kept, so that what was shown live never vanishes silently; not counted as a
+    /// finding.
+    Cleared,
+}
+
+impl Status {
+    /// The lower-case name (`suspected`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Confirmed => "confirmed",
+            Status::Suspected => "suspected",
+            Status::Cleared => "cleared",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One diagnosed failure.
 ///
 /// A finding is identified by `(id, key)`. The analyzer reports it once, from the flow that
@@ -115,7 +148,7 @@ impl fmt::Display for Culprit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// The stable id (`token-not-sent`); `mcptap explain ID` prints its page.
-    pub id: &'static str,
+    pub id: crate::FindingId,
     /// Which instance of the finding: a token fingerprint, an endpoint, a session. Stable within
     /// one analysis; lets a live view replace an updated finding.
     pub key: String,
@@ -123,6 +156,8 @@ pub struct Finding {
     pub severity: Severity,
     /// Who has to act.
     pub culprit: Culprit,
+    /// Proven, only suspected so far, or cleared by later flows.
+    pub status: Status,
     /// The named sub-case, when the mode has several (`never-sent`, `token-unused`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subcase: Option<&'static str>,
@@ -137,6 +172,20 @@ pub struct Finding {
     /// Supporting facts, one per line (decoded claims, error descriptions, sub-cases).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+    /// For a suspected finding: what would decide it (and how to prove it at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decides: Option<String>,
+    /// What later flows changed, in order: a recovery that lowered the severity, a suspicion
+    /// confirmed or cleared, a decision taken when the capture ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub amendments: Vec<String>,
+}
+
+impl Finding {
+    /// True unless a suspicion was cleared: what counts as a finding (summaries, `--fail-on`).
+    pub fn counts(&self) -> bool {
+        self.status != Status::Cleared
+    }
 }
 
 /// What a flow was, in the OAuth + MCP story.
@@ -165,6 +214,8 @@ pub enum Role {
     McpPreflight,
     /// A JWKS fetch.
     Jwks,
+    /// A token revocation (RFC 7009).
+    Revocation,
     /// Anything else.
     Other,
     /// A tunnel that was not decrypted.
@@ -186,6 +237,7 @@ impl Role {
             Role::Mcp => "mcp",
             Role::McpPreflight => "mcp_preflight",
             Role::Jwks => "jwks",
+            Role::Revocation => "revocation",
             Role::Other => "other",
             Role::Tunnel => "tunnel",
         }
@@ -204,6 +256,7 @@ impl Role {
                 | Role::TokenRefresh
                 | Role::TokenOther
                 | Role::Jwks
+                | Role::Revocation
         )
     }
 
@@ -418,6 +471,10 @@ pub struct Environment {
     /// Time of the last activity (µs since the epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<Micros>,
+    /// When recording stopped (µs since the epoch), when the capture says: decisions that
+    /// waited were taken then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_ended: Option<Micros>,
     /// Flows that were neither OAuth nor MCP and were counted instead of listed in
     /// [`Report::flows`] (live analysis only; see `Options::keep_other_flows`).
     #[serde(skip_serializing_if = "is_zero")]
@@ -452,16 +509,22 @@ pub struct Report {
 impl Report {
     /// The most severe finding's severity.
     pub fn max_severity(&self) -> Option<Severity> {
-        self.findings.iter().map(|f| f.severity).max()
+        self.counted().map(|f| f.severity).max()
     }
 
-    /// True when some finding is at or above `threshold` (for `--fail-on`).
+    /// True when some finding is at or above `threshold` (for `--fail-on`). Suspected findings
+    /// count; cleared suspicions do not.
     pub fn fails(&self, threshold: Severity) -> bool {
-        self.findings.iter().any(|f| f.severity >= threshold)
+        self.counted().any(|f| f.severity >= threshold)
+    }
+
+    /// The findings that count (all but cleared suspicions).
+    pub fn counted(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.counts())
     }
 
     /// The findings with this id.
     pub fn findings_with_id<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Finding> + 'a {
-        self.findings.iter().filter(move |f| f.id == id)
+        self.findings.iter().filter(move |f| f.id.as_str() == id)
     }
 }

@@ -1,7 +1,7 @@
 //! What people read: the human report (`mcptap analyze`) and the markdown summary to paste into
 //! an issue (`mcptap report`), with every secret replaced by its fingerprint.
 
-use crate::model::{Finding, FlowSummary, Report, Role};
+use crate::model::{Finding, FlowSummary, Report, Role, Status};
 use mcptap_flow::{redact, Flow, FlowId};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -85,13 +85,13 @@ pub fn render_text(report: &Report) -> String {
     let env = &report.environment;
     let _ = writeln!(
         out,
-        "mcptap analysis: {} flow(s), {} MCP endpoint(s), {} authorization server(s), {} finding(s)",
+        "mcptap analysis: {} flow(s), {} MCP endpoint(s), {} authorization server(s), {}",
         report.flows.len() as u64
             + report.environment.unlisted_flows
             + report.environment.unlisted_mcp_flows,
         env.mcp_endpoints.len(),
         env.authorization_servers.len(),
-        report.findings.len()
+        finding_count(report)
     );
     if !env.user_agents.is_empty() {
         let _ = writeln!(out, "clients: {}", env.user_agents.join(" | "));
@@ -171,11 +171,24 @@ pub fn render_text(report: &Report) -> String {
         }
     }
     let _ = writeln!(out, "\nFindings");
-    if report.findings.is_empty() {
+    if report.counted().next().is_none() {
         let _ = writeln!(out, "  none");
     }
-    for f in &report.findings {
+    for f in report.counted() {
         write_finding_text(&mut out, f);
+    }
+    let cleared: Vec<&Finding> = report.findings.iter().filter(|f| !f.counts()).collect();
+    if !cleared.is_empty() {
+        let _ = writeln!(out, "\nSuspected, then cleared");
+        for f in cleared {
+            let _ = writeln!(
+                out,
+                "  - {}: {} ({})",
+                f.id,
+                f.summary,
+                f.amendments.last().map(String::as_str).unwrap_or("")
+            );
+        }
     }
     let vis = &report.visibility;
     if !vis.notes.is_empty() {
@@ -185,6 +198,30 @@ pub fn render_text(report: &Report) -> String {
         }
     }
     out
+}
+
+/// "2 finding(s)", or "2 finding(s) (1 suspected)".
+fn finding_count(report: &Report) -> String {
+    let n = report.counted().count();
+    let suspected = report
+        .findings
+        .iter()
+        .filter(|f| f.status == Status::Suspected)
+        .count();
+    if suspected > 0 {
+        format!("{n} finding(s) ({suspected} suspected)")
+    } else {
+        format!("{n} finding(s)")
+    }
+}
+
+/// " SUSPECTED" for a suspicion, nothing for a confirmed finding.
+fn status_tag(f: &Finding) -> &'static str {
+    match f.status {
+        Status::Suspected => " SUSPECTED",
+        Status::Cleared => " CLEARED",
+        Status::Confirmed => "",
+    }
 }
 
 fn ids(ev: &[FlowId]) -> String {
@@ -198,13 +235,20 @@ fn write_finding_text(out: &mut String, f: &Finding) {
     let sub = f.subcase.map(|s| format!(" ({s})")).unwrap_or_default();
     let _ = writeln!(
         out,
-        "\n  {} {}{} [culprit: {}]",
+        "\n  {}{} {}{} [culprit: {}]",
         f.severity.as_str().to_ascii_uppercase(),
+        status_tag(f),
         f.id,
         sub,
         f.culprit
     );
     let _ = writeln!(out, "    {}", f.summary);
+    if let Some(d) = &f.decides {
+        let _ = writeln!(out, "    decides: {d}");
+    }
+    for a in &f.amendments {
+        let _ = writeln!(out, "    amended: {a}");
+    }
     let more = if f.occurrences > 1 {
         format!(" (seen {} times)", f.occurrences)
     } else {
@@ -314,19 +358,26 @@ pub fn render_markdown(report: &Report, flows: &[Flow], opts: &MarkdownOptions) 
         let _ = writeln!(out, "\n… {omitted} more MCP flow(s) not shown.");
     }
     let _ = writeln!(out, "\n## Findings\n");
-    if report.findings.is_empty() {
+    if report.counted().next().is_none() {
         let _ = writeln!(out, "None.");
     }
-    for f in &report.findings {
+    for f in report.counted() {
         let sub = f.subcase.map(|s| format!(" — {s}")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "### {} `{}` (culprit: {}){sub}\n",
+            "### {}{} `{}` (culprit: {}){sub}\n",
             f.severity.as_str().to_ascii_uppercase(),
+            status_tag(f),
             f.id,
             f.culprit
         );
         let _ = writeln!(out, "{}\n", f.summary);
+        if let Some(d) = &f.decides {
+            let _ = writeln!(out, "- Not decided yet: {d}");
+        }
+        for a in &f.amendments {
+            let _ = writeln!(out, "- Amended: {a}");
+        }
         let _ = writeln!(out, "- Evidence: {}", ids(&f.evidence));
         for d in &f.details {
             let _ = writeln!(out, "- {d}");

@@ -2,10 +2,12 @@
 //! rejected, stale-token-sent), challenges, sessions, transport headers, CORS, redirects,
 //! scope step-up, tool schemas, and the inject-mode verdicts.
 
+use crate::catalog::FindingId as Id;
 use crate::classify::{meta_protocol_version, Ctx};
-use crate::engine::{us, Analyzer, New, Pending, Session};
+use crate::engine::{us, Analyzer, Decision, New, Pending, Session};
 use crate::model::{Culprit, RpcDirection, RpcKind, Severity};
 use crate::util::{self, Challenge, Url};
+use mcptap_flow::Micros;
 use mcptap_flow::{redact, FlowId};
 use serde_json::Value;
 
@@ -41,7 +43,7 @@ impl Analyzer {
             if let (Some(ok), true) = (lazy, bare && !injected) {
                 let what = c.client_methods().next().unwrap_or("request").to_owned();
                 self.emit(
-                    New::finding("lazy-challenge", ep.clone(), Severity::Medium, Culprit::Server)
+                    New::finding(Id::LazyChallenge, ep.clone(), Severity::Medium, Culprit::Server)
                         .sub("late-challenge")
                         .say(format!(
                             "{ep} served {ok} without a token but challenged the {what} in {} with 401: clients that already connected do not expect to authorize now.",
@@ -91,7 +93,7 @@ impl Analyzer {
         let ep = self.endpoints[ei].key.clone();
         let base = |sub: &'static str, sev: Severity, text: String| {
             New::finding(
-                "challenge-missing",
+                Id::ChallengeMissing,
                 format!("{ep} {sub}"),
                 sev,
                 Culprit::Server,
@@ -142,7 +144,7 @@ impl Analyzer {
                     && !mcp_path.is_empty()
                 {
                     self.emit(
-                        New::finding("prm-url-not-path-scoped", ep.clone(), Severity::Medium, Culprit::Server)
+                        New::finding(Id::PrmUrlNotPathScoped, ep.clone(), Severity::Medium, Culprit::Server)
                             .sub("root-url-advertised")
                             .say(format!(
                                 "{ep} has the path {mcp_path} but its challenge in {} points at the root metadata {}; RFC 9728 §3.1 puts it at /.well-known/oauth-protected-resource{mcp_path}.",
@@ -206,7 +208,7 @@ impl Analyzer {
         if let Some((f404, t404)) = sess.terminated {
             if c.started >= t404 && method != "DELETE" && f404 != c.id {
                 self.emit(
-                    New::finding("session-404-mishandled", s.clone(), Severity::High, Culprit::Client)
+                    New::finding(Id::Session404Mishandled, s.clone(), Severity::High, Culprit::Client)
                         .sub("session-reused")
                         .say(format!(
                             "The server ended session {s} with 404 in {f404}, yet the client sent it again in {} instead of a new initialize without a session id.",
@@ -240,7 +242,7 @@ impl Analyzer {
             {
                 let created = sess.created;
                 self.emit(
-                    New::finding("session-404-mishandled", format!("{ep} server"), Severity::High, Culprit::Server)
+                    New::finding(Id::Session404Mishandled, format!("{ep} server"), Severity::High, Culprit::Server)
                         .sub("wrong-status")
                         .say(format!(
                             "{ep} answered {st} about session {s} in {} where the spec requires 404 for an unknown or expired session; clients then never re-initialize.",
@@ -281,7 +283,7 @@ impl Analyzer {
                     ev: Vec<FlowId>| {
             this.emit(
                 New::finding(
-                    "transport-header-violation",
+                    Id::TransportHeaderViolation,
                     format!("{ep} {sub}"),
                     sev,
                     culprit,
@@ -391,7 +393,7 @@ impl Analyzer {
                 vec![c.id],
             );
             if refused {
-                self.set_severity("transport-header-violation", &key, Severity::Medium);
+                self.set_severity(Id::TransportHeaderViolation, &key, Severity::Medium);
             }
         }
     }
@@ -429,7 +431,7 @@ impl Analyzer {
             return;
         }
         self.emit(
-            New::finding("tool-schema-invalid", ep, Severity::Medium, Culprit::Server)
+            New::finding(Id::ToolSchemaInvalid, ep, Severity::Medium, Culprit::Server)
                 .say(format!(
                     "The tools/list result in {} has {} tool schema problem(s), e.g. {}; some clients drop the connection and report it as an auth failure.",
                     c.id,
@@ -452,6 +454,11 @@ impl Analyzer {
         let Some(target) = url.join(loc) else { return };
         let ep = url.endpoint();
         self.known.mcp_endpoints.insert(target.endpoint());
+        if target.origin() != url.origin() && self.redirected_to.len() < 64 {
+            self.redirected_to
+                .entry(target.endpoint())
+                .or_insert_with(|| (ep.clone(), c.id));
+        }
         let sub = if url.scheme == "https" && target.scheme == "http" {
             Some("https-to-http")
         } else if util::host_is_internal(&target.host) && !util::host_is_internal(&url.host) {
@@ -463,7 +470,7 @@ impl Analyzer {
         };
         if let Some(sub) = sub {
             self.emit(
-                New::finding("redirect-drops-auth", ep.clone(), Severity::High, Culprit::Server)
+                New::finding(Id::RedirectDropsAuth, ep.clone(), Severity::High, Culprit::Server)
                     .sub(sub)
                     .say(format!(
                         "The MCP endpoint {ep} redirects ({} {}) to {}; clients drop Authorization on such redirects (and cannot reach internal hosts).",
@@ -476,7 +483,7 @@ impl Analyzer {
             return;
         }
         let deadline = c.done + 30_000_000;
-        self.pending.push(Pending::Redirect {
+        self.wait(Pending::Redirect {
             flow: c.id,
             target: target.endpoint(),
             had_auth: c.bearer.is_some(),
@@ -489,7 +496,7 @@ impl Analyzer {
     /// `redirect-drops-auth`: the follow-up of a same-origin redirect.
     fn follow_redirects(&mut self, c: &Ctx<'_>, ep: &str, method: &str) {
         let mut found = None;
-        self.pending.retain(|p| match p {
+        self.pending.retain(|w| match &w.p {
             Pending::Redirect {
                 flow,
                 target,
@@ -511,7 +518,7 @@ impl Analyzer {
         if dropped || changed {
             self.emit(
                 New::finding(
-                    "redirect-drops-auth",
+                    Id::RedirectDropsAuth,
                     ep.to_owned(),
                     Severity::High,
                     Culprit::Server,
@@ -569,7 +576,7 @@ impl Analyzer {
         let (count, ids) = (*count, ids.clone());
         if count >= 3 {
             self.emit(
-                New::finding("insufficient-scope-unhandled", story.map(|s| s.to_string()).unwrap_or_default(), Severity::Medium, Culprit::Client)
+                New::finding(Id::InsufficientScopeUnhandled, story.map(|s| s.to_string()).unwrap_or_default(), Severity::Medium, Culprit::Client)
                     .sub("repeated")
                     .say(format!(
                         "The same token {fp} was refused with insufficient_scope {count} times ({}); the client retries without re-authorizing.",
@@ -579,7 +586,7 @@ impl Analyzer {
             );
         } else if count == 1 {
             let deadline = c.done + us(self.opts.exchange_timeout);
-            self.pending.push(Pending::StepUp {
+            self.wait(Pending::StepUp {
                 flow: c.id,
                 started: c.started,
                 story,
@@ -620,7 +627,7 @@ impl Analyzer {
         }
         self.emit(
             New::finding(
-                "cors-blocked",
+                Id::CorsBlocked,
                 format!("{ep} response"),
                 Severity::Medium,
                 Culprit::Server,
@@ -703,7 +710,7 @@ impl Analyzer {
         }
         self.emit(
             New::finding(
-                "cors-blocked",
+                Id::CorsBlocked,
                 format!("{ep} preflight"),
                 Severity::Medium,
                 Culprit::Server,
@@ -772,16 +779,40 @@ impl Analyzer {
         }
     }
 
-    /// A request without a token: `token-not-sent` unless no valid token applies.
+    /// Why token `ti` is no longer one the client should send at `at`, if it is not: it
+    /// expired, a request carrying it was refused, the client revoked it, or its refresh was
+    /// refused. A client that stops sending such a token is right to.
+    pub(crate) fn token_dropped(&self, ti: usize, at: Micros) -> Option<&'static str> {
+        let t = &self.tokens[ti];
+        if t.expires_at.is_some_and(|e| at >= e) {
+            return Some("expired");
+        }
+        if t.refused.is_some_and(|(_, done)| done <= at) {
+            return Some("refused");
+        }
+        if t.revoked.is_some_and(|(_, done)| done <= at) {
+            return Some("revoked");
+        }
+        let refresh_refused = t
+            .refresh_fp
+            .as_ref()
+            .and_then(|rt| self.refresh.get(rt))
+            .is_some_and(|r| r.uses.iter().any(|&(_, started, ok)| !ok && started <= at));
+        refresh_refused.then_some("refresh refused")
+    }
+
+    /// A request without a token: `token-not-sent` at once when the same client holds a token
+    /// from this capture that is still good (see [`Analyzer::token_dropped`]). A later
+    /// recovery amends the finding (see `rules_oauth::issue_token`), never removes it.
     fn token_missing(&mut self, c: &Ctx<'_>, ei: usize) {
         for s in 0..self.stories.len() {
             let Some(ti) = self.current_token(s, c.started) else {
                 continue;
             };
-            let t = &self.tokens[ti];
-            if t.expires_at.is_some_and(|e| c.started >= e) || !self.applies(ti, ei) {
+            if self.token_dropped(ti, c.started).is_some() || !self.applies(ti, ei) {
                 continue;
             }
+            let t = &self.tokens[ti];
             if let Some(ua) = &c.ua {
                 if !t.uas.is_empty() && !t.uas.contains(ua) && t.token_ua.as_ref() != Some(ua) {
                     continue; // another client on the same machine
@@ -796,57 +827,56 @@ impl Analyzer {
                     .and_then(|j| crate::engine::jwt_num(j, "exp"))
                     .is_none();
             let ep = self.endpoints[ei].key.clone();
-            if self.has_finding("token-not-sent", &key) {
+            if !self.bare_while_held.iter().any(|&(bs, _, _)| bs == s) {
+                self.bare_while_held.push((s, c.started, ti));
+            }
+            if self.status_of(Id::TokenNotSent, &key) == Some(crate::model::Status::Confirmed) {
                 self.emit(
-                    New::finding("token-not-sent", key, Severity::Critical, Culprit::Client)
+                    New::finding(Id::TokenNotSent, key, Severity::Critical, Culprit::Client)
                         .ev([c.id]),
                 );
                 continue;
             }
-            if t.uses == 0 {
-                let mut n = New::finding("token-not-sent", key, Severity::Critical, Culprit::Client)
-                    .sub("never-sent")
-                    .say(format!(
-                        "A token was issued in {tf} ({fp}), but the {kind} request {} to {ep} carried no Authorization header.",
-                        c.id
-                    ))
-                    .ev([tf, c.id]);
-                if c.status == Some(401) {
-                    n = n.detail("the server answered 401 and the client did not add the token: a 401 loop without a header");
-                }
-                if no_expiry {
-                    n = n.detail("the token response had no expires_in");
-                }
-                self.emit(n);
+            let valid = match t.expires_at {
+                Some(e) => format!("valid for {} more", util::secs(e - c.started)),
+                None => "with no known expiry".to_owned(),
+            };
+            let (sub, say) = if t.uses == 0 {
+                ("never-sent", format!(
+                    "A token was issued in {tf} ({fp}), but the {kind} request {} to {ep} carried no Authorization header, while the token was {valid}.",
+                    c.id
+                ))
             } else if !t.kinds.contains(&kind) {
-                let carried = t.kinds.join(", ");
-                self.emit(
-                    New::finding("token-not-sent", key, Severity::Critical, Culprit::Client)
-                        .sub("some-methods-only")
-                        .say(format!(
-                            "Token {fp} from {tf} is sent on {carried} but not on the {kind} request {}; the spec requires it on every request.",
-                            c.id
-                        ))
-                        .ev([tf, c.id]),
-                );
-            } else if !t.stopped_pending {
-                let subcase = if c.is_session_start() && c.session.is_none() {
-                    "after-restart"
+                ("some-methods-only", format!(
+                    "Token {fp} from {tf} is sent on {} but not on the {kind} request {}; the spec requires it on every request.",
+                    t.kinds.join(", "),
+                    c.id
+                ))
+            } else {
+                let (sub, why) = if c.is_session_start() && c.session.is_none() {
+                    ("after-restart", "a new session (initialize) started without it: the client did not persist or reload it")
                 } else if no_expiry {
-                    "after-expiry-guess"
+                    ("after-expiry-guess", "the token response had no expires_in, so the client probably guessed an expiry and dropped the still-valid token")
                 } else {
-                    "stopped"
+                    ("stopped", "the client stopped sending it")
                 };
-                let deadline = c.done + us(self.opts.exchange_timeout);
-                self.tokens[ti].stopped_pending = true;
-                self.pending.push(Pending::Stopped {
-                    token: ti,
-                    bare: c.id,
-                    bare_started: c.started,
-                    subcase,
-                    deadline,
-                });
+                (sub, format!(
+                    "Token {fp} from {tf} was sent before ({} requests), but the {kind} request {} to {ep} went without it while it was {valid}: {why}.",
+                    t.uses,
+                    c.id
+                ))
+            };
+            let mut n = New::finding(Id::TokenNotSent, key, Severity::Critical, Culprit::Client)
+                .sub(sub)
+                .say(say)
+                .ev([tf, c.id]);
+            if c.status == Some(401) {
+                n = n.detail("the server answered 401 and the client did not add the token: a 401 loop without a header");
             }
+            if no_expiry {
+                n = n.detail("the token response had no expires_in");
+            }
+            self.emit(n);
         }
     }
 
@@ -885,9 +915,12 @@ impl Analyzer {
             }
         }
         let expired = t.expires_at.is_some_and(|e| c.started >= e);
+        if refused && t.refused.is_none() {
+            t.refused = Some((c.id, c.done));
+        }
         let (tf, story, issued) = (t.flow, t.story, t.issued);
         if first && refused && !expired && applies && current {
-            let mut n = New::finding("fresh-token-rejected", fp, Severity::High, Culprit::Server)
+            let mut n = New::finding(Id::FreshTokenRejected, fp, Severity::High, Culprit::Server)
                 .say(format!(
                     "The first request bearing the token issued in {tf} ({fp}), {} to {ep}, {} after issue, was refused with {}.",
                     c.id,
@@ -910,7 +943,7 @@ impl Analyzer {
         if let Some(o) = newer {
             let of = self.tokens[o].flow;
             self.emit(
-                New::finding("stale-token-sent", format!("superseded {story}"), Severity::High, Culprit::Client)
+                New::finding(Id::StaleTokenSent, format!("superseded {story}"), Severity::High, Culprit::Client)
                     .sub("superseded")
                     .say(format!(
                         "Request {} carried the token from {tf} although a newer one had been issued in {of}, and was refused.",
@@ -927,7 +960,7 @@ impl Analyzer {
             self.tokens[ti].expired_refused.push((c.id, c.done));
             match earlier {
                 Some(e) => self.emit(
-                    New::finding("stale-token-sent", format!("expired {story}"), Severity::High, Culprit::Client)
+                    New::finding(Id::StaleTokenSent, format!("expired {story}"), Severity::High, Culprit::Client)
                         .sub("expired-repeated")
                         .say(format!(
                             "The client keeps sending the expired token from {tf}: refused in {e} and again in {}, with no refresh in between.",
@@ -937,11 +970,12 @@ impl Analyzer {
                 ),
                 None => {
                     let deadline = c.done + us(self.opts.exchange_timeout);
-                    self.pending.push(Pending::StaleExpired {
+                    self.wait(Pending::StaleExpired {
                         story: Some(story),
                         token_flow: Some(tf),
                         flow: c.id,
                         started: c.started,
+                        done: c.done,
                         deadline,
                     });
                 }
@@ -974,13 +1008,14 @@ impl Analyzer {
         let exists = self
             .pending
             .iter()
-            .any(|p| matches!(p, Pending::StaleExpired { story: None, .. }));
+            .any(|w| matches!(&w.p, Pending::StaleExpired { story: None, .. }));
         if !exists {
-            self.pending.push(Pending::StaleExpired {
+            self.wait(Pending::StaleExpired {
                 story: None,
                 token_flow: None,
                 flow: c.id,
                 started: c.started,
+                done: c.done,
                 deadline,
             });
         }
@@ -1076,7 +1111,7 @@ impl Analyzer {
                 None => "the client sent no token itself".to_owned(),
             };
             self.emit(
-                New::finding("client-omits-token-confirmed", ep.clone(), Severity::Critical, Culprit::Client)
+                New::finding(Id::ClientOmitsTokenConfirmed, ep.clone(), Severity::Critical, Culprit::Client)
                     .say(format!(
                         "With the captured token{token} injected, {} to {ep} succeeded ({}), while {bare_text}: the server accepts the token, the client does not send it.",
                         c.id,
@@ -1090,7 +1125,7 @@ impl Analyzer {
                     .iter()
                     .any(|ch| ch.param("error") == Some("insufficient_scope")))
         {
-            let mut n = New::finding("server-rejects-token", ep.clone(), Severity::High, Culprit::Server)
+            let mut n = New::finding(Id::ServerRejectsToken, ep.clone(), Severity::High, Culprit::Server)
                 .say(format!(
                     "mcptap injected the token{token}, issued by the server's own authorization server, into {} and {ep} refused it with {}.",
                     c.id,
@@ -1105,6 +1140,204 @@ impl Analyzer {
                 }
             }
             self.emit(n);
+        }
+    }
+
+    /// When a waiting MCP decision becomes likely enough to show, and the suspected finding.
+    pub(crate) fn suspicion_mcp(&self, p: &Pending) -> Option<New> {
+        match p {
+            Pending::StaleExpired {
+                story,
+                token_flow,
+                flow,
+                done,
+                deadline,
+                ..
+            } => {
+                let n = New::finding(Id::StaleTokenSent, format!("expired {}", story.map(|s| s.to_string()).unwrap_or_default()), Severity::High, Culprit::Client)
+                    .sub("expired-not-refreshed")
+                    .say(format!("Request {flow} carried an expired token and was refused; no refresh or new authorization has followed."))
+                    .ev(token_flow.iter().copied().chain([*flow]))
+                    .suspect(format!(
+                        "a refresh or a new token within {} clears it; none confirms it",
+                        util::secs(deadline - done)
+                    ));
+                Some(n)
+            }
+            Pending::StepUp {
+                flow,
+                story,
+                scope,
+                deadline,
+                started,
+            } => {
+                let n = New::finding(Id::InsufficientScopeUnhandled, story.map(|s| s.to_string()).unwrap_or_default(), Severity::Medium, Culprit::Client)
+                    .sub("no-reauth")
+                    .say(format!("The server asked for more scope ({:?}) in {flow}; the client has not authorized again yet.", scope.join(" ")))
+                    .ev([*flow])
+                    .suspect(format!(
+                        "a new authorization with the challenged scope within {} clears it; none confirms it",
+                        util::secs(deadline - started)
+                    ));
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether what a waiting MCP decision waits for has happened, and why that settles it.
+    pub(crate) fn healthy_mcp(&self, p: &Pending) -> Option<String> {
+        let after = |story: Option<usize>, at: Micros, code_only: bool| match story {
+            Some(s) => self.stories[s].tokens.iter().any(|&o| {
+                self.tokens[o].issued > at
+                    && (!code_only || self.tokens[o].grant == "authorization_code")
+            }),
+            None => self
+                .tokens
+                .iter()
+                .any(|t| t.issued > at && (!code_only || t.grant == "authorization_code")),
+        };
+        match p {
+            Pending::StaleExpired { story, started, .. } => {
+                after(*story, *started, false).then(|| "the client obtained a new token".to_owned())
+            }
+            Pending::StepUp { story, started, .. } => {
+                after(*story, *started, true).then(|| "the client authorized again".to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// Resolves a waiting MCP decision (see [`Analyzer::resolve_oauth`]).
+    pub(crate) fn resolve_mcp(&mut self, p: Pending, due: bool) -> Decision {
+        if let (Pending::StaleExpired { .. }, Some(why)) = (&p, self.healthy_mcp(&p)) {
+            return Decision::Healthy(why);
+        }
+        match p {
+            Pending::StaleExpired {
+                story,
+                token_flow,
+                flow,
+                done,
+                ..
+            } => {
+                let within = if due {
+                    format!("within {}", util::secs(us(self.opts.exchange_timeout)))
+                } else {
+                    format!(
+                        "before the capture ended {} later",
+                        util::secs(self.now() - done)
+                    )
+                };
+                self.emit(
+                    New::finding(Id::StaleTokenSent, format!("expired {}", story.map(|s| s.to_string()).unwrap_or_default()), Severity::High, Culprit::Client)
+                        .sub("expired-not-refreshed")
+                        .say(format!(
+                            "Request {flow} carried an expired token, was refused, and the client neither refreshed nor re-authorized {within}.",
+                        ))
+                        .ev(token_flow.into_iter().chain([flow])),
+                );
+                Decision::Done
+            }
+            Pending::StepUp {
+                flow,
+                started,
+                story,
+                scope,
+                ..
+            } => {
+                let after: Vec<usize> = match story {
+                    Some(s) => self.stories[s]
+                        .tokens
+                        .iter()
+                        .copied()
+                        .filter(|&t| self.tokens[t].issued > started)
+                        .collect(),
+                    None => (0..self.tokens.len())
+                        .filter(|&t| self.tokens[t].issued > started)
+                        .collect(),
+                };
+                let code = after
+                    .iter()
+                    .copied()
+                    .find(|&t| self.tokens[t].grant == "authorization_code");
+                let key = story.map(|s| s.to_string()).unwrap_or_default();
+                if let Some(t) = code {
+                    let az = self
+                        .authzs
+                        .iter()
+                        .rev()
+                        .find(|a| a.started > started && a.scope.is_some());
+                    let (granted, src, ev) = match az {
+                        Some(a) => (a.scope.clone(), a.flow, a.flow),
+                        None => (
+                            self.tokens[t].scope.clone(),
+                            self.tokens[t].flow,
+                            self.tokens[t].flow,
+                        ),
+                    };
+                    if let Some(g) = granted {
+                        let have: Vec<&str> = g.split_whitespace().collect();
+                        let lacking: Vec<&String> = scope
+                            .iter()
+                            .filter(|s| !have.contains(&s.as_str()))
+                            .collect();
+                        if !lacking.is_empty() {
+                            self.emit(
+                                New::finding(Id::InsufficientScopeUnhandled, key, Severity::Medium, Culprit::Client)
+                                    .sub("scope-not-widened")
+                                    .say(format!(
+                                        "After the insufficient_scope refusal in {flow}, the new authorization ({src}) still lacks {lacking:?}.",
+                                    ))
+                                    .ev([flow, ev]),
+                            );
+                        }
+                    }
+                    return Decision::Healthy("the client authorized again".to_owned());
+                }
+                let ended = if due {
+                    String::new()
+                } else {
+                    format!(
+                        " (the capture ended {} later)",
+                        util::secs(self.now() - started)
+                    )
+                };
+                let refresh = after
+                    .iter()
+                    .copied()
+                    .find(|&t| self.tokens[t].grant == "refresh_token");
+                let (sub, why) = if refresh.is_some() {
+                    (
+                        "refresh-instead",
+                        "it refreshed instead, and a refresh cannot widen scope",
+                    )
+                } else {
+                    (
+                        "no-reauth",
+                        "it did not re-authorize with the challenged scope",
+                    )
+                };
+                self.emit(
+                    New::finding(
+                        Id::InsufficientScopeUnhandled,
+                        key,
+                        Severity::Medium,
+                        Culprit::Client,
+                    )
+                    .sub(sub)
+                    .say(format!(
+                        "The server asked for more scope ({:?}) in {flow}, but {why}{ended}.",
+                        scope.join(" ")
+                    ))
+                    .ev([flow]
+                        .into_iter()
+                        .chain(refresh.map(|t| self.tokens[t].flow))),
+                );
+                Decision::Done
+            }
+            Pending::Redirect { .. } => Decision::Done,
+            other => Decision::Wait(other),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Rules about discovery, registration, authorization and tokens: failure-modes.md entries
 //! 2, 6–17, 20, 24–27, the deadline resolutions, and the end-of-session rules.
 
+use crate::catalog::FindingId as Id;
 use crate::classify::Ctx;
+use crate::engine::Decision;
 use crate::engine::{us, Analyzer, AsDoc, Attempt, Authz, New, Pending, Prm, Reg, Story, Token};
 use crate::model::{Culprit, Role, Severity};
 use crate::util::{self, jstr, jstrs, Url};
@@ -129,7 +131,7 @@ impl Analyzer {
             return false;
         }
         let Some(url) = &c.url else { return false };
-        let mut n = New::finding("edge-blocked", url.origin(), Severity::Critical, Culprit::Edge)
+        let mut n = New::finding(Id::EdgeBlocked, url.origin(), Severity::Critical, Culprit::Edge)
             .say(format!(
                 "{} answered {status} to the {} request in {} without a challenge and with a non-JSON body: a CDN/WAF blocked it before the server saw it.",
                 url.origin(),
@@ -162,14 +164,40 @@ impl Analyzer {
         }
     }
 
+    /// A token revocation (RFC 7009): the client gave the token up on purpose, so a later
+    /// request without it is no `token-not-sent`.
+    pub(crate) fn on_revocation(&mut self, c: &Ctx<'_>) {
+        if !c.ok() {
+            return;
+        }
+        let Some(form) = util::request_form(c.flow) else {
+            return;
+        };
+        let Some(token) = util::form_get(&form, "token") else {
+            return;
+        };
+        let fp = redact::fingerprint_of(token);
+        if let Some(&ti) = self.token_index.get(&fp) {
+            self.tokens[ti].revoked.get_or_insert((c.id, c.done));
+        }
+        // A revoked refresh token takes its access tokens with it (RFC 7009 §2.1).
+        for t in self
+            .tokens
+            .iter_mut()
+            .filter(|t| t.refresh_fp.as_deref() == Some(fp.as_str()))
+        {
+            t.revoked.get_or_insert((c.id, c.done));
+        }
+    }
+
     fn prm_pending(&mut self, origin: String, at: Micros) {
         let exists = self
             .pending
             .iter()
-            .any(|p| matches!(p, Pending::Prm { origin: o, .. } if *o == origin));
+            .any(|w| matches!(&w.p, Pending::Prm { origin: o, .. } if *o == origin));
         if !exists {
             let deadline = at + us(self.opts.exchange_timeout);
-            self.pending.push(Pending::Prm {
+            self.wait(Pending::Prm {
                 origin,
                 created: at,
                 deadline,
@@ -225,7 +253,7 @@ impl Analyzer {
             .flatten()
             .collect();
             self.emit(
-                New::finding("prm-unavailable", format!("{key} incomplete"), Severity::High, Culprit::Server)
+                New::finding(Id::PrmUnavailable, format!("{key} incomplete"), Severity::High, Culprit::Server)
                     .sub("incomplete")
                     .say(format!(
                         "The protected-resource metadata at {key} ({}) lacks {}, which RFC 9728 and the MCP spec require.",
@@ -258,8 +286,25 @@ impl Analyzer {
             for (target, _) in &targets {
                 let covers = Url::parse(r).is_some_and(|ru| util::resource_covers(&ru, target));
                 if !covers {
+                    // Root cause over consequence: an endpoint the client reached only through
+                    // a cross-origin redirect of the MCP endpoint is the redirect's fault.
+                    let via = self.redirected_to.get(&target.endpoint()).cloned();
+                    if let Some((from, redirect)) = via
+                        .filter(|(from, _)| self.status_of(Id::RedirectDropsAuth, from).is_some())
+                    {
+                        self.emit(
+                            New::finding(Id::RedirectDropsAuth, from.clone(), Severity::High, Culprit::Server)
+                                .ev([redirect, c.id])
+                                .detail(format!(
+                                    "consequence: the protected-resource metadata in {} names resource {r:?}, not {}, which the client reached only through the redirect {redirect} from {from}",
+                                    c.id,
+                                    target.endpoint()
+                                )),
+                        );
+                        continue;
+                    }
                     self.emit(
-                        New::finding("prm-resource-mismatch", key.clone(), Severity::High, Culprit::Server)
+                        New::finding(Id::PrmResourceMismatch, key.clone(), Severity::High, Culprit::Server)
                             .say(format!(
                                 "The protected-resource metadata in {} names resource {r:?}, which does not cover the MCP endpoint {} the client uses; SDK clients abort here.",
                                 c.id,
@@ -276,7 +321,7 @@ impl Analyzer {
             if let Some(au) = Url::parse(a) {
                 if let Some(reason) = unreachable_reason(&url, &au) {
                     let deadline = c.done + us(self.opts.exchange_timeout);
-                    self.pending.push(Pending::Unreachable {
+                    self.wait(Pending::Unreachable {
                         meta_flow: c.id,
                         url: au.origin(),
                         field: "authorization_servers",
@@ -300,7 +345,7 @@ impl Analyzer {
             .map(|e| format!("{} no-resource-metadata", e.key))
             .collect();
         for k in settled {
-            self.set_severity("challenge-missing", &k, Severity::Low);
+            self.set_severity(Id::ChallengeMissing, &k, Severity::Low);
         }
         self.check_prm_path_scoped(&url.origin());
     }
@@ -324,7 +369,7 @@ impl Analyzer {
             .collect();
         for (flow, ep) in failed {
             self.emit(
-                New::finding("prm-url-not-path-scoped", ep.clone(), Severity::Medium, Culprit::Server)
+                New::finding(Id::PrmUrlNotPathScoped, ep.clone(), Severity::Medium, Culprit::Server)
                     .sub("root-only")
                     .say(format!(
                         "Protected-resource metadata for {ep} is served only at the root well-known URL ({root_ok}); the path-inserted URL the client tried first failed ({flow})."
@@ -344,7 +389,7 @@ impl Analyzer {
             .map(|b| b.trim_start().chars().take(40).collect())
             .unwrap_or_default();
         self.emit(
-            New::finding("metadata-not-json", url.endpoint(), Severity::High, Culprit::Server)
+            New::finding(Id::MetadataNotJson, url.endpoint(), Severity::High, Culprit::Server)
                 .say(format!(
                     "{} answered 200 with {} instead of JSON metadata ({}); clients fail to parse it (\"Unexpected token '<'\").",
                     url.endpoint(),
@@ -380,12 +425,11 @@ impl Analyzer {
                 ok: false,
             });
             for issuer in issuers {
-                let exists = self.pending.iter().any(
-                    |p| matches!(p, Pending::AsDiscovery { issuer: i, .. } if same_issuer(i, &issuer)),
+                let exists = self.pending.iter().any(|w| matches!(&w.p, Pending::AsDiscovery { issuer: i, .. } if same_issuer(i, &issuer)),
                 );
                 if !exists {
                     let deadline = c.done + us(self.opts.exchange_timeout);
-                    self.pending.push(Pending::AsDiscovery {
+                    self.wait(Pending::AsDiscovery {
                         issuer,
                         created: c.done,
                         deadline,
@@ -410,7 +454,7 @@ impl Analyzer {
             if got != expected {
                 let slash_only = same_issuer(got, expected) && !got.is_empty();
                 self.emit(
-                    New::finding("as-discovery-failed", format!("{key} issuer"), if slash_only { Severity::Low } else { Severity::High }, Culprit::Server)
+                    New::finding(Id::AsDiscoveryFailed, format!("{key} issuer"), if slash_only { Severity::Low } else { Severity::High }, Culprit::Server)
                         .sub("issuer-mismatch")
                         .say(format!(
                             "The authorization-server metadata at {key} ({}) says issuer {got:?} but the protected-resource metadata names {expected:?}; RFC 8414 §3.3 clients reject it{}.",
@@ -449,7 +493,7 @@ impl Analyzer {
         if !missing.is_empty() {
             self.emit(
                 New::finding(
-                    "as-metadata-incomplete",
+                    Id::AsMetadataIncomplete,
                     key.clone(),
                     if high {
                         Severity::High
@@ -476,10 +520,13 @@ impl Analyzer {
         let doc_idx = self.as_docs.len();
         if jstr(&doc, "registration_endpoint").is_none() && !cimd {
             let deadline = c.done + us(self.opts.exchange_timeout);
-            self.pending.push(Pending::NoRegistration {
+            self.wait(Pending::NoRegistration {
                 doc: doc_idx,
                 deadline,
             });
+        }
+        if let Some(u) = jstr(&doc, "revocation_endpoint").and_then(Url::parse) {
+            self.known.revocation_endpoints.insert(u.endpoint());
         }
         for (field, set) in [
             ("authorization_endpoint", 0),
@@ -500,7 +547,7 @@ impl Analyzer {
             if set < 3 {
                 if let Some(reason) = unreachable_reason(&fetched_from, &u) {
                     let deadline = c.done + us(self.opts.exchange_timeout);
-                    self.pending.push(Pending::Unreachable {
+                    self.wait(Pending::Unreachable {
                         meta_flow: c.id,
                         url: ep,
                         field,
@@ -524,7 +571,7 @@ impl Analyzer {
         // One attempt at a time: a later step of the same dance replaces the earlier anchor.
         let mut also = Vec::new();
         let exchanges: Vec<Micros> = self.code_exchanges.iter().map(|e| e.1).collect();
-        self.pending.retain(|p| match p {
+        self.pending.retain(|w| match &w.p {
             Pending::Exchange {
                 also: a,
                 anchor: prev,
@@ -539,7 +586,7 @@ impl Analyzer {
             }
             _ => true,
         });
-        self.pending.push(Pending::Exchange {
+        self.wait(Pending::Exchange {
             also,
             anchor,
             at,
@@ -570,7 +617,22 @@ impl Analyzer {
                 .as_docs
                 .iter()
                 .any(|d| d.endpoint("registration_endpoint").as_deref() == Some(key.as_str()));
-            let culprit = if matches!(status, 404 | 405) || status >= 500 {
+            // A refusal of loopback http redirect URIs is the server's: the spec tells the
+            // authorization server to accept them (RFC 8252 §7.3, MCP 2025-11-25).
+            let loopback_only = !req_uris.is_empty()
+                && req_uris.iter().all(|u| {
+                    Url::parse(u)
+                        .is_some_and(|p| p.scheme == "http" && util::host_is_loopback(&p.host))
+                });
+            let names_redirect = resp.as_ref().is_some_and(|v| {
+                jstr(v, "error") == Some("invalid_redirect_uri")
+                    || jstr(v, "error_description")
+                        .is_some_and(|d| d.to_ascii_lowercase().contains("redirect"))
+            });
+            let culprit = if matches!(status, 404 | 405)
+                || status >= 500
+                || (loopback_only && names_redirect)
+            {
                 Culprit::Server
             } else {
                 Culprit::Unknown
@@ -581,7 +643,7 @@ impl Analyzer {
                 "rejected"
             };
             let mut n = New::finding(
-                "registration-failed",
+                Id::RegistrationFailed,
                 key.clone(),
                 Severity::Medium,
                 culprit,
@@ -604,6 +666,11 @@ impl Analyzer {
                     }
                 }
             }
+            if loopback_only && names_redirect {
+                n = n.detail("the refused redirect URIs are loopback http ones, which the authorization server must accept (RFC 8252 §7.3; MCP 2025-11-25)");
+            } else if culprit == Culprit::Unknown {
+                n = n.detail("culprit unknown: the answer does not say which registration field it refused; its error_description (or the server's log) would tell");
+            }
             self.emit(n);
             self.regs.push(Reg {
                 flow: c.id,
@@ -622,7 +689,7 @@ impl Analyzer {
         if client_id.is_none() {
             self.emit(
                 New::finding(
-                    "registration-failed",
+                    Id::RegistrationFailed,
                     key.clone(),
                     Severity::Medium,
                     Culprit::Server,
@@ -642,7 +709,7 @@ impl Analyzer {
             .collect();
         if !lost.is_empty() {
             self.emit(
-                New::finding("registration-failed", key.clone(), Severity::Medium, Culprit::Server)
+                New::finding(Id::RegistrationFailed, key.clone(), Severity::Medium, Culprit::Server)
                     .sub("redirect-uris-changed")
                     .say(format!(
                         "The registration response ({}) does not echo the client's redirect URI {:?}; the authorization request will not match.",
@@ -709,7 +776,7 @@ impl Analyzer {
             .filter(|e| e == "invalid_target");
         match value {
             None => {
-                let mut n = New::finding("resource-param-wrong", "missing", Severity::High, Culprit::Client)
+                let mut n = New::finding(Id::ResourceParamWrong, "missing", Severity::High, Culprit::Client)
                     .sub("missing")
                     .say(format!(
                         "The {place} request {} has no `resource` parameter; MCP requires `resource={}` (RFC 8707) on authorize, token and refresh requests.",
@@ -725,7 +792,7 @@ impl Analyzer {
                 let slash = expected
                     .iter()
                     .any(|e| util::trim_slash(e) == util::trim_slash(v));
-                let mut n = New::finding("resource-param-wrong", "differs", Severity::High, Culprit::Client)
+                let mut n = New::finding(Id::ResourceParamWrong, "differs", Severity::High, Culprit::Client)
                     .sub("differs")
                     .say(format!(
                         "The {place} request {} sends resource={v:?} but the protected-resource metadata says {:?}{}.",
@@ -797,7 +864,7 @@ impl Analyzer {
                     let reg_flow = reg.flow;
                     let registered = reg.redirect_uris.clone();
                     self.emit(
-                        New::finding("redirect-uri-mismatch", a.client_id.clone().unwrap_or_default(), Severity::Medium, Culprit::Client)
+                        New::finding(Id::RedirectUriMismatch, a.client_id.clone().unwrap_or_default(), Severity::Medium, Culprit::Client)
                             .sub(if port_only { "port-changed" } else { "not-registered" })
                             .say(format!(
                                 "The authorization request {} uses redirect_uri {ru:?}, which the registration in {reg_flow} did not register{}.",
@@ -827,7 +894,7 @@ impl Analyzer {
                 || desc.contains("redirect")
             {
                 self.emit(
-                    New::finding("redirect-uri-mismatch", a.client_id.clone().unwrap_or_default(), Severity::Medium, Culprit::Unknown)
+                    New::finding(Id::RedirectUriMismatch, a.client_id.clone().unwrap_or_default(), Severity::Medium, Culprit::Unknown)
                         .sub("rejected-by-as")
                         .say(format!(
                             "The authorization server refused the authorization request {} and names the redirect_uri; no registration was captured to compare with.",
@@ -840,13 +907,13 @@ impl Analyzer {
         // PKCE, authorize side.
         match (&a.challenge, a.method.as_deref()) {
             (None, _) => self.emit(
-                New::finding("pkce-mismatch", format!("{} challenge", c.id), Severity::High, Culprit::Client)
+                New::finding(Id::PkceMismatch, format!("{} challenge", c.id), Severity::High, Culprit::Client)
                     .sub("no-challenge")
                     .say(format!("The authorization request {} has no code_challenge; MCP requires PKCE with S256.", c.id))
                     .ev([c.id]),
             ),
             (Some(_), m) if m != Some("S256") => self.emit(
-                New::finding("pkce-mismatch", format!("{} method", c.id), Severity::High, Culprit::Client)
+                New::finding(Id::PkceMismatch, format!("{} method", c.id), Severity::High, Culprit::Client)
                     .sub("not-s256")
                     .say(format!(
                         "The authorization request {} uses code_challenge_method {:?}; MCP requires S256.",
@@ -962,7 +1029,7 @@ impl Analyzer {
             let (sub, _) = invalid[0];
             self.emit(
                 New::finding(
-                    "token-response-invalid",
+                    Id::TokenResponseInvalid,
                     key.clone(),
                     Severity::High,
                     Culprit::Server,
@@ -1015,7 +1082,7 @@ impl Analyzer {
                             let af = a.flow;
                             let ares = ares.clone();
                             self.emit(
-                                New::finding("resource-param-wrong", "authorize-token-differ", Severity::High, Culprit::Client)
+                                New::finding(Id::ResourceParamWrong, "authorize-token-differ", Severity::High, Culprit::Client)
                                     .sub("authorize-token-differ")
                                     .say(format!(
                                         "The authorization request {af} sent resource={ares:?} but the token request {} sent resource={tres:?}.",
@@ -1112,7 +1179,7 @@ impl Analyzer {
                 {
                     let pf = p.flow;
                     self.emit(
-                        New::finding("refresh-broken", format!("story {story} no-refresh-token"), Severity::High, Culprit::Server)
+                        New::finding(Id::RefreshBroken, format!("story {story} no-refresh-token"), Severity::High, Culprit::Server)
                             .sub("no-refresh-token")
                             .say(format!(
                                 "The token from {pf} came without a refresh_token, so after it expired the client had to authorize again ({}).",
@@ -1153,11 +1220,13 @@ impl Analyzer {
             kinds: Vec::new(),
             uas: Vec::new(),
             mcp_after: false,
-            stopped_pending: false,
+            refused: None,
+            revoked: None,
             expired_refused: Vec::new(),
         });
         self.token_index.insert(fp, ti);
         self.stories[story].tokens.push(ti);
+        self.amend_recovery(c, ti, grant);
         if let Some(rt) = refresh_fp {
             let st = self.refresh.entry(rt).or_default();
             st.story = Some(story);
@@ -1165,11 +1234,59 @@ impl Analyzer {
         // A token mcptap got for itself (`--inject-refresh`) was never the client's to use.
         if c.flow.by_mcptap.is_none() {
             let deadline = c.done + us(self.opts.token_unused_after);
-            self.pending.push(Pending::TokenUnused {
+            self.wait(Pending::TokenUnused {
                 token: ti,
                 deadline,
             });
         }
+    }
+
+    /// A new token after bare requests made while a good token was held: the client recovered.
+    /// The `token-not-sent` finding stays, amended with how, at a lower severity.
+    fn amend_recovery(&mut self, c: &Ctx<'_>, new: usize, grant: &str) {
+        if self.bare_while_held.is_empty() || c.flow.by_mcptap.is_some() {
+            return;
+        }
+        let issuer = self.stories[self.tokens[new].story].issuer.clone();
+        let open = std::mem::take(&mut self.bare_while_held);
+        let mut keep = Vec::new();
+        for (story, bare_started, held) in open {
+            let same = story == self.tokens[new].story
+                || same_issuer(&self.stories[story].issuer, &issuer);
+            if !same || bare_started > c.started {
+                keep.push((story, bare_started, held));
+                continue;
+            }
+            let (hf, hfp) = (self.tokens[held].flow, self.tokens[held].fp.clone());
+            let (note, sev) = match grant {
+                "authorization_code" => (
+                    format!(
+                        "recovered: a new login at {} put the user through the browser again while token {hfp} from {hf} was still valid",
+                        c.id
+                    ),
+                    Severity::High,
+                ),
+                "refresh_token" => (
+                    format!(
+                        "recovered: the client refreshed at {} although token {hfp} from {hf} was still valid",
+                        c.id
+                    ),
+                    Severity::Medium,
+                ),
+                other => (
+                    format!("recovered: a new token ({other}) at {} replaced token {hfp} from {hf}", c.id),
+                    Severity::Medium,
+                ),
+            };
+            self.amend(
+                Id::TokenNotSent,
+                &format!("story {story}"),
+                note,
+                Some(sev),
+                None,
+            );
+        }
+        self.bare_while_held = keep;
     }
 
     fn check_refresh(
@@ -1233,7 +1350,7 @@ impl Analyzer {
         }
         if let Some(prev) = race {
             self.emit(
-                New::finding("refresh-broken", format!("{rt} race"), Severity::High, Culprit::Client)
+                New::finding(Id::RefreshBroken, format!("{rt} race"), Severity::High, Culprit::Client)
                     .sub("concurrent-refresh")
                     .say(format!(
                         "Two refresh requests ({prev} and {}) used the same refresh token within {} s: a multi-process race that rotation-strict servers punish by revoking the token family.",
@@ -1258,14 +1375,31 @@ impl Analyzer {
                     Culprit::Client,
                     "another refresh with it was in flight".to_owned(),
                 )
+            } else if let Some((issuer_flow, issued)) = self
+                .tokens
+                .iter()
+                .find(|t| t.refresh_fp.as_deref() == Some(rt))
+                .filter(|t| t.revoked.is_none())
+                .map(|t| (t.flow, t.issued))
+            {
+                // Issued in this capture, by this server, to this client, and refused on its
+                // first use: the server broke its own refresh token.
+                (
+                    "refused-on-first-use",
+                    Culprit::Server,
+                    format!(
+                        "the refresh token was issued in {issuer_flow} {} earlier by the same server and refused on its first use",
+                        util::secs(c.started - issued)
+                    ),
+                )
             } else {
-                ("invalid-grant", Culprit::Unknown, "the server no longer accepts it (expired, revoked, or issued to another client)".to_owned())
+                ("invalid-grant", Culprit::Unknown, "the server no longer accepts it (expired, revoked, or issued to another client); who is at fault is not in this capture: a capture that also holds the token response that issued this refresh token would tell".to_owned())
             };
             let mut ev = vec![c.id];
             ev.extend(rejected);
             self.emit(
                 New::finding(
-                    "refresh-broken",
+                    Id::RefreshBroken,
                     format!("{rt} invalid_grant"),
                     Severity::High,
                     culprit,
@@ -1310,7 +1444,7 @@ impl Analyzer {
         match verifier {
             None => self.emit(
                 New::finding(
-                    "pkce-mismatch",
+                    Id::PkceMismatch,
                     format!("{} verifier", c.id),
                     Severity::High,
                     Culprit::Client,
@@ -1335,7 +1469,7 @@ impl Analyzer {
                         .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
                 if len.is_some_and(|l| !(43..=128).contains(&l)) || bad_chars {
                     self.emit(
-                        New::finding("pkce-mismatch", format!("{} verifier", c.id), Severity::High, Culprit::Client)
+                        New::finding(Id::PkceMismatch, format!("{} verifier", c.id), Severity::High, Culprit::Client)
                             .sub("bad-verifier")
                             .say(format!(
                                 "The code_verifier in {} is not 43–128 unreserved characters (length {}){refused}.",
@@ -1349,7 +1483,7 @@ impl Analyzer {
                     if m == "S256" {
                         match util::challenge_fingerprint(ch) {
                             Some(cfp) if cfp != redact::fingerprint_of(v) => self.emit(
-                                New::finding("pkce-mismatch", format!("{} challenge-mismatch", c.id), Severity::High, Culprit::Client)
+                                New::finding(Id::PkceMismatch, format!("{} challenge-mismatch", c.id), Severity::High, Culprit::Client)
                                     .sub("challenge-mismatch")
                                     .say(format!(
                                         "The code_verifier in {} does not hash to the code_challenge of the authorization request {af}{refused}: the client lost or regenerated its PKCE state.",
@@ -1369,7 +1503,7 @@ impl Analyzer {
         }
         if authz.is_none() && matches!(error, Some("invalid_grant") | Some("invalid_request")) {
             self.emit(
-                New::finding("authorize-not-visible", "authorize", Severity::Info, Culprit::Unknown)
+                New::finding(Id::AuthorizeNotVisible, "authorize", Severity::Info, Culprit::Unknown)
                     .say(format!(
                         "The code exchange {} failed ({}) but the browser's /authorize was not captured, so redirect_uri, PKCE and the authorize-side resource cannot be checked.",
                         c.id,
@@ -1416,7 +1550,7 @@ impl Analyzer {
             let echoed = r.method.is_some();
             let registered = r.method.clone().or(r.req_method.clone());
             let n = if r.secret && used == "none" {
-                Some(New::finding("token-auth-method-mismatch", format!("{} no-secret", c.id), Severity::High, if echoed { Culprit::Client } else { Culprit::Server })
+                Some(New::finding(Id::TokenAuthMethodMismatch, format!("{} no-secret", c.id), Severity::High, if echoed { Culprit::Client } else { Culprit::Server })
                     .sub("no-secret")
                     .say(format!(
                         "The registration in {rf} issued a client secret{}, but the token request {} sent none; {summary_tail}.",
@@ -1424,14 +1558,14 @@ impl Analyzer {
                         c.id
                     )))
             } else if let Some(m) = registered.as_deref().filter(|m| *m != used) {
-                Some(New::finding("token-auth-method-mismatch", format!("{} differs", c.id), Severity::High, if echoed { Culprit::Client } else { Culprit::Unknown })
+                Some(New::finding(Id::TokenAuthMethodMismatch, format!("{} differs", c.id), Severity::High, if echoed { Culprit::Client } else { Culprit::Unknown })
                     .sub("method-differs")
                     .say(format!(
                         "The client registered token_endpoint_auth_method {m} ({rf}) but authenticated with {used} at /token ({}); {summary_tail}.",
                         c.id
                     )))
             } else if registered.as_deref() == Some(used) && used != "none" {
-                Some(New::finding("token-auth-method-mismatch", format!("{} refused", c.id), Severity::High, Culprit::Server)
+                Some(New::finding(Id::TokenAuthMethodMismatch, format!("{} refused", c.id), Severity::High, Culprit::Server)
                     .sub("registered-method-refused")
                     .say(format!(
                         "The client authenticated with {used}, the method registered in {rf}, yet {summary_tail} in {}: the server does not honour its own registration.",
@@ -1454,7 +1588,7 @@ impl Analyzer {
             if !supported.is_empty() && !supported.iter().any(|s| s == used) {
                 let df = self.as_docs[d].flow;
                 self.emit(
-                    New::finding("token-auth-method-mismatch", format!("{} unsupported", c.id), Severity::High, Culprit::Client)
+                    New::finding(Id::TokenAuthMethodMismatch, format!("{} unsupported", c.id), Severity::High, Culprit::Client)
                         .sub("unsupported-method")
                         .say(format!(
                             "The token request {} authenticates with {used}, which the metadata in {df} does not list ({}); {summary_tail}.",
@@ -1505,7 +1639,7 @@ impl Analyzer {
             let df = d.flow;
             let adv = d.endpoint(field).unwrap_or_default();
             self.emit(
-                New::finding("client-ignores-metadata", field, Severity::High, Culprit::Client)
+                New::finding(Id::ClientIgnoresMetadata, field, Severity::High, Culprit::Client)
                     .sub(field)
                     .say(format!(
                         "The client called {ep} ({}) although the authorization-server metadata ({df}) names {field} {adv}.",
@@ -1522,14 +1656,14 @@ impl Analyzer {
         if !self
             .pending
             .iter()
-            .any(|p| matches!(p, Pending::Unreachable { .. }))
+            .any(|w| matches!(&w.p, Pending::Unreachable { .. }))
         {
             return;
         }
         let ep = url.endpoint();
         let origin = url.origin();
         let mut fire = Vec::new();
-        self.pending.retain(|p| match p {
+        self.pending.retain(|w| match &w.p {
             Pending::Unreachable {
                 meta_flow,
                 url: u,
@@ -1552,7 +1686,7 @@ impl Analyzer {
                 .map(|e| e.kind.as_str())
                 .unwrap_or("no response");
             self.emit(
-                New::finding("metadata-unreachable-endpoints", u.clone(), Severity::High, Culprit::Server)
+                New::finding(Id::MetadataUnreachableEndpoints, u.clone(), Severity::High, Culprit::Server)
                     .sub("request-failed")
                     .say(format!(
                         "The metadata in {meta} advertises {field} {u} ({reason}); the client's request to it ({}) failed ({err}).",
@@ -1563,31 +1697,177 @@ impl Analyzer {
         }
     }
 
-    /// Resolves one deadline. `due`: its time has come (or the client moved on); `at_end`: the
-    /// session is over. Returns the item when it must wait longer.
-    pub(crate) fn resolve(&mut self, p: Pending, due: bool) -> Option<Pending> {
-        let now = self.now();
+    /// When a waiting OAuth decision becomes likely enough to show, and the suspected finding
+    /// (same id and key as the confirmed one it may become).
+    pub(crate) fn suspicion_oauth(&self, p: &Pending) -> Option<New> {
+        const INJECT: &str = "rerun with `--inject-token` to prove at once who is at fault";
         match p {
             Pending::TokenUnused { token, deadline } => {
-                let t = &self.tokens[token];
-                let newer = self.stories[t.story].tokens.iter().any(|&o| {
-                    o != token
-                        && self.tokens[o].issued > t.issued
-                        && self.tokens[o].issued <= deadline
-                });
-                if t.uses > 0 || t.mcp_after || newer {
+                let t = &self.tokens[*token];
+                let n = New::finding(Id::TokenNotSent, format!("story {}", t.story), Severity::High, Culprit::Client)
+                    .sub("token-unused")
+                    .say(format!(
+                        "The token issued in {} ({}) has not been used: no request reached the MCP endpoint after it.",
+                        t.flow, t.fp
+                    ))
+                    .ev([t.flow])
+                    .suspect(format!(
+                        "an MCP request carrying it within {} of issue clears it; none by then confirms it; {INJECT}",
+                        util::secs(deadline - t.issued)
+                    ));
+                Some(n)
+            }
+            Pending::Exchange {
+                also,
+                anchor,
+                at,
+                code_returned,
+                deadline,
+            } => {
+                let n = New::finding(Id::TokenExchangeMissing, "exchange", Severity::High, if *code_returned { Culprit::Client } else { Culprit::Unknown })
+                    .sub(if *code_returned { "code-not-exchanged" } else { "no-exchange" })
+                    .say(format!(
+                        "Authorization started ({anchor}) and no token request has followed{}.",
+                        if *code_returned { " although the authorization server returned a code" } else { "" }
+                    ))
+                    .ev(also.iter().copied().chain([*anchor]))
+                    .suspect(format!(
+                        "a token request before {} after it clears it; none confirms it (if the callback never reaches the client, its PKCE state or loopback port was lost)",
+                        util::secs(deadline - at)
+                    ));
+                Some(n)
+            }
+            Pending::Prm { origin, .. } => {
+                if !self.origin_protected(origin) {
                     return None;
                 }
+                let n = New::finding(Id::PrmUnavailable, origin.clone(), Severity::High, Culprit::Server)
+                    .sub("not-found")
+                    .say(format!("No protected-resource metadata has been fetched for {origin} yet: the attempts so far failed."))
+                    .ev(self.prm_attempts.iter().filter(|a| !a.ok && a.url.origin() == *origin).map(|a| a.flow))
+                    .suspect("a successful fetch of the metadata at any well-known URL clears it");
+                Some(n)
+            }
+            Pending::AsDiscovery { issuer, .. } => {
+                let urls = as_metadata_urls(issuer);
+                let n = New::finding(Id::AsDiscoveryFailed, issuer.clone(), Severity::High, Culprit::Server)
+                    .sub("not-found")
+                    .say(format!("The authorization-server metadata for {issuer} has not been found yet: the attempts so far failed."))
+                    .ev(self.as_attempts.iter().filter(|a| !a.ok && urls.contains(&a.url.endpoint())).map(|a| a.flow))
+                    .suspect("a successful fetch of the issuer's metadata clears it");
+                Some(n)
+            }
+            Pending::Unreachable {
+                meta_flow,
+                url,
+                field,
+                reason,
+                ..
+            } => {
+                let n = New::finding(Id::MetadataUnreachableEndpoints, url.clone(), Severity::High, Culprit::Server)
+                    .sub("never-reached")
+                    .say(format!(
+                        "The metadata in {meta_flow} advertises {field} {url} ({reason}), and no request has reached it."
+                    ))
+                    .ev([*meta_flow])
+                    .suspect("a successful request to that endpoint clears it; a failed one or none confirms it");
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether what a waiting OAuth decision waits for has happened, and why that settles it.
+    pub(crate) fn healthy_oauth(&self, p: &Pending) -> Option<String> {
+        match p {
+            Pending::TokenUnused { token, deadline } => {
+                let t = &self.tokens[*token];
+                if t.uses > 0 || t.mcp_after {
+                    return Some(format!(
+                        "the token was used ({} requests carried it)",
+                        t.uses
+                    ));
+                }
+                let newer = self.stories[t.story].tokens.iter().any(|&o| {
+                    o != *token
+                        && self.tokens[o].issued > t.issued
+                        && self.tokens[o].issued <= *deadline
+                });
+                newer.then(|| "a newer token replaced it before it was due".to_owned())
+            }
+            Pending::Exchange { at, .. } => {
+                let satisfied = self.code_exchanges.iter().any(|(_, s, _, _)| s >= at)
+                    || self.tokens.iter().any(|t| t.issued >= *at);
+                satisfied.then(|| "a token request followed".to_owned())
+            }
+            Pending::Prm { origin, .. } => {
+                let found = self.prms.iter().any(|p| {
+                    p.url.origin() == *origin
+                        || p.resource
+                            .as_deref()
+                            .and_then(Url::parse)
+                            .is_some_and(|r| r.origin() == *origin)
+                });
+                found.then(|| "the metadata was found".to_owned())
+            }
+            Pending::AsDiscovery { issuer, .. } => {
+                let urls = as_metadata_urls(issuer);
+                let found = self.as_docs.iter().any(|d| {
+                    urls.contains(&d.url.endpoint())
+                        || d.issuer.as_deref().is_some_and(|i| same_issuer(i, issuer))
+                });
+                found.then(|| "the metadata was found".to_owned())
+            }
+            Pending::Unreachable { field, .. } => (*field == "authorization_endpoint"
+                && !self.code_exchanges.is_empty())
+            .then(|| "a code from it was exchanged".to_owned()),
+            Pending::NoRegistration { doc, .. } => {
+                let d = &self.as_docs[*doc];
+                let used = self.authzs.iter().any(|a| a.client_id.is_some())
+                    || self.code_exchanges.iter().any(|(_, s, _, _)| *s >= d.done);
+                used.then(|| "the client had a client id".to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// True when the server at `origin` asked for a token: it challenged, or the client went
+    /// on to OAuth endpoints on its origin (the 2025-03-26 fallback). Only such a server owes
+    /// protected-resource metadata.
+    fn origin_protected(&self, origin: &str) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| e.url.origin() == origin && e.challenged.is_some())
+            || self.flows.iter().any(|f| {
+                f.role.is_oauth() && f.role != Role::PrmDiscovery && f.url.starts_with(origin)
+            })
+    }
+
+    /// Resolves a waiting OAuth decision. `due`: its time has come (or the client moved on);
+    /// otherwise the session is over and it is decided on the evidence at hand.
+    pub(crate) fn resolve_oauth(&mut self, p: Pending, due: bool) -> Decision {
+        let healthy = self.healthy_oauth(&p);
+        if !matches!(p, Pending::Prm { .. }) {
+            if let Some(why) = healthy {
+                return Decision::Healthy(why);
+            }
+        }
+        let now = self.now();
+        match p {
+            Pending::TokenUnused { token, .. } => {
+                let t = &self.tokens[token];
                 let (flow, fp, issued) = (t.flow, t.fp.clone(), t.issued);
                 if !due {
-                    self.vis.notes.push(format!(
-                        "The capture ended {} after token {fp} was issued in {flow}: too early to say whether it would be used.",
-                        util::secs(now - issued)
-                    ));
-                    return None;
+                    return Decision::Open {
+                        why: format!(
+                            "The capture ended {} after token {fp} was issued in {flow}: too early to say whether it would be used.",
+                            util::secs(now - issued)
+                        ),
+                        show: false,
+                    };
                 }
                 let story = t.story;
-                let mut n = New::finding("token-not-sent", format!("story {story}"), Severity::Critical, Culprit::Client)
+                let mut n = New::finding(Id::TokenNotSent, format!("story {story}"), Severity::Critical, Culprit::Client)
                     .sub("token-unused")
                     .say(format!(
                         "The token issued in {flow} ({fp}) was never used: no request reached the MCP endpoint in the {} after it; the server never saw it.",
@@ -1603,85 +1883,7 @@ impl Analyzer {
                     "check the client's log for an error right after authorization (a tools/list schema problem, a reconnect failure)".to_owned()
                 });
                 self.emit(n);
-                None
-            }
-            Pending::Stopped {
-                token,
-                bare,
-                bare_started,
-                subcase,
-                ..
-            } => {
-                self.tokens[token].stopped_pending = false;
-                let t = &self.tokens[token];
-                let recovered = self.stories[t.story]
-                    .tokens
-                    .iter()
-                    .any(|&o| self.tokens[o].issued > bare_started);
-                if recovered {
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!(
-                        "Request {bare} carried no token although {} from {} was valid; the capture ended before it was clear whether the client would recover.",
-                        t.fp, t.flow
-                    ));
-                    return None;
-                }
-                let (tf, fp, story) = (t.flow, t.fp.clone(), t.story);
-                let why = match subcase {
-                    "after-restart" => "a new session (initialize) started without it and no new token was obtained: the client did not persist or reload it",
-                    "after-expiry-guess" => "the token response had no expires_in, so the client probably guessed an expiry and dropped the still-valid token",
-                    _ => "the client stopped sending it and obtained no new one",
-                };
-                self.emit(
-                    New::finding(
-                        "token-not-sent",
-                        format!("story {story}"),
-                        Severity::Critical,
-                        Culprit::Client,
-                    )
-                    .sub(subcase)
-                    .say(format!(
-                        "Token {fp} from {tf} was sent before, but {bare} went without it: {why}."
-                    ))
-                    .ev([tf, bare]),
-                );
-                None
-            }
-            Pending::StaleExpired {
-                story,
-                token_flow,
-                flow,
-                started,
-                ..
-            } => {
-                let recovered = match story {
-                    Some(s) => self.stories[s]
-                        .tokens
-                        .iter()
-                        .any(|&o| self.tokens[o].issued > started),
-                    None => self.tokens.iter().any(|t| t.issued > started),
-                };
-                if recovered {
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!(
-                        "Request {flow} sent an expired token and was refused; the capture ended before a refresh could follow."
-                    ));
-                    return None;
-                }
-                self.emit(
-                    New::finding("stale-token-sent", format!("expired {}", story.map(|s| s.to_string()).unwrap_or_default()), Severity::High, Culprit::Client)
-                        .sub("expired-not-refreshed")
-                        .say(format!(
-                            "Request {flow} carried an expired token, was refused, and the client neither refreshed nor re-authorized within {}.",
-                            util::secs(us(self.opts.exchange_timeout))
-                        ))
-                        .ev(token_flow.into_iter().chain([flow])),
-                );
-                None
+                Decision::Done
             }
             Pending::Exchange {
                 also,
@@ -1690,17 +1892,19 @@ impl Analyzer {
                 code_returned,
                 ..
             } => {
-                let satisfied = self.code_exchanges.iter().any(|(_, s, _, _)| *s >= at)
-                    || self.tokens.iter().any(|t| t.issued >= at);
-                if satisfied {
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!(
-                        "Authorization started in {anchor} but the capture ended {} later, before a code exchange was due.",
-                        util::secs(now - at)
-                    ));
-                    return None;
+                let ended = if due {
+                    format!("within {}", util::secs(us(self.opts.exchange_timeout)))
+                } else {
+                    format!("before the capture ended {} later", util::secs(now - at))
+                };
+                if !due && !code_returned {
+                    return Decision::Open {
+                        why: format!(
+                            "Authorization started in {anchor} but the capture ended {} later without a callback or a token request: whether the user, the browser or the client stopped it is not visible here.",
+                            util::secs(now - at)
+                        ),
+                        show: true,
+                    };
                 }
                 let culprit = if code_returned {
                     Culprit::Client
@@ -1708,125 +1912,37 @@ impl Analyzer {
                     Culprit::Unknown
                 };
                 self.emit(
-                    New::finding("token-exchange-missing", "exchange", Severity::High, culprit)
-                        .sub(if code_returned { "code-not-exchanged" } else { "no-exchange" })
-                        .say(format!(
-                            "Authorization started ({anchor}) but no token request followed within {}{}.",
-                            util::secs(us(self.opts.exchange_timeout)),
-                            if code_returned { " although the authorization server returned a code" } else { "" }
-                        ))
-                        .ev(also.iter().copied().chain([anchor])),
+                    New::finding(
+                        Id::TokenExchangeMissing,
+                        "exchange",
+                        Severity::High,
+                        culprit,
+                    )
+                    .sub(if code_returned {
+                        "code-not-exchanged"
+                    } else {
+                        "no-exchange"
+                    })
+                    .say(format!(
+                        "Authorization started ({anchor}) but no token request followed {ended}{}.",
+                        if code_returned {
+                            " although the authorization server returned a code to the client"
+                        } else {
+                            ""
+                        }
+                    ))
+                    .ev(also.iter().copied().chain([anchor])),
                 );
                 if !self.vis.authorize_seen {
                     self.emit(
-                        New::finding("authorize-not-visible", "authorize", Severity::Info, Culprit::Unknown)
+                        New::finding(Id::AuthorizeNotVisible, "authorize", Severity::Info, Culprit::Unknown)
                             .say("The browser's /authorize was not captured, so mcptap cannot tell whether the user, the browser or the client stopped the authorization.".to_owned())
                             .ev([anchor]),
                     );
                 }
-                None
-            }
-            Pending::StepUp {
-                flow,
-                started,
-                story,
-                scope,
-                ..
-            } => {
-                let after: Vec<usize> = match story {
-                    Some(s) => self.stories[s]
-                        .tokens
-                        .iter()
-                        .copied()
-                        .filter(|&t| self.tokens[t].issued > started)
-                        .collect(),
-                    None => (0..self.tokens.len())
-                        .filter(|&t| self.tokens[t].issued > started)
-                        .collect(),
-                };
-                let code = after
-                    .iter()
-                    .copied()
-                    .find(|&t| self.tokens[t].grant == "authorization_code");
-                let key = story.map(|s| s.to_string()).unwrap_or_default();
-                if let Some(t) = code {
-                    let az = self
-                        .authzs
-                        .iter()
-                        .rev()
-                        .find(|a| a.started > started && a.scope.is_some());
-                    let (granted, src, ev) = match az {
-                        Some(a) => (a.scope.clone(), a.flow, a.flow),
-                        None => (
-                            self.tokens[t].scope.clone(),
-                            self.tokens[t].flow,
-                            self.tokens[t].flow,
-                        ),
-                    };
-                    if let Some(g) = granted {
-                        let have: Vec<&str> = g.split_whitespace().collect();
-                        let lacking: Vec<&String> = scope
-                            .iter()
-                            .filter(|s| !have.contains(&s.as_str()))
-                            .collect();
-                        if !lacking.is_empty() {
-                            self.emit(
-                                New::finding("insufficient-scope-unhandled", key, Severity::Medium, Culprit::Client)
-                                    .sub("scope-not-widened")
-                                    .say(format!(
-                                        "After the insufficient_scope refusal in {flow}, the new authorization ({src}) still lacks {lacking:?}.",
-                                    ))
-                                    .ev([flow, ev]),
-                            );
-                        }
-                    }
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!("The capture ended before the client reacted to the insufficient_scope refusal in {flow}."));
-                    return None;
-                }
-                let refresh = after
-                    .iter()
-                    .copied()
-                    .find(|&t| self.tokens[t].grant == "refresh_token");
-                let (sub, why) = if refresh.is_some() {
-                    (
-                        "refresh-instead",
-                        "it refreshed instead, and a refresh cannot widen scope",
-                    )
-                } else {
-                    (
-                        "no-reauth",
-                        "it did not re-authorize with the challenged scope",
-                    )
-                };
-                self.emit(
-                    New::finding(
-                        "insufficient-scope-unhandled",
-                        key,
-                        Severity::Medium,
-                        Culprit::Client,
-                    )
-                    .sub(sub)
-                    .say(format!(
-                        "The server asked for more scope ({:?}) in {flow}, but {why}.",
-                        scope.join(" ")
-                    ))
-                    .ev([flow]
-                        .into_iter()
-                        .chain(refresh.map(|t| self.tokens[t].flow))),
-                );
-                None
+                Decision::Done
             }
             Pending::Prm { origin, .. } => {
-                let success = self.prms.iter().any(|p| {
-                    p.url.origin() == origin
-                        || p.resource
-                            .as_deref()
-                            .and_then(Url::parse)
-                            .is_some_and(|r| r.origin() == origin)
-                });
                 let advertised: Vec<String> = self
                     .endpoints
                     .iter()
@@ -1848,10 +1964,10 @@ impl Analyzer {
                     .filter(|a| !a.ok && advertised.contains(&a.url.endpoint()))
                     .map(|a| a.flow)
                     .collect();
-                if success {
+                if let Some(why) = healthy {
                     if !adv_failed.is_empty() {
                         self.emit(
-                            New::finding("prm-unavailable", format!("{origin} advertised"), Severity::Medium, Culprit::Server)
+                            New::finding(Id::PrmUnavailable, format!("{origin} advertised"), Severity::Medium, Culprit::Server)
                                 .sub("advertised-url-fails")
                                 .say(format!(
                                     "The resource_metadata URL the server advertises fails ({}); the client found the metadata elsewhere.",
@@ -1860,24 +1976,13 @@ impl Analyzer {
                                 .ev(adv_failed),
                         );
                     }
-                    return None;
+                    return Decision::Healthy(why);
                 }
-                // Only a protected server owes metadata: it challenged, or the client went on
-                // to OAuth endpoints on its origin (the 2025-03-26 fallback).
-                let protected = self
-                    .endpoints
-                    .iter()
-                    .any(|e| e.url.origin() == origin && e.challenged.is_some())
-                    || self.flows.iter().any(|f| {
-                        f.role.is_oauth()
-                            && f.role != Role::PrmDiscovery
-                            && f.url.starts_with(&origin)
-                    });
-                if !protected {
-                    return None;
+                if !self.origin_protected(&origin) {
+                    return Decision::Healthy("the server never asked for a token".to_owned());
                 }
                 self.emit(
-                    New::finding("prm-unavailable", origin.clone(), Severity::High, Culprit::Server)
+                    New::finding(Id::PrmUnavailable, origin.clone(), Severity::High, Culprit::Server)
                         .sub("not-found")
                         .say(format!(
                             "No protected-resource metadata could be fetched for {origin} ({} tried and failed); 2025-06-18+ clients then fall back to guessing endpoints on the MCP origin.",
@@ -1885,17 +1990,10 @@ impl Analyzer {
                         ))
                         .ev(failed),
                 );
-                None
+                Decision::Done
             }
             Pending::AsDiscovery { issuer, .. } => {
                 let urls = as_metadata_urls(&issuer);
-                let success = self.as_docs.iter().any(|d| {
-                    urls.contains(&d.url.endpoint())
-                        || d.issuer.as_deref().is_some_and(|i| same_issuer(i, &issuer))
-                });
-                if success {
-                    return None;
-                }
                 let failed: Vec<&Attempt> = self
                     .as_attempts
                     .iter()
@@ -1913,7 +2011,7 @@ impl Analyzer {
                     })
                 });
                 self.emit(
-                    New::finding("as-discovery-failed", issuer.clone(), Severity::High, Culprit::Server)
+                    New::finding(Id::AsDiscoveryFailed, issuer.clone(), Severity::High, Culprit::Server)
                         .sub(if unreachable { "unreachable" } else { "not-found" })
                         .say(format!(
                             "The authorization-server metadata for {issuer} (named by the protected-resource metadata) could not be fetched from any well-known URL ({}).",
@@ -1921,48 +2019,39 @@ impl Analyzer {
                         ))
                         .ev(ids),
                 );
-                None
+                Decision::Done
             }
             Pending::Unreachable {
                 meta_flow,
                 url,
                 field,
                 reason,
-                ..
+                deadline,
             } => {
-                if field == "authorization_endpoint"
-                    && self.code_exchanges.iter().any(|(_, s, _, _)| *s >= 0)
-                {
-                    return None;
-                }
-                if !due {
-                    self.vis.notes.push(format!(
-                        "The metadata in {meta_flow} advertises {field} {url} ({reason}); the capture ended before the client would have used it."
-                    ));
-                    return None;
-                }
+                let when = if due {
+                    "and no request to it followed".to_owned()
+                } else {
+                    format!(
+                        "and no request to it followed before the capture ended {} later",
+                        util::secs(now - (deadline - us(self.opts.exchange_timeout)))
+                    )
+                };
                 self.emit(
-                    New::finding("metadata-unreachable-endpoints", url.clone(), Severity::High, Culprit::Server)
+                    New::finding(Id::MetadataUnreachableEndpoints, url.clone(), Severity::High, Culprit::Server)
                         .sub("never-reached")
                         .say(format!(
-                            "The metadata in {meta_flow} advertises {field} {url} ({reason}) and no request to it followed: the client could not or would not use it."
+                            "The metadata in {meta_flow} advertises {field} {url} ({reason}) {when}: the client could not or would not use it."
                         ))
                         .ev([meta_flow]),
                 );
-                None
+                Decision::Done
             }
-            Pending::Redirect { .. } => None,
             Pending::NoRegistration { doc, .. } => {
                 let d = &self.as_docs[doc];
                 let issuer = d.issuer.clone();
-                let used = self.authzs.iter().any(|a| a.client_id.is_some())
-                    || self.code_exchanges.iter().any(|(_, s, _, _)| *s >= d.done);
-                if used {
-                    return None;
-                }
                 let (df, key) = (d.flow, d.url.endpoint());
                 self.emit(
-                    New::finding("as-metadata-incomplete", format!("{key} registration"), Severity::Medium, Culprit::Server)
+                    New::finding(Id::AsMetadataIncomplete, format!("{key} registration"), Severity::Medium, Culprit::Server)
                         .sub("no-registration")
                         .say(format!(
                             "The authorization-server metadata of {} ({df}) offers neither registration_endpoint nor client_id_metadata_document_supported, and the client had no pre-registered client id.",
@@ -1970,8 +2059,9 @@ impl Analyzer {
                         ))
                         .ev([df]),
                 );
-                None
+                Decision::Done
             }
+            other => Decision::Wait(other),
         }
     }
 
@@ -2008,7 +2098,7 @@ impl Analyzer {
         }
         for (key, ok, prm) in lazy {
             self.emit(
-                New::finding("lazy-challenge", key.clone(), Severity::Medium, Culprit::Server)
+                New::finding(Id::LazyChallenge, key.clone(), Severity::Medium, Culprit::Server)
                     .sub("never-challenges")
                     .say(format!(
                         "{key} answered {ok} without a token although its protected-resource metadata ({prm}) says it is protected, and it never challenged: clients never start OAuth."

@@ -159,6 +159,8 @@ pub const SECRET_FIELDS: &[&str] = &[
     "actor_token",
     "device_code",
     "password",
+    // RFC 7009 revocation and RFC 7662 introspection name the token `token`.
+    "token",
 ];
 
 /// Header fields holding a URL whose query or fragment may carry secrets (an authorization

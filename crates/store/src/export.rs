@@ -111,6 +111,7 @@ pub fn export_to(
                     m.redact_command_line();
                     m
                 }),
+                ended: har.ended,
                 ..LogExtra::default()
             };
             w.finish(extra).map_err(werr)?;
@@ -154,6 +155,7 @@ pub fn export_journal<R: BufRead>(
         }),
         raw_secrets: false,
         pending: report.pending,
+        ended: reader.ended_at(),
         out_of_order: report.out_of_order,
         warnings: Vec::new(),
     }

@@ -254,9 +254,16 @@ impl Journal {
 
     /// Closes the session: writes the end line, fsyncs the journal, then writes `session.har`
     /// atomically from it (keeping secrets only if the session did). Returns the HAR's path.
-    pub fn finish(mut self) -> Result<PathBuf, StoreError> {
+    pub fn finish(self) -> Result<PathBuf, StoreError> {
+        self.finish_at(now_micros())
+    }
+
+    /// [`Journal::finish`] with the time recording stopped given by the caller (the proxy
+    /// hands the same time to its analyzer, so the saved session is decided as the live one
+    /// was).
+    pub fn finish_at(mut self, at: Micros) -> Result<PathBuf, StoreError> {
         let end = EndLine {
-            at: now_micros(),
+            at,
             flows: self.flows,
         };
         let mut buf = Vec::new();

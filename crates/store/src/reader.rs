@@ -60,7 +60,10 @@ enum Line {
     Failed {
         flow: Box<Flow>,
     },
-    End {},
+    End {
+        #[serde(default)]
+        at: Option<Micros>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -94,6 +97,7 @@ pub struct JournalReader<R> {
     max_in_flight: usize,
     latest_start: Option<Micros>,
     ended: bool,
+    ended_at: Option<Micros>,
     eof: bool,
     leftovers: VecDeque<Flow>,
     warnings: Vec<ReadWarning>,
@@ -125,6 +129,7 @@ impl<R: BufRead> JournalReader<R> {
             max_in_flight: 0,
             latest_start: None,
             ended: false,
+            ended_at: None,
             eof: false,
             leftovers: VecDeque::new(),
             warnings: Vec::new(),
@@ -180,6 +185,11 @@ impl<R: BufRead> JournalReader<R> {
     /// True once an `end` line was read: the session was closed cleanly.
     pub fn ended_cleanly(&self) -> bool {
         self.ended
+    }
+
+    /// When recording stopped, as the end line says (read to the end first).
+    pub fn ended_at(&self) -> Option<Micros> {
+        self.ended_at
     }
 
     /// Flows started but not yet completed at the current point of the journal.
@@ -377,8 +387,9 @@ impl<R: BufRead> JournalReader<R> {
                 Some(*flow)
             }
             Line::Body {} => None,
-            Line::End {} => {
+            Line::End { at } => {
                 self.ended = true;
+                self.ended_at = at;
                 None
             }
         }

@@ -38,6 +38,9 @@ pub struct Session {
     pub warnings: Vec<String>,
     /// False for a journal without its end line: the proxy did not shut down cleanly.
     pub complete: bool,
+    /// When recording stopped (the journal's end line, or `log._mcptap.ended` of mcptap's
+    /// HAR); `None` for a crashed session or another tool's HAR.
+    pub ended: Option<mcptap_flow::Micros>,
 }
 
 /// Tells what `path` is. A directory must hold `journal.jsonl` (preferred) or `session.har`;
@@ -133,6 +136,7 @@ pub fn load(path: &Path) -> Result<Session, StoreError> {
                 flows,
                 warnings: warnings.iter().map(ToString::to_string).collect(),
                 complete: reader.ended_cleanly(),
+                ended: reader.ended_at(),
             })
         }
         SourceKind::Har => {
@@ -154,6 +158,7 @@ pub fn load(path: &Path) -> Result<Session, StoreError> {
                 flows: har.flows,
                 warnings: har.warnings,
                 complete: true,
+                ended: har.ended,
             })
         }
     }

@@ -72,6 +72,7 @@ pub fn phase_label(role: Role) -> &'static str {
         Role::Mcp => "MCP",
         Role::McpPreflight => "MCP CORS",
         Role::Jwks => "JWKS",
+        Role::Revocation => "revoke",
         Role::Other => "",
         Role::Tunnel => "tunnel",
     }

@@ -392,7 +392,14 @@ fn draw_findings(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
                     format!("{:<8} ", fd.severity.as_str()),
                     t.severity(fd.severity),
                 ),
-                Span::styled(fd.id, t.bold()),
+                Span::styled(fd.id.as_str(), t.bold()),
+                Span::styled(
+                    match fd.status {
+                        mcptap_analyze::Status::Confirmed => String::new(),
+                        other => format!(" {other}"),
+                    },
+                    t.dim(),
+                ),
                 Span::styled(format!(" ({}) ", fd.culprit), t.dim()),
                 Span::raw(fd.summary.clone()),
                 Span::styled(format!(" [{}]", ev.join(" ")), t.dim()),
@@ -455,10 +462,18 @@ fn draw_popup(app: &App, p: &Popup, f: &mut Frame<'_>, area: Rect, t: Theme) {
             };
             let mut lines = vec![
                 Line::from(vec![
-                    Span::styled(fd.id, t.severity(fd.severity)),
+                    Span::styled(fd.id.as_str(), t.severity(fd.severity)),
                     Span::raw(format!("  {} · culprit {}", fd.severity, fd.culprit)),
                 ]),
                 Line::from(fd.summary.clone()),
+            ];
+            if let Some(d) = &fd.decides {
+                lines.push(Line::styled(format!("suspected; decides: {d}"), t.dim()));
+            }
+            for a in &fd.amendments {
+                lines.push(Line::styled(format!("amended: {a}"), t.dim()));
+            }
+            lines.extend([
                 Line::styled(format!("hint: {}", fd.hint), t.fg(Color::Green)),
                 Line::styled(
                     format!(
@@ -473,12 +488,12 @@ fn draw_popup(app: &App, p: &Popup, f: &mut Frame<'_>, area: Rect, t: Theme) {
                     ),
                     t.dim(),
                 ),
-            ];
+            ]);
             for d in &fd.details {
                 lines.push(Line::styled(format!("  {d}"), t.dim()));
             }
             lines.push(Line::from(""));
-            let page = mcptap_analyze::explain(fd.id).unwrap_or("(no page for this id)");
+            let page = fd.id.page();
             for l in page.lines() {
                 let style = if l.starts_with('#') {
                     t.heading()

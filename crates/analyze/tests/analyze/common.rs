@@ -569,8 +569,21 @@ pub fn check(r: &Report, id: &str, culprit: Culprit, evidence: &[u64], subcase: 
     assert!(!f.summary.is_empty() && !f.hint.is_empty());
 }
 
-/// Asserts no finding has `id`.
+/// Asserts no finding that counts has `id` (a suspicion that later flows cleared may be
+/// there: it shows the rule was reached).
 pub fn absent(r: &Report, id: &str) {
-    let got: Vec<_> = r.findings_with_id(id).collect();
+    let got: Vec<_> = r.findings_with_id(id).filter(|f| f.counts()).collect();
     assert!(got.is_empty(), "unexpected {id}: {got:#?}");
+}
+
+/// Asserts the one finding with `id` is a suspicion that later flows cleared, and returns it.
+pub fn cleared<'a>(r: &'a Report, id: &'a str) -> &'a mcptap_analyze::Finding {
+    let f = the(r, id);
+    assert_eq!(f.status, mcptap_analyze::Status::Cleared, "{f:#?}");
+    assert_eq!(f.severity, mcptap_analyze::Severity::Info, "{f:#?}");
+    assert!(
+        f.amendments.iter().any(|a| a.starts_with("cleared: ")),
+        "{f:#?}"
+    );
+    f
 }

@@ -3,7 +3,7 @@
 
 use crate::common::steps::*;
 use crate::common::*;
-use mcptap_analyze::{analyze, Analyzer, Options};
+use mcptap_analyze::{analyze, Analyzer, Options, Severity, Status};
 use std::time::Duration;
 
 fn dance(s: &mut Scenario) {
@@ -26,7 +26,7 @@ fn findings_are_emitted_once_by_the_proving_flow_then_updated() {
         for finding in a.push(f) {
             emitted.push((
                 f.id.0,
-                finding.id,
+                finding.id.as_str(),
                 finding.evidence.iter().map(|e| e.0).collect::<Vec<_>>(),
             ));
         }
@@ -54,12 +54,24 @@ fn tick_fires_deadlines_without_traffic() {
         assert!(a.push(f).is_empty());
     }
     let token_done = s.flows[4].timings.finished.unwrap();
+    assert!(a.tick(token_done + 4_000_000).is_empty(), "not likely yet");
+    // Five seconds unused: shown at once as suspected, saying what would decide it.
+    let suspected = a.tick(token_done + 6_000_000);
+    assert_eq!(suspected.len(), 1, "{suspected:#?}");
+    assert_eq!(suspected[0].id, "token-not-sent");
+    assert_eq!(suspected[0].status, Status::Suspected);
+    assert!(suspected[0].decides.is_some());
     assert!(a.tick(token_done + 29_000_000).is_empty(), "not due yet");
+    // The deadline decides it: the same finding, announced again as confirmed.
     let fired = a.tick(token_done + 31_000_000);
     assert_eq!(fired.len(), 1, "{fired:#?}");
     assert_eq!(fired[0].id, "token-not-sent");
+    assert_eq!(fired[0].key, suspected[0].key);
+    assert_eq!(fired[0].status, Status::Confirmed);
+    assert_eq!(fired[0].severity, Severity::Critical);
     assert_eq!(fired[0].subcase, Some("token-unused"));
     assert!(a.tick(token_done + 60_000_000).is_empty(), "emitted once");
+    assert_eq!(a.findings().len(), 1);
 }
 
 #[test]

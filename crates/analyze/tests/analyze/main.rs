@@ -5,5 +5,6 @@ mod common;
 mod findings;
 mod healthy;
 mod live;
+mod prompt;
 mod render;
 mod scale;

@@ -66,7 +66,7 @@ fn explain_pages() {
     assert!(explain("token-unused").unwrap().contains("token-not-sent"));
     assert_eq!(finding_ids().len(), 32);
     for id in finding_ids() {
-        let page = explain(id).unwrap();
+        let page = explain(id.as_str()).unwrap();
         for section in [
             "## What it means",
             "## How mcptap decides",

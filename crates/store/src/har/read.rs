@@ -28,6 +28,9 @@ pub struct HarImport {
     pub session: Option<SessionMeta>,
     /// True when the file says it holds raw secrets (`log._mcptap.raw_secrets`).
     pub raw_secrets: bool,
+    /// When recording stopped (`log._mcptap.ended`, µs since the epoch), for a file mcptap
+    /// wrote from a cleanly ended session.
+    pub ended: Option<mcptap_flow::Micros>,
     /// Things that were tolerated (an `_mcptap` block that did not parse, …).
     pub warnings: Vec<String>,
 }
@@ -97,6 +100,7 @@ fn from_value(doc: &Value) -> Result<HarImport, HarError> {
             .get("raw_secrets")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        out.ended = m.get("ended").and_then(Value::as_i64);
         if let Some(s) = m.get("session") {
             match serde_json::from_value::<SessionMeta>(s.clone()) {
                 Ok(s) => out.session = Some(s),

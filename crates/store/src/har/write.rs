@@ -21,6 +21,10 @@ pub struct LogExtra {
     pub raw_secrets: bool,
     /// Entries of flows that never completed (the session was cut short).
     pub pending: u64,
+    /// When recording stopped (µs since the epoch), for a session that ended cleanly: the
+    /// analyzer decides what was still waiting as of then, as the live proxy did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Micros>,
     /// Entries written after one that started later (see [`StartOrder`](crate::StartOrder)).
     pub out_of_order: u64,
     /// Journal lines that were skipped, and why.

@@ -467,3 +467,48 @@ fn export_redacts_a_command_line_an_older_mcptap_recorded_in_clear() {
         assert!(har.contains(&fingerprint(secret)), "{secret}: {har}");
     }
 }
+
+#[test]
+fn the_time_recording_stopped_is_in_the_journal_the_har_and_a_re_export() {
+    let dir = tempdir();
+    let flows = session();
+    let mut journal =
+        Journal::create(&dir.path().join("s"), SessionMeta::new("0.1.0-test")).unwrap();
+    for ev in interleaved(&flows) {
+        journal.record(&ev).unwrap();
+    }
+    let end = flows
+        .iter()
+        .filter_map(|f| f.timings.finished)
+        .max()
+        .unwrap()
+        + 12_345_678;
+    let har = journal.finish_at(end).unwrap();
+    // The journal's end line, read back by `load` (what analyze and view use).
+    let from_journal = load(&dir.path().join("s")).unwrap();
+    assert_eq!(from_journal.kind, SourceKind::Journal);
+    assert!(from_journal.complete);
+    assert_eq!(from_journal.ended, Some(end));
+    // The HAR says it under log._mcptap.ended, and reads back the same.
+    assert_eq!(har_json(&har)["log"]["_mcptap"]["ended"], end);
+    assert_eq!(
+        read_har(File::open(&har).unwrap()).unwrap().ended,
+        Some(end)
+    );
+    assert_eq!(load(&har).unwrap().ended, Some(end));
+    // A HAR exported from that HAR keeps it.
+    let again = dir.path().join("again.har");
+    export(&har, &again, &ExportOptions::default()).unwrap();
+    assert_eq!(load(&again).unwrap().ended, Some(end));
+    // A journal cut short (no end line) does not know when recording stopped.
+    let cut = dir.path().join("cut.jsonl");
+    let text = std::fs::read_to_string(dir.path().join("s/journal.jsonl")).unwrap();
+    let without_end: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("\"type\":\"end\""))
+        .collect();
+    std::fs::write(&cut, without_end.join("\n") + "\n").unwrap();
+    let s = load(&cut).unwrap();
+    assert!(!s.complete);
+    assert_eq!(s.ended, None);
+}
