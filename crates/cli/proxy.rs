@@ -146,33 +146,45 @@ pub fn main(args: ProxyArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     if crate::tuiview::wants_tui(&args, quiet) {
-        rt.block_on(crate::tuiview::run_live(config, shutdown_signal()))?;
+        rt.block_on(async { crate::tuiview::run_live(config, shutdown_signal()).await })?;
         return Ok(ExitCode::SUCCESS);
     }
-    rt.block_on(run(config, shutdown_signal()))?;
+    rt.block_on(async { run(config, shutdown_signal()).await })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called (inside a
+/// tokio runtime), not when the future is first polled: a SIGTERM that arrives while the proxy
+/// is still starting (just after it announced its address) then stops it cleanly, session
+/// saved, instead of killing it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+                (Some(mut one), None) | (None, Some(mut one)) => {
+                    one.recv().await;
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
