@@ -133,6 +133,8 @@ pub enum Skip {
     NoToken,
     /// Plain HTTP to a host that is not loopback.
     Insecure,
+    /// The token has characters a header value cannot carry.
+    Unsendable,
     /// The path and its normalised form (dot-segments removed, `%2e` decoded, RFC 3986
     /// §5.2.4) are not both the resource: a server that normalises serves another endpoint
     /// than one that does not (`/mcp/../other`, `/other/../mcp`).
@@ -165,6 +167,9 @@ impl std::fmt::Display for Skip {
                 "no unexpired Bearer token was issued for this resource by its authorization server",
             ),
             Skip::Insecure => f.write_str("plain HTTP to a host that is not loopback"),
+            Skip::Unsendable => {
+                f.write_str("the token has characters a header value cannot carry")
+            }
             Skip::DotSegments { normalised } => write!(
                 f,
                 "the path is {normalised} once dot-segments are removed: not the same endpoint \

@@ -50,7 +50,7 @@ pub(crate) async fn inject(
     match picked.and_then(|pick| {
         HeaderValue::from_str(&pick.header)
             .map(|v| (pick, v))
-            .map_err(|_| Skip::NoToken)
+            .map_err(|_| Skip::Unsendable)
     }) {
         Ok((pick, value)) => {
             parts.headers.insert(header::AUTHORIZATION, value);
