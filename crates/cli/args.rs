@@ -278,8 +278,8 @@ pub struct ProxyArgs {
     /// Explicit mode: require clients to authenticate to mcptap with user:pass (Basic).
     #[arg(long, value_name = "USER:PASS")]
     pub proxy_auth: Option<String>,
-    /// Seconds to let exchanges in flight finish on Ctrl-C.
-    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    /// Seconds to let exchanges in flight finish on Ctrl-C (0 to 86400).
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS", value_parser = parse_seconds)]
     pub shutdown_deadline: f64,
 }
 
@@ -291,6 +291,31 @@ pub struct CaArgs {
     /// Print only the path of the CA certificate (for scripts).
     #[arg(long)]
     pub path: bool,
+}
+
+/// The longest duration a seconds option takes: a day (a value beyond it is a typo, and one
+/// beyond what `Duration` holds would panic).
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// `v` seconds as a `Duration` when in 0..=[`MAX_SECONDS`] (not NaN nor infinite).
+pub fn seconds(v: f64) -> Option<std::time::Duration> {
+    (0.0..=MAX_SECONDS)
+        .contains(&v)
+        .then(|| std::time::Duration::from_secs_f64(v))
+}
+
+/// Parses a number of seconds (`3`, `0.5`) in 0..=[`MAX_SECONDS`].
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    match seconds(v) {
+        Some(_) => Ok(v),
+        None => Err(format!(
+            "{s} seconds is out of range (0 to {MAX_SECONDS} seconds)"
+        )),
+    }
 }
 
 /// Parses sizes like `4m`, `512k`, `1MiB`, `1000`.
@@ -322,6 +347,21 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_parse_within_a_day_and_never_panic() {
+        assert_eq!(parse_seconds("3").unwrap(), 3.0);
+        assert_eq!(parse_seconds("0.5").unwrap(), 0.5);
+        assert_eq!(parse_seconds("86400").unwrap(), 86_400.0);
+        for bad in ["1e300", "86401", "-1", "NaN", "inf", "-inf", "x", ""] {
+            let err = parse_seconds(bad).unwrap_err();
+            assert!(err.contains("seconds"), "{bad}: {err}");
+        }
+        let err =
+            Cli::try_parse_from(["mcptap", "proxy", "--shutdown-deadline", "1e300"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("--shutdown-deadline"), "{err}");
+    }
 
     #[test]
     fn sizes_parse() {

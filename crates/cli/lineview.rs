@@ -124,6 +124,12 @@ pub fn line(flow: &Flow) -> String {
         // Not the client's request: mcptap made it itself (e.g. an inject-mode refresh).
         let _ = write!(out, " [BY MCPTAP: {why}]");
     }
+    if let Some(why) = &flow.not_injected {
+        let _ = write!(out, " [NOT INJECTED: {why}]");
+    }
+    if flow.upstream_tls.as_ref().is_some_and(|t| t.unverified) {
+        out.push_str(" [UPSTREAM CERT NOT VERIFIED: -k]");
+    }
     match flow.state {
         FlowState::Aborted => out.push_str(" ABORTED"),
         FlowState::Pending => out.push_str(" PENDING"),
@@ -182,5 +188,14 @@ mod tests {
         assert!(line(&flow).ends_with("[no-auth]"));
         flow.by_mcptap = Some("inject-refresh".into());
         assert!(line(&flow).ends_with("[no-auth] [BY MCPTAP: inject-refresh]"));
+        flow.by_mcptap = None;
+        flow.not_injected = Some("the Host header names b.example".into());
+        assert!(line(&flow).ends_with("[no-auth] [NOT INJECTED: the Host header names b.example]"));
+        flow.not_injected = None;
+        flow.upstream_tls = Some(std::sync::Arc::new(TlsInfo {
+            unverified: true,
+            ..Default::default()
+        }));
+        assert!(line(&flow).ends_with("[no-auth] [UPSTREAM CERT NOT VERIFIED: -k]"));
     }
 }

@@ -93,9 +93,14 @@ impl RunConfig {
                 anyhow::bail!("--proxy-auth takes user:pass");
             }
         }
-        if !(args.shutdown_deadline.is_finite() && args.shutdown_deadline >= 0.0) {
-            anyhow::bail!("--shutdown-deadline must be a number of seconds");
-        }
+        // Checked again here for configs built without clap (never a panic in from_secs_f64).
+        let shutdown_deadline = crate::args::seconds(args.shutdown_deadline).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--shutdown-deadline {} is out of range (0 to {} seconds)",
+                args.shutdown_deadline,
+                crate::args::MAX_SECONDS
+            )
+        })?;
         Ok(RunConfig {
             proxy: ProxyConfig {
                 listen,
@@ -106,7 +111,7 @@ impl RunConfig {
                     insecure: args.ssl_insecure,
                     no_system_roots: args.no_system_roots,
                 },
-                shutdown_deadline: Duration::from_secs_f64(args.shutdown_deadline),
+                shutdown_deadline,
                 upstream_proxy,
                 reverse,
                 proxy_auth: args.proxy_auth.clone(),
@@ -141,33 +146,45 @@ pub fn main(args: ProxyArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     if crate::tuiview::wants_tui(&args, quiet) {
-        rt.block_on(crate::tuiview::run_live(config, shutdown_signal()))?;
+        rt.block_on(async { crate::tuiview::run_live(config, shutdown_signal()).await })?;
         return Ok(ExitCode::SUCCESS);
     }
-    rt.block_on(run(config, shutdown_signal()))?;
+    rt.block_on(async { run(config, shutdown_signal()).await })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called (inside a
+/// tokio runtime), not when the future is first polled: a SIGTERM that arrives while the proxy
+/// is still starting (just after it announced its address) then stops it cleanly, session
+/// saved, instead of killing it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+                (Some(mut one), None) | (None, Some(mut one)) => {
+                    one.recv().await;
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -195,6 +212,11 @@ pub struct Started {
     rx: EventReceiver,
     sink: Sink,
 }
+
+/// Printed at start under `-k/--ssl-insecure`.
+pub const SSL_INSECURE_WARNING: &str = "WARNING: -k/--ssl-insecure: upstream certificates are not \
+    verified, so anyone on the network path could be answering instead of the server. Flows \
+    over such connections are marked (upstream TLS `unverified`, [UPSTREAM CERT NOT VERIFIED: -k]).";
 
 /// Printed at start under `--inject-refresh`.
 pub const INJECT_REFRESH_WARNING: &str = "WARNING: --inject-refresh uses the client's refresh \
@@ -224,6 +246,9 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
         Err(e) => return Err(e.into()),
     };
     let addr = proxy.local_addr();
+    if config.proxy.upstream_trust.insecure {
+        say!("mcptap: {SSL_INSECURE_WARNING}");
+    }
     match &reverse {
         None => {
             if !listen.ip().is_loopback() {
@@ -379,6 +404,11 @@ pub struct Sink {
     analyzer: mcptap_analyze::Analyzer,
     journal: Option<mcptap_store::Journal>,
     journal_failed: bool,
+    /// Finished flows handed to the journal since its last successful flush.
+    unflushed: u64,
+    /// Finished flows that are not (or may not be) in the journal: from the batch in which
+    /// recording failed on, nothing is written.
+    not_recorded: u64,
     prepare: mcptap_store::Options,
     flows: u64,
     failed: u64,
@@ -401,6 +431,8 @@ pub struct Summary {
     pub failed: u64,
     /// Events dropped because the consumer was too slow.
     pub dropped: u64,
+    /// Finished flows that recording failed to save (a full disk…).
+    pub not_recorded: u64,
     /// The findings over the whole session.
     pub report: mcptap_analyze::Report,
     /// The session directory, when it was recorded.
@@ -433,6 +465,12 @@ impl Summary {
                 String::new()
             }
         ));
+        if self.not_recorded > 0 {
+            lines.push(format!(
+                "mcptap: {} of these flows were not recorded: recording failed",
+                self.not_recorded
+            ));
+        }
         for f in counted {
             let evidence: Vec<String> = f.evidence.iter().map(|id| id.to_string()).collect();
             let status = if f.status == mcptap_analyze::Status::Suspected {
@@ -476,6 +514,8 @@ impl Sink {
             }),
             journal,
             journal_failed: false,
+            unflushed: 0,
+            not_recorded: 0,
             prepare,
             flows: 0,
             failed: 0,
@@ -579,17 +619,25 @@ impl Sink {
 
     /// Flushes the journal to the OS (once per batch: what finished is readable after a crash).
     fn flush_journal(&mut self) {
-        if let Some(j) = self.journal.as_mut() {
-            if let Err(e) = j.flush() {
-                self.journal_error(e);
+        if let Some(j) = self.journal.as_mut().filter(|_| !self.journal_failed) {
+            match j.flush() {
+                Ok(()) => self.unflushed = 0,
+                Err(e) => self.journal_error(e),
             }
         }
     }
 
+    /// Recording failed: the flows still buffered may be lost, and nothing more is written
+    /// (a torn line would take the next flow with it).
     fn journal_error(&mut self, e: mcptap_store::StoreError) {
+        self.not_recorded += std::mem::take(&mut self.unflushed);
         // Keep proxying: losing the recording must not break the user's client.
         if !self.journal_failed {
-            let msg = format!("mcptap: error: recording failed, traffic still flows: {e}");
+            let msg = format!(
+                "mcptap: error: recording failed, traffic still flows but is no longer \
+                 recorded: {}",
+                crate::files::chain(&e)
+            );
             match &self.ui {
                 Some(ui) => {
                     ui.send(mcptap_tui::Msg::Notice(msg));
@@ -614,16 +662,24 @@ impl Sink {
         mcptap_store::prepare_event(&mut ev, &self.prepare);
         if let Some(j) = self.journal.as_mut().filter(|_| !redundant) {
             let offset = j.position();
-            match j.record_unflushed(&ev) {
-                Ok(_) => {
-                    if let Some(ui) = self.ui.as_ref().filter(|_| ev.is_final()) {
-                        ui.send(mcptap_tui::Msg::Saved {
-                            id: ev.flow_id(),
-                            offset,
-                        });
+            if self.journal_failed {
+                self.not_recorded += u64::from(ev.is_final());
+            } else {
+                match j.record_unflushed(&ev) {
+                    Ok(_) => {
+                        self.unflushed += u64::from(ev.is_final());
+                        if let Some(ui) = self.ui.as_ref().filter(|_| ev.is_final()) {
+                            ui.send(mcptap_tui::Msg::Saved {
+                                id: ev.flow_id(),
+                                offset,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        self.not_recorded += u64::from(ev.is_final());
+                        self.journal_error(e);
                     }
                 }
-                Err(e) => self.journal_error(e),
             }
         }
         if let Some(ui) = &self.ui {
@@ -704,18 +760,45 @@ impl Sink {
         let mut session_dir = None;
         if let Some(j) = self.journal.take() {
             let dir = j.dir().to_path_buf();
-            match j.finish_at(ended) {
-                Ok(har) => say!(
-                    "mcptap: session saved in {} ({})",
-                    dir.display(),
-                    har.display()
-                ),
-                Err(e) => say!(
-                    "mcptap: error: cannot write the HAR file ({e}); the journal in {} is intact: \
-                     `mcptap export {}` retries",
+            let journal = j.path().to_path_buf();
+            if self.journal_failed {
+                // No session.har that would silently hold part of the session.
+                j.abandon();
+                say!(
+                    "mcptap: error: recording failed: {} of {} flows were not recorded; the \
+                     journal in {} holds those before the failure and may end in a torn line \
+                     (no session.har was written; `mcptap export {}` recovers what it holds)",
+                    self.not_recorded,
+                    self.flows,
                     dir.display(),
                     dir.display()
-                ),
+                );
+            } else {
+                match j.finish_at(ended) {
+                    Ok(har) => say!(
+                        "mcptap: session saved in {} ({})",
+                        dir.display(),
+                        har.display()
+                    ),
+                    // The end line or the sync failed: every flow was flushed, the end is not.
+                    Err(mcptap_store::StoreError::Write { path, source }) if path == journal => {
+                        say!(
+                            "mcptap: error: cannot close the journal {} ({}); its flows are in \
+                             it but it may end in a torn line: `mcptap export {}` recovers them",
+                            path.display(),
+                            crate::files::chain(&source),
+                            dir.display()
+                        )
+                    }
+                    // Written, ended and synced: only the HAR failed.
+                    Err(e) => say!(
+                        "mcptap: error: cannot write the HAR file ({}); the journal in {} is \
+                         complete (ended and synced): `mcptap export {}` retries",
+                        crate::files::chain(&e),
+                        dir.display(),
+                        dir.display()
+                    ),
+                }
             }
             session_dir = Some(dir);
         }
@@ -723,6 +806,7 @@ impl Sink {
             flows: self.flows,
             failed: self.failed,
             dropped: self.dropped,
+            not_recorded: self.not_recorded,
             report: self.analyzer.finish_at(ended),
             session_dir,
         }

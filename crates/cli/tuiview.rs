@@ -111,7 +111,7 @@ pub fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
             {
-                rt.block_on(crate::proxy::shutdown_signal());
+                rt.block_on(async { crate::proxy::shutdown_signal().await });
                 feed.quit();
             }
         })

@@ -12,4 +12,5 @@ mod inject;
 mod peers_direct;
 mod reverse;
 mod run;
+mod targets;
 mod tui;

@@ -146,6 +146,10 @@ pub struct TlsInfo {
     /// The negotiated cipher suite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cipher: Option<String>,
+    /// True when the peer's certificate was not verified (`-k/--ssl-insecure`): anyone on the
+    /// path could have been the server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 /// The request as the client sent it (after the proxy received it, before anything was added).
@@ -344,6 +348,10 @@ pub struct Flow {
     /// Set when mcptap added the `Authorization` header (inject mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injected: Option<Injection>,
+    /// Inject mode: why mcptap did *not* add a token to this request that had none (`the path
+    /// leaves the MCP endpoint …`, `the Host header names …`). Forwarded untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_injected: Option<String>,
     /// Set when mcptap itself made this request (the client did not send it); says why, e.g.
     /// `inject-refresh` for a token refresh made under `--inject-refresh`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

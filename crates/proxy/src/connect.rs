@@ -26,18 +26,62 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// ALPN offered to clients: whatever they prefer of these.
 const CLIENT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
-/// Parses `host:port` from a CONNECT request target.
-fn connect_target(req: &Request<Incoming>) -> Option<(String, u16)> {
-    let authority = req.uri().authority()?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, authority.port_u16().unwrap_or(443)))
+/// Parses `host:port` from a CONNECT request target (the port is required and checked).
+fn connect_target(req: &Request<Incoming>) -> Result<(String, u16), String> {
+    let authority = req
+        .uri()
+        .authority()
+        .ok_or("CONNECT needs a host:port target")?;
+    crate::target::host_port(authority.as_str(), None)
+}
+
+/// A CONNECT with a bad target: a failed flow (the client's fault) and a `400` naming it.
+fn refuse_connect(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    req: &Request<Incoming>,
+    why: &str,
+) -> Response<forward::ProxyBody> {
+    let started = now_micros();
+    let shown = req.uri().to_string();
+    let text = format!("mcptap: bad CONNECT target {shown:?}: {why}\n");
+    let flow = Flow {
+        id: next_id(shared),
+        client_addr: Some(ctx.client_addr_text.clone()),
+        host: req.uri().host().unwrap_or("").to_owned(),
+        request: mcptap_flow::Request {
+            method: "CONNECT".to_owned(),
+            url: shown.clone(),
+            version: flow_version(req.version()),
+            headers: flow_headers(req.headers()),
+            ..Default::default()
+        },
+        response: Some(mcptap_flow::Response {
+            status: StatusCode::BAD_REQUEST.as_u16(),
+            headers: [("content-type", "text/plain; charset=utf-8")]
+                .into_iter()
+                .collect(),
+            body: mcptap_flow::CapturedBody::complete(text.clone()),
+            synthetic: true,
+            ..Default::default()
+        }),
+        timings: mcptap_flow::Timings {
+            started,
+            finished: Some(now_micros()),
+            ..Default::default()
+        },
+        state: FlowState::Failed,
+        error: Some(FlowError {
+            kind: ErrorKind::ClientProtocol,
+            message: format!("bad CONNECT target {shown:?}: {why}"),
+            hint: None,
+        }),
+        ..Default::default()
+    };
+    shared.events.send(FlowEvent::Failed {
+        flow: Box::new(flow),
+    });
+    text_response(StatusCode::BAD_REQUEST, text)
 }
 
 /// Handles a CONNECT on the proxy listener.
@@ -47,11 +91,9 @@ pub(crate) async fn handle_connect(
     req: Request<Incoming>,
     guard: Guard,
 ) -> Response<forward::ProxyBody> {
-    let Some((host, port)) = connect_target(&req) else {
-        return text_response(
-            StatusCode::BAD_REQUEST,
-            "mcptap: CONNECT needs a host:port target\n",
-        );
+    let (host, port) = match connect_target(&req) {
+        Ok(t) => t,
+        Err(why) => return refuse_connect(&shared, &ctx, &req, &why),
     };
     if shared.is_ignored(&host, port) {
         return tunnel_ignored(shared, ctx, req, host, port, guard).await;
@@ -189,6 +231,7 @@ pub(crate) async fn dispatch<IO>(
             .negotiated_cipher_suite()
             .and_then(|c| c.suite().as_str())
             .map(str::to_owned),
+        unverified: false,
     };
     target.tls = true;
     let ctx = Arc::new(ConnCtx::new(

@@ -284,12 +284,10 @@ fn upstream_uri(
                     )
                 }
             };
-            let host = uri.host().ok_or("the request URL has no host")?;
-            let host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(default_port(scheme));
+            let authority = uri.authority().ok_or("the request URL has no host")?;
+            let (host, port) =
+                crate::target::host_port(authority.as_str(), Some(default_port(scheme)))
+                    .map_err(|why| format!("bad request target {uri}: {why}"))?;
             (scheme, host, port)
         }
     };
@@ -402,37 +400,7 @@ pub(crate) async fn forward(
         }
     }
     if let Some(injector) = &shared.injector {
-        if !parts.headers.contains_key(header::AUTHORIZATION) {
-            let shown = rec.with(|f| f.request.url.clone());
-            let picked = match injector.pick(&shown, now_micros()) {
-                // --inject-refresh: no usable token, but maybe a refreshable one.
-                Err(crate::inject::Skip::NoToken) if injector.refreshes() => {
-                    crate::refresh::refresh_for(&shared, injector, &shown)
-                        .await
-                        .ok_or(crate::inject::Skip::NoToken)
-                }
-                other => other,
-            };
-            match picked {
-                Ok(pick) => {
-                    if let Ok(v) = HeaderValue::from_str(&pick.header) {
-                        parts.headers.insert(header::AUTHORIZATION, v);
-                        rec.with(|f| {
-                            f.injected = Some(mcptap_flow::Injection {
-                                fingerprint: pick.fingerprint,
-                                token_flow: Some(pick.token_flow),
-                            })
-                        });
-                    }
-                }
-                Err(crate::inject::Skip::SlashOnly(resource)) => tracing::warn!(
-                    flow = id.0,
-                    "not injecting: the token was issued for {resource}, which differs from \
-                     the request's URL by a trailing slash only"
-                ),
-                Err(skip) => tracing::trace!(flow = id.0, ?skip, "not injecting"),
-            }
-        }
+        crate::inject::hook::inject(&shared, injector, &rec, &mut parts).await;
     }
     parts.uri = uri;
     parts.version = Version::HTTP_11;

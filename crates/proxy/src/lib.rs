@@ -18,6 +18,7 @@ mod serve;
 pub mod shutdown;
 mod splice;
 mod tap;
+mod target;
 mod tunnel_upstream;
 pub mod upstream;
 
@@ -195,8 +196,11 @@ impl Proxy {
         let tls = upstream::client_tls_config(&config.upstream_trust, &[b"h2", b"http/1.1"])?;
         let tls_h1 = upstream::client_tls_config(&config.upstream_trust, &[b"http/1.1"])?;
         let via = config.upstream_proxy.clone();
-        let connector = upstream::Connector::new(tls, config.connect_timeout, via.clone());
-        let connector_h1 = upstream::Connector::new(tls_h1, config.connect_timeout, via);
+        let insecure = config.upstream_trust.insecure;
+        let connector =
+            upstream::Connector::new(tls, config.connect_timeout, via.clone()).unverified(insecure);
+        let connector_h1 =
+            upstream::Connector::new(tls_h1, config.connect_timeout, via).unverified(insecure);
         let listener = TcpListener::bind(config.listen).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 ProxyError::AddrInUse {

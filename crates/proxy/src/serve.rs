@@ -191,7 +191,7 @@ fn check_proxy_auth(
         .headers()
         .get(http::header::PROXY_AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if given == Some(expected) {
+    if given.is_some_and(|g| basic_matches(g, expected)) {
         return None;
     }
     let mut resp = forward::text_response(
@@ -203,6 +203,28 @@ fn check_proxy_auth(
         http::HeaderValue::from_static("Basic realm=\"mcptap\""),
     );
     Some(resp)
+}
+
+/// True when `given` is `<scheme> <credentials>` with the scheme `expected` has (compared
+/// without regard to case, RFC 9110 §11.1) and exactly its credentials; spaces may repeat.
+fn basic_matches(given: &str, expected: &str) -> bool {
+    let split = |s: &str| -> Option<(String, String)> {
+        let (scheme, cred) = s.trim().split_once(' ')?;
+        Some((scheme.to_ascii_lowercase(), cred.trim_start().to_owned()))
+    };
+    match (split(given), split(expected)) {
+        (Some((gs, gc)), Some((es, ec))) => {
+            // Compared in full whatever the first difference (no early exit on the secret).
+            let same = gc.len() == ec.len()
+                && gc
+                    .bytes()
+                    .zip(ec.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            gs == es && same
+        }
+        _ => false,
+    }
 }
 
 /// Reverse mode: the client speaks to mcptap as to the server itself, TLS or plain.

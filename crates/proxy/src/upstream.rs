@@ -334,6 +334,8 @@ pub struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
     via: Option<Arc<UpstreamProxy>>,
+    /// `-k`: certificates are not verified; every TLS connection's info says so.
+    unverified: bool,
 }
 
 impl std::fmt::Debug for Connector {
@@ -355,7 +357,15 @@ impl Connector {
             tls: TlsConnector::from(tls),
             connect_timeout,
             via: via.map(Arc::new),
+            unverified: false,
         }
+    }
+
+    /// Marks the TLS connections it makes as not verified ([`TlsInfo::unverified`]), for a
+    /// `tls` config that skips verification (`-k`).
+    pub fn unverified(mut self, yes: bool) -> Connector {
+        self.unverified = yes;
+        self
     }
 
     /// A byte stream to `host:port`: a direct TCP connection, or a CONNECT tunnel through the
@@ -511,6 +521,7 @@ impl Connector {
                 .negotiated_cipher_suite()
                 .and_then(|c| c.suite().as_str())
                 .map(str::to_owned),
+            unverified: self.unverified,
         };
         Ok(TokioIo::new(UpstreamConn::Tls(
             Box::new(tls),

@@ -107,7 +107,10 @@ pub fn export_to(
                 report.pending += u64::from(f.state == mcptap_flow::FlowState::Pending);
             }
             let extra = LogExtra {
-                session: har.session,
+                session: har.session.map(|mut m| {
+                    m.redact_command_line();
+                    m
+                }),
                 ended: har.ended,
                 ..LogExtra::default()
             };
@@ -146,7 +149,10 @@ pub fn export_journal<R: BufRead>(
     report.max_in_flight = reader.max_in_flight();
     report.warnings = reader.take_warnings();
     let extra = LogExtra {
-        session: reader.meta().cloned(),
+        session: reader.meta().cloned().map(|mut m| {
+            m.redact_command_line();
+            m
+        }),
         raw_secrets: false,
         pending: report.pending,
         ended: reader.ended_at(),

@@ -126,6 +126,12 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
             t.fg(Color::Yellow),
         ));
     }
+    if let Some(why) = &flow.not_injected {
+        out.push(Line::styled(
+            format!("mcptap did NOT inject a token: {why}"),
+            t.fg(Color::Yellow),
+        ));
+    }
     if let Some(why) = &flow.by_mcptap {
         out.push(Line::styled(
             format!("made by mcptap ({why}), not by the client"),
@@ -230,6 +236,9 @@ fn tls_text(t: &TlsInfo) -> String {
     }
     if let Some(c) = &t.cipher {
         parts.push(c.clone());
+    }
+    if t.unverified {
+        parts.push("certificate NOT verified (-k)".to_owned());
     }
     if parts.is_empty() {
         "yes".to_owned()

@@ -93,6 +93,7 @@ impl F {
                     alpn: Some("http/1.1".into()),
                     version: Some("TLSv1.3".into()),
                     cipher: None,
+                    unverified: false,
                 }
                 .into(),
             ),
@@ -560,4 +561,33 @@ fn the_detail_shows_a_new_upstream_connections_connect_time() {
     let mut app = live(dance());
     keys(&mut app, [Msg::key(KeyCode::Enter)]);
     assert!(!frame(&mut app, 140, 40).contains("upstream connect"));
+}
+
+#[test]
+fn the_detail_says_why_no_token_was_injected_and_that_an_upstream_went_unverified() {
+    let mut flows = dance();
+    let last = flows.last_mut().unwrap();
+    last.not_injected = Some("the path is /other once dot-segments are removed".into());
+    last.upstream_tls = Some(
+        TlsInfo {
+            version: Some("TLSv1.3".into()),
+            unverified: true,
+            ..Default::default()
+        }
+        .into(),
+    );
+    let mut app = live(flows);
+    keys(&mut app, [Msg::key(KeyCode::Enter)]);
+    let shot = frame(&mut app, 160, 40);
+    assert!(
+        shot.contains(
+            "mcptap did NOT inject a token: the path is /other once dot-segments are removed"
+        ),
+        "{shot}"
+    );
+    assert!(shot.contains("certificate NOT verified (-k)"), "{shot}");
+    let mut app = live(dance());
+    keys(&mut app, [Msg::key(KeyCode::Enter)]);
+    let shot = frame(&mut app, 160, 40);
+    assert!(!shot.contains("NOT inject") && !shot.contains("NOT verified"));
 }

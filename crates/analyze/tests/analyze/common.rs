@@ -222,6 +222,11 @@ impl FlowBuilder {
         });
         self
     }
+    /// Inject mode turned it away: forwarded bare, `why` recorded.
+    pub fn not_injected(mut self, why: &str) -> Self {
+        self.flow.not_injected = Some(why.into());
+        self
+    }
     /// Replaces every secret the engine's redaction would, with its marker.
     pub fn redacted(mut self) -> Self {
         let f = &mut self.flow;

@@ -1900,6 +1900,23 @@ fn inject_confirms_client_omits_token() {
 }
 
 #[test]
+fn a_request_inject_mode_turned_away_yields_no_verdict() {
+    // What the proxy once injected into `/mcp/../other` (served as `/other`, which answered),
+    // now forwarded bare and marked: no inject verdict either way.
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1"); // #5
+    s.add(init_401()); // #6
+    s.add(
+        init_ok("tok-1", None)
+            .no_header("authorization")
+            .not_injected("the path is /other once dot-segments are removed"),
+    ); // #7
+    let r = analyze(&s.flows);
+    absent(&r, "client-omits-token-confirmed");
+    absent(&r, "server-rejects-token");
+}
+
+#[test]
 fn inject_shows_server_rejects_its_own_token() {
     let mut s = Scenario::new();
     let t = oauth(&mut s, "tok-1");

@@ -70,6 +70,7 @@ fn tls(sni: &str, alpn: &str) -> std::sync::Arc<TlsInfo> {
         alpn: Some(alpn.into()),
         version: Some("TLSv1.3".into()),
         cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
+        unverified: false,
     })
 }
 
@@ -111,6 +112,7 @@ fn http(id: u64, method: &str, url: &str, req_h: &[(&str, &str)], req_body: &[u8
         error: None,
         tunnel: None,
         injected: None,
+        not_injected: None,
         by_mcptap: None,
         secrets: Vec::<SecretNote>::new(),
         raw_secrets: false,
