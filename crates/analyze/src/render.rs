@@ -716,7 +716,17 @@ fn write_exchange(out: &mut String, flow: &Flow, max_body: usize) {
         redact_url(&flow.request.url),
         status
     );
-    let _ = writeln!(out, "```http");
+    let (request, response) = exchange_text(flow, max_body);
+    let _ = writeln!(out, "```http\n{request}```\n");
+    if let Some(response) = response {
+        let _ = writeln!(out, "```http\n{response}```\n");
+    }
+}
+
+/// The redacted request and response of a flow as HTTP text: start line, headers, a blank
+/// line and the body (at most `max_body` bytes; SSE as its first events).
+pub(crate) fn exchange_text(flow: &Flow, max_body: usize) -> (String, Option<String>) {
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "{} {} {}",
@@ -737,39 +747,39 @@ fn write_exchange(out: &mut String, flow: &Flow, max_body: usize) {
     if let Some(b) = flow.request.body.as_str().filter(|b| !b.trim().is_empty()) {
         let _ = writeln!(out, "\n{}", redact_body(b, max_body));
     }
-    let _ = writeln!(out, "```\n");
-    if let Some(r) = &flow.response {
-        let _ = writeln!(out, "```http");
-        let _ = writeln!(
-            out,
-            "{} {}{}",
-            r.version,
-            r.status,
-            if r.synthetic { " (made by mcptap)" } else { "" }
-        );
-        for h in &r.headers {
-            let _ = writeln!(out, "{}: {}", h.name, redact_header(&h.name, &h.value));
-        }
-        if !r.sse.is_empty() {
-            out.push('\n');
-            for e in r.sse.iter().take(10) {
-                if let Some(ev) = &e.event {
-                    let _ = writeln!(out, "event: {ev}");
-                }
-                let _ = writeln!(
-                    out,
-                    "data: {}\n",
-                    redact_body(&e.data, max_body).replace('\n', "\ndata: ")
-                );
-            }
-            if r.sse.len() > 10 {
-                let _ = writeln!(out, "… {} more event(s)", r.sse.len() - 10);
-            }
-        } else if let Some(b) = r.body.as_str().filter(|b| !b.trim().is_empty()) {
-            let _ = writeln!(out, "\n{}", redact_body(b, max_body));
-        }
-        let _ = writeln!(out, "```\n");
+    let Some(r) = &flow.response else {
+        return (out, None);
+    };
+    let mut resp = String::new();
+    let _ = writeln!(
+        resp,
+        "{} {}{}",
+        r.version,
+        r.status,
+        if r.synthetic { " (made by mcptap)" } else { "" }
+    );
+    for h in &r.headers {
+        let _ = writeln!(resp, "{}: {}", h.name, redact_header(&h.name, &h.value));
     }
+    if !r.sse.is_empty() {
+        resp.push('\n');
+        for e in r.sse.iter().take(10) {
+            if let Some(ev) = &e.event {
+                let _ = writeln!(resp, "event: {ev}");
+            }
+            let _ = writeln!(
+                resp,
+                "data: {}\n",
+                redact_body(&e.data, max_body).replace('\n', "\ndata: ")
+            );
+        }
+        if r.sse.len() > 10 {
+            let _ = writeln!(resp, "… {} more event(s)", r.sse.len() - 10);
+        }
+    } else if let Some(b) = r.body.as_str().filter(|b| !b.trim().is_empty()) {
+        let _ = writeln!(resp, "\n{}", redact_body(b, max_body));
+    }
+    (out, Some(resp))
 }
 
 #[cfg(test)]
