@@ -107,4 +107,20 @@ mod tests {
         }
         assert!(explain("no-such-id").is_none());
     }
+
+    #[test]
+    fn sub_cases_come_from_the_pages() {
+        assert_eq!(
+            FindingId::with_subcase("never-sent"),
+            [FindingId::TokenNotSent]
+        );
+        assert!(FindingId::TokenNotSent
+            .subcases()
+            .contains(&"after-restart"));
+        assert!(
+            FindingId::with_subcase("cf-ray").is_empty(),
+            "a header is no sub-case"
+        );
+        assert!(FindingId::with_subcase("token-not-sent").is_empty());
+    }
 }
