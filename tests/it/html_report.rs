@@ -238,7 +238,7 @@ fn html_report_loads_in_chromium_with_its_diagram_and_flows() {
         "resource metadata",
         "(register)",
         &format!("200, issues token {fp}"),
-        "#6–#8 (×3) initialize, no token",
+        &format!("#6–#8 (×3) initialize, no token ({fp} was valid)"),
         "✗ token-not-sent",
         "(revoke)",
     ] {

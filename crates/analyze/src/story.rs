@@ -134,11 +134,15 @@ fn bare_mcp(f: &FlowSummary) -> bool {
 /// timeline.
 pub(crate) fn steps(report: &Report) -> Vec<Step> {
     let marks = marks_by_flow(report);
+    let held = tokens_held(report);
     let mut out: Vec<Step> = Vec::new();
     for f in &report.flows {
-        let Some(step) = step_of(f, marks.get(&f.id).cloned().unwrap_or_default()) else {
+        let Some(mut step) = step_of(f, marks.get(&f.id).cloned().unwrap_or_default()) else {
             continue;
         };
+        if let (Some(tok), Some(auth)) = (held.get(&f.id), step.auth.as_mut()) {
+            *auth = format!("no token ({tok} was valid)");
+        }
         if let Some(last) = out.last_mut() {
             let same = last.to == Party::Mcp
                 && matches!(f.role, Role::Mcp | Role::McpPreflight)
@@ -154,6 +158,34 @@ pub(crate) fn steps(report: &Report) -> Vec<Step> {
             }
         }
         out.push(step);
+    }
+    out
+}
+
+/// Bare MCP requests a `token-not-sent` finding cites, with the token the client held then
+/// (the one its evidence's token flow issued).
+fn tokens_held(report: &Report) -> HashMap<FlowId, String> {
+    let by_id: HashMap<FlowId, &FlowSummary> = report.flows.iter().map(|f| (f.id, f)).collect();
+    let mut out = HashMap::new();
+    for finding in report.counted() {
+        if !matches!(
+            finding.id,
+            FindingId::TokenNotSent | FindingId::ClientOmitsTokenConfirmed
+        ) {
+            continue;
+        }
+        let Some(tok) = finding
+            .evidence
+            .iter()
+            .find_map(|id| by_id.get(id).and_then(|f| f.issued_token.clone()))
+        else {
+            continue;
+        };
+        for id in &finding.evidence {
+            if by_id.get(id).is_some_and(|f| bare_mcp(f)) {
+                out.insert(*id, tok.clone());
+            }
+        }
     }
     out
 }
