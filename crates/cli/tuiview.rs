@@ -92,7 +92,11 @@ fn setup_lines(config: &RunConfig, started: &crate::proxy::Started) -> Vec<Strin
     } else {
         format!("in the client's shell: eval \"$(mcptap env --proxy http://{addr})\"")
     };
-    vec![env, ca]
+    let mut lines = vec![env, ca];
+    if let Some(w) = crate::env::no_proxy_bypass(&crate::env::no_proxy_bypassed_here()) {
+        lines.push(format!("warning: {w}"));
+    }
+    lines
 }
 
 /// `mcptap view FILE`: a saved session or any HAR in the terminal view, read-only.
