@@ -718,6 +718,15 @@ fn help_lines(t: Theme) -> Vec<Line<'static>> {
         })
         .collect();
     out.push(Line::from(""));
+    out.push(Line::styled("markers", t.heading()));
+    for l in [
+        "!N cited by finding N (?N: only suspected) · x failed or cut · > pending",
+        "auth: issued T (a token row) · Bearer T (sent) · none — token T valid (sent bare while T was valid)",
+        "a dim row, mcp column ending in \"closed\": the client closed its stream after the answer (normal)",
+    ] {
+        out.push(Line::from(l));
+    }
+    out.push(Line::from(""));
     out.push(Line::styled(
         "filters (mitmproxy style, regexes ignore case)",
         t.heading(),

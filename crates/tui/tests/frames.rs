@@ -730,3 +730,13 @@ fn empty_view_says_how_to_start() {
         assert_snapshot!(format!("empty_{w}x{h}"), shot);
     }
 }
+
+/// `?` outside the findings pane: the keys, what the row markers mean, and the filters.
+#[test]
+fn help_explains_keys_and_markers() {
+    let mut app = live(needs_auth());
+    keys(&mut app, [Msg::key(KeyCode::Char('?'))]);
+    let shot = frame(&mut app, 160, 45);
+    assert!(shot.contains("!N cited by finding N"), "{shot}");
+    assert_snapshot!("help_160x45", shot);
+}
