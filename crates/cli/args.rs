@@ -149,6 +149,11 @@ pub struct ReportArgs {
     /// Write the markdown here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page (verdict, sequence diagram, every
+    /// flow's headers and body; opens offline in any browser) instead of printing the
+    /// markdown; give `-o` too for both.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// `mcptap view`.

@@ -169,19 +169,35 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         &session.flows,
         &mcptap_analyze::MarkdownOptions::default(),
     );
-    match &args.output {
-        Some(path) => {
-            mcptap_store::write_atomic(path, |w| {
-                w.write_all(md.as_bytes())
-                    .map_err(|source| mcptap_store::StoreError::Write {
-                        path: path.clone(),
-                        source,
-                    })
-            })
-            .with_context(|| format!("cannot write {}", path.display()))?;
-            say!("mcptap: wrote {}", path.display());
+    if let Some(path) = &args.html {
+        let html = mcptap_analyze::render_html(
+            &report,
+            &session.flows,
+            &mcptap_analyze::MarkdownOptions::default(),
+        );
+        write_whole(path, html.as_bytes())?;
+        if args.output.is_none() {
+            // stdout stays the markdown only when asked for nothing else.
+            return Ok(ExitCode::SUCCESS);
         }
+    }
+    match &args.output {
+        Some(path) => write_whole(path, md.as_bytes())?,
         None => print!("{md}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a whole file atomically and says so on stderr.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    mcptap_store::write_atomic(path, |w| {
+        w.write_all(bytes)
+            .map_err(|source| mcptap_store::StoreError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+    })
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    say!("mcptap: wrote {}", path.display());
+    Ok(())
 }

@@ -323,13 +323,17 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
         body_limit: config.proxy.body_limit,
     };
     let session_dir = journal.as_ref().map(|j| j.dir().to_path_buf());
+    let mut sink = Sink::new(config.quiet, reverse.is_some(), journal, prepare);
+    if reverse.as_ref().is_some_and(|r| !r.rewrite_metadata) {
+        sink.bypass = Some(crate::bypass::BypassWatch::default());
+    }
     Ok(Started {
         addr,
         ca_cert: ca.cert_path(),
         session_dir,
         proxy,
         rx,
-        sink: Sink::new(config.quiet, reverse.is_some(), journal, prepare),
+        sink,
     })
 }
 
@@ -420,6 +424,9 @@ pub struct Sink {
     findings_to_stderr: bool,
     /// The terminal view, when it replaces the line view.
     ui: Option<mcptap_tui::Feed>,
+    /// Reverse mode without `--rewrite-metadata`: says when an answer sends the client around
+    /// the proxy.
+    bypass: Option<crate::bypass::BypassWatch>,
 }
 
 /// What a finished session amounts to: counts and the analyzer's report, for the closing
@@ -523,6 +530,7 @@ impl Sink {
             out: None,
             findings_to_stderr: false,
             ui: None,
+            bypass: None,
         }
     }
 
@@ -693,6 +701,14 @@ impl Sink {
             if !self.quiet && self.ui.is_none() {
                 let line = crate::lineview::line(flow);
                 self.write_lines(std::iter::once(line));
+            }
+            if let Some(warning) = self.bypass.as_mut().and_then(|w| w.check(flow)) {
+                match &self.ui {
+                    Some(ui) => {
+                        ui.send(mcptap_tui::Msg::Notice(warning));
+                    }
+                    None => say!("{warning}"),
+                }
             }
             let found = self.analyzer.push(flow);
             if let Some(ui) = self

@@ -298,6 +298,25 @@ fn explain_prints_a_finding_page_and_lists_ids_for_unknown_ones() {
         err.contains("challenge-missing") && err.contains("token-not-sent"),
         "{err}"
     );
+    // No id: every id with its title, on stdout.
+    let out = mcptap().arg("explain").output().unwrap();
+    assert!(out.status.success());
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("A token was issued, but MCP requests go out without it"),
+        "{list}"
+    );
+    // A sub-case opens its finding's page; piped, the page is raw markdown.
+    let out = mcptap().args(["explain", "never-sent"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("# token-not-sent"));
+    // A typo is answered with the nearest id.
+    let out = mcptap()
+        .args(["explain", "token-not-snet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean token-not-sent?"));
 }
 
 /// `kill -9` at any moment loses nothing that finished: the journal left behind exports, with

@@ -329,6 +329,11 @@ fn env_output(confdir: &Path, args: &[&str]) -> String {
         stderr.contains("removed localhost, 127.0.0.1 from NO_PROXY"),
         "{stderr}"
     );
+    assert!(
+        stderr
+            .contains("NO_PROXY still lists .corp.example: requests to those hosts bypass mcptap"),
+        "{stderr}"
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 

@@ -137,6 +137,52 @@ impl FindingId {
     }
 }
 
+impl FindingId {
+    /// The sub-cases its page names: the kebab-case words in backticks of the page's
+    /// "How mcptap decides" section that are not finding ids or header names (`never-sent`,
+    /// `after-restart`). Read from the page, so a sub-case documented there is known here.
+    pub fn subcases(self) -> Vec<&'static str> {
+        let page = self.page();
+        let Some(start) = page.find("## How mcptap decides") else {
+            return Vec::new();
+        };
+        let section = &page[start..];
+        let section = match section[2..].find("\n## ") {
+            Some(end) => &section[..end + 2],
+            None => section,
+        };
+        let mut out: Vec<&'static str> = Vec::new();
+        for (i, word) in section.split('`').enumerate() {
+            let kebab = word.contains('-')
+                && word.split('-').all(|p| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                });
+            let header = word.starts_with("x-") || word.starts_with("cf-");
+            if i % 2 == 1
+                && kebab
+                && !header
+                && FindingId::parse(word).is_none()
+                && !out.contains(&word)
+            {
+                out.push(word);
+            }
+        }
+        out
+    }
+
+    /// The findings whose pages name `name` as a sub-case (usually one).
+    pub fn with_subcase(name: &str) -> Vec<FindingId> {
+        let name = name.trim();
+        FindingId::ALL
+            .iter()
+            .copied()
+            .filter(|id| id.subcases().contains(&name))
+            .collect()
+    }
+}
+
 impl fmt::Display for FindingId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -93,6 +93,18 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
             mcp.push(format!("mcp {m}"));
         }
         mcp.push(format!("auth {}", r.auth.label()));
+        if let Some(tok) = &r.issued {
+            mcp.push(format!("issued token {tok}"));
+        }
+        if let Some(held) = app.bare_alarm.get(&r.id) {
+            mcp.push(match held {
+                Some(tok) => format!("sent without token {tok}, which was valid"),
+                None => "sent without the token the client held".to_owned(),
+            });
+        }
+        if r.closed_by_client() {
+            mcp.push("the client closed the stream after its answer (normal)".to_owned());
+        }
         if let Some(s) = &r.session {
             mcp.push(format!("session {s}"));
         }
