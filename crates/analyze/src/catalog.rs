@@ -119,6 +119,12 @@ catalog! {
         "Client: probe the challenge's resource_metadata URL, then the path-inserted PRM URL, then the root; path-aware AS metadata URLs only for an issuer with a path.";
     CimdNotUsed = "cimd-not-used", "The client registers dynamically although the server offers Client ID Metadata Documents",
         "Client: prefer a Client ID Metadata Document over dynamic registration when the authorization server offers it.";
+    JsonrpcResponseInvalid = "jsonrpc-response-invalid", "The server's JSON-RPC answer is malformed",
+        "Answer every JSON-RPC request with jsonrpc 2.0, its own id, and exactly one of result or error (error with an integer code and a message); give initialize its required fields.";
+    MetadataUrlInvalid = "metadata-url-invalid", "A URL in the metadata is invalid",
+        "Publish absolute https URLs in the metadata (http only on loopback), an issuer without query or fragment, and no query in bearer_methods_supported.";
+    JwksInvalid = "jwks-invalid", "The JWKS cannot be used",
+        "Serve a JSON Web Key Set with a keys array at jwks_uri.";
     TokenUnused = "token-unused", "A token was issued and never used (sub-case of token-not-sent)",
         "Reported as `token-not-sent` (sub-case `token-unused`): see `mcptap explain token-not-sent`.";
     ClientOmitsTokenConfirmed = "client-omits-token-confirmed", "Proven by injection: the client omits a token the server accepts",

@@ -30,6 +30,7 @@ mod rules_issuer;
 mod rules_mcp;
 mod rules_registration;
 mod rules_scope;
+mod rules_server;
 mod rules_session;
 mod rules_token;
 mod story;
@@ -131,6 +132,7 @@ mod tests {
                 include_str!("rules_registration.rs"),
             ),
             ("rules_scope.rs", include_str!("rules_scope.rs")),
+            ("rules_server.rs", include_str!("rules_server.rs")),
             ("rules_session.rs", include_str!("rules_session.rs")),
             ("rules_token.rs", include_str!("rules_token.rs")),
         ];

@@ -79,6 +79,7 @@ impl Analyzer {
         self.track_sessions(c, ei, &method);
         self.check_headers(c, ei, &method);
         self.check_tools(c, &ep);
+        self.check_jsonrpc_answers(c, &ep);
         self.check_redirect(c, &url, &method);
         self.check_scope(c, &challenges);
         self.check_cors_expose(c, &ep);

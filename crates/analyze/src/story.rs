@@ -338,6 +338,9 @@ fn expected(id: FindingId) -> &'static str {
         F::ScopeSelectionWrong => "the client requests the challenged scope, else all of `scopes_supported`, else none",
         F::DiscoveryOrderWrong => "the client probes the challenge's metadata URL, then the path-inserted one, then the root",
         F::CimdNotUsed => "the client uses a Client ID Metadata Document where the server offers one",
+        F::JsonrpcResponseInvalid => "every JSON-RPC answer is a well-formed 2.0 response to its request",
+        F::MetadataUrlInvalid => "the metadata holds absolute https URLs and a plain issuer",
+        F::JwksInvalid => "the JWKS is a JSON document with the signing keys",
     }
 }
 
