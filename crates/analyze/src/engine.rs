@@ -87,6 +87,8 @@ pub(crate) struct Endpoint {
     pub no_rm_401: Vec<FlowId>,
     /// The session most recently assigned on this endpoint.
     pub last_session: Option<String>,
+    /// User-Agents (empty: none sent) of requests that carried a token here.
+    pub authenticated_uas: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -873,6 +875,7 @@ impl Analyzer {
             advertised_prm: Vec::new(),
             no_rm_401: Vec::new(),
             last_session: None,
+            authenticated_uas: Vec::new(),
         });
         self.endpoint_index.insert(key, self.endpoints.len() - 1);
         self.endpoints.len() - 1

@@ -280,6 +280,20 @@ impl Analyzer {
         if !REQUEST_METHODS.contains(&method) || c.is_session_start() {
             return;
         }
+        // A request with no session, no protocol version and no token, to an endpoint where
+        // this client authenticated before, comes from a client that has not started its own
+        // session yet (a new process probing before it initializes): the session and version
+        // headers are not owed yet, and the missing token is token-not-sent's to judge.
+        let fresh = c.session.is_none()
+            && c.protocol_version.is_none()
+            && !c.flow.request.headers.contains("authorization")
+            && self.endpoints[ei]
+                .authenticated_uas
+                .iter()
+                .any(|u| c.ua.as_ref() == Some(u) || c.ua.is_none());
+        if fresh {
+            return;
+        }
         let ep = self.endpoints[ei].key.clone();
         let negotiated = match &c.session {
             Some(s) => self.sessions.get(s).and_then(|x| x.version.clone()),
@@ -984,10 +998,35 @@ impl Analyzer {
             }
         }
         let expired = t.expires_at.is_some_and(|e| c.started >= e);
+        let ua = c.ua.clone().unwrap_or_default();
+        let e = &mut self.endpoints[ei];
+        if !e.authenticated_uas.contains(&ua) && e.authenticated_uas.len() < 8 {
+            e.authenticated_uas.push(ua);
+        }
+        let t = &mut self.tokens[ti];
         if refused && t.refused.is_none() {
             t.refused = Some((c.id, c.done));
         }
         let (tf, story, issued) = (t.flow, t.story, t.issued);
+        // The same token sent again after a bare request, with no new login: the bare request
+        // was a probe and the client recovered by itself (the finding stays, lowered).
+        if let Some(pos) = self
+            .bare_while_held
+            .iter()
+            .position(|&(s, at, held)| s == story && held == ti && at < c.started)
+        {
+            self.bare_while_held.remove(pos);
+            self.amend(
+                Id::TokenNotSent,
+                &format!("story {story}"),
+                format!(
+                    "recovered: the client sent token {fp} again at {} without a new login; the request without it was a probe, still against the spec (a token on every request)",
+                    c.id
+                ),
+                Some(Severity::Low),
+                None,
+            );
+        }
         if first && refused && !expired && applies && current {
             let mut n = New::finding(Id::FreshTokenRejected, fp, Severity::High, Culprit::Server)
                 .say(format!(
