@@ -1,6 +1,6 @@
 //! `mcptap run -- CMD` and `mcptap env`, with the real binary and real programs: the Python
 //! `mcp` SDK client, Node 20's built-in `fetch`, Python's `ssl`/`urllib`, POSIX shells, Claude
-//! Code and the TypeScript MCP SDK's OAuth client. Each child gets no proxy or trust settings
+//! Code, the TypeScript MCP SDK's OAuth client and mcp-remote. Each child gets no proxy or trust settings
 //! from the test: only what mcptap sets. The sessions of the real OAuth clients are analysed
 //! too: healthy traffic from clients nobody here wrote must yield no finding.
 
@@ -1038,7 +1038,7 @@ async fn run_intercepts_node_builtin_fetch_through_the_preload() {
 /// [`npm::install`]). Claude Code is pinned to a 2.1.3xx release, which ships a native binary as
 /// an optional dependency, so it installs offline from the npm registry and runs on any Node;
 /// npm may skip the install script that puts that binary in place, so it is run once after each
-/// install.
+/// install. The TypeScript MCP SDK and mcp-remote (pinned too) are plain JavaScript.
 fn node_peers() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/node");
     npm::install("node-peers", &dir, |dir| {
@@ -1750,6 +1750,237 @@ fn run_sees_the_typescript_sdk_refresh_an_expired_token_and_finds_nothing_wrong(
     assert!(
         calls[0]["id"].as_u64() < refresh["id"].as_u64()
             && refresh["id"].as_u64() < calls[1]["id"].as_u64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// mcp-remote
+
+/// Variables that would make xdg-open look for a desktop (and a real browser) rather than use
+/// `BROWSER`; cleared for the mcp-remote run.
+const DESKTOP_VARS: &[&str] = &[
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XDG_CURRENT_DESKTOP",
+    "XDG_SESSION_DESKTOP",
+    "DESKTOP_SESSION",
+    "KDE_FULL_SESSION",
+    "GNOME_DESKTOP_SESSION_ID",
+    "MATE_DESKTOP_SESSION_ID",
+];
+
+/// A headless "browser" in `dir`: `dir/browser.sh URL` GETs the authorize URL without following
+/// the redirect (the test server auto-approves) and then GETs the `Location` it answered with,
+/// the client's loopback callback. The same script is `dir/bin/xdg-open`, for an opener that
+/// ignores `BROWSER`. Every curl has a deadline. Returns `(browser.sh, dir/bin)`.
+fn fake_browser(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let script = "#!/bin/sh\n\
+        loc=$(curl -sS --max-time 10 -o /dev/null -w '%{redirect_url}' \"$1\") || exit 1\n\
+        [ -n \"$loc\" ] || exit 1\n\
+        exec curl -sS --max-time 10 -o /dev/null \"$loc\"\n";
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let browser = dir.join("browser.sh");
+    for path in [browser.clone(), bin.join("xdg-open")] {
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (browser, bin)
+}
+
+/// mcp-remote (npm `mcp-remote`, the stdio-to-HTTP bridge that desktop MCP hosts run for remote
+/// OAuth servers) under `mcptap run`, driven over stdio by the TS SDK's `Client`
+/// (`tests/peers/node/mcp_remote_client.mjs`, which starts `mcp-remote URL --enable-proxy`). On
+/// its first connection mcp-remote meets the 401, discovers, registers, opens the authorize URL
+/// in a headless browser (curl, through mcptap too) that lands on its loopback callback, and
+/// exchanges the code; then it relays `initialize`, `tools/list` and `tools/call` with the
+/// token. Only mcptap's environment (HTTPS_PROXY with `--enable-proxy`, NODE_EXTRA_CA_CERTS)
+/// routes and trusts; its state lives in a temporary HOME. Healthy: the dance is in the
+/// session, every MCP request after it bears the token, and neither `mcptap analyze` nor the
+/// live summary has a finding.
+#[test]
+fn run_sees_mcp_remote_log_in_and_relay_a_tool_call_and_finds_nothing_wrong() {
+    let peers = node_peers();
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let home = tempfile::tempdir().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let log = conf.path().join("lines.log");
+    let auth_dir = home.path().join(".mcp-auth");
+    let (browser, bin) = fake_browser(home.path());
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let text = format!("mcp-remote-echo-{}", std::process::id());
+    let script = peers.join("mcp_remote_client.mjs");
+    let url = server.url();
+    let out = run(
+        conf.path(),
+        &[
+            "-w",
+            session.to_str().unwrap(),
+            "--upstream-ca",
+            pki.ca_path().to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+            "--",
+            "node",
+            script.to_str().unwrap(),
+            &url,
+            &text,
+            "--debug",
+        ],
+        |c| {
+            for var in DESKTOP_VARS {
+                c.env_remove(var);
+            }
+            c.current_dir(&peers)
+                .env("HOME", home.path())
+                .env("MCP_REMOTE_CONFIG_DIR", &auth_dir)
+                .env("BROWSER", &browser)
+                .env("PATH", &path);
+        },
+    );
+    let context = || {
+        let debug_logs: String = std::fs::read_dir(&auth_dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_debug.log"))
+            .map(|e| read(&e.path()))
+            .collect();
+        format!(
+            "{}\n--- lines\n{}\n--- mcp-remote debug log\n{debug_logs}\n--- server\n{}\n{}",
+            dump(&out),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            server.requests_summary(),
+            server.output()
+        )
+    };
+    assert_eq!(out.status.and_then(|s| s.code()), Some(0), "{}", context());
+    let client: serde_json::Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", context()));
+    assert_eq!(client["ok"], true, "{}", context());
+    assert_eq!(client["echo"], text.as_str(), "{}", context());
+    assert_eq!(
+        client["tools"],
+        serde_json::json!(["echo", "add"]),
+        "{}",
+        context()
+    );
+
+    // Nothing went around mcptap: every request the server answered is in the session. The
+    // browser's visit to mcp-remote's callback is in it too (curl runs under mcptap run).
+    let report = analyze_session(&session);
+    let flows = report["flows"].as_array().unwrap();
+    let origin = server.origin();
+    let requests = server.requests();
+    for r in &requests {
+        assert!(
+            flows.iter().any(|f| f["method"] == r.method.as_str()
+                && f["url"] == format!("{origin}{}", r.path).as_str()
+                && f["status"] == r.status),
+            "{} not recorded:\n{}\n{}",
+            r.summary(),
+            describe(&report),
+            context()
+        );
+    }
+    let to_server = flows
+        .iter()
+        .filter(|f| f["url"].as_str().is_some_and(|u| u.starts_with(&origin)))
+        .count();
+    assert_eq!(to_server, requests.len(), "{}", describe(&report));
+    assert!(
+        flows.iter().any(|f| f["role"] == "callback"
+            && f["method"] == "GET"
+            && f["status"] == 200
+            && f["url"].as_str().is_some_and(
+                |u| u.starts_with("http://localhost:") && u.ends_with("/oauth/callback")
+            )),
+        "the callback is not in the session:\n{}",
+        describe(&report)
+    );
+
+    // The dance, then every MCP request with the token it issued.
+    for (r, status) in [
+        ("mcp", 401),
+        ("prm_discovery", 200),
+        ("as_metadata", 200),
+        ("registration", 201),
+        ("authorize", 302),
+        ("token_code", 200),
+    ] {
+        assert!(
+            flows
+                .iter()
+                .any(|f| f["role"] == r && f["status"] == status),
+            "no {r} -> {status}:\n{}",
+            describe(&report)
+        );
+    }
+    let token = first_with_role(&report, "token_code");
+    let issued = token["issued_token"]
+        .as_str()
+        .expect("the token flow issued a token");
+    let token_id = token["id"].as_u64().unwrap();
+    // Before the token: only mcp-remote's bare probes, each refused.
+    for f in flows
+        .iter()
+        .filter(|f| f["role"] == "mcp" && f["id"].as_u64() < Some(token_id))
+    {
+        assert!(
+            f["status"] == 401 && f["auth"]["fingerprint"].is_null(),
+            "{}",
+            describe(&report)
+        );
+    }
+    let after = mcp_flows_after(&report, token_id);
+    for f in &after {
+        assert_eq!(f["auth"]["fingerprint"], issued, "{}", describe(&report));
+    }
+    for m in ["initialize", "tools/list", "tools/call"] {
+        assert!(
+            after
+                .iter()
+                .any(|f| f["method"] == "POST" && f["status"] == 200 && rpc_is(f, m)),
+            "no {m} -> 200 with the token:\n{}",
+            describe(&report)
+        );
+    }
+    // As the server saw it: every MCP request it accepted carried the token.
+    for r in requests.iter().filter(|r| r.is_mcp() && r.status < 400) {
+        assert!(
+            r.authorization_scheme.as_deref() == Some("Bearer"),
+            "{} without the token:\n{}",
+            r.summary(),
+            server.requests_summary()
+        );
+    }
+    // The tools/call result itself is in the recorded session.
+    let har: serde_json::Value = serde_json::from_str(&read(&session.join("session.har"))).unwrap();
+    assert!(
+        har["log"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["response"]["content"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&text) && t.contains("result"))),
+        "the tools/call result is not in the HAR:\n{}",
+        describe(&report)
+    );
+
+    assert_no_findings(&report, "mcp-remote");
+    assert_eq!(live_findings(&out.stderr), Some(0), "{}", context());
+    assert_eq!(
+        summary_findings(&out.stderr),
+        json_findings(&report),
+        "{}",
+        context()
     );
 }
 
