@@ -1872,6 +1872,16 @@ fn run_sees_mcp_remote_log_in_and_relay_a_tool_call_and_finds_nothing_wrong() {
         context()
     );
 
+    // mcp-remote's own words (0.15.1): `--enable-proxy` installed its own proxy dispatcher
+    // (in place of the one mcptap's Node preload installs), and it opened "the browser".
+    let said = client["mcp_remote_stderr"].as_str().unwrap_or_default();
+    for line in ["HTTP proxy support enabled", "Browser opened automatically"] {
+        assert!(
+            said.contains(line),
+            "mcp-remote did not say {line:?}:\n{}",
+            context()
+        );
+    }
     // Nothing went around mcptap: every request the server answered is in the session. The
     // browser's visit to mcp-remote's callback is in it too (curl runs under mcptap run).
     let report = analyze_session(&session);

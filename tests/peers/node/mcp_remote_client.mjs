@@ -10,12 +10,14 @@
 //     {"ok": true, "tools": [...], "echo": ..., "result": ..., "mcp_remote_stderr": ...}
 //     {"ok": false, "error": ..., "mcp_remote_stderr": ...}
 //
-// and exits 0 or 1. mcp-remote runs the OAuth dance itself: it discovers, registers, opens the
-// authorize URL in "the browser" (whatever BROWSER or xdg-open the environment provides) and
-// waits for the redirect on its loopback callback server. `--enable-proxy` makes it send its
-// requests through HTTPS_PROXY; it trusts NODE_EXTRA_CA_CERTS. Both come from the environment,
-// which the child gets whole (the SDK passes only a handful of variables by default). Nothing
-// here knows about mcptap. A watchdog ends everything after WATCHDOG_MS.
+// (`mcp_remote_stderr` is mcp-remote's log, verbose with `--debug`) and exits 0 or 1.
+//
+// mcp-remote runs the OAuth dance itself: it discovers, registers, opens the authorize URL in
+// "the browser" (whatever BROWSER or xdg-open the environment provides) and waits for the
+// redirect on its loopback callback server. `--enable-proxy` makes it send its requests through
+// HTTPS_PROXY; it trusts NODE_EXTRA_CA_CERTS. Both come from the environment, which the child
+// gets whole (the SDK passes only a handful of variables by default). Nothing here knows about
+// mcptap. A watchdog ends everything after WATCHDOG_MS.
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -35,7 +37,7 @@ let finished = false;
 function finish(out) {
   if (finished) return;
   finished = true;
-  out.mcp_remote_stderr = stderr.slice(-8000);
+  out.mcp_remote_stderr = stderr.slice(0, 262144);
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exitCode = out.ok ? 0 : 1;
 }
