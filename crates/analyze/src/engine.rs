@@ -419,6 +419,8 @@ pub struct Analyzer {
     pub(crate) oauth_dance: bool,
     /// The flow being pushed was blocked by an edge (edge-blocked).
     pub(crate) edge_now: bool,
+    /// What the transport rules remember (rules_transport.rs).
+    pub(crate) transport: crate::rules_transport::TransportState,
 }
 
 impl Default for Analyzer {
@@ -468,6 +470,7 @@ impl Analyzer {
             capture_ended: None,
             oauth_dance: false,
             edge_now: false,
+            transport: Default::default(),
         }
     }
 
@@ -517,6 +520,7 @@ impl Analyzer {
             self.check_ignored_metadata(&ctx);
         }
         self.check_unreachable_use(&ctx);
+        self.check_ambiguous_prm(&ctx);
         self.summarize(&ctx);
         let moved_on = ctx.role.is_oauth() && ctx.role != Role::PrmDiscovery;
         self.run_pending(false, moved_on.then_some((ctx.role, ctx.started)));

@@ -24,6 +24,7 @@ mod model;
 mod render;
 mod rules_mcp;
 mod rules_oauth;
+mod rules_transport;
 mod util;
 
 pub use catalog::FindingId;
