@@ -34,9 +34,6 @@ pub(crate) struct TransportState {
     /// `initialize` answered with another version than requested, not (yet) shown to be
     /// wrong: (endpoint, requested, answered, flow).
     offered_other: Vec<(String, String, String, FlowId)>,
-    /// Versions refused with `UnsupportedProtocolVersionError`: (endpoint, version, client)
-    /// → the refusal.
-    refused: HashMap<(String, String, Option<String>), FlowId>,
     /// The first `resource_metadata` URL of an ambiguous challenge → (MCP endpoint, flow).
     ambiguous_first: HashMap<String, (String, FlowId)>,
 }
@@ -308,15 +305,26 @@ impl Analyzer {
         let status = c
             .status
             .map_or_else(|| "no answer".to_owned(), |s| s.to_string());
+        // Adds the fetch to the evidence, then says what it changed (announced again).
         self.emit(
-            New::finding(Id::ChallengeAmbiguous, ep.clone(), Severity::High, Culprit::Server)
-                .ev([challenge, c.id])
-                .detail(format!(
-                    "the first resource_metadata, {key}, answered {status} in {}: clients that take the first find no metadata",
-                    c.id
-                )),
+            New::finding(
+                Id::ChallengeAmbiguous,
+                ep.clone(),
+                Severity::High,
+                Culprit::Server,
+            )
+            .ev([challenge, c.id]),
         );
-        self.set_severity(Id::ChallengeAmbiguous, &ep, Severity::High);
+        self.amend(
+            Id::ChallengeAmbiguous,
+            &ep,
+            format!(
+                "raised to high: the first resource_metadata, {key}, answered {status} in {}, so clients that take the first find no metadata",
+                c.id
+            ),
+            Some(Severity::High),
+            None,
+        );
     }
 
     /// `version-negotiation-failed`.
@@ -372,7 +380,6 @@ impl Analyzer {
                     .ev([c.id]),
             );
         }
-        self.check_refused_retry(c, ep);
         let Some(e) = unsupported else {
             return;
         };
@@ -408,14 +415,6 @@ impl Analyzer {
                 c.status.unwrap_or(0),
                 c.id
             )));
-        }
-        if let Some(v) = asked.filter(|v| supported.as_ref().is_none_or(|l| !l.contains(v))) {
-            let t = &mut self.transport;
-            if t.refused.len() < MAX_STATE {
-                t.refused
-                    .entry((ep.to_owned(), v, c.ua.clone()))
-                    .or_insert(c.id);
-            }
         }
     }
 
@@ -473,33 +472,6 @@ impl Analyzer {
         );
     }
 
-    /// A client that sends again a version the server refused as unsupported.
-    fn check_refused_retry(&mut self, c: &Ctx<'_>, ep: &str) {
-        if self.transport.refused.is_empty() {
-            return;
-        }
-        let Some(v) = request_version(c) else { return };
-        let Some(&refusal) = self
-            .transport
-            .refused
-            .get(&(ep.to_owned(), v.clone(), c.ua.clone()))
-        else {
-            return;
-        };
-        if refusal == c.id {
-            return;
-        }
-        self.emit(
-            New::finding(Id::VersionNegotiationFailed, format!("{ep} refused-version-retried"), Severity::Medium, Culprit::Client)
-                .sub("refused-version-retried")
-                .say(format!(
-                    "{ep} refused protocol version {v} as unsupported in {refusal}, and the client asked for it again in {}: it must retry with a version from the error's `supported` list, or fall back to initialize.",
-                    c.id
-                ))
-                .ev([refusal, c.id]),
-        );
-    }
-
     /// `stateless-header-violation`: a 2026-07-28 request whose headers are missing or do not
     /// mirror its body.
     fn check_stateless_headers(&mut self, c: &Ctx<'_>, ep: &str) {
@@ -517,6 +489,10 @@ impl Analyzer {
             return;
         };
         let method = r.method.as_deref().unwrap_or("");
+        // The handshake belongs to the earlier protocol, whatever header it carries.
+        if method == "initialize" {
+            return;
+        }
         let headers = &c.flow.request.headers;
         let mut problems: Vec<(&'static str, String)> = Vec::new();
         match (c.protocol_version.as_deref(), meta_protocol_version(r)) {
