@@ -265,6 +265,17 @@ pub(crate) enum Pending {
         doc: usize,
         deadline: Micros,
     },
+    /// `initialize` answered with another protocol version than asked: does the client go on
+    /// with it? (rules_transport.rs)
+    VersionOffer {
+        endpoint: String,
+        flow: FlowId,
+        client: Option<String>,
+        requested: String,
+        answered: String,
+        done: Micros,
+        deadline: Micros,
+    },
 }
 
 impl Pending {
@@ -278,7 +289,8 @@ impl Pending {
             | Pending::AsDiscovery { deadline, .. }
             | Pending::Unreachable { deadline, .. }
             | Pending::Redirect { deadline, .. }
-            | Pending::NoRegistration { deadline, .. } => *deadline,
+            | Pending::NoRegistration { deadline, .. }
+            | Pending::VersionOffer { deadline, .. } => *deadline,
         }
     }
 }
@@ -759,6 +771,8 @@ impl Analyzer {
             }
             Pending::StaleExpired { done, .. } => done + 3_000_000,
             Pending::StepUp { started, .. } => started + 5_000_000,
+            // A client that accepts the version goes on within milliseconds.
+            Pending::VersionOffer { done, .. } => done + 3_000_000,
             Pending::Redirect { .. } | Pending::NoRegistration { .. } => return None,
         })
     }
@@ -770,6 +784,7 @@ impl Analyzer {
             Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
                 self.suspicion_mcp(p)
             }
+            Pending::VersionOffer { .. } => self.suspicion_transport(p),
             _ => self.suspicion_oauth(p),
         }
     }
@@ -781,6 +796,7 @@ impl Analyzer {
             Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
                 self.healthy_mcp(p)
             }
+            Pending::VersionOffer { .. } => self.healthy_transport(p),
             _ => self.healthy_oauth(p),
         }
     }
@@ -791,6 +807,7 @@ impl Analyzer {
             Pending::StaleExpired { .. } | Pending::StepUp { .. } | Pending::Redirect { .. } => {
                 self.resolve_mcp(p, due)
             }
+            Pending::VersionOffer { .. } => self.resolve_transport(p, due),
             _ => self.resolve_oauth(p, due),
         }
     }

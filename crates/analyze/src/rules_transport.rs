@@ -3,17 +3,18 @@
 //! event streams held back on the way (`sse-buffered`), challenges naming several metadata
 //! documents (`challenge-ambiguous`), protocol-version negotiation
 //! (`version-negotiation-failed`) and the 2026-07-28 request headers
-//! (`stateless-header-violation`). Each is decided from the flow that completes its proof; none
-//! waits for time to pass.
+//! (`stateless-header-violation`). Each is decided from the flow that completes its proof,
+//! except whether a client goes on after an `initialize` answered with another version than it
+//! asked, which waits for the client's next request ([`Pending::VersionOffer`]).
 
 use crate::catalog::FindingId as Id;
 use crate::classify::{meta_protocol_version, Ctx, Rpc};
-use crate::engine::{Analyzer, New};
+use crate::engine::{Analyzer, Decision, New, Pending};
 use crate::model::{Culprit, Role, RpcDirection, RpcKind, Severity};
 use crate::rules_mcp::body_mentions;
 use crate::util::{self, Challenge};
 use base64::Engine as _;
-use mcptap_flow::{Flow, FlowId};
+use mcptap_flow::{Flow, FlowId, Micros};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -36,6 +37,8 @@ pub(crate) struct TransportState {
     offered_other: Vec<(String, String, String, FlowId)>,
     /// The first `resource_metadata` URL of an ambiguous challenge → (MCP endpoint, flow).
     ambiguous_first: HashMap<String, (String, FlowId)>,
+    /// (endpoint, client) → the latest request after the handshake: (flow, started).
+    went_on: HashMap<(String, Option<String>), (FlowId, Micros)>,
 }
 
 /// Phrases in a refusal body that name the Host guard or the Origin guard.
@@ -344,15 +347,41 @@ impl Analyzer {
                     .map(str::to_owned)
             });
         let unsupported = errors.iter().find(|e| code(e) == Some(UNSUPPORTED_VERSION));
+        if requested.is_none() && c.rpc.iter().any(|r| r.dir == RpcDirection::ClientToServer) {
+            let t = &mut self.transport;
+            if t.went_on.len() < MAX_STATE {
+                let e = t
+                    .went_on
+                    .entry((ep.to_owned(), c.ua.clone()))
+                    .or_insert((c.id, c.started));
+                if c.started >= e.1 {
+                    *e = (c.id, c.started);
+                }
+            }
+        }
         // An initialize answered with another version, by a server shown to serve the one asked.
         if let (Some(req), Some(ans)) = (&requested, &c.negotiated) {
             if req != ans {
                 match self.transport.supported.get(&(ep.to_owned(), req.clone())) {
                     Some(&proof) => self.fixed_version(ep, req, ans, c.id, proof),
-                    None if self.transport.offered_other.len() < MAX_STATE => self
-                        .transport
-                        .offered_other
-                        .push((ep.to_owned(), req.clone(), ans.clone(), c.id)),
+                    None if self.transport.offered_other.len() < MAX_STATE => {
+                        self.transport.offered_other.push((
+                            ep.to_owned(),
+                            req.clone(),
+                            ans.clone(),
+                            c.id,
+                        ));
+                        // A legitimate negotiation if the client goes on with the answer.
+                        self.wait(Pending::VersionOffer {
+                            endpoint: ep.to_owned(),
+                            flow: c.id,
+                            client: c.ua.clone(),
+                            requested: req.clone(),
+                            answered: ans.clone(),
+                            done: c.done,
+                            deadline: c.done + 15_000_000,
+                        });
+                    }
                     None => {}
                 }
             }
@@ -459,6 +488,117 @@ impl Analyzer {
         for (e, req, ans, f) in now_wrong {
             self.fixed_version(&e, &req, &ans, f, c.id);
         }
+    }
+
+    /// The request with which the client went on after an initialize answered at `done`.
+    fn went_on(&self, ep: &str, client: &Option<String>, done: Micros) -> Option<FlowId> {
+        let hit = |k: &(String, Option<String>)| {
+            self.transport
+                .went_on
+                .get(k)
+                .filter(|(_, at)| *at >= done)
+                .map(|(f, _)| *f)
+        };
+        match client {
+            Some(_) => {
+                hit(&(ep.to_owned(), client.clone())).or_else(|| hit(&(ep.to_owned(), None)))
+            }
+            None => self
+                .transport
+                .went_on
+                .iter()
+                .filter(|((e, _), (_, at))| e == ep && *at >= done)
+                .map(|(_, (f, _))| *f)
+                .min(),
+        }
+    }
+
+    /// The suspected `answer-not-accepted` of a waiting [`Pending::VersionOffer`].
+    pub(crate) fn suspicion_transport(&self, p: &Pending) -> Option<New> {
+        let Pending::VersionOffer {
+            endpoint,
+            flow,
+            requested,
+            answered,
+            done,
+            deadline,
+            ..
+        } = p
+        else {
+            return None;
+        };
+        Some(
+            not_accepted(endpoint, *flow, requested, answered).suspect(format!(
+                "a request from the client within {} that goes on with {answered} clears it; none confirms it",
+                util::secs(deadline - done)
+            )),
+        )
+    }
+
+    /// Whether the client went on after the answer.
+    pub(crate) fn healthy_transport(&self, p: &Pending) -> Option<String> {
+        let Pending::VersionOffer {
+            endpoint,
+            client,
+            answered,
+            done,
+            ..
+        } = p
+        else {
+            return None;
+        };
+        self.went_on(endpoint, client, *done)
+            .map(|f| format!("the client went on with {answered} in {f}"))
+    }
+
+    /// Decides a [`Pending::VersionOffer`].
+    pub(crate) fn resolve_transport(&mut self, p: Pending, due: bool) -> Decision {
+        if let Some(why) = self.healthy_transport(&p) {
+            return Decision::Healthy(why);
+        }
+        let Pending::VersionOffer {
+            endpoint,
+            flow,
+            requested,
+            answered,
+            done,
+            ..
+        } = p
+        else {
+            return Decision::Wait(p);
+        };
+        // Proven since: fixed-version says it all.
+        if self
+            .status_of(
+                Id::VersionNegotiationFailed,
+                &format!("{endpoint} fixed-version"),
+            )
+            .is_some()
+        {
+            return Decision::Healthy(format!(
+                "decided as fixed-version: the server serves {requested}"
+            ));
+        }
+        let left = self.now() - done;
+        if !due && left < 2_000_000 {
+            return Decision::Open {
+                why: format!(
+                    "The capture ended {} after {endpoint} answered the initialize in {flow} with {answered} (asked: {requested}): too early to say whether the client went on.",
+                    util::secs(left)
+                ),
+                show: false,
+            };
+        }
+        let when = if due {
+            format!("within {}", util::secs(left))
+        } else {
+            format!("before the capture ended {} later", util::secs(left))
+        };
+        self.emit(
+            not_accepted(&endpoint, flow, &requested, &answered)
+                .detail(format!("no request from the client followed {when}")),
+        );
+        Decision::Done
     }
 
     fn fixed_version(&mut self, ep: &str, req: &str, ans: &str, answer: FlowId, proof: FlowId) {
@@ -589,6 +729,23 @@ impl Analyzer {
                 .ev([c.id]),
         );
     }
+}
+
+/// `answer-not-accepted`: the client did not go on after an initialize answered with another
+/// version. Whose fault depends on whether the server serves the version asked, which this
+/// capture does not show: the text says what would tell.
+fn not_accepted(ep: &str, flow: FlowId, requested: &str, answered: &str) -> New {
+    New::finding(
+        Id::VersionNegotiationFailed,
+        format!("{ep} answer-not-accepted"),
+        Severity::Medium,
+        Culprit::Unknown,
+    )
+    .sub("answer-not-accepted")
+    .say(format!(
+        "{ep} answered the initialize in {flow} with protocolVersion {answered} although the client asked for {requested}, and the client did not go on: it does not speak {answered}. If the server supports {requested}, it must answer {requested} (a hard-coded version is a server bug); if it does not, the client needs a version the server serves. The server's list of supported versions (its docs, or an initialize asking {requested} from another client) tells which."
+    ))
+    .ev([flow])
 }
 
 /// True for a protocol version of the stateless transport (2026-07-28 or later).

@@ -2134,6 +2134,36 @@ fn version_negotiation_fixed_version() {
 }
 
 #[test]
+fn version_negotiation_answer_not_accepted() {
+    // Asked 2025-06-18, answered 2025-11-25, and the client never goes on (it tears down).
+    let mut s = Scenario::new();
+    s.add(init_versions("2025-06-18", "2025-11-25")); // #1
+    s.wait(5_000);
+    s.add(unrelated()); // #2: live, suspected by now
+    let mut live = mcptap_analyze::Analyzer::default();
+    let shown: Vec<_> = s.flows.iter().flat_map(|f| live.push(f)).collect();
+    assert!(
+        shown.iter().any(|f| f.id == "version-negotiation-failed"
+            && f.status == Status::Suspected
+            && f.decides.is_some()),
+        "{shown:#?}"
+    );
+    s.wait(20_000);
+    s.add(unrelated()); // #3: decided
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "version-negotiation-failed",
+        Culprit::Unknown,
+        &[1],
+        Some("answer-not-accepted"),
+    );
+    let f = the(&r, "version-negotiation-failed");
+    assert_eq!(f.status, Status::Confirmed);
+    assert!(f.summary.contains("must answer 2025-06-18"), "{f:#?}");
+}
+
+#[test]
 fn version_negotiation_initialize_refused_over_its_header() {
     let mut s = Scenario::new();
     s.add(
@@ -2211,6 +2241,14 @@ fn version_negotiation_near_miss_legitimate_negotiation() {
             .resp_json(json!({"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: Unsupported protocol version"}})),
     );
     s.add(FlowBuilder::post(legacy).rpc_params("initialize", 2, json!({"protocolVersion":"2025-11-25","capabilities":{}})).status(200).result(2, json!({"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"l","version":"1"}})));
+    s.add(
+        FlowBuilder::post(legacy)
+            .pv("2025-06-18")
+            .notify("notifications/initialized")
+            .status(202),
+    ); // the client goes on with the answer
+    s.wait(30_000);
+    s.add(unrelated());
     let r = analyze(&s.flows);
     absent(&r, "version-negotiation-failed");
     // The rule was reached: the versions were read.
