@@ -347,7 +347,10 @@ impl Analyzer {
                     .map(str::to_owned)
             });
         let unsupported = errors.iter().find(|e| code(e) == Some(UNSUPPORTED_VERSION));
-        if requested.is_none() && c.rpc.iter().any(|r| r.dir == RpcDirection::ClientToServer) {
+        // Any request after the handshake but a new one: the client goes on.
+        let goes_on = c.rpc.iter().any(|r| r.dir == RpcDirection::ClientToServer)
+            || c.flow.request.method.eq_ignore_ascii_case("GET");
+        if requested.is_none() && goes_on {
             let t = &mut self.transport;
             if t.went_on.len() < MAX_STATE {
                 let e = t
