@@ -101,6 +101,16 @@ catalog! {
         "Serve the PRM at `/.well-known/oauth-protected-resource/<mcp path>` and point `resource_metadata` there.";
     ToolSchemaInvalid = "tool-schema-invalid", "A tool's inputSchema is not a JSON Schema object",
         "Give every tool an `inputSchema` that is a JSON Schema object with `\"type\": \"object\"`.";
+    HostOriginRejected = "host-origin-rejected", "The server's DNS-rebinding guard refuses the Host or Origin it is reached with",
+        "Add the public host name (and the client's Origin, if it is a browser app you trust) to the server's allowed hosts/origins, or make the tunnel or reverse proxy pass the client's Host through (`X-Forwarded-Host`) instead of rewriting it.";
+    SseBuffered = "sse-buffered", "Server-sent events are held back and arrive in one burst, or compressed",
+        "Turn off response buffering and compression for `text/event-stream` on every hop (nginx: `proxy_buffering off;` or the response header `X-Accel-Buffering: no`; no gzip for event streams).";
+    ChallengeAmbiguous = "challenge-ambiguous", "A challenge names more than one resource_metadata",
+        "Send one Bearer challenge with one `resource_metadata`, the URL where the protected-resource metadata is served; remove duplicates added by middleware or a gateway.";
+    VersionNegotiationFailed = "version-negotiation-failed", "Client and server do not agree on a protocol version they both support",
+        "Server: answer `initialize` with the client's `protocolVersion` whenever you support it, and never refuse an `initialize` because of its MCP-Protocol-Version header. 2026-07-28: refuse an unsupported version with 400 and `UnsupportedProtocolVersionError` listing `supported`; clients retry with a version from that list.";
+    StatelessHeaderViolation = "stateless-header-violation", "2026-07-28 request headers are missing or disagree with the body",
+        "Client: on every 2026-07-28 POST send `MCP-Protocol-Version` equal to `_meta[\"io.modelcontextprotocol/protocolVersion\"]`, `Mcp-Method` equal to the body's method, and `Mcp-Name` for tools/call, resources/read and prompts/get. Server: answer a mismatch with 400 `HeaderMismatch` (-32020).";
     ClientRegistrationStale = "client-registration-stale", "Client registration is stale: the server forgot the client_id",
         "Client: on invalid_client, drop the cached registration and register again. Server: keep registrations across restarts and answer unknown clients with 401 invalid_client.";
     RegistrationMechanismMismatch = "registration-mechanism-mismatch", "The client uses dynamic registration where the server offers Client ID Metadata Documents",

@@ -279,6 +279,17 @@ pub(crate) enum Pending {
         done: Micros,
         deadline: Micros,
     },
+    /// `initialize` answered with another protocol version than asked: does the client go on
+    /// with it? (rules_transport.rs)
+    VersionOffer {
+        endpoint: String,
+        flow: FlowId,
+        client: Option<String>,
+        requested: String,
+        answered: String,
+        done: Micros,
+        deadline: Micros,
+    },
 }
 
 impl Pending {
@@ -293,7 +304,8 @@ impl Pending {
             | Pending::Unreachable { deadline, .. }
             | Pending::Redirect { deadline, .. }
             | Pending::NoRegistration { deadline, .. }
-            | Pending::StaleRegistration { deadline, .. } => *deadline,
+            | Pending::StaleRegistration { deadline, .. }
+            | Pending::VersionOffer { deadline, .. } => *deadline,
         }
     }
 }
@@ -445,6 +457,8 @@ pub struct Analyzer {
     pub(crate) oauth_dance: bool,
     /// The flow being pushed was blocked by an edge (edge-blocked).
     pub(crate) edge_now: bool,
+    /// What the transport rules remember (rules_transport.rs).
+    pub(crate) transport: crate::rules_transport::TransportState,
 }
 
 impl Default for Analyzer {
@@ -497,6 +511,7 @@ impl Analyzer {
             capture_ended: None,
             oauth_dance: false,
             edge_now: false,
+            transport: Default::default(),
         }
     }
 
@@ -548,6 +563,7 @@ impl Analyzer {
             self.check_ignored_metadata(&ctx);
         }
         self.check_unreachable_use(&ctx);
+        self.check_ambiguous_prm(&ctx);
         self.summarize(&ctx);
         let moved_on = ctx.role.is_oauth() && ctx.role != Role::PrmDiscovery;
         self.run_pending(false, moved_on.then_some((ctx.role, ctx.started)));
@@ -789,6 +805,8 @@ impl Analyzer {
             Pending::StaleRegistration { .. } => {
                 return Analyzer::suspect_registration_at(p);
             }
+            // A client that accepts the version goes on within milliseconds.
+            Pending::VersionOffer { done, .. } => done + 3_000_000,
             Pending::Redirect { .. } | Pending::NoRegistration { .. } => return None,
         })
     }
@@ -807,6 +825,7 @@ impl Analyzer {
             | Pending::AsDiscovery { .. }
             | Pending::Unreachable { .. }
             | Pending::NoRegistration { .. } => self.suspicion_discovery(p),
+            Pending::VersionOffer { .. } => self.suspicion_transport(p),
         }
     }
 
@@ -824,6 +843,7 @@ impl Analyzer {
             | Pending::AsDiscovery { .. }
             | Pending::Unreachable { .. }
             | Pending::NoRegistration { .. } => self.healthy_discovery(p),
+            Pending::VersionOffer { .. } => self.healthy_transport(p),
         }
     }
 
@@ -840,6 +860,7 @@ impl Analyzer {
             | Pending::AsDiscovery { .. }
             | Pending::Unreachable { .. }
             | Pending::NoRegistration { .. } => self.resolve_discovery(p, due),
+            Pending::VersionOffer { .. } => self.resolve_transport(p, due),
         }
     }
 

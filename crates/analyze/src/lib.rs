@@ -33,6 +33,7 @@ mod rules_scope;
 mod rules_server;
 mod rules_session;
 mod rules_token;
+mod rules_transport;
 mod story;
 mod util;
 
@@ -135,6 +136,7 @@ mod tests {
             ("rules_server.rs", include_str!("rules_server.rs")),
             ("rules_session.rs", include_str!("rules_session.rs")),
             ("rules_token.rs", include_str!("rules_token.rs")),
+            ("rules_transport.rs", include_str!("rules_transport.rs")),
         ];
         for id in FindingId::ALL {
             let row = readme

@@ -3,7 +3,7 @@
 //! scope step-up, tool schemas, and the inject-mode verdicts.
 
 use crate::catalog::FindingId as Id;
-use crate::classify::{meta_protocol_version, Ctx};
+use crate::classify::Ctx;
 use crate::engine::{us, Analyzer, Decision, New, Pending, Session};
 use crate::model::{Culprit, RpcDirection, RpcKind, Severity};
 use crate::util::{self, Challenge, Url};
@@ -83,6 +83,7 @@ impl Analyzer {
         self.check_redirect(c, &url, &method);
         self.check_scope(c, &challenges);
         self.check_cors_expose(c, &ep);
+        self.check_transport(c, &ep, &challenges);
         if REQUEST_METHODS.contains(&method.as_str()) {
             self.mark_activity(c, &ep);
             if let Some(fp) = c.bearer.clone() {
@@ -321,7 +322,13 @@ impl Analyzer {
                 .ev(ev),
             );
         };
-        if let Some(v) = negotiated.as_deref().filter(|v| *v >= "2025-06-18") {
+        // A 2026-07-28 request's version header mirrors its `_meta`: stateless-header-violation
+        // (rules_transport.rs) decides it, not the negotiated session version.
+        let stateless = crate::rules_transport::stateless_version(c).is_some();
+        if let Some(v) = negotiated
+            .as_deref()
+            .filter(|v| *v >= "2025-06-18" && !stateless)
+        {
             match c.protocol_version.as_deref() {
                 None => emit(self, "protocol-version-missing", Severity::Medium, Culprit::Client, format!(
                     "Request {} ({}) lacks MCP-Protocol-Version although {v} was negotiated; servers assume 2025-03-26 or answer 400.",
@@ -341,20 +348,6 @@ impl Analyzer {
                     }
                 }
             }
-        }
-        let meta_mismatch = c
-            .rpc
-            .iter()
-            .filter(|r| r.dir == RpcDirection::ClientToServer)
-            .filter_map(meta_protocol_version)
-            .find(|m| c.protocol_version.as_deref() != Some(*m))
-            .map(str::to_owned);
-        if let Some(m) = meta_mismatch {
-            emit(self, "protocol-version-mismatch", Severity::Medium, Culprit::Client, format!(
-                "Request {} states protocol version {m} in its _meta envelope but sends MCP-Protocol-Version {:?}.",
-                c.id,
-                c.protocol_version.as_deref().unwrap_or("(none)")
-            ), vec![c.id]);
         }
         if c.session.is_none() {
             let live = self.endpoints[ei]
@@ -886,7 +879,7 @@ impl Analyzer {
 
     /// A request without a token: `token-not-sent` at once when the same client holds a token
     /// from this capture that is still good (see [`Analyzer::token_dropped`]). A later
-    /// recovery amends the finding (see `rules_oauth::issue_token`), never removes it.
+    /// recovery amends the finding (see `rules_token::amend_recovery`), never removes it.
     fn token_missing(&mut self, c: &Ctx<'_>, ei: usize) {
         for s in 0..self.stories.len() {
             let Some(ti) = self.current_token(s, c.started) else {
@@ -1452,7 +1445,7 @@ impl Analyzer {
 
 /// True when the response body mentions any of `words` (case-insensitive, first 4 KiB). Used
 /// only to recognise a foreign server's error *about* a topic, never to classify our errors.
-fn body_mentions(c: &Ctx<'_>, words: &[&str]) -> bool {
+pub(crate) fn body_mentions(c: &Ctx<'_>, words: &[&str]) -> bool {
     let body = c
         .flow
         .response

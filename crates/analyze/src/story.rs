@@ -341,6 +341,11 @@ fn expected(id: FindingId) -> &'static str {
         F::JsonrpcResponseInvalid => "every JSON-RPC answer is a well-formed 2.0 response to its request",
         F::MetadataUrlInvalid => "the metadata holds absolute https URLs and a plain issuer",
         F::JwksInvalid => "the JWKS is a JSON document with the signing keys",
+        F::HostOriginRejected => "the MCP server accepts the Host and Origin it is reached with",
+        F::SseBuffered => "each server-sent event reaches the client when the server sends it, uncompressed",
+        F::ChallengeAmbiguous => "a challenge names one resource_metadata URL, and it works",
+        F::VersionNegotiationFailed => "client and server agree on a protocol version both support",
+        F::StatelessHeaderViolation => "2026-07-28 requests carry MCP-Protocol-Version, Mcp-Method and Mcp-Name matching their body",
     }
 }
 
