@@ -7,6 +7,7 @@ mod common;
 mod e2e_peers;
 mod engine;
 mod examples;
+mod fault;
 mod inject;
 mod peers_direct;
 mod reverse;

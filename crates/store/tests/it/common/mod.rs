@@ -319,6 +319,7 @@ pub fn session() -> Vec<Flow> {
         kind: ErrorKind::UpstreamConnect,
         message: "connecting to mcp.example:443: connection refused".into(),
         hint: Some("is the server running?".into()),
+        limit: None,
     });
     flows.push(f);
 
@@ -336,6 +337,7 @@ pub fn session() -> Vec<Flow> {
         kind: ErrorKind::UpstreamTls,
         message: "invalid peer certificate: UnknownIssuer".into(),
         hint: None,
+        limit: None,
     });
     flows.push(f);
 
@@ -370,6 +372,7 @@ pub fn session() -> Vec<Flow> {
         kind: ErrorKind::ClientDisconnected,
         message: "the response body was cut after 1000000 bytes (the client went away)".into(),
         hint: None,
+        limit: None,
     });
     flows.push(f);
 
