@@ -216,6 +216,61 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("raw-token-value"));
 }
 
+/// Only a journal without the end line of a clean shutdown may blame a crash for its
+/// unfinished flows.
+#[test]
+fn export_blames_a_crash_only_for_a_journal_without_a_clean_end() {
+    use mcptap_flow::{Flow, FlowEvent, FlowId};
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join("s");
+        let mut journal =
+            mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test"))
+                .unwrap();
+        let flow = Flow {
+            id: FlowId(1),
+            host: "mcp.example".into(),
+            port: 443,
+            request: mcptap_flow::Request {
+                method: "POST".into(),
+                url: "https://mcp.example/mcp".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        journal
+            .record(&FlowEvent::RequestStarted {
+                flow: Box::new(flow),
+            })
+            .unwrap();
+        journal.flush().unwrap();
+        if clean {
+            journal.finish().unwrap();
+        } else {
+            drop(journal);
+        }
+        let out = mcptap()
+            .arg("export")
+            .arg(&session)
+            .arg("-o")
+            .arg(dir.path().join("out.har"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("wrote 1 entries"), "{err}");
+        if clean {
+            assert!(!err.contains("crash"), "{err}");
+            assert!(err.contains("1 without an end in the recording"), "{err}");
+        } else {
+            assert!(
+                err.contains("1 unfinished at the time of the crash"),
+                "{err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn analyze_says_why_a_file_is_unusable_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
