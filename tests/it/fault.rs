@@ -445,3 +445,79 @@ async fn a_malformed_chunk_from_the_upstream_is_its_fault_with_the_bytes_the_cli
     );
     assert_eq!(flow.response.unwrap().body.total_len, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_that_goes_away_inside_a_tls_tunnel_is_an_aborted_flow_at_once() {
+    let pki = TestPki::new();
+    // An HTTPS upstream that completes TLS, then never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config(&[b"h2", b"http/1.1"]));
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    let mut buf = [0u8; 4096];
+                    while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    let proxy = TestProxy::start(&pki, |_| {}).await;
+    let target = format!("localhost:{port}");
+    let (mut s, alpn) = tls_client(
+        proxy.addr,
+        &target,
+        "localhost",
+        std::slice::from_ref(&proxy.ca_der),
+        Alpn::H2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(alpn.as_deref(), Some(b"h2".as_slice()));
+    let pending = s.send(request("GET", &target, "/h2-wait", ""));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), pending)
+            .await
+            .is_err(),
+        "no answer yet"
+    );
+    let gone = Instant::now();
+    drop(s);
+    let flow = proxy.flow(has_path("/h2-wait")).await;
+    assert!(gone.elapsed() < Duration::from_secs(2));
+    assert_eq!(flow.state, FlowState::Aborted);
+    let err = flow.error.unwrap();
+    assert_eq!(err.kind, ErrorKind::ClientDisconnected, "{}", err.message);
+    assert!(err
+        .message
+        .starts_with("the client went away after waiting"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignored_tunnel_open_at_shutdown_is_aborted_by_the_shutdown() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let mut proxy =
+        TestProxy::start(&pki, |c| c.ignore_hosts = vec!["^localhost:\\d+$".into()]).await;
+    let target = format!("localhost:{}", up.port());
+    let (mut s, _) = tls_client(
+        proxy.addr,
+        &target,
+        "localhost",
+        std::slice::from_ref(&pki.ca_der),
+        Alpn::H1,
+    )
+    .await
+    .unwrap();
+    let resp = s.send(request("GET", &target, "/small", "")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    proxy.shutdown().await;
+    let flow = proxy
+        .flow(|f| f.kind == mcptap_flow::FlowKind::Tunnel)
+        .await;
+    assert_eq!(flow.state, FlowState::Aborted);
+    assert_eq!(flow.error.unwrap().kind, ErrorKind::Shutdown);
+    drop(s);
+}

@@ -421,11 +421,13 @@ async fn tunnel_ignored(
             Err(s) => {
                 flow.tunnel = Some(s);
                 flow.state = FlowState::Aborted;
-                flow.error = Some(FlowError {
-                    kind: ErrorKind::ClientDisconnected,
-                    message: "the tunnel was closed with an error".to_owned(),
-                    hint: None,
-                    limit: None,
+                flow.error = Some(if shared.events.is_stopping() {
+                    FlowError::new(ErrorKind::Shutdown, "mcptap shut down with the tunnel open")
+                } else {
+                    FlowError::new(
+                        ErrorKind::ClientDisconnected,
+                        "the tunnel was closed with an error",
+                    )
                 });
             }
         }
