@@ -149,7 +149,12 @@ async fn an_upstream_tls_handshake_that_stalls_is_a_504_at_the_connect_limit() {
             held.push(s);
         }
     });
-    let proxy = TestProxy::start(&pki, short_limits).await;
+    let proxy = TestProxy::start(&pki, |c| {
+        short_limits(c);
+        // The head limit counts connecting too: keep it out of the way.
+        c.limits.response_head = Duration::from_secs(5);
+    })
+    .await;
     let target = format!("localhost:{port}");
     let (mut s, _) = tls_client(
         proxy.addr,
@@ -520,4 +525,47 @@ async fn an_ignored_tunnel_open_at_shutdown_is_aborted_by_the_shutdown() {
     assert_eq!(flow.state, FlowState::Aborted);
     assert_eq!(flow.error.unwrap().kind, ErrorKind::Shutdown);
     drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stops_reading_the_request_body_and_never_answers_is_a_504() {
+    let pki = TestPki::new();
+    // Reads the head, never the body, never answers.
+    let up = raw_upstream(|s| write_slowly(s, vec![], Duration::ZERO)).await;
+    let proxy = TestProxy::start(&pki, short_limits).await;
+    let size = 64 << 20;
+    let s = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let head =
+        format!("POST http://{up}/upload HTTP/1.1\r\nHost: {up}\r\nContent-Length: {size}\r\n\r\n");
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 1 << 16];
+        for _ in 0..size / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    // The answer comes while the client is still sending (its body is drained, not read to the
+    // end here).
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !text(&out).contains("--response-timeout") {
+        match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    assert!(text(&out).starts_with("HTTP/1.1 504"), "{}", text(&out));
+    let flow = proxy.flow(has_path("/upload")).await;
+    let err = flow.error.unwrap();
+    assert_eq!(err.kind, ErrorKind::UpstreamTimeout, "{}", err.message);
+    assert_eq!(err.limit, limit(Phase::ResponseHead));
+    assert!(
+        err.message.starts_with("the upstream neither read"),
+        "{}",
+        err.message
+    );
+    writer.abort();
 }

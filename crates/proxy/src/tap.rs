@@ -18,6 +18,7 @@ use mcptap_flow::{
 };
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,6 +39,18 @@ pub(crate) struct Recorder {
     observer: Option<Arc<crate::inject::Injector>>,
     /// `--idle-body-timeout` for the flow's taps (`None`: no limit).
     idle: Option<Duration>,
+    /// How the request body's upload is going, read by the response-head limit.
+    upload: Upload,
+}
+
+/// The request body's progress, kept outside the lock: its tap updates it per frame.
+#[derive(Debug, Default)]
+struct Upload {
+    /// Bytes read from the client so far.
+    bytes: AtomicU64,
+    /// True while the tap waits for the client's next bytes (rather than for the upstream to
+    /// take the last ones).
+    waiting_on_client: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -77,7 +90,17 @@ impl Recorder {
             events,
             observer,
             idle,
+            upload: Upload::default(),
         })
+    }
+
+    /// Bytes of the request body read from the client so far, and whether mcptap is waiting
+    /// for more from it.
+    pub(crate) fn upload(&self) -> (u64, bool) {
+        (
+            self.upload.bytes.load(Ordering::Relaxed),
+            self.upload.waiting_on_client.load(Ordering::Relaxed),
+        )
     }
 
     /// A guard that ends the flow if it is dropped before a response head or a failure was
@@ -608,10 +631,24 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        let upload = match (*this.dir, this.state.as_ref()) {
+            (Direction::Request, Some((rec, _))) => Some(&rec.upload),
+            _ => None,
+        };
         let res = match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(res) => {
                 if let Some(idle) = this.idle.as_mut() {
+                    if idle.since.is_some() {
+                        if let Some(u) = upload {
+                            u.waiting_on_client.store(false, Ordering::Relaxed);
+                        }
+                    }
                     idle.frame();
+                }
+                if let (Some(u), Some(Ok(frame))) = (upload, &res) {
+                    if let Some(data) = frame.data_ref() {
+                        u.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
                 }
                 res
             }
@@ -619,6 +656,11 @@ where
                 let Some(idle) = this.idle.as_mut() else {
                     return Poll::Pending;
                 };
+                if idle.since.is_none() {
+                    if let Some(u) = upload {
+                        u.waiting_on_client.store(true, Ordering::Relaxed);
+                    }
+                }
                 if !idle.poll_expired(cx) {
                     return Poll::Pending;
                 }

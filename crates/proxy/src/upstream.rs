@@ -671,21 +671,41 @@ pub(crate) async fn head_within<B>(
 ) -> Result<http::Response<B>, FlowError> {
     let mut send = std::pin::pin!(send);
     let mut deadline = tokio::time::Instant::now() + limit;
+    let mut uploaded = 0;
     let resp = loop {
         match tokio::time::timeout_at(deadline, send.as_mut()).await {
             Ok(Ok(resp)) => break resp,
             Ok(Err(e)) => return Err(flow_error(&*e)),
             Err(_) => {
-                // While the client is still sending its body the upstream cannot be blamed
-                // (the idle-body limit watches the client): the limit counts from its end.
-                let waited = rec.request_done().map(|done| {
-                    Duration::from_micros(u64::try_from(now_micros() - done).unwrap_or(0))
-                });
-                match waited {
-                    Some(w) if w >= limit => return Err(no_head_within(limit)),
-                    Some(w) => deadline = tokio::time::Instant::now() + (limit - w),
-                    None => deadline = tokio::time::Instant::now() + limit,
+                let Some(done) = rec.request_done() else {
+                    // The request body is still on its way. While it moves, or while mcptap
+                    // waits for the client (whose stalls the idle-body limit judges), the
+                    // upstream cannot be blamed; an upstream that neither takes the body nor
+                    // answers for a whole limit can.
+                    let (bytes, waiting_on_client) = rec.upload();
+                    if bytes == uploaded && !waiting_on_client {
+                        return Err(exceeded(
+                            ErrorKind::UpstreamTimeout,
+                            Phase::ResponseHead,
+                            limit,
+                            format!(
+                                "the upstream neither read the rest of the request body nor \
+                                 sent a response head for {}",
+                                human(limit)
+                            ),
+                            "--response-timeout",
+                        ));
+                    }
+                    uploaded = bytes;
+                    deadline = tokio::time::Instant::now() + limit;
+                    continue;
+                };
+                // The limit counts from the end of the request.
+                let waited = Duration::from_micros(u64::try_from(now_micros() - done).unwrap_or(0));
+                if waited >= limit {
+                    return Err(no_head_within(limit));
                 }
+                deadline = tokio::time::Instant::now() + (limit - waited);
             }
         }
     };
