@@ -569,3 +569,28 @@ async fn an_upstream_that_stops_reading_the_request_body_and_never_answers_is_a_
     );
     writer.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slow_to_read_is_not_an_idle_upstream() {
+    let pki = TestPki::new();
+    const SIZE: usize = 8 << 20;
+    let up = raw_upstream(|mut s| async move {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n");
+        if s.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let _ = s.write_all(&vec![b'x'; SIZE]).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let proxy = TestProxy::start(&pki, short_limits).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&get(up, "/fast")).await.unwrap();
+    // The upstream has sent everything; the client reads nothing for three idle limits.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = read_until_closed(&mut s).await;
+    assert_eq!(body_of(&out).len(), SIZE);
+    let flow = proxy.flow(has_path("/fast")).await;
+    assert_eq!(flow.state, FlowState::Completed, "{:?}", flow.error);
+    assert_eq!(flow.response.unwrap().body.total_len, SIZE as u64);
+}
