@@ -20,5 +20,9 @@ e2e:
 bench *ARGS:
     scripts/bench.sh {{ARGS}}
 
+# Each fuzz target for SECONDS (default 60) with cargo-fuzz on nightly (see docs/fuzzing.md).
+fuzz SECONDS="60":
+    scripts/fuzz.sh {{SECONDS}}
+
 run *ARGS:
     cargo run --release -- {{ARGS}}
