@@ -594,3 +594,42 @@ async fn a_client_slow_to_read_is_not_an_idle_upstream() {
     assert_eq!(flow.state, FlowState::Completed, "{:?}", flow.error);
     assert_eq!(flow.response.unwrap().body.total_len, SIZE as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_while_reverse_mode_reads_metadata_is_an_aborted_flow_at_once() {
+    let pki = TestPki::new();
+    // Metadata whose body stalls after 10 of its 100 bytes.
+    let up = raw_upstream(|s| {
+        write_slowly(
+            s,
+            vec![b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"resourc"],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let proxy = TestProxy::start(&pki, |c| {
+        c.reverse = Some(mcptap_proxy::reverse::ReverseConfig {
+            upstream: mcptap_proxy::reverse::parse_upstream(&format!("http://{up}")).unwrap(),
+            routes: Vec::new(),
+            tls: false,
+            rewrite_metadata: true,
+        });
+    })
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let path = "/.well-known/oauth-protected-resource/mcp";
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    let flow = proxy.flow(has_path(path)).await;
+    assert_eq!(flow.state, FlowState::Aborted);
+    let err = flow.error.unwrap();
+    assert_eq!(err.kind, ErrorKind::ClientDisconnected);
+    assert!(
+        err.message.ends_with("for the response body to be relayed"),
+        "{}",
+        err.message
+    );
+}

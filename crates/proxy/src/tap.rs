@@ -59,6 +59,8 @@ struct Pending {
     /// Bodies that have not reported their end yet; the flow ends when this reaches zero.
     parts_left: u8,
     finished: bool,
+    /// The response body has a tap (or, after a `101`, the upgrade) that will end it.
+    response_owned: bool,
 }
 
 impl Recorder {
@@ -86,6 +88,7 @@ impl Recorder {
                 flow,
                 parts_left: 2,
                 finished: false,
+                response_owned: false,
             }),
             events,
             observer,
@@ -121,8 +124,13 @@ impl Recorder {
         &self.events
     }
 
-    pub(crate) fn id(&self) -> FlowId {
-        self.with(|f| f.id)
+    /// The flow's id, for a new tap of `dir`'s body (a response tap now owns the flow's end).
+    fn claim(&self, dir: Direction) -> FlowId {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if dir == Direction::Response {
+            p.response_owned = true;
+        }
+        p.flow.id
     }
 
     /// Runs `f` on the flow under the lock.
@@ -139,7 +147,11 @@ impl Recorder {
     /// Records the response head and announces it.
     pub(crate) fn response_head(&self, resp: mcptap_flow::Response) {
         let at = now_micros();
-        let ev = self.with(|flow| {
+        let ev = {
+            let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            // After a `101` the upgrade's splice ends the flow.
+            p.response_owned |= resp.status == 101;
+            let flow = &mut p.flow;
             flow.timings.response_head = Some(at);
             let ev = FlowEvent::ResponseHead {
                 id: flow.id,
@@ -150,7 +162,7 @@ impl Recorder {
             };
             flow.response = Some(resp);
             ev
-        });
+        };
         self.events.send(ev);
     }
 
@@ -197,33 +209,33 @@ impl Recorder {
         }
     }
 
-    /// The handler was dropped: unless the flow already has a response (or ended), nobody will
-    /// ever answer it, so it ends now as aborted, saying how long the client waited.
+    /// The handler was dropped: unless the flow ended, or its response body went to a tap that
+    /// will end it, nobody will, so it ends now as aborted, saying how long the client waited.
     fn handler_dropped(&self) {
         let flow = {
             let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if p.finished || p.flow.response.is_some() {
+            if p.finished || p.response_owned {
                 return;
             }
             let now = now_micros();
-            let waited = std::time::Duration::from_micros(
+            let waited = human(std::time::Duration::from_micros(
                 u64::try_from(now - p.flow.timings.started).unwrap_or(0),
-            );
+            ));
+            let what = if p.flow.response.is_none() {
+                format!("{waited} for the response head")
+            } else {
+                // Reverse mode reads small metadata bodies whole before relaying them.
+                format!("{waited} for the response body to be relayed")
+            };
             let error = if self.events.is_stopping() {
                 FlowError::new(
                     ErrorKind::Shutdown,
-                    format!(
-                        "mcptap shut down while the flow had waited {} for the response head",
-                        human(waited)
-                    ),
+                    format!("mcptap shut down while the flow had waited {what}"),
                 )
             } else {
                 FlowError::new(
                     ErrorKind::ClientDisconnected,
-                    format!(
-                        "the client went away after waiting {} for the response head",
-                        human(waited)
-                    ),
+                    format!("the client went away after waiting {what}"),
                 )
             };
             p.finished = true;
@@ -453,7 +465,7 @@ impl<B: Body> Tap<B> {
     ) -> Tap<B> {
         Tap {
             inner,
-            id: rec.id(),
+            id: rec.claim(dir),
             idle: rec.idle.map(IdleTimer::new),
             state: Some((
                 rec,
