@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A debugging proxy for MCP servers that use OAuth.
 #[derive(Debug, Parser)]
@@ -238,6 +239,19 @@ pub struct ProxyArgs {
     /// (mitmproxy's `upstream:` mode). mcptap never reads HTTPS_PROXY for itself.
     #[arg(long, value_name = "URL")]
     pub upstream_proxy: Option<String>,
+    /// Give up connecting to an upstream (DNS, TCP, then TLS) after this long (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Close a tunnel whose client has not finished its TLS handshake this long after CONNECT.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Answer 504 when the upstream sends no response head this long after the request.
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = parse_duration)]
+    pub response_timeout: Duration,
+    /// Cut a body (request or response) that sends nothing for this long once started. SSE
+    /// keep-alive comments count as traffic: a live stream is never cut.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_body_timeout: Duration,
     /// `regular` (an explicit proxy, the default) or `reverse:URL` (mitmproxy's spelling;
     /// same as `mcptap reverse URL`).
     #[arg(short = 'm', long, default_value = "regular", value_name = "MODE")]
@@ -323,6 +337,34 @@ pub fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses durations like `10s`, `300ms`, `2m`, `1h`, `1.5s`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (e.g. 10s, 300ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    // At least a millisecond, at most a year: a zero limit would fire at once.
+    if !(0.001..=365.0 * 86_400.0).contains(&secs) {
+        return Err(format!("duration out of range (1ms to 365 days): {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// Parses sizes like `4m`, `512k`, `1MiB`, `1000`.
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim().to_ascii_lowercase();
@@ -366,6 +408,64 @@ mod tests {
             Cli::try_parse_from(["mcptap", "proxy", "--shutdown-deadline", "1e300"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
         assert!(err.to_string().contains("--shutdown-deadline"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        for (text, ms) in [
+            ("10s", 10_000),
+            ("300ms", 300),
+            ("2m", 120_000),
+            ("1.5s", 1_500),
+            ("1h", 3_600_000),
+            ("45", 45_000),
+        ] {
+            assert_eq!(
+                parse_duration(text).unwrap(),
+                Duration::from_millis(ms),
+                "{text}"
+            );
+        }
+        for bad in ["", "0s", "-1s", "10x", "1e300", "inf", "s", "400d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn time_limit_flags_default_to_the_engines_limits_and_reach_it() {
+        let proxy = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Some(Command::Proxy(p)) = cli.command else {
+                panic!("not a proxy command");
+            };
+            crate::proxy::RunConfig::from_args(&p, true)
+                .unwrap()
+                .proxy
+                .limits
+        };
+        let base = ["mcptap", "proxy", "--confdir", "/nonexistent/mcptap-test"];
+        assert_eq!(proxy(&base), mcptap_proxy::Limits::default());
+        let mut argv = base.to_vec();
+        argv.extend([
+            "--connect-timeout",
+            "1s",
+            "--tls-handshake-timeout",
+            "2s",
+            "--response-timeout",
+            "300ms",
+            "--idle-body-timeout",
+            "1h",
+        ]);
+        assert_eq!(
+            proxy(&argv),
+            mcptap_proxy::Limits {
+                connect: Duration::from_secs(1),
+                tls_handshake: Duration::from_secs(2),
+                response_head: Duration::from_millis(300),
+                idle_body: Duration::from_secs(3600),
+            }
+        );
+        assert!(Cli::try_parse_from(["mcptap", "proxy", "--response-timeout", "0"]).is_err());
     }
 
     #[test]

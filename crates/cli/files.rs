@@ -105,10 +105,11 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
                     "mcptap: wrote {} entries to {}{}",
                     report.entries,
                     args.output.display(),
-                    if report.pending > 0 {
-                        format!(" ({} unfinished at the time of the crash)", report.pending)
-                    } else {
-                        String::new()
+                    match (report.pending, report.cut_short) {
+                        (0, _) => String::new(),
+                        (n, true) => format!(" ({n} unfinished at the time of the crash)"),
+                        // A clean end: whatever is unfinished is not a crash's doing.
+                        (n, false) => format!(" ({n} without an end in the recording)"),
                     }
                 );
             }

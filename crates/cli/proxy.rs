@@ -4,7 +4,7 @@ use crate::args::ProxyArgs;
 use anyhow::Context as _;
 use mcptap_flow::FlowEvent;
 use mcptap_proxy::{EventReceiver, Proxy, ProxyConfig, ProxyError, UpstreamTrust};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,12 +112,17 @@ impl RunConfig {
                     no_system_roots: args.no_system_roots,
                 },
                 shutdown_deadline,
+                limits: mcptap_proxy::Limits {
+                    connect: args.connect_timeout,
+                    tls_handshake: args.tls_handshake_timeout,
+                    response_head: args.response_timeout,
+                    idle_body: args.idle_body_timeout,
+                },
                 upstream_proxy,
                 reverse,
                 proxy_auth: args.proxy_auth.clone(),
                 inject_token: args.inject_token,
                 inject_refresh: args.inject_refresh,
-                ..ProxyConfig::default()
             },
             listener_cert: match (&args.cert, &args.key) {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
@@ -416,7 +421,11 @@ pub struct Sink {
     prepare: mcptap_store::Options,
     flows: u64,
     failed: u64,
+    aborted: u64,
     dropped: u64,
+    /// Flows whose start was recorded and whose end has not come yet: at the close, any left
+    /// are ended as aborted by the shutdown, so that every started flow ends in the journal.
+    open: HashMap<mcptap_flow::FlowId, Box<mcptap_flow::Flow>>,
     /// Where lines go; `None` is stdout.
     out: Option<Box<dyn Write + Send>>,
     /// Also say each finding as it is announced on stderr, one line each (`mcptap run`: the
@@ -436,6 +445,8 @@ pub struct Summary {
     pub flows: u64,
     /// Of which failed.
     pub failed: u64,
+    /// Of which aborted (cut short by the client, the upstream, a limit or the shutdown).
+    pub aborted: u64,
     /// Events dropped because the consumer was too slow.
     pub dropped: u64,
     /// Finished flows that recording failed to save (a full disk…).
@@ -461,8 +472,13 @@ impl Summary {
             .iter()
             .filter(|f| f.status == mcptap_analyze::Status::Suspected)
             .count();
+        // "(F failed), K findings" stays as it was for scripts that read it.
+        let aborted = match self.aborted {
+            0 => String::new(),
+            n => format!("{n} aborted, "),
+        };
         lines.push(format!(
-            "mcptap: {} flows ({} failed), {} findings{}",
+            "mcptap: {} flows ({aborted}{} failed), {} findings{}",
             self.flows,
             self.failed,
             counted.len(),
@@ -526,7 +542,9 @@ impl Sink {
             prepare,
             flows: 0,
             failed: 0,
+            aborted: 0,
             dropped: 0,
+            open: HashMap::new(),
             out: None,
             findings_to_stderr: false,
             ui: None,
@@ -694,9 +712,12 @@ impl Sink {
             ui.send(mcptap_tui::Msg::Event(ev.clone()));
         }
         if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = &ev {
+            self.open.remove(&flow.id);
             self.flows += 1;
-            if flow.state == mcptap_flow::FlowState::Failed {
-                self.failed += 1;
+            match flow.state {
+                mcptap_flow::FlowState::Failed => self.failed += 1,
+                mcptap_flow::FlowState::Aborted => self.aborted += 1,
+                _ => {}
             }
             if !self.quiet && self.ui.is_none() {
                 let line = crate::lineview::line(flow);
@@ -722,6 +743,27 @@ impl Sink {
             }
             self.print_findings(&found);
         }
+        if let FlowEvent::RequestStarted { flow } = ev {
+            self.open.insert(flow.id, flow);
+        }
+    }
+
+    /// Ends the flows that started and never reported an end (their connection did not unwind
+    /// by the shutdown deadline, or their final event was dropped) as aborted by the shutdown.
+    fn end_open_flows(&mut self) {
+        let mut open: Vec<_> = std::mem::take(&mut self.open).into_values().collect();
+        open.sort_by_key(|f| f.id);
+        let now = mcptap_flow::now_micros();
+        for mut flow in open {
+            flow.state = mcptap_flow::FlowState::Aborted;
+            flow.timings.finished = Some(now);
+            flow.error = Some(mcptap_flow::FlowError::new(
+                mcptap_flow::ErrorKind::Shutdown,
+                "mcptap stopped before this flow reported its end",
+            ));
+            self.event(FlowEvent::Completed { flow }, false);
+        }
+        self.flush_journal();
     }
 
     fn print_findings(&mut self, found: &[mcptap_analyze::Finding]) {
@@ -770,6 +812,7 @@ impl Sink {
     /// End of session without the summary: writes the HAR file (saying where on stderr) and
     /// returns what the summary is made of.
     pub fn close(mut self) -> Summary {
+        self.end_open_flows();
         // One time for both: the saved session is decided offline as of when recording
         // stopped, exactly as the live analyzer decides it here.
         let ended = mcptap_flow::now_micros();
@@ -821,6 +864,7 @@ impl Sink {
         Summary {
             flows: self.flows,
             failed: self.failed,
+            aborted: self.aborted,
             dropped: self.dropped,
             not_recorded: self.not_recorded,
             report: self.analyzer.finish_at(ended),
@@ -895,6 +939,42 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_flow_without_an_end_is_ended_as_aborted_by_the_shutdown_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join("s");
+        let journal =
+            mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test"))
+                .unwrap();
+        let path = journal.path().to_owned();
+        let mut sink = Sink::new(true, false, Some(journal), Default::default());
+        // 1 ends; 2 and 3 start and never report an end (4 starts and ends in one batch).
+        sink.batch(&mut vec![started(1), started(2), started(3)]);
+        sink.batch(&mut vec![head(1), done(1), started(4), done(4)]);
+        let summary = sink.close();
+        assert_eq!((summary.flows, summary.failed, summary.aborted), (4, 0, 2));
+        assert!(
+            summary
+                .lines()
+                .iter()
+                .any(|l| l.contains("4 flows (2 aborted, 0 failed), 0 findings")),
+            "{:?}",
+            summary.lines()
+        );
+        let t = types(&path);
+        assert_eq!(&t[t.len() - 3..], ["completed:2", "completed:3", "end:"]);
+        let last: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .nth_back(1)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(last["flow"]["state"], "aborted");
+        assert_eq!(last["flow"]["error"]["kind"], "shutdown");
     }
 
     #[test]

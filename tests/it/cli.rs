@@ -216,6 +216,61 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("raw-token-value"));
 }
 
+/// Only a journal without the end line of a clean shutdown may blame a crash for its
+/// unfinished flows.
+#[test]
+fn export_blames_a_crash_only_for_a_journal_without_a_clean_end() {
+    use mcptap_flow::{Flow, FlowEvent, FlowId};
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join("s");
+        let mut journal =
+            mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test"))
+                .unwrap();
+        let flow = Flow {
+            id: FlowId(1),
+            host: "mcp.example".into(),
+            port: 443,
+            request: mcptap_flow::Request {
+                method: "POST".into(),
+                url: "https://mcp.example/mcp".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        journal
+            .record(&FlowEvent::RequestStarted {
+                flow: Box::new(flow),
+            })
+            .unwrap();
+        journal.flush().unwrap();
+        if clean {
+            journal.finish().unwrap();
+        } else {
+            drop(journal);
+        }
+        let out = mcptap()
+            .arg("export")
+            .arg(&session)
+            .arg("-o")
+            .arg(dir.path().join("out.har"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("wrote 1 entries"), "{err}");
+        if clean {
+            assert!(!err.contains("crash"), "{err}");
+            assert!(err.contains("1 without an end in the recording"), "{err}");
+        } else {
+            assert!(
+                err.contains("1 unfinished at the time of the crash"),
+                "{err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn analyze_says_why_a_file_is_unusable_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -868,4 +923,119 @@ async fn a_full_disk_counts_the_flows_not_recorded_and_never_says_intact() {
     );
     assert!(!err.contains("intact"), "{err}");
     assert!(!session.join("session.har").exists());
+}
+
+/// Every started flow ends in the journal and in the summary: one whose client gave up before
+/// the response head, and one still waiting when mcptap was stopped. After that clean stop,
+/// export never speaks of a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_without_an_answer_are_ended_recorded_and_counted_at_a_clean_stop() {
+    use tokio::io::AsyncWriteExt;
+    // An upstream that reads requests and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut child = mcptap()
+        .args([
+            "proxy",
+            "-p",
+            "0",
+            "--shutdown-deadline",
+            "0.3",
+            "--confdir",
+        ])
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr: std::net::SocketAddr = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no address");
+        if let Some(a) = line
+            .trim()
+            .strip_prefix("mcptap: proxy listening on http://")
+        {
+            break a.parse().unwrap();
+        }
+    };
+    let get = |path: &str| format!("GET http://{up}{path} HTTP/1.1\r\nHost: {up}\r\n\r\n");
+    let mut gives_up = tokio::net::TcpStream::connect(addr).await.unwrap();
+    gives_up
+        .write_all(get("/gives-up").as_bytes())
+        .await
+        .unwrap();
+    let mut waits = tokio::net::TcpStream::connect(addr).await.unwrap();
+    waits.write_all(get("/waits").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(gives_up);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (status, err) = tokio::task::spawn_blocking(move || {
+        let mut err = String::new();
+        stderr.read_to_string(&mut err).unwrap();
+        (child.wait().unwrap(), err)
+    })
+    .await
+    .unwrap();
+    drop(waits);
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("mcptap: 2 flows (2 aborted, 0 failed)"),
+        "{err}"
+    );
+
+    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
+    let ends: Vec<(String, String)> = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
+        .map(|v| {
+            (
+                v["flow"]["request"]["url"].as_str().unwrap().to_owned(),
+                v["flow"]["error"]["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (
+                format!("http://{up}/gives-up"),
+                "client_disconnected".to_owned()
+            ),
+            (format!("http://{up}/waits"), "shutdown".to_owned()),
+        ]
+    );
+
+    let out = mcptap()
+        .arg("export")
+        .arg(&session)
+        .arg("-o")
+        .arg(conf.path().join("out.har"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("wrote 2 entries"), "{err}");
+    assert!(
+        !err.contains("crash") && !err.contains("without an end"),
+        "{err}"
+    );
 }

@@ -8,6 +8,7 @@ mod conformance;
 mod e2e_peers;
 mod engine;
 mod examples;
+mod fault;
 mod html_report;
 mod inject;
 mod peers_direct;

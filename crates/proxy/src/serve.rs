@@ -131,6 +131,7 @@ fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::Error) {
             kind: ErrorKind::ClientProtocol,
             message: format!("malformed request from the client: {e}"),
             hint: None,
+            limit: None,
         }),
         ..Default::default()
     };
@@ -234,9 +235,14 @@ async fn serve_reverse_conn(
     stream: TcpStream,
     guard: Guard,
 ) {
+    let at = crate::connect::Handshake {
+        deadline: tokio::time::Instant::now() + shared.limits.tls_handshake,
+        started: now_micros(),
+    };
+    // A connection that sends nothing is closed at the limit (there is no request to record).
     let mut first = [0u8; 1];
-    match stream.peek(&mut first).await {
-        Ok(n) if n > 0 => {}
+    match tokio::time::timeout_at(at.deadline, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
         _ => return,
     }
     let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -245,7 +251,7 @@ async fn serve_reverse_conn(
         port,
         tls: false,
     };
-    crate::connect::dispatch(shared, ctx, stream, first[0], target, guard).await;
+    crate::connect::dispatch(shared, ctx, stream, first[0], target, guard, at).await;
 }
 
 fn tunnel_service(

@@ -608,11 +608,7 @@ fn needs_auth() -> Vec<Flow> {
     let mut flows = token_not_sent();
     let cut = |mut flow: Flow, kind: ErrorKind| {
         flow.state = FlowState::Aborted;
-        flow.error = Some(FlowError {
-            kind,
-            message: kind.as_str().into(),
-            hint: None,
-        });
+        flow.error = Some(FlowError::new(kind, kind.as_str()));
         flow
     };
     flows.push(cut(

@@ -207,6 +207,7 @@ impl FlowBuilder {
             kind,
             message: "test".into(),
             hint: None,
+            limit: None,
         });
         self
     }

@@ -326,6 +326,7 @@ impl Entry<'_> {
                     .unwrap_or("the HAR entry has no response (status 0)")
                     .to_owned(),
                 hint: None,
+                limit: None,
             });
         }
         match mcptap {

@@ -321,6 +321,7 @@ pub fn session() -> Vec<Flow> {
         kind: ErrorKind::UpstreamConnect,
         message: "connecting to mcp.example:443: connection refused".into(),
         hint: Some("is the server running?".into()),
+        limit: None,
     });
     flows.push(f);
 
@@ -338,6 +339,7 @@ pub fn session() -> Vec<Flow> {
         kind: ErrorKind::UpstreamTls,
         message: "invalid peer certificate: UnknownIssuer".into(),
         hint: None,
+        limit: None,
     });
     flows.push(f);
 
@@ -372,6 +374,7 @@ pub fn session() -> Vec<Flow> {
         kind: ErrorKind::ClientDisconnected,
         message: "the response body was cut after 1000000 bytes (the client went away)".into(),
         hint: None,
+        limit: None,
     });
     flows.push(f);
 
