@@ -133,6 +133,10 @@ catalog! {
         "Answer every JSON-RPC request with jsonrpc 2.0, its own id, and exactly one of result or error (error with an integer code and a message); give initialize its required fields.";
     MetadataUrlInvalid = "metadata-url-invalid", "A URL in the metadata is invalid",
         "Publish absolute https URLs in the metadata (http only on loopback), an issuer without query or fragment, and no query in bearer_methods_supported.";
+    GetStreamWrong = "get-stream-wrong", "The GET stream is answered wrongly",
+        "Answer GET with Accept: text/event-stream by opening an event stream at once (headers flushed), or with 405.";
+    NotificationAnswerWrong = "notification-answer-wrong", "A POST of notifications is not answered 202",
+        "Answer a POST that carries only notifications or responses with 202 Accepted and no body.";
     JwksInvalid = "jwks-invalid", "The JWKS cannot be used",
         "Serve a JSON Web Key Set with a keys array at jwks_uri.";
     TokenUnused = "token-unused", "A token was issued and never used (sub-case of token-not-sent)",

@@ -80,6 +80,8 @@ impl Analyzer {
         self.check_headers(c, ei, &method);
         self.check_tools(c, &ep);
         self.check_jsonrpc_answers(c, &ep);
+        self.check_get_stream(c, &ep);
+        self.check_notification_answer(c, &ep);
         self.check_redirect(c, &url, &method);
         self.check_scope(c, &challenges);
         self.check_cors_expose(c, &ep);

@@ -201,3 +201,102 @@ impl Analyzer {
         );
     }
 }
+
+/// 49 and 50: what the transport allows as answers to a GET stream and to a POST that carries
+/// no request.
+impl Analyzer {
+    /// 49: `GET` with `Accept: text/event-stream` must open an event stream or get 405 (2026-07-28:
+    /// 405), and its headers come at once.
+    pub(crate) fn check_get_stream(&mut self, c: &Ctx<'_>, ep: &str) {
+        let flow = c.flow;
+        if !flow.request.method.eq_ignore_ascii_case("GET")
+            || !flow
+                .request
+                .headers
+                .get("accept")
+                .is_some_and(|a| a.to_ascii_lowercase().contains("text/event-stream"))
+        {
+            return;
+        }
+        let Some(status) = c.status else { return };
+        let stateless = c
+            .protocol_version
+            .as_deref()
+            .is_some_and(|v| v >= "2026-07-28");
+        let problem = if (200..300).contains(&status) && !flow.is_sse() {
+            Some(format!(
+                "it answered {status} with {:?} instead of an event stream or 405",
+                util::response_content_type(flow)
+            ))
+        } else if (200..300).contains(&status) && stateless {
+            Some(format!(
+                "it opened a stream for a {} request; the 2026-07-28 transport has no GET stream (405 expected)",
+                c.protocol_version.as_deref().unwrap_or_default()
+            ))
+        } else {
+            flow.timings
+                .response_head
+                .filter(|h| h - flow.timings.started > 5_000_000)
+                .map(|h| {
+                    format!(
+                        "its headers came {} after the request (clients wait 5 s at most)",
+                        util::secs(h - flow.timings.started)
+                    )
+                })
+        };
+        let Some(problem) = problem else { return };
+        self.emit(
+            New::finding(
+                Id::GetStreamWrong,
+                ep.to_owned(),
+                Severity::Medium,
+                Culprit::Server,
+            )
+            .say(format!(
+                "The GET stream {} to {ep} is wrong: {problem}.",
+                c.id
+            ))
+            .ev([c.id]),
+        );
+    }
+
+    /// 50: a POST that carries only notifications or responses is answered 202 without a body.
+    pub(crate) fn check_notification_answer(&mut self, c: &Ctx<'_>, ep: &str) {
+        if !c.flow.request.method.eq_ignore_ascii_case("POST") {
+            return;
+        }
+        let sent: Vec<&crate::classify::Rpc> = c
+            .rpc
+            .iter()
+            .filter(|r| r.dir == RpcDirection::ClientToServer)
+            .collect();
+        if sent.is_empty() || sent.iter().any(|r| r.kind == RpcKind::Request) {
+            return;
+        }
+        let Some(status) = c.status.filter(|s| (200..300).contains(s)) else {
+            return;
+        };
+        let body = c.flow.response.as_ref().map_or(0, |r| r.body.total_len);
+        if status == 202 && body == 0 {
+            return;
+        }
+        self.emit(
+            New::finding(Id::NotificationAnswerWrong, ep.to_owned(), Severity::Low, Culprit::Server)
+                .say(format!(
+                    "{ep} answered the POST {} that carried only {} with {status}{}; the transport asks for 202 Accepted without a body.",
+                    c.id,
+                    if sent.iter().all(|r| r.kind == RpcKind::Notification) {
+                        "notifications"
+                    } else {
+                        "responses or notifications"
+                    },
+                    if body > 0 {
+                        format!(" and a {body}-byte body")
+                    } else {
+                        String::new()
+                    }
+                ))
+                .ev([c.id]),
+        );
+    }
+}

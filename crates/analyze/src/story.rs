@@ -341,6 +341,8 @@ fn expected(id: FindingId) -> &'static str {
         F::JsonrpcResponseInvalid => "every JSON-RPC answer is a well-formed 2.0 response to its request",
         F::MetadataUrlInvalid => "the metadata holds absolute https URLs and a plain issuer",
         F::JwksInvalid => "the JWKS is a JSON document with the signing keys",
+        F::GetStreamWrong => "a GET for the stream opens an event stream at once, or gets 405",
+        F::NotificationAnswerWrong => "a POST of notifications is answered 202 without a body",
         F::HostOriginRejected => "the MCP server accepts the Host and Origin it is reached with",
         F::SseBuffered => "each server-sent event reaches the client when the server sends it, uncompressed",
         F::ChallengeAmbiguous => "a challenge names one resource_metadata URL, and it works",

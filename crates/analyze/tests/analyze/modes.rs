@@ -640,3 +640,86 @@ fn a_jwks_without_keys_is_jwks_invalid() {
     absent(&r, "jwks-invalid");
     assert!(r.flows.iter().any(|f| f.role.as_str() == "jwks"));
 }
+
+// ---------------------------------------------------------------- 49 get-stream-wrong
+
+#[test]
+fn a_get_stream_answered_with_json_is_get_stream_wrong() {
+    let mut s = Scenario::new();
+    s.add(init_ok("tok", None)); // #1: the endpoint is known
+    s.add(
+        FlowBuilder::get(RS_MCP)
+            .bearer("tok")
+            .header("accept", "text/event-stream")
+            .status(200)
+            .resp_json(json!({"ok": true})),
+    );
+    check(
+        &analyze(&s.flows),
+        "get-stream-wrong",
+        Culprit::Server,
+        &[2],
+        None,
+    );
+}
+
+#[test]
+fn get_stream_near_miss_405_and_an_event_stream_are_fine() {
+    let mut s = Scenario::new();
+    s.add(init_ok("tok", None));
+    s.add(
+        FlowBuilder::get(RS_MCP)
+            .bearer("tok")
+            .header("accept", "text/event-stream")
+            .status(405),
+    );
+    s.add(
+        FlowBuilder::get(RS_MCP)
+            .bearer("tok")
+            .header("accept", "text/event-stream")
+            .sse(vec![
+                json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}),
+            ]),
+    );
+    let r = analyze(&s.flows);
+    absent(&r, "get-stream-wrong");
+    assert_eq!(
+        r.flows.iter().filter(|f| f.role.as_str() == "mcp").count(),
+        3
+    );
+}
+
+// ---------------------------------------------------------------- 50 notification-answer-wrong
+
+#[test]
+fn a_notification_answered_200_with_a_body_is_notification_answer_wrong() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .bearer("tok")
+            .notify("notifications/initialized")
+            .status(200)
+            .resp_json(json!({"ok": true})),
+    );
+    check(
+        &analyze(&s.flows),
+        "notification-answer-wrong",
+        Culprit::Server,
+        &[1],
+        None,
+    );
+}
+
+#[test]
+fn notification_answer_near_miss_202_without_a_body() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .bearer("tok")
+            .notify("notifications/initialized")
+            .status(202),
+    );
+    let r = analyze(&s.flows);
+    absent(&r, "notification-answer-wrong");
+    assert_eq!(r.flows[0].role.as_str(), "mcp");
+}

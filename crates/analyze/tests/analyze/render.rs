@@ -64,7 +64,7 @@ fn markdown_report_fingerprints_every_secret() {
 fn explain_pages() {
     insta::assert_snapshot!("explain_token_not_sent", explain("token-not-sent").unwrap());
     assert!(explain("token-unused").unwrap().contains("token-not-sent"));
-    assert_eq!(finding_ids().len(), 49);
+    assert_eq!(finding_ids().len(), 51);
     for id in finding_ids() {
         let page = explain(id.as_str()).unwrap();
         for section in [
