@@ -26,5 +26,9 @@ conformance:
 bench *ARGS:
     scripts/bench.sh {{ARGS}}
 
+# Each fuzz target for SECONDS (default 60) with cargo-fuzz on nightly (see docs/fuzzing.md).
+fuzz SECONDS="60":
+    scripts/fuzz.sh {{SECONDS}}
+
 run *ARGS:
     cargo run --release -- {{ARGS}}

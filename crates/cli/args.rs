@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A debugging proxy for MCP servers that use OAuth.
 #[derive(Debug, Parser)]
@@ -63,6 +64,7 @@ Server checks a client never makes (on by default; --no-server-checks turns them
   origin-not-validated     a valid token with Origin: https://<random>.invalid must get 403
   notification-answer-wrong  a POST holding only a notification must get 202 without a body
   get-stream-wrong         GET with Accept: text/event-stream must be an event stream or 405
+                           (these two are requests any client makes: the analyzer judges them)
   invalid-request-accepted a request with an unknown MCP-Protocol-Version must get 400
   registration-redirect-unsafe  registering http://<random>.invalid/callback (plain http, not
                            loopback) must be refused (an accepted one is deleted where the
@@ -236,6 +238,11 @@ pub struct ReportArgs {
     /// Write the markdown here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page (verdict, sequence diagram, every
+    /// flow's headers and body; opens offline in any browser) instead of printing the
+    /// markdown; give `-o` too for both.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// `mcptap view`.
@@ -320,6 +327,19 @@ pub struct ProxyArgs {
     /// (mitmproxy's `upstream:` mode). mcptap never reads HTTPS_PROXY for itself.
     #[arg(long, value_name = "URL")]
     pub upstream_proxy: Option<String>,
+    /// Give up connecting to an upstream (DNS, TCP, then TLS) after this long (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Close a tunnel whose client has not finished its TLS handshake this long after CONNECT.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Answer 504 when the upstream sends no response head this long after the request.
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = parse_duration)]
+    pub response_timeout: Duration,
+    /// Cut a body (request or response) that sends nothing for this long once started. SSE
+    /// keep-alive comments count as traffic: a live stream is never cut.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_body_timeout: Duration,
     /// `regular` (an explicit proxy, the default) or `reverse:URL` (mitmproxy's spelling;
     /// same as `mcptap reverse URL`).
     #[arg(short = 'm', long, default_value = "regular", value_name = "MODE")]
@@ -365,8 +385,8 @@ pub struct ProxyArgs {
     /// Explicit mode: require clients to authenticate to mcptap with user:pass (Basic).
     #[arg(long, value_name = "USER:PASS")]
     pub proxy_auth: Option<String>,
-    /// Seconds to let exchanges in flight finish on Ctrl-C.
-    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    /// Seconds to let exchanges in flight finish on Ctrl-C (0 to 86400).
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS", value_parser = parse_seconds)]
     pub shutdown_deadline: f64,
 }
 
@@ -378,6 +398,59 @@ pub struct CaArgs {
     /// Print only the path of the CA certificate (for scripts).
     #[arg(long)]
     pub path: bool,
+}
+
+/// The longest duration a seconds option takes: a day (a value beyond it is a typo, and one
+/// beyond what `Duration` holds would panic).
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// `v` seconds as a `Duration` when in 0..=[`MAX_SECONDS`] (not NaN nor infinite).
+pub fn seconds(v: f64) -> Option<std::time::Duration> {
+    (0.0..=MAX_SECONDS)
+        .contains(&v)
+        .then(|| std::time::Duration::from_secs_f64(v))
+}
+
+/// Parses a number of seconds (`3`, `0.5`) in 0..=[`MAX_SECONDS`].
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    match seconds(v) {
+        Some(_) => Ok(v),
+        None => Err(format!(
+            "{s} seconds is out of range (0 to {MAX_SECONDS} seconds)"
+        )),
+    }
+}
+
+/// Parses durations like `10s`, `300ms`, `2m`, `1h`, `1.5s`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (e.g. 10s, 300ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    // At least a millisecond, at most a year: a zero limit would fire at once.
+    if !(0.001..=365.0 * 86_400.0).contains(&secs) {
+        return Err(format!("duration out of range (1ms to 365 days): {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Parses sizes like `4m`, `512k`, `1MiB`, `1000`.
@@ -409,6 +482,79 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_parse_within_a_day_and_never_panic() {
+        assert_eq!(parse_seconds("3").unwrap(), 3.0);
+        assert_eq!(parse_seconds("0.5").unwrap(), 0.5);
+        assert_eq!(parse_seconds("86400").unwrap(), 86_400.0);
+        for bad in ["1e300", "86401", "-1", "NaN", "inf", "-inf", "x", ""] {
+            let err = parse_seconds(bad).unwrap_err();
+            assert!(err.contains("seconds"), "{bad}: {err}");
+        }
+        let err =
+            Cli::try_parse_from(["mcptap", "proxy", "--shutdown-deadline", "1e300"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("--shutdown-deadline"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        for (text, ms) in [
+            ("10s", 10_000),
+            ("300ms", 300),
+            ("2m", 120_000),
+            ("1.5s", 1_500),
+            ("1h", 3_600_000),
+            ("45", 45_000),
+        ] {
+            assert_eq!(
+                parse_duration(text).unwrap(),
+                Duration::from_millis(ms),
+                "{text}"
+            );
+        }
+        for bad in ["", "0s", "-1s", "10x", "1e300", "inf", "s", "400d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn time_limit_flags_default_to_the_engines_limits_and_reach_it() {
+        let proxy = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Some(Command::Proxy(p)) = cli.command else {
+                panic!("not a proxy command");
+            };
+            crate::proxy::RunConfig::from_args(&p, true)
+                .unwrap()
+                .proxy
+                .limits
+        };
+        let base = ["mcptap", "proxy", "--confdir", "/nonexistent/mcptap-test"];
+        assert_eq!(proxy(&base), mcptap_proxy::Limits::default());
+        let mut argv = base.to_vec();
+        argv.extend([
+            "--connect-timeout",
+            "1s",
+            "--tls-handshake-timeout",
+            "2s",
+            "--response-timeout",
+            "300ms",
+            "--idle-body-timeout",
+            "1h",
+        ]);
+        assert_eq!(
+            proxy(&argv),
+            mcptap_proxy::Limits {
+                connect: Duration::from_secs(1),
+                tls_handshake: Duration::from_secs(2),
+                response_head: Duration::from_millis(300),
+                idle_body: Duration::from_secs(3600),
+            }
+        );
+        assert!(Cli::try_parse_from(["mcptap", "proxy", "--response-timeout", "0"]).is_err());
+    }
 
     #[test]
     fn sizes_parse() {

@@ -339,6 +339,8 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// `NO_PROXY` / `no_proxy` entries removed because they cover loopback.
     pub no_proxy_removed: Vec<String>,
+    /// `NO_PROXY` / `no_proxy` entries kept: requests to those hosts still go around mcptap.
+    pub no_proxy_kept: Vec<String>,
 }
 
 impl Plan {
@@ -352,6 +354,31 @@ impl Plan {
             self.no_proxy_removed.join(", ")
         ))
     }
+
+    /// The warning to show when `NO_PROXY` still sends some hosts around the proxy.
+    pub fn no_proxy_bypass_note(&self) -> Option<String> {
+        no_proxy_bypass(&self.no_proxy_kept).map(|w| format!("mcptap: warning: {w}"))
+    }
+}
+
+/// Says that `NO_PROXY` entries send their hosts around mcptap (an MCP server among them is
+/// then never seen), naming them; `None` when there are none.
+pub fn no_proxy_bypass(kept: &[String]) -> Option<String> {
+    if kept.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "NO_PROXY still lists {}: requests to those hosts bypass mcptap and will not show \
+         (if your MCP server or its authorization server is one, unset NO_PROXY for the client)",
+        kept.join(", ")
+    ))
+}
+
+/// The `NO_PROXY` entries of this process's environment that send hosts other than loopback
+/// around the proxy: what a client started from the same shell would bypass.
+pub fn no_proxy_bypassed_here() -> Vec<String> {
+    let get = |name: &str| std::env::var(name).unwrap_or_default();
+    split_no_proxy(&[get("NO_PROXY"), get("no_proxy")]).0
 }
 
 /// Options of [`plan`].
@@ -408,6 +435,7 @@ pub fn plan(proxy_url: &str, files: &Files, opts: PlanOptions, lookup: Lookup<'_
     Plan {
         changes,
         no_proxy_removed: removed,
+        no_proxy_kept: kept,
     }
 }
 
@@ -605,6 +633,9 @@ pub fn main(args: EnvArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = plan.no_proxy_note() {
         say!("{note}");
     }
+    if let Some(note) = plan.no_proxy_bypass_note() {
+        say!("{note}");
+    }
     if listening(&url) == Some(false) {
         say!(
             "mcptap: note: nothing is listening on {url} yet; start it with `mcptap proxy` \
@@ -682,6 +713,9 @@ mod tests {
         ]);
         assert_eq!(kept, [".corp.example", "metadata.internal"]);
         assert_eq!(removed, ["localhost", "127.0.0.1", "::1"]);
+        let w = no_proxy_bypass(&kept).unwrap();
+        assert!(w.contains(".corp.example, metadata.internal") && w.contains("bypass mcptap"));
+        assert_eq!(no_proxy_bypass(&[]), None);
     }
 
     #[test]

@@ -105,10 +105,11 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
                     "mcptap: wrote {} entries to {}{}",
                     report.entries,
                     args.output.display(),
-                    if report.pending > 0 {
-                        format!(" ({} unfinished at the time of the crash)", report.pending)
-                    } else {
-                        String::new()
+                    match (report.pending, report.cut_short) {
+                        (0, _) => String::new(),
+                        (n, true) => format!(" ({n} unfinished at the time of the crash)"),
+                        // A clean end: whatever is unfinished is not a crash's doing.
+                        (n, false) => format!(" ({n} without an end in the recording)"),
                     }
                 );
             }
@@ -171,19 +172,35 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         &session.flows,
         &mcptap_analyze::MarkdownOptions::default(),
     );
-    match &args.output {
-        Some(path) => {
-            mcptap_store::write_atomic(path, |w| {
-                w.write_all(md.as_bytes())
-                    .map_err(|source| mcptap_store::StoreError::Write {
-                        path: path.clone(),
-                        source,
-                    })
-            })
-            .with_context(|| format!("cannot write {}", path.display()))?;
-            say!("mcptap: wrote {}", path.display());
+    if let Some(path) = &args.html {
+        let html = mcptap_analyze::render_html(
+            &report,
+            &session.flows,
+            &mcptap_analyze::MarkdownOptions::default(),
+        );
+        write_whole(path, html.as_bytes())?;
+        if args.output.is_none() {
+            // stdout stays the markdown only when asked for nothing else.
+            return Ok(ExitCode::SUCCESS);
         }
+    }
+    match &args.output {
+        Some(path) => write_whole(path, md.as_bytes())?,
         None => print!("{md}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a whole file atomically and says so on stderr.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    mcptap_store::write_atomic(path, |w| {
+        w.write_all(bytes)
+            .map_err(|source| mcptap_store::StoreError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+    })
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    say!("mcptap: wrote {}", path.display());
+    Ok(())
 }

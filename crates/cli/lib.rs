@@ -13,6 +13,7 @@ macro_rules! say {
 }
 
 pub mod args;
+pub mod bypass;
 pub mod ca;
 pub mod env;
 pub mod explain;

@@ -54,6 +54,41 @@ pub fn auth_marker(flow: &Flow) -> String {
     }
 }
 
+/// The JSON-RPC method(s) of an MCP request body, with the tool of a `tools/call` (and the
+/// name or URI of `prompts/get` and `resources/read`): `tools/call echo`, `initialize`,
+/// `notifications/initialized`; a batch joins them with `,`. `None` for a body that is not
+/// JSON-RPC, or that only answers the server.
+pub fn rpc_label(flow: &Flow) -> Option<String> {
+    let body = &flow.request.body.bytes;
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(first, b'{' | b'[') {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let msgs = match &v {
+        serde_json::Value::Array(a) => a.iter().collect::<Vec<_>>(),
+        m => vec![m],
+    };
+    let names: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.get("jsonrpc").is_some())
+        .filter_map(|m| {
+            let method = m.get("method")?.as_str()?;
+            let target = match method {
+                "tools/call" | "prompts/get" => m.get("params")?.get("name"),
+                "resources/read" | "resources/subscribe" => m.get("params")?.get("uri"),
+                _ => None,
+            }
+            .and_then(|t| t.as_str());
+            Some(match target {
+                Some(t) => format!("{method} {}", t.chars().take(60).collect::<String>()),
+                None => method.to_owned(),
+            })
+        })
+        .collect();
+    (!names.is_empty()).then(|| names.join(","))
+}
+
 /// One line for a finished flow.
 pub fn line(flow: &Flow) -> String {
     let mut out = String::with_capacity(128);
@@ -96,6 +131,10 @@ pub fn line(flow: &Flow) -> String {
         }
         (None, _) => out.push_str("-> ---"),
     }
+    // After the status, so that `METHOD URL -> STATUS` stays greppable.
+    if let Some(rpc) = rpc_label(flow) {
+        let _ = write!(out, " {rpc}");
+    }
     if let Some(d) = flow.timings.duration() {
         let _ = write!(out, " {}", duration(d));
     }
@@ -123,6 +162,12 @@ pub fn line(flow: &Flow) -> String {
     if let Some(why) = &flow.by_mcptap {
         // Not the client's request: mcptap made it itself (e.g. an inject-mode refresh).
         let _ = write!(out, " [BY MCPTAP: {why}]");
+    }
+    if let Some(why) = &flow.not_injected {
+        let _ = write!(out, " [NOT INJECTED: {why}]");
+    }
+    if flow.upstream_tls.as_ref().is_some_and(|t| t.unverified) {
+        out.push_str(" [UPSTREAM CERT NOT VERIFIED: -k]");
     }
     match flow.state {
         FlowState::Aborted => out.push_str(" ABORTED"),
@@ -182,5 +227,57 @@ mod tests {
         assert!(line(&flow).ends_with("[no-auth]"));
         flow.by_mcptap = Some("inject-refresh".into());
         assert!(line(&flow).ends_with("[no-auth] [BY MCPTAP: inject-refresh]"));
+        flow.by_mcptap = None;
+        flow.not_injected = Some("the Host header names b.example".into());
+        assert!(line(&flow).ends_with("[no-auth] [NOT INJECTED: the Host header names b.example]"));
+        flow.not_injected = None;
+        flow.upstream_tls = Some(std::sync::Arc::new(TlsInfo {
+            unverified: true,
+            ..Default::default()
+        }));
+        assert!(line(&flow).ends_with("[no-auth] [UPSTREAM CERT NOT VERIFIED: -k]"));
+    }
+
+    #[test]
+    fn an_mcp_line_names_its_json_rpc_method_and_tool() {
+        let mut flow = Flow {
+            id: FlowId(3),
+            request: Request {
+                method: "POST".into(),
+                url: "https://mcp.example.com/mcp".into(),
+                body: CapturedBody::complete(
+                    r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#,
+                ),
+                ..Default::default()
+            },
+            timings: Timings {
+                started: 3_723_004_000,
+                ..Default::default()
+            },
+            state: FlowState::Completed,
+            ..Default::default()
+        };
+        assert!(
+            line(&flow).starts_with(
+                "01:02:03.004    #3 POST https://mcp.example.com/mcp -> --- tools/call echo up "
+            ),
+            "{}",
+            line(&flow)
+        );
+        flow.request.body = CapturedBody::complete(
+            r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":3,"method":"tools/list"}]"#,
+        );
+        assert_eq!(
+            rpc_label(&flow).as_deref(),
+            Some("notifications/initialized,tools/list")
+        );
+        flow.request.body = CapturedBody::complete(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+        assert_eq!(
+            rpc_label(&flow),
+            None,
+            "a response to the server names no method"
+        );
+        flow.request.body = CapturedBody::complete("grant_type=authorization_code");
+        assert_eq!(rpc_label(&flow), None);
     }
 }

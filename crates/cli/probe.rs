@@ -366,7 +366,7 @@ pub fn apply_saved(input: &std::path::Path, report: &mut mcptap_analyze::Report)
     report
         .findings
         .retain(|f| !f.counts() || !provoked_by_checks(f, &deliberate, &mcp_flows));
-    let checks: Vec<FindingId> = Check::ALL.iter().map(|c| c.finding_id()).collect();
+    let checks: Vec<FindingId> = Check::ALL.iter().filter_map(|c| c.finding_id()).collect();
     let saved_findings = ["findings", "ignored"]
         .into_iter()
         .flat_map(|k| saved[k].as_array().into_iter().flatten());
@@ -795,7 +795,8 @@ impl<'a> Probe<'a> {
         let answer = self.http.send(req, timeout).await;
         let flow = self.http.sent();
         self.mcp_flows.push(flow);
-        if check != Check::Notification {
+        // Only the requests no client makes: the analyzer judges the others as any capture.
+        if check.finding_id().is_some() {
             self.deliberate.push(flow);
         }
         let judged = probe_checks::judge(check, answer.as_ref(), ctx);

@@ -46,16 +46,27 @@ impl Check {
         Check::UnsafeRedirect,
     ];
 
-    /// The finding a failure of this check is.
-    pub fn finding_id(self) -> Id {
+    /// The finding the probe makes when the server fails this check; `None` for the checks
+    /// whose requests any client may make, which the analyzer judges on the session like any
+    /// capture (`get-stream-wrong`, `notification-answer-wrong`: the probe only sends them and
+    /// says what it saw).
+    pub fn finding_id(self) -> Option<Id> {
         match self {
-            Check::FabricatedToken => Id::TokenNotValidated,
-            Check::QueryToken => Id::TokenInQueryAccepted,
-            Check::ForeignOrigin => Id::OriginNotValidated,
-            Check::Notification => Id::NotificationAnswerWrong,
-            Check::GetStream => Id::GetStreamWrong,
-            Check::UnknownVersion => Id::InvalidRequestAccepted,
-            Check::UnsafeRedirect => Id::RegistrationRedirectUnsafe,
+            Check::FabricatedToken => Some(Id::TokenNotValidated),
+            Check::QueryToken => Some(Id::TokenInQueryAccepted),
+            Check::ForeignOrigin => Some(Id::OriginNotValidated),
+            Check::UnknownVersion => Some(Id::InvalidRequestAccepted),
+            Check::UnsafeRedirect => Some(Id::RegistrationRedirectUnsafe),
+            Check::Notification | Check::GetStream => None,
+        }
+    }
+
+    /// The id of the finding a failure is, whoever decides it.
+    pub fn id_name(self) -> &'static str {
+        match self {
+            Check::Notification => "notification-answer-wrong",
+            Check::GetStream => "get-stream-wrong",
+            c => c.finding_id().map_or("", |id| id.as_str()),
         }
     }
 
@@ -399,7 +410,13 @@ fn fail(
     severity: Severity,
     summary: String,
 ) -> Judged {
-    let id = check.finding_id();
+    let Some(id) = check.finding_id() else {
+        return Judged {
+            verdict: Verdict::Fail,
+            note: format!("{summary} → {} (the analyzer's)", check.id_name()),
+            finding: None,
+        };
+    };
     let mut details = vec![format!("probe check: {}", check.title())];
     if let Some(r) = reply {
         details.push(format!(

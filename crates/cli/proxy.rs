@@ -4,7 +4,7 @@ use crate::args::ProxyArgs;
 use anyhow::Context as _;
 use mcptap_flow::FlowEvent;
 use mcptap_proxy::{EventReceiver, Proxy, ProxyConfig, ProxyError, UpstreamTrust};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,9 +93,14 @@ impl RunConfig {
                 anyhow::bail!("--proxy-auth takes user:pass");
             }
         }
-        if !(args.shutdown_deadline.is_finite() && args.shutdown_deadline >= 0.0) {
-            anyhow::bail!("--shutdown-deadline must be a number of seconds");
-        }
+        // Checked again here for configs built without clap (never a panic in from_secs_f64).
+        let shutdown_deadline = crate::args::seconds(args.shutdown_deadline).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--shutdown-deadline {} is out of range (0 to {} seconds)",
+                args.shutdown_deadline,
+                crate::args::MAX_SECONDS
+            )
+        })?;
         Ok(RunConfig {
             proxy: ProxyConfig {
                 listen,
@@ -106,13 +111,18 @@ impl RunConfig {
                     insecure: args.ssl_insecure,
                     no_system_roots: args.no_system_roots,
                 },
-                shutdown_deadline: Duration::from_secs_f64(args.shutdown_deadline),
+                shutdown_deadline,
+                limits: mcptap_proxy::Limits {
+                    connect: args.connect_timeout,
+                    tls_handshake: args.tls_handshake_timeout,
+                    response_head: args.response_timeout,
+                    idle_body: args.idle_body_timeout,
+                },
                 upstream_proxy,
                 reverse,
                 proxy_auth: args.proxy_auth.clone(),
                 inject_token: args.inject_token,
                 inject_refresh: args.inject_refresh,
-                ..ProxyConfig::default()
             },
             listener_cert: match (&args.cert, &args.key) {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
@@ -141,33 +151,45 @@ pub fn main(args: ProxyArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     if crate::tuiview::wants_tui(&args, quiet) {
-        rt.block_on(crate::tuiview::run_live(config, shutdown_signal()))?;
+        rt.block_on(async { crate::tuiview::run_live(config, shutdown_signal()).await })?;
         return Ok(ExitCode::SUCCESS);
     }
-    rt.block_on(run(config, shutdown_signal()))?;
+    rt.block_on(async { run(config, shutdown_signal()).await })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called (inside a
+/// tokio runtime), not when the future is first polled: a SIGTERM that arrives while the proxy
+/// is still starting (just after it announced its address) then stops it cleanly, session
+/// saved, instead of killing it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+                (Some(mut one), None) | (None, Some(mut one)) => {
+                    one.recv().await;
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -195,6 +217,11 @@ pub struct Started {
     rx: EventReceiver,
     sink: Sink,
 }
+
+/// Printed at start under `-k/--ssl-insecure`.
+pub const SSL_INSECURE_WARNING: &str = "WARNING: -k/--ssl-insecure: upstream certificates are not \
+    verified, so anyone on the network path could be answering instead of the server. Flows \
+    over such connections are marked (upstream TLS `unverified`, [UPSTREAM CERT NOT VERIFIED: -k]).";
 
 /// Printed at start under `--inject-refresh`.
 pub const INJECT_REFRESH_WARNING: &str = "WARNING: --inject-refresh uses the client's refresh \
@@ -224,6 +251,9 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
         Err(e) => return Err(e.into()),
     };
     let addr = proxy.local_addr();
+    if config.proxy.upstream_trust.insecure {
+        say!("mcptap: {SSL_INSECURE_WARNING}");
+    }
     match &reverse {
         None => {
             if !listen.ip().is_loopback() {
@@ -298,13 +328,17 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
         body_limit: config.proxy.body_limit,
     };
     let session_dir = journal.as_ref().map(|j| j.dir().to_path_buf());
+    let mut sink = Sink::new(config.quiet, reverse.is_some(), journal, prepare);
+    if reverse.as_ref().is_some_and(|r| !r.rewrite_metadata) {
+        sink.bypass = Some(crate::bypass::BypassWatch::default());
+    }
     Ok(Started {
         addr,
         ca_cert: ca.cert_path(),
         session_dir,
         proxy,
         rx,
-        sink: Sink::new(config.quiet, reverse.is_some(), journal, prepare),
+        sink,
     })
 }
 
@@ -379,10 +413,19 @@ pub struct Sink {
     analyzer: mcptap_analyze::Analyzer,
     journal: Option<mcptap_store::Journal>,
     journal_failed: bool,
+    /// Finished flows handed to the journal since its last successful flush.
+    unflushed: u64,
+    /// Finished flows that are not (or may not be) in the journal: from the batch in which
+    /// recording failed on, nothing is written.
+    not_recorded: u64,
     prepare: mcptap_store::Options,
     flows: u64,
     failed: u64,
+    aborted: u64,
     dropped: u64,
+    /// Flows whose start was recorded and whose end has not come yet: at the close, any left
+    /// are ended as aborted by the shutdown, so that every started flow ends in the journal.
+    open: HashMap<mcptap_flow::FlowId, Box<mcptap_flow::Flow>>,
     /// Where lines go; `None` is stdout.
     out: Option<Box<dyn Write + Send>>,
     /// Also say each finding as it is announced on stderr, one line each (`mcptap run`: the
@@ -390,6 +433,9 @@ pub struct Sink {
     findings_to_stderr: bool,
     /// The terminal view, when it replaces the line view.
     ui: Option<mcptap_tui::Feed>,
+    /// Reverse mode without `--rewrite-metadata`: says when an answer sends the client around
+    /// the proxy.
+    bypass: Option<crate::bypass::BypassWatch>,
 }
 
 /// What a finished session amounts to: counts and the analyzer's report, for the closing
@@ -399,8 +445,12 @@ pub struct Summary {
     pub flows: u64,
     /// Of which failed.
     pub failed: u64,
+    /// Of which aborted (cut short by the client, the upstream, a limit or the shutdown).
+    pub aborted: u64,
     /// Events dropped because the consumer was too slow.
     pub dropped: u64,
+    /// Finished flows that recording failed to save (a full disk…).
+    pub not_recorded: u64,
     /// The findings over the whole session.
     pub report: mcptap_analyze::Report,
     /// The session directory, when it was recorded.
@@ -422,8 +472,13 @@ impl Summary {
             .iter()
             .filter(|f| f.status == mcptap_analyze::Status::Suspected)
             .count();
+        // "(F failed), K findings" stays as it was for scripts that read it.
+        let aborted = match self.aborted {
+            0 => String::new(),
+            n => format!("{n} aborted, "),
+        };
         lines.push(format!(
-            "mcptap: {} flows ({} failed), {} findings{}",
+            "mcptap: {} flows ({aborted}{} failed), {} findings{}",
             self.flows,
             self.failed,
             counted.len(),
@@ -433,6 +488,12 @@ impl Summary {
                 String::new()
             }
         ));
+        if self.not_recorded > 0 {
+            lines.push(format!(
+                "mcptap: {} of these flows were not recorded: recording failed",
+                self.not_recorded
+            ));
+        }
         for f in counted {
             let evidence: Vec<String> = f.evidence.iter().map(|id| id.to_string()).collect();
             let status = if f.status == mcptap_analyze::Status::Suspected {
@@ -476,13 +537,18 @@ impl Sink {
             }),
             journal,
             journal_failed: false,
+            unflushed: 0,
+            not_recorded: 0,
             prepare,
             flows: 0,
             failed: 0,
+            aborted: 0,
             dropped: 0,
+            open: HashMap::new(),
             out: None,
             findings_to_stderr: false,
             ui: None,
+            bypass: None,
         }
     }
 
@@ -579,17 +645,25 @@ impl Sink {
 
     /// Flushes the journal to the OS (once per batch: what finished is readable after a crash).
     fn flush_journal(&mut self) {
-        if let Some(j) = self.journal.as_mut() {
-            if let Err(e) = j.flush() {
-                self.journal_error(e);
+        if let Some(j) = self.journal.as_mut().filter(|_| !self.journal_failed) {
+            match j.flush() {
+                Ok(()) => self.unflushed = 0,
+                Err(e) => self.journal_error(e),
             }
         }
     }
 
+    /// Recording failed: the flows still buffered may be lost, and nothing more is written
+    /// (a torn line would take the next flow with it).
     fn journal_error(&mut self, e: mcptap_store::StoreError) {
+        self.not_recorded += std::mem::take(&mut self.unflushed);
         // Keep proxying: losing the recording must not break the user's client.
         if !self.journal_failed {
-            let msg = format!("mcptap: error: recording failed, traffic still flows: {e}");
+            let msg = format!(
+                "mcptap: error: recording failed, traffic still flows but is no longer \
+                 recorded: {}",
+                crate::files::chain(&e)
+            );
             match &self.ui {
                 Some(ui) => {
                     ui.send(mcptap_tui::Msg::Notice(msg));
@@ -614,29 +688,48 @@ impl Sink {
         mcptap_store::prepare_event(&mut ev, &self.prepare);
         if let Some(j) = self.journal.as_mut().filter(|_| !redundant) {
             let offset = j.position();
-            match j.record_unflushed(&ev) {
-                Ok(_) => {
-                    if let Some(ui) = self.ui.as_ref().filter(|_| ev.is_final()) {
-                        ui.send(mcptap_tui::Msg::Saved {
-                            id: ev.flow_id(),
-                            offset,
-                        });
+            if self.journal_failed {
+                self.not_recorded += u64::from(ev.is_final());
+            } else {
+                match j.record_unflushed(&ev) {
+                    Ok(_) => {
+                        self.unflushed += u64::from(ev.is_final());
+                        if let Some(ui) = self.ui.as_ref().filter(|_| ev.is_final()) {
+                            ui.send(mcptap_tui::Msg::Saved {
+                                id: ev.flow_id(),
+                                offset,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        self.not_recorded += u64::from(ev.is_final());
+                        self.journal_error(e);
                     }
                 }
-                Err(e) => self.journal_error(e),
             }
         }
         if let Some(ui) = &self.ui {
             ui.send(mcptap_tui::Msg::Event(ev.clone()));
         }
         if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = &ev {
+            self.open.remove(&flow.id);
             self.flows += 1;
-            if flow.state == mcptap_flow::FlowState::Failed {
-                self.failed += 1;
+            match flow.state {
+                mcptap_flow::FlowState::Failed => self.failed += 1,
+                mcptap_flow::FlowState::Aborted => self.aborted += 1,
+                _ => {}
             }
             if !self.quiet && self.ui.is_none() {
                 let line = crate::lineview::line(flow);
                 self.write_lines(std::iter::once(line));
+            }
+            if let Some(warning) = self.bypass.as_mut().and_then(|w| w.check(flow)) {
+                match &self.ui {
+                    Some(ui) => {
+                        ui.send(mcptap_tui::Msg::Notice(warning));
+                    }
+                    None => say!("{warning}"),
+                }
             }
             let found = self.analyzer.push(flow);
             if let Some(ui) = self
@@ -650,6 +743,27 @@ impl Sink {
             }
             self.print_findings(&found);
         }
+        if let FlowEvent::RequestStarted { flow } = ev {
+            self.open.insert(flow.id, flow);
+        }
+    }
+
+    /// Ends the flows that started and never reported an end (their connection did not unwind
+    /// by the shutdown deadline, or their final event was dropped) as aborted by the shutdown.
+    fn end_open_flows(&mut self) {
+        let mut open: Vec<_> = std::mem::take(&mut self.open).into_values().collect();
+        open.sort_by_key(|f| f.id);
+        let now = mcptap_flow::now_micros();
+        for mut flow in open {
+            flow.state = mcptap_flow::FlowState::Aborted;
+            flow.timings.finished = Some(now);
+            flow.error = Some(mcptap_flow::FlowError::new(
+                mcptap_flow::ErrorKind::Shutdown,
+                "mcptap stopped before this flow reported its end",
+            ));
+            self.event(FlowEvent::Completed { flow }, false);
+        }
+        self.flush_journal();
     }
 
     fn print_findings(&mut self, found: &[mcptap_analyze::Finding]) {
@@ -698,31 +812,61 @@ impl Sink {
     /// End of session without the summary: writes the HAR file (saying where on stderr) and
     /// returns what the summary is made of.
     pub fn close(mut self) -> Summary {
+        self.end_open_flows();
         // One time for both: the saved session is decided offline as of when recording
         // stopped, exactly as the live analyzer decides it here.
         let ended = mcptap_flow::now_micros();
         let mut session_dir = None;
         if let Some(j) = self.journal.take() {
             let dir = j.dir().to_path_buf();
-            match j.finish_at(ended) {
-                Ok(har) => say!(
-                    "mcptap: session saved in {} ({})",
-                    dir.display(),
-                    har.display()
-                ),
-                Err(e) => say!(
-                    "mcptap: error: cannot write the HAR file ({e}); the journal in {} is intact: \
-                     `mcptap export {}` retries",
+            let journal = j.path().to_path_buf();
+            if self.journal_failed {
+                // No session.har that would silently hold part of the session.
+                j.abandon();
+                say!(
+                    "mcptap: error: recording failed: {} of {} flows were not recorded; the \
+                     journal in {} holds those before the failure and may end in a torn line \
+                     (no session.har was written; `mcptap export {}` recovers what it holds)",
+                    self.not_recorded,
+                    self.flows,
                     dir.display(),
                     dir.display()
-                ),
+                );
+            } else {
+                match j.finish_at(ended) {
+                    Ok(har) => say!(
+                        "mcptap: session saved in {} ({})",
+                        dir.display(),
+                        har.display()
+                    ),
+                    // The end line or the sync failed: every flow was flushed, the end is not.
+                    Err(mcptap_store::StoreError::Write { path, source }) if path == journal => {
+                        say!(
+                            "mcptap: error: cannot close the journal {} ({}); its flows are in \
+                             it but it may end in a torn line: `mcptap export {}` recovers them",
+                            path.display(),
+                            crate::files::chain(&source),
+                            dir.display()
+                        )
+                    }
+                    // Written, ended and synced: only the HAR failed.
+                    Err(e) => say!(
+                        "mcptap: error: cannot write the HAR file ({}); the journal in {} is \
+                         complete (ended and synced): `mcptap export {}` retries",
+                        crate::files::chain(&e),
+                        dir.display(),
+                        dir.display()
+                    ),
+                }
             }
             session_dir = Some(dir);
         }
         Summary {
             flows: self.flows,
             failed: self.failed,
+            aborted: self.aborted,
             dropped: self.dropped,
+            not_recorded: self.not_recorded,
             report: self.analyzer.finish_at(ended),
             session_dir,
         }
@@ -795,6 +939,42 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_flow_without_an_end_is_ended_as_aborted_by_the_shutdown_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join("s");
+        let journal =
+            mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test"))
+                .unwrap();
+        let path = journal.path().to_owned();
+        let mut sink = Sink::new(true, false, Some(journal), Default::default());
+        // 1 ends; 2 and 3 start and never report an end (4 starts and ends in one batch).
+        sink.batch(&mut vec![started(1), started(2), started(3)]);
+        sink.batch(&mut vec![head(1), done(1), started(4), done(4)]);
+        let summary = sink.close();
+        assert_eq!((summary.flows, summary.failed, summary.aborted), (4, 0, 2));
+        assert!(
+            summary
+                .lines()
+                .iter()
+                .any(|l| l.contains("4 flows (2 aborted, 0 failed), 0 findings")),
+            "{:?}",
+            summary.lines()
+        );
+        let t = types(&path);
+        assert_eq!(&t[t.len() - 3..], ["completed:2", "completed:3", "end:"]);
+        let last: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .nth_back(1)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(last["flow"]["state"], "aborted");
+        assert_eq!(last["flow"]["error"]["kind"], "shutdown");
     }
 
     #[test]

@@ -137,6 +137,10 @@ pub async fn run(config: RunConfig, args: &RunArgs, quiet: bool) -> anyhow::Resu
             say!("{note}");
         }
     }
+    // Even with -q: a bypassed server is a capture that silently misses the flows that matter.
+    if let Some(note) = plan.no_proxy_bypass_note() {
+        say!("{note}");
+    }
 
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(rest);

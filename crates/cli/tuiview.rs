@@ -38,6 +38,7 @@ pub async fn run_live(
     started.ui_to(feed.clone());
     let app = mcptap_tui::App::new(mcptap_tui::Options {
         title,
+        setup: setup_lines(&config, &started),
         ..mcptap_tui::Options::default()
     });
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
@@ -67,6 +68,35 @@ pub async fn run_live(
         )),
         _ => Ok(()),
     }
+}
+
+/// What the empty live view says: how to point a client at the proxy and where the CA is (the
+/// same hint `mcptap proxy` prints before the terminal view hides it).
+fn setup_lines(config: &RunConfig, started: &crate::proxy::Started) -> Vec<String> {
+    let addr = started.addr;
+    let ca = format!("CA certificate: {}", started.ca_cert.display());
+    if let Some(r) = &config.proxy.reverse {
+        return vec![
+            format!(
+                "point the client at http://{addr} instead of {} (reverse mode)",
+                r.upstream
+            ),
+            ca,
+        ];
+    }
+    let env = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        format!(
+            "in the client's shell: eval \"$(mcptap env -p {})\"   (sets HTTPS_PROXY and the CA)",
+            addr.port()
+        )
+    } else {
+        format!("in the client's shell: eval \"$(mcptap env --proxy http://{addr})\"")
+    };
+    let mut lines = vec![env, ca];
+    if let Some(w) = crate::env::no_proxy_bypass(&crate::env::no_proxy_bypassed_here()) {
+        lines.push(format!("warning: {w}"));
+    }
+    lines
 }
 
 /// `mcptap view FILE`: a saved session or any HAR in the terminal view, read-only.
@@ -111,7 +141,7 @@ pub fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
             {
-                rt.block_on(crate::proxy::shutdown_signal());
+                rt.block_on(async { crate::proxy::shutdown_signal().await });
                 feed.quit();
             }
         })

@@ -130,7 +130,13 @@ async fn proxy_auth_is_required_when_configured() {
         async move {
             let mut tcp = TcpStream::connect(addr).await.unwrap();
             let extra = auth
-                .map(|a| format!("Proxy-Authorization: Basic {a}\r\n"))
+                .map(|a| {
+                    if a.contains(' ') {
+                        format!("Proxy-Authorization: {a}\r\n")
+                    } else {
+                        format!("Proxy-Authorization: Basic {a}\r\n")
+                    }
+                })
                 .unwrap_or_default();
             tcp.write_all(
                 format!(
@@ -157,4 +163,13 @@ async fn proxy_auth_is_required_when_configured() {
         .await
         .starts_with("HTTP/1.1 407"));
     assert!(connect(Some("dTpw")).await.starts_with("HTTP/1.1 200"));
+    // Auth schemes are case-insensitive (RFC 9110 §11.1); the credentials are not.
+    for scheme in ["basic dTpw", "BASIC dTpw", "bAsIc  dTpw"] {
+        let answer = connect(Some(scheme)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");
+    }
+    for wrong in ["basic dTpW", "Bearer dTpw", "basicdTpw"] {
+        let answer = connect(Some(wrong)).await;
+        assert!(answer.starts_with("HTTP/1.1 407"), "{wrong}: {answer}");
+    }
 }

@@ -216,6 +216,61 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("raw-token-value"));
 }
 
+/// Only a journal without the end line of a clean shutdown may blame a crash for its
+/// unfinished flows.
+#[test]
+fn export_blames_a_crash_only_for_a_journal_without_a_clean_end() {
+    use mcptap_flow::{Flow, FlowEvent, FlowId};
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join("s");
+        let mut journal =
+            mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test"))
+                .unwrap();
+        let flow = Flow {
+            id: FlowId(1),
+            host: "mcp.example".into(),
+            port: 443,
+            request: mcptap_flow::Request {
+                method: "POST".into(),
+                url: "https://mcp.example/mcp".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        journal
+            .record(&FlowEvent::RequestStarted {
+                flow: Box::new(flow),
+            })
+            .unwrap();
+        journal.flush().unwrap();
+        if clean {
+            journal.finish().unwrap();
+        } else {
+            drop(journal);
+        }
+        let out = mcptap()
+            .arg("export")
+            .arg(&session)
+            .arg("-o")
+            .arg(dir.path().join("out.har"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("wrote 1 entries"), "{err}");
+        if clean {
+            assert!(!err.contains("crash"), "{err}");
+            assert!(err.contains("1 without an end in the recording"), "{err}");
+        } else {
+            assert!(
+                err.contains("1 unfinished at the time of the crash"),
+                "{err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn analyze_says_why_a_file_is_unusable_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,6 +353,25 @@ fn explain_prints_a_finding_page_and_lists_ids_for_unknown_ones() {
         err.contains("challenge-missing") && err.contains("token-not-sent"),
         "{err}"
     );
+    // No id: every id with its title, on stdout.
+    let out = mcptap().arg("explain").output().unwrap();
+    assert!(out.status.success());
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("A token was issued, but MCP requests go out without it"),
+        "{list}"
+    );
+    // A sub-case opens its finding's page; piped, the page is raw markdown.
+    let out = mcptap().args(["explain", "never-sent"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("# token-not-sent"));
+    // A typo is answered with the nearest id.
+    let out = mcptap()
+        .args(["explain", "token-not-snet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean token-not-sent?"));
 }
 
 /// `kill -9` at any moment loses nothing that finished: the journal left behind exports, with
@@ -539,4 +613,429 @@ async fn a_closed_stderr_does_not_stop_the_proxy() {
     assert!(st.success(), "{st:?}");
     let har = std::fs::read_to_string(session.join("session.har")).unwrap();
     assert!(har.contains("/echo"), "{har}");
+}
+
+/// `-k` warns at start, and every flow whose upstream certificate went unverified says so in
+/// the journal and the HAR; without `-k` no flow is marked.
+#[tokio::test]
+async fn ssl_insecure_warns_and_marks_the_flows_it_affected() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    for insecure in [true, false] {
+        let conf = tempfile::tempdir().unwrap();
+        let session = conf.path().join("session");
+        let flag = if insecure { "-k" } else { "--no-tui" };
+        let mut child = recording_proxy(&pki, conf.path(), &session, flag);
+        let (addr, banner) = listening_addr(&mut child);
+        assert_eq!(
+            banner.contains("WARNING: -k/--ssl-insecure: upstream certificates are not verified"),
+            insecure,
+            "{banner}"
+        );
+        let (target, mut s) = client_through(addr, conf.path(), &up).await;
+        let resp = s
+            .send(request("POST", &target, "/echo", "{}"))
+            .await
+            .unwrap();
+        assert_eq!(body_bytes(resp).await, "{}");
+        drop(s);
+        assert!(Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(st.success(), "{st:?}");
+        let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
+        let flow: serde_json::Value = journal
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["type"] == "completed")
+            .expect("a completed flow")["flow"]
+            .clone();
+        assert_eq!(
+            flow["upstream_tls"]["unverified"]
+                .as_bool()
+                .unwrap_or(false),
+            insecure,
+            "{flow}"
+        );
+        let har: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(session.join("session.har")).unwrap())
+                .unwrap();
+        let entry = &har["log"]["entries"][0];
+        assert_eq!(
+            entry["_mcptap"]["upstream_tls"]["unverified"]
+                .as_bool()
+                .unwrap_or(false),
+            insecure,
+            "{entry}"
+        );
+    }
+}
+
+/// Credentials given on the command line are recorded redacted: in the journal's first line,
+/// in `session.har` and in `mcptap export` output, only their markers.
+#[tokio::test]
+async fn command_line_credentials_never_reach_a_saved_file() {
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut child = mcptap()
+        .args([
+            "proxy",
+            "--no-tui",
+            "-p",
+            "0",
+            "--proxy-auth",
+            "alice:S3cretProxyPw",
+            "--upstream-proxy=http://bob:Hunter2UpstreamPw@127.0.0.1:9",
+            "--confdir",
+        ])
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    listening_addr(&mut child);
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(st.success(), "{st:?}");
+    let export = mcptap()
+        .args(["export", "-o", "-"])
+        .arg(&session)
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{export:?}");
+    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
+    let har = std::fs::read_to_string(session.join("session.har")).unwrap();
+    let exported = String::from_utf8(export.stdout).unwrap();
+    let first: serde_json::Value = serde_json::from_str(journal.lines().next().unwrap()).unwrap();
+    let har_argv = serde_json::from_str::<serde_json::Value>(&har).unwrap()["log"]["_mcptap"]
+        ["session"]["argv"]
+        .clone();
+    let export_argv = serde_json::from_str::<serde_json::Value>(&exported).unwrap()["log"]
+        ["_mcptap"]["session"]["argv"]
+        .clone();
+    for (name, text, argv) in [
+        ("journal", &journal, &first["argv"]),
+        ("session.har", &har, &har_argv),
+        ("export", &exported, &export_argv),
+    ] {
+        for secret in ["S3cretProxyPw", "Hunter2UpstreamPw"] {
+            assert!(!text.contains(secret), "{secret} in {name}: {text}");
+        }
+        // The markers are there, with the fingerprints of what they replace.
+        let argv = argv.to_string();
+        for secret in ["S3cretProxyPw", "Hunter2UpstreamPw"] {
+            assert!(
+                argv.contains(&mcptap_flow::redact::fingerprint(secret)),
+                "{name}: no fingerprint of {secret} in {argv}"
+            );
+        }
+        assert!(argv.contains("alice:[redacted sha256:"), "{name}: {argv}");
+    }
+}
+
+/// Out-of-range durations and sizes are usage errors (exit 2) naming the option, never a panic.
+#[test]
+fn out_of_range_durations_and_sizes_are_usage_errors_not_panics() {
+    let conf = tempfile::tempdir().unwrap();
+    for (opt, value) in [
+        ("--shutdown-deadline", "1e300"),
+        ("--shutdown-deadline", "-1"),
+        ("--shutdown-deadline", "inf"),
+        ("--body-limit", "1e300"),
+        ("--body-limit", "99999999999999999999999g"),
+    ] {
+        let out = mcptap()
+            .args([
+                "proxy",
+                "--no-save",
+                "-p",
+                "0",
+                &format!("{opt}={value}"),
+                "--confdir",
+            ])
+            .arg(conf.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{opt} {value}: {err}");
+        assert!(err.contains(opt) && !err.contains("panicked"), "{err}");
+    }
+}
+
+/// A session that cannot be read is reported with the OS's reason, not as "a directory without
+/// journal.jsonl". (Tests run as root, which reads any file whatever its mode: these are the
+/// failures root meets too.)
+#[test]
+fn an_unreadable_session_is_reported_with_the_os_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // journal.jsonl is a directory.
+    let a = dir.path().join("a");
+    std::fs::create_dir_all(a.join("journal.jsonl")).unwrap();
+    // journal.jsonl is a symlink loop.
+    let b = dir.path().join("b");
+    std::fs::create_dir(&b).unwrap();
+    std::os::unix::fs::symlink("journal.jsonl", b.join("journal.jsonl")).unwrap();
+    // The session's parent is a file.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let c = file.join("session");
+    for (session, os_error) in [
+        (&a, "os error 21"),
+        (&b, "os error 40"),
+        (&c, "os error 20"),
+    ] {
+        for cmd in [&["export", "-o", "-"][..], &["analyze"][..]] {
+            let out = mcptap().args(cmd).arg(session).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{session:?}: {out:?}");
+            assert!(
+                err.contains(os_error) && !err.contains("without"),
+                "{cmd:?} {session:?}: {err}"
+            );
+        }
+    }
+}
+
+/// Unmounts a test's filesystem, even when the test fails.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk (a 64 KiB tmpfs): the exit message counts the flows that were not recorded,
+/// exactly as many as the journal lacks, and never calls the journal intact; no session.har
+/// silently holds part of the session.
+#[tokio::test]
+async fn a_full_disk_counts_the_flows_not_recorded_and_never_says_intact() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let conf = tempfile::tempdir().unwrap();
+    let mnt = conf.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .output();
+    match mounted {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!("SKIPPED: cannot mount a 64 KiB tmpfs to fill (needs root): {other:?}");
+            return;
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let session = mnt.join("session");
+    let mut child = mcptap()
+        .args([
+            "proxy",
+            "--no-tui",
+            "-p",
+            "0",
+            "--no-system-roots",
+            "--upstream-ca",
+        ])
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr: std::net::SocketAddr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        if let Some(a) = line.strip_prefix("mcptap: proxy listening on http://") {
+            break a.trim().parse().unwrap();
+        }
+    };
+    let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    let (small, big) = (10, 3);
+    for i in 0..small + big {
+        let path = if i < small { "/small" } else { "/big?n=300000" };
+        let resp = s.send(request("GET", &target, path, "")).await.unwrap();
+        body_bytes(resp).await;
+        // One flow per journal batch, so that the count can be exact.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(s);
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let err = reader.join().unwrap();
+    assert!(st.success(), "{st:?}: {err}");
+
+    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap_or_default();
+    let recorded = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
+        .count();
+    let total = small + big;
+    let lost = total - recorded;
+    assert!(
+        lost >= big,
+        "the disk never filled: {recorded} recorded\n{err}"
+    );
+    assert!(
+        err.contains("recording failed, traffic still flows"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{lost} of {total} flows were not recorded")),
+        "{lost} lost: {err}"
+    );
+    assert!(
+        err.contains(&format!("{lost} of these flows were not recorded")),
+        "{err}"
+    );
+    assert!(!err.contains("intact"), "{err}");
+    assert!(!session.join("session.har").exists());
+}
+
+/// Every started flow ends in the journal and in the summary: one whose client gave up before
+/// the response head, and one still waiting when mcptap was stopped. After that clean stop,
+/// export never speaks of a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_without_an_answer_are_ended_recorded_and_counted_at_a_clean_stop() {
+    use tokio::io::AsyncWriteExt;
+    // An upstream that reads requests and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut child = mcptap()
+        .args([
+            "proxy",
+            "-p",
+            "0",
+            "--shutdown-deadline",
+            "0.3",
+            "--confdir",
+        ])
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr: std::net::SocketAddr = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no address");
+        if let Some(a) = line
+            .trim()
+            .strip_prefix("mcptap: proxy listening on http://")
+        {
+            break a.parse().unwrap();
+        }
+    };
+    let get = |path: &str| format!("GET http://{up}{path} HTTP/1.1\r\nHost: {up}\r\n\r\n");
+    let mut gives_up = tokio::net::TcpStream::connect(addr).await.unwrap();
+    gives_up
+        .write_all(get("/gives-up").as_bytes())
+        .await
+        .unwrap();
+    let mut waits = tokio::net::TcpStream::connect(addr).await.unwrap();
+    waits.write_all(get("/waits").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(gives_up);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (status, err) = tokio::task::spawn_blocking(move || {
+        let mut err = String::new();
+        stderr.read_to_string(&mut err).unwrap();
+        (child.wait().unwrap(), err)
+    })
+    .await
+    .unwrap();
+    drop(waits);
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("mcptap: 2 flows (2 aborted, 0 failed)"),
+        "{err}"
+    );
+
+    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
+    let ends: Vec<(String, String)> = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
+        .map(|v| {
+            (
+                v["flow"]["request"]["url"].as_str().unwrap().to_owned(),
+                v["flow"]["error"]["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (
+                format!("http://{up}/gives-up"),
+                "client_disconnected".to_owned()
+            ),
+            (format!("http://{up}/waits"), "shutdown".to_owned()),
+        ]
+    );
+
+    let out = mcptap()
+        .arg("export")
+        .arg(&session)
+        .arg("-o")
+        .arg(conf.path().join("out.har"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("wrote 2 entries"), "{err}");
+    assert!(
+        !err.contains("crash") && !err.contains("without an end"),
+        "{err}"
+    );
 }

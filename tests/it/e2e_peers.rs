@@ -326,6 +326,37 @@ async fn e2e_metadata_naming_another_resource_is_prm_resource_mismatch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_host_guard_for_another_name_is_host_origin_rejected() {
+    // The SDK's DNS-rebinding guard, configured for a public name the client does not use (as
+    // behind a tunnel that rewrites Host): the OAuth dance works, every authorized /mcp request
+    // is answered 421.
+    let (out, flows, report) = through_mcptap(
+        ServerOpts {
+            extra_args: vec!["--allowed-hosts".into(), "mcp.public.example:*".into()],
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    assert!(!out.ok, "{}", out.dump());
+    let text = mcptap_analyze::render_text(&report);
+    let f = report
+        .findings_with_id("host-origin-rejected")
+        .next()
+        .unwrap_or_else(|| panic!("no host-origin-rejected:\n{text}"));
+    assert_eq!(f.culprit.as_str(), "server");
+    assert_eq!(f.subcase, Some("host"));
+    let refused = flows
+        .iter()
+        .find(|f| path(f) == "/mcp" && f.status() == Some(421))
+        .unwrap_or_else(|| panic!("no 421 from /mcp:\n{text}"));
+    assert!(f.evidence.contains(&refused.id), "{text}");
+    // The client held a good token and sent it: nothing else is to blame.
+    assert!(refused.has_bearer(), "{text}");
+    assert_eq!(ids(&report).len(), 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_a_server_that_rejects_its_own_tokens_is_fresh_token_rejected() {
     let (out, _flows, report) = through_mcptap(
         ServerOpts {

@@ -549,6 +549,14 @@ async fn shutdown_ends_open_streams_as_aborted_flows() {
     let flow = proxy.flow(has_path("/sse")).await;
     assert_eq!(flow.state, FlowState::Aborted);
     assert_eq!(flow.response.as_ref().unwrap().sse.len(), 1);
+    // Cut by mcptap's shutdown, not by the client.
+    let err = flow.error.as_ref().unwrap();
+    assert_eq!(err.kind, ErrorKind::Shutdown);
+    assert!(
+        err.message.ends_with("(mcptap shut down)"),
+        "{}",
+        err.message
+    );
     assert!(
         tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
         "listener closed"

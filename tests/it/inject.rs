@@ -153,3 +153,178 @@ async fn an_expired_token_is_never_injected_and_nothing_without_the_flag() {
         );
     }
 }
+
+/// Discovery and a token for `t`'s `/mcp` (a tunnel to the test upstream on `port`).
+async fn learn_token(s: &mut Sender, t: &str, port: u16) {
+    send(
+        s,
+        "GET",
+        t,
+        "/.well-known/oauth-protected-resource/mcp",
+        "",
+        None,
+    )
+    .await;
+    let resource = format!("https%3A%2F%2Flocalhost%3A{port}%2Fmcp");
+    send(
+        s,
+        "POST",
+        t,
+        "/token",
+        &format!("grant_type=authorization_code&code=c&resource={resource}"),
+        None,
+    )
+    .await;
+}
+
+/// A bare request with its own `authority` (the h1 `Host`, the h2 `:authority`) to `path`.
+async fn send_named(s: &mut Sender, authority: &str, path: &str) {
+    let resp = s
+        .send(request("POST", authority, path, "{}"))
+        .await
+        .unwrap();
+    body_bytes(resp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_leaves_the_endpoint_by_dot_segments_or_another_host() {
+    let pki = TestPki::new();
+    let a = Upstream::https(&pki, &[b"h2", b"http/1.1"]).await;
+    let proxy = TestProxy::start(&pki, |c| c.inject_token = true).await;
+    let ta = format!("localhost:{}", a.port());
+    let ca = std::slice::from_ref(&proxy.ca_der);
+    let (mut s, _) = tls_client(proxy.addr, &ta, "localhost", ca, Alpn::H1)
+        .await
+        .unwrap();
+    learn_token(&mut s, &ta, a.port()).await;
+    // The endpoint itself gets the token: the rules below are what stops it.
+    assert_eq!(
+        send(&mut s, "POST", &ta, "/mcp", "{}", None).await,
+        r#"{"seen":"Bearer tok-from-upstream-3600"}"#
+    );
+
+    let turned_away = [
+        (
+            "/mcp/../other",
+            "the path is /other once dot-segments are removed",
+        ),
+        (
+            "/mcp/%2e%2e/other",
+            "the path is /other once dot-segments are removed",
+        ),
+        (
+            "/mcp/%2E%2e/other",
+            "the path is /other once dot-segments are removed",
+        ),
+        (
+            "/other/../mcp",
+            "the path is /mcp once dot-segments are removed",
+        ),
+        ("/mcp%2f..%2fother", "encoded slash"),
+    ];
+    for (path, _) in turned_away {
+        send(&mut s, "POST", &ta, path, "{}", None).await;
+    }
+    // Inside the tunnel to the MCP host: another Host (HTTP/1.1), another :authority (HTTP/2).
+    send_named(&mut s, "evil.example", "/mcp").await;
+    let (mut s2, alpn) = tls_client(proxy.addr, &ta, "localhost", ca, Alpn::H2)
+        .await
+        .unwrap();
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    send_named(&mut s2, &format!("other.example:{}", a.port()), "/mcp").await;
+
+    // The upstream got every request, untouched, and the token exactly once: at /mcp, named
+    // by its own origin.
+    let seen = a.seen.lock().unwrap().clone();
+    for (path, _) in turned_away {
+        assert!(
+            seen.iter()
+                .any(|r| r.target == path && r.authorization.is_none()),
+            "{path} not forwarded bare: {seen:#?}"
+        );
+    }
+    let with_token: Vec<_> = seen
+        .iter()
+        .filter(|r| {
+            r.authorization
+                .as_deref()
+                .is_some_and(|a| a.contains("tok-from-upstream"))
+        })
+        .collect();
+    assert_eq!(with_token.len(), 1, "{seen:#?}");
+    assert_eq!(with_token[0].target, "/mcp");
+    assert_eq!(with_token[0].host.as_deref(), Some(ta.as_str()));
+    assert!(
+        seen.iter()
+            .any(|r| r.host.as_deref() == Some("evil.example") && r.authorization.is_none()),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|r| r.host.as_deref()
+            == Some(format!("other.example:{}", a.port()).as_str())
+            && r.authorization.is_none()),
+        "{seen:#?}"
+    );
+
+    // Each flow says why it was not injected.
+    let mut away = Vec::new();
+    for (path, reason) in turned_away {
+        let f = proxy
+            .flow(|f| f.request.url.ends_with(path) && f.request.method == "POST")
+            .await;
+        assert!(f.injected.is_none(), "{path}");
+        let why = f.not_injected.clone().unwrap_or_default();
+        assert!(why.contains(reason), "{path}: {why:?}");
+        away.push(f.id);
+    }
+    let f = proxy
+        .flow(|f| f.request.headers.get("host") == Some("evil.example"))
+        .await;
+    assert!(f.injected.is_none());
+    assert!(
+        f.not_injected
+            .as_deref()
+            .is_some_and(|w| w.contains("evil.example")),
+        "{:?}",
+        f.not_injected
+    );
+    away.push(f.id);
+    let f = proxy
+        .flow(|f| {
+            f.request.version == mcptap_flow::HttpVersion::Http2 && f.request.url.ends_with("/mcp")
+        })
+        .await;
+    assert!(f.injected.is_none());
+    assert!(
+        f.not_injected
+            .as_deref()
+            .is_some_and(|w| w.contains("other.example")),
+        "{:?}",
+        f.not_injected
+    );
+    away.push(f.id);
+
+    // No inject verdict names any of them.
+    let flows: Vec<mcptap_flow::Flow> = proxy
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            mcptap_flow::FlowEvent::Completed { flow }
+            | mcptap_flow::FlowEvent::Failed { flow } => Some((**flow).clone()),
+            _ => None,
+        })
+        .collect();
+    let report = mcptap_analyze::analyze(&flows);
+    for f in &report.findings {
+        if f.id == "client-omits-token-confirmed" || f.id == "server-rejects-token" {
+            assert!(
+                !f.evidence.iter().any(|id| away.contains(id)),
+                "{} cites a flow that was not injected: {:?}",
+                f.id,
+                f.evidence
+            );
+        }
+    }
+}

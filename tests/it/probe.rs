@@ -103,7 +103,7 @@ fn probe_fault(opts: ServerOpts) -> Probed {
 }
 
 #[test]
-fn a_healthy_server_passes_every_step_and_fails_only_the_origin_check() {
+fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_checks() {
     let pki = TestPki::new();
     let server = McpServer::start(&pki, ServerOpts::default());
     let p = probe(&pki, &server, &[]);

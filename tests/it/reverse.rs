@@ -228,6 +228,16 @@ async fn metadata_naming_the_upstream_breaks_the_client_unless_rewritten() {
                 "{www}"
             );
             assert!(!out.ok, "{}", out.dump());
+            // mcptap says so at once, naming the option (the CLI's sink runs this watch on
+            // each finished flow in reverse mode without --rewrite-metadata).
+            let warning = mcptap::bypass::BypassWatch::default()
+                .check(&challenge)
+                .expect("the bypass is said");
+            assert!(
+                warning.contains(&format!("sends the client to {upstream_origin}"))
+                    && warning.contains("--rewrite-metadata"),
+                "{warning}"
+            );
             assert!(!proxy.events.lock().unwrap().iter().any(|e| matches!(e, mcptap_flow::FlowEvent::Completed { flow } if flow.request.url.ends_with("/register"))),
                 "the client stops before registering");
         }

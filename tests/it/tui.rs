@@ -184,7 +184,11 @@ async fn the_live_view_shows_flows_and_q_restores_the_terminal() {
         .unwrap()
         .parse()
         .unwrap();
-    pty.wait_for("the empty flow list", |t| t.contains("waiting for traffic"));
+    pty.wait_for("the empty flow list with the setup hint", |t| {
+        t.contains("waiting for traffic")
+            && t.contains(&format!("mcptap env -p {}", addr.port()))
+            && t.contains("mcptap-ca-cert.pem")
+    });
 
     // A real client through the proxy.
     let ca = read_cert_der(&conf.path().join("mcptap-ca-cert.pem"));

@@ -504,10 +504,17 @@ def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIAp
         """Return a + b."""
         return a + b
 
-    app: Starlette = server.streamable_http_app(
+    if args.allowed_hosts is not None:
+        # The SDK's DNS-rebinding guard, as a deployment configured for another public name
+        # would have it: /mcp answers 421 "Invalid Host header" to any other Host, while the
+        # metadata and OAuth routes keep working.
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=args.allowed_hosts.split(",")
+        )
+    else:
         # The proxy and tests reach us as localhost, 127.0.0.1 or through a proxy: no Host check.
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-    )
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    app: Starlette = server.streamable_http_app(transport_security=security)
 
     metadata_url = str(build_resource_metadata_url(AnyHttpUrl(resource)))
     if args.prm_resource is not None:
@@ -600,6 +607,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--refuse-dcr",
         action="store_true",
         help="POST /register answers 400 invalid_client_metadata",
+    )
+    g.add_argument(
+        "--allowed-hosts",
+        metavar="HOSTS",
+        help="turn on the SDK's DNS-rebinding protection allowing only these Host values "
+        "(comma-separated, 'name:*' for any port): /mcp answers 421 to every other Host",
     )
     g.add_argument(
         "--token-ttl",

@@ -101,6 +101,16 @@ catalog! {
         "Serve the PRM at `/.well-known/oauth-protected-resource/<mcp path>` and point `resource_metadata` there.";
     ToolSchemaInvalid = "tool-schema-invalid", "A tool's inputSchema is not a JSON Schema object",
         "Give every tool an `inputSchema` that is a JSON Schema object with `\"type\": \"object\"`.";
+    HostOriginRejected = "host-origin-rejected", "The server's DNS-rebinding guard refuses the Host or Origin it is reached with",
+        "Add the public host name (and the client's Origin, if it is a browser app you trust) to the server's allowed hosts/origins, or make the tunnel or reverse proxy pass the client's Host through (`X-Forwarded-Host`) instead of rewriting it.";
+    SseBuffered = "sse-buffered", "Server-sent events are held back and arrive in one burst, or compressed",
+        "Turn off response buffering and compression for `text/event-stream` on every hop (nginx: `proxy_buffering off;` or the response header `X-Accel-Buffering: no`; no gzip for event streams).";
+    ChallengeAmbiguous = "challenge-ambiguous", "A challenge names more than one resource_metadata",
+        "Send one Bearer challenge with one `resource_metadata`, the URL where the protected-resource metadata is served; remove duplicates added by middleware or a gateway.";
+    VersionNegotiationFailed = "version-negotiation-failed", "Client and server do not agree on a protocol version they both support",
+        "Server: answer `initialize` with the client's `protocolVersion` whenever you support it, and never refuse an `initialize` because of its MCP-Protocol-Version header. 2026-07-28: refuse an unsupported version with 400 and `UnsupportedProtocolVersionError` listing `supported`; clients retry with a version from that list.";
+    StatelessHeaderViolation = "stateless-header-violation", "2026-07-28 request headers are missing or disagree with the body",
+        "Client: on every 2026-07-28 POST send `MCP-Protocol-Version` equal to `_meta[\"io.modelcontextprotocol/protocolVersion\"]`, `Mcp-Method` equal to the body's method, and `Mcp-Name` for tools/call, resources/read and prompts/get. Server: answer a mismatch with 400 `HeaderMismatch` (-32020).";
     ClientRegistrationStale = "client-registration-stale", "Client registration is stale: the server forgot the client_id",
         "Client: on invalid_client, drop the cached registration and register again. Server: keep registrations across restarts and answer unknown clients with 401 invalid_client.";
     RegistrationMechanismMismatch = "registration-mechanism-mismatch", "The client uses dynamic registration where the server offers Client ID Metadata Documents",
@@ -119,16 +129,22 @@ catalog! {
         "Client: probe the challenge's resource_metadata URL, then the path-inserted PRM URL, then the root; path-aware AS metadata URLs only for an issuer with a path.";
     CimdNotUsed = "cimd-not-used", "The client registers dynamically although the server offers Client ID Metadata Documents",
         "Client: prefer a Client ID Metadata Document over dynamic registration when the authorization server offers it.";
+    JsonrpcResponseInvalid = "jsonrpc-response-invalid", "The server's JSON-RPC answer is malformed",
+        "Answer every JSON-RPC request with jsonrpc 2.0, its own id, and exactly one of result or error (error with an integer code and a message); give initialize its required fields.";
+    MetadataUrlInvalid = "metadata-url-invalid", "A URL in the metadata is invalid",
+        "Publish absolute https URLs in the metadata (http only on loopback), an issuer without query or fragment, and no query in bearer_methods_supported.";
+    GetStreamWrong = "get-stream-wrong", "The GET stream is answered wrongly",
+        "Answer GET with Accept: text/event-stream by opening an event stream at once (headers flushed), or with 405.";
+    NotificationAnswerWrong = "notification-answer-wrong", "A POST of notifications is not answered 202",
+        "Answer a POST that carries only notifications or responses with 202 Accepted and no body.";
+    JwksInvalid = "jwks-invalid", "The JWKS cannot be used",
+        "Serve a JSON Web Key Set with a keys array at jwks_uri.";
     TokenNotValidated = "token-not-validated", "The server serves a bearer token it never issued",
         "Validate every bearer token on the resource server (signature or introspection, `exp`, audience = your PRM `resource`) and answer 401 with `WWW-Authenticate: Bearer error=\"invalid_token\"` when it fails.";
     OriginNotValidated = "origin-not-validated", "The server serves requests from a foreign Origin",
         "Validate the `Origin` header on the MCP endpoint: answer 403 to any origin you do not serve (DNS-rebinding protection), especially on a server bound to localhost.";
     TokenInQueryAccepted = "token-in-query-accepted", "The server accepts the access token in the query string",
         "Read the access token from the `Authorization` header only; refuse `?access_token=` (MCP forbids tokens in the query string: URLs end up in logs).";
-    GetStreamWrong = "get-stream-wrong", "GET on the MCP endpoint is neither an event stream nor 405",
-        "Answer `GET` with `Accept: text/event-stream` on the MCP endpoint with `Content-Type: text/event-stream` (headers sent at once), or with 405 Method Not Allowed if you offer no stream.";
-    NotificationAnswerWrong = "notification-answer-wrong", "A POST holding only notifications is not answered 202 without a body",
-        "Answer a POST that holds only notifications or responses with 202 Accepted and no body.";
     RegistrationRedirectUnsafe = "registration-redirect-unsafe", "Registration accepts an unsafe redirect URI",
         "Accept only https redirect URIs, or http on a loopback host (127.0.0.1, [::1], localhost), at registration; refuse others with 400 invalid_redirect_uri.";
     InvalidRequestAccepted = "invalid-request-accepted", "The server serves a request it must refuse",
@@ -148,6 +164,52 @@ impl FindingId {
     pub fn parse(s: &str) -> Option<FindingId> {
         let s = s.trim();
         FindingId::ALL.iter().copied().find(|id| id.as_str() == s)
+    }
+}
+
+impl FindingId {
+    /// The sub-cases its page names: the kebab-case words in backticks of the page's
+    /// "How mcptap decides" section that are not finding ids or header names (`never-sent`,
+    /// `after-restart`). Read from the page, so a sub-case documented there is known here.
+    pub fn subcases(self) -> Vec<&'static str> {
+        let page = self.page();
+        let Some(start) = page.find("## How mcptap decides") else {
+            return Vec::new();
+        };
+        let section = &page[start..];
+        let section = match section[2..].find("\n## ") {
+            Some(end) => &section[..end + 2],
+            None => section,
+        };
+        let mut out: Vec<&'static str> = Vec::new();
+        for (i, word) in section.split('`').enumerate() {
+            let kebab = word.contains('-')
+                && word.split('-').all(|p| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                });
+            let header = word.starts_with("x-") || word.starts_with("cf-");
+            if i % 2 == 1
+                && kebab
+                && !header
+                && FindingId::parse(word).is_none()
+                && !out.contains(&word)
+            {
+                out.push(word);
+            }
+        }
+        out
+    }
+
+    /// The findings whose pages name `name` as a sub-case (usually one).
+    pub fn with_subcase(name: &str) -> Vec<FindingId> {
+        let name = name.trim();
+        FindingId::ALL
+            .iter()
+            .copied()
+            .filter(|id| id.subcases().contains(&name))
+            .collect()
     }
 }
 

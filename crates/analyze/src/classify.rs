@@ -113,6 +113,10 @@ pub(crate) struct Ctx<'a> {
     pub ua: Option<String>,
     pub role: Role,
     pub rpc: Vec<Rpc>,
+    /// What is wrong with the server's JSON-RPC messages in this flow, one line each (a
+    /// response without `"jsonrpc": "2.0"`, with both or neither of result and error, an error
+    /// without code or message).
+    pub rpc_faults: Vec<String>,
     pub session: Option<String>,
     pub new_session: Option<String>,
     pub protocol_version: Option<String>,
@@ -201,7 +205,7 @@ pub(crate) fn facts<'a>(flow: &'a Flow, known: &Known) -> Ctx<'a> {
         .get("user-agent")
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty());
-    let rpc = rpc_messages(flow);
+    let (rpc, rpc_faults) = rpc_messages(flow);
     let session = flow
         .request
         .headers
@@ -228,6 +232,7 @@ pub(crate) fn facts<'a>(flow: &'a Flow, known: &Known) -> Ctx<'a> {
         ua,
         role: Role::Other,
         rpc,
+        rpc_faults,
         session,
         new_session,
         protocol_version,
@@ -351,8 +356,9 @@ fn known_redirect(known: &Known, url: &Url) -> bool {
 }
 
 /// Every JSON-RPC message in the request body and the response (JSON body or SSE events).
-fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
+fn rpc_messages(flow: &Flow) -> (Vec<Rpc>, Vec<String>) {
     let mut out = Vec::new();
+    let mut faults = Vec::new();
     // A JSON-RPC body is a JSON object or batch array, and every JSON-RPC 2.0 message names
     // `"jsonrpc"`: other bodies are not parsed (most traffic through a proxy is not MCP, and a
     // download is looked at for its first byte only).
@@ -363,9 +369,22 @@ fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
     };
     if mentions(&flow.request.body) {
         if let Some(text) = flow.request.body.as_str() {
-            push_messages(&mut out, text, RpcDirection::ClientToServer, false);
+            push_messages(
+                &mut out,
+                &mut faults,
+                text,
+                RpcDirection::ClientToServer,
+                false,
+            );
         }
     }
+    // The answer to a JSON-RPC request is read even when it fails to name "jsonrpc" (an
+    // envelope fault the server owns, failure-modes.md 48).
+    let asked = out.iter().any(|m| m.kind == RpcKind::Request);
+    let object = |b: &mcptap_flow::CapturedBody| {
+        let start = b.bytes.iter().position(|c| !c.is_ascii_whitespace());
+        start.is_some_and(|i| matches!(b.bytes[i], b'{' | b'['))
+    };
     if let Some(resp) = &flow.response {
         if flow.is_sse() {
             let parsed;
@@ -377,13 +396,25 @@ fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
             };
             for e in events {
                 let data = e.data.trim();
-                if data.contains("jsonrpc") {
-                    push_messages(&mut out, data, RpcDirection::ServerToClient, true);
+                if data.contains("jsonrpc") || (asked && data.starts_with('{')) {
+                    push_messages(
+                        &mut out,
+                        &mut faults,
+                        data,
+                        RpcDirection::ServerToClient,
+                        true,
+                    );
                 }
             }
-        } else if mentions(&resp.body) {
+        } else if mentions(&resp.body) || (asked && object(&resp.body)) {
             if let Some(text) = resp.body.as_str() {
-                push_messages(&mut out, text, RpcDirection::ServerToClient, false);
+                push_messages(
+                    &mut out,
+                    &mut faults,
+                    text,
+                    RpcDirection::ServerToClient,
+                    false,
+                );
             }
         }
     }
@@ -403,28 +434,67 @@ fn rpc_messages(flow: &Flow) -> Vec<Rpc> {
             }
         }
     }
-    out
+    (out, faults)
 }
 
 /// The JSON-RPC messages in `text`: one message or a batch.
-fn push_messages(out: &mut Vec<Rpc>, text: &str, dir: RpcDirection, sse: bool) {
+fn push_messages(
+    out: &mut Vec<Rpc>,
+    faults: &mut Vec<String>,
+    text: &str,
+    dir: RpcDirection,
+    sse: bool,
+) {
     let text = text.trim();
     if text.starts_with('[') {
         // Each member on its own: one malformed message does not hide the others.
         if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) {
             for item in items {
-                push_one(out, item.get(), dir, sse);
+                push_one(out, faults, item.get(), dir, sse);
             }
         }
     } else if text.starts_with('{') {
-        push_one(out, text, dir, sse);
+        push_one(out, faults, text, dir, sse);
     }
 }
 
-fn push_one(out: &mut Vec<Rpc>, text: &str, dir: RpcDirection, sse: bool) {
+fn push_one(
+    out: &mut Vec<Rpc>,
+    faults: &mut Vec<String>,
+    text: &str,
+    dir: RpcDirection,
+    sse: bool,
+) {
     let Ok(env) = serde_json::from_str::<Envelope<'_>>(text) else {
         return;
     };
+    // The server's envelope faults (failure-modes.md 48), for the answers of a request.
+    if dir == RpcDirection::ServerToClient && env.method.is_none() && faults.len() < 8 {
+        let (res, err) = (env.result.0.is_some(), env.error.0.is_some());
+        if (res || err) && env.jsonrpc.as_deref() != Some("2.0") {
+            faults.push(format!(
+                "a response without \"jsonrpc\": \"2.0\" ({})",
+                env.jsonrpc
+                    .as_deref()
+                    .map_or("none".to_owned(), |v| format!("{v:?}"))
+            ));
+        }
+        if res && err {
+            faults.push("a response with both result and error".to_owned());
+        }
+        if let Some(e) = env.error.0 {
+            let ok = serde_json::from_str::<Value>(e.get()).is_ok_and(|v| {
+                v.get("code").is_some_and(Value::is_i64)
+                    && v.get("message").is_some_and(Value::is_string)
+            });
+            if !ok {
+                faults.push(format!(
+                    "an error without an integer code and a message: {}",
+                    e.get()
+                ));
+            }
+        }
+    }
     if env.jsonrpc.as_deref() != Some("2.0") {
         return;
     }

@@ -87,6 +87,8 @@ pub(crate) struct Endpoint {
     pub no_rm_401: Vec<FlowId>,
     /// The session most recently assigned on this endpoint.
     pub last_session: Option<String>,
+    /// User-Agents (empty: none sent) of requests that carried a token here.
+    pub authenticated_uas: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -277,6 +279,17 @@ pub(crate) enum Pending {
         done: Micros,
         deadline: Micros,
     },
+    /// `initialize` answered with another protocol version than asked: does the client go on
+    /// with it? (rules_transport.rs)
+    VersionOffer {
+        endpoint: String,
+        flow: FlowId,
+        client: Option<String>,
+        requested: String,
+        answered: String,
+        done: Micros,
+        deadline: Micros,
+    },
 }
 
 impl Pending {
@@ -291,7 +304,8 @@ impl Pending {
             | Pending::Unreachable { deadline, .. }
             | Pending::Redirect { deadline, .. }
             | Pending::NoRegistration { deadline, .. }
-            | Pending::StaleRegistration { deadline, .. } => *deadline,
+            | Pending::StaleRegistration { deadline, .. }
+            | Pending::VersionOffer { deadline, .. } => *deadline,
         }
     }
 }
@@ -302,6 +316,10 @@ pub(crate) struct Wait {
     pub p: Pending,
     /// The suspected finding was emitted (see [`Analyzer::suspicion`]).
     pub shown: bool,
+    /// Not worth looking at again before this time: a suspicion that was due but not shown
+    /// (not likely after all, or already healthy) is looked at again at most once a second, so
+    /// a long wait costs nothing per flow.
+    pub next_look: Micros,
 }
 
 /// What resolving a [`Pending`] concluded.
@@ -439,6 +457,8 @@ pub struct Analyzer {
     pub(crate) oauth_dance: bool,
     /// The flow being pushed was blocked by an edge (edge-blocked).
     pub(crate) edge_now: bool,
+    /// What the transport rules remember (rules_transport.rs).
+    pub(crate) transport: crate::rules_transport::TransportState,
 }
 
 impl Default for Analyzer {
@@ -491,6 +511,7 @@ impl Analyzer {
             capture_ended: None,
             oauth_dance: false,
             edge_now: false,
+            transport: Default::default(),
         }
     }
 
@@ -542,6 +563,7 @@ impl Analyzer {
             self.check_ignored_metadata(&ctx);
         }
         self.check_unreachable_use(&ctx);
+        self.check_ambiguous_prm(&ctx);
         self.summarize(&ctx);
         let moved_on = ctx.role.is_oauth() && ctx.role != Role::PrmDiscovery;
         self.run_pending(false, moved_on.then_some((ctx.role, ctx.started)));
@@ -783,6 +805,8 @@ impl Analyzer {
             Pending::StaleRegistration { .. } => {
                 return Analyzer::suspect_registration_at(p);
             }
+            // A client that accepts the version goes on within milliseconds.
+            Pending::VersionOffer { done, .. } => done + 3_000_000,
             Pending::Redirect { .. } | Pending::NoRegistration { .. } => return None,
         })
     }
@@ -801,6 +825,7 @@ impl Analyzer {
             | Pending::AsDiscovery { .. }
             | Pending::Unreachable { .. }
             | Pending::NoRegistration { .. } => self.suspicion_discovery(p),
+            Pending::VersionOffer { .. } => self.suspicion_transport(p),
         }
     }
 
@@ -818,6 +843,7 @@ impl Analyzer {
             | Pending::AsDiscovery { .. }
             | Pending::Unreachable { .. }
             | Pending::NoRegistration { .. } => self.healthy_discovery(p),
+            Pending::VersionOffer { .. } => self.healthy_transport(p),
         }
     }
 
@@ -834,12 +860,17 @@ impl Analyzer {
             | Pending::AsDiscovery { .. }
             | Pending::Unreachable { .. }
             | Pending::NoRegistration { .. } => self.resolve_discovery(p, due),
+            Pending::VersionOffer { .. } => self.resolve_transport(p, due),
         }
     }
 
     /// Schedules a decision that needs time or later flows.
     pub(crate) fn wait(&mut self, p: Pending) {
-        self.pending.push(Wait { p, shown: false });
+        self.pending.push(Wait {
+            p,
+            shown: false,
+            next_look: 0,
+        });
     }
 
     /// Changes the severity of a stored finding (when later flows settle it).
@@ -865,6 +896,7 @@ impl Analyzer {
             advertised_prm: Vec::new(),
             no_rm_401: Vec::new(),
             last_session: None,
+            authenticated_uas: Vec::new(),
         });
         self.endpoint_index.insert(key, self.endpoints.len() - 1);
         self.endpoints.len() - 1
@@ -950,14 +982,20 @@ impl Analyzer {
     /// Shows a waiting decision as suspected once that is likely, unless what it waits for has
     /// already happened.
     fn show_suspicion(&mut self, w: &mut Wait, now: Micros) {
-        if !w.shown
-            && self.suspect_at(&w.p).is_some_and(|at| at <= now)
-            && self.healthy(&w.p).is_none()
+        if w.shown || now < w.next_look || self.suspect_at(&w.p).is_none_or(|at| at > now) {
+            return;
+        }
+        match self
+            .healthy(&w.p)
+            .is_none()
+            .then(|| self.suspicion(&w.p))
+            .flatten()
         {
-            if let Some(n) = self.suspicion(&w.p) {
+            Some(n) => {
                 w.shown = true;
                 self.emit(n);
             }
+            None => w.next_look = now + 1_000_000,
         }
     }
 
@@ -997,7 +1035,11 @@ impl Analyzer {
             }
             let suspicion = self.suspicion(&w.p);
             match self.resolve(w.p, due || forced) {
-                Decision::Wait(p) => keep.push(Wait { p, shown: w.shown }),
+                Decision::Wait(p) => keep.push(Wait {
+                    p,
+                    shown: w.shown,
+                    next_look: w.next_look,
+                }),
                 Decision::Done => {}
                 Decision::Healthy(why) => {
                     if let Some(n) = suspicion.filter(|_| w.shown) {

@@ -10,7 +10,7 @@
 //!   returns, [`Analyzer::tick`] now and then so deadline rules fire without traffic, and
 //!   [`Analyzer::finish`] at shutdown for the summary.
 //! - Output: [`render_text`] (the human report), [`render_markdown`] (for an issue tracker,
-//!   secrets fingerprinted), and the [`Report`]'s serde JSON (schema in
+//!   secrets fingerprinted), [`render_html`] (the same story as one self-contained page), and the [`Report`]'s serde JSON (schema in
 //!   `docs/findings/README.md`).
 //!
 //! Flows may be redacted (`[redacted sha256:… len=…]`) or raw; secrets are always compared
@@ -20,6 +20,7 @@
 mod catalog;
 mod classify;
 mod engine;
+mod html;
 mod model;
 mod render;
 mod rules_authorize;
@@ -29,12 +30,16 @@ mod rules_issuer;
 mod rules_mcp;
 mod rules_registration;
 mod rules_scope;
+mod rules_server;
 mod rules_session;
 mod rules_token;
+mod rules_transport;
+mod story;
 mod util;
 
 pub use catalog::FindingId;
 pub use engine::{Analyzer, Options};
+pub use html::render_html;
 pub use model::{
     AuthInfo, Culprit, Environment, Finding, FlowSummary, McpInfo, OAuthStory, Report, Role,
     RpcDirection, RpcKind, RpcMessage, Severity, Status, TokenRecord, UnknownSeverity, Visibility,
@@ -128,8 +133,10 @@ mod tests {
                 include_str!("rules_registration.rs"),
             ),
             ("rules_scope.rs", include_str!("rules_scope.rs")),
+            ("rules_server.rs", include_str!("rules_server.rs")),
             ("rules_session.rs", include_str!("rules_session.rs")),
             ("rules_token.rs", include_str!("rules_token.rs")),
+            ("rules_transport.rs", include_str!("rules_transport.rs")),
             // The probe's server checks: requests no client makes, judged by the probe.
             ("probe_checks.rs", include_str!("../../cli/probe_checks.rs")),
         ];
@@ -161,5 +168,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn sub_cases_come_from_the_pages() {
+        assert_eq!(
+            FindingId::with_subcase("never-sent"),
+            [FindingId::TokenNotSent]
+        );
+        assert!(FindingId::TokenNotSent
+            .subcases()
+            .contains(&"after-restart"));
+        assert!(
+            FindingId::with_subcase("cf-ray").is_empty(),
+            "a header is no sub-case"
+        );
+        assert!(FindingId::with_subcase("token-not-sent").is_empty());
     }
 }

@@ -32,7 +32,7 @@ fn auth_col(f: &FlowSummary) -> String {
     }
 }
 
-fn what_col(f: &FlowSummary) -> String {
+pub(crate) fn what_col(f: &FlowSummary) -> String {
     let Some(m) = &f.mcp else {
         return String::new();
     };
@@ -287,6 +287,13 @@ pub fn render_markdown(report: &Report, flows: &[Flow], opts: &MarkdownOptions) 
     let mut out = String::new();
     let env = &report.environment;
     let _ = writeln!(out, "# mcptap report\n");
+    out.push_str(&crate::story::verdict_markdown(report));
+    let steps = crate::story::steps(report);
+    if !steps.is_empty() {
+        let _ = writeln!(out, "## What happened\n");
+        out.push_str(&crate::story::mermaid(report, &steps));
+        out.push('\n');
+    }
     let _ = writeln!(out, "## Environment\n");
     let list = |v: &[String]| {
         if v.is_empty() {
@@ -327,36 +334,7 @@ pub fn render_markdown(report: &Report, flows: &[Flow], opts: &MarkdownOptions) 
         }
     );
     let _ = writeln!(out, "- Secrets are shown as `[redacted sha256:<first 12 hex> len=<n>]`; equal fingerprints mean equal values.");
-    let _ = writeln!(out, "\n## Timeline\n");
-    let _ = writeln!(out, "| time | flow | role | request | status | auth |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
-    let (lines, omitted) = timeline(report);
-    for f in lines {
-        let status = f
-            .status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "---".into());
-        let what = what_col(f);
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | `{} {}`{} | {} | {} |",
-            offset(report, f.started),
-            f.id,
-            f.role,
-            f.method,
-            f.url.replace('|', "%7C"),
-            if what.is_empty() {
-                String::new()
-            } else {
-                format!(" {what}")
-            },
-            status,
-            auth_col(f)
-        );
-    }
-    if omitted > 0 {
-        let _ = writeln!(out, "\n… {omitted} more MCP flow(s) not shown.");
-    }
+    write_full_timeline(&mut out, report);
     let _ = writeln!(out, "\n## Findings\n");
     if report.counted().next().is_none() {
         let _ = writeln!(out, "None.");
@@ -406,7 +384,7 @@ pub fn render_markdown(report: &Report, flows: &[Flow], opts: &MarkdownOptions) 
         let _ = writeln!(out, "## Key exchanges\n");
         for id in chosen {
             if let Some(flow) = flows.iter().find(|f| f.id == id) {
-                write_exchange(&mut out, flow, opts.max_body);
+                write_exchange_details(&mut out, flow, opts.max_body);
             }
         }
     }
@@ -576,6 +554,154 @@ fn redact_tokens(t: &str) -> String {
         .collect()
 }
 
+/// Every flow of the report, in a table, with the findings that cite it; what is folded is
+/// counted, and says why.
+fn write_full_timeline(out: &mut String, report: &Report) {
+    let _ = writeln!(out, "\n## Timeline\n");
+    let _ = writeln!(
+        out,
+        "| time | flow | role | request | status | auth | finding |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let cited = cited_by(report);
+    let (lines, folded) = full_timeline(report);
+    for f in lines {
+        let status = match (f.status, f.synthetic) {
+            (Some(s), false) => s.to_string(),
+            (Some(s), true) => format!("{s} (by mcptap)"),
+            (None, _) => f.error.unwrap_or("no response").to_owned(),
+        };
+        let what = what_col(f);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | `{} {}`{} | {} | {} | {} |",
+            offset(report, f.started),
+            f.id,
+            f.role,
+            f.method,
+            f.url.replace('|', "%7C").replace('`', "%60"),
+            if what.is_empty() {
+                String::new()
+            } else {
+                format!(" {what}")
+            },
+            status,
+            auth_col(f),
+            cited.get(&f.id).map(String::as_str).unwrap_or("")
+        );
+    }
+    if folded > 0 {
+        let _ = writeln!(
+            out,
+            "\n{folded} more MCP flow(s) are not listed: past the first {TIMELINE_MCP_LINES} \
+             MCP requests, only OAuth flows and the flows findings cite are listed."
+        );
+    }
+    let env = &report.environment;
+    if env.unlisted_mcp_flows > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} MCP flow(s) were counted but not kept by the live analyzer (past its bound).",
+            env.unlisted_mcp_flows
+        );
+    }
+    if env.unlisted_flows > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} flow(s) that were neither OAuth nor MCP were counted but not kept by the live \
+             analyzer.",
+            env.unlisted_flows
+        );
+    }
+}
+
+/// The timeline of the markdown report: every flow but MCP flows past the limit that no
+/// finding cites (counted).
+fn full_timeline(report: &Report) -> (Vec<&FlowSummary>, u64) {
+    let evidence: HashSet<FlowId> = report
+        .findings
+        .iter()
+        .flat_map(|f| f.evidence.iter().copied())
+        .collect();
+    let mut mcp = 0;
+    let mut folded = 0u64;
+    let mut out = Vec::new();
+    for f in &report.flows {
+        let is_mcp = matches!(f.role, Role::Mcp | Role::McpPreflight);
+        if is_mcp && !evidence.contains(&f.id) {
+            if mcp >= TIMELINE_MCP_LINES {
+                folded += 1;
+                continue;
+            }
+            mcp += 1;
+        }
+        out.push(f);
+    }
+    (out, folded)
+}
+
+/// For each flow, the ids of the findings that cite it (`token-not-sent`, suspected ones
+/// marked).
+fn cited_by(report: &Report) -> std::collections::HashMap<FlowId, String> {
+    let mut out: std::collections::HashMap<FlowId, String> = std::collections::HashMap::new();
+    for f in &report.findings {
+        let tag = match f.status {
+            Status::Confirmed => format!("`{}`", f.id),
+            s => format!("`{}` ({})", f.id, s.as_str()),
+        };
+        for id in &f.evidence {
+            let e = out.entry(*id).or_default();
+            if !e.contains(&tag) {
+                if !e.is_empty() {
+                    e.push_str(", ");
+                }
+                e.push_str(&tag);
+            }
+        }
+    }
+    out
+}
+
+/// One exchange, collapsed: its summary line is the request and the status, the headers and
+/// bodies are inside.
+fn write_exchange_details(out: &mut String, flow: &Flow, max_body: usize) {
+    let status = flow
+        .response
+        .as_ref()
+        .map(|r| r.status.to_string())
+        .unwrap_or_else(|| "no response".into());
+    let _ = writeln!(
+        out,
+        "<details>\n<summary>{} {} {} → {}</summary>\n",
+        flow.id,
+        flow.request.method,
+        html_escape(&redact_url(&flow.request.url)),
+        status
+    );
+    let mut inner = String::new();
+    write_exchange(&mut inner, flow, max_body);
+    // The exchange's own heading is the summary line.
+    let body = inner.split_once("\n\n").map(|(_, b)| b).unwrap_or(&inner);
+    out.push_str(body);
+    let _ = writeln!(out, "</details>\n");
+}
+
+/// Escapes text for HTML (also inside markdown's raw HTML).
+pub(crate) fn html_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 fn write_exchange(out: &mut String, flow: &Flow, max_body: usize) {
     let status = flow
         .response
@@ -590,7 +716,17 @@ fn write_exchange(out: &mut String, flow: &Flow, max_body: usize) {
         redact_url(&flow.request.url),
         status
     );
-    let _ = writeln!(out, "```http");
+    let (request, response) = exchange_text(flow, max_body);
+    let _ = writeln!(out, "```http\n{request}```\n");
+    if let Some(response) = response {
+        let _ = writeln!(out, "```http\n{response}```\n");
+    }
+}
+
+/// The redacted request and response of a flow as HTTP text: start line, headers, a blank
+/// line and the body (at most `max_body` bytes; SSE as its first events).
+pub(crate) fn exchange_text(flow: &Flow, max_body: usize) -> (String, Option<String>) {
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "{} {} {}",
@@ -611,39 +747,39 @@ fn write_exchange(out: &mut String, flow: &Flow, max_body: usize) {
     if let Some(b) = flow.request.body.as_str().filter(|b| !b.trim().is_empty()) {
         let _ = writeln!(out, "\n{}", redact_body(b, max_body));
     }
-    let _ = writeln!(out, "```\n");
-    if let Some(r) = &flow.response {
-        let _ = writeln!(out, "```http");
-        let _ = writeln!(
-            out,
-            "{} {}{}",
-            r.version,
-            r.status,
-            if r.synthetic { " (made by mcptap)" } else { "" }
-        );
-        for h in &r.headers {
-            let _ = writeln!(out, "{}: {}", h.name, redact_header(&h.name, &h.value));
-        }
-        if !r.sse.is_empty() {
-            out.push('\n');
-            for e in r.sse.iter().take(10) {
-                if let Some(ev) = &e.event {
-                    let _ = writeln!(out, "event: {ev}");
-                }
-                let _ = writeln!(
-                    out,
-                    "data: {}\n",
-                    redact_body(&e.data, max_body).replace('\n', "\ndata: ")
-                );
-            }
-            if r.sse.len() > 10 {
-                let _ = writeln!(out, "… {} more event(s)", r.sse.len() - 10);
-            }
-        } else if let Some(b) = r.body.as_str().filter(|b| !b.trim().is_empty()) {
-            let _ = writeln!(out, "\n{}", redact_body(b, max_body));
-        }
-        let _ = writeln!(out, "```\n");
+    let Some(r) = &flow.response else {
+        return (out, None);
+    };
+    let mut resp = String::new();
+    let _ = writeln!(
+        resp,
+        "{} {}{}",
+        r.version,
+        r.status,
+        if r.synthetic { " (made by mcptap)" } else { "" }
+    );
+    for h in &r.headers {
+        let _ = writeln!(resp, "{}: {}", h.name, redact_header(&h.name, &h.value));
     }
+    if !r.sse.is_empty() {
+        resp.push('\n');
+        for e in r.sse.iter().take(10) {
+            if let Some(ev) = &e.event {
+                let _ = writeln!(resp, "event: {ev}");
+            }
+            let _ = writeln!(
+                resp,
+                "data: {}\n",
+                redact_body(&e.data, max_body).replace('\n', "\ndata: ")
+            );
+        }
+        if r.sse.len() > 10 {
+            let _ = writeln!(resp, "… {} more event(s)", r.sse.len() - 10);
+        }
+    } else if let Some(b) = r.body.as_str().filter(|b| !b.trim().is_empty()) {
+        let _ = writeln!(resp, "\n{}", redact_body(b, max_body));
+    }
+    (out, Some(resp))
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ fn prm_implied(url: &Url) -> Option<Option<Url>> {
 
 impl Analyzer {
     pub(crate) fn on_jwks(&mut self, c: &Ctx<'_>) {
+        self.check_jwks(c);
         if let Some(v) = util::response_json(c.flow) {
             if let Some(keys) = v.get("keys").and_then(Value::as_array) {
                 for k in keys {
@@ -118,6 +119,7 @@ impl Analyzer {
             url: url.clone(),
             ok: true,
         });
+        self.check_metadata_urls(c, &doc, true);
         let resource = jstr(&doc, "resource").map(str::to_owned);
         let auth_servers = jstrs(&doc, "authorization_servers");
         if resource.is_none() || auth_servers.is_empty() {
@@ -321,6 +323,7 @@ impl Analyzer {
             url: url.clone(),
             ok: true,
         });
+        self.check_metadata_urls(c, &doc, false);
         let issuer = jstr(&doc, "issuer").map(str::to_owned);
         if let Some(i) = &issuer {
             if !self.env.authorization_servers.contains(i) {

@@ -3,7 +3,7 @@
 //! scope step-up, tool schemas, and the inject-mode verdicts.
 
 use crate::catalog::FindingId as Id;
-use crate::classify::{meta_protocol_version, Ctx};
+use crate::classify::Ctx;
 use crate::engine::{us, Analyzer, Decision, New, Pending, Session};
 use crate::model::{Culprit, RpcDirection, RpcKind, Severity};
 use crate::util::{self, Challenge, Url};
@@ -79,9 +79,13 @@ impl Analyzer {
         self.track_sessions(c, ei, &method);
         self.check_headers(c, ei, &method);
         self.check_tools(c, &ep);
+        self.check_jsonrpc_answers(c, &ep);
+        self.check_get_stream(c, &ep);
+        self.check_notification_answer(c, &ep);
         self.check_redirect(c, &url, &method);
         self.check_scope(c, &challenges);
         self.check_cors_expose(c, &ep);
+        self.check_transport(c, &ep, &challenges);
         if REQUEST_METHODS.contains(&method.as_str()) {
             self.mark_activity(c, &ep);
             if let Some(fp) = c.bearer.clone() {
@@ -279,6 +283,20 @@ impl Analyzer {
         if !REQUEST_METHODS.contains(&method) || c.is_session_start() {
             return;
         }
+        // A request with no session, no protocol version and no token, to an endpoint where
+        // this client authenticated before, comes from a client that has not started its own
+        // session yet (a new process probing before it initializes): the session and version
+        // headers are not owed yet, and the missing token is token-not-sent's to judge.
+        let fresh = c.session.is_none()
+            && c.protocol_version.is_none()
+            && !c.flow.request.headers.contains("authorization")
+            && self.endpoints[ei]
+                .authenticated_uas
+                .iter()
+                .any(|u| c.ua.as_ref() == Some(u) || c.ua.is_none());
+        if fresh {
+            return;
+        }
         let ep = self.endpoints[ei].key.clone();
         let negotiated = match &c.session {
             Some(s) => self.sessions.get(s).and_then(|x| x.version.clone()),
@@ -306,7 +324,13 @@ impl Analyzer {
                 .ev(ev),
             );
         };
-        if let Some(v) = negotiated.as_deref().filter(|v| *v >= "2025-06-18") {
+        // A 2026-07-28 request's version header mirrors its `_meta`: stateless-header-violation
+        // (rules_transport.rs) decides it, not the negotiated session version.
+        let stateless = crate::rules_transport::stateless_version(c).is_some();
+        if let Some(v) = negotiated
+            .as_deref()
+            .filter(|v| *v >= "2025-06-18" && !stateless)
+        {
             match c.protocol_version.as_deref() {
                 None => emit(self, "protocol-version-missing", Severity::Medium, Culprit::Client, format!(
                     "Request {} ({}) lacks MCP-Protocol-Version although {v} was negotiated; servers assume 2025-03-26 or answer 400.",
@@ -326,20 +350,6 @@ impl Analyzer {
                     }
                 }
             }
-        }
-        let meta_mismatch = c
-            .rpc
-            .iter()
-            .filter(|r| r.dir == RpcDirection::ClientToServer)
-            .filter_map(meta_protocol_version)
-            .find(|m| c.protocol_version.as_deref() != Some(*m))
-            .map(str::to_owned);
-        if let Some(m) = meta_mismatch {
-            emit(self, "protocol-version-mismatch", Severity::Medium, Culprit::Client, format!(
-                "Request {} states protocol version {m} in its _meta envelope but sends MCP-Protocol-Version {:?}.",
-                c.id,
-                c.protocol_version.as_deref().unwrap_or("(none)")
-            ), vec![c.id]);
         }
         if c.session.is_none() {
             let live = self.endpoints[ei]
@@ -871,7 +881,7 @@ impl Analyzer {
 
     /// A request without a token: `token-not-sent` at once when the same client holds a token
     /// from this capture that is still good (see [`Analyzer::token_dropped`]). A later
-    /// recovery amends the finding (see `rules_oauth::issue_token`), never removes it.
+    /// recovery amends the finding (see `rules_token::amend_recovery`), never removes it.
     fn token_missing(&mut self, c: &Ctx<'_>, ei: usize) {
         for s in 0..self.stories.len() {
             let Some(ti) = self.current_token(s, c.started) else {
@@ -983,10 +993,35 @@ impl Analyzer {
             }
         }
         let expired = t.expires_at.is_some_and(|e| c.started >= e);
+        let ua = c.ua.clone().unwrap_or_default();
+        let e = &mut self.endpoints[ei];
+        if !e.authenticated_uas.contains(&ua) && e.authenticated_uas.len() < 8 {
+            e.authenticated_uas.push(ua);
+        }
+        let t = &mut self.tokens[ti];
         if refused && t.refused.is_none() {
             t.refused = Some((c.id, c.done));
         }
         let (tf, story, issued) = (t.flow, t.story, t.issued);
+        // The same token sent again after a bare request, with no new login: the bare request
+        // was a probe and the client recovered by itself (the finding stays, lowered).
+        if let Some(pos) = self
+            .bare_while_held
+            .iter()
+            .position(|&(s, at, held)| s == story && held == ti && at < c.started)
+        {
+            self.bare_while_held.remove(pos);
+            self.amend(
+                Id::TokenNotSent,
+                &format!("story {story}"),
+                format!(
+                    "recovered: the client sent token {fp} again at {} without a new login; the request without it was a probe, still against the spec (a token on every request)",
+                    c.id
+                ),
+                Some(Severity::Low),
+                None,
+            );
+        }
         if first && refused && !expired && applies && current {
             let mut n = New::finding(Id::FreshTokenRejected, fp, Severity::High, Culprit::Server)
                 .say(format!(
@@ -1412,7 +1447,7 @@ impl Analyzer {
 
 /// True when the response body mentions any of `words` (case-insensitive, first 4 KiB). Used
 /// only to recognise a foreign server's error *about* a topic, never to classify our errors.
-fn body_mentions(c: &Ctx<'_>, words: &[&str]) -> bool {
+pub(crate) fn body_mentions(c: &Ctx<'_>, words: &[&str]) -> bool {
     let body = c
         .flow
         .response

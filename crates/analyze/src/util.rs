@@ -227,7 +227,9 @@ pub(crate) fn parse_challenges<'a>(values: impl Iterator<Item = &'a str>) -> Vec
     for value in values {
         let mut rest = value.trim();
         while !rest.is_empty() {
-            rest = rest.trim_start_matches([',', ' ', '\t']);
+            // Any whitespace, as the token below ends at any: a vertical tab or a no-break
+            // space left here would never be consumed (found by the fuzz smoke run).
+            rest = rest.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
             if rest.is_empty() {
                 break;
             }
@@ -237,7 +239,7 @@ pub(crate) fn parse_challenges<'a>(values: impl Iterator<Item = &'a str>) -> Vec
                 .find(|c: char| c == '=' || c == ',' || c.is_whitespace())
                 .unwrap_or(rest.len());
             let token = &rest[..tok_end];
-            let after = rest[tok_end..].trim_start_matches([' ', '\t']);
+            let after = rest[tok_end..].trim_start_matches(char::is_whitespace);
             if let (Some(val_src), false) = (after.strip_prefix('='), out.is_empty()) {
                 // token68 (`Basic abc==`) ends with '=' signs and has no value after it.
                 let val_src = val_src.trim_start_matches([' ', '\t']);
@@ -268,6 +270,9 @@ pub(crate) fn parse_challenges<'a>(values: impl Iterator<Item = &'a str>) -> Vec
                     c.params.push((token.to_ascii_lowercase(), val));
                 }
                 rest = next;
+            } else if token.is_empty() {
+                // A stray `=` where a scheme belongs: skip it (every turn must consume).
+                rest = &rest[1..];
             } else {
                 out.push(Challenge {
                     scheme: token.to_owned(),
@@ -515,6 +520,27 @@ mod tests {
         assert!(!r("https://h/mcp", "https://h/mcpx"));
         assert!(!r("https://h/mcp", "https://g/mcp"));
         assert!(!r("https://h/api/mcp", "https://h/mcp"));
+    }
+
+    #[test]
+    fn challenges_with_odd_whitespace_or_a_stray_equals_sign_end() {
+        // Each of these looped forever, pushing empty challenges (found by fuzzing).
+        let cases: [(&str, &[&str]); 4] = [
+            ("Bearer realm=\"x\"\u{b}error=invalid_token", &["Bearer"]),
+            ("\u{a0}Bearer error=\"e\"", &["Bearer"]),
+            ("=abc", &["abc"]),
+            (
+                "Basic realm=\"x\", \u{c}Bearer\u{b}scope=a",
+                &["Basic", "Bearer"],
+            ),
+        ];
+        for (value, schemes) in cases {
+            let parsed = parse_challenges(std::iter::once(value));
+            let got: Vec<&str> = parsed.iter().map(|c| c.scheme.as_str()).collect();
+            assert_eq!(got, schemes, "{value:?}");
+        }
+        let parsed = parse_challenges(std::iter::once("Bearer realm=\"x\"\u{b}error=e"));
+        assert_eq!(parsed[0].param("error"), Some("e"));
     }
 
     #[test]

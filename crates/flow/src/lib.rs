@@ -146,6 +146,10 @@ pub struct TlsInfo {
     /// The negotiated cipher suite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cipher: Option<String>,
+    /// True when the peer's certificate was not verified (`-k/--ssl-insecure`): anyone on the
+    /// path could have been the server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 /// The request as the client sent it (after the proxy received it, before anything was added).
@@ -249,8 +253,14 @@ pub enum ErrorKind {
     ClientProtocol,
     /// The client went away before the exchange ended.
     ClientDisconnected,
+    /// The client took longer than a limit: no TLS handshake after CONNECT, or a request body
+    /// that stalled.
+    ClientTimeout,
     /// The upstream went away before the exchange ended.
     UpstreamDisconnected,
+    /// mcptap was shut down while the exchange was in flight (it was dropped at the shutdown
+    /// deadline).
+    Shutdown,
     /// Anything else: a bug in mcptap.
     Internal,
 }
@@ -267,7 +277,9 @@ impl ErrorKind {
             ErrorKind::ClientTls => "client_tls",
             ErrorKind::ClientProtocol => "client_protocol",
             ErrorKind::ClientDisconnected => "client_disconnected",
+            ErrorKind::ClientTimeout => "client_timeout",
             ErrorKind::UpstreamDisconnected => "upstream_disconnected",
+            ErrorKind::Shutdown => "shutdown",
             ErrorKind::Internal => "internal",
         }
     }
@@ -283,6 +295,56 @@ pub struct FlowError {
     /// What the user can do about it, when mcptap knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Set when a time limit ended the flow: which one, and how long it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<TimeLimit>,
+}
+
+impl FlowError {
+    /// An error of `kind` with `message`, without hint or limit.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> FlowError {
+        FlowError {
+            kind,
+            message: message.into(),
+            hint: None,
+            limit: None,
+        }
+    }
+}
+
+/// A time limit that ended a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeLimit {
+    /// What was being waited for.
+    pub phase: Phase,
+    /// The limit, in milliseconds.
+    pub after_ms: u64,
+}
+
+/// What a flow was waiting for when a time limit ended it (`--*-timeout` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// DNS, TCP and TLS to the upstream (`--connect-timeout`).
+    UpstreamConnect,
+    /// The client's TLS handshake after CONNECT (`--tls-handshake-timeout`).
+    ClientTlsHandshake,
+    /// The upstream's response head after the request was sent (`--response-timeout`).
+    ResponseHead,
+    /// The next bytes of a body that had started (`--idle-body-timeout`).
+    IdleBody,
+}
+
+impl Phase {
+    /// A stable short name (`response_head`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::UpstreamConnect => "upstream_connect",
+            Phase::ClientTlsHandshake => "client_tls_handshake",
+            Phase::ResponseHead => "response_head",
+            Phase::IdleBody => "idle_body",
+        }
+    }
 }
 
 /// Bytes that crossed a tunnel or an upgraded connection (WebSocket) without being parsed.
@@ -344,6 +406,10 @@ pub struct Flow {
     /// Set when mcptap added the `Authorization` header (inject mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injected: Option<Injection>,
+    /// Inject mode: why mcptap did *not* add a token to this request that had none (`the path
+    /// leaves the MCP endpoint …`, `the Host header names …`). Forwarded untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_injected: Option<String>,
     /// Set when mcptap itself made this request (the client did not send it); says why, e.g.
     /// `inject-refresh` for a token refresh made under `--inject-refresh`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

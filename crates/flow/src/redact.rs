@@ -17,6 +17,10 @@
 //! formatting and also covers bodies cut at the body limit, JSON-RPC messages inside an event
 //! stream and NDJSON. A string value left unterminated by a cut is redacted up to the cut.
 
+mod argv;
+
+pub use argv::{argv, text as redact_text};
+
 use crate::{CapturedBody, Direction, Flow, FlowEvent, Header, Headers, SseEvent};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};

@@ -1,8 +1,11 @@
 //! CONNECT: answer `200`, then look at the first bytes the client sends through the tunnel.
 //! TLS is terminated with a leaf minted for the SNI (or the target, for IP literals); anything
 //! else is served as plain HTTP; `--ignore-hosts` targets are spliced without decryption.
+//! A client gets `--tls-handshake-timeout` from the `200` to its first byte and the end of its
+//! TLS handshake; one that stalls is recorded as a failed `CONNECT` flow.
 
 use crate::forward::{self, flow_headers, flow_version, next_id, text_response, ConnCtx, Target};
+use crate::limits::{exceeded, human};
 use crate::serve::{serve_auto, serve_h1, serve_h2};
 use crate::shutdown::Guard;
 use crate::Shared;
@@ -10,7 +13,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mcptap_flow::{
-    now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowKind, FlowState, TlsInfo, TunnelStats,
+    now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowKind, FlowState, Phase, TlsInfo,
+    TunnelStats,
 };
 use std::io;
 use std::pin::Pin;
@@ -18,6 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
 
 /// The first byte of a TLS handshake record.
@@ -26,18 +31,61 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// ALPN offered to clients: whatever they prefer of these.
 const CLIENT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
-/// Parses `host:port` from a CONNECT request target.
-fn connect_target(req: &Request<Incoming>) -> Option<(String, u16)> {
-    let authority = req.uri().authority()?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, authority.port_u16().unwrap_or(443)))
+/// Parses `host:port` from a CONNECT request target (the port is required and checked).
+fn connect_target(req: &Request<Incoming>) -> Result<(String, u16), String> {
+    let authority = req
+        .uri()
+        .authority()
+        .ok_or("CONNECT needs a host:port target")?;
+    crate::target::host_port(authority.as_str(), None)
+}
+
+/// A CONNECT with a bad target: a failed flow (the client's fault) and a `400` naming it.
+fn refuse_connect(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    req: &Request<Incoming>,
+    why: &str,
+) -> Response<forward::ProxyBody> {
+    let started = now_micros();
+    let shown = req.uri().to_string();
+    let text = format!("mcptap: bad CONNECT target {shown:?}: {why}\n");
+    let flow = Flow {
+        id: next_id(shared),
+        client_addr: Some(ctx.client_addr_text.clone()),
+        host: req.uri().host().unwrap_or("").to_owned(),
+        request: mcptap_flow::Request {
+            method: "CONNECT".to_owned(),
+            url: shown.clone(),
+            version: flow_version(req.version()),
+            headers: flow_headers(req.headers()),
+            ..Default::default()
+        },
+        response: Some(mcptap_flow::Response {
+            status: StatusCode::BAD_REQUEST.as_u16(),
+            headers: [("content-type", "text/plain; charset=utf-8")]
+                .into_iter()
+                .collect(),
+            body: mcptap_flow::CapturedBody::complete(text.clone()),
+            synthetic: true,
+            ..Default::default()
+        }),
+        timings: mcptap_flow::Timings {
+            started,
+            finished: Some(now_micros()),
+            ..Default::default()
+        },
+        state: FlowState::Failed,
+        error: Some(FlowError::new(
+            ErrorKind::ClientProtocol,
+            format!("bad CONNECT target {shown:?}: {why}"),
+        )),
+        ..Default::default()
+    };
+    shared.events.send(FlowEvent::Failed {
+        flow: Box::new(flow),
+    });
+    text_response(StatusCode::BAD_REQUEST, text)
 }
 
 /// Handles a CONNECT on the proxy listener.
@@ -47,11 +95,9 @@ pub(crate) async fn handle_connect(
     req: Request<Incoming>,
     guard: Guard,
 ) -> Response<forward::ProxyBody> {
-    let Some((host, port)) = connect_target(&req) else {
-        return text_response(
-            StatusCode::BAD_REQUEST,
-            "mcptap: CONNECT needs a host:port target\n",
-        );
+    let (host, port) = match connect_target(&req) {
+        Ok(t) => t,
+        Err(why) => return refuse_connect(&shared, &ctx, &req, &why),
     };
     if shared.is_ignored(&host, port) {
         return tunnel_ignored(shared, ctx, req, host, port, guard).await;
@@ -111,20 +157,47 @@ async fn intercept(
     target: Target,
     guard: Guard,
 ) {
-    match into_tunnel_io(upgraded) {
+    let started = now_micros();
+    let deadline = Instant::now() + shared.limits.tls_handshake;
+    let first = match into_tunnel_io(upgraded) {
         TunnelIo::Tcp(tcp) => {
             let mut first = [0u8; 1];
-            match tcp.peek(&mut first).await {
-                Ok(0) | Err(_) => {}
-                Ok(_) => dispatch(shared, ctx, tcp, first[0], target, guard).await,
+            match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+                Ok(Ok(0) | Err(_)) => return,
+                Ok(Ok(_)) => {
+                    let at = Handshake { deadline, started };
+                    return dispatch(shared, ctx, tcp, first[0], target, guard, at).await;
+                }
+                Err(_) => None,
             }
         }
-        TunnelIo::Other(mut io) => {
-            if let Ok(Some(b)) = io.peek_byte().await {
-                dispatch(shared, ctx, io, b, target, guard).await;
-            }
+        TunnelIo::Other(mut io) => match tokio::time::timeout_at(deadline, io.peek_byte()).await {
+            Ok(Ok(Some(b))) => Some((io, b)),
+            Ok(_) => return,
+            Err(_) => None,
+        },
+    };
+    match first {
+        Some((io, b)) => {
+            let at = Handshake { deadline, started };
+            dispatch(shared, ctx, io, b, target, guard, at).await;
+        }
+        None => {
+            let limit = shared.limits.tls_handshake;
+            let message = format!(
+                "the client sent nothing for {} after its CONNECT was answered",
+                human(limit)
+            );
+            handshake_timed_out(&shared, &ctx, &target, None, started, message);
         }
     }
+}
+
+/// When a client's TLS handshake must be done by, and when its tunnel started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handshake {
+    pub deadline: Instant,
+    pub started: i64,
 }
 
 pub(crate) async fn dispatch<IO>(
@@ -134,6 +207,7 @@ pub(crate) async fn dispatch<IO>(
     first: u8,
     mut target: Target,
     guard: Guard,
+    at: Handshake,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -148,13 +222,22 @@ pub(crate) async fn dispatch<IO>(
         serve_auto(shared, ctx, io, guard).await;
         return;
     }
-    let started = now_micros();
-    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
-        Ok(s) => s,
-        Err(e) => {
+    let started = at.started;
+    let too_slow = |sni: Option<&str>| {
+        let message = format!(
+            "the client did not finish its TLS handshake within {}",
+            human(shared.limits.tls_handshake)
+        );
+        handshake_timed_out(&shared, &ctx, &target, sni, started, message);
+    };
+    let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout_at(at.deadline, hello).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             client_tls_failed(&shared, &ctx, &target, None, started, &e);
             return;
         }
+        Err(_) => return too_slow(None),
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
     let cert_host = sni.clone().unwrap_or_else(|| target.host.clone());
@@ -167,12 +250,13 @@ pub(crate) async fn dispatch<IO>(
             return;
         }
     };
-    let tls = match start.into_stream(config).await {
-        Ok(t) => t,
-        Err(e) => {
+    let tls = match tokio::time::timeout_at(at.deadline, start.into_stream(config)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
             client_tls_failed(&shared, &ctx, &target, sni.as_deref(), started, &e);
             return;
         }
+        Err(_) => return too_slow(sni.as_deref()),
     };
     let (_, session) = tls.get_ref();
     let alpn = session
@@ -189,6 +273,7 @@ pub(crate) async fn dispatch<IO>(
             .negotiated_cipher_suite()
             .and_then(|c| c.suite().as_str())
             .map(str::to_owned),
+        unverified: false,
     };
     target.tls = true;
     let ctx = Arc::new(ConnCtx::new(
@@ -244,6 +329,44 @@ fn client_tls_failed(
         (format!("TLS handshake with the client failed: {e}"), None)
     };
     tracing::debug!(host = %target.host, "{message}");
+    let error = FlowError {
+        kind: ErrorKind::ClientTls,
+        message,
+        hint,
+        limit: None,
+    };
+    tunnel_failed(shared, ctx, target, sni, started, error);
+}
+
+/// `--tls-handshake-timeout` fired: the tunnel is closed and recorded as a failed `CONNECT`.
+fn handshake_timed_out(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    target: &Target,
+    sni: Option<&str>,
+    started: i64,
+    message: String,
+) {
+    tracing::debug!(host = %target.host, "{message}");
+    let error = exceeded(
+        ErrorKind::ClientTimeout,
+        Phase::ClientTlsHandshake,
+        shared.limits.tls_handshake,
+        message,
+        "--tls-handshake-timeout",
+    );
+    tunnel_failed(shared, ctx, target, sni, started, error);
+}
+
+/// Records a tunnel that failed before any request went through it.
+fn tunnel_failed(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    target: &Target,
+    sni: Option<&str>,
+    started: i64,
+    error: FlowError,
+) {
     let mut flow = connect_flow(shared, ctx, target, started);
     flow.client_tls = Some(Arc::new(TlsInfo {
         sni: sni.map(str::to_owned),
@@ -251,11 +374,7 @@ fn client_tls_failed(
     }));
     flow.state = FlowState::Failed;
     flow.timings.finished = Some(now_micros());
-    flow.error = Some(FlowError {
-        kind: ErrorKind::ClientTls,
-        message,
-        hint,
-    });
+    flow.error = Some(error);
     shared.events.send(FlowEvent::Failed {
         flow: Box::new(flow),
     });
@@ -314,11 +433,7 @@ async fn tunnel_ignored(
                 body: mcptap_flow::CapturedBody::complete(text.clone()),
                 ..Default::default()
             });
-            flow.error = Some(FlowError {
-                kind: e.kind(),
-                hint: e.hint(),
-                message: e.to_string(),
-            });
+            flow.error = Some(e.flow_error());
             shared.events.send(FlowEvent::Failed {
                 flow: Box::new(flow),
             });
@@ -348,10 +463,13 @@ async fn tunnel_ignored(
             Err(s) => {
                 flow.tunnel = Some(s);
                 flow.state = FlowState::Aborted;
-                flow.error = Some(FlowError {
-                    kind: ErrorKind::ClientDisconnected,
-                    message: "the tunnel was closed with an error".to_owned(),
-                    hint: None,
+                flow.error = Some(if shared.events.is_stopping() {
+                    FlowError::new(ErrorKind::Shutdown, "mcptap shut down with the tunnel open")
+                } else {
+                    FlowError::new(
+                        ErrorKind::ClientDisconnected,
+                        "the tunnel was closed with an error",
+                    )
                 });
             }
         }

@@ -4,9 +4,13 @@
 //! blocks: when the channel is full the event is dropped and counted. Final events
 //! (`Completed`/`Failed`) get a separate, larger reserve so that a burst of progress events does
 //! not cost whole flows.
+//!
+//! The senders also share whether the engine has reached its shutdown deadline: every flow
+//! holds a sender, and a flow dropped after that point ended because mcptap stopped, not
+//! because a peer went away.
 
 use mcptap_flow::FlowEvent;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -17,26 +21,33 @@ pub const DEFAULT_CAPACITY: usize = 65_536;
 #[derive(Clone, Debug)]
 pub struct EventSender {
     tx: mpsc::Sender<FlowEvent>,
-    dropped: Arc<AtomicU64>,
+    state: Arc<State>,
+}
+
+/// What the two halves share (one allocation: cloning a sender stays one reference count).
+#[derive(Debug, Default)]
+struct State {
+    dropped: AtomicU64,
+    stopping: AtomicBool,
 }
 
 /// Receiving half, owned by the consumer (the CLI's dispatcher).
 #[derive(Debug)]
 pub struct EventReceiver {
     rx: mpsc::Receiver<FlowEvent>,
-    dropped: Arc<AtomicU64>,
+    state: Arc<State>,
 }
 
 /// A bounded event channel of `capacity` events.
 pub fn channel(capacity: usize) -> (EventSender, EventReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let dropped = Arc::new(AtomicU64::new(0));
+    let state = Arc::new(State::default());
     (
         EventSender {
             tx,
-            dropped: dropped.clone(),
+            state: state.clone(),
         },
-        EventReceiver { rx, dropped },
+        EventReceiver { rx, state },
     )
 }
 
@@ -44,8 +55,19 @@ impl EventSender {
     /// Sends without waiting; a full or closed channel drops the event and counts it.
     pub fn send(&self, ev: FlowEvent) {
         if self.tx.try_send(ev).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Marks the engine as past its shutdown deadline: what ends from now on was ended by
+    /// mcptap stopping.
+    pub(crate) fn mark_stopping(&self) {
+        self.state.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// True once [`EventSender::mark_stopping`] was called on any sender of this channel.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.state.stopping.load(Ordering::Relaxed)
     }
 
     /// A sender whose events go nowhere (for embedders that do not record).
@@ -56,7 +78,7 @@ impl EventSender {
 
     /// Events dropped so far because the consumer was too slow (or gone).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.state.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -106,6 +128,6 @@ impl EventReceiver {
 
     /// Events dropped so far because this receiver was too slow.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.state.dropped.load(Ordering::Relaxed)
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::tap::{BoxError, Recorder, Tap};
 use crate::tunnel_upstream::TunnelUpstream;
-use crate::upstream::{classify, UpstreamInfo};
+use crate::upstream::UpstreamInfo;
 use crate::Shared;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -284,12 +284,10 @@ fn upstream_uri(
                     )
                 }
             };
-            let host = uri.host().ok_or("the request URL has no host")?;
-            let host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(default_port(scheme));
+            let authority = uri.authority().ok_or("the request URL has no host")?;
+            let (host, port) =
+                crate::target::host_port(authority.as_str(), Some(default_port(scheme)))
+                    .map_err(|why| format!("bad request target {uri}: {why}"))?;
             (scheme, host, port)
         }
     };
@@ -356,7 +354,11 @@ pub(crate) async fn forward(
         },
         ..Default::default()
     };
-    let rec = Recorder::start(flow, shared.events.clone(), shared.injector.clone());
+    let idle = Some(shared.limits.idle_body);
+    let rec =
+        Recorder::start_with_idle_limit(flow, shared.events.clone(), shared.injector.clone(), idle);
+    // Dropped with this handler (the client went away): the flow ends at once, as aborted.
+    let _awaiting = rec.awaiting_head();
     // Only reverse mode's metadata rewriting needs the path after the request is gone.
     let path = reverse
         .as_ref()
@@ -402,37 +404,7 @@ pub(crate) async fn forward(
         }
     }
     if let Some(injector) = &shared.injector {
-        if !parts.headers.contains_key(header::AUTHORIZATION) {
-            let shown = rec.with(|f| f.request.url.clone());
-            let picked = match injector.pick(&shown, now_micros()) {
-                // --inject-refresh: no usable token, but maybe a refreshable one.
-                Err(crate::inject::Skip::NoToken) if injector.refreshes() => {
-                    crate::refresh::refresh_for(&shared, injector, &shown)
-                        .await
-                        .ok_or(crate::inject::Skip::NoToken)
-                }
-                other => other,
-            };
-            match picked {
-                Ok(pick) => {
-                    if let Ok(v) = HeaderValue::from_str(&pick.header) {
-                        parts.headers.insert(header::AUTHORIZATION, v);
-                        rec.with(|f| {
-                            f.injected = Some(mcptap_flow::Injection {
-                                fingerprint: pick.fingerprint,
-                                token_flow: Some(pick.token_flow),
-                            })
-                        });
-                    }
-                }
-                Err(crate::inject::Skip::SlashOnly(resource)) => tracing::warn!(
-                    flow = id.0,
-                    "not injecting: the token was issued for {resource}, which differs from \
-                     the request's URL by a trailing slash only"
-                ),
-                Err(skip) => tracing::trace!(flow = id.0, ?skip, "not injecting"),
-            }
-        }
+        crate::inject::hook::inject(&shared, injector, &rec, &mut parts).await;
     }
     parts.uri = uri;
     parts.version = Version::HTTP_11;
@@ -467,14 +439,7 @@ pub(crate) async fn forward(
             outgoing = if is_small_form(&parts.headers, &body) {
                 let bytes = match body.collect().await {
                     Ok(c) => c.to_bytes(),
-                    Err(e) => {
-                        return fail(
-                            &rec,
-                            ErrorKind::ClientDisconnected,
-                            format!("reading the request body failed: {e}"),
-                            None,
-                        )
-                    }
+                    Err(e) => return fail_with(&rec, crate::upstream::flow_error(&*e)),
                 };
                 let text = String::from_utf8_lossy(&bytes);
                 let bytes = match crate::reverse::rewrite_resource_params(&text, rev, public) {
@@ -505,42 +470,44 @@ pub(crate) async fn forward(
         .upstream
         .as_ref()
         .filter(|_| !upgrade && client_version < Version::HTTP_2 && reverse.is_none());
-    let sent = match (outgoing, own) {
-        (Outgoing::Stream(body), Some(own)) => {
-            // On its own connection the request goes in origin form, as a client sends it.
-            if !parts.headers.contains_key(header::HOST) {
-                if let Ok(v) = HeaderValue::from_str(own.origin().authority.as_str()) {
-                    parts.headers.insert(header::HOST, v);
+    let sent = crate::upstream::head_within(shared.limits.response_head, &rec, async {
+        match (outgoing, own) {
+            (Outgoing::Stream(body), Some(own)) => {
+                // On its own connection the request goes in origin form, as a client sends it.
+                if !parts.headers.contains_key(header::HOST) {
+                    if let Ok(v) = HeaderValue::from_str(own.origin().authority.as_str()) {
+                        parts.headers.insert(header::HOST, v);
+                    }
                 }
+                let pq = parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+                parts.uri = Uri::from(pq);
+                own.send(&shared, Request::from_parts(parts, body)).await
             }
-            let pq = parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-            parts.uri = Uri::from(pq);
-            own.send(&shared, Request::from_parts(parts, body)).await
-        }
-        (Outgoing::Stream(body), None) => client
-            .request(Request::from_parts(parts, body))
-            .await
-            .map_err(BoxError::from),
-        // Read whole (and recorded by its tap already): mcptap's own client sends the bytes.
-        (Outgoing::Whole(bytes), _) => {
-            let up_req = Request::from_parts(parts, Tap::passthrough(Full::new(bytes)));
-            shared
-                .client_own
-                .request(up_req)
+            (Outgoing::Stream(body), None) => client
+                .request(Request::from_parts(parts, body))
                 .await
-                .map_err(BoxError::from)
+                .map_err(BoxError::from),
+            // Read whole (and recorded by its tap already): mcptap's own client sends the bytes.
+            (Outgoing::Whole(bytes), _) => {
+                let up_req = Request::from_parts(parts, Tap::passthrough(Full::new(bytes)));
+                shared
+                    .client_own
+                    .request(up_req)
+                    .await
+                    .map_err(BoxError::from)
+            }
         }
-    };
+    })
+    .await;
     let mut resp = match sent {
         Ok(r) => r,
-        Err(e) => {
-            let (kind, message, hint) = classify(&*e);
-            tracing::debug!(flow = id.0, "upstream failed: {message}");
-            return fail(&rec, kind, message, hint);
+        Err(error) => {
+            tracing::debug!(flow = id.0, "exchange failed: {}", error.message);
+            return fail_with(&rec, error);
         }
     };
 
@@ -760,14 +727,30 @@ pub(crate) fn fail(
     message: String,
     hint: Option<String>,
 ) -> Response<ProxyBody> {
-    let status = match kind {
+    fail_with(
+        rec,
+        FlowError {
+            kind,
+            message,
+            hint,
+            limit: None,
+        },
+    )
+}
+
+/// Ends a flow with `error` and a synthetic response whose status says whose fault it was:
+/// `4xx` for the client's, `5xx` for the upstream's (or mcptap's).
+pub(crate) fn fail_with(rec: &Arc<Recorder>, error: FlowError) -> Response<ProxyBody> {
+    let status = match error.kind {
         ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::ClientProtocol => StatusCode::BAD_REQUEST,
+        ErrorKind::ClientProtocol | ErrorKind::ClientDisconnected => StatusCode::BAD_REQUEST,
+        ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
     };
-    let text = match &hint {
-        Some(h) => format!("mcptap: {message}\n({h})\n"),
-        None => format!("mcptap: {message}\n"),
+    let text = match &error.hint {
+        Some(h) => format!("mcptap: {}\n({h})\n", error.message),
+        None => format!("mcptap: {}\n", error.message),
     };
     let synthetic = mcptap_flow::Response {
         status: status.as_u16(),
@@ -780,11 +763,7 @@ pub(crate) fn fail(
         ..Default::default()
     };
     rec.with(|f| f.response = Some(synthetic));
-    rec.fail(FlowError {
-        kind,
-        message,
-        hint,
-    });
+    rec.fail(error);
     text_response(status, text)
 }
 
@@ -835,6 +814,7 @@ async fn splice_upgrade(
                     kind: ErrorKind::UpstreamProtocol,
                     message: format!("protocol upgrade failed: {e}"),
                     hint: None,
+                    limit: None,
                 })
             });
             rec.response_part_done();

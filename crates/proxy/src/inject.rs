@@ -4,7 +4,8 @@
 //!
 //! The rules keep tokens from leaking (see `docs/inject.md`): only a *missing* header is filled,
 //! only for a request whose URL is the protected resource named in the server's metadata (same
-//! scheme, host, port and path, or a path below it), only with a Bearer token that the
+//! scheme, host, port and path, or a path below it, read as sent and with dot-segments removed
+//! alike) and whose `Host` names that origin, only with a Bearer token that the
 //! authorization server named by that metadata issued *for that resource*, never expired, never
 //! over plain HTTP except to loopback. Raw tokens live only in this process's memory; flows
 //! record the fingerprint.
@@ -120,7 +121,8 @@ impl FailedRefresh {
     }
 }
 
-/// Why a bare request was not given a token (for the log; not recorded with secrets).
+/// Why a bare request was not given a token; recorded on its flow as `not_injected` (never
+/// with a secret: URLs and host names only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
     /// No protected-resource metadata names this URL.
@@ -131,6 +133,58 @@ pub enum Skip {
     NoToken,
     /// Plain HTTP to a host that is not loopback.
     Insecure,
+    /// The token has characters a header value cannot carry.
+    Unsendable,
+    /// The path and its normalised form (dot-segments removed, `%2e` decoded, RFC 3986
+    /// §5.2.4) are not both the resource: a server that normalises serves another endpoint
+    /// than one that does not (`/mcp/../other`, `/other/../mcp`).
+    DotSegments {
+        /// The path once normalised.
+        normalised: String,
+    },
+    /// The path holds a separator a server may or may not read as one: an encoded slash or
+    /// backslash (`%2f`, `%5c`), a backslash, or a dot-segment with parameters (`..;x`).
+    AmbiguousPath,
+    /// The `Host` header (or HTTP/2 `:authority`) names another origin than the one the
+    /// request goes to (inside a tunnel, the CONNECT target).
+    OtherHost {
+        /// What the request named.
+        named: String,
+        /// The origin it goes to.
+        origin: String,
+    },
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::NotAResource => f.write_str("no protected-resource metadata names this URL"),
+            Skip::SlashOnly(r) => write!(
+                f,
+                "the token was issued for {r}, which differs from this URL by a trailing slash only"
+            ),
+            Skip::NoToken => f.write_str(
+                "no unexpired Bearer token was issued for this resource by its authorization server",
+            ),
+            Skip::Insecure => f.write_str("plain HTTP to a host that is not loopback"),
+            Skip::Unsendable => {
+                f.write_str("the token has characters a header value cannot carry")
+            }
+            Skip::DotSegments { normalised } => write!(
+                f,
+                "the path is {normalised} once dot-segments are removed: not the same endpoint \
+                 as the path sent"
+            ),
+            Skip::AmbiguousPath => f.write_str(
+                "the path holds an encoded slash or backslash (%2f, %5c), a backslash or a \
+                 dot-segment with parameters: a server may read it as another endpoint",
+            ),
+            Skip::OtherHost { named, origin } => write!(
+                f,
+                "the request names the host {named}, not {origin} where it goes"
+            ),
+        }
+    }
 }
 
 /// What was injected.
@@ -209,6 +263,64 @@ pub fn canonical(url: &str) -> Option<String> {
     let path = uri.path();
     let path = if path.is_empty() { "/" } else { path };
     Some(format!("{scheme}://{host}{port}{path}"))
+}
+
+/// The path of `path` (as sent, percent-encoded) with `%2e`/`%2E` decoded and dot-segments
+/// removed (RFC 3986 §5.2.4), or [`Skip::AmbiguousPath`] when it holds a separator that servers
+/// read differently: `%2f`, `%5c`, `\`, or `.`/`..` followed by `;parameters`. An encoded
+/// slash is never decoded, so it never makes a path the endpoint.
+pub fn normalise_path(path: &str) -> Result<String, Skip> {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+        return Err(Skip::AmbiguousPath);
+    }
+    let decoded = path.replace("%2e", ".").replace("%2E", ".");
+    let segments: Vec<&str> = decoded
+        .strip_prefix('/')
+        .unwrap_or(&decoded)
+        .split('/')
+        .collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." | ".." => {
+                if *seg == ".." {
+                    out.pop();
+                }
+                if last {
+                    out.push(""); // `/a/b/..` is `/a/`
+                }
+            }
+            s if matches!(s.split(';').next(), Some("." | "..")) => {
+                return Err(Skip::AmbiguousPath)
+            }
+            s => out.push(s),
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
+}
+
+/// `Ok` when every authority a request names (its `Host` headers, the authority of an
+/// absolute-form or HTTP/2 request target) is the origin of `url`, where it is sent: compared
+/// as origins (scheme of `url`, host case-insensitive, default port or none alike).
+pub fn check_authority<'a>(
+    url: &str,
+    named: impl IntoIterator<Item = &'a str>,
+) -> Result<(), Skip> {
+    let origin = origin_of(url).ok_or(Skip::NotAResource)?;
+    let scheme = &origin[..origin.find("://").unwrap_or(0)];
+    for a in named {
+        let same = !a.contains(['/', '?', '#', '@'])
+            && origin_of(&format!("{scheme}://{}/", a.trim())).as_deref() == Some(&origin);
+        if !same {
+            return Err(Skip::OtherHost {
+                named: a.chars().take(200).collect(),
+                origin,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn origin_of(url: &str) -> Option<String> {
@@ -504,26 +616,43 @@ impl Injector {
         if target.starts_with("http://") && !is_loopback_host(url) {
             return Err(Skip::Insecure);
         }
+        // The URL as a normalising server reads it: the same origin, the path without
+        // dot-segments. Both readings must be the resource.
+        let host_at = target.find("://").map_or(0, |i| i + 3);
+        let path_at = target[host_at..]
+            .find('/')
+            .map_or(target.len(), |i| host_at + i);
+        let normalised = normalise_path(&target[path_at..])?;
+        let normal_target = format!("{}{normalised}", &target[..path_at]);
+        let covers = |r: &str, t: &str| t == r || t.starts_with(&format!("{}/", trim_slash(r)));
+        let known = |(_, m): &(&String, &Resource)| !m.authorization_servers.is_empty();
         // The resource this URL belongs to: its exact URL or a path prefix at a segment boundary.
-        let (resource, meta) = st
+        let raw_match = st
             .resources
             .iter()
-            .filter(|(r, m)| {
-                !m.authorization_servers.is_empty()
-                    && (target == **r || target.starts_with(&format!("{}/", trim_slash(r))))
-            })
-            .max_by_key(|(r, _)| r.len())
-            .ok_or_else(|| {
-                // Say so when only a trailing slash stands between the URL and a resource.
-                match st
-                    .resources
-                    .keys()
-                    .find(|r| trim_slash(r) == trim_slash(&target))
-                {
-                    Some(r) => Skip::SlashOnly(r.clone()),
-                    None => Skip::NotAResource,
-                }
-            })?;
+            .filter(known)
+            .filter(|(r, _)| covers(r, &target))
+            .max_by_key(|(r, _)| r.len());
+        let normal_match = st
+            .resources
+            .iter()
+            .filter(known)
+            .filter(|(r, _)| covers(r, &normal_target))
+            .max_by_key(|(r, _)| r.len());
+        if raw_match.map(|(r, _)| r) != normal_match.map(|(r, _)| r) {
+            return Err(Skip::DotSegments { normalised });
+        }
+        let (resource, meta) = raw_match.ok_or_else(|| {
+            // Say so when only a trailing slash stands between the URL and a resource.
+            match st
+                .resources
+                .keys()
+                .find(|r| trim_slash(r) == trim_slash(&target))
+            {
+                Some(r) => Skip::SlashOnly(r.clone()),
+                None => Skip::NotAResource,
+            }
+        })?;
         let mut slash_only = None;
         let mut found: Vec<&Issued> = st
             .tokens
@@ -686,6 +815,8 @@ impl Injector {
         self.pick(url, at).ok()
     }
 }
+
+pub(crate) mod hook;
 
 #[cfg(test)]
 mod tests;

@@ -12,16 +12,19 @@ mod connect;
 pub mod events;
 mod forward;
 pub mod inject;
+pub mod limits;
 mod refresh;
 pub mod reverse;
 mod serve;
 pub mod shutdown;
 mod splice;
 mod tap;
+mod target;
 mod tunnel_upstream;
 pub mod upstream;
 
 pub use events::{EventReceiver, EventSender};
+pub use limits::Limits;
 pub use tap::BoxError;
 pub use upstream::{TrustError, UpstreamProxy, UpstreamTrust};
 
@@ -61,8 +64,8 @@ pub struct ProxyConfig {
     pub ignore_hosts: Vec<String>,
     /// Upstream certificate trust.
     pub upstream_trust: UpstreamTrust,
-    /// Limit for DNS + TCP connect + TLS handshake to an upstream.
-    pub connect_timeout: Duration,
+    /// How long mcptap waits for each side ([`Limits`]).
+    pub limits: Limits,
     /// How long shutdown waits for exchanges in flight.
     pub shutdown_deadline: Duration,
     /// Send upstream connections through this proxy (`--upstream-proxy`).
@@ -85,7 +88,7 @@ impl Default for ProxyConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             ignore_hosts: Vec::new(),
             upstream_trust: UpstreamTrust::default(),
-            connect_timeout: Duration::from_secs(15),
+            limits: Limits::default(),
             shutdown_deadline: Duration::from_secs(3),
             upstream_proxy: None,
             reverse: None,
@@ -138,6 +141,7 @@ pub(crate) struct Shared {
     pub events: EventSender,
     pub next_id: AtomicU64,
     pub body_limit: usize,
+    pub limits: Limits,
     ignore_hosts: Option<RegexSet>,
     pub reverse: Option<Arc<reverse::ReverseConfig>>,
     /// Expected `Proxy-Authorization` value (`Basic …`), explicit mode only.
@@ -195,8 +199,10 @@ impl Proxy {
         let tls = upstream::client_tls_config(&config.upstream_trust, &[b"h2", b"http/1.1"])?;
         let tls_h1 = upstream::client_tls_config(&config.upstream_trust, &[b"http/1.1"])?;
         let via = config.upstream_proxy.clone();
-        let connector = upstream::Connector::new(tls, config.connect_timeout, via.clone());
-        let connector_h1 = upstream::Connector::new(tls_h1, config.connect_timeout, via);
+        let insecure = config.upstream_trust.insecure;
+        let connect = config.limits.connect;
+        let connector = upstream::Connector::new(tls, connect, via.clone()).unverified(insecure);
+        let connector_h1 = upstream::Connector::new(tls_h1, connect, via).unverified(insecure);
         let listener = TcpListener::bind(config.listen).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 ProxyError::AddrInUse {
@@ -222,6 +228,7 @@ impl Proxy {
                 events,
                 next_id: AtomicU64::new(1),
                 body_limit: config.body_limit,
+                limits: config.limits,
                 ignore_hosts,
                 reverse: config.reverse.map(Arc::new),
                 injector: config
@@ -272,6 +279,9 @@ impl Proxy {
             }
         }
         drop(self.listener);
-        shutdown.run(self.shutdown_deadline).await;
+        let events = self.shared.events.clone();
+        shutdown
+            .run_then(self.shutdown_deadline, move || events.mark_stopping())
+            .await;
     }
 }

@@ -131,6 +131,7 @@ fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::Error) {
             kind: ErrorKind::ClientProtocol,
             message: format!("malformed request from the client: {e}"),
             hint: None,
+            limit: None,
         }),
         ..Default::default()
     };
@@ -191,7 +192,7 @@ fn check_proxy_auth(
         .headers()
         .get(http::header::PROXY_AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if given == Some(expected) {
+    if given.is_some_and(|g| basic_matches(g, expected)) {
         return None;
     }
     let mut resp = forward::text_response(
@@ -205,6 +206,28 @@ fn check_proxy_auth(
     Some(resp)
 }
 
+/// True when `given` is `<scheme> <credentials>` with the scheme `expected` has (compared
+/// without regard to case, RFC 9110 §11.1) and exactly its credentials; spaces may repeat.
+fn basic_matches(given: &str, expected: &str) -> bool {
+    let split = |s: &str| -> Option<(String, String)> {
+        let (scheme, cred) = s.trim().split_once(' ')?;
+        Some((scheme.to_ascii_lowercase(), cred.trim_start().to_owned()))
+    };
+    match (split(given), split(expected)) {
+        (Some((gs, gc)), Some((es, ec))) => {
+            // Compared in full whatever the first difference (no early exit on the secret).
+            let same = gc.len() == ec.len()
+                && gc
+                    .bytes()
+                    .zip(ec.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            gs == es && same
+        }
+        _ => false,
+    }
+}
+
 /// Reverse mode: the client speaks to mcptap as to the server itself, TLS or plain.
 async fn serve_reverse_conn(
     shared: Arc<Shared>,
@@ -212,9 +235,14 @@ async fn serve_reverse_conn(
     stream: TcpStream,
     guard: Guard,
 ) {
+    let at = crate::connect::Handshake {
+        deadline: tokio::time::Instant::now() + shared.limits.tls_handshake,
+        started: now_micros(),
+    };
+    // A connection that sends nothing is closed at the limit (there is no request to record).
     let mut first = [0u8; 1];
-    match stream.peek(&mut first).await {
-        Ok(n) if n > 0 => {}
+    match tokio::time::timeout_at(at.deadline, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
         _ => return,
     }
     let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -223,7 +251,7 @@ async fn serve_reverse_conn(
         port,
         tls: false,
     };
-    crate::connect::dispatch(shared, ctx, stream, first[0], target, guard).await;
+    crate::connect::dispatch(shared, ctx, stream, first[0], target, guard, at).await;
 }
 
 fn tunnel_service(

@@ -62,7 +62,13 @@ impl Shutdown {
     }
 
     /// Drains for at most `deadline`, then stops the rest and waits for them to unwind.
-    pub async fn run(mut self, deadline: Duration) {
+    pub async fn run(self, deadline: Duration) {
+        self.run_then(deadline, || {}).await;
+    }
+
+    /// [`Shutdown::run`], calling `at_stop` when the deadline passes, before anything is
+    /// dropped (the engine marks what ends from then on as ended by the shutdown).
+    pub async fn run_then(mut self, deadline: Duration, at_stop: impl FnOnce()) {
         drop(self.done_tx.take());
         self.phase.send_replace(Phase::Draining);
         if tokio::time::timeout(deadline, self.done_rx.recv())
@@ -70,6 +76,7 @@ impl Shutdown {
             .is_err()
         {
             tracing::info!("shutdown deadline passed; closing remaining connections");
+            at_stop();
             self.phase.send_replace(Phase::Stop);
             // Tasks return promptly once told to stop; bound that too.
             let _ = tokio::time::timeout(Duration::from_secs(2), self.done_rx.recv()).await;

@@ -1,18 +1,28 @@
 //! The body tap: bodies stream through frame by frame while the first `limit` bytes are copied
 //! into the flow. Each tap reports how its stream ended exactly once — at the end, on error, or
 //! when dropped early — and the flow is finished when both of its bodies have reported.
+//!
+//! A tap also enforces the idle-body limit (a started body that sends nothing for too long) and
+//! says whose fault a broken body is: a request body belongs to the client, a response body to
+//! the upstream. A handler dropped before the response head ([`AwaitingHead`]) ends its flow at
+//! once, as aborted by the client (or by the shutdown).
 
 use crate::events::EventSender;
+use crate::limits::{exceeded, human};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use mcptap_flow::sse::SseParser;
 use mcptap_flow::{
     now_micros, BodyState, CapturedBody, Direction, ErrorKind, Flow, FlowError, FlowEvent, FlowId,
-    FlowState,
+    FlowState, Phase,
 };
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 /// Progress events are sent at most once per this many bytes of a body.
 const PROGRESS_EVERY: u64 = 256 * 1024;
@@ -27,6 +37,20 @@ pub(crate) struct Recorder {
     events: EventSender,
     /// Inject mode learns tokens and metadata from every finished flow.
     observer: Option<Arc<crate::inject::Injector>>,
+    /// `--idle-body-timeout` for the flow's taps (`None`: no limit).
+    idle: Option<Duration>,
+    /// How the request body's upload is going, read by the response-head limit.
+    upload: Upload,
+}
+
+/// The request body's progress, kept outside the lock: its tap updates it per frame.
+#[derive(Debug, Default)]
+struct Upload {
+    /// Bytes read from the client so far.
+    bytes: AtomicU64,
+    /// True while the tap waits for the client's next bytes (rather than for the upstream to
+    /// take the last ones).
+    waiting_on_client: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -35,6 +59,8 @@ struct Pending {
     /// Bodies that have not reported their end yet; the flow ends when this reaches zero.
     parts_left: u8,
     finished: bool,
+    /// The response body has a tap (or, after a `101`, the upgrade) that will end it.
+    response_owned: bool,
 }
 
 impl Recorder {
@@ -44,6 +70,16 @@ impl Recorder {
         events: EventSender,
         observer: Option<Arc<crate::inject::Injector>>,
     ) -> Arc<Recorder> {
+        Recorder::start_with_idle_limit(flow, events, observer, None)
+    }
+
+    /// [`Recorder::start`], with taps that end a body idle for `idle`.
+    pub(crate) fn start_with_idle_limit(
+        flow: Flow,
+        events: EventSender,
+        observer: Option<Arc<crate::inject::Injector>>,
+        idle: Option<Duration>,
+    ) -> Arc<Recorder> {
         events.send(FlowEvent::RequestStarted {
             flow: Box::new(flow.clone()),
         });
@@ -52,18 +88,49 @@ impl Recorder {
                 flow,
                 parts_left: 2,
                 finished: false,
+                response_owned: false,
             }),
             events,
             observer,
+            idle,
+            upload: Upload::default(),
         })
+    }
+
+    /// Bytes of the request body read from the client so far, and whether mcptap is waiting
+    /// for more from it.
+    pub(crate) fn upload(&self) -> (u64, bool) {
+        (
+            self.upload.bytes.load(Ordering::Relaxed),
+            self.upload.waiting_on_client.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A guard that ends the flow if it is dropped before a response head or a failure was
+    /// recorded: the handler was cancelled because the client went away (or mcptap stopped).
+    pub(crate) fn awaiting_head(self: &Arc<Self>) -> AwaitingHead {
+        AwaitingHead(self.clone())
+    }
+
+    /// Records that a body was broken or stalled by the side that sent it, unless an earlier
+    /// error already says why the flow ends.
+    fn blame(&self, error: FlowError) {
+        self.with(|f| {
+            f.error.get_or_insert(error);
+        });
     }
 
     pub(crate) fn events(&self) -> &EventSender {
         &self.events
     }
 
-    pub(crate) fn id(&self) -> FlowId {
-        self.with(|f| f.id)
+    /// The flow's id, for a new tap of `dir`'s body (a response tap now owns the flow's end).
+    fn claim(&self, dir: Direction) -> FlowId {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if dir == Direction::Response {
+            p.response_owned = true;
+        }
+        p.flow.id
     }
 
     /// Runs `f` on the flow under the lock.
@@ -72,10 +139,19 @@ impl Recorder {
         f(&mut p.flow)
     }
 
+    /// When the whole request body was read from the client (`None`: still being read).
+    pub(crate) fn request_done(&self) -> Option<mcptap_flow::Micros> {
+        self.with(|f| f.timings.request_done)
+    }
+
     /// Records the response head and announces it.
     pub(crate) fn response_head(&self, resp: mcptap_flow::Response) {
         let at = now_micros();
-        let ev = self.with(|flow| {
+        let ev = {
+            let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            // After a `101` the upgrade's splice ends the flow.
+            p.response_owned |= resp.status == 101;
+            let flow = &mut p.flow;
             flow.timings.response_head = Some(at);
             let ev = FlowEvent::ResponseHead {
                 id: flow.id,
@@ -86,7 +162,7 @@ impl Recorder {
             };
             flow.response = Some(resp);
             ev
-        });
+        };
         self.events.send(ev);
     }
 
@@ -133,6 +209,45 @@ impl Recorder {
         }
     }
 
+    /// The handler was dropped: unless the flow ended, or its response body went to a tap that
+    /// will end it, nobody will, so it ends now as aborted, saying how long the client waited.
+    fn handler_dropped(&self) {
+        let flow = {
+            let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if p.finished || p.response_owned {
+                return;
+            }
+            let now = now_micros();
+            let waited = human(std::time::Duration::from_micros(
+                u64::try_from(now - p.flow.timings.started).unwrap_or(0),
+            ));
+            let what = if p.flow.response.is_none() {
+                format!("{waited} for the response head")
+            } else {
+                // Reverse mode reads small metadata bodies whole before relaying them.
+                format!("{waited} for the response body to be relayed")
+            };
+            let error = if self.events.is_stopping() {
+                FlowError::new(
+                    ErrorKind::Shutdown,
+                    format!("mcptap shut down while the flow had waited {what}"),
+                )
+            } else {
+                FlowError::new(
+                    ErrorKind::ClientDisconnected,
+                    format!("the client went away after waiting {what}"),
+                )
+            };
+            p.finished = true;
+            let flow = &mut p.flow;
+            flow.timings.finished = Some(now);
+            flow.error = Some(error);
+            flow.state = FlowState::Aborted;
+            std::mem::take(flow)
+        };
+        self.announce(flow);
+    }
+
     fn finish(&self, error: Option<FlowError>) {
         let flow = {
             let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,10 +260,15 @@ impl Recorder {
             if let Some(e) = error {
                 flow.error = Some(e);
             }
-            flow.state = classify_end(flow);
+            flow.state = classify_end(flow, self.events.is_stopping());
             // Nothing reads the flow once it is finished: hand it over instead of copying.
             std::mem::take(flow)
         };
+        self.announce(flow);
+    }
+
+    /// Sends the finished flow.
+    fn announce(&self, flow: Flow) {
         if let Some(obs) = &self.observer {
             obs.observe(&flow);
         }
@@ -165,8 +285,19 @@ impl Recorder {
     }
 }
 
-/// Decides the final state from what was recorded.
-fn classify_end(flow: &mut Flow) -> FlowState {
+/// Ends its flow if the handler holding it is dropped before the response head
+/// ([`Recorder::awaiting_head`]).
+pub(crate) struct AwaitingHead(Arc<Recorder>);
+
+impl Drop for AwaitingHead {
+    fn drop(&mut self) {
+        self.0.handler_dropped();
+    }
+}
+
+/// Decides the final state from what was recorded; `stopping`: mcptap is past its shutdown
+/// deadline, so whatever was cut was cut by it.
+fn classify_end(flow: &mut Flow, stopping: bool) -> FlowState {
     let resp = match &flow.response {
         None => return FlowState::Failed,
         Some(r) if r.synthetic => return FlowState::Failed,
@@ -183,6 +314,8 @@ fn classify_end(flow: &mut Flow) -> FlowState {
     if resp_cut || req_cut {
         let kind = if resp.body.state == BodyState::Error {
             ErrorKind::UpstreamDisconnected
+        } else if stopping {
+            ErrorKind::Shutdown
         } else {
             ErrorKind::ClientDisconnected
         };
@@ -198,10 +331,12 @@ fn classify_end(flow: &mut Flow) -> FlowState {
                 },
                 match kind {
                     ErrorKind::UpstreamDisconnected => "the upstream stream failed",
+                    ErrorKind::Shutdown => "mcptap shut down",
                     _ => "the client went away",
                 }
             ),
             hint: None,
+            limit: None,
         });
         return FlowState::Aborted;
     }
@@ -285,6 +420,7 @@ pin_project_lite::pin_project! {
         state: Option<(Arc<Recorder>, Capture)>,
         dir: Direction,
         id: FlowId,
+        idle: Option<IdleTimer>,
     }
 
     impl<B> PinnedDrop for Tap<B>
@@ -316,6 +452,7 @@ impl<B: Body> Tap<B> {
             state: None,
             dir: Direction::Request,
             id: FlowId(0),
+            idle: None,
         }
     }
 
@@ -328,7 +465,8 @@ impl<B: Body> Tap<B> {
     ) -> Tap<B> {
         Tap {
             inner,
-            id: rec.id(),
+            id: rec.claim(dir),
+            idle: rec.idle.map(IdleTimer::new),
             state: Some((
                 rec,
                 Capture {
@@ -346,6 +484,152 @@ impl<B: Body> Tap<B> {
     }
 }
 
+/// The idle-body limit of one tap. Time counts only while the tap waits for its sender (the
+/// inner body is pending), never while the receiver is slow to poll. The timer is armed on the
+/// first wait and then only moved when it fires early, so a busy stream costs one clock read
+/// per wait, not a timer reset per frame.
+struct IdleTimer {
+    limit: Duration,
+    /// When the current wait for a frame began; `None` between waits.
+    since: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> IdleTimer {
+        IdleTimer {
+            limit,
+            since: None,
+            sleep: None,
+        }
+    }
+
+    /// A frame (or the end) arrived: the wait is over.
+    fn frame(&mut self) {
+        self.since = None;
+    }
+
+    /// The inner body is pending: true once this wait has lasted the limit.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let deadline = since + self.limit;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if sleep.deadline() >= deadline {
+                return true;
+            }
+            // Armed during an earlier wait: move it to this wait's deadline.
+            sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// An error in a body, with the flow error that blames the side that sent it. Returned to hyper
+/// in place of the inner error, so that whoever meets it further up (the upstream client, for a
+/// request body) can tell by type whose fault it was.
+#[derive(Debug)]
+pub(crate) struct BodyFault {
+    pub(crate) error: FlowError,
+    source: Option<BoxError>,
+}
+
+impl std::fmt::Display for BodyFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error.message)
+    }
+}
+
+impl std::error::Error for BodyFault {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// True when `err` (or its cause) means the peer closed the connection mid-body, rather than
+/// sending something malformed.
+fn is_disconnect(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return true;
+            }
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            // Cancelled, or the connection closed: the peer gave up on the exchange (any other
+            // reset reason is a protocol error).
+            if h2.is_io() || matches!(h2.reason(), Some(h2::Reason::CANCEL | h2::Reason::NO_ERROR))
+            {
+                return true;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// The flow error for a body of `dir` that failed with `err` after `total` bytes.
+fn body_fault(dir: Direction, total: u64, err: &(dyn std::error::Error + 'static)) -> FlowError {
+    let gone = is_disconnect(err);
+    let (kind, text) = match (dir, gone) {
+        (Direction::Request, true) => (
+            ErrorKind::ClientDisconnected,
+            "the client closed the connection in the middle of the request body",
+        ),
+        (Direction::Request, false) => (
+            ErrorKind::ClientProtocol,
+            "the client sent a malformed request body",
+        ),
+        (Direction::Response, true) => (
+            ErrorKind::UpstreamDisconnected,
+            "the upstream closed the connection in the middle of the response body",
+        ),
+        (Direction::Response, false) => (
+            ErrorKind::UpstreamProtocol,
+            "the upstream sent a malformed response body",
+        ),
+    };
+    FlowError::new(kind, format!("{text} after {total} bytes: {err}"))
+}
+
+/// The flow error for a body of `dir` that sent nothing for `limit` after `total` bytes.
+fn idle_fault(dir: Direction, total: u64, limit: Duration) -> FlowError {
+    let (kind, who) = match dir {
+        Direction::Request => (ErrorKind::ClientTimeout, "the client"),
+        Direction::Response => (ErrorKind::UpstreamTimeout, "the upstream"),
+    };
+    exceeded(
+        kind,
+        Phase::IdleBody,
+        limit,
+        format!(
+            "{who} sent nothing for {} in the middle of the {} body (after {total} bytes)",
+            human(limit),
+            match dir {
+                Direction::Request => "request",
+                Direction::Response => "response",
+            }
+        ),
+        "--idle-body-timeout",
+    )
+}
+
 impl<B> Body for Tap<B>
 where
     B: Body<Data = Bytes>,
@@ -359,7 +643,58 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        let res = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let upload = match (*this.dir, this.state.as_ref()) {
+            (Direction::Request, Some((rec, _))) => Some(&rec.upload),
+            _ => None,
+        };
+        let res = match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(res) => {
+                if let Some(idle) = this.idle.as_mut() {
+                    if idle.since.is_some() {
+                        if let Some(u) = upload {
+                            u.waiting_on_client.store(false, Ordering::Relaxed);
+                        }
+                    }
+                    idle.frame();
+                }
+                if let (Some(u), Some(Ok(frame))) = (upload, &res) {
+                    if let Some(data) = frame.data_ref() {
+                        u.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                res
+            }
+            Poll::Pending => {
+                let Some(idle) = this.idle.as_mut() else {
+                    return Poll::Pending;
+                };
+                if idle.since.is_none() {
+                    if let Some(u) = upload {
+                        u.waiting_on_client.store(true, Ordering::Relaxed);
+                    }
+                }
+                if !idle.poll_expired(cx) {
+                    return Poll::Pending;
+                }
+                let limit = idle.limit;
+                *this.idle = None;
+                let Some((rec, mut cap)) = this.state.take() else {
+                    return Poll::Ready(Some(Err(format!(
+                        "nothing was sent for {}",
+                        human(limit)
+                    )
+                    .into())));
+                };
+                let error = idle_fault(*this.dir, cap.total, limit);
+                rec.blame(error.clone());
+                let (body, sse) = cap.finish(BodyState::Error);
+                rec.body_done(*this.dir, body, sse);
+                return Poll::Ready(Some(Err(Box::new(BodyFault {
+                    error,
+                    source: None,
+                }))));
+            }
+        };
         match res {
             Some(Ok(frame)) => {
                 if let (Some(data), Some((rec, cap))) = (frame.data_ref(), this.state.as_mut()) {
@@ -370,11 +705,18 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                if let Some((rec, mut cap)) = this.state.take() {
-                    let (body, sse) = cap.finish(BodyState::Error);
-                    rec.body_done(*this.dir, body, sse);
-                }
-                Poll::Ready(Some(Err(e.into())))
+                let e: BoxError = e.into();
+                let Some((rec, mut cap)) = this.state.take() else {
+                    return Poll::Ready(Some(Err(e)));
+                };
+                let error = body_fault(*this.dir, cap.total, &*e);
+                rec.blame(error.clone());
+                let (body, sse) = cap.finish(BodyState::Error);
+                rec.body_done(*this.dir, body, sse);
+                Poll::Ready(Some(Err(Box::new(BodyFault {
+                    error,
+                    source: Some(e),
+                }))))
             }
             None => {
                 if let Some((rec, mut cap)) = this.state.take() {

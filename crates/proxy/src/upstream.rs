@@ -3,10 +3,17 @@
 //! The connector reports what it negotiated (ALPN, TLS version) to every response through
 //! hyper-util's `Connected::extra`, and fails with a typed [`ConnectError`] so that the handler
 //! can tell DNS, refusal, timeout and TLS failures apart without reading message text.
+//!
+//! [`head_within`] waits for a response head under `--response-timeout` and turns every way
+//! that can fail into a [`FlowError`] that names the side at fault: a broken request body is
+//! the client's ([`BodyFault`]), a response head that is not valid HTTP or frames its body
+//! ambiguously is the upstream's.
 
+use crate::limits::{exceeded, human};
+use crate::tap::{BodyFault, BoxError, Recorder};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use mcptap_flow::{ErrorKind, TlsInfo};
+use mcptap_flow::{now_micros, ErrorKind, FlowError, Phase, TlsInfo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -61,7 +68,7 @@ pub enum ConnectError {
         source: io::Error,
     },
     /// Connecting took longer than the connect timeout.
-    #[error("connecting to {host}:{port} timed out after {after:?}")]
+    #[error("connecting to {host}:{port} timed out after {}", human(*after))]
     Timeout {
         /// The name.
         host: String,
@@ -123,8 +130,33 @@ impl ConnectError {
                 })
             }
             ConnectError::Connect { .. } => Some("is the upstream server running?".to_owned()),
+            ConnectError::Timeout { after, .. } => Some(format!(
+                "mcptap's limit; raise it with --connect-timeout (now {})",
+                human(*after)
+            )),
             ConnectError::Dns { .. } => Some("check the host name".to_owned()),
             _ => None,
+        }
+    }
+}
+
+impl ConnectError {
+    /// The flow error: kind, message, hint, and the limit when the connect limit fired.
+    pub fn flow_error(&self) -> FlowError {
+        match self {
+            ConnectError::Timeout { after, .. } => exceeded(
+                ErrorKind::UpstreamTimeout,
+                Phase::UpstreamConnect,
+                *after,
+                self.to_string(),
+                "--connect-timeout",
+            ),
+            _ => FlowError {
+                kind: self.kind(),
+                message: self.to_string(),
+                hint: self.hint(),
+                limit: None,
+            },
         }
     }
 }
@@ -334,6 +366,8 @@ pub struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
     via: Option<Arc<UpstreamProxy>>,
+    /// `-k`: certificates are not verified; every TLS connection's info says so.
+    unverified: bool,
 }
 
 impl std::fmt::Debug for Connector {
@@ -355,7 +389,15 @@ impl Connector {
             tls: TlsConnector::from(tls),
             connect_timeout,
             via: via.map(Arc::new),
+            unverified: false,
         }
+    }
+
+    /// Marks the TLS connections it makes as not verified ([`TlsInfo::unverified`]), for a
+    /// `tls` config that skips verification (`-k`).
+    pub fn unverified(mut self, yes: bool) -> Connector {
+        self.unverified = yes;
+        self
     }
 
     /// A byte stream to `host:port`: a direct TCP connection, or a CONNECT tunnel through the
@@ -511,6 +553,7 @@ impl Connector {
                 .negotiated_cipher_suite()
                 .and_then(|c| c.suite().as_str())
                 .map(str::to_owned),
+            unverified: self.unverified,
         };
         Ok(TokioIo::new(UpstreamConn::Tls(
             Box::new(tls),
@@ -629,6 +672,128 @@ impl AsyncWrite for UpstreamConn {
     }
 }
 
+/// Waits for `send` to bring the upstream's response head, at most `limit` after the request
+/// (`rec`'s) was sent whole, and checks its framing. Every failure comes back as the flow
+/// error that names the side at fault.
+pub(crate) async fn head_within<B>(
+    limit: Duration,
+    rec: &Recorder,
+    send: impl Future<Output = Result<http::Response<B>, BoxError>>,
+) -> Result<http::Response<B>, FlowError> {
+    let mut send = std::pin::pin!(send);
+    let mut deadline = tokio::time::Instant::now() + limit;
+    let mut uploaded = 0;
+    let resp = loop {
+        match tokio::time::timeout_at(deadline, send.as_mut()).await {
+            Ok(Ok(resp)) => break resp,
+            Ok(Err(e)) => return Err(flow_error(&*e)),
+            Err(_) => {
+                let Some(done) = rec.request_done() else {
+                    // The request body is still on its way. While it moves, or while mcptap
+                    // waits for the client (whose stalls the idle-body limit judges), the
+                    // upstream cannot be blamed; an upstream that neither takes the body nor
+                    // answers for a whole limit can.
+                    let (bytes, waiting_on_client) = rec.upload();
+                    if bytes == uploaded && !waiting_on_client {
+                        return Err(exceeded(
+                            ErrorKind::UpstreamTimeout,
+                            Phase::ResponseHead,
+                            limit,
+                            format!(
+                                "the upstream neither read the rest of the request body nor \
+                                 sent a response head for {}",
+                                human(limit)
+                            ),
+                            "--response-timeout",
+                        ));
+                    }
+                    uploaded = bytes;
+                    deadline = tokio::time::Instant::now() + limit;
+                    continue;
+                };
+                // The limit counts from the end of the request.
+                let waited = Duration::from_micros(u64::try_from(now_micros() - done).unwrap_or(0));
+                if waited >= limit {
+                    return Err(no_head_within(limit));
+                }
+                deadline = tokio::time::Instant::now() + (limit - waited);
+            }
+        }
+    };
+    check_framing(&resp)?;
+    Ok(resp)
+}
+
+/// `--response-timeout` fired.
+fn no_head_within(limit: Duration) -> FlowError {
+    exceeded(
+        ErrorKind::UpstreamTimeout,
+        Phase::ResponseHead,
+        limit,
+        format!("the upstream sent no response head within {}", human(limit)),
+        "--response-timeout",
+    )
+}
+
+/// Refuses a response whose body length is ambiguous: both `Content-Length` and
+/// `Transfer-Encoding` (RFC 9112 §6.3 calls it a response-splitting risk, to be handled as an
+/// error). Relaying it would send the client one framing and record the other.
+fn check_framing<B>(resp: &http::Response<B>) -> Result<(), FlowError> {
+    let h = resp.headers();
+    let Some(te) = h.get(http::header::TRANSFER_ENCODING) else {
+        return Ok(());
+    };
+    let Some(cl) = h.get(http::header::CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    Err(FlowError {
+        kind: ErrorKind::UpstreamProtocol,
+        message: format!(
+            "the upstream sent both Content-Length: {} and Transfer-Encoding: {} (ambiguous \
+             framing, RFC 9112 §6.3); mcptap did not relay the response",
+            String::from_utf8_lossy(cl.as_bytes()),
+            String::from_utf8_lossy(te.as_bytes()),
+        ),
+        hint: Some("the upstream server (or something in front of it) is broken".to_owned()),
+        limit: None,
+    })
+}
+
+/// The flow error for a failed upstream exchange, found by walking the error's source chain.
+pub(crate) fn flow_error(err: &(dyn std::error::Error + 'static)) -> FlowError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        // A body that broke already knows whose fault it was (the client's, for a request).
+        if let Some(f) = e.downcast_ref::<BodyFault>() {
+            return f.error.clone();
+        }
+        if let Some(c @ ConnectError::Timeout { .. }) = e.downcast_ref::<ConnectError>() {
+            return c.flow_error();
+        }
+        cur = e.source();
+    }
+    let (kind, message, hint) = classify(err);
+    FlowError {
+        kind,
+        message,
+        hint,
+        limit: None,
+    }
+}
+
+/// What the upstream sent that hyper could not parse, in words that name the upstream.
+fn invalid_head(h: &hyper::Error) -> Option<&'static str> {
+    if h.is_parse_too_large() {
+        Some("the upstream sent a response head larger than mcptap accepts")
+    } else if h.is_parse_status() {
+        Some("the upstream sent an invalid HTTP status code")
+    } else if h.is_parse() {
+        Some("the upstream sent a response that is not valid HTTP/1.1")
+    } else {
+        None
+    }
+}
+
 /// Classifies an error from the pooled client by walking its source chain.
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> (ErrorKind, String, Option<String>) {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -639,12 +804,17 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> (ErrorKind, String, 
         if found.is_none() {
             if let Some(c) = e.downcast_ref::<ConnectError>() {
                 found = Some((c.kind(), c.hint()));
+            } else if let Some(f) = e.downcast_ref::<BodyFault>() {
+                found = Some((f.error.kind, f.error.hint.clone()));
             } else if let Some(h) = e.downcast_ref::<hyper::Error>() {
                 if h.is_timeout() {
                     found = Some((ErrorKind::UpstreamTimeout, None));
                 } else if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
                     found = Some((ErrorKind::UpstreamDisconnected, None));
-                } else if h.is_parse() || h.is_parse_status() {
+                } else if let Some(what) = invalid_head(h) {
+                    // hyper's own words ("invalid HTTP version parsed") say what was wrong.
+                    messages.pop();
+                    messages.push(format!("{what} ({h})"));
                     found = Some((ErrorKind::UpstreamProtocol, None));
                 }
             }

@@ -44,6 +44,9 @@ pub struct ExportReport {
     pub entries: u64,
     /// Of which flows that never completed (a journal cut by a crash).
     pub pending: u64,
+    /// True when the input is a journal without the end line a clean shutdown writes: mcptap
+    /// was killed or crashed (only then may its pending flows be blamed on a crash).
+    pub cut_short: bool,
     /// Entries written after one that started later (the reorder bound was hit).
     pub out_of_order: u64,
     /// Journal lines skipped (a torn last line…), with line numbers.
@@ -107,7 +110,10 @@ pub fn export_to(
                 report.pending += u64::from(f.state == mcptap_flow::FlowState::Pending);
             }
             let extra = LogExtra {
-                session: har.session,
+                session: har.session.map(|mut m| {
+                    m.redact_command_line();
+                    m
+                }),
                 ended: har.ended,
                 ..LogExtra::default()
             };
@@ -143,10 +149,14 @@ pub fn export_journal<R: BufRead>(
     report.out_of_order = sorted.out_of_order();
     report.max_held = sorted.max_held();
     let reader = sorted.reader_mut();
+    report.cut_short = !reader.ended_cleanly();
     report.max_in_flight = reader.max_in_flight();
     report.warnings = reader.take_warnings();
     let extra = LogExtra {
-        session: reader.meta().cloned(),
+        session: reader.meta().cloned().map(|mut m| {
+            m.redact_command_line();
+            m
+        }),
         raw_secrets: false,
         pending: report.pending,
         ended: reader.ended_at(),

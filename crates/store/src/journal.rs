@@ -59,6 +59,17 @@ pub struct SessionMeta {
 }
 
 impl SessionMeta {
+    /// Replaces the credentials in the recorded command line and mode (`--proxy-auth user:pass`,
+    /// a URL's password or secret query parameters) by their redaction markers. Always applied
+    /// when a journal is created and when a session is exported: these are the user's own
+    /// credentials, not traffic, so even `--keep-secrets` does not keep them.
+    pub fn redact_command_line(&mut self) {
+        self.argv = mcptap_flow::redact::argv(&self.argv);
+        if let Some(m) = &mut self.mode {
+            *m = mcptap_flow::redact::redact_text(m);
+        }
+    }
+
     /// A session starting now, recorded by mcptap `version`.
     pub fn new(version: impl Into<String>) -> SessionMeta {
         SessionMeta {
@@ -110,7 +121,8 @@ pub struct Journal {
 impl Journal {
     /// Creates the session directory `dir` (0700; it may exist if it holds no journal) and its
     /// journal (0600), and writes the session line.
-    pub fn create(dir: &Path, meta: SessionMeta) -> Result<Journal, StoreError> {
+    pub fn create(dir: &Path, mut meta: SessionMeta) -> Result<Journal, StoreError> {
+        meta.redact_command_line();
         create_dir(dir)?;
         let path = dir.join(JOURNAL_FILE);
         let mut opts = OpenOptions::new();
@@ -277,6 +289,13 @@ impl Journal {
             export_journal(reader, w, &har, &options).map(|_| ())
         })?;
         Ok(har)
+    }
+
+    /// Closes the journal after a write failed, dropping what is still buffered: the file ends
+    /// where the failure left it (perhaps in a torn line), and nothing is written later behind
+    /// the caller's back (a `BufWriter` would try on drop).
+    pub fn abandon(self) {
+        let (_file, _unwritten) = self.out.into_parts();
     }
 
     fn write_line(&mut self, flush: bool) -> Result<(), StoreError> {

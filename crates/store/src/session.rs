@@ -52,13 +52,24 @@ pub fn detect(path: &Path) -> Result<(PathBuf, SourceKind), StoreError> {
         source,
     })?;
     if meta.is_dir() {
-        let j = path.join(JOURNAL_FILE);
-        if j.is_file() {
-            return Ok((j, SourceKind::Journal));
-        }
-        let h = path.join(HAR_FILE);
-        if h.is_file() {
-            return Ok((h, SourceKind::Har));
+        for (name, kind) in [
+            (JOURNAL_FILE, SourceKind::Journal),
+            (HAR_FILE, SourceKind::Har),
+        ] {
+            let file = path.join(name);
+            // Only a file that is not there is skipped: one that cannot be read (permissions, a
+            // directory by that name, a symlink loop) is reported with the OS's reason.
+            match std::fs::metadata(&file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(StoreError::Read { path: file, source }),
+                Ok(_) => {
+                    let readable = File::open(&file).and_then(|mut f| f.read(&mut [0u8; 1]));
+                    return match readable {
+                        Ok(_) => Ok((file, kind)),
+                        Err(source) => Err(StoreError::Read { path: file, source }),
+                    };
+                }
+            }
         }
         return Err(StoreError::UnknownFormat {
             path: path.to_owned(),

@@ -6,7 +6,7 @@ use crate::filter::Filter;
 use crate::row::Row;
 use crate::store::{Store, DEFAULT_KEEP};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use mcptap_analyze::{Finding, FlowSummary, Report, Severity};
+use mcptap_analyze::{Finding, FindingId, FlowSummary, Report, Severity, Status};
 use mcptap_flow::{Flow, FlowEvent, FlowId, FlowState};
 use ratatui::text::Line;
 use std::cell::Cell;
@@ -50,6 +50,17 @@ impl Msg {
     }
 }
 
+/// How a flow is cited by the findings: the marker in the flow list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cite {
+    /// The finding's number in the findings pane (1-based).
+    pub number: usize,
+    /// Its severity.
+    pub severity: Severity,
+    /// Only suspected so far.
+    pub suspected: bool,
+}
+
 /// Which pane the arrow keys move in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Focus {
@@ -86,6 +97,9 @@ pub struct Options {
     pub keep: Option<usize>,
     /// Read-only view of a file (no follow mode at start, no "live" marker).
     pub read_only: bool,
+    /// What the empty flow list says to do (how to point a client at the proxy, where the CA
+    /// is), one line each; the hint printed before the alternate screen would be hidden.
+    pub setup: Vec<String>,
 }
 
 impl Default for Options {
@@ -95,6 +109,7 @@ impl Default for Options {
             color: color_from_env(),
             keep: Some(DEFAULT_KEEP),
             read_only: false,
+            setup: Vec::new(),
         }
     }
 }
@@ -125,8 +140,11 @@ pub struct App {
     pub(crate) follow: bool,
     pub(crate) store: Store,
     pub(crate) findings: Vec<Finding>,
-    /// The most severe finding citing each flow.
-    pub(crate) cited: HashMap<FlowId, Severity>,
+    /// The most severe finding citing each flow (findings that count only).
+    pub(crate) cited: HashMap<FlowId, Cite>,
+    /// Bare MCP requests a `token-not-sent` finding cites: the token the client held then
+    /// (short fingerprint, when the evidence names its token flow).
+    pub(crate) bare_alarm: HashMap<FlowId, Option<String>>,
     pub(crate) finding_sel: usize,
     evidence_next: usize,
     pub(crate) focus: Focus,
@@ -164,6 +182,7 @@ impl App {
             store,
             findings: Vec::new(),
             cited: HashMap::new(),
+            bare_alarm: HashMap::new(),
             finding_sel: 0,
             evidence_next: 0,
             focus: Focus::Flows,
@@ -347,14 +366,8 @@ impl App {
     }
 
     fn set_findings(&mut self, findings: Vec<Finding>) {
-        self.cited.clear();
-        for f in &findings {
-            for id in &f.evidence {
-                let e = self.cited.entry(*id).or_insert(f.severity);
-                *e = (*e).max(f.severity);
-            }
-        }
         self.findings = findings;
+        self.recite();
         if self.finding_sel >= self.findings.len() {
             self.finding_sel = self.findings.len().saturating_sub(1);
         }
@@ -363,6 +376,47 @@ impl App {
             self.popup = None;
         }
         self.detail.stale = true;
+    }
+
+    /// Recomputes the evidence markers and the bare-request alarms from the findings (and
+    /// from the rows' issued tokens, which a later classification may add).
+    fn recite(&mut self) {
+        self.cited.clear();
+        self.bare_alarm.clear();
+        for (n, f) in self.findings.iter().enumerate() {
+            if !f.counts() {
+                continue;
+            }
+            let cite = Cite {
+                number: n + 1,
+                severity: f.severity,
+                suspected: f.status == Status::Suspected,
+            };
+            for id in &f.evidence {
+                let e = self.cited.entry(*id).or_insert(cite);
+                if (cite.severity, !cite.suspected) > (e.severity, !e.suspected) {
+                    *e = cite;
+                }
+            }
+            if matches!(
+                f.id,
+                FindingId::TokenNotSent | FindingId::ClientOmitsTokenConfirmed
+            ) {
+                let token = f
+                    .evidence
+                    .iter()
+                    .find_map(|id| self.row_of(*id).and_then(|r| r.issued.clone()));
+                for id in &f.evidence {
+                    let bare = self.row_of(*id).is_some_and(|r| {
+                        r.auth == crate::row::Auth::None
+                            && matches!(r.role, Some(mcptap_analyze::Role::Mcp))
+                    });
+                    if bare {
+                        self.bare_alarm.insert(*id, token.clone());
+                    }
+                }
+            }
+        }
     }
 
     fn on_event(&mut self, ev: FlowEvent) {
@@ -378,7 +432,8 @@ impl App {
                 match self.index.get(&id) {
                     Some(&i) => {
                         let old = &self.rows[i];
-                        let (role, mcp) = (old.role, old.mcp.clone());
+                        let (role, mcp, issued, answered) =
+                            (old.role, old.mcp.clone(), old.issued.clone(), old.answered);
                         self.rows[i] = row;
                         if self.rows[i].role.is_none() {
                             self.rows[i].role = role;
@@ -386,6 +441,10 @@ impl App {
                         if self.rows[i].mcp.is_none() {
                             self.rows[i].mcp = mcp;
                         }
+                        if self.rows[i].issued.is_none() {
+                            self.rows[i].issued = issued;
+                        }
+                        self.rows[i].answered |= answered;
                         self.recheck(i);
                     }
                     None => self.push_row(row),
@@ -425,6 +484,9 @@ impl App {
         if let Some(&i) = self.index.get(&s.id) {
             let flow = self.store.get(s.id);
             self.rows[i].classify(s, flow);
+            if s.issued_token.is_some() || self.cited.contains_key(&s.id) {
+                self.recite();
+            }
             self.recheck(i);
             if self.detail.id == Some(s.id) {
                 self.detail.stale = true;

@@ -93,6 +93,18 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
             mcp.push(format!("mcp {m}"));
         }
         mcp.push(format!("auth {}", r.auth.label()));
+        if let Some(tok) = &r.issued {
+            mcp.push(format!("issued token {tok}"));
+        }
+        if let Some(held) = app.bare_alarm.get(&r.id) {
+            mcp.push(match held {
+                Some(tok) => format!("sent without token {tok}, which was valid"),
+                None => "sent without the token the client held".to_owned(),
+            });
+        }
+        if r.closed_by_client() {
+            mcp.push("the client closed the stream after its answer (normal)".to_owned());
+        }
         if let Some(s) = &r.session {
             mcp.push(format!("session {s}"));
         }
@@ -123,6 +135,12 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
                 "mcptap INJECTED Authorization: Bearer sha256:{}{from}",
                 inj.fingerprint
             ),
+            t.fg(Color::Yellow),
+        ));
+    }
+    if let Some(why) = &flow.not_injected {
+        out.push(Line::styled(
+            format!("mcptap did NOT inject a token: {why}"),
             t.fg(Color::Yellow),
         ));
     }
@@ -230,6 +248,9 @@ fn tls_text(t: &TlsInfo) -> String {
     }
     if let Some(c) = &t.cipher {
         parts.push(c.clone());
+    }
+    if t.unverified {
+        parts.push("certificate NOT verified (-k)".to_owned());
     }
     if parts.is_empty() {
         "yes".to_owned()

@@ -344,6 +344,8 @@ mod tests {
             kind: FlowKind::Http,
             sse_events: 0,
             error: None,
+            issued: None,
+            answered: false,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The compact row kept for every flow: what the flow list shows and what filters test.
 //! A row never holds a body, so 100k of them stay small; details live in [`crate::store`].
 
-use mcptap_analyze::{FlowSummary, Role, RpcDirection};
+use mcptap_analyze::{FlowSummary, Role, RpcDirection, RpcKind};
 use mcptap_flow::{redact, Flow, FlowId, FlowKind, FlowState, Micros};
 
 /// How a request authenticated itself, as the `auth` column shows it.
@@ -125,6 +125,11 @@ pub struct Row {
     pub sse_events: u32,
     /// The error kind of a failed or aborted flow.
     pub error: Option<&'static str>,
+    /// Short fingerprint of the access token this (token) flow issued, once classified.
+    pub issued: Option<String>,
+    /// The response carried a JSON-RPC answer (a result or an error), once classified: a
+    /// client that closes the stream after it is done, not cut off.
+    pub answered: bool,
 }
 
 impl Row {
@@ -170,13 +175,35 @@ impl Row {
                 .as_ref()
                 .map_or(0, |r| u32::try_from(r.sse.len()).unwrap_or(u32::MAX)),
             error: flow.error.as_ref().map(|e| e.kind.as_str()),
+            issued: None,
+            answered: false,
         }
+    }
+
+    /// True when the client closed the stream after it had what it asked for: an SSE answer
+    /// (or a GET stream, which a client may leave at any time). Normal Streamable HTTP, not a
+    /// cut; shown dim.
+    pub fn closed_by_client(&self) -> bool {
+        self.state == FlowState::Aborted
+            && self.error == Some("client_disconnected")
+            && self.status.is_some_and(|s| (200..300).contains(&s))
+            && (self.answered || self.method.eq_ignore_ascii_case("GET"))
     }
 
     /// Adds the analyzer's classification; `flow`, when still at hand, names the tool of a
     /// `tools/call` (the summary keeps methods only).
     pub fn classify(&mut self, summary: &FlowSummary, flow: Option<&Flow>) {
         self.role = Some(summary.role);
+        self.issued = summary
+            .issued_token
+            .as_deref()
+            .map(|t| short(t, 6).to_owned());
+        self.answered = summary.mcp.as_ref().is_some_and(|m| {
+            m.messages.iter().any(|r| {
+                r.dir == RpcDirection::ServerToClient
+                    && matches!(r.kind, RpcKind::Response | RpcKind::Error)
+            })
+        });
         self.mcp = summary.mcp.as_ref().and_then(|m| {
             let mut methods = m
                 .messages

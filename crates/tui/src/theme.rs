@@ -36,6 +36,16 @@ impl Theme {
         Style::default().add_modifier(Modifier::REVERSED)
     }
 
+    /// What the user must see first: a bare request while a token was valid.
+    pub fn alarm(self) -> Style {
+        self.fg(Color::LightRed).add_modifier(Modifier::BOLD)
+    }
+
+    /// A finding only suspected so far: its severity's colour, in italics.
+    pub fn suspected(self, s: Severity) -> Style {
+        self.severity(s).add_modifier(Modifier::ITALIC)
+    }
+
     pub fn severity(self, s: Severity) -> Style {
         self.fg(match s {
             Severity::Critical => Color::LightRed,

@@ -47,9 +47,16 @@ pub fn draw(app: &App, f: &mut Frame<'_>) {
                     .areas(bottom);
             (d, fi)
         } else {
-            let fh = (app.findings.len() as u16 + 2)
-                .clamp(3, 7)
-                .min(bottom.height);
+            let lines: usize = app
+                .findings
+                .iter()
+                .enumerate()
+                .map(|(i, fd)| {
+                    finding_lines(i + 1, fd, bottom.width.saturating_sub(2) as usize, None, t).len()
+                })
+                .sum();
+            let most = (bottom.height * 6 / 10).max(3);
+            let fh = (lines as u16 + 2).clamp(3, most).min(bottom.height);
             let [fi, d] =
                 Layout::vertical([Constraint::Length(fh), Constraint::Min(0)]).areas(bottom);
             (d, fi)
@@ -143,13 +150,17 @@ fn draw_help(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
     f.render_widget(Paragraph::new(line), area);
 }
 
-/// The flow list's columns, narrowest terminals first dropping the least needed.
+/// The flow list's columns, narrowest terminals first dropping the least needed: the auth
+/// column goes last, since it is where a missing token shows.
 struct Cols {
     time: bool,
     dur: bool,
     size: bool,
+    phase: bool,
     mcp: bool,
     auth: bool,
+    /// Room for `none — token d1997e valid`.
+    wide_auth: bool,
     session: bool,
 }
 
@@ -159,14 +170,16 @@ impl Cols {
             time: w >= 120,
             dur: w >= 96,
             size: w >= 104,
-            mcp: w >= 50,
-            auth: w >= 80,
+            phase: w >= 60,
+            mcp: w >= 74,
+            auth: w >= 36,
+            wide_auth: w >= 120,
             session: w >= 130,
         }
     }
 
     fn widths(&self) -> Vec<Constraint> {
-        let mut v = vec![Constraint::Length(2)];
+        let mut v = vec![Constraint::Length(3)];
         if self.time {
             v.push(Constraint::Length(12));
         }
@@ -179,12 +192,14 @@ impl Cols {
         if self.size {
             v.push(Constraint::Length(6));
         }
-        v.push(Constraint::Length(9));
+        if self.phase {
+            v.push(Constraint::Length(9));
+        }
         if self.mcp {
-            v.push(Constraint::Length(if self.auth { 22 } else { 14 }));
+            v.push(Constraint::Length(if self.wide_auth { 22 } else { 14 }));
         }
         if self.auth {
-            v.push(Constraint::Length(13));
+            v.push(Constraint::Length(if self.wide_auth { 26 } else { 16 }));
         }
         if self.session {
             v.push(Constraint::Length(6));
@@ -204,7 +219,9 @@ impl Cols {
         if self.size {
             v.push("size");
         }
-        v.push("phase");
+        if self.phase {
+            v.push("phase");
+        }
         if self.mcp {
             v.push("mcp");
         }
@@ -261,11 +278,17 @@ fn draw_flows(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
         } else {
             "no flow matches the filter (Esc clears it)"
         };
+        let mut lines = vec![Line::styled(msg, t.dim())];
+        if app.rows.is_empty() && !app.opts.read_only {
+            for l in &app.opts.setup {
+                lines.push(Line::styled(format!("  {l}"), t.bold()));
+            }
+        }
         f.render_widget(
-            Paragraph::new(Line::styled(msg, t.dim())),
+            Paragraph::new(lines),
             Rect {
                 y: inner.y + 1,
-                height: 1,
+                height: inner.height - 1,
                 ..inner
             },
         );
@@ -288,58 +311,73 @@ fn draw_flows(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
     let end = (offset + rows_h).min(n);
     let rows = app.visible[offset..end].iter().enumerate().map(|(k, &ri)| {
         let r = &app.rows[ri];
+        // The selected row has one style (reversed) and no cell colours of its own.
+        let sel = app.selected == Some(offset + k);
+        let st = |style: Style| if sel { Style::default() } else { style };
+        let closed = r.closed_by_client();
         let cited = app.cited.get(&r.id).copied();
-        let mark = match (cited.is_some(), r.state) {
-            (true, _) => "!",
-            (false, FlowState::Failed) => "x",
-            (false, FlowState::Aborted) => "~",
-            (false, FlowState::Pending) => ">",
-            (false, FlowState::Completed) => " ",
+        let mark = match (cited, r.state) {
+            (Some(c), _) => format!("{}{}", if c.suspected { "?" } else { "!" }, c.number),
+            (None, FlowState::Failed) => "x".to_owned(),
+            (None, FlowState::Aborted) if closed => String::new(),
+            (None, FlowState::Aborted) => "x".to_owned(),
+            (None, FlowState::Pending) => ">".to_owned(),
+            (None, FlowState::Completed) => String::new(),
         };
-        let mut cells = vec![Cell::from(mark).style(match cited {
-            Some(s) => t.severity(s),
+        let mut cells = vec![Cell::from(mark).style(st(match cited {
+            Some(c) if c.suspected => t.suspected(c.severity),
+            Some(c) => t.severity(c.severity),
             None => t.status(r.status, r.state),
-        })];
+        }))];
         if cols.time {
-            cells.push(Cell::from(clock(r.started)).style(t.dim()));
+            cells.push(Cell::from(clock(r.started)).style(st(t.dim())));
         }
         cells.push(Cell::from(r.method.clone()));
         cells.push(Cell::from(r.target()));
         let code = match (r.status, r.state) {
             (_, FlowState::Failed) if r.status.is_none_or(|_| r.synthetic) => "ERR".to_owned(),
+            (Some(s), _) if closed => s.to_string(),
+            (_, FlowState::Aborted) => "CUT".to_owned(),
             (Some(s), _) => s.to_string(),
-            (None, FlowState::Aborted) => "ABRT".to_owned(),
             (None, _) => "...".to_owned(),
         };
-        cells.push(Cell::from(code).style(t.status(r.status, r.state)));
+        let code_style = if closed {
+            t.dim()
+        } else {
+            t.status(r.status, r.state)
+        };
+        cells.push(Cell::from(code).style(st(code_style)));
         if cols.dur {
-            cells.push(Cell::from(r.duration.map(duration).unwrap_or_default()).style(t.dim()));
+            cells.push(Cell::from(r.duration.map(duration).unwrap_or_default()).style(st(t.dim())));
         }
         if cols.size {
-            cells.push(Cell::from(size(r.resp_size)).style(t.dim()));
+            cells.push(Cell::from(size(r.resp_size)).style(st(t.dim())));
         }
-        cells.push(Cell::from(r.phase()).style(t.fg(Color::Cyan)));
+        if cols.phase {
+            cells.push(Cell::from(r.phase()).style(st(t.fg(Color::Cyan))));
+        }
         if cols.mcp {
             let mut m = r.mcp.clone().unwrap_or_default();
             if r.sse_events > 0 {
                 m.push_str(&format!(" ({} ev)", r.sse_events));
             }
-            cells.push(Cell::from(m.trim_start().to_owned()).style(t.fg(Color::LightBlue)));
+            if closed {
+                m.push_str(" closed");
+            }
+            cells.push(Cell::from(m.trim_start().to_owned()).style(st(t.fg(Color::LightBlue))));
         }
         if cols.auth {
-            let style = match r.auth {
-                crate::row::Auth::None => t.dim(),
-                crate::row::Auth::Injected { .. } => t.fg(Color::Yellow),
-                crate::row::Auth::Sent { .. } => t.fg(Color::Green),
-            };
-            cells.push(Cell::from(r.auth.label()).style(style));
+            let (label, style) = auth_cell(app, r, cols.wide_auth, t);
+            cells.push(Cell::from(label).style(st(style)));
         }
         if cols.session {
-            cells.push(Cell::from(r.session.clone().unwrap_or_default()).style(t.dim()));
+            cells.push(Cell::from(r.session.clone().unwrap_or_default()).style(st(t.dim())));
         }
         let row = TRow::new(cells);
-        if app.selected == Some(offset + k) {
+        if sel {
             row.style(t.selected())
+        } else if closed {
+            row.style(t.dim())
         } else if broken(r.state) {
             row.style(t.fg(Color::Red))
         } else {
@@ -351,6 +389,147 @@ fn draw_flows(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
         .header(header)
         .column_spacing(1);
     f.render_widget(table, inner);
+}
+
+/// The auth column: the token a token flow issued, the token a request carried, or, for a
+/// bare MCP request a `token-not-sent` finding cites, `none — token d1997e valid` as an alarm.
+fn auth_cell(app: &App, r: &crate::row::Row, wide: bool, t: Theme) -> (String, Style) {
+    if let Some(token) = app.bare_alarm.get(&r.id) {
+        let label = match (token, wide) {
+            (Some(tok), true) => format!("none — token {tok} valid"),
+            (Some(tok), false) => format!("none, had {tok}"),
+            (None, true) => "none — a token was valid".to_owned(),
+            (None, false) => "none, had token".to_owned(),
+        };
+        return (label, t.alarm());
+    }
+    if let Some(tok) = &r.issued {
+        return (format!("issued {tok}"), t.fg(Color::Green));
+    }
+    let style = match r.auth {
+        crate::row::Auth::None => t.dim(),
+        crate::row::Auth::Injected { .. } => t.fg(Color::Yellow),
+        crate::row::Auth::Sent { .. } => t.fg(Color::Green),
+    };
+    (r.auth.label(), style)
+}
+
+/// Cuts `text` into lines of at most `width` characters at spaces, the first line `first`
+/// characters shorter; at most `max` lines, the last one ending in `…` when cut.
+fn wrap(text: &str, width: usize, first: usize, max: usize) -> Vec<String> {
+    let mut lines: Vec<String> = vec![String::new()];
+    let room = |i: usize| {
+        if i == 0 {
+            width.saturating_sub(first)
+        } else {
+            width
+        }
+    };
+    for word in text.split_whitespace() {
+        let i = lines.len() - 1;
+        let cur = lines[i].chars().count();
+        let need = if cur == 0 { 0 } else { 1 } + word.chars().count();
+        if cur + need <= room(i) {
+            if cur > 0 {
+                lines[i].push(' ');
+            }
+            lines[i].push_str(word);
+            continue;
+        }
+        if lines.len() == max {
+            let last = &mut lines[i];
+            while !last.is_empty() && last.chars().count() + 1 > room(i) {
+                last.pop();
+            }
+            last.push('…');
+            return lines;
+        }
+        let mut w: String = word.chars().take(width.max(1)).collect();
+        if w.chars().count() < word.chars().count() {
+            w.pop();
+            w.push('…');
+        }
+        lines.push(w);
+    }
+    lines
+}
+
+/// The lines of one finding in the findings pane: number, severity, id and status, then the
+/// summary and the evidence wrapped onto at most three lines.
+fn finding_lines(
+    n: usize,
+    fd: &mcptap_analyze::Finding,
+    width: usize,
+    selected: Option<Style>,
+    t: Theme,
+) -> Vec<Line<'static>> {
+    use mcptap_analyze::Status;
+    let st = |style: Style| {
+        if selected.is_some() {
+            Style::default()
+        } else {
+            style
+        }
+    };
+    let (sev_style, tag) = match fd.status {
+        Status::Confirmed => (t.severity(fd.severity), String::new()),
+        Status::Suspected => (t.suspected(fd.severity), " SUSPECTED".to_owned()),
+        Status::Cleared => (t.dim(), " cleared".to_owned()),
+    };
+    let body_style = if fd.status == Status::Cleared {
+        t.dim()
+    } else {
+        Style::default()
+    };
+    let head = vec![
+        Span::styled(format!("{n:>2} "), st(sev_style)),
+        Span::styled(format!("{:<8} ", fd.severity.as_str()), st(sev_style)),
+        Span::styled(
+            fd.id.as_str(),
+            st(if fd.status == Status::Cleared {
+                t.dim()
+            } else {
+                t.bold()
+            }),
+        ),
+        Span::styled(tag, st(sev_style)),
+        Span::styled(format!(" ({}) ", fd.culprit), st(t.dim())),
+    ];
+    let head_w: usize = head.iter().map(|s| s.content.chars().count()).sum();
+    let ev: Vec<String> = fd.evidence.iter().take(4).map(|e| e.to_string()).collect();
+    let text = format!("{} [{}]", fd.summary, ev.join(" "));
+    let indent = 3;
+    let wrapped = if head_w + 12 <= width {
+        // The summary starts on the heading line.
+        wrap(
+            &text,
+            width.saturating_sub(indent),
+            head_w.saturating_sub(indent),
+            3,
+        )
+    } else {
+        let mut v = vec![String::new()];
+        v.extend(wrap(&text, width.saturating_sub(indent), 0, 2));
+        v
+    };
+    let mut out = Vec::new();
+    for (i, l) in wrapped.into_iter().enumerate() {
+        let line = if i == 0 {
+            let mut spans = head.clone();
+            spans.push(Span::styled(l, st(body_style)));
+            Line::from(spans)
+        } else {
+            Line::from(vec![
+                Span::raw(" ".repeat(indent)),
+                Span::styled(l, st(body_style)),
+            ])
+        };
+        out.push(match selected {
+            Some(s) => line.style(s),
+            None => line,
+        });
+    }
+    out
 }
 
 fn draw_findings(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
@@ -369,49 +548,37 @@ fn draw_findings(app: &App, f: &mut Frame<'_>, area: Rect, t: Theme) {
         return;
     }
     let h = inner.height as usize;
+    let width = inner.width as usize;
+    let sel_style =
+        |i: usize| (i == app.finding_sel).then(|| if focused { t.selected() } else { t.bold() });
     let mut offset = app
         .findings_offset
         .get()
-        .min(app.findings.len().saturating_sub(h));
+        .min(app.findings.len().saturating_sub(1));
     if app.finding_sel < offset {
         offset = app.finding_sel;
-    } else if app.finding_sel >= offset + h {
-        offset = app.finding_sel + 1 - h;
+    }
+    // Scroll until the selected finding's lines fit.
+    loop {
+        let used: usize = app.findings[offset..=app.finding_sel.max(offset)]
+            .iter()
+            .enumerate()
+            .map(|(k, fd)| finding_lines(offset + k + 1, fd, width, None, t).len())
+            .sum();
+        if used <= h || offset >= app.finding_sel {
+            break;
+        }
+        offset += 1;
     }
     app.findings_offset.set(offset);
-    let lines: Vec<Line<'_>> = app
-        .findings
-        .iter()
-        .enumerate()
-        .skip(offset)
-        .take(h)
-        .map(|(i, fd)| {
-            let ev: Vec<String> = fd.evidence.iter().take(4).map(|e| e.to_string()).collect();
-            let mut l = Line::from(vec![
-                Span::styled(
-                    format!("{:<8} ", fd.severity.as_str()),
-                    t.severity(fd.severity),
-                ),
-                Span::styled(fd.id.as_str(), t.bold()),
-                Span::styled(
-                    match fd.status {
-                        mcptap_analyze::Status::Confirmed => String::new(),
-                        other => format!(" {other}"),
-                    },
-                    t.dim(),
-                ),
-                Span::styled(format!(" ({}) ", fd.culprit), t.dim()),
-                Span::raw(fd.summary.clone()),
-                Span::styled(format!(" [{}]", ev.join(" ")), t.dim()),
-            ]);
-            if i == app.finding_sel && focused {
-                l = l.style(t.selected());
-            } else if i == app.finding_sel {
-                l = l.style(t.bold());
-            }
-            l
-        })
-        .collect();
+    let mut lines: Vec<Line<'_>> = Vec::new();
+    for (i, fd) in app.findings.iter().enumerate().skip(offset) {
+        if lines.len() >= h {
+            break;
+        }
+        lines.extend(finding_lines(i + 1, fd, width, sel_style(i), t));
+    }
+    lines.truncate(h);
     f.render_widget(Paragraph::new(lines), inner);
 }
 
@@ -550,6 +717,15 @@ fn help_lines(t: Theme) -> Vec<Line<'static>> {
             ])
         })
         .collect();
+    out.push(Line::from(""));
+    out.push(Line::styled("markers", t.heading()));
+    for l in [
+        "!N cited by finding N (?N: only suspected) · x failed or cut · > pending",
+        "auth: issued T (a token row) · Bearer T (sent) · none — token T valid (sent bare while T was valid)",
+        "a dim row, mcp column ending in \"closed\": the client closed its stream after the answer (normal)",
+    ] {
+        out.push(Line::from(l));
+    }
     out.push(Line::from(""));
     out.push(Line::styled(
         "filters (mitmproxy style, regexes ignore case)",

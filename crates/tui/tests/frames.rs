@@ -8,8 +8,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use insta::assert_snapshot;
 use mcptap_analyze::Analyzer;
 use mcptap_flow::{
-    redact, CapturedBody, Flow, FlowEvent, FlowId, FlowState, Headers, Request, Response, SseEvent,
-    Timings, TlsInfo,
+    redact, CapturedBody, ErrorKind, Flow, FlowError, FlowEvent, FlowId, FlowState, Headers,
+    Request, Response, SseEvent, Timings, TlsInfo,
 };
 use mcptap_tui::{render, update, App, Focus, Msg, Options};
 use ratatui::backend::TestBackend;
@@ -93,6 +93,7 @@ impl F {
                     alpn: Some("http/1.1".into()),
                     version: Some("TLSv1.3".into()),
                     cipher: None,
+                    unverified: false,
                 }
                 .into(),
             ),
@@ -209,12 +210,21 @@ fn opts() -> Options {
         color: false,
         keep: Some(100),
         read_only: false,
+        setup: vec![
+            "eval \"$(mcptap env -p 8080)\"   (or HTTPS_PROXY=http://127.0.0.1:8080)".into(),
+            "CA certificate: /home/u/.mcptap/mcptap-ca-cert.pem".into(),
+        ],
     }
 }
 
 /// Feeds flows as a live session does: events, then the analyzer's classification and findings.
 fn live(flows: Vec<Flow>) -> App {
-    let mut app = App::new(opts());
+    live_with(flows, false)
+}
+
+/// [`live`], with colours on or off.
+fn live_with(flows: Vec<Flow>, color: bool) -> App {
+    let mut app = App::new(Options { color, ..opts() });
     let mut analyzer = Analyzer::default();
     for flow in flows {
         let mut started = flow.clone();
@@ -560,4 +570,199 @@ fn the_detail_shows_a_new_upstream_connections_connect_time() {
     let mut app = live(dance());
     keys(&mut app, [Msg::key(KeyCode::Enter)]);
     assert!(!frame(&mut app, 140, 40).contains("upstream connect"));
+}
+
+#[test]
+fn the_detail_says_why_no_token_was_injected_and_that_an_upstream_went_unverified() {
+    let mut flows = dance();
+    let last = flows.last_mut().unwrap();
+    last.not_injected = Some("the path is /other once dot-segments are removed".into());
+    last.upstream_tls = Some(
+        TlsInfo {
+            version: Some("TLSv1.3".into()),
+            unverified: true,
+            ..Default::default()
+        }
+        .into(),
+    );
+    let mut app = live(flows);
+    keys(&mut app, [Msg::key(KeyCode::Enter)]);
+    let shot = frame(&mut app, 160, 40);
+    assert!(
+        shot.contains(
+            "mcptap did NOT inject a token: the path is /other once dot-segments are removed"
+        ),
+        "{shot}"
+    );
+    assert!(shot.contains("certificate NOT verified (-k)"), "{shot}");
+    let mut app = live(dance());
+    keys(&mut app, [Msg::key(KeyCode::Enter)]);
+    let shot = frame(&mut app, 160, 40);
+    assert!(!shot.contains("NOT inject") && !shot.contains("NOT verified"));
+}
+
+/// Claude Code's "Needs authentication", live: a token is issued, then bare MCP requests go out
+/// while it is valid; a call answered over SSE whose stream the client then closes (normal
+/// Streamable HTTP), and a stream the server cuts (a real failure).
+fn needs_auth() -> Vec<Flow> {
+    let mut flows = token_not_sent();
+    let cut = |mut flow: Flow, kind: ErrorKind| {
+        flow.state = FlowState::Aborted;
+        flow.error = Some(FlowError::new(kind, kind.as_str()));
+        flow
+    };
+    flows.push(cut(
+        f(5, 41_000, "POST", MCP, 200)
+            .req("application/json", r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"search","arguments":{}}}"#)
+            .rh("authorization", "Bearer other-token-1")
+            .resp("text/event-stream", "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n")
+            .event(41_050, r#"{"jsonrpc":"2.0","id":2,"result":{}}"#)
+            .build(),
+        ErrorKind::ClientDisconnected,
+    ));
+    flows.push(cut(
+        f(6, 42_000, "POST", MCP, 200)
+            .req("application/json", r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"slow","arguments":{}}}"#)
+            .rh("authorization", "Bearer other-token-1")
+            .resp("text/event-stream", "")
+            .build(),
+        ErrorKind::UpstreamDisconnected,
+    ));
+    flows
+}
+
+/// The rows and panes of the "Needs authentication" capture, at 80×24 and 160×45.
+#[test]
+fn needs_authentication_points_at_the_bare_request() {
+    for (w, h) in [(80u16, 24u16), (160, 45)] {
+        let mut app = live(needs_auth());
+        // Select the first finding's first evidence, as a user following the findings would.
+        keys(&mut app, [Msg::key(KeyCode::Tab), Msg::key(KeyCode::Enter)]);
+        let shot = frame(&mut app, w, h);
+        let tok = &redact::fingerprint("tok-abcdefgh")[..6];
+        assert!(
+            shot.contains(&format!("issued {tok}")),
+            "the token row names its token:\n{shot}"
+        );
+        let bare = if w >= 120 {
+            format!("none — token {tok} valid")
+        } else {
+            format!("none, had {tok}")
+        };
+        assert!(
+            shot.contains(&bare),
+            "the bare request names the valid token:\n{shot}"
+        );
+        assert!(
+            shot.contains("!1"),
+            "evidence markers name their finding:\n{shot}"
+        );
+        assert!(shot.contains("CUT"), "a real cut is shown:\n{shot}");
+        assert!(!shot.contains("ABRT"), "{shot}");
+        assert_snapshot!(format!("needs_auth_{w}x{h}"), shot);
+    }
+}
+
+/// The alarm is in colour: the bare request's auth cell is light red and bold, a stream the
+/// client closed is dim, and the selected row has one style.
+#[test]
+fn the_bare_request_is_in_the_alarm_colour() {
+    use ratatui::style::{Color, Modifier};
+    let mut app = live_with(needs_auth(), true);
+    keys(&mut app, [Msg::key(KeyCode::Home)]);
+    let mut term = Terminal::new(TestBackend::new(160, 45)).unwrap();
+    render(&mut app, &mut term).unwrap();
+    let buf = term.backend().buffer().clone();
+    let find = |needle: &str| -> (u16, u16) {
+        for y in 0..buf.area.height {
+            let line: String = (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol().to_owned())
+                .collect();
+            if let Some(i) = line.find(needle) {
+                let x = line[..i].chars().count() as u16;
+                return (x, y);
+            }
+        }
+        panic!("{needle} not drawn");
+    };
+    let (x, y) = find("none — token");
+    let cell = &buf[(x, y)];
+    assert_eq!(cell.fg, Color::LightRed, "alarm colour");
+    assert!(cell.modifier.contains(Modifier::BOLD));
+    let (_, y) = find("tools/call search");
+    assert!(
+        (0..buf.area.width)
+            .all(|x| buf[(x, y)].fg != Color::Red && buf[(x, y)].fg != Color::Magenta),
+        "a client's close is no alarm"
+    );
+    let line: String = (0..buf.area.width)
+        .map(|x| buf[(x, y)].symbol().to_owned())
+        .collect();
+    let x = line.find(" 200 ").unwrap() as u16 + 1;
+    assert_eq!(buf[(x, y)].fg, Color::DarkGray, "a client's close is dim");
+    let (_, y) = find("CUT");
+    assert!(
+        (0..buf.area.width).any(|x| buf[(x, y)].fg == Color::Red),
+        "a real cut is an alarm"
+    );
+    // The selected row (the first, after Home): every cell reversed, none with its own colour.
+    let (_, y) = find("00:00:00.000");
+    for x in 2..150 {
+        let c = &buf[(x, y)];
+        assert!(
+            c.modifier.contains(Modifier::REVERSED),
+            "cell {x} not reversed"
+        );
+        assert_eq!(c.fg, Color::Reset, "cell {x} has its own colour");
+    }
+}
+
+/// Suspected findings look different from confirmed ones, cleared ones are dim.
+#[test]
+fn suspected_and_cleared_findings_look_different() {
+    use mcptap_analyze::Status;
+    let mut app = live(needs_auth());
+    let base = {
+        let mut a = Analyzer::default();
+        for flow in needs_auth() {
+            a.push(&flow);
+        }
+        let _ = a.finish();
+        a.findings()
+    };
+    let mut suspected = base[0].clone();
+    suspected.status = Status::Suspected;
+    suspected.decides = Some("the next MCP request".into());
+    let mut cleared = base[1].clone();
+    cleared.status = Status::Cleared;
+    update(
+        &mut app,
+        Msg::Findings(vec![base[0].clone(), suspected, cleared]),
+    );
+    let shot = frame(&mut app, 160, 45);
+    assert!(shot.contains("SUSPECTED"), "{shot}");
+    assert!(shot.contains("cleared"), "{shot}");
+    assert_snapshot!("findings_by_status", shot);
+}
+
+/// The empty live view says how to point a client at the proxy and where the CA is.
+#[test]
+fn empty_view_says_how_to_start() {
+    let mut app = App::new(opts());
+    for (w, h) in [(80u16, 24u16), (160, 45)] {
+        let shot = frame(&mut app, w, h);
+        assert!(shot.contains("eval \"$(mcptap env -p 8080)\""), "{shot}");
+        assert!(shot.contains("mcptap-ca-cert.pem"), "{shot}");
+        assert_snapshot!(format!("empty_{w}x{h}"), shot);
+    }
+}
+
+/// `?` outside the findings pane: the keys, what the row markers mean, and the filters.
+#[test]
+fn help_explains_keys_and_markers() {
+    let mut app = live(needs_auth());
+    keys(&mut app, [Msg::key(KeyCode::Char('?'))]);
+    let shot = frame(&mut app, 160, 45);
+    assert!(shot.contains("!N cited by finding N"), "{shot}");
+    assert_snapshot!("help_160x45", shot);
 }

@@ -4,7 +4,7 @@
 //! Authorization header it got in `x-seen-authorization`), `/big?n=BYTES` (streams that many
 //! bytes in 64 KiB frames), `/sse` (sends one event, then waits until the test releases the
 //! rest), `/ws` (upgrades to a byte echo), `/status/CODE`, `/close` (answers, then closes the
-//! connection).
+//! connection). Every request it receives is logged ([`Upstream::seen`]).
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -23,9 +23,38 @@ use super::pki::TestPki;
 
 type Body = BoxBody<Bytes, Infallible>;
 
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// The request target as received (origin-form path and query, or the whole URI).
+    pub target: String,
+    /// `Host`, or the HTTP/2 `:authority`.
+    pub host: Option<String>,
+    pub authorization: Option<String>,
+}
+
+impl Seen {
+    fn of(req: &Request<Incoming>) -> Seen {
+        let header = |n: &str| {
+            req.headers()
+                .get(n)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        Seen {
+            method: req.method().to_string(),
+            target: req.uri().to_string(),
+            host: header("host").or_else(|| req.uri().authority().map(|a| a.to_string())),
+            authorization: header("authorization"),
+        }
+    }
+}
+
 /// A running upstream. Dropping it stops accepting.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// Every request received, in order.
+    pub seen: Arc<std::sync::Mutex<Vec<Seen>>>,
     /// Released by the test to let `/sse` send its remaining events and end.
     pub sse_release: Arc<Notify>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
@@ -59,6 +88,8 @@ impl Upstream {
         let rel = release.clone();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = accepted.clone();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -68,8 +99,12 @@ impl Upstream {
                 let _ = tcp.set_nodelay(true);
                 let tls = tls.clone();
                 let rel = rel.clone();
+                let log = log.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| route(req, rel.clone()));
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        log.lock().unwrap().push(Seen::of(&req));
+                        route(req, rel.clone())
+                    });
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match tls {
@@ -92,6 +127,7 @@ impl Upstream {
         });
         Upstream {
             addr,
+            seen,
             sse_release: release,
             accepted,
             task,

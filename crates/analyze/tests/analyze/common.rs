@@ -207,6 +207,7 @@ impl FlowBuilder {
             kind,
             message: "test".into(),
             hint: None,
+            limit: None,
         });
         self
     }
@@ -220,6 +221,11 @@ impl FlowBuilder {
             fingerprint: fp(tok),
             token_flow,
         });
+        self
+    }
+    /// Inject mode turned it away: forwarded bare, `why` recorded.
+    pub fn not_injected(mut self, why: &str) -> Self {
+        self.flow.not_injected = Some(why.into());
         self
     }
     /// Replaces every secret the engine's redaction would, with its marker.

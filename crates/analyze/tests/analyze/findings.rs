@@ -3,7 +3,7 @@
 
 use crate::common::steps::*;
 use crate::common::*;
-use mcptap_analyze::{analyze, Culprit, Severity, Status};
+use mcptap_analyze::{analyze, Culprit, Role, Severity, Status};
 use mcptap_flow::{ErrorKind, FlowId};
 use serde_json::json;
 
@@ -1491,44 +1491,6 @@ fn transport_protocol_version_missing() {
 }
 
 #[test]
-fn transport_meta_protocol_version_differs_from_the_header() {
-    // A stateless request states its version in `_meta` too; the header must agree. The name's
-    // `/` may be escaped (`\/`, as PHP writes it) and still counts.
-    let meta = |v: &str| {
-        format!(
-            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo","arguments":{{}},"_meta":{{"io.modelcontextprotocol\/protocolVersion":"{v}"}}}}}}"#
-        )
-    };
-    for (stated, found) in [("2026-07-28", true), ("2025-06-18", false)] {
-        let mut s = Scenario::new();
-        oauth(&mut s, "tok-1");
-        s.add(init_ok("tok-1", Some("s1"))); // #6
-        s.add(
-            FlowBuilder::post(RS_MCP)
-                .bearer("tok-1")
-                .session("s1")
-                .pv("2025-06-18")
-                .header("accept", "application/json, text/event-stream")
-                .body("application/json", &meta(stated))
-                .status(200)
-                .result(2, json!({"content":[]})),
-        ); // #7
-        let r = analyze(&s.flows);
-        if found {
-            check(
-                &r,
-                "transport-header-violation",
-                Culprit::Client,
-                &[7],
-                Some("protocol-version-mismatch"),
-            );
-        } else {
-            absent(&r, "transport-header-violation");
-        }
-    }
-}
-
-#[test]
 fn transport_session_id_missing() {
     let mut s = Scenario::new();
     oauth(&mut s, "tok-1");
@@ -1869,6 +1831,565 @@ fn tool_schema_near_miss_valid_schemas() {
     absent(&analyze(&s.flows), "tool-schema-invalid");
 }
 
+// ---------------------------------------------------------------- 35 host-origin-rejected
+
+#[test]
+fn host_origin_rejected_by_the_dns_rebinding_guard() {
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1"); // #2 is the PRM, answered 200 by the same origin
+    s.add(
+        init_ok("tok-1", None)
+            .header("x-forwarded-host", "mcp.public.example")
+            .status(421)
+            .resp_body("text/plain", "Invalid Host header"),
+    ); // #6
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "host-origin-rejected",
+        Culprit::Server,
+        &[2, 6],
+        Some("host"),
+    );
+    let f = the(&r, "host-origin-rejected");
+    assert_eq!(f.severity, Severity::High);
+    assert!(f.summary.contains("#2"), "{f:#?}");
+    assert!(
+        f.details.iter().any(|d| d.contains("mcp.public.example")),
+        "{f:#?}"
+    );
+
+    // The Origin guard: 403 naming the Origin the request carried.
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .header("origin", "https://app.example")
+            .rpc("initialize", 1)
+            .status(403)
+            .resp_body("text/plain", "Invalid Origin header"),
+    );
+    check(
+        &analyze(&s.flows),
+        "host-origin-rejected",
+        Culprit::Server,
+        &[1],
+        Some("origin"),
+    );
+}
+
+#[test]
+fn host_origin_near_miss_other_403s() {
+    // A plain 403, and a scope refusal whose body happens to name the host: not the guard.
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(
+        init_ok("tok-1", None)
+            .status(403)
+            .resp_body("text/plain", "Forbidden"),
+    ); // #6
+    s.add(
+        init_ok("tok-1", None)
+            .status(403)
+            .resp_header(
+                "www-authenticate",
+                r#"Bearer error="insufficient_scope", scope="admin""#,
+            )
+            .resp_body("text/plain", "insufficient scope for this host header"),
+    ); // #7
+    let r = analyze(&s.flows);
+    absent(&r, "host-origin-rejected");
+    // The rule was reached: both refusals were MCP requests to the endpoint.
+    for id in [6, 7] {
+        let f = r.flows.iter().find(|f| f.id.0 == id).unwrap();
+        assert_eq!((f.role, f.status), (Role::Mcp, Some(403)), "{f:#?}");
+    }
+}
+
+// ---------------------------------------------------------------- 36 sse-buffered
+
+/// The GET stream of a legacy session, `ms` long, with two events.
+fn get_stream(s: &mut Scenario, ms: i64) -> FlowId {
+    s.add_long(
+        FlowBuilder::get(RS_MCP)
+            .bearer("tok-1")
+            .session("s1")
+            .pv("2025-06-18")
+            .header("accept", "text/event-stream")
+            .resp_header("server", "nginx/1.25.3")
+            .sse(vec![
+                json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}),
+                json!({"jsonrpc":"2.0","method":"notifications/resources/list_changed"}),
+            ]),
+        ms,
+    )
+}
+
+/// A legacy tools/call answered with an event stream.
+fn stream_call(id: i64) -> FlowBuilder {
+    FlowBuilder::post(RS_MCP)
+        .bearer("tok-1")
+        .session("s1")
+        .pv("2025-06-18")
+        .rpc("tools/call", id)
+        .status(200)
+}
+
+/// Moves the events of flow `id` to `before_end` ms before its end (one per entry).
+fn events_at(s: &mut Scenario, id: FlowId, before_end: &[i64]) {
+    let f = &mut s.flows[id.0 as usize - 1];
+    let end = f.timings.finished.unwrap();
+    for (e, ms) in f.response.as_mut().unwrap().sse.iter_mut().zip(before_end) {
+        e.at = end - ms * 1000;
+    }
+}
+
+#[test]
+fn sse_buffered_events_released_at_the_close() {
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(init_ok("tok-1", Some("s1"))); // #6
+    let g = get_stream(&mut s, 30_000); // #7
+    events_at(&mut s, g, &[20, 10]);
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "sse-buffered",
+        Culprit::Edge,
+        &[7],
+        Some("burst-at-close"),
+    );
+    let f = the(&r, "sse-buffered");
+    assert_eq!((f.severity, f.status), (Severity::High, Status::Confirmed));
+    assert!(
+        f.details.iter().any(|d| d.contains("X-Accel-Buffering")),
+        "{f:#?}"
+    );
+
+    // A tools/call answered by one burst after 3 s: slow work looks the same, so suspected.
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(init_ok("tok-1", Some("s1")));
+    let c = s.add(
+        stream_call(2)
+            .sse(vec![
+                json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}),
+                json!({"jsonrpc":"2.0","id":2,"result":{"content":[]}}),
+            ])
+            .dur(3_000),
+    ); // #7
+    events_at(&mut s, c, &[5, 1]);
+    let r = analyze(&s.flows);
+    let f = the(&r, "sse-buffered");
+    assert_eq!(
+        (f.severity, f.status),
+        (Severity::Medium, Status::Suspected)
+    );
+    assert_eq!(f.culprit, Culprit::Server);
+    assert!(f.decides.as_deref().unwrap().contains("reverse mode"));
+}
+
+#[test]
+fn sse_buffered_compressed_stream() {
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(init_ok("tok-1", Some("s1")));
+    s.add(tools_list_ok("tok-1", "s1", 2).resp_header("content-encoding", "gzip")); // #7
+    check(
+        &analyze(&s.flows),
+        "sse-buffered",
+        Culprit::Server,
+        &[7],
+        Some("compressed"),
+    );
+}
+
+#[test]
+fn sse_buffered_near_miss_events_as_they_happen() {
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(init_ok("tok-1", Some("s1")));
+    let g = get_stream(&mut s, 30_000); // #7: events spread over the stream's life
+    events_at(&mut s, g, &[25_000, 12_000]);
+    // A quick response whose events come together right after the headers.
+    s.add(
+        stream_call(3).sse(vec![
+            json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}),
+            json!({"jsonrpc":"2.0","id":3,"result":{"content":[]}}),
+        ]),
+    );
+    let r = analyze(&s.flows);
+    absent(&r, "sse-buffered");
+    // The rule was reached: the stream's events were read.
+    let f = r.flows.iter().find(|f| f.id == g).unwrap();
+    assert_eq!(f.mcp.as_ref().unwrap().messages.len(), 2, "{f:#?}");
+}
+
+// ---------------------------------------------------------------- 38 challenge-ambiguous
+
+#[test]
+fn challenge_ambiguous_two_resource_metadata() {
+    let other = "https://rs.example/.well-known/oauth-protected-resource";
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("initialize", 0)
+            .challenge(&format!(
+                r#"Bearer resource_metadata="{other}", resource_metadata="{PRM_URL}""#
+            )),
+    ); // #1
+    s.add(FlowBuilder::get(other).status(404)); // #2: the first one, which clients take
+    s.add(prm(RS_MCP, AS)); // #3
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "challenge-ambiguous",
+        Culprit::Server,
+        &[1, 2],
+        Some("several-resource-metadata"),
+    );
+    let f = the(&r, "challenge-ambiguous");
+    assert_eq!(
+        f.severity,
+        Severity::High,
+        "raised by the failing first URL"
+    );
+    assert!(
+        f.amendments
+            .iter()
+            .any(|a| a.contains("404") && a.contains("#2")),
+        "{f:#?}"
+    );
+
+    // Two challenges (an app's and a gateway's) naming different documents.
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("initialize", 0)
+            .challenge(&format!(r#"Bearer resource_metadata="{PRM_URL}""#))
+            .resp_header(
+                "www-authenticate",
+                r#"Bearer realm="gw", resource_metadata="https://gw.example/prm""#,
+            ),
+    );
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "challenge-ambiguous",
+        Culprit::Server,
+        &[1],
+        Some("several-challenges"),
+    );
+    assert_eq!(the(&r, "challenge-ambiguous").severity, Severity::Medium);
+}
+
+#[test]
+fn challenge_ambiguous_near_miss_same_document_twice() {
+    // The same document, once relative and once absolute: one URL, nothing ambiguous.
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("initialize", 0)
+            .challenge(&format!(
+                r#"Bearer resource_metadata="/.well-known/oauth-protected-resource/mcp", resource_metadata="{PRM_URL}""#
+            )),
+    );
+    s.add(prm(RS_MCP, AS));
+    let r = analyze(&s.flows);
+    absent(&r, "challenge-ambiguous");
+    // The rule was reached: the challenge was read as a proper Bearer challenge.
+    absent(&r, "challenge-missing");
+    assert_eq!(r.flows[0].status, Some(401));
+}
+
+// ---------------------------------------------------------------- 39 version-negotiation-failed
+
+fn init_versions(asked: &str, answered: &str) -> FlowBuilder {
+    FlowBuilder::post(RS_MCP)
+        .rpc_params("initialize", 1, json!({"protocolVersion":asked,"capabilities":{},"clientInfo":{"name":"t","version":"1"}}))
+        .status(200)
+        .result(1, json!({"protocolVersion":answered,"capabilities":{},"serverInfo":{"name":"s","version":"1"}}))
+}
+
+#[test]
+fn version_negotiation_fixed_version() {
+    // Proven either way round: the answer before or after the flow that shows support.
+    for proof_first in [true, false] {
+        let mut s = Scenario::new();
+        if proof_first {
+            s.add(init_versions("2025-06-18", "2025-06-18"));
+            s.add(init_versions("2025-06-18", "2025-11-25").ua("junie/1.0"));
+        } else {
+            s.add(init_versions("2025-06-18", "2025-11-25").ua("junie/1.0"));
+            s.add(init_versions("2025-06-18", "2025-06-18"));
+        }
+        let r = analyze(&s.flows);
+        check(
+            &r,
+            "version-negotiation-failed",
+            Culprit::Server,
+            &[1, 2],
+            Some("fixed-version"),
+        );
+    }
+}
+
+#[test]
+fn version_negotiation_answer_not_accepted() {
+    // Asked 2025-06-18, answered 2025-11-25, and the client never goes on (it tears down).
+    let mut s = Scenario::new();
+    s.add(init_versions("2025-06-18", "2025-11-25")); // #1
+    s.wait(5_000);
+    s.add(unrelated()); // #2: live, suspected by now
+    let mut live = mcptap_analyze::Analyzer::default();
+    let shown: Vec<_> = s.flows.iter().flat_map(|f| live.push(f)).collect();
+    assert!(
+        shown.iter().any(|f| f.id == "version-negotiation-failed"
+            && f.status == Status::Suspected
+            && f.decides.is_some()),
+        "{shown:#?}"
+    );
+    s.wait(20_000);
+    s.add(unrelated()); // #3: decided
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "version-negotiation-failed",
+        Culprit::Unknown,
+        &[1],
+        Some("answer-not-accepted"),
+    );
+    let f = the(&r, "version-negotiation-failed");
+    assert_eq!(f.status, Status::Confirmed);
+    assert!(f.summary.contains("must answer 2025-06-18"), "{f:#?}");
+}
+
+#[test]
+fn version_negotiation_initialize_refused_over_its_header() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .pv("2025-11-25")
+            .rpc_params("initialize", 1, json!({"protocolVersion":"2025-11-25","capabilities":{}}))
+            .status(400)
+            .resp_body(
+                "text/plain",
+                "Bad Request: Unsupported protocol version (supported versions: 2025-06-18, 2025-03-26)",
+            ),
+    );
+    check(
+        &analyze(&s.flows),
+        "version-negotiation-failed",
+        Culprit::Server,
+        &[1],
+        Some("initialize-refused"),
+    );
+}
+
+fn modern(method: &str, id: i64, version: &str, params: serde_json::Value) -> FlowBuilder {
+    let mut p = params;
+    p["_meta"] = json!({"io.modelcontextprotocol/protocolVersion":version,"io.modelcontextprotocol/clientCapabilities":{}});
+    FlowBuilder::post(RS_MCP)
+        .pv(version)
+        .header("mcp-method", method)
+        .rpc_params(method, id, p)
+}
+
+fn unsupported(id: i64, supported: &[&str]) -> serde_json::Value {
+    json!({"jsonrpc":"2.0","id":id,"error":{"code":-32022,"message":"Unsupported protocol version","data":{"supported":supported}}})
+}
+
+#[test]
+fn version_negotiation_stateless_refusals() {
+    // A version refused although the server lists it.
+    let mut s = Scenario::new();
+    s.add(
+        modern("server/discover", 1, "2026-07-28", json!({}))
+            .status(400)
+            .resp_json(unsupported(1, &["2026-07-28"])),
+    );
+    check(
+        &analyze(&s.flows),
+        "version-negotiation-failed",
+        Culprit::Server,
+        &[1],
+        Some("supported-version-refused"),
+    );
+}
+
+#[test]
+fn version_negotiation_near_miss_legitimate_negotiation() {
+    let mut s = Scenario::new();
+    // The server does not serve what was asked and says which it does: the client follows.
+    s.add(
+        modern("server/discover", 1, "2027-03-01", json!({}))
+            .status(400)
+            .resp_json(unsupported(1, &["2026-07-28"])),
+    );
+    s.add(modern("server/discover", 2, "2026-07-28", json!({})).status(200).result(
+        2,
+        json!({"supportedVersions":["2026-07-28"],"capabilities":{},"serverInfo":{"name":"s","version":"1"}}),
+    ));
+    // A handshake-era server refuses the discover probe; the client falls back to initialize
+    // and is offered another version than it asked, which the server was never seen to serve.
+    let legacy = "https://legacy.example/mcp";
+    s.add(
+        FlowBuilder::post(legacy)
+            .pv("2026-07-28")
+            .header("mcp-method", "server/discover")
+            .rpc_params("server/discover", 1, json!({"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}))
+            .status(400)
+            .resp_json(json!({"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: Unsupported protocol version"}})),
+    );
+    s.add(FlowBuilder::post(legacy).rpc_params("initialize", 2, json!({"protocolVersion":"2025-11-25","capabilities":{}})).status(200).result(2, json!({"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"l","version":"1"}})));
+    s.add(
+        FlowBuilder::post(legacy)
+            .pv("2025-06-18")
+            .notify("notifications/initialized")
+            .status(202),
+    ); // the client goes on with the answer
+    s.wait(30_000);
+    s.add(unrelated());
+    let r = analyze(&s.flows);
+    absent(&r, "version-negotiation-failed");
+    // The rule was reached: the versions were read.
+    for v in ["2026-07-28", "2025-06-18"] {
+        assert!(
+            r.environment.protocol_versions.iter().any(|p| p == v),
+            "{:?}",
+            r.environment.protocol_versions
+        );
+    }
+}
+
+// ---------------------------------------------------------------- 40 stateless-header-violation
+
+#[test]
+fn stateless_headers_missing_or_wrong() {
+    let mut s = Scenario::new();
+    s.add(
+        modern(
+            "tools/call",
+            3,
+            "2026-07-28",
+            json!({"name":"echo","arguments":{}}),
+        )
+        .no_header("mcp-method")
+        .header("mcp-method", "tools/list")
+        .status(200)
+        .result(3, json!({"content":[]})),
+    ); // #1: wrong Mcp-Method, no Mcp-Name, served anyway
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "stateless-header-violation",
+        Culprit::Client,
+        &[1],
+        Some("method-mismatch"),
+    );
+    check(
+        &r,
+        "stateless-header-violation",
+        Culprit::Client,
+        &[1],
+        Some("name-missing"),
+    );
+    assert!(r
+        .findings
+        .iter()
+        .all(|f| f.details.iter().any(|d| d.contains("HeaderMismatch"))));
+}
+
+#[test]
+fn stateless_meta_version_differs_from_the_header() {
+    // The `_meta` version and the header disagree: mode 40, not 22 (one wire fact, one
+    // finding). The name's `/` may be escaped (`\/`, as PHP writes it) and still counts.
+    let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{},"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-28"}}}"#;
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(init_ok("tok-1", Some("s1"))); // #6
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .bearer("tok-1")
+            .session("s1")
+            .pv("2025-06-18")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .header("accept", "application/json, text/event-stream")
+            .body("application/json", body)
+            .status(400)
+            .resp_json(
+                json!({"jsonrpc":"2.0","id":2,"error":{"code":-32020,"message":"Header mismatch"}}),
+            ),
+    ); // #7
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "stateless-header-violation",
+        Culprit::Client,
+        &[7],
+        Some("protocol-version-mismatch"),
+    );
+    absent(&r, "transport-header-violation");
+}
+
+#[test]
+fn stateless_valid_headers_refused_by_the_server() {
+    let mut s = Scenario::new();
+    s.add(
+        modern("tools/call", 3, "2026-07-28", json!({"name":"héllo","arguments":{}}))
+            .header("mcp-name", "=?base64?aMOpbGxv?=")
+            .status(400)
+            .resp_json(json!({"jsonrpc":"2.0","id":3,"error":{"code":-32020,"message":"Mcp-Name header does not match"}})),
+    );
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "stateless-header-violation",
+        Culprit::Server,
+        &[1],
+        Some("valid-headers-refused"),
+    );
+}
+
+#[test]
+fn stateless_near_miss_encoded_name_and_legacy_requests() {
+    let mut s = Scenario::new();
+    // Base64-sentinel Mcp-Name that decodes to the body's name; resources/read names its uri.
+    s.add(
+        modern(
+            "tools/call",
+            3,
+            "2026-07-28",
+            json!({"name":"héllo","arguments":{}}),
+        )
+        .header("mcp-name", "=?base64?aMOpbGxv?=")
+        .status(200)
+        .result(3, json!({"content":[]})),
+    );
+    s.add(
+        modern(
+            "resources/read",
+            4,
+            "2026-07-28",
+            json!({"uri":"file:///a.txt"}),
+        )
+        .header("mcp-name", "file:///a.txt")
+        .status(200)
+        .result(4, json!({"contents":[]})),
+    );
+    // A 2025-06-18 session needs none of these headers.
+    s.add(init_ok("tok-1", Some("s1")));
+    s.add(call("tok-1", "s1", "tools/call", 5));
+    let r = analyze(&s.flows);
+    absent(&r, "stateless-header-violation");
+    // The rule was reached: the stateless requests were seen as such.
+    assert!(r
+        .environment
+        .protocol_versions
+        .iter()
+        .any(|v| v == "2026-07-28"));
+}
+
 // ---------------------------------------------------------------- inject mode verdicts
 
 #[test]
@@ -1897,6 +2418,23 @@ fn inject_confirms_client_omits_token() {
         &[5, 6, 7],
         Some("never-sent"),
     );
+}
+
+#[test]
+fn a_request_inject_mode_turned_away_yields_no_verdict() {
+    // What the proxy once injected into `/mcp/../other` (served as `/other`, which answered),
+    // now forwarded bare and marked: no inject verdict either way.
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1"); // #5
+    s.add(init_401()); // #6
+    s.add(
+        init_ok("tok-1", None)
+            .no_header("authorization")
+            .not_injected("the path is /other once dot-segments are removed"),
+    ); // #7
+    let r = analyze(&s.flows);
+    absent(&r, "client-omits-token-confirmed");
+    absent(&r, "server-rejects-token");
 }
 
 #[test]

@@ -123,6 +123,7 @@ pub fn session(cfg: Healthy) -> Scenario {
         s.add(r(FlowBuilder::post(RS_MCP)
             .bearer(&tok)
             .pv("2026-07-28")
+            .header("mcp-method", "tools/call")
             .rpc_params("tools/call", 4, json!({"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}))
             .status(200)
             .result(4, json!({"content":[]}))));

@@ -502,3 +502,224 @@ fn scope_selection_a_subset_of_scopes_supported_is_wrong() {
         Some("scopes-supported-ignored"),
     );
 }
+
+// ---------------------------------------------------------------- 48 jsonrpc-response-invalid
+
+#[test]
+fn a_malformed_json_rpc_answer_is_jsonrpc_response_invalid() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("tools/list", 7)
+            .status(200)
+            .resp_json(json!({"id": 7, "result": {"tools": []}})),
+    ); // #1: no jsonrpc
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("tools/list", 9)
+            .status(200)
+            .resp_json(json!({"jsonrpc": "2.0", "id": 10, "result": {"tools": [], "error": null}, "error": {"code": "x"}})),
+    ); // #2: not the request's id, result and error, an error without an integer code
+    let r = analyze(&s.flows);
+    let f = the(&r, "jsonrpc-response-invalid");
+    assert_eq!(f.culprit, Culprit::Server);
+    assert!(f.summary.contains("jsonrpc"), "{f:#?}");
+    assert_eq!(
+        f.evidence.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(
+        f.details
+            .iter()
+            .any(|d| d.contains("both result and error")),
+        "{f:#?}"
+    );
+    assert!(
+        f.details.iter().any(|d| d.contains("integer code")),
+        "{f:#?}"
+    );
+
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .rpc("initialize", 1)
+            .status(200)
+            .result(1, json!({"capabilities": {}})),
+    );
+    let r = analyze(&s.flows);
+    assert!(the(&r, "jsonrpc-response-invalid")
+        .summary
+        .contains("protocolVersion, serverInfo"));
+}
+
+#[test]
+fn jsonrpc_near_miss_an_oauth_error_body_on_401_is_not_json_rpc() {
+    let mut s = Scenario::new();
+    s.add(init_401().resp_json(json!({"error":"invalid_token","error_description":"expired"})));
+    s.add(tools_list_ok("tok", "s", 2));
+    let r = analyze(&s.flows);
+    absent(&r, "jsonrpc-response-invalid");
+    assert!(r
+        .flows
+        .iter()
+        .any(|f| f.mcp.as_ref().is_some_and(|m| !m.messages.is_empty())));
+}
+
+// ---------------------------------------------------------------- 51 metadata-url-invalid
+
+#[test]
+fn metadata_with_a_relative_endpoint_and_query_bearer_is_metadata_url_invalid() {
+    let mut s = Scenario::new();
+    s.add(init_401());
+    s.add(FlowBuilder::get(PRM_URL).status(200).resp_json(
+        json!({"resource": RS_MCP, "authorization_servers": [AS], "bearer_methods_supported": ["header", "query"]}),
+    )); // #2
+    let mut doc = as_doc(AS);
+    doc["token_endpoint"] = json!("/token");
+    s.add(
+        FlowBuilder::get(&format!("{AS}/.well-known/oauth-authorization-server"))
+            .status(200)
+            .resp_json(doc),
+    ); // #3
+    let r = analyze(&s.flows);
+    let all: Vec<_> = r.findings_with_id("metadata-url-invalid").collect();
+    assert_eq!(all.len(), 2, "{:#?}", r.findings);
+    assert!(all
+        .iter()
+        .any(|f| f.summary.contains("query") && f.evidence[0].0 == 2));
+    assert!(all
+        .iter()
+        .any(|f| f.summary.contains("token_endpoint") && f.evidence[0].0 == 3));
+}
+
+#[test]
+fn metadata_url_near_miss_http_on_loopback_is_fine() {
+    let mut s = Scenario::new();
+    s.add(FlowBuilder::get("http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp").status(200).resp_json(
+        json!({"resource": "http://127.0.0.1:8000/mcp", "authorization_servers": ["http://localhost:9000"]}),
+    ));
+    let r = analyze(&s.flows);
+    absent(&r, "metadata-url-invalid");
+    assert_eq!(r.flows[0].role.as_str(), "prm_discovery");
+}
+
+// ---------------------------------------------------------------- 52 jwks-invalid
+
+fn with_jwks(s: &mut Scenario) {
+    s.add(init_401());
+    s.add(prm(RS_MCP, AS));
+    let mut doc = as_doc(AS);
+    doc["jwks_uri"] = json!(format!("{AS}/jwks"));
+    s.add(
+        FlowBuilder::get(&format!("{AS}/.well-known/oauth-authorization-server"))
+            .status(200)
+            .resp_json(doc),
+    );
+}
+
+#[test]
+fn a_jwks_without_keys_is_jwks_invalid() {
+    let mut s = Scenario::new();
+    with_jwks(&mut s); // the AS document names jwks_uri
+    s.add(
+        FlowBuilder::get(&format!("{AS}/jwks"))
+            .status(200)
+            .resp_json(json!({"kid": "x"})),
+    ); // #4
+    let r = analyze(&s.flows);
+    check(&r, "jwks-invalid", Culprit::Server, &[4], None);
+
+    let mut s = Scenario::new();
+    with_jwks(&mut s);
+    s.add(
+        FlowBuilder::get(&format!("{AS}/jwks"))
+            .status(200)
+            .resp_json(json!({"keys": [{"kid": "k1", "kty": "EC"}]})),
+    );
+    let r = analyze(&s.flows);
+    absent(&r, "jwks-invalid");
+    assert!(r.flows.iter().any(|f| f.role.as_str() == "jwks"));
+}
+
+// ---------------------------------------------------------------- 49 get-stream-wrong
+
+#[test]
+fn a_get_stream_answered_with_json_is_get_stream_wrong() {
+    let mut s = Scenario::new();
+    s.add(init_ok("tok", None)); // #1: the endpoint is known
+    s.add(
+        FlowBuilder::get(RS_MCP)
+            .bearer("tok")
+            .header("accept", "text/event-stream")
+            .status(200)
+            .resp_json(json!({"ok": true})),
+    );
+    check(
+        &analyze(&s.flows),
+        "get-stream-wrong",
+        Culprit::Server,
+        &[2],
+        None,
+    );
+}
+
+#[test]
+fn get_stream_near_miss_405_and_an_event_stream_are_fine() {
+    let mut s = Scenario::new();
+    s.add(init_ok("tok", None));
+    s.add(
+        FlowBuilder::get(RS_MCP)
+            .bearer("tok")
+            .header("accept", "text/event-stream")
+            .status(405),
+    );
+    s.add(
+        FlowBuilder::get(RS_MCP)
+            .bearer("tok")
+            .header("accept", "text/event-stream")
+            .sse(vec![
+                json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}),
+            ]),
+    );
+    let r = analyze(&s.flows);
+    absent(&r, "get-stream-wrong");
+    assert_eq!(
+        r.flows.iter().filter(|f| f.role.as_str() == "mcp").count(),
+        3
+    );
+}
+
+// ---------------------------------------------------------------- 50 notification-answer-wrong
+
+#[test]
+fn a_notification_answered_200_with_a_body_is_notification_answer_wrong() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .bearer("tok")
+            .notify("notifications/initialized")
+            .status(200)
+            .resp_json(json!({"ok": true})),
+    );
+    check(
+        &analyze(&s.flows),
+        "notification-answer-wrong",
+        Culprit::Server,
+        &[1],
+        None,
+    );
+}
+
+#[test]
+fn notification_answer_near_miss_202_without_a_body() {
+    let mut s = Scenario::new();
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .bearer("tok")
+            .notify("notifications/initialized")
+            .status(202),
+    );
+    let r = analyze(&s.flows);
+    absent(&r, "notification-answer-wrong");
+    assert_eq!(r.flows[0].role.as_str(), "mcp");
+}

@@ -184,3 +184,36 @@ fn a_suspicion_shows_live_then_is_confirmed_or_cleared_and_offline_agrees() {
         mcptap_analyze::analyze_ended(&s.flows, Some(t0 + 40_000_000), Options::default());
     assert_eq!(live.findings, offline.findings);
 }
+
+#[test]
+fn a_bare_probe_then_the_same_token_again_is_lowered_and_owes_no_session_headers() {
+    // mcp-remote restarted with its stored token: the new process first probes with a bare GET
+    // (no session, no protocol version: it has not initialized yet), then connects with the
+    // same token, without a new login.
+    let mut s = Scenario::new();
+    used(&mut s); // #6 initialize (session s1), #7 tools/list
+    s.add(
+        FlowBuilder::get(RS_MCP)
+            .header("accept", "text/event-stream")
+            .challenge(&format!(r#"Bearer resource_metadata="{PRM_URL}""#)),
+    ); // #8
+    s.add(init_ok("tok-1", Some("s2"))); // #9: the same token, a new session
+    let r = analyze(&s.flows);
+    let f = the(&r, "token-not-sent");
+    assert_eq!(f.severity, Severity::Low, "{f:#?}");
+    assert!(
+        f.amendments
+            .iter()
+            .any(|a| a.contains("again at #9") && a.contains("probe")),
+        "{f:#?}"
+    );
+    absent(&r, "transport-header-violation");
+
+    // Near miss: an authenticated request that drops the session header is still judged.
+    let mut s = Scenario::new();
+    used(&mut s);
+    s.add(call("tok-1", "s1", "tools/call", 3).no_header("mcp-session-id")); // #8
+    let r = analyze(&s.flows);
+    let f = the(&r, "transport-header-violation");
+    assert_eq!(f.subcase, Some("session-id-missing"));
+}

@@ -64,7 +64,7 @@ fn markdown_report_fingerprints_every_secret() {
 fn explain_pages() {
     insta::assert_snapshot!("explain_token_not_sent", explain("token-not-sent").unwrap());
     assert!(explain("token-unused").unwrap().contains("token-not-sent"));
-    assert_eq!(finding_ids().len(), 48);
+    assert_eq!(finding_ids().len(), 56);
     for id in finding_ids() {
         let page = explain(id.as_str()).unwrap();
         for section in [
@@ -116,4 +116,34 @@ fn json_schema_shape_is_stable() {
     assert!(r.fails(Severity::High) && r.fails(Severity::Critical));
     assert_eq!("high".parse::<Severity>().unwrap(), Severity::High);
     assert!("loud".parse::<Severity>().is_err());
+}
+
+/// The broken session, then a revocation the server refuses and a stray request to another
+/// host: the report opens with the verdict and the diagram, and its timeline lists every flow.
+#[test]
+fn markdown_report_tells_the_story() {
+    let mut s = broken_session();
+    s.add(init_401());
+    s.add(
+        FlowBuilder::post(&format!("{AS}/revoke"))
+            .form(&[("token", "tok-secret-1")])
+            .status(400)
+            .resp_json(json!({"error": "unsupported_token_type"})),
+    );
+    s.add(FlowBuilder::get("https://telemetry.example/ping").status(204));
+    let r = analyze(&s.flows);
+    let md = render_markdown(&r, &s.flows, &MarkdownOptions::default());
+    assert!(!md.contains("tok-secret-1"), "{md}");
+    assert!(md.starts_with("# mcptap report\n\n**Verdict:**"), "{md}");
+    assert!(md.contains("```mermaid\nsequenceDiagram"), "{md}");
+    assert!(
+        md.contains("/revoke"),
+        "a refused revocation is listed:\n{md}"
+    );
+    assert!(
+        md.contains("telemetry.example"),
+        "other flows are listed:\n{md}"
+    );
+    assert!(md.contains("<details>"), "{md}");
+    insta::assert_snapshot!("markdown_story", md);
 }

@@ -553,3 +553,106 @@ fn a_refresh_the_client_makes_itself_moves_the_refresh_token() {
         "one current refresh token"
     );
 }
+
+#[test]
+fn paths_are_normalised_as_rfc_3986_removes_dot_segments_with_encoded_dots_decoded() {
+    for (path, want) in [
+        ("/mcp", "/mcp"),
+        ("/mcp/", "/mcp/"),
+        ("/", "/"),
+        ("/mcp/../other", "/other"),
+        ("/mcp/%2e%2e/other", "/other"),
+        ("/mcp/%2E%2e/other", "/other"),
+        ("/mcp/.%2E/other", "/other"),
+        ("/mcp/./x", "/mcp/x"),
+        ("/other/../mcp", "/mcp"),
+        ("/a/b/..", "/a/"),
+        ("/a/.", "/a/"),
+        ("/..", "/"),
+        ("/../../mcp", "/mcp"),
+        ("/mcp/..", "/"),
+        ("/mcp/...", "/mcp/..."),
+        ("/mcp/%2e%2ex", "/mcp/..x"),
+    ] {
+        assert_eq!(normalise_path(path).as_deref(), Ok(want), "{path}");
+    }
+    // A separator some servers decode and others do not is never read as the endpoint.
+    for path in [
+        "/mcp%2f..%2fother",
+        "/mcp/..%2Fother",
+        "/mcp%5c..%5cother",
+        "/mcp/..\\other",
+        "/mcp/..;x/other",
+        "/mcp/%2e%2e;/other",
+        "/mcp/.;/x",
+    ] {
+        assert_eq!(normalise_path(path), Err(Skip::AmbiguousPath), "{path}");
+    }
+}
+
+#[test]
+fn a_path_that_leaves_or_reaches_the_resource_by_dot_segments_gets_nothing() {
+    let inj = learned("https://a.example/mcp", "Bearer", "3600");
+    for (url, normalised) in [
+        ("https://a.example/mcp/../other", "/other"),
+        ("https://a.example/mcp/%2e%2e/other", "/other"),
+        ("https://a.example/mcp/%2E%2e/other", "/other"),
+        ("https://a.example/mcp/..", "/"),
+        ("https://a.example/other/../mcp", "/mcp"),
+        ("https://a.example/mcp/x/../../token", "/token"),
+    ] {
+        assert_eq!(
+            inj.pick(url, T0).unwrap_err(),
+            Skip::DotSegments {
+                normalised: normalised.into()
+            },
+            "{url}"
+        );
+    }
+    for url in [
+        "https://a.example/mcp%2f..%2fother",
+        "https://a.example/mcp/..%2fother",
+    ] {
+        assert_eq!(inj.pick(url, T0).unwrap_err(), Skip::AmbiguousPath, "{url}");
+    }
+    // Read either way, still below the endpoint: allowed.
+    assert!(inj.pick("https://a.example/mcp/./x", T0).is_ok());
+    assert!(inj.pick("https://a.example/mcp/x/../y", T0).is_ok());
+}
+
+#[test]
+fn the_host_a_request_names_must_be_the_origin_it_goes_to() {
+    let url = "https://a.example/mcp";
+    for ok in [
+        vec![],
+        vec!["a.example"],
+        vec!["A.Example:443"],
+        vec!["a.example", "a.example:443"],
+    ] {
+        assert_eq!(check_authority(url, ok.iter().copied()), Ok(()), "{ok:?}");
+    }
+    assert_eq!(
+        check_authority("https://127.0.0.1:8443/mcp", ["127.0.0.1:8443"]),
+        Ok(())
+    );
+    for bad in [
+        vec!["b.example"],
+        vec!["a.example:8443"],
+        vec!["a.example", "b.example"],
+        vec!["a.example.evil"],
+        vec!["user@a.example"],
+        vec!["a.example/x"],
+        vec![""],
+    ] {
+        match check_authority(url, bad.iter().copied()) {
+            Err(Skip::OtherHost { origin, .. }) => assert_eq!(origin, "https://a.example"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    // The reason names both.
+    let why = check_authority(url, ["b.example"]).unwrap_err().to_string();
+    assert!(
+        why.contains("b.example") && why.contains("https://a.example"),
+        "{why}"
+    );
+}

@@ -67,6 +67,8 @@ pub(crate) struct McptapEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injected: Option<Injection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_injected: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by_mcptap: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretNote>,

@@ -306,6 +306,7 @@ impl Entry<'_> {
             error: None,
             tunnel: None,
             injected: None,
+            not_injected: None,
             by_mcptap: None,
             secrets: Vec::new(),
             raw_secrets: false,
@@ -325,6 +326,7 @@ impl Entry<'_> {
                     .unwrap_or("the HAR entry has no response (status 0)")
                     .to_owned(),
                 hint: None,
+                limit: None,
             });
         }
         match mcptap {
@@ -492,6 +494,7 @@ fn apply_mcptap(flow: &mut Flow, m: McptapEntry) {
     flow.error = m.error;
     flow.tunnel = m.tunnel;
     flow.injected = m.injected;
+    flow.not_injected = m.not_injected;
     flow.by_mcptap = m.by_mcptap;
     flow.secrets = m.secrets;
     flow.raw_secrets = m.raw_secrets;

@@ -429,6 +429,7 @@ pub fn write_entry(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
         error: flow.error.clone(),
         tunnel: flow.tunnel,
         injected: flow.injected.clone(),
+        not_injected: flow.not_injected.clone(),
         by_mcptap: flow.by_mcptap.clone(),
         secrets: flow.secrets.clone(),
         raw_secrets: flow.raw_secrets,

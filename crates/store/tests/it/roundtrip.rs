@@ -420,6 +420,9 @@ fn a_flow_mcptap_made_itself_keeps_its_mark_through_journal_and_har() {
     let mut flows = session();
     flows[3].by_mcptap = Some("inject-refresh".into());
     let marked = flows[3].id;
+    // And a request inject mode turned away keeps its reason.
+    flows[2].not_injected = Some("the path is /other once dot-segments are removed".into());
+    let turned_away = flows[2].id;
     let (session_dir, har, _) = record(dir.path(), &flows, &Options::default());
     let from_har = read_har(File::open(&har).unwrap()).unwrap().flows;
     let from_journal = mcptap_store::load(&session_dir.join(mcptap_store::JOURNAL_FILE))
@@ -429,7 +432,39 @@ fn a_flow_mcptap_made_itself_keeps_its_mark_through_journal_and_har() {
         for f in &back {
             let want = (f.id == marked).then_some("inject-refresh");
             assert_eq!(f.by_mcptap.as_deref(), want, "flow {}", f.id);
+            let why =
+                (f.id == turned_away).then_some("the path is /other once dot-segments are removed");
+            assert_eq!(f.not_injected.as_deref(), why, "flow {}", f.id);
         }
+    }
+}
+
+#[test]
+fn export_redacts_a_command_line_an_older_mcptap_recorded_in_clear() {
+    let dir = tempdir();
+    let journal = dir.path().join("journal.jsonl");
+    std::fs::write(
+        &journal,
+        concat!(
+            r#"{"type":"session","version":1,"created":1,"mcptap":"0.0.9","argv":["mcptap","--proxy-auth","u:OldClearPw","--upstream-proxy","http://v:OldUpPw@p:3128"],"mode":"reverse:https://w:OldModePw@mcp.example"}"#,
+            "\n",
+            r#"{"type":"end","at":2,"flows":0}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    mcptap_store::export_to(
+        &journal,
+        &mut out,
+        Path::new("-"),
+        &mcptap_store::ExportOptions::default(),
+    )
+    .unwrap();
+    let har = String::from_utf8(out).unwrap();
+    for secret in ["OldClearPw", "OldUpPw", "OldModePw"] {
+        assert!(!har.contains(secret), "{secret}: {har}");
+        assert!(har.contains(&fingerprint(secret)), "{secret}: {har}");
     }
 }
 

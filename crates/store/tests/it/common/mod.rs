@@ -70,6 +70,7 @@ fn tls(sni: &str, alpn: &str) -> std::sync::Arc<TlsInfo> {
         alpn: Some(alpn.into()),
         version: Some("TLSv1.3".into()),
         cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
+        unverified: false,
     })
 }
 
@@ -111,6 +112,7 @@ fn http(id: u64, method: &str, url: &str, req_h: &[(&str, &str)], req_body: &[u8
         error: None,
         tunnel: None,
         injected: None,
+        not_injected: None,
         by_mcptap: None,
         secrets: Vec::<SecretNote>::new(),
         raw_secrets: false,
@@ -319,6 +321,7 @@ pub fn session() -> Vec<Flow> {
         kind: ErrorKind::UpstreamConnect,
         message: "connecting to mcp.example:443: connection refused".into(),
         hint: Some("is the server running?".into()),
+        limit: None,
     });
     flows.push(f);
 
@@ -336,6 +339,7 @@ pub fn session() -> Vec<Flow> {
         kind: ErrorKind::UpstreamTls,
         message: "invalid peer certificate: UnknownIssuer".into(),
         hint: None,
+        limit: None,
     });
     flows.push(f);
 
@@ -370,6 +374,7 @@ pub fn session() -> Vec<Flow> {
         kind: ErrorKind::ClientDisconnected,
         message: "the response body was cut after 1000000 bytes (the client went away)".into(),
         hint: None,
+        limit: None,
     });
     flows.push(f);
 
