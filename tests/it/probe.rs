@@ -585,3 +585,16 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
         "{text}"
     );
 }
+
+#[test]
+fn a_server_validating_origin_passes_the_origin_check() {
+    // The SDK's DNS-rebinding protection, on: a foreign Origin gets 403 (what the analyzer
+    // makes of that deliberate refusal is the probe's doing, not counted).
+    let p = probe_fault(ServerOpts {
+        extra_args: vec!["--allowed-hosts".into(), "localhost:*".into()],
+        ..Default::default()
+    });
+    assert_eq!(p.verdict("foreign Origin refused"), "pass", "{:#}", p.out);
+    assert_eq!(p.verdict("tools/list with token"), "pass", "{:#}", p.out);
+    assert_eq!(p.ids(), ["registration-redirect-unsafe"], "{:#}", p.out);
+}
