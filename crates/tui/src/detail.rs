@@ -282,6 +282,10 @@ fn headers(out: &mut Vec<Line<'static>>, h: &Headers, t: Theme) {
         let mut l = marked(&hd.value, Style::default(), t);
         l.spans
             .insert(0, Span::styled(format!("{}: ", hd.name), t.fg(Color::Blue)));
+        if hd.is_lossy() {
+            // U+FFFD stands for bytes that were not UTF-8; the recording keeps them exactly.
+            l.spans.push(Span::styled("  (not UTF-8)", t.dim()));
+        }
         out.push(l);
     }
 }
