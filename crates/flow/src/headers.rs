@@ -51,7 +51,7 @@ impl Header {
     /// wins, and the bytes are dropped: they could hold what the edit removed.
     pub fn with_raw(name: impl Into<String>, value: impl Into<String>, raw: Vec<u8>) -> Header {
         let mut h = Header::new(name, value);
-        if std::str::from_utf8(&raw).is_err() && String::from_utf8_lossy(&raw) == h.value {
+        if std::str::from_utf8(&raw).is_err() && is_lossy_text_of(&raw, &h.value) {
             h.raw = Some(raw.into());
         }
         h
@@ -65,7 +65,7 @@ impl Header {
     pub fn raw(&self) -> Option<&[u8]> {
         self.raw
             .as_deref()
-            .filter(|raw| String::from_utf8_lossy(raw) == self.value)
+            .filter(|raw| is_lossy_text_of(raw, &self.value))
     }
 
     /// True when the value on the wire was not UTF-8 (`value` shows U+FFFD for some bytes).
@@ -83,6 +83,25 @@ impl Header {
         self.value = value;
         self.raw = None;
     }
+}
+
+/// True when `text` is `String::from_utf8_lossy(raw)`, compared without building it (the views
+/// ask for every frame): one U+FFFD for each invalid sequence, as `from_utf8_lossy` writes.
+fn is_lossy_text_of(raw: &[u8], text: &str) -> bool {
+    let mut rest = text;
+    for chunk in raw.utf8_chunks() {
+        let Some(r) = rest.strip_prefix(chunk.valid()) else {
+            return false;
+        };
+        rest = r;
+        if !chunk.invalid().is_empty() {
+            let Some(r) = rest.strip_prefix(char::REPLACEMENT_CHARACTER) else {
+                return false;
+            };
+            rest = r;
+        }
+    }
+    rest.is_empty()
 }
 
 /// Equal when name, text and exact bytes (as [`Header::raw`] gives them) are.
@@ -257,6 +276,28 @@ mod tests {
     use super::*;
 
     const LATIN1: &[u8] = b"caf\xe9 \xff";
+
+    #[test]
+    fn the_text_check_agrees_with_from_utf8_lossy() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"plain",
+            b"\xff",
+            b"\xe9\xff\x80",
+            b"a\xf0\x9f\x98",
+            b"\xf0\x9f\x98\x80 ok \xc3",
+            b"\xed\xa0\x80x",
+        ];
+        for raw in cases {
+            let lossy = String::from_utf8_lossy(raw);
+            assert!(is_lossy_text_of(raw, &lossy), "{raw:?}");
+            assert!(!is_lossy_text_of(raw, &format!("{lossy}x")), "{raw:?}");
+            assert!(
+                !is_lossy_text_of(raw, &format!("\u{fffd}{lossy}")),
+                "{raw:?}"
+            );
+        }
+    }
 
     #[test]
     fn utf8_values_are_text_only() {
