@@ -1039,3 +1039,135 @@ async fn flows_without_an_answer_are_ended_recorded_and_counted_at_a_clean_stop(
         "{err}"
     );
 }
+
+/// Header values that are not UTF-8 (obs-text: Latin-1 `é` and a 0xFF byte) go through the
+/// real proxy byte-exact both ways, and the journal, the HAR written at shutdown and a read-back
+/// hold the exact bytes; a secret in such a value is in no saved file, as text or as bytes.
+#[tokio::test]
+async fn header_values_that_are_not_utf8_are_recorded_byte_exact() {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const REQ_VALUE: &[u8] = b"caf\xe9\xff";
+    const RESP_VALUE: &[u8] = b"na\xefve \xff";
+    const SECRET: &[u8] = b"Bearer s3cr\xe9t-token-value";
+
+    // The upstream: a raw socket that keeps the request head it got and answers with a
+    // response header that is not UTF-8 either.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut b).await {
+                Ok(1) => head.push(b[0]),
+                _ => break,
+            }
+        }
+        let _ = got_tx.send(head);
+        let mut resp = b"HTTP/1.1 200 OK\r\nX-Resp: ".to_vec();
+        resp.extend_from_slice(RESP_VALUE);
+        resp.extend_from_slice(b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        let _ = s.write_all(&resp).await;
+        let _ = s.shutdown().await;
+    });
+
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut child = mcptap()
+        .args(["proxy", "--no-tui", "-p", "0", "--confdir"])
+        .arg(conf.path())
+        .arg("-w")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, _) = listening_addr(&mut child);
+
+    let mut req = format!("GET http://{up}/latin HTTP/1.1\r\nHost: {up}\r\nX-Latin: ").into_bytes();
+    req.extend_from_slice(REQ_VALUE);
+    req.extend_from_slice(b"\r\nAuthorization: ");
+    req.extend_from_slice(SECRET);
+    req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&req).await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp))
+        .await
+        .expect("the proxy answers and closes")
+        .unwrap();
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(resp.starts_with(b"HTTP/1.1 200"), "{resp:?}");
+    assert!(
+        contains(&resp, RESP_VALUE),
+        "the client got the exact bytes"
+    );
+    let head = tokio::time::timeout(Duration::from_secs(5), got_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        contains(&head, REQ_VALUE),
+        "the upstream got the exact bytes"
+    );
+    assert!(contains(&head, SECRET), "the upstream got the exact secret");
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(st.success(), "{st:?}");
+
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
+    let har = std::fs::read_to_string(session.join("session.har")).unwrap();
+    for (name, text) in [("journal", &journal), ("session.har", &har)] {
+        for raw in [REQ_VALUE, RESP_VALUE] {
+            assert!(text.contains(&b64(raw)), "{name} lacks {raw:?}: {text}");
+        }
+        assert!(
+            !text.contains("s3cr"),
+            "the secret's text in {name}: {text}"
+        );
+        assert!(!text.contains(&b64(SECRET)), "the secret's bytes in {name}");
+    }
+    // Other HAR readers see a plain string in `value`.
+    let doc: serde_json::Value = serde_json::from_str(&har).unwrap();
+    let entry = &doc["log"]["entries"][0];
+    let latin = entry["request"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"].as_str().unwrap().eq_ignore_ascii_case("x-latin"))
+        .unwrap();
+    assert_eq!(latin["value"], "caf\u{fffd}\u{fffd}");
+    assert_eq!(latin["_mcptapValueBase64"], b64(REQ_VALUE));
+
+    // Read back, from the journal and from the HAR.
+    let exact = |f: &mcptap_flow::Flow| {
+        let raw = |h: &mcptap_flow::Headers, name: &str| {
+            h.iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| h.raw().map(<[u8]>::to_vec))
+        };
+        (
+            raw(&f.request.headers, "x-latin"),
+            raw(&f.response.as_ref().unwrap().headers, "x-resp"),
+            raw(&f.request.headers, "authorization"),
+        )
+    };
+    let want = (Some(REQ_VALUE.to_vec()), Some(RESP_VALUE.to_vec()), None);
+    let loaded = mcptap_store::load(&session).unwrap();
+    assert_eq!(loaded.kind, mcptap_store::SourceKind::Journal);
+    assert_eq!(exact(&loaded.flows[0]), want, "from the journal");
+    let from_har = mcptap_store::load(&session.join("session.har")).unwrap();
+    assert_eq!(exact(&from_har.flows[0]), want, "from the HAR");
+    assert_eq!(from_har.flows, loaded.flows);
+}

@@ -379,6 +379,7 @@ impl Redactor {
         // written (which copies the list once).
         for i in 0..headers.len() {
             if let Some(v) = self.header_value(side, &headers.as_slice()[i]) {
+                // Drops the exact bytes of a value that was not UTF-8 (see `header`).
                 headers.set_value(i, v);
             }
         }
@@ -388,7 +389,9 @@ impl Redactor {
     /// [`URL_HEADERS`] value.
     pub fn header(&mut self, side: Direction, header: &mut Header) {
         if let Some(v) = self.header_value(side, header) {
-            header.value = v;
+            // The exact bytes of a value that was not UTF-8 are dropped, not redacted: the
+            // redaction works on the text, and the bytes could hold the secret it replaced.
+            header.set_value(v);
         }
     }
 
@@ -1367,10 +1370,7 @@ mod tests {
     #[test]
     fn a_scheme_relative_location_with_a_password_is_redacted() {
         let mut r = Redactor::new();
-        let mut h = Header {
-            name: "Location".into(),
-            value: "//deploy:hunter2-pw@files.example/x?y=1".into(),
-        };
+        let mut h = Header::new("Location", "//deploy:hunter2-pw@files.example/x?y=1");
         r.header(Direction::Response, &mut h);
         assert!(!h.value.contains("hunter2-pw"), "{}", h.value);
         assert!(h.value.starts_with("//deploy:%5Bredacted"), "{}", h.value);
@@ -1555,27 +1555,34 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_in_a_value_that_is_not_utf8_is_redacted_and_its_bytes_dropped() {
+        let mut r = Redactor::new();
+        let mut hs = Headers::new();
+        hs.push_bytes("authorization", b"Bearer s3cr\xe9t-token");
+        hs.push_bytes("x-latin", b"caf\xe9");
+        r.headers(Direction::Request, &mut hs);
+        let auth = &hs.as_slice()[0];
+        assert!(!auth.value.contains("s3cr"), "{}", auth.value);
+        assert_eq!(auth.raw(), None, "the text was redacted: the bytes go");
+        assert_eq!(hs.as_slice()[1].raw(), Some(&b"caf\xe9"[..]));
+        let json = serde_json::to_string(&hs).unwrap();
+        assert!(!json.contains("s3cr"), "{json}");
+        assert_eq!(json.matches("base64").count(), 1, "{json}");
+    }
+
+    #[test]
     fn authorization_shapes() {
         let mut r = Redactor::new();
-        let mut h = Header {
-            name: "authorization".into(),
-            value: "opaque".into(),
-        };
+        let mut h = Header::new("authorization", "opaque");
         r.header(Direction::Request, &mut h);
         assert_eq!(h.value, marker("opaque"));
-        let mut h = Header {
-            name: "Authorization".into(),
-            value: "Digest  user=\"a\", response=\"b\"".into(),
-        };
+        let mut h = Header::new("Authorization", "Digest  user=\"a\", response=\"b\"");
         r.header(Direction::Request, &mut h);
         assert_eq!(
             h.value,
             format!("Digest  {}", marker("user=\"a\", response=\"b\""))
         );
-        let mut h = Header {
-            name: "Authorization".into(),
-            value: "".into(),
-        };
+        let mut h = Header::new("Authorization", "");
         r.header(Direction::Request, &mut h);
         assert_eq!(h.value, "");
     }

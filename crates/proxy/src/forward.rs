@@ -13,7 +13,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use mcptap_flow::{
-    now_micros, Direction, ErrorKind, Flow, FlowError, FlowId, Headers, HttpVersion, TlsInfo,
+    now_micros, Direction, ErrorKind, Flow, FlowError, FlowId, Header, Headers, HttpVersion,
+    TlsInfo,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -145,15 +146,13 @@ pub(crate) fn flow_version(v: Version) -> HttpVersion {
     }
 }
 
+/// The recorded form of a header map: UTF-8 values as text (as cheap as before), others as their
+/// lossy text plus the exact bytes (obs-text, e.g. Latin-1, is legal in HTTP/1.1 values).
 pub(crate) fn flow_headers(map: &HeaderMap) -> Headers {
     map.iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
+        .map(|(n, v)| Header::from_bytes(n.as_str(), v.as_bytes()))
+        .collect::<Vec<_>>()
+        .into()
 }
 
 /// `host` as it goes in a URL (IPv6 literals bracketed).

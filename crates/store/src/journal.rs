@@ -13,6 +13,9 @@
 //! {"type":"end","at":…,"flows":12}                clean shutdown only
 //! ```
 //!
+//! A header is `{"name":…,"value":…}`; a value that was not UTF-8 adds `"base64"` with its exact
+//! bytes (see [`mcptap_flow::Header`]).
+//!
 //! Event lines are exactly [`FlowEvent`]'s serde form. `body` progress events are not written
 //! (they carry nothing the final flow lacks). Every line is written whole; [`Journal::record`]
 //! flushes to the OS at each line that finishes something, and the proxy, which takes events in

@@ -282,6 +282,10 @@ fn headers(out: &mut Vec<Line<'static>>, h: &Headers, t: Theme) {
         let mut l = marked(&hd.value, Style::default(), t);
         l.spans
             .insert(0, Span::styled(format!("{}: ", hd.name), t.fg(Color::Blue)));
+        if hd.is_lossy() {
+            // U+FFFD stands for bytes that were not UTF-8; the recording keeps them exactly.
+            l.spans.push(Span::styled("  (not UTF-8)", t.dim()));
+        }
         out.push(l);
     }
 }
@@ -380,5 +384,29 @@ fn sse(out: &mut Vec<Line<'static>>, events: &[SseEvent], t: Theme) {
             line.spans.insert(0, Span::raw("  "));
             out.push(line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(l: &Line<'_>) -> String {
+        l.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn a_header_value_that_was_not_utf8_is_marked() {
+        let mut h = Headers::new();
+        h.push_bytes("x-latin", b"caf\xe9");
+        h.push_bytes("x-plain", "café".as_bytes());
+        let mut out = Vec::new();
+        headers(&mut out, &h, Theme { color: false });
+        let out: Vec<String> = out.iter().map(text).collect();
+        assert_eq!(
+            out,
+            ["x-latin: caf\u{fffd}  (not UTF-8)", "x-plain: café"],
+            "{out:?}"
+        );
     }
 }

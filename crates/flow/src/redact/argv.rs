@@ -107,10 +107,7 @@ fn header_line(s: &str) -> Option<String> {
     if name.is_empty() || !name.bytes().all(tchar) || !value.starts_with(' ') {
         return None;
     }
-    let mut h = Header {
-        name: name.to_owned(),
-        value: value.trim_start().to_owned(),
-    };
+    let mut h = Header::new(name.to_owned(), value.trim_start().to_owned());
     let lower = name.to_ascii_lowercase();
     let before = h.value.clone();
     Redactor::new().header(Direction::Request, &mut h);

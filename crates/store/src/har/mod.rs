@@ -16,6 +16,10 @@
 //!   is the size of the content as stored (decoded and redacted) for a decoded body, else the
 //!   size on the wire (the whole body, even when only a prefix was captured); `compression` is
 //!   the difference when positive. Exact values are in `_mcptap`.
+//! * Headers: `{name, value}`. A value that was not UTF-8 on the wire (obs-text, e.g. Latin-1)
+//!   has its lossy text (U+FFFD) in `value`, the plain string every reader shows, and its exact
+//!   bytes in `_mcptapValueBase64` (standard base64), which mcptap reads back only while `value`
+//!   is still their text; a redacted value has no `_mcptapValueBase64`.
 //! * A flow with no response (failed before one arrived) gets the response Chrome and mitmproxy
 //!   write for it: status 0, empty `httpVersion`, and the error in `response._error`.
 //! * A tunnel is a `CONNECT` entry with URL `https://host:port/`, as mitmproxy writes it.

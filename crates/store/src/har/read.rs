@@ -11,8 +11,8 @@ use crate::journal::SessionMeta;
 use crate::timefmt::parse_iso;
 use base64::Engine as _;
 use mcptap_flow::{
-    sse, BodyState, CapturedBody, ErrorKind, Flow, FlowError, FlowId, FlowKind, FlowState, Headers,
-    HttpVersion, Micros, Request, Response, Timings,
+    sse, BodyState, CapturedBody, ErrorKind, Flow, FlowError, FlowId, FlowKind, FlowState, Header,
+    Headers, HttpVersion, Micros, Request, Response, Timings,
 };
 use serde_json::{Map, Value};
 use std::io::Read;
@@ -178,7 +178,7 @@ impl Entry<'_> {
         Ok(n.filter(|n| n.is_finite() && *n >= 0.0 && *n < 1e15))
     }
 
-    fn headers(&self, v: &Obj, path: &str) -> Result<Headers, HarError> {
+    fn headers(&mut self, v: &Obj, path: &str) -> Result<Headers, HarError> {
         let list = match v.get("headers") {
             None | Some(Value::Null) => return Ok(Headers::new()),
             Some(Value::Array(a)) => a,
@@ -187,15 +187,18 @@ impl Entry<'_> {
         let mut out = Headers::new();
         for (k, h) in list.iter().enumerate() {
             let at = format!("{path}.headers[{k}]");
-            let (name, value) = match h {
+            let (name, value, raw) = match h {
                 Value::Object(o) => (
                     self.str_req(o, "name", &format!("{at}.name"))?.to_owned(),
                     self.str_opt(o, "value", &format!("{at}.value"))?
                         .unwrap_or_default(),
+                    self.raw_value(o, &at),
                 ),
                 // Slack writes `[name, value]`.
                 Value::Array(a) => match (a.first(), a.get(1)) {
-                    (Some(Value::String(n)), Some(Value::String(v))) => (n.clone(), v.clone()),
+                    (Some(Value::String(n)), Some(Value::String(v))) => {
+                        (n.clone(), v.clone(), None)
+                    }
                     _ => return Err(self.err(&at, "expected a {name, value} object")),
                 },
                 _ => return Err(self.err(&at, "expected a {name, value} object")),
@@ -204,9 +207,27 @@ impl Entry<'_> {
             if name.starts_with(':') {
                 continue;
             }
-            out.push(name, value);
+            match raw {
+                // Kept only while `value` is still its text (see `Header::with_raw`).
+                Some(raw) => out.push_header(Header::with_raw(name, value, raw)),
+                None => out.push(name, value),
+            }
         }
         Ok(out)
+    }
+
+    /// A header's exact bytes (`_mcptapValueBase64`, written by mcptap for a value that was not
+    /// UTF-8). A field that does not decode is ignored: `value` still holds the text.
+    fn raw_value(&mut self, o: &Obj, at: &str) -> Option<Vec<u8>> {
+        let b64 = o.get("_mcptapValueBase64")?.as_str()?;
+        match base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()) {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                self.warnings
+                    .push(format!("{at}._mcptapValueBase64: ignored ({e})"));
+                None
+            }
+        }
     }
 
     /// `text` (+ `encoding: base64`) as bytes; `None` when there is no text.

@@ -103,6 +103,10 @@ fn ms(micros: i64) -> f64 {
 struct Pair<'a> {
     name: Cow<'a, str>,
     value: Cow<'a, str>,
+    /// Headers only: the exact bytes of a value that was not UTF-8, base64 (`value` is their
+    /// lossy text, which is what other HAR readers show). Absent once the value was redacted.
+    #[serde(rename = "_mcptapValueBase64", skip_serializing_if = "Option::is_none")]
+    raw: Option<String>,
 }
 
 fn headers(h: &Headers) -> Vec<Pair<'_>> {
@@ -110,6 +114,9 @@ fn headers(h: &Headers) -> Vec<Pair<'_>> {
         .map(|h| Pair {
             name: Cow::Borrowed(&h.name),
             value: Cow::Borrowed(&h.value),
+            raw: h
+                .raw()
+                .map(|raw| base64::engine::general_purpose::STANDARD.encode(raw)),
         })
         .collect()
 }
@@ -119,6 +126,7 @@ fn pairs(p: Vec<(String, String)>) -> Vec<Pair<'static>> {
         .map(|(n, v)| Pair {
             name: Cow::Owned(n),
             value: Cow::Owned(v),
+            raw: None,
         })
         .collect()
 }
@@ -135,6 +143,7 @@ fn request_cookies(h: &Headers) -> Vec<Pair<'_>> {
             out.push(Pair {
                 name: Cow::Borrowed(n.trim()),
                 value: Cow::Borrowed(v.trim()),
+                raw: None,
             });
         }
     }

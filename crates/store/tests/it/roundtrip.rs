@@ -512,3 +512,112 @@ fn the_time_recording_stopped_is_in_the_journal_the_har_and_a_re_export() {
     assert!(!s.complete);
     assert_eq!(s.ended, None);
 }
+
+/// Header values that were not UTF-8 (obs-text, e.g. Latin-1) come back byte-exact from the
+/// journal and from the HAR, other HAR readers see a plain string, and a redacted one keeps
+/// neither its secret text nor its bytes.
+#[test]
+fn header_values_that_are_not_utf8_are_kept_byte_exact() {
+    use base64::Engine as _;
+    const REQ: &[u8] = b"caf\xe9 \xff";
+    const RESP: &[u8] = b"na\xefve\x80";
+    const SECRET: &[u8] = b"Bearer s3cr\xe9t-token-value";
+    let mut flow = session()
+        .into_iter()
+        .find(|f| f.kind == FlowKind::Http && f.response.is_some())
+        .unwrap();
+    flow.request.headers.push_bytes("x-latin", REQ);
+    flow.request.headers.push_bytes("authorization", SECRET);
+    flow.response
+        .as_mut()
+        .unwrap()
+        .headers
+        .push_bytes("x-resp", RESP);
+    let raw_of = |f: &Flow, name: &str, resp: bool| -> Option<Vec<u8>> {
+        let h = if resp {
+            &f.response.as_ref().unwrap().headers
+        } else {
+            &f.request.headers
+        };
+        let h = h.iter().rfind(|h| h.name == name)?;
+        h.raw().map(<[u8]>::to_vec)
+    };
+    let dir = tempdir();
+    let (session_dir, har, expected) =
+        record(dir.path(), std::slice::from_ref(&flow), &Options::default());
+    assert_eq!(raw_of(&expected[0], "x-latin", false).as_deref(), Some(REQ));
+    assert_eq!(raw_of(&expected[0], "authorization", false), None);
+
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let journal = std::fs::read_to_string(session_dir.join(mcptap_store::JOURNAL_FILE)).unwrap();
+    assert!(
+        journal.contains(&format!("\"base64\":\"{}\"", b64(REQ))),
+        "{journal}"
+    );
+    assert!(
+        journal.contains(&format!("\"base64\":\"{}\"", b64(RESP))),
+        "{journal}"
+    );
+    let har_text = std::fs::read_to_string(&har).unwrap();
+    for text in [&journal, &har_text] {
+        assert!(!text.contains("s3cr"), "the secret's text");
+        assert!(!text.contains(&b64(SECRET)), "the secret's bytes");
+    }
+
+    // Other HAR readers see `value` as a plain (lossy) string.
+    let doc = har_json(&har);
+    let req_h = &doc["log"]["entries"][0]["request"]["headers"];
+    let latin = req_h
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "x-latin")
+        .unwrap();
+    assert_eq!(latin["value"], "caf\u{fffd} \u{fffd}");
+    assert_eq!(latin["_mcptapValueBase64"], b64(REQ));
+
+    // Read back losslessly from the HAR and from the journal.
+    let back = read_har(File::open(&har).unwrap()).unwrap();
+    assert!(back.warnings.is_empty(), "{:?}", back.warnings);
+    assert_eq!(back.flows, expected);
+    assert_eq!(
+        raw_of(&back.flows[0], "x-resp", true).as_deref(),
+        Some(RESP)
+    );
+    std::fs::remove_file(&har).unwrap();
+    let s = load(&session_dir).unwrap();
+    assert_eq!(s.kind, SourceKind::Journal);
+    assert_eq!(s.flows, expected);
+    assert_eq!(raw_of(&s.flows[0], "x-latin", false).as_deref(), Some(REQ));
+    assert_eq!(raw_of(&s.flows[0], "x-resp", true).as_deref(), Some(RESP));
+}
+
+/// A HAR whose header `value` was edited (say, redacted by hand) after mcptap wrote it: the text
+/// wins and the bytes, which could hold what the edit removed, are dropped.
+#[test]
+fn an_edited_header_value_drops_its_bytes_on_read() {
+    let dir = tempdir();
+    let mut flow = session()
+        .into_iter()
+        .find(|f| f.kind == FlowKind::Http)
+        .unwrap();
+    flow.request.headers.push_bytes("x-latin", b"caf\xe9");
+    let (_, har, _) = record(dir.path(), &[flow], &Options::default());
+    let mut doc = har_json(&har);
+    for h in doc["log"]["entries"][0]["request"]["headers"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if h["name"] == "x-latin" {
+            h["value"] = "edited".into();
+        }
+    }
+    let back = read_har(serde_json::to_vec(&doc).unwrap().as_slice()).unwrap();
+    let h = back.flows[0]
+        .request
+        .headers
+        .iter()
+        .find(|h| h.name == "x-latin")
+        .unwrap();
+    assert_eq!((h.value.as_str(), h.raw()), ("edited", None));
+}
