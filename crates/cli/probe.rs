@@ -697,6 +697,33 @@ impl<'a> Probe<'a> {
         r
     }
 
+    /// A step that got no answer at all (the request's flow is the one just sent).
+    fn no_answer(&mut self, name: &str, spec: &'static str, e: &HttpError) {
+        let flow = self.http.sent();
+        self.step(
+            name,
+            spec,
+            Verdict::Fail,
+            vec![flow],
+            format!("no answer: {}", crate::files::chain(e)),
+        );
+    }
+
+    /// The first MCP request (`initialize`, or `server/discover` for 2026-07-28), with
+    /// `authorization` when given.
+    fn first_req(&self, authorization: Option<String>) -> Req {
+        let mut req = Req::new(Method::POST, &self.cfg.url)
+            .header(ACCEPT, ACCEPT_BOTH)
+            .json(&self.first_request());
+        if let Some(a) = authorization {
+            req = req.header(AUTHORIZATION, a);
+        }
+        if self.cfg.protocol == "2026-07-28" {
+            req = req.header(mcp_version(), &self.cfg.protocol);
+        }
+        req
+    }
+
     fn first_request(&self) -> Value {
         if self.cfg.protocol == "2026-07-28" {
             json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}})
@@ -843,23 +870,10 @@ impl<'a> Probe<'a> {
     /// Step 1: the unauthenticated first request must get 401 with a Bearer challenge.
     async fn unauthenticated(&mut self) -> Result<Challenge, Stop> {
         let name = format!("unauthenticated {}", self.first_name());
-        let mut req = Req::new(Method::POST, &self.cfg.url)
-            .header(ACCEPT, ACCEPT_BOTH)
-            .json(&self.first_request());
-        if self.cfg.protocol == "2026-07-28" {
-            req = req.header(mcp_version(), &self.cfg.protocol);
-        }
-        let reply = match self.send(req).await {
+        let reply = match self.send(self.first_req(None)).await {
             Ok(r) => r,
             Err(e) => {
-                let flow = self.http.sent();
-                self.step(
-                    &name,
-                    spec::CHALLENGE,
-                    Verdict::Fail,
-                    vec![flow],
-                    format!("no answer: {}", crate::files::chain(&e)),
-                );
+                self.no_answer(&name, spec::CHALLENGE, &e);
                 self.unusable = true;
                 return Err(format!("{name} failed"));
             }
@@ -1269,14 +1283,7 @@ impl<'a> Probe<'a> {
         {
             Ok(r) => r,
             Err(e) => {
-                let flow = self.http.sent();
-                self.step(
-                    name,
-                    spec::REGISTRATION,
-                    Verdict::Fail,
-                    vec![flow],
-                    format!("no answer: {}", crate::files::chain(&e)),
-                );
+                self.no_answer(name, spec::REGISTRATION, &e);
                 return None;
             }
         };
@@ -1575,14 +1582,7 @@ impl<'a> Probe<'a> {
         let reply = match self.send(req).await {
             Ok(r) => r,
             Err(e) => {
-                let flow = self.http.sent();
-                self.step(
-                    name,
-                    spec::TOKEN,
-                    Verdict::Fail,
-                    vec![flow],
-                    format!("no answer: {}", crate::files::chain(&e)),
-                );
+                self.no_answer(name, spec::TOKEN, &e);
                 return None;
             }
         };
@@ -1634,24 +1634,10 @@ impl<'a> Probe<'a> {
     async fn use_token(&mut self, token: &str, ctx: &mut probe_checks::Ctx) -> bool {
         let name = format!("{} with token", self.first_name());
         let bearer = format!("Bearer {token}");
-        let mut req = Req::new(Method::POST, &self.cfg.url)
-            .header(ACCEPT, ACCEPT_BOTH)
-            .header(AUTHORIZATION, bearer.clone())
-            .json(&self.first_request());
-        if self.cfg.protocol == "2026-07-28" {
-            req = req.header(mcp_version(), &self.cfg.protocol);
-        }
-        let reply = match self.send(req).await {
+        let reply = match self.send(self.first_req(Some(bearer.clone()))).await {
             Ok(r) => r,
             Err(e) => {
-                let flow = self.http.sent();
-                self.step(
-                    &name,
-                    spec::USE,
-                    Verdict::Fail,
-                    vec![flow],
-                    format!("no answer: {}", crate::files::chain(&e)),
-                );
+                self.no_answer(&name, spec::USE, &e);
                 ctx.token = None;
                 return false;
             }
@@ -1726,14 +1712,7 @@ impl<'a> Probe<'a> {
                 );
             }
             Err(e) => {
-                let flow = self.http.sent();
-                self.step(
-                    "tools/list with token",
-                    spec::USE,
-                    Verdict::Fail,
-                    vec![flow],
-                    format!("no answer: {}", crate::files::chain(&e)),
-                );
+                self.no_answer("tools/list with token", spec::USE, &e);
             }
         }
         true
@@ -1779,14 +1758,7 @@ impl<'a> Probe<'a> {
                 doc
             }
             Err(e) => {
-                let flow = self.http.sent();
-                self.step(
-                    name,
-                    spec::REFRESH,
-                    Verdict::Fail,
-                    vec![flow],
-                    format!("no answer: {}", crate::files::chain(&e)),
-                );
+                self.no_answer(name, spec::REFRESH, &e);
                 None
             }
         }
