@@ -216,6 +216,17 @@ pub fn finding_line(f: &mcptap_analyze::Finding) -> String {
 
 /// A finding as one line (for stderr while `mcptap run`'s command owns the terminal).
 pub fn finding_oneline(f: &mcptap_analyze::Finding) -> String {
+    let last = f
+        .amendments
+        .last()
+        .map(|a| format!(" ({a})"))
+        .unwrap_or_default();
+    format!("mcptap: {}{last}", finding_brief(f))
+}
+
+/// `[severity status] id (culprit): summary [#evidence]`, as the live line on stderr and the
+/// closing summary both say it.
+pub fn finding_brief(f: &mcptap_analyze::Finding) -> String {
     use mcptap_analyze::Status;
     let evidence: Vec<String> = f.evidence.iter().map(|id| id.to_string()).collect();
     let status = match f.status {
@@ -223,13 +234,8 @@ pub fn finding_oneline(f: &mcptap_analyze::Finding) -> String {
         Status::Cleared => " cleared",
         Status::Confirmed => "",
     };
-    let last = f
-        .amendments
-        .last()
-        .map(|a| format!(" ({a})"))
-        .unwrap_or_default();
     format!(
-        "mcptap: [{}{status}] {} ({}): {} [{}]{last}",
+        "[{}{status}] {} ({}): {} [{}]",
         f.severity.as_str(),
         f.id,
         f.culprit.as_str(),

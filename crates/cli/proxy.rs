@@ -495,20 +495,7 @@ impl Summary {
             ));
         }
         for f in counted {
-            let evidence: Vec<String> = f.evidence.iter().map(|id| id.to_string()).collect();
-            let status = if f.status == mcptap_analyze::Status::Suspected {
-                " suspected"
-            } else {
-                ""
-            };
-            lines.push(format!(
-                "  [{}{status}] {} ({}): {} [{}]",
-                f.severity.as_str(),
-                f.id,
-                f.culprit.as_str(),
-                f.summary,
-                evidence.join(" ")
-            ));
+            lines.push(format!("  {}", crate::explain::finding_brief(f)));
             for a in &f.amendments {
                 lines.push(format!("      {a}"));
             }

@@ -802,9 +802,8 @@ impl Analyzer {
             }
             Pending::StaleExpired { done, .. } => done + 3_000_000,
             Pending::StepUp { started, .. } => started + 5_000_000,
-            Pending::StaleRegistration { .. } => {
-                return Analyzer::suspect_registration_at(p);
-            }
+            // A client re-registers at once on invalid_client.
+            Pending::StaleRegistration { done, .. } => done + 3_000_000,
             // A client that accepts the version goes on within milliseconds.
             Pending::VersionOffer { done, .. } => done + 3_000_000,
             Pending::Redirect { .. } | Pending::NoRegistration { .. } => return None,

@@ -7,7 +7,7 @@ use crate::classify::Ctx;
 use crate::engine::{us, Analyzer, Decision, New, Pending, Reg};
 use crate::model::{Culprit, Severity};
 use crate::util::{self, jstr, jstrs, Url};
-use mcptap_flow::{FlowId, Micros};
+use mcptap_flow::FlowId;
 use serde_json::Value;
 
 /// A Client ID Metadata Document seen on the wire (fetched through mcptap).
@@ -249,14 +249,6 @@ impl Analyzer {
         }
         self.emit(n);
         Decision::Done
-    }
-
-    /// When the suspicion of a registration decision is due.
-    pub(crate) fn suspect_registration_at(p: &Pending) -> Option<Micros> {
-        match p {
-            Pending::StaleRegistration { done, .. } => Some(done + 3_000_000),
-            _ => None,
-        }
     }
 }
 
