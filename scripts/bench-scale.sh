@@ -6,8 +6,8 @@
 #   streams  STREAMS (1000) SSE streams open at once through the proxy, each getting one event
 #            every second for STREAM_EVENTS (30) seconds: proxy RSS idle and at its peak, per
 #            stream, events delivered, first-event and per-event delay.
-#   long     LONG_REQUESTS (1,000,000) small requests over 32 connections: proxy RSS after the
-#            first 100k requests and at the peak (the goal: flat within 10 MB).
+#   long     LONG_REQUESTS (1,000,000) small requests over 32 connections, proxy RSS sampled
+#            every second: its range after the first tenth (the goal: flat within 10 MB).
 #
 # Needs the harness copy that scripts/bench.sh builds (target/bench-harness) and the release
 # binary; builds both when missing. Prints one line per proxy and scenario, and appends JSON
@@ -84,24 +84,28 @@ for k, v in (("events", "ok"), ("events_expected", "events_expected"), ("first_e
     if v in r: out[k] = r[v]
 print(json.dumps(out))
 EOF
-  # long session
+  # long session: RSS sampled every second while the requests run
   start "$p"
   idle=$(rss_mb "$PP")
-  "$BIN/perfload" --proxy "$PURL" --ca "$PCA" --scenario small --conc 32 --duration 600 --warmup 0 \
-    --max-requests 100000 >/dev/null
-  early=$(rss_mb "$PP")
-  line=$("$BIN/perfload" --proxy "$PURL" --ca "$PCA" --scenario small --conc 32 --duration 600 \
-    --warmup 0 --max-requests "$((LONG_REQUESTS - 100000))" --pid "$PP")
-  late=$(rss_mb "$PP")
+  ( while kill -0 "$PP" 2>/dev/null; do echo "$(date +%s.%N) $(rss_mb "$PP")"; sleep 1; done ) >logs/rss.scale.txt &
+  SAMPLER=$!
+  t0=$(date +%s.%N)
+  line=$("$BIN/perfload" --proxy "$PURL" --ca "$PCA" --scenario small --conc 32 --duration 3600 \
+    --warmup 0 --max-requests "$LONG_REQUESTS" --pid "$PP")
+  t1=$(date +%s.%N)
   stop
-  python3 - "$p" "$idle" "$early" "$late" "$LONG_REQUESTS" "$line" <<'EOF' | tee -a "$OUT"
+  kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+  python3 - "$p" "$idle" "$t0" "$t1" "$LONG_REQUESTS" "$line" logs/rss.scale.txt <<'EOF' | tee -a "$OUT"
 import json, sys
-name, idle, early, late, n, line = sys.argv[1], *map(float, sys.argv[2:5]), int(sys.argv[5]), sys.argv[6]
+name, idle, t0, t1, n, line, samples = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
 r = json.loads(line)
+rss = [float(l.split()[1]) for l in open(samples) if len(l.split()) == 2 and t0 <= float(l.split()[0]) <= t1]
+tenth = rss[len(rss) // 10:] or rss
 print(json.dumps({"label": name, "scenario": f"long_{n}", "rss_idle_mb": idle,
-                  "rss_after_100k_mb": early, "rss_peak_mb": r.get("proxy_rss_max_mb"),
-                  "rss_end_mb": late, "growth_mb": round(late - early, 1),
-                  "req_per_s": r.get("rps"), "errors": r.get("errors")}))
+                  "rss_min_after_first_tenth_mb": min(tenth) if tenth else None,
+                  "rss_max_after_first_tenth_mb": max(tenth) if tenth else None,
+                  "rss_last_mb": rss[-1] if rss else None,
+                  "req_per_s": round(n / (t1 - t0)), "errors": r.get("errors")}))
 EOF
 done
 echo "results: $OUT"
