@@ -11,6 +11,9 @@
 use http::header::{HeaderMap, HeaderValue};
 use http::Uri;
 
+pub(crate) mod rewrite;
+pub(crate) use rewrite::ReverseRewrite;
+
 /// Where reverse mode sends requests.
 #[derive(Debug, Clone)]
 pub struct ReverseConfig {

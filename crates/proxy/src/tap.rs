@@ -6,9 +6,14 @@
 //! says whose fault a broken body is: a request body belongs to the client, a response body to
 //! the upstream. A handler dropped before the response head ([`AwaitingHead`]) ends its flow at
 //! once, as aborted by the client (or by the shutdown).
+//!
+//! The recording side of failures lives here too: [`fail_with`] ends a flow with its error and
+//! the synthetic answer the client gets, and [`FlowIds`] numbers the flows.
 
 use crate::events::EventSender;
 use crate::limits::{exceeded, human};
+pub use crate::message::BoxError;
+use crate::message::{text_response, ProxyBody};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use mcptap_flow::sse::SseParser;
@@ -27,8 +32,70 @@ use tokio::time::{Instant, Sleep};
 /// Progress events are sent at most once per this many bytes of a body.
 const PROGRESS_EVERY: u64 = 256 * 1024;
 
-/// The boxed error type bodies carry through the proxy.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Flow ids, handed out in order from 1. Cheap to clone (the counter is shared).
+#[derive(Debug, Clone)]
+pub(crate) struct FlowIds(Arc<AtomicU64>);
+
+impl Default for FlowIds {
+    fn default() -> FlowIds {
+        FlowIds(Arc::new(AtomicU64::new(1)))
+    }
+}
+
+impl FlowIds {
+    /// The next id.
+    pub(crate) fn next(&self) -> FlowId {
+        FlowId(self.0.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Ends a flow with a synthetic error response.
+pub(crate) fn fail(
+    rec: &Recorder,
+    kind: ErrorKind,
+    message: String,
+    hint: Option<String>,
+) -> http::Response<ProxyBody> {
+    fail_with(
+        rec,
+        FlowError {
+            kind,
+            message,
+            hint,
+            limit: None,
+        },
+    )
+}
+
+/// Ends a flow with `error` and a synthetic response whose status says whose fault it was:
+/// `4xx` for the client's, `5xx` for the upstream's (or mcptap's).
+pub(crate) fn fail_with(rec: &Recorder, error: FlowError) -> http::Response<ProxyBody> {
+    use http::StatusCode;
+    let status = match error.kind {
+        ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::ClientProtocol | ErrorKind::ClientDisconnected => StatusCode::BAD_REQUEST,
+        ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let text = match &error.hint {
+        Some(h) => format!("mcptap: {}\n({h})\n", error.message),
+        None => format!("mcptap: {}\n", error.message),
+    };
+    let synthetic = mcptap_flow::Response {
+        status: status.as_u16(),
+        version: mcptap_flow::HttpVersion::Http11,
+        headers: [("content-type", "text/plain; charset=utf-8")]
+            .into_iter()
+            .collect(),
+        body: CapturedBody::complete(text.clone()),
+        synthetic: true,
+        ..Default::default()
+    };
+    rec.with(|f| f.response = Some(synthetic));
+    rec.fail(error);
+    text_response(status, text)
+}
 
 /// A flow under construction, shared by the request tap, the response tap and the handler.
 #[derive(Debug)]
