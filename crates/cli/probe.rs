@@ -121,12 +121,7 @@ impl ProbeConfig {
                 args.protocol
             );
         }
-        let threshold: Severity = args.fail_on.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "--fail-on {:?}: use critical, high, medium, low or info",
-                args.fail_on
-            )
-        })?;
+        let threshold: Severity = args.fail_on.into();
         let ignore = args
             .ignore
             .iter()

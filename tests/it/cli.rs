@@ -57,7 +57,7 @@ fn a_corrupt_ca_is_a_clear_error_and_is_left_alone() {
         .arg(conf.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "an input error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mcptap-ca.pem"), "{err}");
     assert_eq!(
@@ -272,7 +272,7 @@ fn export_blames_a_crash_only_for_a_journal_without_a_clean_end() {
 }
 
 #[test]
-fn analyze_says_why_a_file_is_unusable_and_exits_2() {
+fn analyze_says_why_a_file_is_unusable_and_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.har");
     std::fs::write(
@@ -281,14 +281,14 @@ fn analyze_says_why_a_file_is_unusable_and_exits_2() {
     )
     .unwrap();
     let out = mcptap().arg("analyze").arg(&bad).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "an input error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("entry 0"), "says where it broke: {err}");
     let out = mcptap()
         .args(["analyze", "/nonexistent/file.har"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     let out = mcptap()
         .arg("analyze")
         .arg(&bad)
