@@ -325,7 +325,9 @@ impl ConfDir {
         }
         match std::env::var_os("HOME") {
             Some(h) if !h.is_empty() => Ok(PathBuf::from(h).join(".mcptap")),
-            _ => anyhow::bail!("cannot find a home directory: set MCPTAP_HOME or pass --confdir"),
+            _ => Err(crate::error::usage(
+                "cannot find a home directory: set MCPTAP_HOME or pass --confdir",
+            )),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! [`crate::run`] only wire up what this hands them.
 
 use crate::args::ProxyArgs;
-use crate::error::{input, usage, ErrorKind, ResultExt as _};
+use crate::error::{input, usage};
 use mcptap_proxy::{ProxyConfig, UpstreamTrust};
 use std::fmt;
 use std::net::SocketAddr;
@@ -147,7 +147,7 @@ impl RunConfig {
                 crate::args::MAX_SECONDS
             ))
         })?;
-        let confdir = args.confdir.resolve().kind(ErrorKind::Usage)?;
+        let confdir = args.confdir.resolve()?;
         Ok(RunConfig {
             proxy: ProxyConfig {
                 listen,

@@ -331,6 +331,59 @@ fn analyze_exits_1_on_a_finding_at_the_threshold() {
     assert!(text.contains("token-not-sent"), "{text}");
 }
 
+/// The exit status follows the error's kind, as `mcptap --help` documents it: usage 2, input 3,
+/// I/O 74.
+#[test]
+fn the_exit_status_follows_the_kind_of_error() {
+    let help = mcptap().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "Exit status:",
+        "  2   usage",
+        "  3   input",
+        "  70  internal",
+        "  74  I/O",
+    ] {
+        assert!(help.contains(line), "{line:?} in {help}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    let code = |args: &[&str]| {
+        let out = mcptap()
+            .args(args)
+            .arg("--confdir")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, err) = code(&["proxy", "--mode", "upstream:http://x"]);
+    assert_eq!(status, Some(2), "{err}");
+    let (status, err) = code(&["run", "--mode", "reverse:https://x.example", "true"]);
+    assert_eq!(status, Some(2), "{err}");
+    let (status, err) = code(&["proxy", "--upstream-ca", "/nonexistent/ca.pem"]);
+    assert_eq!(status, Some(3), "{err}");
+    assert!(err.contains("--upstream-ca /nonexistent/ca.pem"), "{err}");
+    // A report that cannot be written: its directory is a file.
+    let har = dir.path().join("empty.har");
+    std::fs::write(
+        &har,
+        r#"{"log":{"version":"1.2","creator":{"name":"t","version":"1"},"entries":[]}}"#,
+    )
+    .unwrap();
+    let out = mcptap()
+        .arg("report")
+        .arg(&har)
+        .arg("-o")
+        .arg(har.join("report.md"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74), "{out:?}");
+}
+
 #[test]
 fn explain_prints_a_finding_page_and_lists_ids_for_unknown_ones() {
     let out = mcptap()
