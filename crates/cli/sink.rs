@@ -208,7 +208,6 @@ impl Sink {
                     }
                 }
                 _ = tick.tick() => {
-                    mcptap_proxy::capture_pool::release_idle();
                     let found = self.analyzer.tick(mcptap_flow::now_micros());
                     self.print_findings(&found);
                 }

@@ -7,7 +7,7 @@
 //! ([`events`]); it knows nothing of terminals or disks.
 #![deny(missing_docs)]
 
-pub mod capture_pool;
+mod capture_pool;
 mod connect;
 pub mod events;
 mod forward;
@@ -257,6 +257,9 @@ impl Proxy {
     pub async fn serve(self, signal: impl Future<Output = ()>) {
         let shutdown = shutdown::Shutdown::new();
         let mut signal = std::pin::pin!(signal);
+        // The capture pool's own timer: idle buffers go back to the OS after a burst.
+        let mut release = tokio::time::interval(Duration::from_secs(1));
+        release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -275,6 +278,7 @@ impl Proxy {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                _ = release.tick() => capture_pool::release_idle(),
                 () = &mut signal => break,
             }
         }
