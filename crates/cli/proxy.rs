@@ -236,8 +236,12 @@ impl Started {
 
     /// Feeds the terminal view instead of printing lines: every prepared event, each flow's
     /// classification and the findings (see `crate::tuiview`).
-    pub fn ui_to(&mut self, feed: mcptap_tui::Feed) {
-        self.sink.ui_to(feed);
+    pub fn ui_to(
+        &mut self,
+        feed: mcptap_tui::Feed,
+        requests: tokio::sync::mpsc::UnboundedReceiver<mcptap_tui::Request>,
+    ) {
+        self.sink.ui_to(feed, requests);
     }
 
     /// Serves until `signal`, drains for at most the shutdown deadline, and hands back the

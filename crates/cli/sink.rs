@@ -37,6 +37,10 @@ pub struct Sink {
     findings_to_stderr: bool,
     /// The terminal view, when it replaces the line view.
     ui: Option<mcptap_tui::Feed>,
+    /// What the terminal view asks for (flows it no longer holds), answered from the journal.
+    ui_requests: Option<tokio::sync::mpsc::UnboundedReceiver<mcptap_tui::Request>>,
+    /// With a terminal view: where each recorded flow's final line starts in the journal.
+    offsets: HashMap<mcptap_flow::FlowId, u64>,
     /// Reverse mode without `--rewrite-metadata`: says when an answer sends the client around
     /// the proxy.
     bypass: Option<crate::bypass::BypassWatch>,
@@ -108,6 +112,22 @@ impl Summary {
     }
 }
 
+/// The terminal view's next request; never resolves without a view (or once it is gone).
+async fn next_request(
+    requests: &mut Option<tokio::sync::mpsc::UnboundedReceiver<mcptap_tui::Request>>,
+) -> Option<mcptap_tui::Request> {
+    match requests {
+        Some(rx) => match rx.recv().await {
+            Some(r) => Some(r),
+            None => {
+                *requests = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 impl Sink {
     /// Sends the line view (and live findings) to `out` instead of stdout.
     pub fn lines_to(&mut self, out: Box<dyn Write + Send>) {
@@ -119,12 +139,51 @@ impl Sink {
         self.findings_to_stderr = true;
     }
 
-    /// Feeds the terminal view instead of printing lines.
-    pub fn ui_to(&mut self, feed: mcptap_tui::Feed) {
-        if let Some(j) = &self.journal {
-            feed.send(mcptap_tui::Msg::Journal(j.path().to_owned()));
-        }
+    /// Feeds the terminal view instead of printing lines, and answers what it asks on
+    /// `requests` (the view's [`mcptap_tui::Host`]) while consuming.
+    pub fn ui_to(
+        &mut self,
+        feed: mcptap_tui::Feed,
+        requests: tokio::sync::mpsc::UnboundedReceiver<mcptap_tui::Request>,
+    ) {
         self.ui = Some(feed);
+        self.ui_requests = Some(requests);
+    }
+
+    /// Answers the terminal view: a flow it no longer holds, read back from the journal at the
+    /// offset its final line was written at.
+    fn answer(&mut self, request: mcptap_tui::Request) {
+        let mcptap_tui::Request::Flow(id) = request;
+        let offset = self.offsets.get(&id).copied();
+        if offset.is_some() {
+            // Its line may still sit in the journal's buffer.
+            self.flush_journal();
+        }
+        let found = match (&self.journal, offset) {
+            (Some(j), Some(offset)) => mcptap_store::read_flow_at(j.path(), offset),
+            _ => Ok(None),
+        };
+        let Some(ui) = &self.ui else {
+            return;
+        };
+        ui.send(match found {
+            Ok(Some(flow)) if flow.id == id => mcptap_tui::Msg::Loaded(Box::new(flow)),
+            Ok(_) if offset.is_none() => mcptap_tui::Msg::Unavailable {
+                id,
+                why: mcptap_tui::NOT_RECORDED.to_owned(),
+            },
+            Ok(_) => mcptap_tui::Msg::Unavailable {
+                id,
+                why: "It could not be read back from the session journal.".to_owned(),
+            },
+            Err(e) => mcptap_tui::Msg::Unavailable {
+                id,
+                why: format!(
+                    "It could not be read back from the session journal: {}",
+                    crate::files::chain(&e)
+                ),
+            },
+        });
     }
 
     /// Says when an answer sends the client around the proxy (reverse mode without
@@ -163,6 +222,8 @@ impl Sink {
             out: None,
             findings_to_stderr: false,
             ui: None,
+            ui_requests: None,
+            offsets: HashMap::new(),
             bypass: None,
         }
     }
@@ -187,9 +248,11 @@ impl Sink {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(1024);
         let mut idle_polls = IDLE_POLLS;
+        let mut requests = self.ui_requests.take();
         loop {
             let polling = idle_polls < IDLE_POLLS;
             tokio::select! {
+                Some(req) = next_request(&mut requests) => self.answer(req),
                 n = rx.recv_many(&mut batch, 1024), if !polling => {
                     if n == 0 {
                         break;
@@ -308,11 +371,8 @@ impl Sink {
                 match j.record_unflushed(&ev) {
                     Ok(_) => {
                         self.unflushed += u64::from(ev.is_final());
-                        if let Some(ui) = self.ui.as_ref().filter(|_| ev.is_final()) {
-                            ui.send(mcptap_tui::Msg::Saved {
-                                id: ev.flow_id(),
-                                offset,
-                            });
+                        if self.ui.is_some() && ev.is_final() {
+                            self.offsets.insert(ev.flow_id(), offset);
                         }
                     }
                     Err(e) => {
@@ -589,6 +649,52 @@ mod tests {
         .unwrap();
         assert_eq!(last["flow"]["state"], "aborted");
         assert_eq!(last["flow"]["error"]["kind"], "shutdown");
+    }
+
+    #[tokio::test]
+    async fn the_terminal_view_asks_for_an_evicted_flow_and_gets_it_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = mcptap_store::Journal::create(
+            &dir.path().join("s"),
+            mcptap_store::SessionMeta::new("test"),
+        )
+        .unwrap();
+        let mut sink = Sink::new(true, false, Some(journal), Default::default());
+        let (feed, inbox) = mcptap_tui::channel(64);
+        let (ask, requests) = tokio::sync::mpsc::unbounded_channel();
+        sink.ui_to(feed, requests);
+        sink.batch(&mut vec![started(1), head(1), done(1), started(2)]);
+        let (tx, rx) = mcptap_proxy::events::channel(8);
+        let (_stop_tx, stop) = tokio::sync::oneshot::channel();
+        ask.send(mcptap_tui::Request::Flow(FlowId(1))).unwrap();
+        ask.send(mcptap_tui::Request::Flow(FlowId(2))).unwrap();
+        drop(ask);
+        // Answered while consuming; the engine going away ends it.
+        let consume = sink.consume(rx, stop);
+        tokio::pin!(consume);
+        tokio::select! {
+            _ = &mut consume => panic!("ended before answering"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        drop(tx);
+        consume.await;
+        let answers: Vec<_> = std::iter::from_fn(|| inbox.try_recv())
+            .filter(|m| {
+                matches!(
+                    m,
+                    mcptap_tui::Msg::Loaded(_) | mcptap_tui::Msg::Unavailable { .. }
+                )
+            })
+            .collect();
+        match &answers[..] {
+            [mcptap_tui::Msg::Loaded(flow), mcptap_tui::Msg::Unavailable { id, why }] => {
+                assert_eq!(flow.id, FlowId(1));
+                assert_eq!(flow.request.url, "https://mcp.example/mcp?n=1");
+                assert_eq!(*id, FlowId(2));
+                assert_eq!(why, mcptap_tui::NOT_RECORDED);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

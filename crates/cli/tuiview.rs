@@ -36,12 +36,17 @@ pub async fn run_live(
         title.push_str("  (not recorded)");
     }
     let (feed, inbox) = mcptap_tui::channel(FEED_CAPACITY);
-    started.ui_to(feed.clone());
+    // The view asks for flows it no longer holds; the recorder answers from the journal.
+    let (ask, requests) = tokio::sync::mpsc::unbounded_channel();
+    started.ui_to(feed.clone(), requests);
     let app = mcptap_tui::App::new(mcptap_tui::Options {
         title,
         setup: setup_lines(&config, &started),
         ..mcptap_tui::Options::default()
-    });
+    })
+    .with_host(mcptap_tui::Host::new(move |r| {
+        let _ = ask.send(r);
+    }));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
     let view = std::thread::Builder::new()
         .name("mcptap-tui".into())
