@@ -7,7 +7,7 @@ use crate::error::{input, usage};
 use mcptap_proxy::{ProxyConfig, UpstreamTrust};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// How the proxy is reached (`-m/--mode`, mitmproxy's spelling).
@@ -78,6 +78,20 @@ pub enum SaveTo {
     Dir(PathBuf),
     /// A new timestamped directory under this one.
     Under(PathBuf),
+}
+
+impl SaveTo {
+    /// Where `--no-save` and `-w DIR` say to record: nowhere, `DIR`, or a new directory under
+    /// `<confdir>/sessions`.
+    pub fn choose(no_save: bool, save: Option<&Path>, confdir: &Path) -> Option<SaveTo> {
+        if no_save {
+            return None;
+        }
+        Some(match save {
+            Some(d) => SaveTo::Dir(d.to_owned()),
+            None => SaveTo::Under(confdir.join("sessions")),
+        })
+    }
 }
 
 impl RunConfig {
@@ -175,14 +189,7 @@ impl RunConfig {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
                 _ => None,
             },
-            save: if args.no_save {
-                None
-            } else {
-                Some(match &args.save {
-                    Some(d) => SaveTo::Dir(d.clone()),
-                    None => SaveTo::Under(confdir.join("sessions")),
-                })
-            },
+            save: SaveTo::choose(args.no_save, args.save.as_deref(), &confdir),
             keep_secrets: args.keep_secrets,
             confdir,
             quiet,

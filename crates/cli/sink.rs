@@ -597,6 +597,18 @@ mod tests {
         }
     }
 
+    /// A quiet sink recording into `s/` of a new temporary directory.
+    fn recording() -> (tempfile::TempDir, Sink) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = mcptap_store::Journal::create(
+            &dir.path().join("s"),
+            mcptap_store::SessionMeta::new("test"),
+        )
+        .unwrap();
+        let sink = Sink::new(true, false, Some(journal), Default::default());
+        (dir, sink)
+    }
+
     fn types(path: &std::path::Path) -> Vec<String> {
         std::fs::read_to_string(path)
             .unwrap()
@@ -617,13 +629,8 @@ mod tests {
 
     #[test]
     fn a_flow_without_an_end_is_ended_as_aborted_by_the_shutdown_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let session = dir.path().join("s");
-        let journal =
-            mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test"))
-                .unwrap();
-        let path = journal.path().to_owned();
-        let mut sink = Sink::new(true, false, Some(journal), Default::default());
+        let (dir, mut sink) = recording();
+        let path = dir.path().join("s/journal.jsonl");
         // 1 ends; 2 and 3 start and never report an end (4 starts and ends in one batch).
         sink.batch(&mut vec![started(1), started(2), started(3)]);
         sink.batch(&mut vec![head(1), done(1), started(4), done(4)]);
@@ -653,13 +660,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_terminal_view_asks_for_an_evicted_flow_and_gets_it_from_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = mcptap_store::Journal::create(
-            &dir.path().join("s"),
-            mcptap_store::SessionMeta::new("test"),
-        )
-        .unwrap();
-        let mut sink = Sink::new(true, false, Some(journal), Default::default());
+        let (_dir, mut sink) = recording();
         let (feed, inbox) = mcptap_tui::channel(64);
         let (ask, requests) = tokio::sync::mpsc::unbounded_channel();
         sink.ui_to(feed, requests);
@@ -699,13 +700,8 @@ mod tests {
 
     #[test]
     fn a_batch_writes_flows_finished_in_it_once_and_keeps_the_rest_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let session = dir.path().join("s");
-        let journal =
-            mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test"))
-                .unwrap();
-        let path = journal.path().to_owned();
-        let mut sink = Sink::new(true, false, Some(journal), Default::default());
+        let (dir, mut sink) = recording();
+        let (session, path) = (dir.path().join("s"), dir.path().join("s/journal.jsonl"));
         let sse = FlowEvent::Sse {
             id: FlowId(3),
             event: SseEvent {
