@@ -606,15 +606,16 @@ pub fn get_flow(l: &Loaded, id: u64, max_body: usize) -> Result<Value, ToolError
     }))
 }
 
-fn headers_json(h: &Headers) -> Vec<Value> {
+/// Header fields as `name: value` lines, in the order received.
+fn headers_json(h: &Headers) -> Vec<String> {
     h.as_slice()
         .iter()
         .map(|x| {
             let (v, cut) = cut_text(&x.value, MAX_HEADER_CHARS);
             if cut {
-                json!([x.name, format!("{v}… [{} bytes]", x.value.len())])
+                format!("{}: {v}… [{} bytes]", x.name, x.value.len())
             } else {
-                json!([x.name, v])
+                format!("{}: {v}", x.name)
             }
         })
         .collect()
@@ -847,10 +848,8 @@ mod tests {
         let long = "x".repeat(MAX_HEADER_CHARS + 5);
         let h: Headers = [("cookie", long.as_str())].into_iter().collect();
         let shown = headers_json(&h);
-        assert!(shown[0][1]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("[{} bytes]", long.len())));
+        assert!(shown[0].starts_with("cookie: xxx"));
+        assert!(shown[0].ends_with(&format!("[{} bytes]", long.len())));
     }
 
     #[test]

@@ -289,7 +289,11 @@ fn agent_reads(conf: &Path, source: &Path, default_too: bool) -> String {
             .as_array()
             .unwrap()
             .iter()
-            .any(|h| h[0].as_str().unwrap().eq_ignore_ascii_case("authorization")),
+            .any(|h| h
+                .as_str()
+                .unwrap()
+                .to_ascii_lowercase()
+                .starts_with("authorization:")),
         "{flow}"
     );
     assert!(flow["findings"]
@@ -443,7 +447,18 @@ fn mcp_reads_the_running_proxys_session() {
         .status()
         .unwrap();
     assert!(curl.success());
-    std::thread::sleep(Duration::from_millis(300));
+    let journal = PathBuf::from(live["journal"].as_str().unwrap());
+    let started = Instant::now();
+    while !std::fs::read_to_string(&journal)
+        .unwrap_or_default()
+        .contains("nothing-here")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the flow never reached the journal"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let answer = drive(
         conf.path(),
