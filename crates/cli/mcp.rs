@@ -312,3 +312,21 @@ pub fn main(args: McpArgs) -> anyhow::Result<ExitCode> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an agent reads before it calls anything: each tool's name, description, argument
+    /// schema and annotations.
+    #[test]
+    fn the_tools_an_agent_sees() {
+        let server = McptapServer::new(Sources {
+            confdir: "/nonexistent/mcptap".into(),
+            pinned: None,
+        });
+        let mut tools = server.tool_router.list_all();
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        insta::assert_json_snapshot!(tools);
+    }
+}
