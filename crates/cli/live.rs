@@ -66,6 +66,7 @@ pub fn register(
         started: mcptap_flow::now_micros(),
         mcptap: env!("CARGO_PKG_VERSION").to_owned(),
     };
+    sweep(&confdir.join(LIVE_DIR));
     match write(&confdir.join(LIVE_DIR), &info) {
         Ok(g) => Some(g),
         Err(e) => {
@@ -98,6 +99,25 @@ fn write(dir: &Path, info: &LiveSession) -> std::io::Result<LiveGuard> {
     file.sync_data()?;
     std::fs::rename(&tmp, &path)?;
     Ok(LiveGuard { path, _file: file })
+}
+
+/// Removes the control files of proxies that died without removing theirs (`kill -9`): those
+/// nobody holds the lock of. A file under its final name is locked from before it got that
+/// name, so a live proxy's is never taken; files still being written (`.tmp`) are left alone.
+fn sweep(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        if let Ok(file) = File::open(&path) {
+            if file.try_lock().is_ok() {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 /// The running proxies that record a session, newest first. Files left by a proxy that died
@@ -196,5 +216,15 @@ mod tests {
             list(conf.path()).is_empty(),
             "no lock held: a dead proxy's file"
         );
+        assert!(dir.join("1.json").exists(), "a reader leaves it");
+        let journal = mcptap_store::Journal::create(
+            &conf.path().join("s"),
+            mcptap_store::SessionMeta::new("test"),
+        )
+        .unwrap();
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let _guard = register(conf.path(), &journal, addr, "regular").unwrap();
+        assert!(!dir.join("1.json").exists(), "the next proxy sweeps it");
+        assert_eq!(list(conf.path()).len(), 1);
     }
 }
