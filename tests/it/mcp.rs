@@ -124,6 +124,18 @@ fn raw_secrets(journal: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Drops every `_`-prefixed member (HAR's custom fields), recursively.
+fn strip_private(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with('_'));
+            m.values_mut().for_each(strip_private);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_private),
+        _ => {}
+    }
+}
+
 /// Records the headline case with `--keep-secrets` (so the session holds the raw tokens): the
 /// Python SDK's OAuth client logs in and uses its token, then a restarted client that lost it
 /// goes bare and gets 401. Returns the session directory.
@@ -357,9 +369,10 @@ fn agent_reads(conf: &Path, source: &Path, default_too: bool) -> String {
 }
 
 /// The "done when": an agent holding only the tools finds the failing flow, names the
-/// finding and quotes the fix of a captured token-not-sent session, both from the session
-/// (recorded with raw secrets) and from a HAR of it holding raw tokens, as another tool would
-/// write it; nothing any tool returns holds a secret the capture carried.
+/// finding and quotes the fix of a captured token-not-sent session: from the session (recorded
+/// with raw secrets), from mcptap's HAR of it with raw secrets, and from that HAR as another
+/// tool would write it (no `_mcptap` blocks); nothing any tool returns holds a secret the
+/// capture carried.
 #[test]
 fn mcp_answers_the_python_sdk_about_a_token_not_sent_capture_without_a_secret() {
     let conf = tempfile::tempdir().unwrap();
@@ -382,7 +395,16 @@ fn mcp_answers_the_python_sdk_about_a_token_not_sent_capture_without_a_secret() 
         "the HAR holds the raw tokens, as another tool's would"
     );
 
-    for (source, default_too) in [(&session, true), (&har, false)] {
+    // The same HAR as another tool writes it: without mcptap's own `_mcptap` blocks (no notes of
+    // which values are secrets, no recording metadata), raw tokens in headers, bodies and URLs.
+    let mut foreign: Value = serde_json::from_str(&har_text).unwrap();
+    strip_private(&mut foreign);
+    foreign["log"]["creator"] = json!({"name": "WebInspector", "version": "537.36"});
+    let foreign_har = conf.path().join("foreign.har");
+    std::fs::write(&foreign_har, foreign.to_string()).unwrap();
+    assert!(!foreign.to_string().contains("_mcptap"));
+
+    for (source, default_too) in [(&session, true), (&har, false), (&foreign_har, false)] {
         let said = agent_reads(conf.path(), source, default_too);
         for s in &secrets {
             assert!(
