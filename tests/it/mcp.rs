@@ -535,7 +535,6 @@ fn mcp_claude_code_adds_it_and_shows_it_connected() {
         |_| {},
     );
     let home = tempfile::tempdir().unwrap();
-    let conf = home.path().join(".mcptap");
     let claude = |args: &[&str]| {
         let mut c = Command::new(peers.join("node_modules/.bin/claude"));
         for var in PROXY_AND_TRUST_VARS {
@@ -557,17 +556,8 @@ fn mcp_claude_code_adds_it_and_shows_it_connected() {
         run_with_timeout(c, Duration::from_secs(90)).unwrap()
     };
     let bin = env!("CARGO_BIN_EXE_mcptap");
-    let conf_s = conf.to_str().unwrap();
-    let add = claude(&[
-        "mcp",
-        "add",
-        "mcptap",
-        "--",
-        bin,
-        "mcp",
-        "--confdir",
-        conf_s,
-    ]);
+    // The README's line, with this build for `mcptap` (its confdir is under the HOME above).
+    let add = claude(&["mcp", "add", "mcptap", "--", bin, "mcp"]);
     assert!(add.status.is_some_and(|s| s.success()), "{}", dump(&add));
     let list = claude(&["mcp", "list"]);
     assert!(list.status.is_some_and(|s| s.success()), "{}", dump(&list));
