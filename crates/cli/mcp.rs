@@ -121,8 +121,12 @@ fn text(s: String) -> CallToolResult {
     CallToolResult::success(vec![ContentBlock::text(s)])
 }
 
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
 fn json(v: &serde_json::Value) -> CallToolResult {
-    text(serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")))
+    text(pretty(v))
 }
 
 fn failed(e: ToolError) -> CallToolResult {
@@ -140,22 +144,26 @@ impl McptapServer {
     }
 
     /// Runs `f` on the loaded session off the async workers (loading and analysing a big
-    /// session takes a while).
+    /// session takes a while) and scrubs its answer, or its error, of the source's raw secrets
+    /// ([`data::Loaded::scrub`]) before it leaves.
     async fn with_session(
         &self,
         session: Option<String>,
-        f: impl FnOnce(&data::Loaded) -> Result<CallToolResult, ToolError> + Send + 'static,
+        f: impl FnOnce(&data::Loaded) -> Result<String, ToolError> + Send + 'static,
     ) -> CallToolResult {
         let sources = self.sources.clone();
         let cache = self.cache.clone();
         let done = tokio::task::spawn_blocking(move || {
             let loaded = cache.get(&sources, session.as_deref())?;
-            f(&loaded)
+            Ok(match f(&loaded) {
+                Ok(answer) => Ok(loaded.scrub(answer)),
+                Err(e) => Err(ToolError(loaded.scrub(e.0))),
+            })
         })
         .await;
         match done {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => failed(e),
+            Ok(Ok(Ok(answer))) => text(answer),
+            Ok(Ok(Err(e)) | Err(e)) => failed(e),
             Err(e) => failed(ToolError(format!("internal error: {e}"))),
         }
     }
@@ -188,7 +196,7 @@ impl McptapServer {
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn summary(&self, Parameters(a): Parameters<SessionArgs>) -> CallToolResult {
-        self.with_session(a.session, |l| Ok(json(&data::summary(l))))
+        self.with_session(a.session, |l| Ok(pretty(&data::summary(l))))
             .await
     }
 
@@ -208,7 +216,7 @@ impl McptapServer {
             .clamp(1, data::MAX_PAGE);
         let filter = a.filter;
         self.with_session(a.session, move |l| {
-            data::list_flows(l, filter.as_deref(), offset, limit).map(|v| json(&v))
+            data::list_flows(l, filter.as_deref(), offset, limit).map(|v| pretty(&v))
         })
         .await
     }
@@ -228,7 +236,7 @@ impl McptapServer {
             .min(data::MAX_BODY_BYTES);
         let id = a.id;
         self.with_session(a.session, move |l| {
-            data::get_flow(l, id, max).map(|v| json(&v))
+            data::get_flow(l, id, max).map(|v| pretty(&v))
         })
         .await
     }
@@ -245,7 +253,7 @@ impl McptapServer {
         let id = a.id;
         let cleared = a.include_cleared.unwrap_or(false);
         self.with_session(a.session, move |l| {
-            data::findings(l, id.as_deref(), cleared).map(|v| json(&v))
+            data::findings(l, id.as_deref(), cleared).map(|v| pretty(&v))
         })
         .await
     }
@@ -272,8 +280,7 @@ impl McptapServer {
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn report(&self, Parameters(a): Parameters<SessionArgs>) -> CallToolResult {
-        self.with_session(a.session, |l| Ok(text(data::report(l))))
-            .await
+        self.with_session(a.session, |l| Ok(data::report(l))).await
     }
 }
 

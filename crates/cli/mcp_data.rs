@@ -8,7 +8,9 @@
 //! tokens. On top of the per-flow redaction, one redactor walks the whole session twice, so a
 //! secret recognised in one flow (a token in a token response) is also replaced where another
 //! flow carries it in a place that is not recognised as secret (an echo in a body, a custom
-//! header): an agent's context never receives a live credential.
+//! header). Last, every answer is scrubbed of the raw values of the secrets the source held
+//! ([`Loaded::scrub`]), for whatever the flows' redaction does not reach (a warning quoting a
+//! journal line, a HAR's creator): an agent's context never receives a live credential.
 
 use crate::live::{self, LiveSession};
 use mcptap_analyze::{Finding, FindingId, FlowSummary, Report};
@@ -60,6 +62,24 @@ pub struct Loaded {
     pub rows: Vec<mcptap_tui::Row>,
     /// The finding ids citing each flow (cleared suspicions left out).
     pub cited: HashMap<FlowId, Vec<&'static str>>,
+    /// The raw secrets the source held, longest first: [`Loaded::scrub`] replaces any that
+    /// still shows in an answer.
+    raw: Vec<String>,
+}
+
+impl Loaded {
+    /// `text` with every raw secret of the source replaced by its marker: the last guard before
+    /// an answer leaves, for whatever the redaction of flows does not reach (a warning quoting
+    /// a journal line, a path). Nothing to do for a session that held none.
+    pub fn scrub(&self, text: String) -> String {
+        let mut text = text;
+        for raw in &self.raw {
+            if text.contains(raw.as_str()) {
+                text = text.replace(raw.as_str(), &mcptap_flow::redact::redacted(raw));
+            }
+        }
+        text
+    }
 }
 
 /// A tool error the agent can act on (shown as the tool's text, `isError: true`).
@@ -231,7 +251,7 @@ pub fn load(path: &Path, live: Option<LiveSession>) -> Result<Loaded, ToolError>
             crate::files::chain(&e)
         ))
     })?;
-    redact_session(&mut session);
+    let raw = redact_session(&mut session);
     let mut report = crate::files::analyze_session(&mut session, false, false);
     crate::probe::apply_saved(path, &mut report);
     let summaries: HashMap<FlowId, &FlowSummary> = report.flows.iter().map(|f| (f.id, f)).collect();
@@ -262,13 +282,15 @@ pub fn load(path: &Path, live: Option<LiveSession>) -> Result<Loaded, ToolError>
         report,
         rows,
         cited,
+        raw,
     })
 }
 
 /// Redacts every flow of `session` and the command line it records, whatever the source held
 /// (see the module docs). Bodies are decoded first (a gzip body hides nothing from the
-/// redactor); the per-flow notes (fingerprints, JWT claims) are kept for analysis.
-pub fn redact_session(session: &mut mcptap_store::Session) {
+/// redactor); the per-flow notes (fingerprints, JWT claims) are kept for analysis. Returns the
+/// raw secrets it found, longest first (for [`Loaded::scrub`]).
+pub fn redact_session(session: &mut mcptap_store::Session) -> Vec<String> {
     let note = mcptap_store::Options {
         keep_secrets: true,
         ..Default::default()
@@ -276,6 +298,7 @@ pub fn redact_session(session: &mut mcptap_store::Session) {
     for f in &mut session.flows {
         mcptap_store::prepare(f, &note);
     }
+    let raw = raw_secrets(&session.flows);
     // Twice: the second walk replaces, in the flows before it, what a later flow showed to be
     // a secret.
     let mut r = Redactor::new();
@@ -292,6 +315,56 @@ pub fn redact_session(session: &mut mcptap_store::Session) {
         m.redact_command_line();
         m.raw_secrets = false;
     }
+    raw
+}
+
+/// The raw values of the secrets noted in `flows` (before redaction): the words of their URLs,
+/// header values, bodies and events whose fingerprint is a noted one. Only words as long as some
+/// noted secret are hashed.
+fn raw_secrets(flows: &[Flow]) -> Vec<String> {
+    use std::collections::{BTreeSet, HashSet};
+    let noted: HashSet<(&str, usize)> = flows
+        .iter()
+        .flat_map(|f| f.secrets.iter())
+        .map(|n| (n.fingerprint.as_str(), n.len))
+        .collect();
+    let lens: HashSet<usize> = noted.iter().map(|(_, l)| *l).filter(|l| *l >= 8).collect();
+    if lens.is_empty() {
+        return Vec::new();
+    }
+    let mut found = BTreeSet::new();
+    let mut look = |text: &str| {
+        let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || "-._~+/=".contains(c)));
+        for word in words {
+            // `code=abc` in a form or a query, and `abc==` (base64 padding), both ways.
+            for w in std::iter::once(word).chain(word.split('=')) {
+                if lens.contains(&w.len())
+                    && noted.contains(&(mcptap_flow::redact::fingerprint(w).as_str(), w.len()))
+                {
+                    found.insert(w.to_owned());
+                }
+            }
+        }
+    };
+    for f in flows {
+        look(&f.request.url);
+        for h in f.request.headers.as_slice() {
+            look(&h.value);
+        }
+        look(&String::from_utf8_lossy(&f.request.body.bytes));
+        if let Some(r) = &f.response {
+            for h in r.headers.as_slice() {
+                look(&h.value);
+            }
+            look(&String::from_utf8_lossy(&r.body.bytes));
+            for e in &r.sse {
+                look(&e.data);
+            }
+        }
+    }
+    let mut raw: Vec<String> = found.into_iter().collect();
+    raw.sort_by_key(|r| std::cmp::Reverse(r.len()));
+    raw
 }
 
 /// An RFC 3339 UTC time.
@@ -826,7 +899,9 @@ mod tests {
             complete: true,
             ended: None,
         };
-        redact_session(&mut session);
+        let raw = redact_session(&mut session);
+        assert!(raw.contains(&token.to_owned()), "{raw:?}");
+        assert!(raw.contains(&"c0de-c0de-c0de".to_owned()), "{raw:?}");
         let text = serde_json::to_string(&session.flows).unwrap();
         assert!(!text.contains(token), "{text}");
         assert!(!text.contains("c0de-c0de-c0de"), "{text}");
@@ -835,6 +910,44 @@ mod tests {
             .secrets
             .iter()
             .any(|s| s.place == "response.json.access_token"));
+    }
+
+    /// What the flows' redaction cannot reach (here the HAR's creator) is scrubbed on the way
+    /// out.
+    #[test]
+    fn an_answer_is_scrubbed_of_the_sources_raw_secrets() {
+        let token = "at-secret-0123456789";
+        let har = json!({"log": {
+            "version": "1.2",
+            "creator": {"name": format!("tool {token}"), "version": "1"},
+            "entries": [{
+                "startedDateTime": "2026-01-01T00:00:00.000Z",
+                "time": 1,
+                "request": {"method": "POST", "url": "https://as.example/token", "httpVersion": "HTTP/1.1",
+                    "headers": [{"name": "content-type", "value": "application/x-www-form-urlencoded"}],
+                    "queryString": [], "cookies": [], "headersSize": -1, "bodySize": 40,
+                    "postData": {"mimeType": "application/x-www-form-urlencoded", "text": "grant_type=authorization_code&code=abcdefgh1234"}},
+                "response": {"status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1",
+                    "headers": [{"name": "content-type", "value": "application/json"}], "cookies": [],
+                    "content": {"size": 40, "mimeType": "application/json", "text": format!("{{\"access_token\":\"{token}\",\"token_type\":\"Bearer\"}}")},
+                    "redirectURL": "", "headersSize": -1, "bodySize": 40},
+                "cache": {}, "timings": {"send": 0, "wait": 1, "receive": 0}
+            }]
+        }});
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.har");
+        std::fs::write(&path, har.to_string()).unwrap();
+        let l = load(&path, None).unwrap();
+        let said = summary(&l).to_string();
+        assert!(said.contains(token), "the creator holds it: {said}");
+        let scrubbed = l.scrub(said);
+        assert!(!scrubbed.contains(token), "{scrubbed}");
+        assert!(scrubbed.contains(&mcptap_flow::redact::redacted(token)));
+        let flow = get_flow(&l, 1, MAX_BODY_BYTES).unwrap().to_string();
+        assert!(
+            !flow.contains(token) && !flow.contains("abcdefgh1234"),
+            "{flow}"
+        );
     }
 
     #[test]
