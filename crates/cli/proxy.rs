@@ -211,12 +211,9 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
     };
     let session_dir = journal.as_ref().map(|j| j.dir().to_path_buf());
     // Tells `mcptap mcp` where this session is, while the proxy runs (crates/cli/live.rs).
-    let live = journal.as_ref().and_then(|j| {
-        let mode = reverse
-            .as_ref()
-            .map_or("regular".to_owned(), |r| format!("reverse:{}", r.upstream));
-        crate::live::register(&config.confdir, j, addr, &mode)
-    });
+    let live = journal
+        .as_ref()
+        .and_then(|j| crate::live::register(&config.confdir, j, addr, &config.mode().to_string()));
     let mut sink = Sink::new(config.quiet, reverse.is_some(), journal, prepare);
     if reverse.as_ref().is_some_and(|r| !r.rewrite_metadata) {
         sink.watch_bypass(crate::bypass::BypassWatch::default());
