@@ -62,6 +62,21 @@ pub enum Command {
     /// Check an MCP server the way a conformant client would, step by step, through mcptap's
     /// own proxy: the session is recorded and judged like any capture.
     Probe(ProbeArgs),
+    /// Serve the captures to a coding agent as an MCP server on stdio (sessions, flows,
+    /// findings, explain pages, the bug report), read-only and redacted:
+    /// `claude mcp add mcptap -- mcptap mcp`.
+    Mcp(McpArgs),
+}
+
+/// `mcptap mcp`.
+#[derive(Debug, Args, Clone)]
+pub struct McpArgs {
+    /// The session the tools read when a call names none: a session directory, a journal or a
+    /// HAR file (default: the running proxy's session, else the newest saved one).
+    #[arg(value_name = "SESSION")]
+    pub session: Option<PathBuf>,
+    #[command(flatten)]
+    pub confdir: ConfDir,
 }
 
 /// What `mcptap probe --help` lists after the options.
