@@ -8,7 +8,8 @@ SDK's own. It serves over TLS on 127.0.0.1 with a port chosen by the kernel and 
 
     READY <port>
 
-on stdout once it accepts connections. The misbehaviour flags below make it fail in the
+on stdout once it accepts connections. With --jwt its access tokens are RS256 JWTs and the
+key set is at /jwks.json. The misbehaviour flags below make it fail in the
 ways mcptap's analyzer must recognise; each is small and independent of the others.
 
 Endpoints (all from the SDK): /mcp, /.well-known/oauth-protected-resource/mcp,
@@ -27,10 +28,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
-from urllib.parse import parse_qs
+from typing import Any, Callable, TextIO
+from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.auth.provider import (
     AccessToken,
@@ -48,6 +52,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken, ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -76,6 +81,8 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
 
     token_ttl: int
     send_expires_in: bool
+    # --jwt: access tokens are RS256 JWTs validated from their claims alone (see `JwtTokens`).
+    jwt: JwtTokens | None = None
     clients: dict[str, OAuthClientInformationFull] = field(default_factory=dict)
     codes: dict[str, AuthorizationCode] = field(default_factory=dict)
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
@@ -147,6 +154,8 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
         )
 
     async def load_access_token(self, token: str) -> AccessToken | None:
+        if self.jwt is not None:
+            return self.jwt.validate(token)
         access = self.access_tokens.get(token)
         if access is None:
             return None
@@ -169,6 +178,8 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
     def _issue(self, *, client_id: str, scopes: list[str], resource: str | None, subject: str | None) -> OAuthToken:
         now = int(time.time())
         access = "at_" + secrets.token_urlsafe(32)
+        if self.jwt is not None:
+            access = self.jwt.issue(client_id=client_id, scopes=scopes, resource=resource, now=now, ttl=self.token_ttl)
         refresh = "rt_" + secrets.token_urlsafe(32)
         self.access_tokens[access] = AccessToken(
             token=access,
@@ -193,6 +204,69 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
             expires_in=self.token_ttl if self.send_expires_in else None,
             scope=" ".join(scopes),
             refresh_token=refresh,
+        )
+
+
+@dataclass
+class JwtTokens:
+    """--jwt: access tokens are RS256 JWTs (`iss`, `sub`, `aud` = the resource asked for, `exp`,
+    `iat`, `client_id`, `scope`), validated from the token alone, as a resource server that only
+    holds the authorization server's public key would. The key set is served at /jwks.json and
+    named as `jwks_uri` in the authorization-server metadata.
+
+    The faults turn one check off each: `check_signature` (--jwt-signature-not-checked: the
+    claims are read without verifying the signature), `check_expiry` (--expiry-not-checked),
+    `check_audience` (--audience-not-checked: any `aud` is taken as this resource).
+    """
+
+    issuer: str
+    resource: str
+    check_signature: bool = True
+    check_expiry: bool = True
+    check_audience: bool = True
+    kid: str = field(default_factory=lambda: secrets.token_hex(8))
+    key: Any = field(default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    def jwks(self) -> dict[str, Any]:
+        public = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        public.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
+        return {"keys": [public]}
+
+    def issue(self, *, client_id: str, scopes: list[str], resource: str | None, now: int, ttl: int) -> str:
+        claims = {
+            "iss": self.issuer,
+            "sub": "test-user",
+            "aud": resource or self.resource,
+            "iat": now,
+            "exp": now + ttl,
+            "client_id": client_id,
+            "scope": " ".join(scopes),
+            "jti": secrets.token_urlsafe(12),
+        }
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+
+    def validate(self, token: str) -> AccessToken | None:
+        try:
+            claims = jwt.decode(
+                token,
+                self.key.public_key(),
+                algorithms=["RS256"],
+                # The audience is compared below, where --audience-not-checked can skip it.
+                options={"verify_signature": self.check_signature, "verify_exp": self.check_expiry, "verify_aud": False},
+            )
+        except jwt.PyJWTError:
+            return None
+        if claims.get("iss") != self.issuer:
+            return None
+        return AccessToken(
+            token=token,
+            client_id=str(claims.get("client_id", "")),
+            scopes=str(claims.get("scope", "")).split(),
+            # The SDK's bearer middleware refuses a token past `expires_at` and one whose
+            # `resource` is not this server's: hand it the claims, or what the fault pretends.
+            expires_at=int(claims["exp"]) if self.check_expiry and "exp" in claims else None,
+            resource=str(claims.get("aud")) if self.check_audience else self.resource,
+            subject=str(claims.get("sub", "")),
         )
 
 
@@ -297,11 +371,13 @@ class MetadataAsHtml:
         await self.app(scope, receive, send)
 
 
-class NoS256:
-    """--no-s256: authorization-server metadata advertises `plain` PKCE only."""
+class PatchAsMetadata:
+    """Rewrites the authorization-server metadata document: `patch(doc)` edits it in place
+    (--no-s256: `plain` PKCE only; --jwt: `jwks_uri` added)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, patch: Callable[[dict[str, Any]], None]) -> None:
         self.app = app
+        self.patch = patch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/.well-known/oauth-authorization-server"):
@@ -320,7 +396,7 @@ class NoS256:
             out = bytes(body)
             try:
                 doc = json.loads(out)
-                doc["code_challenge_methods_supported"] = ["plain"]
+                self.patch(doc)
                 out = json.dumps(doc).encode()
             except ValueError:
                 pass
@@ -330,6 +406,68 @@ class NoS256:
             await send({"type": "http.response.body", "body": out})
 
         await self.app(scope, receive, capture)
+
+
+def _json_response(status: int, doc: Any) -> list[Message]:
+    body = json.dumps(doc).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+def _safe_redirect(uri: str) -> bool:
+    """https anywhere, http on loopback only (2025-11-25 authorization §Open Redirection)."""
+    parsed = urlsplit(uri)
+    if parsed.scheme == "https":
+        return bool(parsed.hostname)
+    return parsed.scheme == "http" and parsed.hostname in ("localhost", "127.0.0.1", "::1")
+
+
+class CheckRedirectUris:
+    """--check-redirect-uris: dynamic registration refuses, with 400 invalid_redirect_uri, a
+    redirect URI that is neither https nor http on loopback (the SDK accepts any URL)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/register":
+            await self.app(scope, receive, send)
+            return
+        replay: list[Message] = []
+        body = bytearray()
+        while True:
+            message = await receive()
+            replay.append(message)
+            if message["type"] != "http.request":
+                break
+            body.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        try:
+            uris = json.loads(body).get("redirect_uris") or []
+        except (ValueError, AttributeError):
+            uris = []
+        unsafe = [u for u in uris if not isinstance(u, str) or not _safe_redirect(u)]
+        if unsafe:
+            for m in _json_response(
+                400,
+                {"error": "invalid_redirect_uri", "error_description": f"unsafe redirect URI {unsafe[0]!r}"},
+            ):
+                await send(m)
+            return
+
+        async def receive_replayed() -> Message:
+            if replay:
+                return replay.pop(0)
+            return await receive()
+
+        await self.app(scope, receive_replayed, send)
 
 
 class RefuseRegistration:
@@ -474,7 +612,18 @@ def _grant_type(scope: Scope, body: bytes) -> str | None:
 def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIApp:
     """The SDK's Starlette app for `public` (e.g. https://localhost:4431), wrapped per the flags."""
     resource = f"{public}{MCP_PATH}"
-    provider = InMemoryProvider(token_ttl=args.token_ttl, send_expires_in=not args.no_expires_in)
+    jwt_tokens = (
+        JwtTokens(
+            issuer=public,
+            resource=resource,
+            check_signature=not args.jwt_signature_not_checked,
+            check_expiry=not args.expiry_not_checked,
+            check_audience=not args.audience_not_checked,
+        )
+        if args.jwt
+        else None
+    )
+    provider = InMemoryProvider(token_ttl=args.token_ttl, send_expires_in=not args.no_expires_in, jwt=jwt_tokens)
     server = MCPServer(
         "mcptap-test-server",
         auth_server_provider=provider,
@@ -532,6 +681,14 @@ def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIAp
             0, Route(path, endpoint=cors_middleware(handler.handle, ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"])
         )
 
+    if jwt_tokens is not None:
+        jwks: dict[str, Any] = {} if args.jwks_without_keys else jwt_tokens.jwks()
+
+        async def jwks_endpoint(request: Any) -> JSONResponse:
+            return JSONResponse(jwks)
+
+        app.router.routes.insert(0, Route("/jwks.json", endpoint=jwks_endpoint, methods=["GET"]))
+
     wrapped: ASGIApp = app
     if args.reject_own_tokens:
         wrapped = RejectOwnTokens(wrapped, provider, metadata_url)
@@ -540,7 +697,11 @@ def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIAp
     if args.metadata_html:
         wrapped = MetadataAsHtml(wrapped)
     if args.no_s256:
-        wrapped = NoS256(wrapped)
+        wrapped = PatchAsMetadata(wrapped, lambda doc: doc.update(code_challenge_methods_supported=["plain"]))
+    if jwt_tokens is not None:
+        wrapped = PatchAsMetadata(wrapped, lambda doc: doc.update(jwks_uri=f"{public}/jwks.json"))
+    if args.check_redirect_uris:
+        wrapped = CheckRedirectUris(wrapped)
     if args.refuse_dcr:
         wrapped = RefuseRegistration(wrapped)
     if args.log_requests is not None:
@@ -613,6 +774,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="HOSTS",
         help="turn on the SDK's DNS-rebinding protection allowing only these Host values "
         "(comma-separated, 'name:*' for any port): /mcp answers 421 to every other Host",
+    )
+    g.add_argument(
+        "--jwt",
+        action="store_true",
+        help="access tokens are RS256 JWTs validated from their claims (jwks_uri: /jwks.json); "
+        "healthy unless one of the three flags below turns a check off",
+    )
+    g.add_argument(
+        "--jwt-signature-not-checked",
+        action="store_true",
+        help="with --jwt: read the claims without verifying the signature",
+    )
+    g.add_argument("--expiry-not-checked", action="store_true", help="with --jwt: accept a token past `exp`")
+    g.add_argument(
+        "--audience-not-checked", action="store_true", help="with --jwt: accept a token whose `aud` is another resource"
+    )
+    g.add_argument("--jwks-without-keys", action="store_true", help="with --jwt: /jwks.json answers {} (no `keys`)")
+    g.add_argument(
+        "--check-redirect-uris",
+        action="store_true",
+        help="registration refuses redirect URIs that are neither https nor loopback http "
+        "(400 invalid_redirect_uri); the SDK alone accepts any URL",
     )
     g.add_argument(
         "--token-ttl",
