@@ -59,16 +59,25 @@ pub enum Command {
 /// What `mcptap probe --help` lists after the options.
 const PROBE_CHECKS: &str = "\
 Server checks a client never makes (on by default; --no-server-checks turns them off):
-  token-not-validated      a fabricated bearer token must get 401
+  token-not-validated      a fabricated bearer token must get 401; when the probe's token is a
+                           JWT, so must it with its signature altered, with exp an hour ago,
+                           and with aud another resource (the last two keep the old signature:
+                           they prove the expiry and audience checks only on a server that
+                           skips the signature)
   token-in-query-accepted  the token as ?access_token= without a header must not be served
   origin-not-validated     a valid token with Origin: https://<random>.invalid must get 403
+  invalid-request-accepted tools/list with an unknown MCP-Protocol-Version, or without the
+                           session id, must get 400; one with \"id\": null, and
+                           notifications/initialized with an id, must be refused (4xx or a
+                           JSON-RPC error)
+  registration-redirect-unsafe  registering a redirect URI http://<random>.invalid/callback
+                           (plain http, not loopback), javascript:, data: or file: must be
+                           refused (an accepted one is deleted where the server allows it)
+  These are requests any client makes; the analyzer judges them:
   notification-answer-wrong  a POST holding only a notification must get 202 without a body
   get-stream-wrong         GET with Accept: text/event-stream must be an event stream or 405
-                           (these two are requests any client makes: the analyzer judges them)
-  invalid-request-accepted a request with an unknown MCP-Protocol-Version must get 400
-  registration-redirect-unsafe  registering http://<random>.invalid/callback (plain http, not
-                           loopback) must be refused (an accepted one is deleted where the
-                           server allows it)
+  jwks-invalid             the jwks_uri of the authorization-server metadata must answer a
+                           key set
 
 Exit status: 0 when no finding is at or above --fail-on and every step of the client's flow
 passed or warned, 1 otherwise, 2 when the server cannot be probed at all (bad URL,

@@ -408,15 +408,18 @@ fn flows_of(v: &Value) -> Vec<u64> {
 }
 
 /// Whether the analyzer's finding `f` was provoked by the server checks: its evidence holds a
-/// check's request and none of the probe's ordinary requests to the MCP endpoint (a missing
-/// challenge on the first `initialize` stays the server's even when the checks' 401s show it
-/// too).
+/// check's request and either blames the client (the probe is the client, and only its
+/// deliberate requests break the rules: a request without the session id cites the
+/// `initialize` that assigned it) or holds none of the probe's ordinary requests to the MCP
+/// endpoint (a missing challenge on the first `initialize` stays the server's even when the
+/// checks' 401s show it too).
 fn provoked_by_checks(f: &Finding, deliberate: &[u64], mcp_flows: &[u64]) -> bool {
     let ids: Vec<u64> = f.evidence.iter().map(|id| id.0).collect();
     ids.iter().any(|id| deliberate.contains(id))
-        && !ids
-            .iter()
-            .any(|id| mcp_flows.contains(id) && !deliberate.contains(id))
+        && (f.culprit == mcptap_analyze::Culprit::Client
+            || !ids
+                .iter()
+                .any(|id| mcp_flows.contains(id) && !deliberate.contains(id)))
 }
 
 /// A parsed `WWW-Authenticate: Bearer ...` challenge.
@@ -765,6 +768,7 @@ impl<'a> Probe<'a> {
             loopback: is_loopback(&self.cfg.target.host),
             random: self.random.clone(),
             registration_endpoint: None,
+            jwks_uri: None,
         };
         let reached = self.main_path(&mut ctx).await;
         if !self.cfg.checks {
@@ -785,16 +789,8 @@ impl<'a> Probe<'a> {
                 "    server checks: requests no client makes"
             );
         }
-        for check in [
-            Check::FabricatedToken,
-            Check::QueryToken,
-            Check::ForeignOrigin,
-            Check::UnknownVersion,
-            Check::GetStream,
-            Check::UnsafeRedirect,
-        ] {
-            let needs_token = !matches!(check, Check::FabricatedToken | Check::UnsafeRedirect);
-            if needs_token && ctx.token.is_none() {
+        for check in Check::after_main_path() {
+            if check.needs_token() && ctx.token.is_none() {
                 let why = reached.as_deref().unwrap_or("no token was obtained");
                 self.skip(check.title(), check.spec(), why);
                 continue;
@@ -805,12 +801,7 @@ impl<'a> Probe<'a> {
 
     async fn check(&mut self, check: Check, ctx: &probe_checks::Ctx) {
         let Some(mut req) = probe_checks::request(check, ctx) else {
-            let why = if check == Check::UnsafeRedirect {
-                "the server offers no dynamic registration (or its metadata was not found)"
-            } else {
-                "no token was obtained"
-            };
-            self.skip(check.title(), check.spec(), why);
+            self.skip(check.title(), check.spec(), check.skip_reason(ctx));
             return;
         };
         let timeout = if check == Check::GetStream {
@@ -819,15 +810,18 @@ impl<'a> Probe<'a> {
             REQUEST_TIMEOUT
         };
         req.head_only |= check == Check::GetStream;
+        let mcp = req.url.split('?').next() == Some(self.cfg.url.as_str());
         let answer = self.http.send(req, timeout).await;
         let flow = self.http.sent();
-        self.mcp_flows.push(flow);
+        if mcp {
+            self.mcp_flows.push(flow);
+        }
         // Only the requests no client makes: the analyzer judges the others as any capture.
         if check.finding_id().is_some() {
             self.deliberate.push(flow);
         }
         let judged = probe_checks::judge(check, answer.as_ref(), ctx);
-        if let (Check::UnsafeRedirect, Ok(r)) = (check, &answer) {
+        if let (true, Ok(r)) = (check.registers(), &answer) {
             if r.ok() {
                 let doc = r.json().unwrap_or(Value::Null);
                 let field = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
@@ -844,7 +838,25 @@ impl<'a> Probe<'a> {
             vec![flow],
             judged.note,
         );
-        self.findings.extend(judged.finding);
+        if let Some(f) = judged.finding {
+            self.add_finding(f);
+        }
+    }
+
+    /// Adds a server check's finding; a second check failing with the same id (three token
+    /// checks make `token-not-validated`) adds its evidence and summary to the first, so that
+    /// each id is one finding, as the analyzer makes them.
+    fn add_finding(&mut self, f: Finding) {
+        match self.findings.iter_mut().find(|g| g.id == f.id) {
+            Some(g) => {
+                g.occurrences += 1;
+                g.severity = g.severity.max(f.severity);
+                g.evidence.extend(f.evidence);
+                g.details.push(format!("also: {}", f.summary));
+                g.details.extend(f.details);
+            }
+            None => self.findings.push(f),
+        }
     }
 
     /// Steps 1–6. Returns the name of the step that stopped it, if one did.
@@ -962,6 +974,10 @@ impl<'a> Probe<'a> {
             skip_from(self, 2, &format!("{} failed", STEPS[1].0));
             return Some(format!("{} failed", STEPS[1].0));
         };
+        ctx.jwks_uri = asm
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         // 4. Registration, on a loopback callback.
         let listener = match tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await
         {

@@ -103,7 +103,7 @@ fn probe_fault(opts: ServerOpts) -> Probed {
 }
 
 #[test]
-fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_checks() {
+fn a_healthy_server_passes_every_step_and_fails_only_the_origin_redirect_and_null_id_checks() {
     let pki = TestPki::new();
     let server = McpServer::start(&pki, ServerOpts::default());
     let p = probe(&pki, &server, &[]);
@@ -120,26 +120,68 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_che
         "token in query refused",
         "unknown version refused",
         "GET stream or 405",
+        "notification with id refused",
+        "request without session refused",
     ] {
         assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
     }
+    // Opaque tokens: the JWT checks do not apply, and the SDK names no jwks_uri.
+    for check in [
+        "JWT bad signature refused",
+        "JWT past exp refused",
+        "JWT other audience refused",
+        "JWKS usable",
+    ] {
+        assert_eq!(p.verdict(check), "skip", "{check}: {:#}", p.out);
+    }
     // The SDK server, as the tests run it, does not validate Origin (the test server turns
-    // DNS-rebinding protection off), and the SDK's registration accepts any redirect URI: those
-    // are the only findings, and no OAuth finding is made on the probe's own traffic.
+    // DNS-rebinding protection off); the SDK's registration accepts any redirect URI; and the
+    // SDK takes a request with "id": null for a notification (202, no answer ever comes).
+    // Those are the only findings, and no OAuth finding is made on the probe's own traffic.
     assert_eq!(p.verdict("foreign Origin refused"), "fail");
-    assert_eq!(p.verdict("unsafe redirect URI refused"), "fail");
+    let redirects = [
+        "unsafe redirect URI refused",
+        "javascript: redirect refused",
+        "data: redirect refused",
+        "file: redirect refused",
+    ];
+    for check in redirects {
+        assert_eq!(p.verdict(check), "fail", "{check}: {:#}", p.out);
+    }
+    assert_eq!(p.verdict("id null refused"), "fail");
     assert_eq!(
         p.ids(),
-        ["origin-not-validated", "registration-redirect-unsafe"],
+        [
+            "origin-not-validated",
+            "registration-redirect-unsafe",
+            "invalid-request-accepted"
+        ],
         "{:#}",
         p.out
     );
+    // One finding per id: the four accepted registrations are its evidence.
     let f = p.finding("registration-redirect-unsafe");
-    assert_eq!(
-        f["evidence"],
-        p.step("unsafe redirect URI refused")["flows"]
-    );
+    let flows: Vec<Value> = redirects
+        .iter()
+        .flat_map(|c| p.step(c)["flows"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(f["evidence"], Value::from(flows));
+    assert_eq!(f["occurrences"], 4, "{f:#}");
     assert!(f["summary"].as_str().unwrap().contains("(201)"), "{f:#}");
+    assert!(
+        f["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("javascript:")),
+        "{f:#}"
+    );
+    let f = p.finding("invalid-request-accepted");
+    assert_eq!(f["evidence"], p.step("id null refused")["flows"]);
+    assert!(
+        f["summary"].as_str().unwrap().contains("\"id\": null"),
+        "{f:#}"
+    );
     let f = p.finding("origin-not-validated");
     assert_eq!(f["culprit"], "server");
     assert_eq!(f["severity"], "high", "the server is on loopback");
@@ -201,7 +243,11 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_che
         .collect();
     assert_eq!(
         ids,
-        ["origin-not-validated", "registration-redirect-unsafe"],
+        [
+            "origin-not-validated",
+            "registration-redirect-unsafe",
+            "invalid-request-accepted"
+        ],
         "{analyzed:#}"
     );
     let ignored = probe(
@@ -212,6 +258,8 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_che
             "origin-not-validated",
             "--ignore",
             "registration-redirect-unsafe",
+            "--ignore",
+            "invalid-request-accepted",
         ],
     );
     assert_eq!(ignored.code, 0, "{:#}", ignored.out);
@@ -225,7 +273,7 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_che
     let analyzed: Value = serde_json::from_slice(&analyzed.stdout).unwrap();
     assert_eq!(
         analyzed["findings"].as_array().unwrap().len(),
-        2,
+        3,
         "{analyzed:#}"
     );
 }
@@ -535,8 +583,10 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
     let text = origin.replace_all(&text, "https://RANDOM.invalid");
     let text = redirect.replace_all(&text, "mcptap-probe-RANDOM.invalid");
     // The SDK's /revoke demands a client_secret even from the public client it registered:
-    // the clean-up says so (a warning, no finding).
-    let table: Vec<&str> = text.lines().take(38).map(str::trim_end).collect();
+    // the clean-up says so (a warning, no finding). Its tokens are opaque: the JWT checks are
+    // skipped with the reason.
+    let end = text.find("finding(s):").expect("a findings line") + "finding(s):".len();
+    let table: Vec<&str> = text[..end].lines().map(str::trim_end).collect();
     let expected = r#"    step                                 flows        seen [spec]
  1  unauthenticated initialize     pass  #1           401 with a Bearer challenge and resource_metadata
                                                       [authorization §Protected Resource Metadata Discovery Requirements]
@@ -559,22 +609,42 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
 10  refresh                        pass  #10          new access token
                                                       [authorization §Token Handling; OAuth 2.1 §4.3]
     server checks: requests no client makes
-11  fabricated token refused       pass  #11          401 invalid_token
+11  JWKS usable                    skip               skipped: the authorization-server metadata names no jwks_uri
+                                                      [RFC 8414 §2 (jwks_uri); RFC 7517 §5]
+12  fabricated token refused       pass  #11          401 invalid_token
                                                       [authorization §Token Handling; RFC 6750 §3.1]
-12  token in query refused         pass  #12          401: not served
+13  JWT bad signature refused      skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
+                                                      [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
+14  JWT past exp refused           skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
+                                                      [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
+15  JWT other audience refused     skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
+                                                      [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
+16  token in query refused         pass  #12          401: not served
                                                       [authorization §Token Requirements]
-13  foreign Origin refused         FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
+17  foreign Origin refused         FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
                                                       [transports §Security Warning]
-14  unknown version refused        pass  #14          400
-                                                      [transports §Protocol Version Header]
-15  GET stream or 405              pass  #15          200 text/event-stream
+18  GET stream or 405              pass  #14          200 text/event-stream
                                                       [transports §Listening for Messages from the Server]
-16  unsafe redirect URI refused    FAIL  #16          registration accepted the redirect URI http://mcptap-probe-RANDOM.invalid/callback (plain http, not loopback) (201) → registration-redirect-unsafe
+19  unknown version refused        pass  #15          400
+                                                      [transports §Protocol Version Header]
+20  id null refused                FAIL  #16          a tools/list request with "id": null was accepted without an answer (202) → invalid-request-accepted
+                                                      [basic §Requests; §Notifications]
+21  notification with id refused   pass  #17          200: JSON-RPC error -32601
+                                                      [basic §Requests; §Notifications]
+22  request without session refused pass  #18          400
+                                                      [transports §Session Management]
+23  unsafe redirect URI refused    FAIL  #19          registration accepted the redirect URI http://mcptap-probe-RANDOM.invalid/callback (plain http, not loopback) (201) → registration-redirect-unsafe
                                                       [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-17  clean-up                       warn  #17,#18,#19  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); 2 registration(s) cannot be deleted (no RFC 7592 management)
+24  javascript: redirect refused   FAIL  #20          registration accepted the redirect URI javascript:alert(document.domain)// (201) → registration-redirect-unsafe
+                                                      [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+25  data: redirect refused         FAIL  #21          registration accepted the redirect URI data:text/html,<script>alert(1)</script> (201) → registration-redirect-unsafe
+                                                      [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+26  file: redirect refused         FAIL  #22          registration accepted the redirect URI file:///tmp/mcptap-probe-callback (201) → registration-redirect-unsafe
+                                                      [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+27  clean-up                       warn  #23,#24,#25  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); 5 registration(s) cannot be deleted (no RFC 7592 management)
                                                       [RFC 7009 (revocation); RFC 7592 (registration management)]
 
-2 finding(s):"#;
+3 finding(s):"#;
     assert_eq!(table.join("\n"), expected, "{text}");
     assert!(
         text.contains("!! FINDING [high] origin-not-validated"),
@@ -596,5 +666,139 @@ fn a_server_validating_origin_passes_the_origin_check() {
     });
     assert_eq!(p.verdict("foreign Origin refused"), "pass", "{:#}", p.out);
     assert_eq!(p.verdict("tools/list with token"), "pass", "{:#}", p.out);
-    assert_eq!(p.ids(), ["registration-redirect-unsafe"], "{:#}", p.out);
+    assert_eq!(
+        p.ids(),
+        ["registration-redirect-unsafe", "invalid-request-accepted"],
+        "{:#}",
+        p.out
+    );
+}
+
+/// `--jwt` plus the checks the SDK leaves out (Origin, redirect URIs): a server that passes
+/// every check the probe makes.
+fn jwt_server(faults: &[&str]) -> Probed {
+    let mut extra_args: Vec<String> = [
+        "--jwt",
+        "--check-redirect-uris",
+        "--allowed-hosts",
+        "localhost:*",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    extra_args.extend(faults.iter().map(|f| (*f).to_owned()));
+    probe_fault(ServerOpts {
+        extra_args,
+        ..Default::default()
+    })
+}
+
+const JWT_CHECKS: [&str; 3] = [
+    "JWT bad signature refused",
+    "JWT past exp refused",
+    "JWT other audience refused",
+];
+
+#[test]
+fn a_jwt_server_that_validates_everything_passes_every_token_jwks_and_redirect_check() {
+    let p = jwt_server(&[]);
+    for name in MAIN_PATH {
+        assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
+    }
+    for check in JWT_CHECKS {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+        assert!(p.step(check)["note"].as_str().unwrap().starts_with("401"));
+    }
+    assert_eq!(p.verdict("JWKS usable"), "pass", "{:#}", p.out);
+    assert_eq!(p.step("JWKS usable")["note"], "200: 1 key(s)");
+    for check in [
+        "unsafe redirect URI refused",
+        "javascript: redirect refused",
+        "data: redirect refused",
+        "file: redirect refused",
+    ] {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+        assert_eq!(
+            p.step(check)["note"],
+            "400 invalid_redirect_uri",
+            "{:#}",
+            p.out
+        );
+    }
+    // Only the SDK's own "id": null acceptance is left; no token or OAuth finding.
+    assert_eq!(p.ids(), ["invalid-request-accepted"], "{:#}", p.out);
+}
+
+#[test]
+fn a_jwt_server_that_skips_the_signature_and_expiry_is_token_not_validated() {
+    // The probe cannot sign: its expired and other-audience JWTs carry a stale signature, so
+    // they tell expiry and audience checks apart only on a server that skips the signature.
+    let p = jwt_server(&["--jwt-signature-not-checked", "--expiry-not-checked"]);
+    assert_eq!(
+        p.verdict("JWT bad signature refused"),
+        "fail",
+        "{:#}",
+        p.out
+    );
+    assert_eq!(p.verdict("JWT past exp refused"), "fail", "{:#}", p.out);
+    // The audience is still checked: that rule was reached and held.
+    assert_eq!(
+        p.verdict("JWT other audience refused"),
+        "pass",
+        "{:#}",
+        p.out
+    );
+    assert_eq!(p.verdict("fabricated token refused"), "pass", "{:#}", p.out);
+    let f = p.finding("token-not-validated");
+    assert_eq!(f["severity"], "critical");
+    let flows: Vec<Value> = ["JWT bad signature refused", "JWT past exp refused"]
+        .iter()
+        .flat_map(|c| p.step(c)["flows"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(f["evidence"], Value::from(flows), "{f:#}");
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .contains("signatures are not verified"),
+        "{f:#}"
+    );
+    assert!(
+        f["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("expiry is not checked")),
+        "{f:#}"
+    );
+    assert_eq!(p.code, 1, "critical fails --fail-on high");
+}
+
+#[test]
+fn a_jwt_server_that_skips_the_audience_is_token_not_validated_and_a_jwks_without_keys_is_jwks_invalid(
+) {
+    let p = jwt_server(&[
+        "--jwt-signature-not-checked",
+        "--audience-not-checked",
+        "--jwks-without-keys",
+    ]);
+    assert_eq!(
+        p.verdict("JWT other audience refused"),
+        "fail",
+        "{:#}",
+        p.out
+    );
+    assert_eq!(p.verdict("JWT past exp refused"), "pass", "{:#}", p.out);
+    let f = p.finding("token-not-validated");
+    assert!(
+        f["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("the audience is not checked")),
+        "{f:#}"
+    );
+    // The JWKS fetch is an ordinary request: the analyzer decides jwks-invalid on it.
+    assert_eq!(p.verdict("JWKS usable"), "fail", "{:#}", p.out);
+    let f = p.finding("jwks-invalid");
+    assert_eq!(f["evidence"], p.step("JWKS usable")["flows"], "{f:#}");
 }
