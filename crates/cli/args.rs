@@ -90,10 +90,11 @@ pub struct ProbeArgs {
     /// The MCP endpoint, e.g. https://mcp.example.com/mcp
     #[arg(value_name = "URL")]
     pub url: String,
-    /// The MCP protocol version to speak: 2025-06-18, 2025-11-25 or 2026-07-28 (which
-    /// starts with server/discover).
-    #[arg(long, default_value = "2025-11-25", value_name = "VERSION")]
-    pub protocol: String,
+    /// The MCP protocol version to speak: 2025-06-18, 2025-11-25 or 2026-07-28 (stateless:
+    /// server/discover, no session). Default: the newest the server accepts (2026-07-28,
+    /// else initialize with 2025-11-25, which the server may negotiate down to 2025-06-18).
+    #[arg(long, value_name = "VERSION")]
+    pub protocol: Option<String>,
     /// A pre-registered client id (skips registration).
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,

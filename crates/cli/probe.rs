@@ -82,8 +82,11 @@ pub struct ProbeConfig {
     pub url: String,
     /// Its parts.
     pub target: Url,
-    /// The protocol version to speak.
+    /// The protocol version to speak first.
     pub protocol: String,
+    /// `--protocol` was not given: start with 2026-07-28 and fall back to what the server
+    /// accepts.
+    pub auto_protocol: bool,
     /// Pre-registered client.
     pub client_id: Option<String>,
     /// Its secret.
@@ -115,11 +118,10 @@ impl ProbeConfig {
     pub fn from_args(args: &ProbeArgs) -> anyhow::Result<ProbeConfig> {
         let target = Url::parse(&args.url)
             .with_context(|| format!("{:?} is not an http(s) URL of an MCP endpoint", args.url))?;
-        if !["2025-06-18", "2025-11-25", "2026-07-28"].contains(&args.protocol.as_str()) {
-            anyhow::bail!(
-                "--protocol {:?}: use 2025-06-18, 2025-11-25 or 2026-07-28",
-                args.protocol
-            );
+        if let Some(p) = &args.protocol {
+            if !["2025-06-18", "2025-11-25", probe_checks::MODERN].contains(&p.as_str()) {
+                anyhow::bail!("--protocol {p:?}: use 2025-06-18, 2025-11-25 or 2026-07-28");
+            }
         }
         let threshold: Severity = args.fail_on.parse().map_err(|_| {
             anyhow::anyhow!(
@@ -172,7 +174,11 @@ impl ProbeConfig {
         Ok(ProbeConfig {
             url: args.url.clone(),
             target,
-            protocol: args.protocol.clone(),
+            protocol: args
+                .protocol
+                .clone()
+                .unwrap_or_else(|| probe_checks::MODERN.to_owned()),
+            auto_protocol: args.protocol.is_none(),
             client_id: args.client_id.clone(),
             client_secret: args.client_secret.clone(),
             client_metadata_url: args.client_metadata_url.clone(),
@@ -546,12 +552,6 @@ fn mcp_session() -> HeaderName {
     HeaderName::from_static("mcp-session-id")
 }
 
-fn mcp_version() -> HeaderName {
-    HeaderName::from_static("mcp-protocol-version")
-}
-
-const ACCEPT_BOTH: &str = "application/json, text/event-stream";
-
 /// Section names of the 2025-11-25 specification.
 mod spec {
     pub const CHALLENGE: &str = "authorization §Protected Resource Metadata Discovery Requirements";
@@ -608,7 +608,15 @@ struct Probe<'a> {
     deliberate: Vec<u64>,
     /// The flows of the probe's requests to the MCP endpoint.
     mcp_flows: Vec<u64>,
+    /// The protocol version the probe speaks now.
+    protocol: String,
+    /// Why the probe fell back from 2026-07-28, when it did.
+    fell_back: Option<String>,
 }
+
+/// The version the probe falls back to when a server refuses 2026-07-28 (`initialize` then
+/// negotiates further down).
+const FALLBACK: &str = "2025-11-25";
 
 /// Why the main path stopped (`... failed`), said on the steps it skips.
 type Stop = String;
@@ -628,6 +636,8 @@ impl<'a> Probe<'a> {
             created: Created::default(),
             deliberate: Vec::new(),
             mcp_flows: Vec::new(),
+            protocol: cfg.protocol.clone(),
+            fell_back: None,
             random: random_token(9)
                 .to_ascii_lowercase()
                 .replace(['_', '-'], "x"),
@@ -662,20 +672,20 @@ impl<'a> Probe<'a> {
             if self.steps.is_empty() {
                 let _ = writeln!(
                     out,
-                    "{:>2}  {:<30} {:<4}  {:<12} seen [spec]",
+                    "{:>2}  {:<31} {:<4}  {:<12} seen [spec]",
                     "", "step", "", "flows"
                 );
             }
             let _ = writeln!(
                 out,
-                "{:>2}  {:<30} {:<4}  {:<12} {}",
+                "{:>2}  {:<31} {:<4}  {:<12} {}",
                 self.steps.len() + 1,
                 s.name,
                 s.verdict.as_str(),
                 flows,
                 s.note
             );
-            let _ = writeln!(out, "{:>2}  {:<30}       {:<12} [{}]", "", "", "", s.spec);
+            let _ = writeln!(out, "{:>2}  {:<31}       {:<12} [{}]", "", "", "", s.spec);
             let _ = out.flush();
         }
         self.steps.push(s);
@@ -715,20 +725,16 @@ impl<'a> Probe<'a> {
     /// The first MCP request (`initialize`, or `server/discover` for 2026-07-28), with
     /// `authorization` when given.
     fn first_req(&self, authorization: Option<String>) -> Req {
-        let mut req = Req::new(Method::POST, &self.cfg.url)
-            .header(ACCEPT, ACCEPT_BOTH)
-            .json(&self.first_request());
+        let mut req =
+            probe_checks::mcp_post(&self.cfg.url, &self.protocol, None, self.first_request());
         if let Some(a) = authorization {
             req = req.header(AUTHORIZATION, a);
-        }
-        if self.cfg.protocol == "2026-07-28" {
-            req = req.header(mcp_version(), &self.cfg.protocol);
         }
         req
     }
 
     fn first_request(&self) -> Value {
-        if self.cfg.protocol == "2026-07-28" {
+        if self.protocol == probe_checks::MODERN {
             json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}})
         } else {
             json!({
@@ -736,7 +742,7 @@ impl<'a> Probe<'a> {
                 "id": 1,
                 "method": "initialize",
                 "params": {
-                    "protocolVersion": self.cfg.protocol,
+                    "protocolVersion": self.protocol,
                     "capabilities": {},
                     "clientInfo": {"name": "mcptap-probe", "version": env!("CARGO_PKG_VERSION")}
                 }
@@ -745,11 +751,39 @@ impl<'a> Probe<'a> {
     }
 
     fn first_name(&self) -> &'static str {
-        if self.cfg.protocol == "2026-07-28" {
+        if self.protocol == probe_checks::MODERN {
             "server/discover"
         } else {
             "initialize"
         }
+    }
+
+    /// With `--protocol` left to the probe, whether `reply` to a 2026-07-28 request says the
+    /// server does not speak that revision (a 4xx other than an authorization refusal: an
+    /// older server refuses the version header or the unknown method); then the probe speaks
+    /// 2025-11-25 from here on (and `initialize` negotiates further down), as the spec's
+    /// backward compatibility asks of clients. Returns whether it fell back.
+    fn fall_back(&mut self, reply: &Reply) -> bool {
+        if !self.cfg.auto_protocol
+            || self.protocol != probe_checks::MODERN
+            || !(400..500).contains(&reply.status)
+            || matches!(reply.status, 401 | 403)
+        {
+            return false;
+        }
+        self.fell_back = Some(format!(
+            "2026-07-28 refused ({}{})",
+            reply.status,
+            reply
+                .json()
+                .and_then(|v| v
+                    .pointer("/error/message")?
+                    .as_str()
+                    .map(|m| format!(": {m}")))
+                .unwrap_or_default()
+        ));
+        self.protocol = FALLBACK.to_owned();
+        true
     }
 
     /// The whole probe: the main path, the checks, then the clean-up.
@@ -764,7 +798,7 @@ impl<'a> Probe<'a> {
             first_request: self.first_request(),
             token: None,
             session: None,
-            protocol: self.cfg.protocol.clone(),
+            protocol: self.protocol.clone(),
             loopback: is_loopback(&self.cfg.target.host),
             random: self.random.clone(),
             registration_endpoint: None,
@@ -881,16 +915,21 @@ impl<'a> Probe<'a> {
 
     /// Step 1: the unauthenticated first request must get 401 with a Bearer challenge.
     async fn unauthenticated(&mut self) -> Result<Challenge, Stop> {
-        let name = format!("unauthenticated {}", self.first_name());
-        let reply = match self.send(self.first_req(None)).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.no_answer(&name, spec::CHALLENGE, &e);
-                self.unusable = true;
-                return Err(format!("{name} failed"));
+        let mut flows = Vec::new();
+        let reply = loop {
+            let name = format!("unauthenticated {}", self.first_name());
+            match self.send(self.first_req(None)).await {
+                Ok(r) if self.fall_back(&r) => flows.push(r.flow),
+                Ok(r) => break r,
+                Err(e) => {
+                    self.no_answer(&name, spec::CHALLENGE, &e);
+                    self.unusable = true;
+                    return Err(format!("{name} failed"));
+                }
             }
         };
-        let flows = vec![reply.flow];
+        let name = format!("unauthenticated {}", self.first_name());
+        flows.push(reply.flow);
         if reply.status == 502 || reply.status == 504 {
             let note = format!(
                 "{}: the proxy could not reach the server: {}",
@@ -1648,30 +1687,53 @@ impl<'a> Probe<'a> {
     /// Step 6b: the first request and `tools/list` with the token; the notification check
     /// rides on `notifications/initialized`.
     async fn use_token(&mut self, token: &str, ctx: &mut probe_checks::Ctx) -> bool {
-        let name = format!("{} with token", self.first_name());
         let bearer = format!("Bearer {token}");
-        let reply = match self.send(self.first_req(Some(bearer.clone()))).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.no_answer(&name, spec::USE, &e);
-                ctx.token = None;
-                return false;
+        let mut flows = Vec::new();
+        let reply = loop {
+            let name = format!("{} with token", self.first_name());
+            match self.send(self.first_req(Some(bearer.clone()))).await {
+                Ok(r) if self.fall_back(&r) => flows.push(r.flow),
+                Ok(r) => break r,
+                Err(e) => {
+                    self.no_answer(&name, spec::USE, &e);
+                    ctx.token = None;
+                    return false;
+                }
             }
         };
+        let name = format!("{} with token", self.first_name());
+        flows.push(reply.flow);
+        // What the checks send from here on: the protocol the probe fell back to, if it did.
+        ctx.protocol = self.protocol.clone();
+        ctx.first_request = self.first_request();
+        let fell_back = self
+            .fell_back
+            .as_ref()
+            .map(|f| format!("{f}; "))
+            .unwrap_or_default();
         let answer = reply.json();
         let result = answer.as_ref().and_then(|v| v.get("result").cloned());
         let Some(result) = result.filter(|_| reply.ok()) else {
             let why = match answer.as_ref().and_then(|v| v.get("error")) {
-                Some(e) if reply.ok() => format!(
+                _ if matches!(reply.status, 401 | 403) => {
+                    format!("{}: the token was not accepted", reply.status)
+                }
+                Some(e) => format!(
                     "{}: JSON-RPC error {} {}",
                     reply.status,
                     e.get("code").unwrap_or(&Value::Null),
                     e.get("message").and_then(Value::as_str).unwrap_or("")
                 ),
-                _ if reply.ok() => format!("{}: no JSON-RPC result", reply.status),
-                _ => format!("{}: the token was not accepted", reply.status),
+                None if reply.ok() => format!("{}: no JSON-RPC result", reply.status),
+                None => format!("{}: refused", reply.status),
             };
-            self.step(&name, spec::USE, Verdict::Fail, vec![reply.flow], why);
+            self.step(
+                &name,
+                spec::USE,
+                Verdict::Fail,
+                flows,
+                format!("{fell_back}{why}"),
+            );
             ctx.token = None;
             return false;
         };
@@ -1683,9 +1745,9 @@ impl<'a> Probe<'a> {
             &name,
             spec::USE,
             Verdict::Pass,
-            vec![reply.flow],
+            flows,
             format!(
-                "{}: protocol {}{}",
+                "{fell_back}{}: protocol {}{}",
                 reply.status,
                 ctx.protocol,
                 if ctx.session.is_some() {
@@ -1700,11 +1762,13 @@ impl<'a> Probe<'a> {
         } else if let Some(req) = probe_checks::request(Check::Notification, ctx) {
             let _ = self.send(req).await;
         }
-        let mut req = Req::new(Method::POST, &self.cfg.url)
-            .header(ACCEPT, ACCEPT_BOTH)
-            .header(AUTHORIZATION, bearer)
-            .header(mcp_version(), &ctx.protocol)
-            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}));
+        let mut req = probe_checks::mcp_post(
+            &self.cfg.url,
+            &ctx.protocol,
+            Some(&ctx.protocol),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}),
+        )
+        .header(AUTHORIZATION, bearer);
         if let Some(s) = &ctx.session {
             req = req.header(mcp_session(), s);
         }

@@ -9,6 +9,7 @@ use http::header::{HeaderName, ACCEPT, AUTHORIZATION, ORIGIN};
 use http::Method;
 use mcptap_analyze::{Culprit, Finding, FindingId as Id, Severity, Status};
 use mcptap_flow::FlowId;
+use serde_json::Value;
 
 /// A server check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,7 +182,7 @@ impl Check {
             Check::WrongAudience => "JWT other audience refused",
             Check::NullId => "id null refused",
             Check::NotificationWithId => "notification with id refused",
-            Check::BeforeInitialize => "request without session refused",
+            Check::BeforeInitialize => "no session id refused",
         }
     }
 
@@ -268,12 +269,73 @@ fn mcp_version() -> HeaderName {
     HeaderName::from_static("mcp-protocol-version")
 }
 
+/// The stateless protocol revision: no `initialize`, no session; every request carries its
+/// version and client in `params._meta`, mirrored in headers.
+pub const MODERN: &str = "2026-07-28";
+
+/// A JSON-RPC POST of `body` to the MCP endpoint in the dialect of `protocol`. Before
+/// 2026-07-28 the version header is `version`, sent after `initialize` only (`None` for
+/// `initialize` itself). For 2026-07-28 every message carries `version` (default: the
+/// protocol) in `params._meta` with the client's name and capabilities, and the headers
+/// mirror the body: `MCP-Protocol-Version`, `Mcp-Method`, and `Mcp-Name` for the methods that
+/// name a tool, resource or prompt.
+pub fn mcp_post(url: &str, protocol: &str, version: Option<&str>, mut body: Value) -> Req {
+    let mut req = Req::new(Method::POST, url).header(ACCEPT, ACCEPT_BOTH);
+    if protocol != MODERN {
+        if let Some(v) = version {
+            req = req.header(mcp_version(), v);
+        }
+        return req.json(&body);
+    }
+    let version = version.unwrap_or(protocol);
+    req = req.header(mcp_version(), version);
+    let method = body
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let (Some(method), Some(obj)) = (method, body.as_object_mut()) {
+        let params = obj
+            .entry("params")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(p) = params.as_object_mut() {
+            let name = match method.as_str() {
+                "tools/call" | "prompts/get" => p.get("name"),
+                "resources/read" => p.get("uri"),
+                _ => None,
+            };
+            if let Some(n) = name.and_then(Value::as_str) {
+                req = req.header(HeaderName::from_static("mcp-name"), n);
+            }
+            p.insert(
+                "_meta".into(),
+                serde_json::json!({
+                    "io.modelcontextprotocol/protocolVersion": version,
+                    "io.modelcontextprotocol/clientInfo": {
+                        "name": "mcptap-probe",
+                        "version": env!("CARGO_PKG_VERSION")
+                    },
+                    "io.modelcontextprotocol/clientCapabilities": {}
+                }),
+            );
+        }
+        req = req.header(HeaderName::from_static("mcp-method"), method);
+    }
+    req.json(&body)
+}
+
 /// The request of `check`; `None` when what it needs (a token) is missing.
 pub fn request(check: Check, ctx: &Ctx) -> Option<Req> {
-    let post = |url: &str| {
-        Req::new(Method::POST, url)
-            .header(ACCEPT, ACCEPT_BOTH)
-            .json(&ctx.first_request)
+    // The first request (`initialize` carries its version in the body; `server/discover` in
+    // `_meta` and the headers).
+    let post = |url: &str| mcp_post(url, &ctx.protocol, None, ctx.first_request.clone());
+    // A request after the first, with the token and the session.
+    let rpc = |version: &str, body: serde_json::Value| -> Option<Req> {
+        let mut r = mcp_post(&ctx.url, &ctx.protocol, Some(version), body)
+            .header(AUTHORIZATION, format!("Bearer {}", ctx.token.as_deref()?));
+        if let Some(s) = &ctx.session {
+            r = r.header(mcp_session(), s);
+        }
+        Some(r)
     };
     Some(match check {
         Check::FabricatedToken => post(&ctx.url).header(
@@ -293,20 +355,10 @@ pub fn request(check: Check, ctx: &Ctx) -> Option<Req> {
         Check::ForeignOrigin => post(&ctx.url)
             .header(AUTHORIZATION, format!("Bearer {}", ctx.token.as_deref()?))
             .header(ORIGIN, format!("https://{}.invalid", ctx.random)),
-        Check::Notification => {
-            let mut r = Req::new(Method::POST, &ctx.url)
-                .header(ACCEPT, ACCEPT_BOTH)
-                .header(AUTHORIZATION, format!("Bearer {}", ctx.token.as_deref()?))
-                .header(mcp_version(), &ctx.protocol)
-                .json(&serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "method": "notifications/initialized"
-                }));
-            if let Some(s) = &ctx.session {
-                r = r.header(mcp_session(), s);
-            }
-            r
-        }
+        Check::Notification => rpc(
+            &ctx.protocol,
+            serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )?,
         Check::GetStream => {
             let mut r = Req::get(&ctx.url)
                 .header(ACCEPT, "text/event-stream")
@@ -347,37 +399,26 @@ pub fn request(check: Check, ctx: &Ctx) -> Option<Req> {
                     "jsonrpc": "2.0", "id": 93, "method": "tools/list", "params": {}
                 }),
             };
-            let mut r = Req::new(Method::POST, &ctx.url)
-                .header(ACCEPT, ACCEPT_BOTH)
-                .header(AUTHORIZATION, format!("Bearer {}", ctx.token.as_deref()?))
-                .header(mcp_version(), &ctx.protocol)
-                .json(&body);
-            match (&ctx.session, check) {
-                // Without the session: the server cannot tell it from a request before
-                // `initialize`.
-                (None, Check::BeforeInitialize) => return None,
-                (Some(_), Check::BeforeInitialize) => {}
-                (Some(s), _) => r = r.header(mcp_session(), s),
-                (None, _) => {}
+            let r = rpc(&ctx.protocol, body)?;
+            if check != Check::BeforeInitialize {
+                return Some(r);
             }
+            // Without the session: the server cannot tell it from a request before
+            // `initialize`. Only where there is a session to leave out.
+            ctx.session.as_ref()?;
+            let mut r = r;
+            r.headers.retain(|(n, _)| *n != mcp_session());
             r
         }
-        Check::UnknownVersion => {
-            let mut r = Req::new(Method::POST, &ctx.url)
-                .header(ACCEPT, ACCEPT_BOTH)
-                .header(AUTHORIZATION, format!("Bearer {}", ctx.token.as_deref()?))
-                .header(mcp_version(), UNKNOWN_VERSION)
-                .json(&serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "id": 90,
-                    "method": "tools/list",
-                    "params": {}
-                }));
-            if let Some(s) = &ctx.session {
-                r = r.header(mcp_session(), s);
-            }
-            r
-        }
+        Check::UnknownVersion => rpc(
+            UNKNOWN_VERSION,
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": 90,
+                "method": "tools/list",
+                "params": {}
+            }),
+        )?,
     })
 }
 

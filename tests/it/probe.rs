@@ -67,7 +67,22 @@ impl Probed {
     }
 }
 
+/// `mcptap probe` with `--protocol 2025-11-25` unless `extra` names one (the step names and
+/// the checks of sessions follow the protocol; the default, the newest the server accepts, has
+/// its own tests).
 fn probe(pki: &TestPki, server: &McpServer, extra: &[&str]) -> Probed {
+    let pinned: &[&str] = if extra.contains(&"--protocol") || extra.contains(&"--default-protocol")
+    {
+        &[]
+    } else {
+        &["--protocol", "2025-11-25"]
+    };
+    let extra: Vec<&str> = extra
+        .iter()
+        .copied()
+        .filter(|a| *a != "--default-protocol")
+        .chain(pinned.iter().copied())
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
         .env_remove("MCPTAP_HOME")
@@ -81,7 +96,7 @@ fn probe(pki: &TestPki, server: &McpServer, extra: &[&str]) -> Probed {
         .arg("-w")
         .arg(dir.path().join("session"))
         .args(["--headless", "--json", "--timeout", "30"])
-        .args(extra)
+        .args(&extra)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -121,7 +136,7 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_redirect_and_nul
         "unknown version refused",
         "GET stream or 405",
         "notification with id refused",
-        "request without session refused",
+        "no session id refused",
     ] {
         assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
     }
@@ -485,6 +500,7 @@ fn without_headless_the_probe_waits_for_the_browser_on_its_loopback_callback() {
         .arg("--confdir")
         .arg(dir.path())
         .args(["--no-save", "--no-browser", "--json", "--timeout", "60"])
+        .args(["--protocol", "2025-11-25"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -569,7 +585,7 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
         .arg(pki.ca_path())
         .arg("--confdir")
         .arg(dir.path())
-        .args(["--no-save", "--headless"])
+        .args(["--no-save", "--headless", "--protocol", "2025-11-25"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -587,62 +603,62 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
     // skipped with the reason.
     let end = text.find("finding(s):").expect("a findings line") + "finding(s):".len();
     let table: Vec<&str> = text[..end].lines().map(str::trim_end).collect();
-    let expected = r#"    step                                 flows        seen [spec]
- 1  unauthenticated initialize     pass  #1           401 with a Bearer challenge and resource_metadata
-                                                      [authorization §Protected Resource Metadata Discovery Requirements]
- 2  protected-resource metadata    pass  #2           found at https://localhost:PORT/.well-known/oauth-protected-resource/mcp
-                                                      [authorization §Protected Resource Metadata Discovery Requirements]
- 3  authorization-server metadata  pass  #3           found at https://localhost:PORT/.well-known/oauth-authorization-server
-                                                      [authorization §Authorization Server Metadata Discovery]
- 4  registration                   pass  #4           dynamic registration: client CLIENT
-                                                      [authorization §Client Registration Approaches]
- 5  authorization code + PKCE      pass  #5           code received, state matches
-                                                      [authorization §Authorization Flow Steps; §Authorization Code Protection]
- 6  token exchange                 pass  #6           access token issued; refresh token issued
-                                                      [authorization §Resource Parameter Implementation; OAuth 2.1 §4.1.3]
- 7  initialize with token          pass  #7           200: protocol 2025-11-25, session
-                                                      [authorization §Access Token Usage; transports §Session Management]
- 8  notification answered 202      pass  #8           202 without body
-                                                      [transports §Sending Messages to the Server]
- 9  tools/list with token          pass  #9           200: 2 tool(s)
-                                                      [authorization §Access Token Usage; transports §Session Management]
-10  refresh                        pass  #10          new access token
-                                                      [authorization §Token Handling; OAuth 2.1 §4.3]
+    let expected = r#"    step                                  flows        seen [spec]
+ 1  unauthenticated initialize      pass  #1           401 with a Bearer challenge and resource_metadata
+                                                       [authorization §Protected Resource Metadata Discovery Requirements]
+ 2  protected-resource metadata     pass  #2           found at https://localhost:PORT/.well-known/oauth-protected-resource/mcp
+                                                       [authorization §Protected Resource Metadata Discovery Requirements]
+ 3  authorization-server metadata   pass  #3           found at https://localhost:PORT/.well-known/oauth-authorization-server
+                                                       [authorization §Authorization Server Metadata Discovery]
+ 4  registration                    pass  #4           dynamic registration: client CLIENT
+                                                       [authorization §Client Registration Approaches]
+ 5  authorization code + PKCE       pass  #5           code received, state matches
+                                                       [authorization §Authorization Flow Steps; §Authorization Code Protection]
+ 6  token exchange                  pass  #6           access token issued; refresh token issued
+                                                       [authorization §Resource Parameter Implementation; OAuth 2.1 §4.1.3]
+ 7  initialize with token           pass  #7           200: protocol 2025-11-25, session
+                                                       [authorization §Access Token Usage; transports §Session Management]
+ 8  notification answered 202       pass  #8           202 without body
+                                                       [transports §Sending Messages to the Server]
+ 9  tools/list with token           pass  #9           200: 2 tool(s)
+                                                       [authorization §Access Token Usage; transports §Session Management]
+10  refresh                         pass  #10          new access token
+                                                       [authorization §Token Handling; OAuth 2.1 §4.3]
     server checks: requests no client makes
-11  JWKS usable                    skip               skipped: the authorization-server metadata names no jwks_uri
-                                                      [RFC 8414 §2 (jwks_uri); RFC 7517 §5]
-12  fabricated token refused       pass  #11          401 invalid_token
-                                                      [authorization §Token Handling; RFC 6750 §3.1]
-13  JWT bad signature refused      skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
-                                                      [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
-14  JWT past exp refused           skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
-                                                      [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
-15  JWT other audience refused     skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
-                                                      [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
-16  token in query refused         pass  #12          401: not served
-                                                      [authorization §Token Requirements]
-17  foreign Origin refused         FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
-                                                      [transports §Security Warning]
-18  GET stream or 405              pass  #14          200 text/event-stream
-                                                      [transports §Listening for Messages from the Server]
-19  unknown version refused        pass  #15          400
-                                                      [transports §Protocol Version Header]
-20  id null refused                FAIL  #16          a tools/list request with "id": null was accepted without an answer (202) → invalid-request-accepted
-                                                      [basic §Requests; §Notifications]
-21  notification with id refused   pass  #17          200: JSON-RPC error -32601
-                                                      [basic §Requests; §Notifications]
-22  request without session refused pass  #18          400
-                                                      [transports §Session Management]
-23  unsafe redirect URI refused    FAIL  #19          registration accepted the redirect URI http://mcptap-probe-RANDOM.invalid/callback (plain http, not loopback) (201) → registration-redirect-unsafe
-                                                      [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-24  javascript: redirect refused   FAIL  #20          registration accepted the redirect URI javascript:alert(document.domain)// (201) → registration-redirect-unsafe
-                                                      [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-25  data: redirect refused         FAIL  #21          registration accepted the redirect URI data:text/html,<script>alert(1)</script> (201) → registration-redirect-unsafe
-                                                      [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-26  file: redirect refused         FAIL  #22          registration accepted the redirect URI file:///tmp/mcptap-probe-callback (201) → registration-redirect-unsafe
-                                                      [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-27  clean-up                       warn  #23,#24,#25  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); 5 registration(s) cannot be deleted (no RFC 7592 management)
-                                                      [RFC 7009 (revocation); RFC 7592 (registration management)]
+11  JWKS usable                     skip               skipped: the authorization-server metadata names no jwks_uri
+                                                       [RFC 8414 §2 (jwks_uri); RFC 7517 §5]
+12  fabricated token refused        pass  #11          401 invalid_token
+                                                       [authorization §Token Handling; RFC 6750 §3.1]
+13  JWT bad signature refused       skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
+                                                       [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
+14  JWT past exp refused            skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
+                                                       [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
+15  JWT other audience refused      skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
+                                                       [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
+16  token in query refused          pass  #12          401: not served
+                                                       [authorization §Token Requirements]
+17  foreign Origin refused          FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
+                                                       [transports §Security Warning]
+18  GET stream or 405               pass  #14          200 text/event-stream
+                                                       [transports §Listening for Messages from the Server]
+19  unknown version refused         pass  #15          400
+                                                       [transports §Protocol Version Header]
+20  id null refused                 FAIL  #16          a tools/list request with "id": null was accepted without an answer (202) → invalid-request-accepted
+                                                       [basic §Requests; §Notifications]
+21  notification with id refused    pass  #17          200: JSON-RPC error -32601
+                                                       [basic §Requests; §Notifications]
+22  no session id refused           pass  #18          400
+                                                       [transports §Session Management]
+23  unsafe redirect URI refused     FAIL  #19          registration accepted the redirect URI http://mcptap-probe-RANDOM.invalid/callback (plain http, not loopback) (201) → registration-redirect-unsafe
+                                                       [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+24  javascript: redirect refused    FAIL  #20          registration accepted the redirect URI javascript:alert(document.domain)// (201) → registration-redirect-unsafe
+                                                       [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+25  data: redirect refused          FAIL  #21          registration accepted the redirect URI data:text/html,<script>alert(1)</script> (201) → registration-redirect-unsafe
+                                                       [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+26  file: redirect refused          FAIL  #22          registration accepted the redirect URI file:///tmp/mcptap-probe-callback (201) → registration-redirect-unsafe
+                                                       [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+27  clean-up                        warn  #23,#24,#25  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); 5 registration(s) cannot be deleted (no RFC 7592 management)
+                                                       [RFC 7009 (revocation); RFC 7592 (registration management)]
 
 3 finding(s):"#;
     assert_eq!(table.join("\n"), expected, "{text}");
@@ -677,6 +693,10 @@ fn a_server_validating_origin_passes_the_origin_check() {
 /// `--jwt` plus the checks the SDK leaves out (Origin, redirect URIs): a server that passes
 /// every check the probe makes.
 fn jwt_server(faults: &[&str]) -> Probed {
+    jwt_server_probed(faults, &[])
+}
+
+fn jwt_server_probed(faults: &[&str], probe_args: &[&str]) -> Probed {
     let mut extra_args: Vec<String> = [
         "--jwt",
         "--check-redirect-uris",
@@ -686,10 +706,15 @@ fn jwt_server(faults: &[&str]) -> Probed {
     .map(str::to_owned)
     .to_vec();
     extra_args.extend(faults.iter().map(|f| (*f).to_owned()));
-    probe_fault(ServerOpts {
-        extra_args,
-        ..Default::default()
-    })
+    let pki = TestPki::new();
+    let server = McpServer::start(
+        &pki,
+        ServerOpts {
+            extra_args,
+            ..Default::default()
+        },
+    );
+    probe(&pki, &server, probe_args)
 }
 
 const JWT_CHECKS: [&str; 3] = [
@@ -801,4 +826,74 @@ fn a_jwt_server_that_skips_the_audience_is_token_not_validated_and_a_jwks_withou
     assert_eq!(p.verdict("JWKS usable"), "fail", "{:#}", p.out);
     let f = p.finding("jwks-invalid");
     assert_eq!(f["evidence"], p.step("JWKS usable")["flows"], "{f:#}");
+}
+
+#[test]
+fn by_default_the_probe_speaks_2026_07_28_to_a_server_that_accepts_it() {
+    let p = jwt_server_probed(&[], &["--default-protocol"]);
+    for name in [
+        "unauthenticated server/discover",
+        "server/discover with token",
+        "notification answered 202",
+        "tools/list with token",
+        "refresh",
+    ] {
+        assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
+    }
+    assert_eq!(
+        p.step("server/discover with token")["note"],
+        "200: protocol 2026-07-28",
+        "{:#}",
+        p.out
+    );
+    // Stateless: no GET stream (405), no session to leave out; and the SDK's 2026-07-28 path
+    // refuses "id": null.
+    assert_eq!(p.step("GET stream or 405")["note"], "405 (no GET stream)");
+    assert_eq!(p.verdict("no session id refused"), "skip");
+    for check in [
+        "id null refused",
+        "notification with id refused",
+        "unknown version refused",
+    ] {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+    }
+    // Every request carried the 2026-07-28 headers: no stateless-header-violation, counted or
+    // provoked.
+    assert!(p.ids().is_empty(), "{:#}", p.out);
+    let provoked = p.out["provoked"].as_array().cloned().unwrap_or_default();
+    assert!(
+        provoked
+            .iter()
+            .all(|f| f["id"] != "stateless-header-violation"),
+        "{:#}",
+        p.out
+    );
+    assert_eq!(p.code, 0, "{:#}", p.out);
+}
+
+#[test]
+fn by_default_the_probe_falls_back_to_initialize_when_2026_07_28_is_refused() {
+    let pki = TestPki::new();
+    let server = McpServer::start(
+        &pki,
+        ServerOpts {
+            extra_args: vec!["--legacy-only".into()],
+            ..Default::default()
+        },
+    );
+    let p = probe(&pki, &server, &["--default-protocol"]);
+    // The 401 comes before the version: the unauthenticated request stays server/discover.
+    assert_eq!(p.verdict("unauthenticated server/discover"), "pass");
+    let step = p.step("initialize with token");
+    assert_eq!(step["verdict"], "pass", "{:#}", p.out);
+    assert_eq!(step["flows"], serde_json::json!([7, 8]), "{:#}", p.out);
+    let note = step["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("2026-07-28 refused (400: Bad Request: Unsupported protocol version")
+            && note.ends_with("200: protocol 2025-11-25, session"),
+        "{note}"
+    );
+    for name in ["tools/list with token", "no session id refused"] {
+        assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
+    }
 }

@@ -470,6 +470,29 @@ class CheckRedirectUris:
         await self.app(scope, receive_replayed, send)
 
 
+class LegacyOnly:
+    """--legacy-only: a POST /mcp with a bearer token and `MCP-Protocol-Version: 2026-07-28`
+    answers 400 as a 2025-11-25 server does (its error is not a modern one); the authorization
+    middleware of such a server comes first, so a request without a token still gets 401."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].rstrip("/") == MCP_PATH
+            and _header(scope, b"authorization") is not None
+            and _header(scope, b"mcp-protocol-version") == "2026-07-28"
+        ):
+            error = {"code": -32600, "message": "Bad Request: Unsupported protocol version: 2026-07-28"}
+            for m in _json_response(400, {"jsonrpc": "2.0", "id": "server-error", "error": error}):
+                await send(m)
+            return
+        await self.app(scope, receive, send)
+
+
 class RefuseRegistration:
     """--refuse-dcr: dynamic client registration answers 400 invalid_client_metadata."""
 
@@ -702,6 +725,8 @@ def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIAp
         wrapped = PatchAsMetadata(wrapped, lambda doc: doc.update(jwks_uri=f"{public}/jwks.json"))
     if args.check_redirect_uris:
         wrapped = CheckRedirectUris(wrapped)
+    if args.legacy_only:
+        wrapped = LegacyOnly(wrapped)
     if args.refuse_dcr:
         wrapped = RefuseRegistration(wrapped)
     if args.log_requests is not None:
@@ -791,6 +816,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--audience-not-checked", action="store_true", help="with --jwt: accept a token whose `aud` is another resource"
     )
     g.add_argument("--jwks-without-keys", action="store_true", help="with --jwt: /jwks.json answers {} (no `keys`)")
+    g.add_argument(
+        "--legacy-only",
+        action="store_true",
+        help="refuse 2026-07-28 on /mcp as a 2025-11-25 server does (400, after the token check)",
+    )
     g.add_argument(
         "--check-redirect-uris",
         action="store_true",
