@@ -897,3 +897,109 @@ fn by_default_the_probe_falls_back_to_initialize_when_2026_07_28_is_refused() {
         assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
     }
 }
+
+#[test]
+fn the_typescript_sdk_example_server_with_oauth() {
+    // Its own demo authorization server on a second port, tokens checked by introspection,
+    // no refresh tokens, no revocation; it speaks 2025-11-25 with sessions.
+    let server = crate::common::ts_server::TsExampleServer::start(&["--oauth"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .env_remove("MCPTAP_HOME")
+        .arg("probe")
+        .arg(server.url())
+        .arg("--confdir")
+        .arg(dir.path().join("conf"))
+        .arg("-w")
+        .arg(dir.path().join("session"))
+        .args(["--headless", "--json", "--timeout", "30"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}\n{}", server.output()));
+    let p = Probed {
+        code: out.status.code().unwrap_or(-1),
+        out: json,
+        stderr,
+        dir,
+    };
+    for name in [
+        "unauthenticated server/discover",
+        "protected-resource metadata",
+        "authorization-server metadata",
+        "registration",
+        "authorization code + PKCE",
+        "token exchange",
+        "initialize with token",
+        "notification answered 202",
+        "tools/list with token",
+        "refresh",
+    ] {
+        assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
+    }
+    // The authorization server is on another port: found from the PRM, not the MCP origin.
+    let asm = p.step("authorization-server metadata")["note"]
+        .as_str()
+        .unwrap();
+    assert!(
+        asm.contains(&format!("localhost:{}", server.auth_port)),
+        "{asm}"
+    );
+    // 2026-07-28 first (the SDK 1.32 example wants a session), then initialize.
+    let first = p.step("initialize with token");
+    assert_eq!(first["flows"].as_array().unwrap().len(), 2, "{first:#}");
+    assert!(
+        first["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-07-28 refused (400"),
+        "{first:#}"
+    );
+    assert_eq!(
+        p.step("refresh")["note"],
+        "no refresh token issued: nothing to refresh"
+    );
+    // The example's answers, as they are: a token its introspection does not know gets 500
+    // (refused, but not 401: a warning, no finding); javascript: and data: redirect URIs are
+    // refused, file: and plain http off loopback are accepted; Origin is not validated.
+    assert_eq!(p.verdict("fabricated token refused"), "warn", "{:#}", p.out);
+    assert!(p.step("fabricated token refused")["note"]
+        .as_str()
+        .unwrap()
+        .starts_with("500"));
+    for check in [
+        "token in query refused",
+        "unknown version refused",
+        "id null refused",
+        "notification with id refused",
+        "no session id refused",
+        "GET stream or 405",
+        "javascript: redirect refused",
+        "data: redirect refused",
+    ] {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+    }
+    for check in [
+        "foreign Origin refused",
+        "unsafe redirect URI refused",
+        "file: redirect refused",
+    ] {
+        assert_eq!(p.verdict(check), "fail", "{check}: {:#}", p.out);
+    }
+    // No OAuth finding: only the two server checks it truly fails.
+    assert_eq!(
+        p.ids(),
+        ["origin-not-validated", "registration-redirect-unsafe"],
+        "{:#}",
+        p.out
+    );
+    let f = p.finding("registration-redirect-unsafe");
+    let flows: Vec<Value> = ["unsafe redirect URI refused", "file: redirect refused"]
+        .iter()
+        .flat_map(|c| p.step(c)["flows"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(f["evidence"], Value::from(flows), "{f:#}");
+    assert_eq!(p.code, 1, "{}", p.stderr);
+    assert!(p.session().join("probe.json").is_file());
+}
