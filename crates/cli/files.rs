@@ -9,6 +9,7 @@ use std::process::ExitCode;
 const UNUSABLE: u8 = 2;
 
 fn load(path: &std::path::Path) -> Result<mcptap_store::Session, ExitCode> {
+    let path = &crate::probe::session_of(path);
     match mcptap_store::load(path) {
         Ok(s) => {
             for w in &s.warnings {

@@ -105,6 +105,9 @@ pub struct ProbeConfig {
     pub checks: bool,
     /// JSON output.
     pub json: bool,
+    /// `-q`: no stage table while it runs, only the failed steps and the findings at the end;
+    /// no warnings on stderr.
+    pub quiet: bool,
     /// `--fail-on`.
     pub threshold: Severity,
     /// `--ignore`.
@@ -115,7 +118,7 @@ pub struct ProbeConfig {
 
 impl ProbeConfig {
     /// Validates raw arguments.
-    pub fn from_args(args: &ProbeArgs) -> anyhow::Result<ProbeConfig> {
+    pub fn from_args(args: &ProbeArgs, quiet: bool) -> anyhow::Result<ProbeConfig> {
         let target = Url::parse(&args.url)
             .with_context(|| format!("{:?} is not an http(s) URL of an MCP endpoint", args.url))?;
         if let Some(p) = &args.protocol {
@@ -188,6 +191,7 @@ impl ProbeConfig {
             timeout: Duration::from_secs_f64(args.timeout),
             checks: !args.no_server_checks,
             json: args.json,
+            quiet,
             threshold,
             ignore,
             run,
@@ -196,8 +200,8 @@ impl ProbeConfig {
 }
 
 /// Runs `mcptap probe`.
-pub fn main(args: ProbeArgs, _quiet: bool) -> anyhow::Result<ExitCode> {
-    let config = match ProbeConfig::from_args(&args) {
+pub fn main(args: ProbeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let config = match ProbeConfig::from_args(&args, quiet) {
         Ok(c) => c,
         Err(e) => {
             say!("mcptap: error: {e:#}");
@@ -293,7 +297,7 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
                 }
             })
         });
-        if let Err(e) = written {
+        if let (Err(e), false) = (written, config.quiet) {
             say!("mcptap: warning: cannot write {}: {e}", path.display());
         }
     }
@@ -302,7 +306,14 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &outcome).context("writing JSON")?;
         writeln!(out)?;
     } else {
-        writeln!(out)?;
+        if config.quiet {
+            // The table was not shown: the steps that failed, then the findings.
+            for s in outcome.steps.iter().filter(|s| s.verdict == Verdict::Fail) {
+                writeln!(out, "FAIL  {}: {}", s.name, s.note)?;
+            }
+        } else {
+            writeln!(out)?;
+        }
         if outcome.findings.is_empty() {
             writeln!(out, "no findings")?;
         } else {
@@ -311,7 +322,7 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{}", crate::explain::finding_line(f))?;
             }
         }
-        for f in &outcome.provoked {
+        for f in outcome.provoked.iter().filter(|_| !config.quiet) {
             let flows: Vec<String> = f.evidence.iter().map(|i| i.to_string()).collect();
             writeln!(
                 out,
@@ -320,7 +331,7 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
                 flows.join(" ")
             )?;
         }
-        if let Some(dir) = &outcome.session {
+        if let (Some(dir), false) = (&outcome.session, config.quiet) {
             writeln!(out, "session: {} (mcptap report {0})", dir.display())?;
         }
     }
@@ -347,6 +358,15 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
 
 /// The probe's file in a session directory.
 pub const PROBE_FILE: &str = "probe.json";
+
+/// The session `input` names: its directory when `input` is a probe's `probe.json`, else
+/// `input` itself (a directory, a journal or a HAR).
+pub fn session_of(input: &std::path::Path) -> std::path::PathBuf {
+    match (input.file_name(), input.parent()) {
+        (Some(name), Some(dir)) if name == PROBE_FILE => dir.to_path_buf(),
+        _ => input.to_path_buf(),
+    }
+}
 
 /// When `input` is (or is in) a session a probe recorded, makes `report` what the probe said:
 /// without the findings its server checks provoked, with the findings of those checks (which
@@ -661,7 +681,7 @@ impl<'a> Probe<'a> {
             note,
             server_check: Check::ALL.iter().any(|c| c.title() == name),
         };
-        if !self.cfg.json {
+        if !self.cfg.json && !self.cfg.quiet {
             let flows = s
                 .flows
                 .iter()
@@ -817,7 +837,7 @@ impl<'a> Probe<'a> {
             }
             return;
         }
-        if !self.cfg.json {
+        if !self.cfg.json && !self.cfg.quiet {
             let _ = writeln!(
                 std::io::stdout().lock(),
                 "    server checks: requests no client makes"

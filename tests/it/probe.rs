@@ -1003,3 +1003,78 @@ fn the_typescript_sdk_example_server_with_oauth() {
     assert_eq!(p.code, 1, "{}", p.stderr);
     assert!(p.session().join("probe.json").is_file());
 }
+
+#[test]
+fn quiet_prints_the_verdict_only_and_view_and_analyze_open_the_probe_json() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session");
+    let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .env_remove("MCPTAP_HOME")
+        .env("NO_COLOR", "1")
+        .arg("probe")
+        .arg("-q")
+        .arg(server.url())
+        .arg("--upstream-ca")
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(dir.path().join("conf"))
+        .arg("-w")
+        .arg(&session)
+        .args(["--headless", "--protocol", "2025-11-25"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // No table, no "not counted", no session line: the failed checks, then the findings.
+    assert!(!text.contains("seen [spec]"), "{text}");
+    assert!(!text.contains("server checks"), "{text}");
+    assert!(!text.contains("not counted"), "{text}");
+    assert!(!text.contains("session:"), "{text}");
+    assert!(
+        text.starts_with("FAIL  foreign Origin refused: a request with a valid token"),
+        "{text}"
+    );
+    assert!(text.contains("\n3 finding(s):\n"), "{text}");
+    assert!(
+        text.contains("!! FINDING [high] origin-not-validated"),
+        "{text}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // `analyze` takes the probe.json for its session.
+    let analyzed = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .args(["analyze", "--json"])
+        .arg(session.join("probe.json"))
+        .output()
+        .unwrap();
+    let analyzed: Value =
+        serde_json::from_slice(&analyzed.stdout).unwrap_or_else(|e| panic!("{e}: {analyzed:?}"));
+    let ids: Vec<&str> = analyzed["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "origin-not-validated",
+            "registration-redirect-unsafe",
+            "invalid-request-accepted"
+        ]
+    );
+    // `view` of the probe.json: the probe's findings, not what its checks provoked.
+    let mut pty = crate::tui::Pty::spawn(&[
+        "view".to_owned(),
+        session.join("probe.json").display().to_string(),
+    ]);
+    let t = pty.wait_for("the probe's session", |t| {
+        t.contains("(mcptap probe)") && t.contains("origin-not-validated")
+    });
+    assert!(t.contains("3 findings"), "{}", t.escape_debug());
+    assert!(!t.contains("token-not-sent"), "{}", t.escape_debug());
+    pty.press("q");
+    assert!(pty.wait_exit().success());
+}
