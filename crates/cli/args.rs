@@ -63,7 +63,8 @@ Server checks a client never makes (on by default; --no-server-checks turns them
                            JWT, so must it with its signature altered, with exp an hour ago,
                            and with aud another resource (the last two keep the old signature:
                            they prove the expiry and audience checks only on a server that
-                           skips the signature)
+                           skips the signature); and a JWT the authorization server issues
+                           for another resource (a refresh with resource=...) must get 401
   token-in-query-accepted  the token as ?access_token= without a header must not be served
   origin-not-validated     a valid token with Origin: https://<random>.invalid must get 403
   invalid-request-accepted tools/list with an unknown MCP-Protocol-Version, or without the

@@ -632,6 +632,9 @@ struct Probe<'a> {
     protocol: String,
     /// Why the probe fell back from 2026-07-28, when it did.
     fell_back: Option<String>,
+    /// The token endpoint, the client and the refresh token it holds: for the other-resource
+    /// check.
+    refreshable: Option<(String, Registered, String)>,
 }
 
 /// The version the probe falls back to when a server refuses 2026-07-28 (`initialize` then
@@ -658,6 +661,7 @@ impl<'a> Probe<'a> {
             mcp_flows: Vec::new(),
             protocol: cfg.protocol.clone(),
             fell_back: None,
+            refreshable: None,
             random: random_token(9)
                 .to_ascii_lowercase()
                 .replace(['_', '-'], "x"),
@@ -849,6 +853,10 @@ impl<'a> Probe<'a> {
                 self.skip(check.title(), check.spec(), why);
                 continue;
             }
+            if check == Check::OtherResource {
+                self.other_resource(&ctx).await;
+                continue;
+            }
             self.check(check, &ctx).await;
         }
     }
@@ -890,6 +898,101 @@ impl<'a> Probe<'a> {
             check.spec(),
             judged.verdict,
             vec![flow],
+            judged.note,
+        );
+        if let Some(f) = judged.finding {
+            self.add_finding(f);
+        }
+    }
+
+    /// The other-resource check: a refresh naming another resource (RFC 8707 §2.2), then, when
+    /// the authorization server issued a JWT for it, that token on the first MCP request.
+    async fn other_resource(&mut self, ctx: &probe_checks::Ctx) {
+        let check = Check::OtherResource;
+        let jwt = ctx
+            .token
+            .as_deref()
+            .and_then(probe_checks::jwt_audience)
+            .is_some();
+        let Some((endpoint, client, rt)) = self.refreshable.clone().filter(|_| jwt) else {
+            self.skip(check.title(), check.spec(), check.skip_reason(ctx));
+            return;
+        };
+        let other = ctx.other_audience();
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt.as_str()),
+            ("resource", other.as_str()),
+        ];
+        let basic = Self::client_auth(&client, &mut form);
+        let mut req = Req::new(Method::POST, &endpoint)
+            .header(ACCEPT, "application/json")
+            .form(&form);
+        if let Some(b) = basic {
+            req = req.header(AUTHORIZATION, b);
+        }
+        let answer = self.http.send(req, REQUEST_TIMEOUT).await;
+        let mut flows = vec![self.http.sent()];
+        self.deliberate.extend(&flows);
+        let reply = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                let note = format!("no answer: {}", crate::files::chain(&e));
+                self.step(check.title(), check.spec(), Verdict::Warn, flows, note);
+                return;
+            }
+        };
+        let doc = reply.json().unwrap_or(Value::Null);
+        let field = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
+        let issued = field("access_token").filter(|_| reply.status == 200);
+        if let Some(t) = &issued {
+            self.created.tokens.push((t.clone(), "access_token"));
+        }
+        if let Some(r) = field("refresh_token").filter(|_| issued.is_some()) {
+            self.created.tokens.push((r, "refresh_token"));
+        }
+        let judged = match issued {
+            None => probe_checks::judge_other_resource(
+                probe_checks::OtherResource::Refused(&reply),
+                ctx,
+            ),
+            Some(token) => match probe_checks::jwt_audience(&token) {
+                Some(aud) if aud.contains(&other) => {
+                    let req = probe_checks::mcp_post(
+                        &ctx.url,
+                        &ctx.protocol,
+                        None,
+                        ctx.first_request.clone(),
+                    )
+                    .header(AUTHORIZATION, format!("Bearer {token}"));
+                    let answer = self.http.send(req, REQUEST_TIMEOUT).await;
+                    let flow = self.http.sent();
+                    flows.push(flow);
+                    self.deliberate.push(flow);
+                    self.mcp_flows.push(flow);
+                    match &answer {
+                        Ok(r) => probe_checks::judge_other_resource(
+                            probe_checks::OtherResource::Used(r),
+                            ctx,
+                        ),
+                        Err(e) => probe_checks::Judged {
+                            verdict: Verdict::Warn,
+                            note: format!("no answer: {}", crate::files::chain(e)),
+                            finding: None,
+                        },
+                    }
+                }
+                aud => probe_checks::judge_other_resource(
+                    probe_checks::OtherResource::Ignored(aud.unwrap_or_default()),
+                    ctx,
+                ),
+            },
+        };
+        self.step(
+            check.title(),
+            check.spec(),
+            judged.verdict,
+            flows,
             judged.note,
         );
         if let Some(f) = judged.finding {
@@ -1121,7 +1224,10 @@ impl<'a> Probe<'a> {
             }
             // Rotated or not, the last refresh token the probe holds.
             let last = fresh("refresh_token").unwrap_or(rt);
-            self.created.tokens.push((last, "refresh_token"));
+            self.created.tokens.push((last.clone(), "refresh_token"));
+            if let Some(endpoint) = asm.get("token_endpoint").and_then(Value::as_str) {
+                self.refreshable = Some((endpoint.to_owned(), client.clone(), last));
+            }
         } else {
             self.step(
                 "refresh",

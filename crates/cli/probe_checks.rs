@@ -48,6 +48,10 @@ pub enum Check {
     /// The probe's own JWT with `aud` naming another resource must be refused with 401
     /// (`token-not-validated`).
     WrongAudience,
+    /// A JWT the authorization server issued, on a refresh naming another resource (RFC 8707
+    /// §2.2), must be refused with 401 (`token-not-validated`): the audience check of a server
+    /// that verifies signatures.
+    OtherResource,
     /// A request with `"id": null` must be refused (`invalid-request-accepted`).
     NullId,
     /// A notification method sent with an `id` must be refused (`invalid-request-accepted`).
@@ -62,12 +66,13 @@ pub enum Check {
 
 impl Check {
     /// Every check.
-    pub const ALL: [Check; 17] = [
+    pub const ALL: [Check; 18] = [
         Check::Jwks,
         Check::FabricatedToken,
         Check::BadSignature,
         Check::ExpiredToken,
         Check::WrongAudience,
+        Check::OtherResource,
         Check::QueryToken,
         Check::ForeignOrigin,
         Check::Notification,
@@ -120,6 +125,13 @@ impl Check {
             "the server offers no dynamic registration (or its metadata was not found)"
         } else if ctx.token.is_none() {
             "no token was obtained"
+        } else if self == Check::OtherResource {
+            if ctx.token.as_deref().and_then(jwt_audience).is_some() {
+                "no refresh token was issued"
+            } else {
+                "the token is opaque (not a JWT): whether a new one is for another resource \
+                 cannot be told"
+            }
         } else if self.forges_jwt() {
             "the token is opaque (not a JWT): only the fabricated token applies"
         } else if self == Check::BeforeInitialize {
@@ -138,7 +150,8 @@ impl Check {
             Check::FabricatedToken
             | Check::BadSignature
             | Check::ExpiredToken
-            | Check::WrongAudience => Some(Id::TokenNotValidated),
+            | Check::WrongAudience
+            | Check::OtherResource => Some(Id::TokenNotValidated),
             Check::QueryToken => Some(Id::TokenInQueryAccepted),
             Check::ForeignOrigin => Some(Id::OriginNotValidated),
             Check::UnknownVersion
@@ -180,6 +193,7 @@ impl Check {
             Check::BadSignature => "JWT bad signature refused",
             Check::ExpiredToken => "JWT past exp refused",
             Check::WrongAudience => "JWT other audience refused",
+            Check::OtherResource => "other-resource token refused",
             Check::NullId => "id null refused",
             Check::NotificationWithId => "notification with id refused",
             Check::BeforeInitialize => "no session id refused",
@@ -204,6 +218,9 @@ impl Check {
             }
             Check::NullId | Check::NotificationWithId => "basic §Requests; §Notifications",
             Check::BeforeInitialize => "transports §Session Management",
+            Check::OtherResource => {
+                "authorization §Token Audience Binding and Validation; RFC 8707 §2.2"
+            }
             Check::Jwks => "RFC 8414 §2 (jwks_uri); RFC 7517 §5",
         }
     }
@@ -383,6 +400,9 @@ pub fn request(check: Check, ctx: &Ctx) -> Option<Req> {
                 "token_endpoint_auth_method": "none",
             })),
         Check::Jwks => Req::get(ctx.jwks_uri.as_deref()?).header(ACCEPT, "application/json"),
+        // Two requests, the first to the token endpoint with the probe's client: the probe
+        // sends them ([`crate::probe`]); the verdict is [`judge_other_resource`]'s.
+        Check::OtherResource => return None,
         Check::BadSignature | Check::ExpiredToken | Check::WrongAudience => {
             let forged = forge_jwt(check, ctx.token.as_deref()?, ctx, now_secs())?;
             post(&ctx.url).header(AUTHORIZATION, format!("Bearer {forged}"))
@@ -459,6 +479,7 @@ pub fn judge(check: Check, answer: Result<&Reply, &HttpError>, ctx: &Ctx) -> Jud
         .unwrap_or("")
         .to_ascii_lowercase();
     match check {
+        Check::OtherResource => judge_other_resource(OtherResource::Used(reply), ctx),
         Check::FabricatedToken
         | Check::BadSignature
         | Check::ExpiredToken
@@ -680,6 +701,81 @@ pub fn judge(check: Check, answer: Result<&Reply, &HttpError>, ctx: &Ctx) -> Jud
     }
 }
 
+/// What came of the other-resource check, step by step.
+pub enum OtherResource<'a> {
+    /// The authorization server answered the refresh naming another resource without a token.
+    Refused(&'a Reply),
+    /// It issued a token whose `aud` does not name the other resource (it ignored `resource`).
+    Ignored(Vec<String>),
+    /// The MCP endpoint's answer to a token for the other resource.
+    Used(&'a Reply),
+}
+
+/// The verdict of [`Check::OtherResource`].
+pub fn judge_other_resource(seen: OtherResource<'_>, ctx: &Ctx) -> Judged {
+    let check = Check::OtherResource;
+    match seen {
+        OtherResource::Refused(r) => pass(format!(
+            "the authorization server issues no token for {} ({}{})",
+            ctx.other_audience(),
+            r.status,
+            oauth_error_code(r)
+        )),
+        OtherResource::Ignored(aud) => warn(format!(
+            "the authorization server ignored resource={} and issued a token for {}: \
+             nothing to check",
+            ctx.other_audience(),
+            if aud.is_empty() {
+                "no audience".to_owned()
+            } else {
+                aud.join(", ")
+            }
+        )),
+        OtherResource::Used(r) => match r.status {
+            401 => pass(format!(
+                "401{}: refused a token its authorization server issued for {}",
+                challenge_error(r),
+                ctx.other_audience()
+            )),
+            s if r.ok() => fail(
+                check,
+                ctx,
+                Some(r),
+                Severity::Critical,
+                format!(
+                    "a token its authorization server issued for {} (RFC 8707 resource on a \
+                     refresh) was served ({s}): the audience is not checked",
+                    ctx.other_audience()
+                ),
+            ),
+            s => warn(format!(
+                "{s}: refused, but RFC 6750 asks for 401 invalid_token"
+            )),
+        },
+    }
+}
+
+/// The `aud` of a JWT (one value or a list); `None` when `token` is not a JWT.
+pub fn jwt_audience(token: &str) -> Option<Vec<String>> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (header, claims) = (parts.next()?, parts.next()?);
+    parts.next()?;
+    let header: Value = serde_json::from_slice(&B64.decode(header).ok()?).ok()?;
+    header.get("alg")?.as_str()?;
+    let claims: Value = serde_json::from_slice(&B64.decode(claims).ok()?).ok()?;
+    Some(match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 fn oauth_error_code(reply: &Reply) -> String {
     reply
         .json()
@@ -875,6 +971,27 @@ mod tests {
             Check::ExpiredToken.skip_reason(&ctx(Some("at_abc"))),
             "the token is opaque (not a JWT): only the fabricated token applies"
         );
+    }
+
+    #[test]
+    fn jwt_audiences_are_one_value_or_a_list() {
+        let jwt = |claims: &str| {
+            format!(
+                "{}.{}.c2ln",
+                B64.encode(br#"{"alg":"RS256"}"#),
+                B64.encode(claims)
+            )
+        };
+        assert_eq!(
+            jwt_audience(&jwt(r#"{"aud":"https://a/mcp"}"#)),
+            Some(vec!["https://a/mcp".to_owned()])
+        );
+        assert_eq!(
+            jwt_audience(&jwt(r#"{"aud":["x","y"]}"#)),
+            Some(vec!["x".to_owned(), "y".to_owned()])
+        );
+        assert_eq!(jwt_audience(&jwt("{}")), Some(Vec::new()));
+        assert_eq!(jwt_audience("at_opaque"), None);
     }
 
     #[test]

@@ -635,29 +635,31 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
                                                        [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
 15  JWT other audience refused      skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
                                                        [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
-16  token in query refused          pass  #12          401: not served
+16  other-resource token refused    skip               skipped: the token is opaque (not a JWT): whether a new one is for another resource cannot be told
+                                                       [authorization §Token Audience Binding and Validation; RFC 8707 §2.2]
+17  token in query refused          pass  #12          401: not served
                                                        [authorization §Token Requirements]
-17  foreign Origin refused          FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
+18  foreign Origin refused          FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
                                                        [transports §Security Warning]
-18  GET stream or 405               pass  #14          200 text/event-stream
+19  GET stream or 405               pass  #14          200 text/event-stream
                                                        [transports §Listening for Messages from the Server]
-19  unknown version refused         pass  #15          400
+20  unknown version refused         pass  #15          400
                                                        [transports §Protocol Version Header]
-20  id null refused                 FAIL  #16          a tools/list request with "id": null was accepted without an answer (202) → invalid-request-accepted
+21  id null refused                 FAIL  #16          a tools/list request with "id": null was accepted without an answer (202) → invalid-request-accepted
                                                        [basic §Requests; §Notifications]
-21  notification with id refused    pass  #17          200: JSON-RPC error -32601
+22  notification with id refused    pass  #17          200: JSON-RPC error -32601
                                                        [basic §Requests; §Notifications]
-22  no session id refused           pass  #18          400
+23  no session id refused           pass  #18          400
                                                        [transports §Session Management]
-23  unsafe redirect URI refused     FAIL  #19          registration accepted the redirect URI http://mcptap-probe-RANDOM.invalid/callback (plain http, not loopback) (201) → registration-redirect-unsafe
+24  unsafe redirect URI refused     FAIL  #19          registration accepted the redirect URI http://mcptap-probe-RANDOM.invalid/callback (plain http, not loopback) (201) → registration-redirect-unsafe
                                                        [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-24  javascript: redirect refused    FAIL  #20          registration accepted the redirect URI javascript:alert(document.domain)// (201) → registration-redirect-unsafe
+25  javascript: redirect refused    FAIL  #20          registration accepted the redirect URI javascript:alert(document.domain)// (201) → registration-redirect-unsafe
                                                        [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-25  data: redirect refused          FAIL  #21          registration accepted the redirect URI data:text/html,<script>alert(1)</script> (201) → registration-redirect-unsafe
+26  data: redirect refused          FAIL  #21          registration accepted the redirect URI data:text/html,<script>alert(1)</script> (201) → registration-redirect-unsafe
                                                        [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-26  file: redirect refused          FAIL  #22          registration accepted the redirect URI file:///tmp/mcptap-probe-callback (201) → registration-redirect-unsafe
+27  file: redirect refused          FAIL  #22          registration accepted the redirect URI file:///tmp/mcptap-probe-callback (201) → registration-redirect-unsafe
                                                        [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-27  clean-up                        warn  #23,#24,#25  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); 5 registration(s) cannot be deleted (no RFC 7592 management)
+28  clean-up                        warn  #23,#24,#25  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); 5 registration(s) cannot be deleted (no RFC 7592 management)
                                                        [RFC 7009 (revocation); RFC 7592 (registration management)]
 
 3 finding(s):"#;
@@ -735,6 +737,17 @@ fn a_jwt_server_that_validates_everything_passes_every_token_jwks_and_redirect_c
     }
     assert_eq!(p.verdict("JWKS usable"), "pass", "{:#}", p.out);
     assert_eq!(p.step("JWKS usable")["note"], "200: 1 key(s)");
+    // A real token for another resource (a refresh with resource=...): issued, then refused.
+    let other = p.step("other-resource token refused");
+    assert_eq!(other["verdict"], "pass", "{:#}", p.out);
+    assert_eq!(other["flows"].as_array().unwrap().len(), 2, "{other:#}");
+    assert!(
+        other["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("401 invalid_token: refused a token its authorization server issued"),
+        "{other:#}"
+    );
     for check in [
         "unsafe redirect URI refused",
         "javascript: redirect refused",
@@ -1077,4 +1090,35 @@ fn quiet_prints_the_verdict_only_and_view_and_analyze_open_the_probe_json() {
     assert!(!t.contains("token-not-sent"), "{}", t.escape_debug());
     pty.press("q");
     assert!(pty.wait_exit().success());
+}
+
+#[test]
+fn a_jwt_server_that_verifies_signatures_but_skips_the_audience_is_token_not_validated() {
+    // The server most often met: a JWT library checks signature and expiry, nobody configured
+    // the audience. The probe's forged JWTs are refused (their signature is stale); a token
+    // the authorization server itself issued for another resource is served.
+    let p = jwt_server(&["--audience-not-checked"]);
+    for check in JWT_CHECKS {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+    }
+    let step = p.step("other-resource token refused");
+    assert_eq!(step["verdict"], "fail", "{:#}", p.out);
+    let flows = step["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 2, "{step:#}");
+    let f = p.finding("token-not-validated");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["evidence"], Value::from(vec![flows[1].clone()]), "{f:#}");
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .contains("the audience is not checked"),
+        "{f:#}"
+    );
+    assert_eq!(
+        p.ids(),
+        ["token-not-validated", "invalid-request-accepted"],
+        "{:#}",
+        p.out
+    );
 }

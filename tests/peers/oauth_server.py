@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import os
 import secrets
@@ -60,6 +61,10 @@ SCOPE = "mcp"
 MCP_PATH = "/mcp"
 AUTH_CODE_TTL = 300
 REFRESH_TOKEN_TTL = 24 * 3600
+
+# RFC 8707 §2.2: a refresh request may name the resource its new access token is for; set by
+# `RefreshResource` for the provider's `exchange_refresh_token` (the SDK does not pass it on).
+REFRESH_RESOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("refresh_resource", default=None)
 
 # ASGI scope key under which the request logger hands its record to inner middleware.
 LOG_RECORD_KEY = "mcptap.log_record"
@@ -151,6 +156,7 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
             scopes=scopes or refresh_token.scopes,
             resource=refresh_token.resource,
             subject=refresh_token.subject,
+            access_resource=REFRESH_RESOURCE.get(),
         )
 
     async def load_access_token(self, token: str) -> AccessToken | None:
@@ -175,18 +181,31 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
         """Whether this server ever issued `token` as an access token (and has not revoked it)."""
         return token in self.access_tokens
 
-    def _issue(self, *, client_id: str, scopes: list[str], resource: str | None, subject: str | None) -> OAuthToken:
+    def _issue(
+        self,
+        *,
+        client_id: str,
+        scopes: list[str],
+        resource: str | None,
+        subject: str | None,
+        access_resource: str | None = None,
+    ) -> OAuthToken:
+        """Tokens for `resource`; the access token for `access_resource` instead when given (a
+        refresh naming another resource: the refresh token keeps its own)."""
         now = int(time.time())
         access = "at_" + secrets.token_urlsafe(32)
+        access_resource = access_resource or resource
         if self.jwt is not None:
-            access = self.jwt.issue(client_id=client_id, scopes=scopes, resource=resource, now=now, ttl=self.token_ttl)
+            access = self.jwt.issue(
+                client_id=client_id, scopes=scopes, resource=access_resource, now=now, ttl=self.token_ttl
+            )
         refresh = "rt_" + secrets.token_urlsafe(32)
         self.access_tokens[access] = AccessToken(
             token=access,
             client_id=client_id,
             scopes=scopes,
             expires_at=now + self.token_ttl,
-            resource=resource,
+            resource=access_resource,
             subject=subject,
         )
         self.refresh_tokens[refresh] = RefreshToken(
@@ -428,6 +447,48 @@ def _safe_redirect(uri: str) -> bool:
     return parsed.scheme == "http" and parsed.hostname in ("localhost", "127.0.0.1", "::1")
 
 
+async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """The request body, and a `receive` that hands the app the same messages again."""
+    replay: list[Message] = []
+    body = bytearray()
+    while True:
+        message = await receive()
+        replay.append(message)
+        if message["type"] != "http.request":
+            break
+        body.extend(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+
+    async def receive_replayed() -> Message:
+        if replay:
+            return replay.pop(0)
+        return await receive()
+
+    return bytes(body), receive_replayed
+
+
+class RefreshResource:
+    """Hands the `resource` of a refresh request (RFC 8707 §2.2) to the provider, which the SDK
+    does not: the new access token is then for that resource."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/token":
+            await self.app(scope, receive, send)
+            return
+        body, replayed = await _read_body(receive)
+        form = parse_qs(body.decode("latin-1"))
+        resource = form.get("resource", [None])[0] if form.get("grant_type") == ["refresh_token"] else None
+        token = REFRESH_RESOURCE.set(resource)
+        try:
+            await self.app(scope, replayed, send)
+        finally:
+            REFRESH_RESOURCE.reset(token)
+
+
 class CheckRedirectUris:
     """--check-redirect-uris: dynamic registration refuses, with 400 invalid_redirect_uri, a
     redirect URI that is neither https nor http on loopback (the SDK accepts any URL)."""
@@ -439,16 +500,7 @@ class CheckRedirectUris:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/register":
             await self.app(scope, receive, send)
             return
-        replay: list[Message] = []
-        body = bytearray()
-        while True:
-            message = await receive()
-            replay.append(message)
-            if message["type"] != "http.request":
-                break
-            body.extend(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        body, replayed = await _read_body(receive)
         try:
             uris = json.loads(body).get("redirect_uris") or []
         except (ValueError, AttributeError):
@@ -461,13 +513,7 @@ class CheckRedirectUris:
             ):
                 await send(m)
             return
-
-        async def receive_replayed() -> Message:
-            if replay:
-                return replay.pop(0)
-            return await receive()
-
-        await self.app(scope, receive_replayed, send)
+        await self.app(scope, replayed, send)
 
 
 class LegacyOnly:
@@ -712,7 +758,7 @@ def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIAp
 
         app.router.routes.insert(0, Route("/jwks.json", endpoint=jwks_endpoint, methods=["GET"]))
 
-    wrapped: ASGIApp = app
+    wrapped: ASGIApp = RefreshResource(app)
     if args.reject_own_tokens:
         wrapped = RejectOwnTokens(wrapped, provider, metadata_url)
     if args.no_www_authenticate:
