@@ -678,6 +678,18 @@ pub fn judge(check: Check, answer: Result<&Reply, &HttpError>, ctx: &Ctx) -> Jud
         Check::GetStream => {
             if status == 405 {
                 pass("405 (no GET stream)".to_owned())
+            } else if (200..300).contains(&status) && ctx.protocol.as_str() >= MODERN {
+                fail(
+                    check,
+                    ctx,
+                    Some(reply),
+                    Severity::Medium,
+                    format!(
+                        "GET with Accept: text/event-stream was answered {status} for a \
+                         {} request; the 2026-07-28 transport has no GET stream (405 expected)",
+                        ctx.protocol
+                    ),
+                )
             } else if status == 200 && ctype.starts_with("text/event-stream") {
                 pass("200 text/event-stream".to_owned())
             } else if (200..300).contains(&status) {
@@ -992,6 +1004,28 @@ mod tests {
         );
         assert_eq!(jwt_audience(&jwt("{}")), Some(Vec::new()));
         assert_eq!(jwt_audience("at_opaque"), None);
+    }
+
+    #[test]
+    fn a_get_stream_is_judged_by_the_protocol() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", "text/event-stream".parse().unwrap());
+        let reply = Reply {
+            flow: 7,
+            status: 200,
+            headers,
+            body: Default::default(),
+        };
+        let mut c = ctx(Some("t"));
+        let judged = judge(Check::GetStream, Ok(&reply), &c);
+        assert_eq!(judged.verdict, Verdict::Pass);
+        c.protocol = MODERN.into();
+        let judged = judge(Check::GetStream, Ok(&reply), &c);
+        assert_eq!(judged.verdict, Verdict::Fail);
+        assert!(judged.note.contains("405 expected"), "{}", judged.note);
+        assert!(judged.note.ends_with("→ get-stream-wrong (the analyzer's)"));
+        // Not the probe's finding: the analyzer makes it on the session.
+        assert!(judged.finding.is_none());
     }
 
     #[test]
