@@ -1,6 +1,7 @@
 //! Command-line arguments (clap). Names follow mitmproxy where users already know them:
 //! `-p/--listen-port`, `--listen-host`, `-k/--ssl-insecure`, `--ignore-hosts`, `-w`.
 
+use crate::config::Mode;
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -8,7 +9,14 @@ use std::time::Duration;
 
 /// A debugging proxy for MCP servers that use OAuth.
 #[derive(Debug, Parser)]
-#[command(name = "mcptap", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "mcptap",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = crate::error::EXIT_STATUS_HELP
+)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). MCPTAP_LOG=filter overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -126,10 +134,9 @@ pub struct ProbeArgs {
     /// Machine-readable output: the steps, the findings and the session directory.
     #[arg(long)]
     pub json: bool,
-    /// Exit with status 1 when a finding is at least this severe (critical, high, medium,
-    /// low, info).
-    #[arg(long, default_value = "high", value_name = "SEVERITY")]
-    pub fail_on: String,
+    /// Exit with status 1 when a finding is at least this severe.
+    #[arg(long, value_enum, default_value = "high", value_name = "SEVERITY")]
+    pub fail_on: FailOn,
     /// Do not count findings with this id (repeatable).
     #[arg(long = "ignore", value_name = "ID")]
     pub ignore: Vec<String>,
@@ -174,6 +181,34 @@ pub struct RunArgs {
         value_name = "CMD"
     )]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `--fail-on`: the least severe finding that fails the command (exit status 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Only critical findings.
+    Critical,
+    /// High and critical.
+    High,
+    /// Medium and above.
+    Medium,
+    /// Low and above.
+    Low,
+    /// Any finding.
+    Info,
+}
+
+impl From<FailOn> for mcptap_analyze::Severity {
+    fn from(f: FailOn) -> Self {
+        use mcptap_analyze::Severity as S;
+        match f {
+            FailOn::Critical => S::Critical,
+            FailOn::High => S::High,
+            FailOn::Medium => S::Medium,
+            FailOn::Low => S::Low,
+            FailOn::Info => S::Info,
+        }
+    }
 }
 
 /// Shells `mcptap env` can speak.
@@ -232,10 +267,9 @@ pub struct AnalyzeArgs {
     /// Machine-readable output (schema: docs/findings/README.md).
     #[arg(long)]
     pub json: bool,
-    /// Exit with status 1 when a finding is at least this severe (critical, high, medium,
-    /// low, info).
-    #[arg(long, default_value = "high", value_name = "SEVERITY")]
-    pub fail_on: String,
+    /// Exit with status 1 when a finding is at least this severe.
+    #[arg(long, value_enum, default_value = "high", value_name = "SEVERITY")]
+    pub fail_on: FailOn,
     /// The capture came from a reverse proxy in front of the server.
     #[arg(long)]
     pub reverse: bool,
@@ -302,7 +336,9 @@ impl ConfDir {
         }
         match std::env::var_os("HOME") {
             Some(h) if !h.is_empty() => Ok(PathBuf::from(h).join(".mcptap")),
-            _ => anyhow::bail!("cannot find a home directory: set MCPTAP_HOME or pass --confdir"),
+            _ => Err(crate::error::usage(
+                "cannot find a home directory: set MCPTAP_HOME or pass --confdir",
+            )),
         }
     }
 }
@@ -353,8 +389,8 @@ pub struct ProxyArgs {
     pub idle_body_timeout: Duration,
     /// `regular` (an explicit proxy, the default) or `reverse:URL` (mitmproxy's spelling;
     /// same as `mcptap reverse URL`).
-    #[arg(short = 'm', long, default_value = "regular", value_name = "MODE")]
-    pub mode: String,
+    #[arg(short = 'm', long, default_value = "regular", value_name = "MODE", value_parser = parse_mode)]
+    pub mode: Mode,
     /// Reverse mode: send paths under PREFIX to another upstream, e.g.
     /// --route /oauth=https://auth.example.com (repeatable; the path is kept whole).
     #[arg(long = "route", value_name = "PREFIX=URL")]
@@ -420,6 +456,11 @@ pub fn seconds(v: f64) -> Option<std::time::Duration> {
     (0.0..=MAX_SECONDS)
         .contains(&v)
         .then(|| std::time::Duration::from_secs_f64(v))
+}
+
+/// Parses `--mode` (clap reports the error as a usage error).
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
 }
 
 /// Parses a number of seconds (`3`, `0.5`) in 0..=[`MAX_SECONDS`].
@@ -537,7 +578,7 @@ mod tests {
             let Some(Command::Proxy(p)) = cli.command else {
                 panic!("not a proxy command");
             };
-            crate::proxy::RunConfig::from_args(&p, true)
+            crate::config::RunConfig::from_args(&p, true)
                 .unwrap()
                 .proxy
                 .limits

@@ -15,7 +15,9 @@ macro_rules! say {
 pub mod args;
 pub mod bypass;
 pub mod ca;
+pub mod config;
 pub mod env;
+pub mod error;
 pub mod explain;
 pub mod files;
 pub mod lineview;
@@ -24,6 +26,7 @@ mod probe_checks;
 pub mod probe_http;
 pub mod proxy;
 pub mod run;
+pub mod sink;
 pub mod tuiview;
 
 use clap::Parser;
@@ -47,7 +50,7 @@ pub fn main() -> ExitCode {
         Some(args::Command::Probe(p)) => probe::main(p, cli.quiet),
         Some(args::Command::Reverse(r)) => {
             let mut p = r.proxy;
-            p.mode = format!("reverse:{}", r.url);
+            p.mode = config::Mode::Reverse(r.url);
             proxy::main(p, cli.quiet)
         }
     };
@@ -55,7 +58,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             say!("mcptap: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(error::ErrorKind::of(&e).exit_code())
         }
     }
 }

@@ -126,12 +126,7 @@ impl ProbeConfig {
                 anyhow::bail!("--protocol {p:?}: use 2025-06-18, 2025-11-25 or 2026-07-28");
             }
         }
-        let threshold: Severity = args.fail_on.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "--fail-on {:?}: use critical, high, medium, low or info",
-                args.fail_on
-            )
-        })?;
+        let threshold: Severity = args.fail_on.into();
         let ignore = args
             .ignore
             .iter()
@@ -164,14 +159,7 @@ impl ProbeConfig {
             confdir: confdir.clone(),
             quiet: true,
             listener_cert: None,
-            save: if args.no_save {
-                None
-            } else {
-                Some(match &args.save {
-                    Some(d) => SaveTo::Dir(d.clone()),
-                    None => SaveTo::Under(confdir.join("sessions")),
-                })
-            },
+            save: SaveTo::choose(args.no_save, args.save.as_deref(), &confdir),
             keep_secrets: args.keep_secrets,
         };
         Ok(ProbeConfig {

@@ -1,23 +1,9 @@
 //! The session journal: JSON Lines, appended and flushed as flows progress, so that `kill -9`
 //! at any moment loses nothing that was recorded before it.
 //!
-//! Line format (one JSON object per line, `type` first):
+//! The line format is declared in [`crate::format`].
 //!
-//! ```text
-//! {"type":"session","version":1,"created":1714566605123456,"mcptap":"0.1.0","raw_secrets":false,"argv":[…]}
-//! {"type":"request_started","flow":{…}}          the flow head, bodies empty
-//! {"type":"response_head","id":3,"at":…,"status":200,"version":"HTTP/1.1","headers":[…]}
-//! {"type":"sse","id":3,"event":{"at":…,"event":"message","data":"…"}}   one per event, at once
-//! {"type":"completed","flow":{…}}                 the whole flow (bodies, SSE events, timings)
-//! {"type":"failed","flow":{…}}
-//! {"type":"end","at":…,"flows":12}                clean shutdown only
-//! ```
-//!
-//! A header is `{"name":…,"value":…}`; a value that was not UTF-8 adds `"base64"` with its exact
-//! bytes (see [`mcptap_flow::Header`]).
-//!
-//! Event lines are exactly [`FlowEvent`]'s serde form. `body` progress events are not written
-//! (they carry nothing the final flow lacks). Every line is written whole; [`Journal::record`]
+//! `body` progress events are not written (they carry nothing the final flow lacks). Every line is written whole; [`Journal::record`]
 //! flushes to the OS at each line that finishes something, and the proxy, which takes events in
 //! batches of a few milliseconds, flushes once per batch (no fsync per line: a process crash
 //! loses nothing that was flushed, a power cut may lose the last seconds). A flow that starts and
@@ -26,6 +12,7 @@
 
 use crate::error::StoreError;
 use crate::export::{export_journal, write_atomic, ExportOptions};
+use crate::format::{self, HAR_FILE, JOURNAL_FILE};
 use crate::prepare::Options;
 use crate::reader::JournalReader;
 use crate::timefmt;
@@ -34,13 +21,6 @@ use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-
-/// The journal file inside a session directory.
-pub const JOURNAL_FILE: &str = "journal.jsonl";
-/// The HAR file written inside a session directory on clean shutdown.
-pub const HAR_FILE: &str = "session.har";
-/// The journal format version written in the session line.
-pub const JOURNAL_VERSION: u32 = 1;
 
 /// What a session says about itself (the journal's first line, and `log._mcptap.session` in
 /// HAR).
@@ -83,23 +63,6 @@ impl SessionMeta {
             mode: None,
         }
     }
-}
-
-/// The journal's first line.
-#[derive(Serialize)]
-#[serde(tag = "type", rename = "session")]
-struct SessionLine<'a> {
-    version: u32,
-    #[serde(flatten)]
-    meta: &'a SessionMeta,
-}
-
-/// The last line of a cleanly closed journal.
-#[derive(Serialize)]
-#[serde(tag = "type", rename = "end")]
-struct EndLine {
-    at: Micros,
-    flows: u64,
 }
 
 /// `~/.mcptap/sessions`, where sessions go without `-w`.
@@ -151,12 +114,8 @@ impl Journal {
             flows: 0,
             position: 0,
         };
-        let line = SessionLine {
-            version: JOURNAL_VERSION,
-            meta: &journal.meta,
-        };
         let mut buf = Vec::new();
-        serde_json::to_writer(&mut buf, &line).map_err(|e| journal.write_err(e.into()))?;
+        format::write_session(&mut buf, &journal.meta).map_err(|e| journal.write_err(e.into()))?;
         journal.line = buf;
         journal.write_line(true)?;
         Ok(journal)
@@ -231,7 +190,7 @@ impl Journal {
         }
         self.line.clear();
         let mut buf = std::mem::take(&mut self.line);
-        let res = serde_json::to_writer(&mut buf, event);
+        let res = format::write_event(&mut buf, event);
         self.line = buf;
         res.map_err(|e| self.write_err(e.into()))?;
         self.write_line(false)?;
@@ -265,12 +224,8 @@ impl Journal {
     /// hands the same time to its analyzer, so the saved session is decided as the live one
     /// was).
     pub fn finish_at(mut self, at: Micros) -> Result<PathBuf, StoreError> {
-        let end = EndLine {
-            at,
-            flows: self.flows,
-        };
         let mut buf = Vec::new();
-        serde_json::to_writer(&mut buf, &end).map_err(|e| self.write_err(e.into()))?;
+        format::write_end(&mut buf, at, self.flows).map_err(|e| self.write_err(e.into()))?;
         self.line = buf;
         self.write_line(true)?;
         self.sync()?;

@@ -7,12 +7,11 @@
 //! is reported as a [`ReadWarning`] and skipped: reading never fails on content, only on I/O.
 
 use crate::error::StoreError;
+use crate::format::{EndLine, Line, JOURNAL_VERSION};
 use crate::journal::SessionMeta;
 use mcptap_flow::{
-    BodyState, CapturedBody, Flow, FlowId, FlowState, Headers, HttpVersion, Micros, Response,
-    SseEvent,
+    BodyState, CapturedBody, Flow, FlowEvent, FlowId, FlowState, Micros, Response, SseEvent,
 };
-use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
@@ -32,45 +31,6 @@ impl fmt::Display for ReadWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "line {}: {}", self.line, self.message)
     }
-}
-
-/// Every kind of journal line.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Line {
-    Session(SessionLine),
-    RequestStarted {
-        flow: Box<Flow>,
-    },
-    ResponseHead {
-        id: FlowId,
-        at: Micros,
-        status: u16,
-        version: HttpVersion,
-        headers: Headers,
-    },
-    Body {},
-    Sse {
-        id: FlowId,
-        event: SseEvent,
-    },
-    Completed {
-        flow: Box<Flow>,
-    },
-    Failed {
-        flow: Box<Flow>,
-    },
-    End {
-        #[serde(default)]
-        at: Option<Micros>,
-    },
-}
-
-#[derive(Deserialize)]
-struct SessionLine {
-    version: u32,
-    #[serde(flatten)]
-    meta: SessionMeta,
 }
 
 /// SSE events kept per flow in flight (the engine's own bound).
@@ -111,6 +71,27 @@ pub fn read_journal(path: &Path) -> Result<JournalReader<BufReader<File>>, Store
         source,
     })?;
     Ok(JournalReader::new(BufReader::with_capacity(256 * 1024, file)).with_path(path))
+}
+
+/// The flow whose `completed` or `failed` line starts at byte `offset` of the journal at
+/// `path` (where [`crate::Journal::position`] said it would): how a live view gets back a flow
+/// it no longer holds. `Ok(None)` when no such line starts there.
+pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError> {
+    use std::io::{Seek as _, SeekFrom};
+    let err = |source| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(err)?;
+    file.seek(SeekFrom::Start(offset)).map_err(err)?;
+    let mut line = Vec::new();
+    BufReader::new(file)
+        .read_until(b'\n', &mut line)
+        .map_err(err)?;
+    Ok(match Line::parse(trim_ascii(&line)) {
+        Ok(Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow })) => Some(*flow),
+        _ => None,
+    })
 }
 
 impl<R: BufRead> JournalReader<R> {
@@ -284,7 +265,7 @@ impl<R: BufRead> JournalReader<R> {
         if text.is_empty() {
             return Ok(None);
         }
-        let line: Line = match serde_json::from_slice(text) {
+        let line = match Line::parse(text) {
             Ok(l) => l,
             Err(e) if !newline => {
                 let n = self.buf.len();
@@ -307,19 +288,18 @@ impl<R: BufRead> JournalReader<R> {
                 if self.meta.is_some() {
                     self.warn("a second session line: ignored");
                 } else {
-                    if s.version > crate::journal::JOURNAL_VERSION {
+                    if s.version > JOURNAL_VERSION {
                         self.warn(format!(
-                            "journal version {} is newer than this mcptap reads ({}); reading what it can",
+                            "journal version {} is newer than this mcptap reads ({JOURNAL_VERSION}); reading what it can",
                             s.version,
-                            crate::journal::JOURNAL_VERSION
                         ));
                     }
                     self.version = Some(s.version);
-                    self.meta = Some(s.meta);
+                    self.meta = Some(s.meta.into_owned());
                 }
                 None
             }
-            Line::RequestStarted { flow } => {
+            Line::Event(FlowEvent::RequestStarted { flow }) => {
                 let id = flow.id;
                 self.see_start(flow.timings.started);
                 if let Some(old) = self.in_flight.remove(&id) {
@@ -339,13 +319,13 @@ impl<R: BufRead> JournalReader<R> {
                 self.max_in_flight = self.max_in_flight.max(self.in_flight.len());
                 None
             }
-            Line::ResponseHead {
+            Line::Event(FlowEvent::ResponseHead {
                 id,
                 at,
                 status,
                 version,
                 headers,
-            } => {
+            }) => {
                 match self.in_flight.get_mut(&id) {
                     Some(f) => {
                         f.flow.timings.response_head = Some(at);
@@ -364,7 +344,7 @@ impl<R: BufRead> JournalReader<R> {
                 }
                 None
             }
-            Line::Sse { id, event } => {
+            Line::Event(FlowEvent::Sse { id, event }) => {
                 match self.in_flight.get_mut(&id) {
                     Some(f) => {
                         let resp = f.flow.response.get_or_insert_with(Response::default);
@@ -378,7 +358,7 @@ impl<R: BufRead> JournalReader<R> {
                 }
                 None
             }
-            Line::Completed { flow } | Line::Failed { flow } => {
+            Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }) => {
                 let id = flow.id;
                 if let Some(old) = self.in_flight.remove(&id) {
                     self.starts.remove(&(old.flow.timings.started, id));
@@ -386,8 +366,8 @@ impl<R: BufRead> JournalReader<R> {
                 self.see_start(flow.timings.started);
                 Some(*flow)
             }
-            Line::Body {} => None,
-            Line::End { at } => {
+            Line::Event(FlowEvent::Body { .. }) => None,
+            Line::End(EndLine { at, .. }) => {
                 self.ended = true;
                 self.ended_at = at;
                 None
