@@ -625,10 +625,6 @@ struct Probe<'a> {
     refreshable: Option<(String, Registered, String)>,
 }
 
-/// The version the probe falls back to when a server refuses 2026-07-28 (`initialize` then
-/// negotiates further down).
-const FALLBACK: &str = "2025-11-25";
-
 /// Why the main path stopped (`... failed`), said on the steps it skips.
 type Stop = String;
 
@@ -771,18 +767,15 @@ impl<'a> Probe<'a> {
     }
 
     /// With `--protocol` left to the probe, whether `reply` to a 2026-07-28 request says the
-    /// server does not speak that revision (a 4xx other than an authorization refusal: an
-    /// older server refuses the version header or the unknown method); then the probe speaks
-    /// 2025-11-25 from here on (and `initialize` negotiates further down), as the spec's
-    /// backward compatibility asks of clients. Returns whether it fell back.
+    /// server does not speak that revision ([`probe_checks::fallback_version`]); then the
+    /// probe speaks the version it names from here on. Returns whether it fell back.
     fn fall_back(&mut self, reply: &Reply) -> bool {
-        if !self.cfg.auto_protocol
-            || self.protocol != probe_checks::MODERN
-            || !(400..500).contains(&reply.status)
-            || matches!(reply.status, 401 | 403)
-        {
+        if !self.cfg.auto_protocol || self.protocol != probe_checks::MODERN {
             return false;
         }
+        let Some(version) = probe_checks::fallback_version(reply) else {
+            return false;
+        };
         self.fell_back = Some(format!(
             "2026-07-28 refused ({}{})",
             reply.status,
@@ -794,7 +787,7 @@ impl<'a> Probe<'a> {
                     .map(|m| format!(": {m}")))
                 .unwrap_or_default()
         ));
-        self.protocol = FALLBACK.to_owned();
+        self.protocol = version.to_owned();
         true
     }
 

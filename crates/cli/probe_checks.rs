@@ -290,6 +290,39 @@ fn mcp_version() -> HeaderName {
 /// version and client in `params._meta`, mirrored in headers.
 pub const MODERN: &str = "2026-07-28";
 
+/// The version the probe falls back to when a server refuses 2026-07-28 without naming the
+/// ones it supports (`initialize` then negotiates further down).
+pub const FALLBACK: &str = "2025-11-25";
+
+/// Whether `reply` to a 2026-07-28 request says the server does not speak that revision, and
+/// the version to speak instead, as the transport's backward compatibility asks of clients:
+/// an `UnsupportedProtocolVersion` error (-32022) names the supported versions (the newest of
+/// 2025-11-25 and 2025-06-18 among them); a header error (-32020, -32021) is a modern server's
+/// answer to a malformed request, not a reason to fall back; any other 4xx but 401 and 403 (an
+/// older server refusing the version header, the missing session or the unknown method) means
+/// 2025-11-25.
+pub fn fallback_version(reply: &Reply) -> Option<&'static str> {
+    if !(400..500).contains(&reply.status) || matches!(reply.status, 401 | 403) {
+        return None;
+    }
+    let error = reply.json().and_then(|v| v.get("error").cloned());
+    let code = error.as_ref().and_then(|e| e.get("code")?.as_i64());
+    match code {
+        Some(-32020 | -32021) => None,
+        Some(-32022) => {
+            let supported = error
+                .as_ref()
+                .and_then(|e| e.pointer("/data/supported")?.as_array().cloned())
+                .unwrap_or_default();
+            ["2025-11-25", "2025-06-18"]
+                .into_iter()
+                .find(|v| supported.iter().any(|s| s == v))
+                .or(supported.is_empty().then_some(FALLBACK))
+        }
+        _ => Some(FALLBACK),
+    }
+}
+
 /// A JSON-RPC POST of `body` to the MCP endpoint in the dialect of `protocol`. Before
 /// 2026-07-28 the version header is `version`, sent after `initialize` only (`None` for
 /// `initialize` itself). For 2026-07-28 every message carries `version` (default: the
@@ -519,9 +552,7 @@ pub fn judge(check: Check, answer: Result<&Reply, &HttpError>, ctx: &Ctx) -> Jud
                     ),
                 },
             ),
-            s => warn(format!(
-                "{s}: refused, but RFC 6750 asks for 401 invalid_token"
-            )),
+            s => warn(not_401(s)),
         },
         Check::QueryToken => match status {
             s if reply.ok() => fail(
@@ -760,9 +791,7 @@ pub fn judge_other_resource(seen: OtherResource<'_>, ctx: &Ctx) -> Judged {
                     ctx.other_audience()
                 ),
             ),
-            s => warn(format!(
-                "{s}: refused, but RFC 6750 asks for 401 invalid_token"
-            )),
+            s => warn(not_401(s)),
         },
     }
 }
@@ -786,6 +815,17 @@ pub fn jwt_audience(token: &str) -> Option<Vec<String>> {
             .collect(),
         _ => Vec::new(),
     })
+}
+
+/// The note of a token check answered with neither 2xx nor 401.
+fn not_401(status: u16) -> String {
+    if status >= 500 {
+        format!(
+            "{status}: not served, but a server error where RFC 6750 asks for 401 invalid_token"
+        )
+    } else {
+        format!("{status}: refused, but RFC 6750 asks for 401 invalid_token")
+    }
 }
 
 fn oauth_error_code(reply: &Reply) -> String {
@@ -1026,6 +1066,31 @@ mod tests {
         assert!(judged.note.ends_with("→ get-stream-wrong (the analyzer's)"));
         // Not the probe's finding: the analyzer makes it on the session.
         assert!(judged.finding.is_none());
+    }
+
+    #[test]
+    fn a_refused_2026_07_28_falls_back_as_the_transport_says() {
+        let reply = |status: u16, body: &str| Reply {
+            flow: 1,
+            status,
+            headers: http::HeaderMap::new(),
+            body: body.to_owned().into(),
+        };
+        let legacy = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: No valid session ID provided"}}"#;
+        assert_eq!(fallback_version(&reply(400, legacy)), Some(FALLBACK));
+        assert_eq!(fallback_version(&reply(405, "")), Some(FALLBACK));
+        let unsupported = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32022,"message":"x","data":{"supported":["2025-06-18"],"requested":"2026-07-28"}}}"#;
+        assert_eq!(
+            fallback_version(&reply(400, unsupported)),
+            Some("2025-06-18")
+        );
+        let only_newer = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32022,"message":"x","data":{"supported":["2027-01-01"]}}}"#;
+        assert_eq!(fallback_version(&reply(400, only_newer)), None);
+        let mismatch =
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32020,"message":"Header mismatch"}}"#;
+        assert_eq!(fallback_version(&reply(400, mismatch)), None);
+        assert_eq!(fallback_version(&reply(401, "")), None);
+        assert_eq!(fallback_version(&reply(200, "{}")), None);
     }
 
     #[test]

@@ -980,7 +980,7 @@ fn the_typescript_sdk_example_server_with_oauth() {
     assert!(p.step("fabricated token refused")["note"]
         .as_str()
         .unwrap()
-        .starts_with("500"));
+        .starts_with("500: not served, but a server error"));
     for check in [
         "token in query refused",
         "unknown version refused",
