@@ -85,6 +85,7 @@ Server checks a client never makes (on by default; --no-server-checks turns them
   These are requests any client makes; the analyzer judges them:
   notification-answer-wrong  a POST holding only a notification must get 202 without a body
   get-stream-wrong         GET with Accept: text/event-stream must be an event stream or 405
+                           (2026-07-28: 405)
   jwks-invalid             the jwks_uri of the authorization-server metadata must answer a
                            key set
 

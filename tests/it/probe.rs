@@ -764,6 +764,15 @@ fn a_jwt_server_that_validates_everything_passes_every_token_jwks_and_redirect_c
     }
     // Only the SDK's own "id": null acceptance is left; no token or OAuth finding.
     assert_eq!(p.ids(), ["invalid-request-accepted"], "{:#}", p.out);
+    // The JWTs, real and forged, are redacted in the saved session like any token.
+    let har = std::fs::read_to_string(p.session().join("session.har")).unwrap();
+    let jwt_header = "eyJhbGciOiJSUzI1NiI";
+    assert!(!har.contains(jwt_header), "a JWT in clear in the session");
+    let journal = std::fs::read_to_string(p.session().join("journal.jsonl")).unwrap();
+    assert!(
+        !journal.contains(jwt_header),
+        "a JWT in clear in the journal"
+    );
 }
 
 #[test]
