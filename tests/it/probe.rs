@@ -1131,3 +1131,45 @@ fn a_jwt_server_that_verifies_signatures_but_skips_the_audience_is_token_not_val
         p.out
     );
 }
+
+#[test]
+fn the_clean_up_deletes_every_registration_the_probe_made_where_rfc_7592_allows_it() {
+    let pki = TestPki::new();
+    let server = McpServer::start(
+        &pki,
+        ServerOpts {
+            extra_args: vec!["--registration-management".into()],
+            ..Default::default()
+        },
+    );
+    let p = probe(&pki, &server, &[]);
+    // The four unsafe registrations were accepted (the SDK checks no redirect URI)...
+    assert_eq!(p.finding("registration-redirect-unsafe")["occurrences"], 4);
+    // ...and, with the probe's own, deleted at the end.
+    let cleanup = p.step("clean-up");
+    let note = cleanup["note"].as_str().unwrap();
+    assert_eq!(
+        note.matches("the unsafe-redirect check's registration deleted")
+            .count(),
+        4,
+        "{note}"
+    );
+    assert!(note.contains("; registration deleted"), "{note}");
+    assert!(!note.contains("cannot be deleted"), "{note}");
+    let deletes: Vec<(String, u16)> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(deletes.len(), 5, "{}", server.requests_summary());
+    assert!(
+        deletes
+            .iter()
+            .all(|(path, status)| path.starts_with("/register/") && *status == 204),
+        "{deletes:?}"
+    );
+    // Each DELETE is a flow of the clean-up step.
+    let flows = cleanup["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 3 + 5, "{cleanup:#}");
+}

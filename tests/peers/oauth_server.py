@@ -516,6 +516,71 @@ class CheckRedirectUris:
         await self.app(scope, replayed, send)
 
 
+class RegistrationManagement:
+    """--registration-management: RFC 7592 for dynamic registrations (the SDK has none). A
+    registration's answer gains `registration_client_uri` ({public}/register/<client_id>) and
+    `registration_access_token`; DELETE on that URI with the token as bearer forgets the client
+    (204), with another token 401, for an unknown client 404."""
+
+    def __init__(self, app: ASGIApp, provider: InMemoryProvider, public: str) -> None:
+        self.app = app
+        self.provider = provider
+        self.public = public
+        self.tokens: dict[str, str] = {}  # client_id -> registration access token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if scope["method"] == "DELETE" and path.startswith("/register/"):
+            client_id = path.removeprefix("/register/")
+            expected = self.tokens.get(client_id)
+            if expected is None or client_id not in self.provider.clients:
+                status = 404
+            elif _header(scope, b"authorization") != f"Bearer {expected}":
+                status = 401
+            else:
+                status = 204
+                self.provider.clients.pop(client_id, None)
+                self.tokens.pop(client_id, None)
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if scope["method"] != "POST" or path != "/register":
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            out = bytes(body)
+            status = start.get("status", 200)
+            if 200 <= status < 300:
+                try:
+                    doc = json.loads(out)
+                    client_id = doc["client_id"]
+                    token = secrets.token_urlsafe(24)
+                    self.tokens[client_id] = token
+                    doc["registration_client_uri"] = f"{self.public}/register/{client_id}"
+                    doc["registration_access_token"] = token
+                    out = json.dumps(doc).encode()
+                except (ValueError, KeyError):
+                    pass
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(out)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": out})
+
+        await self.app(scope, receive, capture)
+
+
 class LegacyOnly:
     """--legacy-only: a POST /mcp with a bearer token and `MCP-Protocol-Version: 2026-07-28`
     answers 400 as a 2025-11-25 server does (its error is not a modern one); the authorization
@@ -773,6 +838,8 @@ def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIAp
         wrapped = CheckRedirectUris(wrapped)
     if args.legacy_only:
         wrapped = LegacyOnly(wrapped)
+    if args.registration_management:
+        wrapped = RegistrationManagement(wrapped, provider, public)
     if args.refuse_dcr:
         wrapped = RefuseRegistration(wrapped)
     if args.log_requests is not None:
@@ -862,6 +929,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--audience-not-checked", action="store_true", help="with --jwt: accept a token whose `aud` is another resource"
     )
     g.add_argument("--jwks-without-keys", action="store_true", help="with --jwt: /jwks.json answers {} (no `keys`)")
+    g.add_argument(
+        "--registration-management",
+        action="store_true",
+        help="RFC 7592 for dynamic registrations: registration_client_uri and "
+        "registration_access_token in the answer, DELETE forgets the client",
+    )
     g.add_argument(
         "--legacy-only",
         action="store_true",
