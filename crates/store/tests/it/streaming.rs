@@ -226,6 +226,13 @@ fn journal_stream(
     (dir, lines)
 }
 
+/// Journals `f` (see [`journal_stream`]) and gives its final line, parsed, with its offset.
+fn final_line(f: &Flow, final_events: Option<Vec<SseEvent>>) -> (tempfile::TempDir, u64, Value) {
+    let (dir, lines) = journal_stream(f, final_events);
+    let (offset, last) = lines.last().unwrap().clone();
+    (dir, offset, serde_json::from_str(&last).unwrap())
+}
+
 fn small_event(id: u64) -> FlowEvent {
     FlowEvent::Completed {
         flow: Box::new(small(id, T0)),
@@ -279,12 +286,10 @@ fn a_streams_events_are_journalled_once_and_read_back_whole() {
 fn a_stream_whose_body_is_not_its_events_written_back_keeps_its_body() {
     // CRLF line ends: the events alone would not give the body back byte for byte.
     let f = stream(7, T0, 3, true);
-    let (dir, lines) = journal_stream(&f, None);
-    let (offset, last) = lines.last().unwrap().clone();
-    let v: Value = serde_json::from_str(&last).unwrap();
-    assert!(v["sse"]["lines"].is_array(), "{last}");
-    assert!(v["sse"].get("body").is_none(), "{last}");
-    assert!(v["flow"]["response"].get("sse").is_none(), "{last}");
+    let (dir, offset, v) = final_line(&f, None);
+    assert!(v["sse"]["lines"].is_array(), "{v}");
+    assert!(v["sse"].get("body").is_none(), "{v}");
+    assert!(v["flow"]["response"].get("sse").is_none(), "{v}");
     let (streamed, at) = read_back(&dir, 7, offset);
     assert_eq!(streamed, f);
     assert_eq!(at, f);
@@ -296,10 +301,8 @@ fn a_final_flow_whose_events_differ_from_its_lines_is_journalled_whole() {
     let f = stream(7, T0, 3, false);
     let mut scrubbed = f.response.as_ref().unwrap().sse.clone();
     scrubbed[1].data = r#"{"jsonrpc":"2.0","method":"[REDACTED]"}"#.into();
-    let (dir, lines) = journal_stream(&f, Some(scrubbed.clone()));
-    let (offset, last) = lines.last().unwrap().clone();
-    let v: Value = serde_json::from_str(&last).unwrap();
-    assert!(v.get("sse").is_none(), "{last}");
+    let (dir, offset, v) = final_line(&f, Some(scrubbed.clone()));
+    assert!(v.get("sse").is_none(), "{v}");
     let mut want = f.clone();
     want.response.as_mut().unwrap().sse = scrubbed;
     let (streamed, at) = read_back(&dir, 7, offset);
