@@ -5,7 +5,7 @@
 
 use crate::context::ConnCtx;
 use crate::limits::human;
-use crate::message::{empty, flow_headers, flow_version, text_response, ProxyBody};
+use crate::message::{empty, flow_headers, flow_version, request_head, text_response, ProxyBody};
 use crate::shared::Shared;
 use crate::shutdown::Guard;
 use crate::target::Target;
@@ -44,17 +44,9 @@ fn refuse_connect(
     let started = now_micros();
     let shown = req.uri().to_string();
     let text = format!("mcptap: bad CONNECT target {shown:?}: {why}\n");
-    let flow = Flow {
-        id: shared.ids.next(),
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host: req.uri().host().unwrap_or("").to_owned(),
-        request: mcptap_flow::Request {
-            method: "CONNECT".to_owned(),
-            url: shown.clone(),
-            version: flow_version(req.version()),
-            headers: flow_headers(req.headers()),
-            ..Default::default()
-        },
+    let host = req.uri().host().unwrap_or("").to_owned();
+    let mut flow = Flow {
+        request: request_head(req, shown.clone()),
         response: Some(mcptap_flow::Response {
             status: StatusCode::BAD_REQUEST.as_u16(),
             headers: [("content-type", "text/plain; charset=utf-8")]
@@ -64,18 +56,14 @@ fn refuse_connect(
             synthetic: true,
             ..Default::default()
         }),
-        timings: mcptap_flow::Timings {
-            started,
-            finished: Some(now_micros()),
-            ..Default::default()
-        },
         state: FlowState::Failed,
         error: Some(FlowError::new(
             ErrorKind::ClientProtocol,
             format!("bad CONNECT target {shown:?}: {why}"),
         )),
-        ..Default::default()
+        ..ctx.flow(shared.ids.next(), host, 0, started)
     };
+    flow.timings.finished = Some(now_micros());
     shared.events.send(FlowEvent::Failed {
         flow: Box::new(flow),
     });

@@ -8,8 +8,8 @@
 use crate::context::ConnCtx;
 use crate::hook::{Exchange, Hook, Outgoing, Reply};
 use crate::message::{
-    empty, flow_headers, flow_version, is_upgrade_request, strip_hop_by_hop, text_response,
-    BoxError, ProxyBody,
+    empty, flow_headers, flow_version, is_upgrade_request, request_head, strip_hop_by_hop,
+    text_response, BoxError, ProxyBody,
 };
 use crate::route::Route;
 use crate::shared::Shared;
@@ -120,23 +120,8 @@ fn record_request(
     started: i64,
 ) -> Arc<Recorder> {
     let flow = Flow {
-        id,
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host: route.host.clone(),
-        port: route.port,
-        client_tls: ctx.client_tls.clone(),
-        request: mcptap_flow::Request {
-            method: req.method().as_str().to_owned(),
-            url: route.shown.clone(),
-            version: flow_version(req.version()),
-            headers: flow_headers(req.headers()),
-            body: Default::default(),
-        },
-        timings: mcptap_flow::Timings {
-            started,
-            ..Default::default()
-        },
-        ..Default::default()
+        request: request_head(req, route.shown.clone()),
+        ..ctx.flow(id, route.host.clone(), route.port, started)
     };
     let idle = Some(shared.limits.idle_body);
     Recorder::start_with_idle_limit(flow, shared.events.clone(), shared.observer.clone(), idle)
@@ -267,24 +252,11 @@ fn record_rejected(
     started: i64,
     msg: &str,
 ) {
+    let host = req.uri().host().unwrap_or("").to_owned();
+    let port = req.uri().port_u16().unwrap_or(0);
     let flow = Flow {
-        id,
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host: req.uri().host().unwrap_or("").to_owned(),
-        port: req.uri().port_u16().unwrap_or(0),
-        client_tls: ctx.client_tls.clone(),
-        request: mcptap_flow::Request {
-            method: req.method().as_str().to_owned(),
-            url: req.uri().to_string(),
-            version: flow_version(req.version()),
-            headers: flow_headers(req.headers()),
-            body: Default::default(),
-        },
-        timings: mcptap_flow::Timings {
-            started,
-            ..Default::default()
-        },
-        ..Default::default()
+        request: request_head(req, req.uri().to_string()),
+        ..ctx.flow(id, host, port, started)
     };
     let rec = Recorder::start(flow, shared.events.clone(), None);
     let _ = fail(&rec, ErrorKind::ClientProtocol, msg.to_owned(), None);

@@ -21,6 +21,7 @@ pub mod capture_pool;
 mod connect;
 mod context;
 pub mod events;
+mod exec;
 mod forward;
 mod hook;
 pub mod inject;
@@ -47,7 +48,7 @@ pub use shared::CertSource;
 pub use upstream::{TrustError, UpstreamProxy, UpstreamTrust};
 
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use regex::RegexSet;
 use shared::Shared;
 use std::future::Future;
@@ -152,7 +153,7 @@ where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
 {
-    Client::builder(TokioExecutor::new())
+    Client::builder(exec::SpanExecutor)
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))

@@ -4,11 +4,12 @@
 //! connection drains on shutdown and is dropped at the deadline.
 
 use crate::context::ConnCtx;
+use crate::exec::SpanExecutor;
 use crate::message::ProxyBody;
 use crate::shared::Shared;
 use crate::shutdown::{Guard, Phase};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use mcptap_flow::{now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowState};
 use std::convert::Infallible;
 use std::future::Future;
@@ -109,21 +110,13 @@ pub(crate) fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::E
         .map(|t| (t.host.clone(), t.port))
         .unwrap_or_default();
     let now = now_micros();
+    let mut flow = ctx.flow(shared.ids.next(), host, port, now);
+    flow.timings.finished = Some(now);
     let flow = Flow {
-        id: shared.ids.next(),
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host,
-        port,
-        client_tls: ctx.client_tls.clone(),
         state: FlowState::Failed,
         request: mcptap_flow::Request {
             method: "?".to_owned(),
             url: String::new(),
-            ..Default::default()
-        },
-        timings: mcptap_flow::Timings {
-            started: now,
-            finished: Some(now),
             ..Default::default()
         },
         error: Some(FlowError {
@@ -132,7 +125,7 @@ pub(crate) fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::E
             hint: None,
             limit: None,
         }),
-        ..Default::default()
+        ..flow
     };
     shared.events.send(FlowEvent::Failed {
         flow: Box::new(flow),
@@ -175,7 +168,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = tunnel_service(shared.clone(), ctx.clone());
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let conn = hyper::server::conn::http2::Builder::new(SpanExecutor)
         .timer(TokioTimer::new())
         .serve_connection(TokioIo::new(io), svc);
     if let Some(Err(e)) = drive(conn, guard).await {
@@ -189,7 +182,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = tunnel_service(shared.clone(), ctx.clone());
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(SpanExecutor);
     builder.http1().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Some(Err(e)) = drive(conn, guard).await {

@@ -206,21 +206,15 @@ fn tunnel_failed(
 /// A flow describing the tunnel itself (`CONNECT host:port`).
 pub(crate) fn connect_flow(shared: &Shared, ctx: &ConnCtx, target: &Target, started: i64) -> Flow {
     Flow {
-        id: shared.ids.next(),
         kind: FlowKind::Http,
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host: target.host.clone(),
-        port: target.port,
         request: mcptap_flow::Request {
             method: "CONNECT".to_owned(),
             url: format!("{}:{}", url_host(&target.host), target.port),
             version: mcptap_flow::HttpVersion::Http11,
             ..Default::default()
         },
-        timings: mcptap_flow::Timings {
-            started,
-            ..Default::default()
-        },
-        ..Default::default()
+        // On the listener: no TLS with the client yet.
+        client_tls: None,
+        ..ctx.flow(shared.ids.next(), target.host.clone(), target.port, started)
     }
 }
