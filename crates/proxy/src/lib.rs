@@ -5,8 +5,6 @@
 //! bodies stream through taps that copy a bounded prefix into the flow. Everything the engine
 //! learns leaves it as [`FlowEvent`](mcptap_flow::FlowEvent)s on a bounded channel
 //! ([`events`]); it knows nothing of terminals or disks.
-#![deny(missing_docs)]
-
 //!
 //! Inside, one connection goes down a one-way chain of modules — `listener` (proxy listener,
 //! proxy authentication) → `connect` (CONNECT) → `tls` (ALPN dispatch) → `serve` (HTTP/1.1,
@@ -15,6 +13,7 @@
 //! origins, URLs), `message` (answers, recorded heads, hop-by-hop headers), `context` (the
 //! per-connection context). Modes plug in through the `hook` trait: `auth`, `reverse`,
 //! [`inject`]. `docs/architecture.md` draws the whole.
+#![deny(missing_docs)]
 
 mod auth;
 pub mod capture_pool;
