@@ -8,9 +8,10 @@ use crate::exec::SpanExecutor;
 use crate::message::ProxyBody;
 use crate::shared::Shared;
 use crate::shutdown::{Guard, Phase};
+use crate::tap::record_failed;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mcptap_flow::{now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowState};
+use mcptap_flow::{now_micros, ErrorKind, Flow, FlowError};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -110,26 +111,20 @@ pub(crate) fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::E
         .map(|t| (t.host.clone(), t.port))
         .unwrap_or_default();
     let now = now_micros();
-    let mut flow = ctx.flow(shared.ids.next(), host, port, now);
-    flow.timings.finished = Some(now);
-    let flow = Flow {
-        state: FlowState::Failed,
+    let mut flow = Flow {
         request: mcptap_flow::Request {
             method: "?".to_owned(),
             url: String::new(),
             ..Default::default()
         },
-        error: Some(FlowError {
-            kind: ErrorKind::ClientProtocol,
-            message: format!("malformed request from the client: {e}"),
-            hint: None,
-            limit: None,
-        }),
-        ..flow
+        ..ctx.flow(shared.ids.next(), host, port, now)
     };
-    shared.events.send(FlowEvent::Failed {
-        flow: Box::new(flow),
-    });
+    flow.timings.finished = Some(now);
+    let error = FlowError::new(
+        ErrorKind::ClientProtocol,
+        format!("malformed request from the client: {e}"),
+    );
+    record_failed(&shared.events, flow, error);
 }
 
 fn tunnel_service(
