@@ -24,6 +24,8 @@ mod exec;
 mod forward;
 mod hook;
 pub mod inject;
+#[cfg(test)]
+mod layering;
 pub mod limits;
 mod listener;
 mod message;
