@@ -9,10 +9,10 @@
 //! Inside, one connection goes down a one-way chain of modules — `listener` (proxy listener,
 //! proxy authentication) → `connect` (CONNECT) → `tls` (ALPN dispatch) → `serve` (HTTP/1.1,
 //! HTTP/2) → `forward` (route → hooks → send → record) → `upstream` / `tunnel_upstream` and the
-//! `tap` — and no module imports from one that calls it. Leaves shared by all: `target` (targets,
-//! origins, URLs), `message` (answers, recorded heads, hop-by-hop headers), `context` (the
-//! per-connection context). Modes plug in through the `hook` trait: `auth`, `reverse`,
-//! [`inject`]. `docs/architecture.md` draws the whole.
+//! `tap` — and no module imports from one that calls it (`layering.rs` tests it). Leaves shared
+//! by all: `target` (targets, origins, URLs), `message` (answers, recorded heads, hop-by-hop
+//! headers), `context` (the per-connection context). Modes plug in through the `hook` trait:
+//! `auth`, `reverse`, [`inject`]. `docs/architecture.md` draws the whole.
 #![deny(missing_docs)]
 
 mod auth;
