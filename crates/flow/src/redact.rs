@@ -932,6 +932,7 @@ fn decode_json_string(token: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
         .map(std::borrow::Cow::Owned)
 }
 
+// The codecs live with the rest of OAuth's vocabulary; redaction and older callers use them here.
 pub use crate::oauth::{form_decode, percent_decode, percent_encode};
 
 #[cfg(test)]
