@@ -1,6 +1,7 @@
 //! Command-line arguments (clap). Names follow mitmproxy where users already know them:
 //! `-p/--listen-port`, `--listen-host`, `-k/--ssl-insecure`, `--ignore-hosts`, `-w`.
 
+use crate::config::Mode;
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -8,7 +9,14 @@ use std::time::Duration;
 
 /// A debugging proxy for MCP servers that use OAuth.
 #[derive(Debug, Parser)]
-#[command(name = "mcptap", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "mcptap",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = crate::error::EXIT_STATUS_HELP
+)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). MCPTAP_LOG=filter overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -54,21 +62,47 @@ pub enum Command {
     /// Check an MCP server the way a conformant client would, step by step, through mcptap's
     /// own proxy: the session is recorded and judged like any capture.
     Probe(ProbeArgs),
+    /// Serve the captures to a coding agent as an MCP server on stdio (sessions, flows,
+    /// findings, explain pages, the bug report), read-only and redacted:
+    /// `claude mcp add mcptap -- mcptap mcp`.
+    Mcp(McpArgs),
+}
+
+/// `mcptap mcp`.
+#[derive(Debug, Args, Clone)]
+pub struct McpArgs {
+    /// The session the tools read when a call names none: a session directory, a journal or a
+    /// HAR file (default: the running proxy's session, else the newest saved one).
+    #[arg(value_name = "SESSION")]
+    pub session: Option<PathBuf>,
+    #[command(flatten)]
+    pub confdir: ConfDir,
 }
 
 /// What `mcptap probe --help` lists after the options.
 const PROBE_CHECKS: &str = "\
 Server checks a client never makes (on by default; --no-server-checks turns them off):
-  token-not-validated      a fabricated bearer token must get 401
+  token-not-validated      a fabricated bearer token must get 401; when the probe's token is a
+                           JWT, so must it with its signature altered, with exp an hour ago,
+                           and with aud another resource (the last two keep the old signature:
+                           they prove the expiry and audience checks only on a server that
+                           skips the signature); and a JWT the authorization server issues
+                           for another resource (a refresh with resource=...) must get 401
   token-in-query-accepted  the token as ?access_token= without a header must not be served
   origin-not-validated     a valid token with Origin: https://<random>.invalid must get 403
+  invalid-request-accepted tools/list with an unknown MCP-Protocol-Version, or without the
+                           session id, must get 400; one with \"id\": null, and
+                           notifications/initialized with an id, must be refused (4xx or a
+                           JSON-RPC error)
+  registration-redirect-unsafe  registering a redirect URI http://<random>.invalid/callback
+                           (plain http, not loopback), javascript:, data: or file: must be
+                           refused (an accepted one is deleted where the server allows it)
+  These are requests any client makes; the analyzer judges them:
   notification-answer-wrong  a POST holding only a notification must get 202 without a body
   get-stream-wrong         GET with Accept: text/event-stream must be an event stream or 405
-                           (these two are requests any client makes: the analyzer judges them)
-  invalid-request-accepted a request with an unknown MCP-Protocol-Version must get 400
-  registration-redirect-unsafe  registering http://<random>.invalid/callback (plain http, not
-                           loopback) must be refused (an accepted one is deleted where the
-                           server allows it)
+                           (2026-07-28: 405)
+  jwks-invalid             the jwks_uri of the authorization-server metadata must answer a
+                           key set
 
 Exit status: 0 when no finding is at or above --fail-on and every step of the client's flow
 passed or warned, 1 otherwise, 2 when the server cannot be probed at all (bad URL,
@@ -81,10 +115,11 @@ pub struct ProbeArgs {
     /// The MCP endpoint, e.g. https://mcp.example.com/mcp
     #[arg(value_name = "URL")]
     pub url: String,
-    /// The MCP protocol version to speak: 2025-06-18, 2025-11-25 or 2026-07-28 (which
-    /// starts with server/discover).
-    #[arg(long, default_value = "2025-11-25", value_name = "VERSION")]
-    pub protocol: String,
+    /// The MCP protocol version to speak: 2025-06-18, 2025-11-25 or 2026-07-28 (stateless:
+    /// server/discover, no session). Default: the newest the server accepts (2026-07-28,
+    /// else initialize with 2025-11-25, which the server may negotiate down to 2025-06-18).
+    #[arg(long, value_name = "VERSION")]
+    pub protocol: Option<String>,
     /// A pre-registered client id (skips registration).
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
@@ -115,10 +150,9 @@ pub struct ProbeArgs {
     /// Machine-readable output: the steps, the findings and the session directory.
     #[arg(long)]
     pub json: bool,
-    /// Exit with status 1 when a finding is at least this severe (critical, high, medium,
-    /// low, info).
-    #[arg(long, default_value = "high", value_name = "SEVERITY")]
-    pub fail_on: String,
+    /// Exit with status 1 when a finding is at least this severe.
+    #[arg(long, value_enum, default_value = "high", value_name = "SEVERITY")]
+    pub fail_on: FailOn,
     /// Do not count findings with this id (repeatable).
     #[arg(long = "ignore", value_name = "ID")]
     pub ignore: Vec<String>,
@@ -163,6 +197,34 @@ pub struct RunArgs {
         value_name = "CMD"
     )]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `--fail-on`: the least severe finding that fails the command (exit status 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Only critical findings.
+    Critical,
+    /// High and critical.
+    High,
+    /// Medium and above.
+    Medium,
+    /// Low and above.
+    Low,
+    /// Any finding.
+    Info,
+}
+
+impl From<FailOn> for mcptap_analyze::Severity {
+    fn from(f: FailOn) -> Self {
+        use mcptap_analyze::Severity as S;
+        match f {
+            FailOn::Critical => S::Critical,
+            FailOn::High => S::High,
+            FailOn::Medium => S::Medium,
+            FailOn::Low => S::Low,
+            FailOn::Info => S::Info,
+        }
+    }
 }
 
 /// Shells `mcptap env` can speak.
@@ -221,10 +283,9 @@ pub struct AnalyzeArgs {
     /// Machine-readable output (schema: docs/findings/README.md).
     #[arg(long)]
     pub json: bool,
-    /// Exit with status 1 when a finding is at least this severe (critical, high, medium,
-    /// low, info).
-    #[arg(long, default_value = "high", value_name = "SEVERITY")]
-    pub fail_on: String,
+    /// Exit with status 1 when a finding is at least this severe.
+    #[arg(long, value_enum, default_value = "high", value_name = "SEVERITY")]
+    pub fail_on: FailOn,
     /// The capture came from a reverse proxy in front of the server.
     #[arg(long)]
     pub reverse: bool,
@@ -291,7 +352,9 @@ impl ConfDir {
         }
         match std::env::var_os("HOME") {
             Some(h) if !h.is_empty() => Ok(PathBuf::from(h).join(".mcptap")),
-            _ => anyhow::bail!("cannot find a home directory: set MCPTAP_HOME or pass --confdir"),
+            _ => Err(crate::error::usage(
+                "cannot find a home directory: set MCPTAP_HOME or pass --confdir",
+            )),
         }
     }
 }
@@ -342,8 +405,8 @@ pub struct ProxyArgs {
     pub idle_body_timeout: Duration,
     /// `regular` (an explicit proxy, the default) or `reverse:URL` (mitmproxy's spelling;
     /// same as `mcptap reverse URL`).
-    #[arg(short = 'm', long, default_value = "regular", value_name = "MODE")]
-    pub mode: String,
+    #[arg(short = 'm', long, default_value = "regular", value_name = "MODE", value_parser = parse_mode)]
+    pub mode: Mode,
     /// Reverse mode: send paths under PREFIX to another upstream, e.g.
     /// --route /oauth=https://auth.example.com (repeatable; the path is kept whole).
     #[arg(long = "route", value_name = "PREFIX=URL")]
@@ -409,6 +472,11 @@ pub fn seconds(v: f64) -> Option<std::time::Duration> {
     (0.0..=MAX_SECONDS)
         .contains(&v)
         .then(|| std::time::Duration::from_secs_f64(v))
+}
+
+/// Parses `--mode` (clap reports the error as a usage error).
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
 }
 
 /// Parses a number of seconds (`3`, `0.5`) in 0..=[`MAX_SECONDS`].
@@ -526,7 +594,7 @@ mod tests {
             let Some(Command::Proxy(p)) = cli.command else {
                 panic!("not a proxy command");
             };
-            crate::proxy::RunConfig::from_args(&p, true)
+            crate::config::RunConfig::from_args(&p, true)
                 .unwrap()
                 .proxy
                 .limits

@@ -22,6 +22,7 @@
 //! content changes, so concurrent runs never see half a bundle.
 
 use crate::args::{EnvArgs, Shell};
+use crate::error::{input, usage, ErrorKind, ResultExt as _};
 use anyhow::Context as _;
 use rustls::pki_types::CertificateDer;
 use std::collections::HashSet;
@@ -121,10 +122,11 @@ pub fn prepare(confdir: &Path, ca_cert: &Path, lookup: Lookup<'_>) -> anyhow::Re
     let dir = confdir.join("run");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let ca_pem = std::fs::read(ca_cert)
-        .with_context(|| format!("cannot read the CA certificate {}", ca_cert.display()))?;
+        .with_context(|| format!("cannot read the CA certificate {}", ca_cert.display()))
+        .kind(ErrorKind::Input)?;
     let ca_ders = pem_certs(&ca_pem);
     if ca_ders.is_empty() {
-        anyhow::bail!("{} holds no certificate", ca_cert.display());
+        return Err(input(format!("{} holds no certificate", ca_cert.display())));
     }
 
     let bundle = dir.join("ca-bundle.pem");
@@ -589,12 +591,14 @@ pub fn proxy_url(arg: &str) -> anyhow::Result<String> {
         format!("http://{arg}")
     };
     let Some(rest) = url.strip_prefix("http://") else {
-        anyhow::bail!("--proxy {arg:?}: mcptap listens for plain http:// proxy requests");
+        return Err(usage(format!(
+            "--proxy {arg:?}: mcptap listens for plain http:// proxy requests"
+        )));
     };
     let authority = rest.split('/').next().unwrap_or("");
     let hostport = authority.rsplit('@').next().unwrap_or("");
     if hostport.is_empty() {
-        anyhow::bail!("--proxy {arg:?}: no host");
+        return Err(usage(format!("--proxy {arg:?}: no host")));
     }
     Ok(url.trim_end_matches('/').to_owned())
 }

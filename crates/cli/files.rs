@@ -1,46 +1,46 @@
 //! Commands on saved sessions and HAR files: `export`, `analyze`, `report`.
 
 use crate::args::{AnalyzeArgs, ExportArgs, ReportArgs};
+use crate::error::{with_kind, ErrorKind, ResultExt as _};
 use anyhow::Context as _;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
-/// Exit status for unusable input (a CI can tell it from "findings found").
-const UNUSABLE: u8 = 2;
+/// Step 1 of the offline pipeline: reads a session directory, a journal or any HAR file whole,
+/// saying on stderr what was tolerated. An error says which file and why, with the kind its
+/// cause has (input for a path or a file that cannot be used, I/O otherwise).
+pub fn read(path: &Path) -> anyhow::Result<mcptap_store::Session> {
+    // A probe's probe.json stands for its session directory.
+    let path = &crate::probe::session_of(path);
+    let session = mcptap_store::load(path)
+        .map_err(|e| store_error(format!("cannot read {}", path.display()), &e))?;
+    for w in &session.warnings {
+        say!("mcptap: warning: {}: {w}", path.display());
+    }
+    Ok(session)
+}
 
-fn load(path: &std::path::Path) -> Result<mcptap_store::Session, ExitCode> {
-    match mcptap_store::load(path) {
-        Ok(s) => {
-            for w in &s.warnings {
-                say!("mcptap: warning: {}: {w}", path.display());
-            }
-            Ok(s)
-        }
-        Err(e) => {
-            say!(
-                "mcptap: error: cannot read {}: {}",
-                path.display(),
-                chain(&e)
-            );
-            Err(ExitCode::from(UNUSABLE))
-        }
+/// Step 2: how flows are prepared offline, as the live proxy prepares them: bodies decoded,
+/// secrets redacted unless `keep_secrets` (a HAR from another tool may hold raw ones).
+pub fn prepare_options(keep_secrets: bool) -> mcptap_store::Options {
+    mcptap_store::Options {
+        keep_secrets,
+        ..Default::default()
     }
 }
 
-/// The one offline pipeline (`analyze`, `report`, `view`): the flows prepared as the live
-/// proxy prepares them (bodies decoded, secrets redacted unless `keep_secrets`; a HAR from
-/// another tool may hold raw ones), then analysed as the live proxy analysed them, up to the
-/// time recording stopped when the session says (so the saved session gives what the live
-/// proxy printed). Reverse mode comes from the flag or the session's own record.
+/// Steps 2 and 3 of the one offline pipeline (`analyze`, `report`, `view`; `export` streams
+/// through the same step 2): the flows prepared ([`prepare_options`]), then analysed as the
+/// live proxy analysed them, up to the time recording stopped when the session says (so the
+/// saved session gives what the live proxy printed). Reverse mode comes from the flag or the
+/// session's own record of its [`Mode`](crate::config::Mode).
 pub fn analyze_session(
     session: &mut mcptap_store::Session,
     reverse: bool,
     keep_secrets: bool,
 ) -> mcptap_analyze::Report {
-    let prepare = mcptap_store::Options {
-        keep_secrets,
-        ..Default::default()
-    };
+    let prepare = prepare_options(keep_secrets);
     for f in &mut session.flows {
         mcptap_store::prepare(f, &prepare);
     }
@@ -49,7 +49,8 @@ pub fn analyze_session(
             .meta
             .as_ref()
             .and_then(|m| m.mode.as_deref())
-            .is_some_and(|m| m.starts_with("reverse"));
+            .and_then(|m| m.parse::<crate::config::Mode>().ok())
+            .is_some_and(|m| m.is_reverse());
     mcptap_analyze::analyze_ended(
         &session.flows,
         session.ended,
@@ -57,6 +58,14 @@ pub fn analyze_session(
             reverse_proxy: reverse,
             ..Default::default()
         },
+    )
+}
+
+/// A store error under `what`, its sources said once, with the kind its type gives.
+fn store_error(what: String, e: &mcptap_store::StoreError) -> anyhow::Error {
+    with_kind(
+        ErrorKind::of_error(e),
+        anyhow::anyhow!("{what}: {}", chain(e)),
     )
 }
 
@@ -74,13 +83,11 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// `mcptap export`.
+/// `mcptap export`: the journal is streamed (a crashed session of any size exports in bounded
+/// memory), its flows prepared by the offline pipeline's step 2 ([`prepare_options`]).
 pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let opts = mcptap_store::ExportOptions {
-        prepare: mcptap_store::Options {
-            keep_secrets: args.keep_secrets,
-            ..Default::default()
-        },
+        prepare: prepare_options(args.keep_secrets),
         ..Default::default()
     };
     if args.keep_secrets {
@@ -95,53 +102,30 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         mcptap_store::export(&args.input, &args.output, &opts)
     };
-    match result {
-        Ok(report) => {
-            for w in &report.warnings {
-                say!("mcptap: warning: {w}");
-            }
-            if args.output.as_os_str() != "-" {
-                say!(
-                    "mcptap: wrote {} entries to {}{}",
-                    report.entries,
-                    args.output.display(),
-                    match (report.pending, report.cut_short) {
-                        (0, _) => String::new(),
-                        (n, true) => format!(" ({n} unfinished at the time of the crash)"),
-                        // A clean end: whatever is unfinished is not a crash's doing.
-                        (n, false) => format!(" ({n} without an end in the recording)"),
-                    }
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            say!(
-                "mcptap: error: cannot export {}: {}",
-                args.input.display(),
-                chain(&e)
-            );
-            Ok(ExitCode::from(UNUSABLE))
-        }
+    let report =
+        result.map_err(|e| store_error(format!("cannot export {}", args.input.display()), &e))?;
+    for w in &report.warnings {
+        say!("mcptap: warning: {w}");
     }
+    if args.output.as_os_str() != "-" {
+        say!(
+            "mcptap: wrote {} entries to {}{}",
+            report.entries,
+            args.output.display(),
+            match (report.pending, report.cut_short) {
+                (0, _) => String::new(),
+                (n, true) => format!(" ({n} unfinished at the time of the crash)"),
+                // A clean end: whatever is unfinished is not a crash's doing.
+                (n, false) => format!(" ({n} without an end in the recording)"),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `mcptap analyze`.
+/// `mcptap analyze`: exit 1 when a finding is at or above `--fail-on`.
 pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let threshold: mcptap_analyze::Severity = match args.fail_on.parse() {
-        Ok(s) => s,
-        Err(_) => {
-            say!(
-                "mcptap: error: --fail-on {:?}: use critical, high, medium, low or info",
-                args.fail_on
-            );
-            return Ok(ExitCode::from(UNUSABLE));
-        }
-    };
-    let mut session = match load(&args.input) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
+    let mut session = read(&args.input)?;
     let mut report = analyze_session(&mut session, args.reverse, false);
     crate::probe::apply_saved(&args.input, &mut report);
     let mut out = std::io::stdout().lock();
@@ -152,7 +136,7 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         write!(out, "{}", mcptap_analyze::render_text(&report))?;
     }
     out.flush()?;
-    Ok(if report.fails(threshold) {
+    Ok(if report.fails(args.fail_on.into()) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -161,10 +145,7 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
 
 /// `mcptap report`.
 pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let mut session = match load(&args.input) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
+    let mut session = read(&args.input)?;
     let mut report = analyze_session(&mut session, false, false);
     crate::probe::apply_saved(&args.input, &mut report);
     let md = mcptap_analyze::render_markdown(
@@ -200,7 +181,8 @@ fn write_whole(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
                 source,
             })
     })
-    .with_context(|| format!("cannot write {}", path.display()))?;
+    .with_context(|| format!("cannot write {}", path.display()))
+    .kind(ErrorKind::Io)?;
     say!("mcptap: wrote {}", path.display());
     Ok(())
 }

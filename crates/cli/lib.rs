@@ -15,15 +15,21 @@ macro_rules! say {
 pub mod args;
 pub mod bypass;
 pub mod ca;
+pub mod config;
 pub mod env;
+pub mod error;
 pub mod explain;
 pub mod files;
 pub mod lineview;
+pub mod live;
+pub mod mcp;
+pub mod mcp_data;
 pub mod probe;
 mod probe_checks;
 pub mod probe_http;
 pub mod proxy;
 pub mod run;
+pub mod sink;
 pub mod tuiview;
 
 use clap::Parser;
@@ -45,9 +51,10 @@ pub fn main() -> ExitCode {
         Some(args::Command::Env(e)) => env::main(e),
         Some(args::Command::View(v)) => tuiview::view(v),
         Some(args::Command::Probe(p)) => probe::main(p, cli.quiet),
+        Some(args::Command::Mcp(m)) => mcp::main(m),
         Some(args::Command::Reverse(r)) => {
             let mut p = r.proxy;
-            p.mode = format!("reverse:{}", r.url);
+            p.mode = config::Mode::Reverse(r.url);
             proxy::main(p, cli.quiet)
         }
     };
@@ -55,7 +62,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             say!("mcptap: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(error::ErrorKind::of(&e).exit_code())
         }
     }
 }

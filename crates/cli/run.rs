@@ -19,8 +19,10 @@
 //!   cannot be run.
 
 use crate::args::RunArgs;
+use crate::config::{Mode, RunConfig};
 use crate::env::{self, PlanOptions};
-use crate::proxy::{RunConfig, Summary};
+use crate::error::{usage, ErrorKind, ResultExt as _};
+use crate::sink::Summary;
 use anyhow::Context as _;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -86,19 +88,16 @@ pub fn summary_lines(summary: &Summary, log: &Path, command: &str, exit: Exit) -
 
 /// Runs `mcptap run`.
 pub fn main(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    if args.proxy.mode != "regular" {
-        anyhow::bail!(
+    if args.proxy.mode != Mode::Regular {
+        return Err(usage(format!(
             "mcptap run starts an explicit proxy for its command; --mode {} does not apply \
              (use `mcptap reverse URL` in front of a server)",
             args.proxy.mode
-        );
+        )));
     }
     // Lines always go to the log file; -q only quiets mcptap's own notes on stderr.
     let config = RunConfig::from_args(&args.proxy, false)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::proxy::runtime()?;
     let exit = rt.block_on(run(config, &args, quiet))?;
     Ok(ExitCode::from(exit.code()))
 }
@@ -108,7 +107,7 @@ pub async fn run(config: RunConfig, args: &RunArgs, quiet: bool) -> anyhow::Resu
     let (program, rest) = args
         .command
         .split_first()
-        .context("no command to run: mcptap run -- CMD [ARGS...]")?;
+        .ok_or_else(|| usage("no command to run: mcptap run -- CMD [ARGS...]"))?;
     // Before anything else: from here on a Ctrl-C no longer kills mcptap.
     let mut signals = Signals::install()?;
     let mut started = crate::proxy::start(&config, false).await?;
@@ -288,7 +287,11 @@ struct Signals {
 impl Signals {
     fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let on = |kind: SignalKind| signal(kind).context("cannot install signal handlers");
+        let on = |kind: SignalKind| {
+            signal(kind)
+                .context("cannot install signal handlers")
+                .kind(ErrorKind::Internal)
+        };
         Ok(Signals {
             term: on(SignalKind::terminate())?,
             int: on(SignalKind::interrupt())?,

@@ -1,13 +1,14 @@
 //! The terminal view (`mcptap-tui`) wired to the CLI: `mcptap proxy` (and `reverse`) on a
 //! terminal, and `mcptap view FILE`.
 //!
-//! Live, the view runs on its own thread and is fed by the [`Sink`](crate::proxy::Sink) (the
+//! Live, the view runs on its own thread and is fed by the [`Sink`](crate::sink::Sink) (the
 //! same prepared, redacted events the journal gets, each flow's classification and the
 //! findings). Quitting the view stops the proxy as Ctrl-C would; a signal closes the view first,
 //! so the closing summary prints on a restored terminal.
 
 use crate::args::{ProxyArgs, ViewArgs};
-use crate::proxy::RunConfig;
+use crate::config::RunConfig;
+use crate::error::{usage, ErrorKind, ResultExt as _};
 use anyhow::Context as _;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -35,12 +36,17 @@ pub async fn run_live(
         title.push_str("  (not recorded)");
     }
     let (feed, inbox) = mcptap_tui::channel(FEED_CAPACITY);
-    started.ui_to(feed.clone());
+    // The view asks for flows it no longer holds; the recorder answers from the journal.
+    let (ask, requests) = tokio::sync::mpsc::unbounded_channel();
+    started.ui_to(feed.clone(), requests);
     let app = mcptap_tui::App::new(mcptap_tui::Options {
         title,
         setup: setup_lines(&config, &started),
         ..mcptap_tui::Options::default()
-    });
+    })
+    .with_host(mcptap_tui::Host::new(move |r| {
+        let _ = ask.send(r);
+    }));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
     let view = std::thread::Builder::new()
         .name("mcptap-tui".into())
@@ -48,7 +54,8 @@ pub async fn run_live(
             let result = mcptap_tui::run(app, inbox);
             let _ = done_tx.send(result);
         })
-        .context("cannot start the terminal view")?;
+        .context("cannot start the terminal view")
+        .kind(ErrorKind::Internal)?;
     let (result_tx, result_rx) = tokio::sync::oneshot::channel();
     let stop = async move {
         tokio::select! {
@@ -62,10 +69,13 @@ pub async fn run_live(
     sink.finish();
     say!("mcptap: stopped");
     match result_rx.await {
-        Ok(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the terminal view failed")),
+        Ok(Ok(Err(e))) => {
+            Err(anyhow::Error::new(e).context("the terminal view failed")).kind(ErrorKind::Internal)
+        }
         Ok(Err(_)) => Err(anyhow::anyhow!(
             "the terminal view crashed (see the panic above)"
-        )),
+        ))
+        .kind(ErrorKind::Internal),
         _ => Ok(()),
     }
 }
@@ -102,25 +112,20 @@ fn setup_lines(config: &RunConfig, started: &crate::proxy::Started) -> Vec<Strin
 /// `mcptap view FILE`: a saved session or any HAR in the terminal view, read-only.
 pub fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
     if !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
-        anyhow::bail!(
+        return Err(usage(format!(
             "mcptap view needs a terminal; `mcptap analyze {}` prints the diagnosis as text",
             args.input.display()
-        );
+        )));
     }
-    let session = mcptap_store::load(&args.input).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read {}: {}",
-            args.input.display(),
-            crate::files::chain(&e)
-        )
-    })?;
-    for w in &session.warnings {
-        say!("mcptap: warning: {}: {w}", args.input.display());
-    }
-    let mut session = session;
-    let report = crate::files::analyze_session(&mut session, args.reverse, args.keep_secrets);
+    let mut session = crate::files::read(&args.input)?;
+    let mut report = crate::files::analyze_session(&mut session, args.reverse, args.keep_secrets);
+    // A probe's session: its findings as the probe made them (see `mcptap analyze`).
+    let probed = crate::probe::apply_saved(&args.input, &mut report);
     let flows = session.flows;
     let mut title = args.input.display().to_string();
+    if probed {
+        title.push_str("  (mcptap probe)");
+    }
     if !session.complete {
         title.push_str("  (journal cut short)");
     }
@@ -145,7 +150,10 @@ pub fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
                 feed.quit();
             }
         })
-        .context("cannot watch for signals")?;
-    mcptap_tui::run(app, inbox).context("the terminal view failed")?;
+        .context("cannot watch for signals")
+        .kind(ErrorKind::Internal)?;
+    mcptap_tui::run(app, inbox)
+        .context("the terminal view failed")
+        .kind(ErrorKind::Internal)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -57,7 +57,7 @@ fn a_corrupt_ca_is_a_clear_error_and_is_left_alone() {
         .arg(conf.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "an input error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mcptap-ca.pem"), "{err}");
     assert_eq!(
@@ -272,7 +272,7 @@ fn export_blames_a_crash_only_for_a_journal_without_a_clean_end() {
 }
 
 #[test]
-fn analyze_says_why_a_file_is_unusable_and_exits_2() {
+fn analyze_says_why_a_file_is_unusable_and_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.har");
     std::fs::write(
@@ -281,14 +281,14 @@ fn analyze_says_why_a_file_is_unusable_and_exits_2() {
     )
     .unwrap();
     let out = mcptap().arg("analyze").arg(&bad).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "an input error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("entry 0"), "says where it broke: {err}");
     let out = mcptap()
         .args(["analyze", "/nonexistent/file.har"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     let out = mcptap()
         .arg("analyze")
         .arg(&bad)
@@ -329,6 +329,59 @@ fn analyze_exits_1_on_a_finding_at_the_threshold() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("token-not-sent"), "{text}");
+}
+
+/// The exit status follows the error's kind, as `mcptap --help` documents it: usage 2, input 3,
+/// I/O 74.
+#[test]
+fn the_exit_status_follows_the_kind_of_error() {
+    let help = mcptap().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "Exit status:",
+        "  2   usage",
+        "  3   input",
+        "  70  internal",
+        "  74  I/O",
+    ] {
+        assert!(help.contains(line), "{line:?} in {help}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    let code = |args: &[&str]| {
+        let out = mcptap()
+            .args(args)
+            .arg("--confdir")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, err) = code(&["proxy", "--mode", "upstream:http://x"]);
+    assert_eq!(status, Some(2), "{err}");
+    let (status, err) = code(&["run", "--mode", "reverse:https://x.example", "true"]);
+    assert_eq!(status, Some(2), "{err}");
+    let (status, err) = code(&["proxy", "--upstream-ca", "/nonexistent/ca.pem"]);
+    assert_eq!(status, Some(3), "{err}");
+    assert!(err.contains("--upstream-ca /nonexistent/ca.pem"), "{err}");
+    // A report that cannot be written: its directory is a file.
+    let har = dir.path().join("empty.har");
+    std::fs::write(
+        &har,
+        r#"{"log":{"version":"1.2","creator":{"name":"t","version":"1"},"entries":[]}}"#,
+    )
+    .unwrap();
+    let out = mcptap()
+        .arg("report")
+        .arg(&har)
+        .arg("-o")
+        .arg(har.join("report.md"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74), "{out:?}");
 }
 
 #[test]

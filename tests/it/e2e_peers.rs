@@ -769,7 +769,7 @@ fn record_session(dir: &std::path::Path, flows: &[mcptap_flow::Flow]) -> std::pa
     let journal =
         mcptap_store::Journal::create(&session, mcptap_store::SessionMeta::new("test")).unwrap();
     let mut sink =
-        mcptap::proxy::Sink::new(true, false, Some(journal), mcptap_store::Options::default());
+        mcptap::sink::Sink::new(true, false, Some(journal), mcptap_store::Options::default());
     for f in flows {
         sink.feed(FlowEvent::RequestStarted {
             flow: Box::new(f.clone()),

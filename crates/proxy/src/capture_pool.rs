@@ -37,8 +37,8 @@ pub(crate) fn take(want: usize) -> Vec<u8> {
 }
 
 /// Frees the buffers that waited longer than [`KEEP_FOR`] (a proxy gone idle after a burst of
-/// downloads does not keep them); the recorder calls this on its once-a-second tick.
-pub fn release_idle() {
+/// downloads does not keep them); [`crate::Proxy::serve`] calls this once a second.
+pub(crate) fn release_idle() {
     if let Ok(mut pool) = POOL.lock() {
         evict_stale(&mut pool, Instant::now());
     }

@@ -16,7 +16,7 @@
 #![deny(missing_docs)]
 
 mod auth;
-pub mod capture_pool;
+mod capture_pool;
 mod connect;
 mod context;
 pub mod events;
@@ -246,6 +246,9 @@ impl Proxy {
     pub async fn serve(self, signal: impl Future<Output = ()>) {
         let shutdown = shutdown::Shutdown::new();
         let mut signal = std::pin::pin!(signal);
+        // The capture pool's own timer: idle buffers go back to the OS after a burst.
+        let mut release = tokio::time::interval(Duration::from_secs(1));
+        release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -264,6 +267,7 @@ impl Proxy {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                _ = release.tick() => capture_pool::release_idle(),
                 () = &mut signal => break,
             }
         }

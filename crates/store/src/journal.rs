@@ -1,23 +1,9 @@
 //! The session journal: JSON Lines, appended and flushed as flows progress, so that `kill -9`
 //! at any moment loses nothing that was recorded before it.
 //!
-//! Line format (one JSON object per line, `type` first):
+//! The line format is declared in [`crate::format`].
 //!
-//! ```text
-//! {"type":"session","version":1,"created":1714566605123456,"mcptap":"0.1.0","raw_secrets":false,"argv":[…]}
-//! {"type":"request_started","flow":{…}}          the flow head, bodies empty
-//! {"type":"response_head","id":3,"at":…,"status":200,"version":"HTTP/1.1","headers":[…]}
-//! {"type":"sse","id":3,"event":{"at":…,"event":"message","data":"…"}}   one per event, at once
-//! {"type":"completed","flow":{…}}                 the whole flow (bodies, SSE events, timings)
-//! {"type":"failed","flow":{…}}
-//! {"type":"end","at":…,"flows":12}                clean shutdown only
-//! ```
-//!
-//! A header is `{"name":…,"value":…}`; a value that was not UTF-8 adds `"base64"` with its exact
-//! bytes (see [`mcptap_flow::Header`]).
-//!
-//! Event lines are exactly [`FlowEvent`]'s serde form. `body` progress events are not written
-//! (they carry nothing the final flow lacks). Every line is written whole; [`Journal::record`]
+//! `body` progress events are not written (they carry nothing the final flow lacks). Every line is written whole; [`Journal::record`]
 //! flushes to the OS at each line that finishes something, and the proxy, which takes events in
 //! batches of a few milliseconds, flushes once per batch (no fsync per line: a process crash
 //! loses nothing that was flushed, a power cut may lose the last seconds). A flow that starts and
@@ -26,21 +12,17 @@
 
 use crate::error::StoreError;
 use crate::export::{export_journal, write_atomic, ExportOptions};
+use crate::format::{self, HAR_FILE, JOURNAL_FILE};
 use crate::prepare::Options;
 use crate::reader::JournalReader;
 use crate::timefmt;
-use mcptap_flow::{now_micros, FlowEvent, Micros};
+use mcptap_flow::{now_micros, FlowEvent, FlowId, Micros, SseEvent};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
+use std::hash::{Hash as _, Hasher as _};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-
-/// The journal file inside a session directory.
-pub const JOURNAL_FILE: &str = "journal.jsonl";
-/// The HAR file written inside a session directory on clean shutdown.
-pub const HAR_FILE: &str = "session.har";
-/// The journal format version written in the session line.
-pub const JOURNAL_VERSION: u32 = 1;
 
 /// What a session says about itself (the journal's first line, and `log._mcptap.session` in
 /// HAR).
@@ -85,23 +67,6 @@ impl SessionMeta {
     }
 }
 
-/// The journal's first line.
-#[derive(Serialize)]
-#[serde(tag = "type", rename = "session")]
-struct SessionLine<'a> {
-    version: u32,
-    #[serde(flatten)]
-    meta: &'a SessionMeta,
-}
-
-/// The last line of a cleanly closed journal.
-#[derive(Serialize)]
-#[serde(tag = "type", rename = "end")]
-struct EndLine {
-    at: Micros,
-    flows: u64,
-}
-
 /// `~/.mcptap/sessions`, where sessions go without `-w`.
 pub fn default_sessions_dir() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE"))?;
@@ -119,6 +84,24 @@ pub struct Journal {
     flows: u64,
     /// Bytes appended so far (buffered or not): where the next line starts.
     position: u64,
+    /// Per flow in flight whose events went out as `sse` lines: where they are, so that its
+    /// final line need not repeat them.
+    streams: HashMap<FlowId, Stream>,
+}
+
+/// The `sse` lines written for one flow.
+#[derive(Debug, Default)]
+struct Stream {
+    offsets: Vec<u64>,
+    /// A digest of the events as written, to check that the final line holds the same ones.
+    digest: u64,
+}
+
+/// A digest of SSE events (what `sse` lines said against what a final flow holds).
+fn digest(previous: u64, ev: &SseEvent) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (previous, ev.at, &ev.event, &ev.id, &ev.data, ev.retry).hash(&mut h);
+    h.finish()
 }
 
 impl Journal {
@@ -150,13 +133,10 @@ impl Journal {
             meta,
             flows: 0,
             position: 0,
-        };
-        let line = SessionLine {
-            version: JOURNAL_VERSION,
-            meta: &journal.meta,
+            streams: HashMap::new(),
         };
         let mut buf = Vec::new();
-        serde_json::to_writer(&mut buf, &line).map_err(|e| journal.write_err(e.into()))?;
+        format::write_session(&mut buf, &journal.meta).map_err(|e| journal.write_err(e.into()))?;
         journal.line = buf;
         journal.write_line(true)?;
         Ok(journal)
@@ -216,7 +196,7 @@ impl Journal {
             event,
             FlowEvent::Completed { .. } | FlowEvent::Failed { .. } | FlowEvent::Sse { .. }
         );
-        let written = self.record_unflushed(event)?;
+        let written = self.record_unflushed(&mut event.clone())?;
         if written && flush {
             self.flush()?;
         }
@@ -224,19 +204,42 @@ impl Journal {
     }
 
     /// Appends one event like [`Journal::record`] but leaves it in the buffer: a caller that
-    /// takes events in batches (the proxy) calls [`Journal::flush`] once per batch.
-    pub fn record_unflushed(&mut self, event: &FlowEvent) -> Result<bool, StoreError> {
+    /// takes events in batches (the proxy) calls [`Journal::flush`] once per batch. A stream's
+    /// final event is borrowed mutably to write it without its events (and body) when its
+    /// `sse` lines hold them; it is given back as it came.
+    pub fn record_unflushed(&mut self, event: &mut FlowEvent) -> Result<bool, StoreError> {
         if matches!(event, FlowEvent::Body { .. }) {
             return Ok(false);
         }
+        let at = self.position;
         self.line.clear();
         let mut buf = std::mem::take(&mut self.line);
-        let res = serde_json::to_writer(&mut buf, event);
+        let res = match event {
+            FlowEvent::Completed { flow } | FlowEvent::Failed { flow } => {
+                let stream = self.streams.remove(&flow.id);
+                match stream {
+                    Some(stream) => write_final(&mut buf, event, stream),
+                    None => format::write_event(&mut buf, event),
+                }
+            }
+            _ => format::write_event(&mut buf, event),
+        };
         self.line = buf;
         res.map_err(|e| self.write_err(e.into()))?;
         self.write_line(false)?;
-        if event.is_final() {
-            self.flows += 1;
+        match event {
+            FlowEvent::Sse { id, event } => {
+                let s = self.streams.entry(*id).or_default();
+                if s.offsets.len() < crate::reader::MAX_SSE_EVENTS {
+                    s.offsets.push(at);
+                    s.digest = digest(s.digest, event);
+                } else {
+                    // More than a reader keeps: the final line holds what it has.
+                    s.digest = 0;
+                }
+            }
+            e if e.is_final() => self.flows += 1,
+            _ => {}
         }
         Ok(true)
     }
@@ -265,12 +268,8 @@ impl Journal {
     /// hands the same time to its analyzer, so the saved session is decided as the live one
     /// was).
     pub fn finish_at(mut self, at: Micros) -> Result<PathBuf, StoreError> {
-        let end = EndLine {
-            at,
-            flows: self.flows,
-        };
         let mut buf = Vec::new();
-        serde_json::to_writer(&mut buf, &end).map_err(|e| self.write_err(e.into()))?;
+        format::write_end(&mut buf, at, self.flows).map_err(|e| self.write_err(e.into()))?;
         self.line = buf;
         self.write_line(true)?;
         self.sync()?;
@@ -319,6 +318,43 @@ impl Journal {
             source,
         }
     }
+}
+
+/// Writes a flow's final line. When its events are exactly those its `sse` lines hold, they are
+/// left out (and the response body too when it is those events written back), the line saying
+/// where they are; otherwise it is the whole flow. The event is given back unchanged.
+fn write_final(buf: &mut Vec<u8>, event: &mut FlowEvent, stream: Stream) -> serde_json::Result<()> {
+    let (FlowEvent::Completed { flow } | FlowEvent::Failed { flow }) = event else {
+        return format::write_event(buf, event);
+    };
+    let Some(resp) = flow.response.as_mut() else {
+        return format::write_event(buf, event);
+    };
+    let same = resp.sse.len() == stream.offsets.len()
+        && stream.digest != 0
+        && resp.sse.iter().fold(0, digest) == stream.digest;
+    if !same {
+        return format::write_event(buf, event);
+    }
+    let events = std::mem::take(&mut resp.sse);
+    let body_is_events = !resp.body.truncated
+        && resp.body.encoding.is_none()
+        && resp.body.bytes == format::sse_text(&events).as_bytes();
+    let body = body_is_events.then(|| std::mem::take(&mut resp.body.bytes));
+    let sse = format::SseRef {
+        lines: stream.offsets,
+        body: body_is_events,
+    };
+    let res = format::write_streamed(buf, event, &sse);
+    if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = event {
+        if let Some(resp) = flow.response.as_mut() {
+            resp.sse = events;
+            if let Some(b) = body {
+                resp.body.bytes = b;
+            }
+        }
+    }
+    res
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {

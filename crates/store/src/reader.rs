@@ -7,12 +7,11 @@
 //! is reported as a [`ReadWarning`] and skipped: reading never fails on content, only on I/O.
 
 use crate::error::StoreError;
+use crate::format::{sse_text, EndLine, Line, SseRef, JOURNAL_VERSION};
 use crate::journal::SessionMeta;
 use mcptap_flow::{
-    BodyState, CapturedBody, Flow, FlowId, FlowState, Headers, HttpVersion, Micros, Response,
-    SseEvent,
+    BodyState, CapturedBody, Flow, FlowEvent, FlowId, FlowState, Micros, Response, SseEvent,
 };
-use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
@@ -34,47 +33,9 @@ impl fmt::Display for ReadWarning {
     }
 }
 
-/// Every kind of journal line.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Line {
-    Session(SessionLine),
-    RequestStarted {
-        flow: Box<Flow>,
-    },
-    ResponseHead {
-        id: FlowId,
-        at: Micros,
-        status: u16,
-        version: HttpVersion,
-        headers: Headers,
-    },
-    Body {},
-    Sse {
-        id: FlowId,
-        event: SseEvent,
-    },
-    Completed {
-        flow: Box<Flow>,
-    },
-    Failed {
-        flow: Box<Flow>,
-    },
-    End {
-        #[serde(default)]
-        at: Option<Micros>,
-    },
-}
-
-#[derive(Deserialize)]
-struct SessionLine {
-    version: u32,
-    #[serde(flatten)]
-    meta: SessionMeta,
-}
-
-/// SSE events kept per flow in flight (the engine's own bound).
-const MAX_SSE_EVENTS: usize = 100_000;
+/// SSE events kept per flow in flight (the engine's own bound; the journal leaves a stream's
+/// events out of its final line only up to it).
+pub(crate) const MAX_SSE_EVENTS: usize = 100_000;
 /// Lines longer than this are skipped (a flow holds at most two bodies at the body limit).
 pub(crate) const DEFAULT_MAX_LINE: usize = 1 << 30;
 
@@ -111,6 +72,58 @@ pub fn read_journal(path: &Path) -> Result<JournalReader<BufReader<File>>, Store
         source,
     })?;
     Ok(JournalReader::new(BufReader::with_capacity(256 * 1024, file)).with_path(path))
+}
+
+/// The flow whose `completed` or `failed` line starts at byte `offset` of the journal at
+/// `path` (where [`crate::Journal::position`] said it would): how a live view gets back a flow
+/// it no longer holds. `Ok(None)` when no such line starts there.
+pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError> {
+    use std::io::{Seek as _, SeekFrom};
+    let err = |source| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = BufReader::new(File::open(path).map_err(err)?);
+    let mut line = Vec::new();
+    let line_at = |file: &mut BufReader<File>, at: u64, line: &mut Vec<u8>| {
+        file.seek(SeekFrom::Start(at))?;
+        line.clear();
+        file.read_until(b'\n', line)
+    };
+    line_at(&mut file, offset, &mut line).map_err(err)?;
+    Ok(match Line::parse(trim_ascii(&line)) {
+        Ok(Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow })) => Some(*flow),
+        Ok(Line::Streamed(
+            FlowEvent::Completed { mut flow } | FlowEvent::Failed { mut flow },
+            sse,
+        )) => {
+            let mut events = Vec::with_capacity(sse.lines.len());
+            for &at in &sse.lines {
+                line_at(&mut file, at, &mut line).map_err(err)?;
+                if let Ok(Line::Event(FlowEvent::Sse { id, event })) =
+                    Line::parse(trim_ascii(&line))
+                {
+                    if id == flow.id {
+                        events.push(event);
+                    }
+                }
+            }
+            restore_sse(&mut flow, events, &sse);
+            Some(*flow)
+        }
+        _ => None,
+    })
+}
+
+/// Puts back into a streamed flow's final form the events its final line left out (read from
+/// its `sse` lines), and the body when that was left out too.
+fn restore_sse(flow: &mut Flow, events: Vec<SseEvent>, sse: &SseRef) {
+    let resp = flow.response.get_or_insert_with(Response::default);
+    if sse.body {
+        let text = sse_text(&events);
+        resp.body.bytes = text.into();
+    }
+    resp.sse = events;
 }
 
 impl<R: BufRead> JournalReader<R> {
@@ -284,7 +297,7 @@ impl<R: BufRead> JournalReader<R> {
         if text.is_empty() {
             return Ok(None);
         }
-        let line: Line = match serde_json::from_slice(text) {
+        let line = match Line::parse(text) {
             Ok(l) => l,
             Err(e) if !newline => {
                 let n = self.buf.len();
@@ -307,19 +320,18 @@ impl<R: BufRead> JournalReader<R> {
                 if self.meta.is_some() {
                     self.warn("a second session line: ignored");
                 } else {
-                    if s.version > crate::journal::JOURNAL_VERSION {
+                    if s.version > JOURNAL_VERSION {
                         self.warn(format!(
-                            "journal version {} is newer than this mcptap reads ({}); reading what it can",
+                            "journal version {} is newer than this mcptap reads ({JOURNAL_VERSION}); reading what it can",
                             s.version,
-                            crate::journal::JOURNAL_VERSION
                         ));
                     }
                     self.version = Some(s.version);
-                    self.meta = Some(s.meta);
+                    self.meta = Some(s.meta.into_owned());
                 }
                 None
             }
-            Line::RequestStarted { flow } => {
+            Line::Event(FlowEvent::RequestStarted { flow }) => {
                 let id = flow.id;
                 self.see_start(flow.timings.started);
                 if let Some(old) = self.in_flight.remove(&id) {
@@ -339,13 +351,13 @@ impl<R: BufRead> JournalReader<R> {
                 self.max_in_flight = self.max_in_flight.max(self.in_flight.len());
                 None
             }
-            Line::ResponseHead {
+            Line::Event(FlowEvent::ResponseHead {
                 id,
                 at,
                 status,
                 version,
                 headers,
-            } => {
+            }) => {
                 match self.in_flight.get_mut(&id) {
                     Some(f) => {
                         f.flow.timings.response_head = Some(at);
@@ -364,7 +376,7 @@ impl<R: BufRead> JournalReader<R> {
                 }
                 None
             }
-            Line::Sse { id, event } => {
+            Line::Event(FlowEvent::Sse { id, event }) => {
                 match self.in_flight.get_mut(&id) {
                     Some(f) => {
                         let resp = f.flow.response.get_or_insert_with(Response::default);
@@ -378,7 +390,7 @@ impl<R: BufRead> JournalReader<R> {
                 }
                 None
             }
-            Line::Completed { flow } | Line::Failed { flow } => {
+            Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }) => {
                 let id = flow.id;
                 if let Some(old) = self.in_flight.remove(&id) {
                     self.starts.remove(&(old.flow.timings.started, id));
@@ -386,8 +398,37 @@ impl<R: BufRead> JournalReader<R> {
                 self.see_start(flow.timings.started);
                 Some(*flow)
             }
-            Line::Body {} => None,
-            Line::End { at } => {
+            Line::Streamed(
+                FlowEvent::Completed { mut flow } | FlowEvent::Failed { mut flow },
+                sse,
+            ) => {
+                let id = flow.id;
+                let events = match self.in_flight.remove(&id) {
+                    Some(old) => {
+                        self.starts.remove(&(old.flow.timings.started, id));
+                        old.flow.response.map(|r| r.sse).unwrap_or_default()
+                    }
+                    None => Vec::new(),
+                };
+                if events.len() != sse.lines.len() {
+                    self.warn(format!(
+                        "flow {id}: {} of its {} server-sent events were found",
+                        events.len(),
+                        sse.lines.len()
+                    ));
+                }
+                self.see_start(flow.timings.started);
+                restore_sse(&mut flow, events, &sse);
+                Some(*flow)
+            }
+            Line::Streamed(..) => {
+                self.warn(
+                    "an event that is not a flow's end points at server-sent events: ignored",
+                );
+                None
+            }
+            Line::Event(FlowEvent::Body { .. }) => None,
+            Line::End(EndLine { at, .. }) => {
                 self.ended = true;
                 self.ended_at = at;
                 None
@@ -427,29 +468,6 @@ impl<R: BufRead> JournalReader<R> {
         }
         Some(f.flow)
     }
-}
-
-/// Events written back as a `text/event-stream` body.
-fn sse_text(events: &[SseEvent]) -> String {
-    let mut out = String::new();
-    for ev in events {
-        if let Some(e) = &ev.event {
-            out.push_str(&format!("event: {e}\n"));
-        }
-        if let Some(id) = &ev.id {
-            out.push_str(&format!("id: {id}\n"));
-        }
-        if let Some(r) = ev.retry {
-            out.push_str(&format!("retry: {r}\n"));
-        }
-        for l in ev.data.split('\n') {
-            out.push_str("data: ");
-            out.push_str(l);
-            out.push('\n');
-        }
-        out.push('\n');
-    }
-    out
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {

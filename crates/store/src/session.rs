@@ -2,8 +2,9 @@
 //! or a HAR file from any tool, told apart by content, not by extension.
 
 use crate::error::StoreError;
+use crate::format::{HAR_FILE, JOURNAL_FILE};
 use crate::har::read_har;
-use crate::journal::{SessionMeta, HAR_FILE, JOURNAL_FILE};
+use crate::journal::SessionMeta;
 use crate::reader::{read_journal, ReadWarning};
 use mcptap_flow::Flow;
 use std::fs::File;

@@ -4,7 +4,7 @@
 use crate::detail;
 use crate::filter::Filter;
 use crate::row::Row;
-use crate::store::{Store, DEFAULT_KEEP};
+use crate::store::{Host, Request, Store, DEFAULT_KEEP};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use mcptap_analyze::{Finding, FindingId, FlowSummary, Report, Severity, Status};
 use mcptap_flow::{Flow, FlowEvent, FlowId, FlowState};
@@ -23,14 +23,14 @@ pub enum Msg {
     Findings(Vec<Finding>),
     /// A one-line message for the status line (a recording error, …).
     Notice(String),
-    /// The live session's journal: flows no longer kept in memory are read back from it.
-    Journal(std::path::PathBuf),
-    /// Where a finished flow's line starts in the journal.
-    Saved {
+    /// The host's answer to [`Request::Flow`]: the whole flow.
+    Loaded(Box<Flow>),
+    /// The host's answer to [`Request::Flow`]: it cannot give that flow.
+    Unavailable {
         /// The flow.
         id: FlowId,
-        /// Byte offset of its `completed`/`failed` line.
-        offset: u64,
+        /// Why, as the detail pane says it.
+        why: String,
     },
     /// A key press.
     Key(KeyEvent),
@@ -139,6 +139,8 @@ pub struct App {
     pub(crate) selected: Option<usize>,
     pub(crate) follow: bool,
     pub(crate) store: Store,
+    /// Where to ask for flows the store no longer holds.
+    host: Option<Host>,
     pub(crate) findings: Vec<Finding>,
     /// The most severe finding citing each flow (findings that count only).
     pub(crate) cited: HashMap<FlowId, Cite>,
@@ -180,6 +182,7 @@ impl App {
             visible: Vec::new(),
             selected: None,
             store,
+            host: None,
             findings: Vec::new(),
             cited: HashMap::new(),
             bare_alarm: HashMap::new(),
@@ -198,6 +201,12 @@ impl App {
             findings_offset: Cell::new(0),
             list_height: Cell::new(20),
         }
+    }
+
+    /// Asks `host` for the flows this view no longer holds (a live view of a recorded session).
+    pub fn with_host(mut self, host: Host) -> App {
+        self.host = Some(host);
+        self
     }
 
     /// A read-only view of a whole session: its flows (already prepared) and their report.
@@ -265,9 +274,13 @@ impl App {
     pub fn settle(&mut self) {
         let id = self.selected_id();
         if id != self.detail.id || self.detail.stale {
-            if let Some(id) = id {
-                // A flow evicted from memory is read back from the journal (one at a time).
-                self.store.load(id);
+            if let (Some(id), Some(host)) = (id, &self.host) {
+                // A flow evicted from memory is asked for (one at a time); the answer comes
+                // back as a message.
+                if self.store.should_ask(id) {
+                    host.ask(Request::Flow(id));
+                    self.store.asked(id);
+                }
             }
             if id != self.detail.id {
                 self.detail_scroll = 0;
@@ -708,8 +721,15 @@ pub fn update(app: &mut App, msg: Msg) {
             }
         }
         Msg::Notice(n) => app.notice = Some(n),
-        Msg::Journal(path) => app.store.set_journal(path),
-        Msg::Saved { id, offset } => app.store.saved(id, offset),
+        Msg::Loaded(flow) => {
+            let id = flow.id;
+            app.store.loaded(*flow);
+            app.detail.stale |= app.detail.id == Some(id);
+        }
+        Msg::Unavailable { id, why } => {
+            app.store.unavailable(id, why);
+            app.detail.stale |= app.detail.id == Some(id);
+        }
         Msg::Key(k) => app.on_key(k),
         Msg::Quit => app.quit = true,
     }

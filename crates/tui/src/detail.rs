@@ -4,6 +4,7 @@
 
 use crate::app::App;
 use crate::row::{phase_label, short};
+use crate::store::Missing;
 use crate::theme::Theme;
 use mcptap_flow::{CapturedBody, FlowId, FlowKind, Headers, SseEvent, TlsInfo};
 use ratatui::style::{Color, Style};
@@ -30,6 +31,10 @@ pub fn clock(at: i64) -> String {
     )
 }
 
+/// What the detail pane says of an evicted flow that no journal holds.
+pub const NOT_RECORDED: &str =
+    "Not recorded either (--no-save, or it had not finished): nothing to show.";
+
 pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
     let t = Theme {
         color: app.opts.color,
@@ -40,10 +45,10 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
             "{id}: details not kept in memory (this live view keeps the last {} flows whole).",
             app.store.cap().unwrap_or(0)
         )));
-        out.push(Line::from(if app.store.on_disk(id) {
-            "It could not be read back from the session journal."
-        } else {
-            "Not recorded either (--no-save, or it had not finished): nothing to show."
+        out.push(Line::from(match app.store.missing(id) {
+            Missing::Asked => "Reading it back from the session journal…".to_owned(),
+            Missing::Unavailable(why) => why.to_owned(),
+            Missing::NotAsked => NOT_RECORDED.to_owned(),
         }));
         return out;
     };

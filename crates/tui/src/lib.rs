@@ -5,7 +5,8 @@
 //! Model / update / view, as gitui does it:
 //!
 //! - [`App`]: the state. One compact [`Row`] per flow (no bodies); whole flows for the detail
-//!   pane in a [`store::Store`] (a live view keeps the last [`store::DEFAULT_KEEP`]).
+//!   pane in a [`store::Store`] (a live view keeps the last [`store::DEFAULT_KEEP`], and asks
+//!   its [`Host`] for older ones by message: the view never reads the disk).
 //! - [`update`]: applies a [`Msg`] (an engine event, a classification, findings, a key).
 //! - [`draw`]: renders an [`App`]; pure (no clock, no I/O), so frames snapshot-test with
 //!   ratatui's `TestBackend`.
@@ -24,9 +25,10 @@ mod theme;
 mod view;
 
 pub use app::{color_from_env, update, App, Focus, Msg, Options, Popup};
-pub use detail::clock;
+pub use detail::{clock, NOT_RECORDED};
 pub use filter::Filter;
 pub use row::{phase_label, Auth, Row};
+pub use store::{Host, Request};
 pub use term::{channel, run, screen_owned, Feed, Inbox, FRAME};
 pub use view::draw;
 

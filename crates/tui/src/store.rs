@@ -1,15 +1,55 @@
 //! Where the detail pane finds whole flows (headers, bodies, SSE events).
 //!
 //! A live session keeps only the most recent flows whole ([`Store::recent`], default
-//! [`DEFAULT_KEEP`]); older ones keep their compact row, and when the session is recorded the
-//! detail pane reads the selected one back from the journal on demand ([`Store::load`]: one
-//! seek and one line, at the offset the recorder reported). A session opened from a file is
-//! held whole ([`Store::all`]), as `mcptap analyze` holds it.
+//! [`DEFAULT_KEEP`]); older ones keep their compact row. The view never reads the disk: for an
+//! evicted flow it asks its [`Host`] ([`Request::Flow`]), and the host (the CLI, which records
+//! the session) answers on the feed with [`Msg::Loaded`](crate::Msg::Loaded) or
+//! [`Msg::Unavailable`](crate::Msg::Unavailable) (gitui's asyncgit: the view asks, the host does
+//! the I/O). A session opened from a file is held whole ([`Store::all`]), as `mcptap analyze`
+//! holds it.
 
 use mcptap_flow::{Flow, FlowEvent, FlowId, Response};
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::fmt;
+
+/// What the view asks its host for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// The whole flow, which the view no longer holds.
+    Flow(FlowId),
+}
+
+/// Where the view sends its [`Request`]s (a sender into the host's loop). Sending must not
+/// block: the view calls it while drawing.
+pub struct Host(Box<dyn Fn(Request) + Send>);
+
+impl Host {
+    /// A host reached through `send`.
+    pub fn new(send: impl Fn(Request) + Send + 'static) -> Host {
+        Host(Box::new(send))
+    }
+
+    pub(crate) fn ask(&self, req: Request) {
+        (self.0)(req);
+    }
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Host")
+    }
+}
+
+/// Why a flow the detail pane wants is not held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing<'a> {
+    /// Nobody was asked (no host: the session is not recorded).
+    NotAsked,
+    /// The host was asked and has not answered yet.
+    Asked,
+    /// The host cannot give it, and says why.
+    Unavailable(&'a str),
+}
 
 /// How many whole flows a live view keeps by default.
 pub const DEFAULT_KEEP: usize = 2000;
@@ -22,11 +62,12 @@ pub struct Store {
     /// `None`: keep everything.
     cap: Option<usize>,
     evicted: u64,
-    /// The live session's journal, and where each finished flow's line starts in it.
-    journal: Option<PathBuf>,
-    offsets: HashMap<FlowId, u64>,
-    /// The last flow read back from the journal.
+    /// The last flow the host sent back.
     reloaded: Option<Flow>,
+    /// The flow asked for and not answered yet.
+    asked: Option<FlowId>,
+    /// The last flow the host could not give, and why.
+    unavailable: Option<(FlowId, String)>,
 }
 
 impl Store {
@@ -50,38 +91,40 @@ impl Store {
             .or_else(|| self.reloaded.as_ref().filter(|f| f.id == id))
     }
 
-    /// Sets the journal that evicted flows are read back from.
-    pub fn set_journal(&mut self, path: PathBuf) {
-        self.journal = Some(path);
+    /// True when the detail pane wants `id` and nobody was asked for it yet.
+    pub fn should_ask(&self, id: FlowId) -> bool {
+        self.get(id).is_none()
+            && self.asked != Some(id)
+            && self.unavailable.as_ref().is_none_or(|(u, _)| *u != id)
     }
 
-    /// Notes where a finished flow's line starts in the journal.
-    pub fn saved(&mut self, id: FlowId, offset: u64) {
-        if self.journal.is_some() {
-            self.offsets.insert(id, offset);
+    /// Notes that the host was asked for `id`.
+    pub fn asked(&mut self, id: FlowId) {
+        self.asked = Some(id);
+    }
+
+    /// The host's answer: the whole flow (held until another one comes back).
+    pub fn loaded(&mut self, flow: Flow) {
+        if self.asked == Some(flow.id) {
+            self.asked = None;
         }
+        self.reloaded = Some(flow);
     }
 
-    /// True when `id` is not in memory but can be read back from the journal.
-    pub fn on_disk(&self, id: FlowId) -> bool {
-        self.journal.is_some() && self.offsets.contains_key(&id)
-    }
-
-    /// Makes [`Store::get`] find `id` if it was evicted but is in the journal: reads its one
-    /// line back. Returns false when it is neither kept nor readable.
-    pub fn load(&mut self, id: FlowId) -> bool {
-        if self.get(id).is_some() {
-            return true;
+    /// The host's answer: it cannot give `id`, for this reason.
+    pub fn unavailable(&mut self, id: FlowId, why: String) {
+        if self.asked == Some(id) {
+            self.asked = None;
         }
-        let (Some(path), Some(&offset)) = (self.journal.as_ref(), self.offsets.get(&id)) else {
-            return false;
-        };
-        match read_flow_at(path, offset) {
-            Some(flow) if flow.id == id => {
-                self.reloaded = Some(flow);
-                true
-            }
-            _ => false,
+        self.unavailable = Some((id, why));
+    }
+
+    /// Why `id` is not held (meaningful when [`Store::get`] finds nothing).
+    pub fn missing(&self, id: FlowId) -> Missing<'_> {
+        match &self.unavailable {
+            Some((u, why)) if *u == id => Missing::Unavailable(why),
+            _ if self.asked == Some(id) => Missing::Asked,
+            _ => Missing::NotAsked,
         }
     }
 
@@ -151,17 +194,5 @@ impl Store {
             }
             FlowEvent::Body { .. } => {}
         }
-    }
-}
-
-/// The flow of the journal line starting at `offset` (a `completed` or `failed` event).
-fn read_flow_at(path: &std::path::Path, offset: u64) -> Option<Flow> {
-    let mut file = std::fs::File::open(path).ok()?;
-    file.seek(SeekFrom::Start(offset)).ok()?;
-    let mut line = String::new();
-    BufReader::new(file).read_line(&mut line).ok()?;
-    match serde_json::from_str::<FlowEvent>(&line).ok()? {
-        FlowEvent::Completed { flow } | FlowEvent::Failed { flow } => Some(*flow),
-        _ => None,
     }
 }

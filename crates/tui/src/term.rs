@@ -53,6 +53,14 @@ pub fn channel(capacity: usize) -> (Feed, Inbox) {
     )
 }
 
+impl Inbox {
+    /// The next queued message, if any (for a caller that drives [`update`] itself, as tests
+    /// do).
+    pub fn try_recv(&self) -> Option<Msg> {
+        self.rx.try_recv().ok()
+    }
+}
+
 impl Feed {
     /// Queues a message; false when the view is gone. A full queue drops the message (counted
     /// and shown in the title bar): the proxy never waits for the screen.

@@ -487,43 +487,65 @@ fn old_flows_keep_their_row_but_not_their_body() {
 }
 
 #[test]
-fn old_flows_are_read_back_from_the_session_journal() {
-    // The recorder writes each finished flow as one journal line and reports its offset; a
-    // flow evicted from memory is read back from there when selected.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.jsonl");
-    let mut journal = String::from("{\"type\":\"session\",\"version\":1}\n");
+fn old_flows_are_asked_of_the_host_and_shown_when_it_answers() {
+    // The view never reads the disk: a flow evicted from memory is asked for by message, once,
+    // and shown when the host sends it back.
+    let (tx, asked) = std::sync::mpsc::channel();
     let mut app = App::new(Options {
         keep: Some(3),
         ..opts()
-    });
-    update(&mut app, Msg::Journal(path.clone()));
-    let mut saved = Vec::new();
-    for i in 1..=10u64 {
+    })
+    .with_host(mcptap_tui::Host::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    let flow = |i: u64| {
         let mut fl = dance()[1].clone();
         fl.id = FlowId(i);
         fl.request.url =
             format!("https://rs.example/.well-known/oauth-protected-resource/mcp?n={i}");
-        let ev = FlowEvent::Completed { flow: Box::new(fl) };
-        saved.push(Msg::Saved {
-            id: FlowId(i),
-            offset: journal.len() as u64,
-        });
-        journal.push_str(&serde_json::to_string(&ev).unwrap());
-        journal.push('\n');
-        update(&mut app, Msg::Event(ev));
+        fl
+    };
+    for i in 1..=10u64 {
+        update(
+            &mut app,
+            Msg::Event(FlowEvent::Completed {
+                flow: Box::new(flow(i)),
+            }),
+        );
     }
-    std::fs::write(&path, journal).unwrap();
-    keys(&mut app, saved);
     keys(&mut app, [Msg::key(KeyCode::Char('g'))]);
+    let shot = frame(&mut app, 140, 30);
+    assert!(
+        shot.contains("Reading it back from the session journal"),
+        "{shot}"
+    );
+    let _ = frame(&mut app, 140, 30);
+    assert_eq!(
+        asked.try_iter().collect::<Vec<_>>(),
+        [mcptap_tui::Request::Flow(FlowId(1))],
+        "asked once"
+    );
+    update(&mut app, Msg::Loaded(Box::new(flow(1))));
     let shot = frame(&mut app, 140, 30);
     assert!(!shot.contains("details not kept in memory"), "{shot}");
     assert!(shot.contains("protected-resource/mcp?n=1 "), "{shot}");
-    // A damaged journal is said, not shown as another flow.
-    std::fs::write(&path, "garbage\n").unwrap();
+    // The host says why it cannot; the view says it, not another flow.
     keys(&mut app, [Msg::key(KeyCode::Down)]);
+    let _ = frame(&mut app, 140, 30);
+    assert_eq!(
+        asked.try_iter().collect::<Vec<_>>(),
+        [mcptap_tui::Request::Flow(FlowId(2))]
+    );
+    update(
+        &mut app,
+        Msg::Unavailable {
+            id: FlowId(2),
+            why: "It could not be read back from the session journal: damaged".into(),
+        },
+    );
     let shot = frame(&mut app, 140, 30);
     assert!(shot.contains("could not be read back"), "{shot}");
+    assert_eq!(asked.try_iter().count(), 0, "not asked again");
 }
 
 #[test]
