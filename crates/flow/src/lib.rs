@@ -9,6 +9,7 @@
 
 mod body;
 mod headers;
+pub mod oauth;
 pub mod redact;
 pub mod sse;
 
