@@ -148,11 +148,16 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let mut session = read(&args.input)?;
     let mut report = analyze_session(&mut session, false, false);
     crate::probe::apply_saved(&args.input, &mut report);
-    let md = mcptap_analyze::render_markdown(
+    let mut md = mcptap_analyze::render_markdown(
         &report,
         &session.flows,
         &mcptap_analyze::MarkdownOptions::default(),
     );
+    // A probe's report shows its steps next to the verdict, before the story.
+    if let Some(steps) = crate::probe::steps_markdown(&args.input) {
+        let at = md.find("\n## ").map_or(md.len(), |i| i + 1);
+        md.insert_str(at, &steps);
+    }
     if let Some(path) = &args.html {
         let html = mcptap_analyze::render_html(
             &report,
