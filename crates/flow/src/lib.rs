@@ -9,6 +9,7 @@
 
 mod body;
 mod headers;
+pub mod human;
 pub mod redact;
 pub mod sse;
 
