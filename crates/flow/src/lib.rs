@@ -13,7 +13,7 @@ pub mod human;
 pub mod redact;
 pub mod sse;
 
-pub use body::{BodyState, CapturedBody};
+pub use body::{BodyState, CapturedBody, DEFAULT_BODY_LIMIT};
 pub use headers::{Header, Headers};
 
 use serde::{Deserialize, Serialize};

@@ -49,8 +49,7 @@ pub trait CertSource: Send + Sync + 'static {
     ) -> Result<Arc<rustls::ServerConfig>, BoxError>;
 }
 
-/// Default bytes of each body kept in the flow.
-pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+pub use mcptap_flow::DEFAULT_BODY_LIMIT;
 
 /// How the proxy behaves. Built by the CLI from validated arguments; tests build it directly.
 #[derive(Debug, Clone)]
