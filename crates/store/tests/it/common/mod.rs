@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../../../tests/it/common/python.rs"]
+pub mod python;
 pub mod venv;
 
 use base64::Engine as _;
