@@ -143,7 +143,6 @@ impl RunConfig {
                 Some(mcptap_proxy::reverse::ReverseConfig {
                     upstream,
                     routes,
-                    tls: true,
                     rewrite_metadata: args.rewrite_metadata,
                 })
             }

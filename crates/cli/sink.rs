@@ -203,10 +203,9 @@ impl Sink {
             quiet,
             analyzer: mcptap_analyze::Analyzer::new(mcptap_analyze::Options {
                 reverse_proxy: reverse,
-                // The proxy may run for days: other traffic is counted, not listed, and so are
-                // MCP flows past the first ten thousand (their findings are still made).
-                keep_other_flows: false,
-                max_listed_mcp_flows: Some(10_000),
+                // The proxy may run for days: flows are counted, not listed, so memory stays
+                // bounded by what decisions need; every flow is still analysed.
+                list_flows: false,
                 ..Default::default()
             }),
             journal,

@@ -611,7 +611,6 @@ async fn a_client_that_goes_away_while_reverse_mode_reads_metadata_is_an_aborted
         c.reverse = Some(mcptap_proxy::reverse::ReverseConfig {
             upstream: mcptap_proxy::reverse::parse_upstream(&format!("http://{up}")).unwrap(),
             routes: Vec::new(),
-            tls: false,
             rewrite_metadata: true,
         });
     })

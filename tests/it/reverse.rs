@@ -11,7 +11,6 @@ fn reverse(upstream: &str, routes: &[&str], rewrite: bool) -> ReverseConfig {
     ReverseConfig {
         upstream: parse_upstream(upstream).unwrap(),
         routes: routes.iter().map(|r| parse_route(r).unwrap()).collect(),
-        tls: true,
         rewrite_metadata: rewrite,
     }
 }

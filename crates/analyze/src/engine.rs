@@ -11,8 +11,8 @@ use crate::catalog::FindingId as Id;
 use crate::classify::{self, Ctx, Known};
 use crate::model::*;
 use crate::util::Url;
-use mcptap_flow::{redact::JwtInfo, Flow, FlowId, FlowKind, Micros};
-use std::collections::HashMap;
+use mcptap_flow::{redact::JwtInfo, ErrorKind, Flow, FlowId, FlowKind, Micros};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// Tunables of the analysis. The defaults follow the reference (failure-modes.md).
@@ -37,15 +37,13 @@ pub struct Options {
     pub reverse_proxy: bool,
     /// At most this many evidence flow ids per finding (16).
     pub max_evidence: usize,
-    /// Keep the summary of every flow for [`Report::flows`] (the default). A live proxy that
-    /// runs for days turns it off: flows that are neither OAuth nor MCP are then counted
-    /// ([`Environment::unlisted_flows`]) instead of listed, so memory does not grow with them.
-    pub keep_other_flows: bool,
-    /// List at most this many MCP flows in [`Report::flows`] (`None`, the default: all). A live
-    /// proxy sets a bound so that days of tool calls do not grow its memory; the flows past it
-    /// are counted ([`Environment::unlisted_mcp_flows`]). The report's timeline shows the first
-    /// 120 MCP flows either way.
-    pub max_listed_mcp_flows: Option<usize>,
+    /// Keep the summary of every flow for [`Report::flows`] (the default: a report of a saved
+    /// capture lists them). A live proxy, which may run for days, turns it off: flows are then
+    /// counted ([`Environment::unlisted_flows`], [`Environment::unlisted_mcp_flows`]) instead of
+    /// listed, and the analyzer's memory is bounded by what its decisions need (endpoints,
+    /// tokens, sessions, waiting decisions), not by the traffic. No rule reads the listing, so
+    /// the findings are the same either way.
+    pub list_flows: bool,
 }
 
 impl Default for Options {
@@ -58,8 +56,7 @@ impl Default for Options {
             stale_grace: Duration::from_secs(2),
             reverse_proxy: false,
             max_evidence: 16,
-            keep_other_flows: true,
-            max_listed_mcp_flows: None,
+            list_flows: true,
         }
     }
 }
@@ -106,6 +103,8 @@ pub(crate) struct Attempt {
     pub flow: FlowId,
     pub url: Url,
     pub ok: bool,
+    /// How the fetch failed, when no answer came.
+    pub error: Option<ErrorKind>,
 }
 
 #[derive(Debug)]
@@ -207,6 +206,8 @@ pub(crate) struct RefreshState {
 pub(crate) struct Session {
     pub created: FlowId,
     pub created_at: Micros,
+    /// The last request that carried it completed then (for forgetting idle sessions).
+    pub last_seen: Micros,
     pub version: Option<String>,
     pub valid: bool,
     pub terminated: Option<(FlowId, Micros)>,
@@ -413,8 +414,12 @@ pub struct Analyzer {
     /// [`Analyzer::summary`].
     pub(crate) last_unlisted: Option<FlowSummary>,
     pub(crate) unlisted: u64,
-    pub(crate) listed_mcp: usize,
     pub(crate) unlisted_mcp: u64,
+    /// Origins the client reached OAuth endpoints on (other than protected-resource metadata).
+    pub(crate) oauth_origins: HashSet<String>,
+    /// Per origin, the last flow it answered 2xx (not synthetic), with its URL: "the server is
+    /// up" evidence.
+    pub(crate) last_ok: HashMap<String, (FlowId, String)>,
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) endpoint_index: HashMap<String, usize>,
     pub(crate) prms: Vec<Prm>,
@@ -478,8 +483,9 @@ impl Analyzer {
             flows: Vec::new(),
             last_unlisted: None,
             unlisted: 0,
-            listed_mcp: 0,
             unlisted_mcp: 0,
+            oauth_origins: HashSet::new(),
+            last_ok: HashMap::new(),
             endpoints: Vec::new(),
             endpoint_index: HashMap::new(),
             prms: Vec::new(),
@@ -960,21 +966,24 @@ impl Analyzer {
                 .filter(|t| t.flow == c.id)
                 .map(|t| t.fp.clone()),
         };
-        let mcp = matches!(c.role, Role::Mcp | Role::McpPreflight);
-        if !self.opts.keep_other_flows && c.role == Role::Other {
-            self.unlisted += 1;
-            self.last_unlisted = Some(summary);
-        } else if mcp
-            && self
-                .opts
-                .max_listed_mcp_flows
-                .is_some_and(|max| self.listed_mcp >= max)
-        {
-            self.unlisted_mcp += 1;
-            self.last_unlisted = Some(summary);
-        } else {
-            self.listed_mcp += usize::from(mcp);
+        if let Some(origin) = c.url.as_ref().map(|u| u.origin()) {
+            if c.role.is_oauth() && c.role != Role::PrmDiscovery {
+                self.oauth_origins.insert(origin.clone());
+            }
+            if summary.status.is_some_and(|s| (200..300).contains(&s)) && !summary.synthetic {
+                self.last_ok
+                    .insert(origin, (summary.id, summary.url.clone()));
+            }
+        }
+        if self.opts.list_flows {
             self.flows.push(summary);
+        } else {
+            if matches!(c.role, Role::Mcp | Role::McpPreflight) {
+                self.unlisted_mcp += 1;
+            } else {
+                self.unlisted += 1;
+            }
+            self.last_unlisted = Some(summary);
         }
     }
 

@@ -371,7 +371,7 @@ fn write_timeline(out: &mut String, report: &Report) {
     if unlisted > 0 {
         let _ = writeln!(
             out,
-            "<p class=\"dim\">{unlisted} more flow(s) were counted but not kept by the live analyzer.</p>"
+            "<p class=\"dim\">{unlisted} more flow(s) were analysed and counted but not listed by the live analyzer.</p>"
         );
     }
 }

@@ -475,12 +475,12 @@ pub struct Environment {
     /// waited were taken then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture_ended: Option<Micros>,
-    /// Flows that were neither OAuth nor MCP and were counted instead of listed in
-    /// [`Report::flows`] (live analysis only; see `Options::keep_other_flows`).
+    /// Flows other than MCP ones that were analysed and counted instead of listed in
+    /// [`Report::flows`] (live analysis only; see `Options::list_flows`).
     #[serde(skip_serializing_if = "is_zero")]
     pub unlisted_flows: u64,
-    /// MCP flows past the live analyzer's bound (`Options::max_listed_mcp_flows`), counted
-    /// instead of listed in [`Report::flows`].
+    /// MCP flows analysed and counted instead of listed in [`Report::flows`] (live analysis
+    /// only; see `Options::list_flows`).
     #[serde(skip_serializing_if = "is_zero")]
     pub unlisted_mcp_flows: u64,
 }

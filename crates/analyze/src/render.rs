@@ -601,15 +601,15 @@ fn write_full_timeline(out: &mut String, report: &Report) {
     if env.unlisted_mcp_flows > 0 {
         let _ = writeln!(
             out,
-            "\n{} MCP flow(s) were counted but not kept by the live analyzer (past its bound).",
+            "\n{} MCP flow(s) were analysed and counted but not listed by the live analyzer \
+             (`mcptap report` of the saved session lists them).",
             env.unlisted_mcp_flows
         );
     }
     if env.unlisted_flows > 0 {
         let _ = writeln!(
             out,
-            "\n{} flow(s) that were neither OAuth nor MCP were counted but not kept by the live \
-             analyzer.",
+            "\n{} other flow(s) were analysed and counted but not listed by the live analyzer.",
             env.unlisted_flows
         );
     }

@@ -109,6 +109,7 @@ impl Analyzer {
                 flow: c.id,
                 url: url.clone(),
                 ok: false,
+                error: c.flow.error.as_ref().map(|e| e.kind),
             });
             self.prm_pending(subject, c.done);
             self.check_prm_path_scoped(&url.origin());
@@ -118,6 +119,7 @@ impl Analyzer {
             flow: c.id,
             url: url.clone(),
             ok: true,
+            error: None,
         });
         self.check_metadata_urls(c, &doc, true);
         let resource = jstr(&doc, "resource").map(str::to_owned);
@@ -303,6 +305,7 @@ impl Analyzer {
                 flow: c.id,
                 url,
                 ok: false,
+                error: c.flow.error.as_ref().map(|e| e.kind),
             });
             for issuer in issuers {
                 let exists = self.pending.iter().any(|w| matches!(&w.p, Pending::AsDiscovery { issuer: i, .. } if same_issuer(i, &issuer)),
@@ -322,6 +325,7 @@ impl Analyzer {
             flow: c.id,
             url: url.clone(),
             ok: true,
+            error: None,
         });
         self.check_metadata_urls(c, &doc, false);
         let issuer = jstr(&doc, "issuer").map(str::to_owned);
@@ -548,21 +552,7 @@ impl Analyzer {
         self.endpoints
             .iter()
             .any(|e| e.url.origin() == origin && e.challenged.is_some())
-            || self.flows.iter().any(|f| {
-                f.role.is_oauth() && f.role != Role::PrmDiscovery && f.url.starts_with(origin)
-            })
-    }
-
-    pub(crate) fn flow_error(&self, id: FlowId) -> Option<ErrorKind> {
-        let name = self.flows.iter().rev().find(|f| f.id == id)?.error?;
-        [
-            ErrorKind::UpstreamDns,
-            ErrorKind::UpstreamConnect,
-            ErrorKind::UpstreamTimeout,
-            ErrorKind::UpstreamTls,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == name)
+            || self.oauth_origins.contains(origin)
     }
 
     /// The suspicion a waiting discovery decision shows once it is likely (same id and key as the
@@ -713,7 +703,7 @@ impl Analyzer {
                     .collect();
                 let ids: Vec<FlowId> = failed.iter().map(|a| a.flow).collect();
                 let unreachable = failed.iter().any(|a| {
-                    self.flow_error(a.flow).is_some_and(|k| {
+                    a.error.is_some_and(|k| {
                         matches!(
                             k,
                             ErrorKind::UpstreamDns

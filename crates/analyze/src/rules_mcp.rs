@@ -11,6 +11,10 @@ use mcptap_flow::Micros;
 use mcptap_flow::{redact, FlowId};
 use serde_json::Value;
 
+/// MCP sessions remembered at least (the most recently used); up to twice as many are kept
+/// between clean-ups.
+pub(crate) const KEPT_SESSIONS: usize = 4096;
+
 const REQUEST_METHODS: &[&str] = &["POST", "GET", "DELETE", "PUT", "PATCH"];
 
 impl Analyzer {
@@ -189,7 +193,20 @@ impl Analyzer {
         }
     }
 
+    /// Keeps the [`KEPT_SESSIONS`] sessions used last: a client that opens a session per
+    /// request must not grow the analyzer with its traffic. A forgotten session that comes
+    /// back is treated as one first seen then.
+    fn forget_idle_sessions(&mut self) {
+        let mut seen: Vec<Micros> = self.sessions.values().map(|s| s.last_seen).collect();
+        let cut = seen.len() - KEPT_SESSIONS;
+        let (_, &mut keep_from, _) = seen.select_nth_unstable(cut);
+        self.sessions.retain(|_, s| s.last_seen >= keep_from);
+    }
+
     fn track_sessions(&mut self, c: &Ctx<'_>, ei: usize, method: &str) {
+        if self.sessions.len() >= 2 * KEPT_SESSIONS {
+            self.forget_idle_sessions();
+        }
         let ep = self.endpoints[ei].key.clone();
         if let Some(v) = &c.negotiated {
             self.endpoints[ei].negotiated = Some((c.done, v.clone()));
@@ -201,6 +218,7 @@ impl Analyzer {
                     Session {
                         created: c.id,
                         created_at: c.done,
+                        last_seen: c.done,
                         version: c.negotiated.clone(),
                         valid: true,
                         terminated: None,
@@ -216,12 +234,14 @@ impl Analyzer {
         let sess = self.sessions.entry(s.clone()).or_insert_with(|| Session {
             created: c.id,
             created_at: c.started,
+            last_seen: c.done,
             version: None,
             valid: false,
             terminated: None,
             deleted: false,
             ua: c.ua.clone(),
         });
+        sess.last_seen = sess.last_seen.max(c.done);
         if let Some((f404, t404)) = sess.terminated {
             if c.started >= t404 && method != "DELETE" && f404 != c.id {
                 self.emit(

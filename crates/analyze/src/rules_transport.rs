@@ -100,18 +100,7 @@ impl Analyzer {
             .unwrap_or_default();
         let origin = c.url.as_ref().map(|u| u.origin()).unwrap_or_default();
         // "While health checks pass": the same origin answered something else 2xx.
-        let healthy = self
-            .flows
-            .iter()
-            .rev()
-            .find(|f| {
-                f.url
-                    .strip_prefix(origin.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-                    && f.status.is_some_and(|s| (200..300).contains(&s))
-                    && !f.synthetic
-            })
-            .map(|f| (f.id, f.url.clone()));
+        let healthy = self.last_ok.get(&origin).cloned();
         let up = match &healthy {
             Some((id, url)) => format!(" The server is up: {url} was answered 2xx in {id}."),
             None => String::new(),

@@ -62,7 +62,8 @@ impl CapturedBody {
     }
 }
 
-/// On disk a body is `{"text": …}` when it is UTF-8 and `{"base64": …}` otherwise.
+/// On disk a body is `{"text": …}` when it is UTF-8 and no larger written as JSON text than as
+/// base64, and `{"base64": …}` otherwise.
 #[derive(Deserialize)]
 struct BodyRepr {
     #[serde(default)]
@@ -97,8 +98,8 @@ struct BodyReprRef<'a> {
 impl Serialize for CapturedBody {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (text, base64) = match std::str::from_utf8(&self.bytes) {
-            Ok(t) => (Some(t), None),
-            Err(_) => (
+            Ok(t) if text_is_compact(t) => (Some(t), None),
+            _ => (
                 None,
                 Some(base64::engine::general_purpose::STANDARD.encode(&self.bytes)),
             ),
@@ -113,6 +114,21 @@ impl Serialize for CapturedBody {
         }
         .serialize(s)
     }
+}
+
+/// True when `t` written as a JSON string is no larger than its base64: JSON escapes control
+/// characters, six bytes for most (`\u0000`), so a body made of them (NUL padding, a binary
+/// format that happens to be valid UTF-8) is four times smaller as base64.
+fn text_is_compact(t: &str) -> bool {
+    let extra: usize = t
+        .bytes()
+        .map(|c| match c {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    t.len() + extra <= t.len().div_ceil(3) * 4
 }
 
 impl<'de> Deserialize<'de> for CapturedBody {
@@ -140,6 +156,33 @@ impl<'de> Deserialize<'de> for CapturedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_of_control_characters_are_written_as_base64_and_round_trip() {
+        // Four KiB of NUL: as text each would be a six-byte escape.
+        let nul = CapturedBody::complete(vec![0u8; 4096]);
+        let json = serde_json::to_string(&nul).unwrap();
+        assert!(json.contains("\"base64\":\"AAAA"), "{}", &json[..80]);
+        assert!(json.len() < 4096 * 4 / 3 + 100, "{} bytes", json.len());
+        assert_eq!(serde_json::from_str::<CapturedBody>(&json).unwrap(), nul);
+        // Text with a few escapes stays text.
+        let text = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{\"text\":\"{}\\n\"}}}}\n\t\u{1}",
+            "lorem ipsum ".repeat(8)
+        );
+        let text = CapturedBody::complete(text.into_bytes());
+        let json = serde_json::to_string(&text).unwrap();
+        assert!(json.contains("\"text\":"), "{json}");
+        assert_eq!(serde_json::from_str::<CapturedBody>(&json).unwrap(), text);
+        // The limit: each control character costs five bytes more as text, each three bytes
+        // cost one more as base64.
+        assert!(text_is_compact(&format!("{}{}", "a".repeat(15), "\u{1}")));
+        assert!(!text_is_compact(&format!(
+            "{}{}",
+            "a".repeat(14),
+            "\u{1}\u{1}"
+        )));
+    }
 
     #[test]
     fn binary_bodies_round_trip_as_base64() {

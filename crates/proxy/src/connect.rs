@@ -1,20 +1,20 @@
-//! CONNECT: answer `200`, then look at the first bytes the client sends through the tunnel.
-//! TLS is terminated with a leaf minted for the SNI (or the target, for IP literals); anything
-//! else is served as plain HTTP; `--ignore-hosts` targets are spliced without decryption.
+//! CONNECT: answer `200`, then hand the first byte the client sends through the tunnel to TLS
+//! dispatch ([`crate::tls`]); `--ignore-hosts` targets are spliced without decryption.
 //! A client gets `--tls-handshake-timeout` from the `200` to its first byte and the end of its
 //! TLS handshake; one that stalls is recorded as a failed `CONNECT` flow.
 
-use crate::forward::{self, flow_headers, flow_version, next_id, text_response, ConnCtx, Target};
-use crate::limits::{exceeded, human};
-use crate::serve::{serve_auto, serve_h1, serve_h2};
+use crate::context::ConnCtx;
+use crate::limits::human;
+use crate::message::{empty, flow_headers, flow_version, text_response, ProxyBody};
+use crate::shared::Shared;
 use crate::shutdown::Guard;
-use crate::Shared;
+use crate::target::Target;
+use crate::tls::{connect_flow, dispatch, handshake_timed_out, Handshake};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mcptap_flow::{
-    now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowKind, FlowState, Phase, TlsInfo,
-    TunnelStats,
+    now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowKind, FlowState, TunnelStats,
 };
 use std::io;
 use std::pin::Pin;
@@ -23,13 +23,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::LazyConfigAcceptor;
-
-/// The first byte of a TLS handshake record.
-const TLS_HANDSHAKE: u8 = 0x16;
-
-/// ALPN offered to clients: whatever they prefer of these.
-const CLIENT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+use tracing::Instrument;
 
 /// Parses `host:port` from a CONNECT request target (the port is required and checked).
 fn connect_target(req: &Request<Incoming>) -> Result<(String, u16), String> {
@@ -46,12 +40,12 @@ fn refuse_connect(
     ctx: &ConnCtx,
     req: &Request<Incoming>,
     why: &str,
-) -> Response<forward::ProxyBody> {
+) -> Response<ProxyBody> {
     let started = now_micros();
     let shown = req.uri().to_string();
     let text = format!("mcptap: bad CONNECT target {shown:?}: {why}\n");
     let flow = Flow {
-        id: next_id(shared),
+        id: shared.ids.next(),
         client_addr: Some(ctx.client_addr_text.clone()),
         host: req.uri().host().unwrap_or("").to_owned(),
         request: mcptap_flow::Request {
@@ -94,7 +88,7 @@ pub(crate) async fn handle_connect(
     ctx: Arc<ConnCtx>,
     req: Request<Incoming>,
     guard: Guard,
-) -> Response<forward::ProxyBody> {
+) -> Response<ProxyBody> {
     let (host, port) = match connect_target(&req) {
         Ok(t) => t,
         Err(why) => return refuse_connect(&shared, &ctx, &req, &why),
@@ -103,26 +97,30 @@ pub(crate) async fn handle_connect(
         return tunnel_ignored(shared, ctx, req, host, port, guard).await;
     }
     let on_upgrade = hyper::upgrade::on(req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                intercept(
-                    shared,
-                    ctx,
-                    upgraded,
-                    Target {
-                        host,
-                        port,
-                        tls: false,
-                    },
-                    guard,
-                )
-                .await
+    let span = tracing::debug_span!("tunnel", %host, port);
+    tokio::spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    intercept(
+                        shared,
+                        ctx,
+                        upgraded,
+                        Target {
+                            host,
+                            port,
+                            tls: false,
+                        },
+                        guard,
+                    )
+                    .await
+                }
+                Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
             }
-            Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
         }
-    });
-    Response::new(forward::empty())
+        .instrument(span),
+    );
+    Response::new(empty())
 }
 
 /// The client's side of a tunnel: the raw socket when hyper hands it back untouched (the fast
@@ -193,215 +191,6 @@ async fn intercept(
     }
 }
 
-/// When a client's TLS handshake must be done by, and when its tunnel started.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Handshake {
-    pub deadline: Instant,
-    pub started: i64,
-}
-
-pub(crate) async fn dispatch<IO>(
-    shared: Arc<Shared>,
-    ctx: Arc<ConnCtx>,
-    io: IO,
-    first: u8,
-    mut target: Target,
-    guard: Guard,
-    at: Handshake,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    if first != TLS_HANDSHAKE {
-        let ctx = Arc::new(ConnCtx::new(
-            &shared,
-            ctx.client_addr,
-            Some(target),
-            ctx.client_tls.clone(),
-            ctx.guard.clone(),
-        ));
-        serve_auto(shared, ctx, io, guard).await;
-        return;
-    }
-    let started = at.started;
-    let too_slow = |sni: Option<&str>| {
-        let message = format!(
-            "the client did not finish its TLS handshake within {}",
-            human(shared.limits.tls_handshake)
-        );
-        handshake_timed_out(&shared, &ctx, &target, sni, started, message);
-    };
-    let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
-    let start = match tokio::time::timeout_at(at.deadline, hello).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            client_tls_failed(&shared, &ctx, &target, None, started, &e);
-            return;
-        }
-        Err(_) => return too_slow(None),
-    };
-    let sni = start.client_hello().server_name().map(str::to_owned);
-    let cert_host = sni.clone().unwrap_or_else(|| target.host.clone());
-    let alpn: Vec<Vec<u8>> = CLIENT_ALPN.iter().map(|p| p.to_vec()).collect();
-    let config = match shared.ca.server_config(&cert_host, &alpn) {
-        Ok(c) => c,
-        Err(e) => {
-            let io_err = io::Error::other(e);
-            client_tls_failed(&shared, &ctx, &target, sni.as_deref(), started, &io_err);
-            return;
-        }
-    };
-    let tls = match tokio::time::timeout_at(at.deadline, start.into_stream(config)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            client_tls_failed(&shared, &ctx, &target, sni.as_deref(), started, &e);
-            return;
-        }
-        Err(_) => return too_slow(sni.as_deref()),
-    };
-    let (_, session) = tls.get_ref();
-    let alpn = session
-        .alpn_protocol()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
-    let info = TlsInfo {
-        sni,
-        alpn: alpn.clone(),
-        version: session
-            .protocol_version()
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        cipher: session
-            .negotiated_cipher_suite()
-            .and_then(|c| c.suite().as_str())
-            .map(str::to_owned),
-        unverified: false,
-    };
-    target.tls = true;
-    let ctx = Arc::new(ConnCtx::new(
-        &shared,
-        ctx.client_addr,
-        Some(target),
-        Some(Arc::new(info)),
-        guard.clone(),
-    ));
-    if alpn.as_deref() == Some("h2") {
-        serve_h2(shared, ctx, tls, guard).await;
-    } else {
-        serve_h1(shared, ctx, tls, guard).await;
-    }
-}
-
-/// True when a handshake error means the client refused our certificate.
-fn is_untrusted_ca(e: &io::Error) -> bool {
-    use rustls::AlertDescription as A;
-    matches!(
-        e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
-        Some(rustls::Error::AlertReceived(
-            A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::AccessDenied,
-        ))
-    )
-}
-
-const TRUST_HINT: &str = "the client does not trust the mcptap CA: run `mcptap ca` for how to \
-trust it (Node: NODE_EXTRA_CA_CERTS, Python: SSL_CERT_FILE/REQUESTS_CA_BUNDLE, curl: --cacert), \
-or use `mcptap run -- CMD`";
-
-fn client_tls_failed(
-    shared: &Shared,
-    ctx: &ConnCtx,
-    target: &Target,
-    sni: Option<&str>,
-    started: i64,
-    e: &io::Error,
-) {
-    let (message, hint) = if is_untrusted_ca(e) {
-        (
-            format!("the client rejected mcptap's certificate ({e})"),
-            Some(TRUST_HINT.to_owned()),
-        )
-    } else if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::ConnectionReset
-    {
-        (
-            "the client closed the connection during the TLS handshake".to_owned(),
-            Some(format!("this usually means {TRUST_HINT}")),
-        )
-    } else {
-        (format!("TLS handshake with the client failed: {e}"), None)
-    };
-    tracing::debug!(host = %target.host, "{message}");
-    let error = FlowError {
-        kind: ErrorKind::ClientTls,
-        message,
-        hint,
-        limit: None,
-    };
-    tunnel_failed(shared, ctx, target, sni, started, error);
-}
-
-/// `--tls-handshake-timeout` fired: the tunnel is closed and recorded as a failed `CONNECT`.
-fn handshake_timed_out(
-    shared: &Shared,
-    ctx: &ConnCtx,
-    target: &Target,
-    sni: Option<&str>,
-    started: i64,
-    message: String,
-) {
-    tracing::debug!(host = %target.host, "{message}");
-    let error = exceeded(
-        ErrorKind::ClientTimeout,
-        Phase::ClientTlsHandshake,
-        shared.limits.tls_handshake,
-        message,
-        "--tls-handshake-timeout",
-    );
-    tunnel_failed(shared, ctx, target, sni, started, error);
-}
-
-/// Records a tunnel that failed before any request went through it.
-fn tunnel_failed(
-    shared: &Shared,
-    ctx: &ConnCtx,
-    target: &Target,
-    sni: Option<&str>,
-    started: i64,
-    error: FlowError,
-) {
-    let mut flow = connect_flow(shared, ctx, target, started);
-    flow.client_tls = Some(Arc::new(TlsInfo {
-        sni: sni.map(str::to_owned),
-        ..Default::default()
-    }));
-    flow.state = FlowState::Failed;
-    flow.timings.finished = Some(now_micros());
-    flow.error = Some(error);
-    shared.events.send(FlowEvent::Failed {
-        flow: Box::new(flow),
-    });
-}
-
-/// A flow describing the tunnel itself (`CONNECT host:port`).
-fn connect_flow(shared: &Shared, ctx: &ConnCtx, target: &Target, started: i64) -> Flow {
-    Flow {
-        id: next_id(shared),
-        kind: FlowKind::Http,
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host: target.host.clone(),
-        port: target.port,
-        request: mcptap_flow::Request {
-            method: "CONNECT".to_owned(),
-            url: format!("{}:{}", forward::url_host(&target.host), target.port),
-            version: mcptap_flow::HttpVersion::Http11,
-            ..Default::default()
-        },
-        timings: mcptap_flow::Timings {
-            started,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
 /// `--ignore-hosts`: connect first (so a failure is a 502), then splice bytes both ways.
 async fn tunnel_ignored(
     shared: Arc<Shared>,
@@ -410,7 +199,7 @@ async fn tunnel_ignored(
     host: String,
     port: u16,
     guard: Guard,
-) -> Response<forward::ProxyBody> {
+) -> Response<ProxyBody> {
     let started = now_micros();
     let target = Target {
         host: host.clone(),
@@ -449,35 +238,39 @@ async fn tunnel_ignored(
         flow: Box::new(flow.clone()),
     });
     let on_upgrade = hyper::upgrade::on(req);
-    tokio::spawn(async move {
-        let stats = match on_upgrade.await {
-            Ok(upgraded) => splice(upgraded, upstream, guard).await,
-            Err(_) => Err(TunnelStats::default()),
-        };
-        flow.timings.finished = Some(now_micros());
-        match stats {
-            Ok(s) => {
-                flow.tunnel = Some(s);
-                flow.state = FlowState::Completed;
+    let span = tracing::debug_span!("ignored_tunnel", %host, port);
+    tokio::spawn(
+        async move {
+            let stats = match on_upgrade.await {
+                Ok(upgraded) => splice(upgraded, upstream, guard).await,
+                Err(_) => Err(TunnelStats::default()),
+            };
+            flow.timings.finished = Some(now_micros());
+            match stats {
+                Ok(s) => {
+                    flow.tunnel = Some(s);
+                    flow.state = FlowState::Completed;
+                }
+                Err(s) => {
+                    flow.tunnel = Some(s);
+                    flow.state = FlowState::Aborted;
+                    flow.error = Some(if shared.events.is_stopping() {
+                        FlowError::new(ErrorKind::Shutdown, "mcptap shut down with the tunnel open")
+                    } else {
+                        FlowError::new(
+                            ErrorKind::ClientDisconnected,
+                            "the tunnel was closed with an error",
+                        )
+                    });
+                }
             }
-            Err(s) => {
-                flow.tunnel = Some(s);
-                flow.state = FlowState::Aborted;
-                flow.error = Some(if shared.events.is_stopping() {
-                    FlowError::new(ErrorKind::Shutdown, "mcptap shut down with the tunnel open")
-                } else {
-                    FlowError::new(
-                        ErrorKind::ClientDisconnected,
-                        "the tunnel was closed with an error",
-                    )
-                });
-            }
+            shared.events.send(FlowEvent::Completed {
+                flow: Box::new(flow),
+            });
         }
-        shared.events.send(FlowEvent::Completed {
-            flow: Box::new(flow),
-        });
-    });
-    Response::new(forward::empty())
+        .instrument(span),
+    );
+    Response::new(empty())
 }
 
 async fn splice(

@@ -1,9 +1,9 @@
 //! The engine's only way out: typed [`FlowEvent`]s over a bounded channel.
 //!
 //! Traffic must never wait for a consumer (a slow terminal, a slow disk), so sending never
-//! blocks: when the channel is full the event is dropped and counted. Final events
-//! (`Completed`/`Failed`) get a separate, larger reserve so that a burst of progress events does
-//! not cost whole flows.
+//! blocks: when the channel is full the event is dropped and counted, whatever its kind (a final
+//! `Completed`/`Failed` as well as a progress event; the capacity is large so that this happens
+//! only when the consumer has stopped keeping up).
 //!
 //! The senders also share whether the engine has reached its shutdown deadline: every flow
 //! holds a sender, and a flow dropped after that point ended because mcptap stopped, not
@@ -70,12 +70,6 @@ impl EventSender {
         self.state.stopping.load(Ordering::Relaxed)
     }
 
-    /// A sender whose events go nowhere (for embedders that do not record).
-    pub fn discard() -> EventSender {
-        let (tx, _rx) = channel(1);
-        tx
-    }
-
     /// Events dropped so far because the consumer was too slow (or gone).
     pub fn dropped(&self) -> u64 {
         self.state.dropped.load(Ordering::Relaxed)
@@ -86,12 +80,6 @@ impl EventReceiver {
     /// The next event; `None` once every sender is gone and the channel is drained.
     pub async fn recv(&mut self) -> Option<FlowEvent> {
         self.rx.recv().await
-    }
-
-    /// The next event, blocking the thread (for consumers on their own thread, such as the
-    /// journal writer). Must not be called from inside the async runtime.
-    pub fn blocking_recv(&mut self) -> Option<FlowEvent> {
-        self.rx.blocking_recv()
     }
 
     /// Waits for at least one event and takes up to `limit` into `buf`; 0 when the channel is

@@ -7,47 +7,54 @@
 //! ([`events`]); it knows nothing of terminals or disks.
 #![deny(missing_docs)]
 
+//!
+//! Inside, one connection goes down a one-way chain of modules — `listener` (proxy listener,
+//! proxy authentication) → `connect` (CONNECT) → `tls` (ALPN dispatch) → `serve` (HTTP/1.1,
+//! HTTP/2) → `forward` (route → hooks → send → record) → `upstream` / `tunnel_upstream` and the
+//! `tap` — and no module imports from one that calls it. Leaves shared by all: `target` (targets,
+//! origins, URLs), `message` (answers, recorded heads, hop-by-hop headers), `context` (the
+//! per-connection context). Modes plug in through the `hook` trait: `auth`, `reverse`,
+//! [`inject`]. `docs/architecture.md` draws the whole.
+
+mod auth;
 mod capture_pool;
 mod connect;
+mod context;
 pub mod events;
 mod forward;
+mod hook;
 pub mod inject;
 pub mod limits;
+mod listener;
+mod message;
 mod refresh;
 pub mod reverse;
+mod route;
 mod serve;
+mod shared;
 pub mod shutdown;
 mod splice;
 mod tap;
 mod target;
+mod tls;
 mod tunnel_upstream;
 pub mod upstream;
 
 pub use events::{EventReceiver, EventSender};
 pub use limits::Limits;
-pub use tap::BoxError;
+pub use message::BoxError;
+pub use shared::CertSource;
 pub use upstream::{TrustError, UpstreamProxy, UpstreamTrust};
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use regex::RegexSet;
+use shared::Shared;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// Where TLS server configurations for intercepted hosts come from (mcptap's CA).
-pub trait CertSource: Send + Sync + 'static {
-    /// A ready server config presenting a certificate for `host` (a DNS name or an IP literal),
-    /// offering `alpn`.
-    fn server_config(
-        &self,
-        host: &str,
-        alpn: &[Vec<u8>],
-    ) -> Result<Arc<rustls::ServerConfig>, BoxError>;
-}
 
 pub use mcptap_flow::DEFAULT_BODY_LIMIT;
 
@@ -124,38 +131,6 @@ pub enum ProxyError {
     Trust(#[from] TrustError),
 }
 
-/// What every connection shares.
-pub(crate) struct Shared {
-    pub ca: Arc<dyn CertSource>,
-    pub client: Client<upstream::Connector, tap::Tap<hyper::body::Incoming>>,
-    /// HTTP/1.1 only: for HTTP/1.1 clients and upgrade requests (WebSocket).
-    pub client_h1: Client<upstream::Connector, tap::Tap<hyper::body::Incoming>>,
-    /// HTTP/1.1, for the requests mcptap makes itself (`--inject-refresh`).
-    pub client_own: Client<upstream::Connector, tap::Tap<http_body_util::Full<bytes::Bytes>>>,
-    pub connector: upstream::Connector,
-    /// HTTP/1.1 only: the upstream connections of HTTP/1.1 tunnels (see `forward::Dedicated`).
-    pub connector_h1: upstream::Connector,
-    /// Upstream connections of ended HTTP/1.1 tunnels.
-    pub idle_h1: Arc<tunnel_upstream::IdleH1>,
-    pub events: EventSender,
-    pub next_id: AtomicU64,
-    pub body_limit: usize,
-    pub limits: Limits,
-    ignore_hosts: Option<RegexSet>,
-    pub reverse: Option<Arc<reverse::ReverseConfig>>,
-    /// Expected `Proxy-Authorization` value (`Basic …`), explicit mode only.
-    pub proxy_auth: Option<String>,
-    pub injector: Option<Arc<inject::Injector>>,
-}
-
-impl Shared {
-    pub(crate) fn is_ignored(&self, host: &str, port: u16) -> bool {
-        self.ignore_hosts.as_ref().is_some_and(|set| {
-            set.is_match(host) || set.is_match(&format!("{}:{port}", forward::url_host(host)))
-        })
-    }
-}
-
 /// A bound proxy, ready to serve.
 pub struct Proxy {
     listener: TcpListener,
@@ -214,32 +189,44 @@ impl Proxy {
                 }
             }
         })?;
+        let reverse = config.reverse.map(Arc::new);
+        let ids = tap::FlowIds::default();
+        let client_own: upstream::OwnClient = pooled_client(connector_h1.clone());
+        let observer = config
+            .inject_token
+            .then(|| Arc::new(inject::Injector::with_refresh(config.inject_refresh)));
+        let hooks = (
+            config.proxy_auth.as_deref().map(auth::ProxyAuth::new),
+            reverse.clone().map(reverse::ReverseRewrite::new),
+            observer.clone().map(|injector| {
+                let refresher = refresh::Refresher {
+                    client: client_own.clone(),
+                    events: events.clone(),
+                    ids: ids.clone(),
+                    reverse: reverse.clone(),
+                    body_limit: config.body_limit,
+                };
+                inject::hook::InjectToken::new(injector, refresher)
+            }),
+        );
         Ok(Proxy {
             listener,
             shared: Arc::new(Shared {
                 ca,
                 client: pooled_client(connector.clone()),
                 client_h1: pooled_client(connector_h1.clone()),
-                client_own: pooled_client(connector_h1.clone()),
+                client_own,
                 connector,
                 connector_h1,
                 idle_h1: Arc::default(),
                 events,
-                next_id: AtomicU64::new(1),
+                ids,
                 body_limit: config.body_limit,
                 limits: config.limits,
                 ignore_hosts,
-                reverse: config.reverse.map(Arc::new),
-                injector: config
-                    .inject_token
-                    .then(|| Arc::new(inject::Injector::with_refresh(config.inject_refresh))),
-                proxy_auth: config.proxy_auth.map(|c| {
-                    use base64::Engine as _;
-                    format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode(c)
-                    )
-                }),
+                reverse,
+                observer,
+                hooks,
             }),
             shutdown_deadline: config.shutdown_deadline,
         })
@@ -267,7 +254,7 @@ impl Proxy {
                         let guard = shutdown.guard();
                         let span = tracing::debug_span!("conn", %peer);
                         tokio::spawn(tracing::Instrument::instrument(
-                            serve::serve_listener_conn(shared, stream, guard),
+                            listener::serve_listener_conn(shared, stream, guard),
                             span,
                         ));
                     }

@@ -2,11 +2,13 @@
 //! token endpoint the client used, and records that exchange as a flow of its own (marked
 //! `by_mcptap`). The rules for *when* live in [`crate::inject`]; this is the HTTP exchange.
 
-use crate::forward::{default_port, fail, flow_headers, flow_version, next_id};
+use crate::events::EventSender;
 use crate::inject::{endpoint_allowed, Injector, Pick, Refresh, RefreshJob};
-use crate::tap::{Recorder, Tap};
-use crate::upstream::classify;
-use crate::Shared;
+use crate::message::{flow_headers, flow_version};
+use crate::reverse::ReverseConfig;
+use crate::tap::{fail, FlowIds, Recorder, Tap};
+use crate::target::{bare_host, default_port};
+use crate::upstream::{classify, OwnClient};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Uri};
@@ -21,11 +23,29 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The marker on flows of refresh exchanges mcptap made.
 pub(crate) const MARKER: &str = "inject-refresh";
 
+/// What mcptap needs to make a refresh exchange and record it.
+#[derive(Clone)]
+pub(crate) struct Refresher {
+    /// mcptap's own upstream client.
+    pub client: OwnClient,
+    pub events: EventSender,
+    pub ids: FlowIds,
+    /// Reverse mode: refreshes go where the client's request to the endpoint was routed.
+    pub reverse: Option<Arc<ReverseConfig>>,
+    pub body_limit: usize,
+}
+
+impl std::fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refresher").finish_non_exhaustive()
+    }
+}
+
 /// A token for a bare request to `url` got by refreshing, if that is allowed and works. Waits
 /// for a refresh another request started with the same refresh token instead of starting a
 /// second one.
 pub(crate) async fn refresh_for(
-    shared: &Arc<Shared>,
+    shared: &Refresher,
     injector: &Arc<Injector>,
     url: &str,
 ) -> Option<Pick> {
@@ -43,10 +63,14 @@ pub(crate) async fn refresh_for(
                 // Its own task: the client going away must not cut a refresh short (the server
                 // may already have rotated the refresh token; the answer must be learned).
                 let (shared, injector, url) = (shared.clone(), injector.clone(), url.to_owned());
-                return tokio::spawn(async move {
-                    let (flow, body) = exchange(&shared, &job).await;
-                    injector.refresh_done(job, body.as_deref(), flow, now_micros(), &url)
-                })
+                let span = tracing::debug_span!("inject_refresh");
+                return tokio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        let (flow, body) = exchange(&shared, &job).await;
+                        injector.refresh_done(job, body.as_deref(), flow, now_micros(), &url)
+                    },
+                    span,
+                ))
                 .await
                 .ok()
                 .flatten();
@@ -58,7 +82,7 @@ pub(crate) async fn refresh_for(
 
 /// Where the refresh goes upstream: the URL the client used, or in reverse mode what the
 /// client's request to that URL was routed to.
-fn upstream_uri(shared: &Shared, endpoint: &str) -> Option<Uri> {
+fn upstream_uri(shared: &Refresher, endpoint: &str) -> Option<Uri> {
     let uri: Uri = endpoint.parse().ok()?;
     match &shared.reverse {
         None => Some(uri),
@@ -71,17 +95,11 @@ fn upstream_uri(shared: &Shared, endpoint: &str) -> Option<Uri> {
 
 /// Makes the refresh request and records it. Returns its flow id and, when the token endpoint
 /// answered `200`, the response body.
-async fn exchange(shared: &Arc<Shared>, job: &RefreshJob) -> (FlowId, Option<Bytes>) {
-    let id = next_id(shared);
+async fn exchange(shared: &Refresher, job: &RefreshJob) -> (FlowId, Option<Bytes>) {
+    let id = shared.ids.next();
     let started = now_micros();
     let uri = upstream_uri(shared, &job.endpoint).filter(|u| endpoint_allowed(&u.to_string()));
-    let host = uri
-        .as_ref()
-        .and_then(|u| u.host())
-        .unwrap_or("")
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+    let host = uri.as_ref().map(bare_host).unwrap_or_default();
     let port = uri
         .as_ref()
         .map(|u| {
@@ -155,7 +173,7 @@ async fn exchange(shared: &Arc<Shared>, job: &RefreshJob) -> (FlowId, Option<Byt
     let mut up = Request::from_parts(parts, body);
     *up.uri_mut() = uri;
     let outcome = tokio::time::timeout(REFRESH_TIMEOUT, async {
-        let resp = match shared.client_own.request(up).await {
+        let resp = match shared.client.request(up).await {
             Ok(r) => r,
             Err(e) => {
                 let (kind, message, hint) = classify(&e);

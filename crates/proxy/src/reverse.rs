@@ -11,6 +11,9 @@
 use http::header::{HeaderMap, HeaderValue};
 use http::Uri;
 
+pub(crate) mod rewrite;
+pub(crate) use rewrite::ReverseRewrite;
+
 /// Where reverse mode sends requests.
 #[derive(Debug, Clone)]
 pub struct ReverseConfig {
@@ -19,8 +22,6 @@ pub struct ReverseConfig {
     /// Other upstreams by path prefix (`/oauth` → `https://auth.example.com`); the longest
     /// matching prefix wins. The request path is kept whole (the prefix is not stripped).
     pub routes: Vec<(String, Uri)>,
-    /// Serve TLS to clients (with a certificate from the proxy's certificate source).
-    pub tls: bool,
     /// Rewrite upstream URLs in OAuth metadata and `WWW-Authenticate` to the public origin.
     pub rewrite_metadata: bool,
 }
@@ -203,7 +204,6 @@ mod tests {
         let cfg = ReverseConfig {
             upstream: parse_upstream("http://127.0.0.1:8000").unwrap(),
             routes: vec![parse_route("/oauth=https://auth.internal").unwrap()],
-            tls: false,
             rewrite_metadata: true,
         };
         let public = "https://mcp.example.com";
@@ -241,7 +241,6 @@ mod tests {
                 parse_route("/oauth=https://auth.example.com").unwrap(),
                 parse_route("/oauth/v2=https://auth2.example.com:8443/base").unwrap(),
             ],
-            tls: false,
             rewrite_metadata: false,
         };
         assert_eq!(origin(cfg.route("/mcp")), "https://mcp.example.com");

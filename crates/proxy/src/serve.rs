@@ -1,12 +1,12 @@
-//! Serving HTTP on client connections: the proxy listener itself (HTTP/1.1, where CONNECT and
-//! absolute-form requests arrive) and the decrypted or plain streams inside tunnels (HTTP/1.1 or
-//! HTTP/2, whichever the client chose). Every connection drains on shutdown and is dropped at the
-//! deadline.
+//! Serving HTTP on client streams: the decrypted or plain streams inside tunnels (HTTP/1.1 or
+//! HTTP/2, whichever the client chose), each request handed to [`forward`](crate::forward). The
+//! proxy listener's own connections ([`crate::listener`]) are driven the same way. Every
+//! connection drains on shutdown and is dropped at the deadline.
 
-use crate::connect::handle_connect;
-use crate::forward::{self, is_connect, next_id, ConnCtx};
+use crate::context::ConnCtx;
+use crate::message::ProxyBody;
+use crate::shared::Shared;
 use crate::shutdown::{Guard, Phase};
-use crate::Shared;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mcptap_flow::{now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowState};
@@ -15,16 +15,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 /// A hyper connection that can be asked to finish gracefully.
-trait Drain: Future {
+pub(crate) trait Drain: Future {
     fn drain(self: Pin<&mut Self>);
 }
 
 impl<I, S> Drain for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = forward::ProxyBody>,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = ProxyBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -35,10 +34,10 @@ where
 
 impl<I, S, E> Drain for hyper::server::conn::http2::Connection<I, S, E>
 where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = forward::ProxyBody>,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = ProxyBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, forward::ProxyBody>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, ProxyBody>,
 {
     fn drain(self: Pin<&mut Self>) {
         self.graceful_shutdown();
@@ -49,12 +48,12 @@ impl<I, S, E> Drain for hyper_util::server::conn::auto::UpgradeableConnection<'_
 where
     S: hyper::service::Service<
         http::Request<hyper::body::Incoming>,
-        Response = http::Response<forward::ProxyBody>,
+        Response = http::Response<ProxyBody>,
     >,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: 'static,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, forward::ProxyBody>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, ProxyBody>,
 {
     fn drain(self: Pin<&mut Self>) {
         self.graceful_shutdown();
@@ -63,7 +62,7 @@ where
 
 /// Drives `conn` to completion, draining it when shutdown starts and dropping it at the deadline.
 /// Returns the connection's own result, or `None` when it was dropped.
-async fn drive<C, T, E>(conn: C, mut guard: Guard) -> Option<Result<T, E>>
+pub(crate) async fn drive<C, T, E>(conn: C, mut guard: Guard) -> Option<Result<T, E>>
 where
     C: Drain + Future<Output = Result<T, E>>,
 {
@@ -85,7 +84,7 @@ where
     }
 }
 
-fn h1_builder() -> hyper::server::conn::http1::Builder {
+pub(crate) fn h1_builder() -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new()).keep_alive(true);
     b
@@ -100,7 +99,7 @@ fn h1_tunnel_builder() -> hyper::server::conn::http1::Builder {
 }
 
 /// Records a client connection that broke HTTP (hyper already answered `400` where it could).
-fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::Error) {
+pub(crate) fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::Error) {
     if !(e.is_parse() || e.is_parse_too_large()) {
         return;
     }
@@ -111,7 +110,7 @@ fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::Error) {
         .unwrap_or_default();
     let now = now_micros();
     let flow = Flow {
-        id: next_id(shared),
+        id: shared.ids.next(),
         client_addr: Some(ctx.client_addr_text.clone()),
         host,
         port,
@@ -140,132 +139,18 @@ fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::Error) {
     });
 }
 
-/// Serves the proxy listener's side of one client connection.
-pub(crate) async fn serve_listener_conn(shared: Arc<Shared>, stream: TcpStream, guard: Guard) {
-    let Ok(client_addr) = stream.peer_addr() else {
-        return;
-    };
-    let _ = stream.set_nodelay(true);
-    let ctx = Arc::new(ConnCtx::new(
-        &shared,
-        client_addr,
-        None,
-        None,
-        guard.clone(),
-    ));
-    if shared.reverse.is_some() {
-        serve_reverse_conn(shared, ctx, stream, guard).await;
-        return;
-    }
-    let svc = {
-        let (shared, ctx, guard) = (shared.clone(), ctx.clone(), guard.clone());
-        service_fn(move |req| {
-            let (shared, ctx, guard) = (shared.clone(), ctx.clone(), guard.clone());
-            async move {
-                if let Some(denied) = check_proxy_auth(&shared, &req) {
-                    return Ok::<_, Infallible>(denied);
-                }
-                Ok::<_, Infallible>(if is_connect(&req) {
-                    handle_connect(shared, ctx, req, guard).await
-                } else {
-                    forward::forward(shared, ctx, req).await
-                })
-            }
-        })
-    };
-    let conn = h1_builder()
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades();
-    if let Some(Err(e)) = drive(conn, guard).await {
-        record_protocol_error(&shared, &ctx, &e);
-        tracing::debug!(%client_addr, "client connection: {e}");
-    }
-}
-
-/// `--proxy-auth`: a `407` unless the request carries the expected credentials.
-fn check_proxy_auth(
-    shared: &Shared,
-    req: &http::Request<hyper::body::Incoming>,
-) -> Option<http::Response<forward::ProxyBody>> {
-    let expected = shared.proxy_auth.as_deref()?;
-    let given = req
-        .headers()
-        .get(http::header::PROXY_AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if given.is_some_and(|g| basic_matches(g, expected)) {
-        return None;
-    }
-    let mut resp = forward::text_response(
-        http::StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        "mcptap: proxy authentication required (--proxy-auth)\n",
-    );
-    resp.headers_mut().insert(
-        http::header::PROXY_AUTHENTICATE,
-        http::HeaderValue::from_static("Basic realm=\"mcptap\""),
-    );
-    Some(resp)
-}
-
-/// True when `given` is `<scheme> <credentials>` with the scheme `expected` has (compared
-/// without regard to case, RFC 9110 §11.1) and exactly its credentials; spaces may repeat.
-fn basic_matches(given: &str, expected: &str) -> bool {
-    let split = |s: &str| -> Option<(String, String)> {
-        let (scheme, cred) = s.trim().split_once(' ')?;
-        Some((scheme.to_ascii_lowercase(), cred.trim_start().to_owned()))
-    };
-    match (split(given), split(expected)) {
-        (Some((gs, gc)), Some((es, ec))) => {
-            // Compared in full whatever the first difference (no early exit on the secret).
-            let same = gc.len() == ec.len()
-                && gc
-                    .bytes()
-                    .zip(ec.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0;
-            gs == es && same
-        }
-        _ => false,
-    }
-}
-
-/// Reverse mode: the client speaks to mcptap as to the server itself, TLS or plain.
-async fn serve_reverse_conn(
-    shared: Arc<Shared>,
-    ctx: Arc<ConnCtx>,
-    stream: TcpStream,
-    guard: Guard,
-) {
-    let at = crate::connect::Handshake {
-        deadline: tokio::time::Instant::now() + shared.limits.tls_handshake,
-        started: now_micros(),
-    };
-    // A connection that sends nothing is closed at the limit (there is no request to record).
-    let mut first = [0u8; 1];
-    match tokio::time::timeout_at(at.deadline, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
-    }
-    let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
-    let target = forward::Target {
-        host: "localhost".to_owned(),
-        port,
-        tls: false,
-    };
-    crate::connect::dispatch(shared, ctx, stream, first[0], target, guard, at).await;
-}
-
 fn tunnel_service(
     shared: Arc<Shared>,
     ctx: Arc<ConnCtx>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
-    Response = http::Response<forward::ProxyBody>,
+    Response = http::Response<ProxyBody>,
     Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<forward::ProxyBody>, Infallible>> + Send,
+    Future = impl Future<Output = Result<http::Response<ProxyBody>, Infallible>> + Send,
 > + Clone {
     service_fn(move |req| {
         let (shared, ctx) = (shared.clone(), ctx.clone());
-        async move { Ok::<_, Infallible>(forward::forward(shared, ctx, req).await) }
+        async move { Ok::<_, Infallible>(crate::forward::forward(shared, ctx, req).await) }
     })
 }
 

@@ -6,9 +6,14 @@
 //! says whose fault a broken body is: a request body belongs to the client, a response body to
 //! the upstream. A handler dropped before the response head ([`AwaitingHead`]) ends its flow at
 //! once, as aborted by the client (or by the shutdown).
+//!
+//! The recording side of failures lives here too: [`fail_with`] ends a flow with its error and
+//! the synthetic answer the client gets, and [`FlowIds`] numbers the flows.
 
 use crate::events::EventSender;
 use crate::limits::{exceeded, human};
+pub use crate::message::BoxError;
+use crate::message::{text_response, ProxyBody};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use mcptap_flow::sse::SseParser;
@@ -27,8 +32,70 @@ use tokio::time::{Instant, Sleep};
 /// Progress events are sent at most once per this many bytes of a body.
 const PROGRESS_EVERY: u64 = 256 * 1024;
 
-/// The boxed error type bodies carry through the proxy.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Flow ids, handed out in order from 1. Cheap to clone (the counter is shared).
+#[derive(Debug, Clone)]
+pub(crate) struct FlowIds(Arc<AtomicU64>);
+
+impl Default for FlowIds {
+    fn default() -> FlowIds {
+        FlowIds(Arc::new(AtomicU64::new(1)))
+    }
+}
+
+impl FlowIds {
+    /// The next id.
+    pub(crate) fn next(&self) -> FlowId {
+        FlowId(self.0.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Ends a flow with a synthetic error response.
+pub(crate) fn fail(
+    rec: &Recorder,
+    kind: ErrorKind,
+    message: String,
+    hint: Option<String>,
+) -> http::Response<ProxyBody> {
+    fail_with(
+        rec,
+        FlowError {
+            kind,
+            message,
+            hint,
+            limit: None,
+        },
+    )
+}
+
+/// Ends a flow with `error` and a synthetic response whose status says whose fault it was:
+/// `4xx` for the client's, `5xx` for the upstream's (or mcptap's).
+pub(crate) fn fail_with(rec: &Recorder, error: FlowError) -> http::Response<ProxyBody> {
+    use http::StatusCode;
+    let status = match error.kind {
+        ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::ClientProtocol | ErrorKind::ClientDisconnected => StatusCode::BAD_REQUEST,
+        ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let text = match &error.hint {
+        Some(h) => format!("mcptap: {}\n({h})\n", error.message),
+        None => format!("mcptap: {}\n", error.message),
+    };
+    let synthetic = mcptap_flow::Response {
+        status: status.as_u16(),
+        version: mcptap_flow::HttpVersion::Http11,
+        headers: [("content-type", "text/plain; charset=utf-8")]
+            .into_iter()
+            .collect(),
+        body: CapturedBody::complete(text.clone()),
+        synthetic: true,
+        ..Default::default()
+    };
+    rec.with(|f| f.response = Some(synthetic));
+    rec.fail(error);
+    text_response(status, text)
+}
 
 /// A flow under construction, shared by the request tap, the response tap and the handler.
 #[derive(Debug)]
@@ -734,5 +801,207 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{channel, EventReceiver};
+    use futures_util::stream::{self, StreamExt as _};
+    use http_body_util::{BodyExt, Empty, Full, StreamBody};
+    use mcptap_flow::Response;
+
+    type Chunks = Vec<Result<Frame<Bytes>, BoxError>>;
+
+    /// A body that yields `chunks`, then ends (or, with `hang`, never sends another frame).
+    fn body(
+        chunks: Chunks,
+        hang: bool,
+    ) -> StreamBody<stream::BoxStream<'static, Result<Frame<Bytes>, BoxError>>> {
+        let s = stream::iter(chunks);
+        let s = if hang {
+            s.chain(stream::pending()).boxed()
+        } else {
+            s.boxed()
+        };
+        StreamBody::new(s)
+    }
+
+    fn data(b: &'static [u8]) -> Result<Frame<Bytes>, BoxError> {
+        Ok(Frame::data(Bytes::from_static(b)))
+    }
+
+    /// A recorder whose response head (a `200`) is already in.
+    fn recorder() -> (Arc<Recorder>, EventReceiver) {
+        let (tx, rx) = channel(64);
+        let flow = Flow {
+            id: FlowId(7),
+            ..Default::default()
+        };
+        let rec = Recorder::start(flow, tx, None);
+        rec.response_head(Response {
+            status: 200,
+            ..Default::default()
+        });
+        (rec, rx)
+    }
+
+    /// The finished flows sent so far.
+    fn finished(rx: &mut EventReceiver) -> Vec<Flow> {
+        let mut out = Vec::new();
+        while let Some(ev) = rx.try_recv() {
+            match ev {
+                FlowEvent::Completed { flow } | FlowEvent::Failed { flow } => out.push(*flow),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Ends the response side with an empty, complete body.
+    async fn empty_response(rec: &Arc<Recorder>) {
+        let tap = Tap::new(
+            Empty::<Bytes>::new(),
+            rec.clone(),
+            Direction::Response,
+            1024,
+            false,
+        );
+        assert!(tap.collect().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_errors_reports_once_and_blames_its_sender() {
+        let (rec, mut rx) = recorder();
+        let chunks: Chunks = vec![data(b"abc"), Err("broken".into()), data(b"never")];
+        let mut tap = Tap::new(
+            body(chunks, false),
+            rec.clone(),
+            Direction::Request,
+            1024,
+            false,
+        );
+        let first = tap.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "abc");
+        let err = tap.frame().await.unwrap().unwrap_err();
+        // The error that goes on says whose fault it was, by type.
+        let fault = err.downcast_ref::<BodyFault>().unwrap();
+        assert_eq!(fault.error.kind, ErrorKind::ClientProtocol);
+        drop(tap); // already reported: dropping it reports nothing more
+        assert!(finished(&mut rx).is_empty(), "the response is still open");
+        empty_response(&rec).await;
+        let flows = finished(&mut rx);
+        assert_eq!(flows.len(), 1);
+        let flow = &flows[0];
+        assert_eq!(flow.request.body.state, BodyState::Error);
+        assert_eq!(flow.request.body.total_len, 3);
+        assert_eq!(&flow.request.body.bytes[..], b"abc");
+        assert_eq!(flow.state, FlowState::Aborted);
+        let error = flow.error.as_ref().unwrap();
+        assert_eq!(error.kind, ErrorKind::ClientProtocol);
+        assert!(error.message.contains("after 3 bytes"), "{}", error.message);
+    }
+
+    #[tokio::test]
+    async fn a_response_body_cut_by_a_disconnect_blames_the_upstream() {
+        let (rec, mut rx) = recorder();
+        let gone: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let chunks: Chunks = vec![data(b"data: 1\n\n"), Err(gone)];
+        let req = Tap::new(
+            Empty::<Bytes>::new(),
+            rec.clone(),
+            Direction::Request,
+            1024,
+            false,
+        );
+        assert!(req.collect().await.is_ok());
+        let tap = Tap::new(body(chunks, false), rec, Direction::Response, 1024, true);
+        assert!(tap.collect().await.is_err());
+        let flows = finished(&mut rx);
+        assert_eq!(flows.len(), 1);
+        let flow = &flows[0];
+        let resp = flow.response.as_ref().unwrap();
+        assert_eq!(resp.body.state, BodyState::Error);
+        // The event that got through before the cut is kept.
+        assert_eq!(resp.sse.len(), 1);
+        assert_eq!(flow.state, FlowState::Aborted);
+        assert_eq!(
+            flow.error.as_ref().unwrap().kind,
+            ErrorKind::UpstreamDisconnected
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_cancelled_mid_stream_ends_its_flow_as_cut_by_the_client() {
+        let (rec, mut rx) = recorder();
+        empty_response(&rec).await;
+        let mut tap = Tap::new(
+            body(vec![data(b"hello")], true),
+            rec.clone(),
+            Direction::Request,
+            1024,
+            false,
+        );
+        assert_eq!(
+            tap.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "hello"
+        );
+        // The next frame never comes: whoever polled gives up (the client went away).
+        let next = tokio::time::timeout(std::time::Duration::from_millis(20), tap.frame()).await;
+        assert!(next.is_err());
+        assert!(finished(&mut rx).is_empty());
+        drop(tap);
+        let flows = finished(&mut rx);
+        assert_eq!(flows.len(), 1, "reported once, on drop");
+        let flow = &flows[0];
+        assert_eq!(flow.request.body.state, BodyState::Cancelled);
+        assert_eq!(flow.request.body.total_len, 5);
+        assert_eq!(flow.state, FlowState::Aborted);
+        let error = flow.error.as_ref().unwrap();
+        assert_eq!(error.kind, ErrorKind::ClientDisconnected);
+        assert!(error.message.contains("request body was cut after 5 bytes"));
+    }
+
+    #[tokio::test]
+    async fn a_tap_dropped_unpolled_is_complete_when_empty_and_cancelled_otherwise() {
+        let (rec, mut rx) = recorder();
+        drop(Tap::new(
+            Empty::<Bytes>::new(),
+            rec.clone(),
+            Direction::Request,
+            1024,
+            false,
+        ));
+        drop(Tap::new(
+            Full::new(Bytes::from_static(b"unread")),
+            rec,
+            Direction::Response,
+            1024,
+            false,
+        ));
+        let flows = finished(&mut rx);
+        assert_eq!(flows.len(), 1);
+        let flow = &flows[0];
+        assert_eq!(flow.request.body.state, BodyState::Complete);
+        let resp = flow.response.as_ref().unwrap();
+        assert_eq!(resp.body.state, BodyState::Cancelled);
+        assert_eq!(resp.body.total_len, 0);
+        assert_eq!(flow.state, FlowState::Aborted);
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_the_limit_is_truncated_in_the_flow_only() {
+        let (rec, mut rx) = recorder();
+        empty_response(&rec).await;
+        let chunks: Chunks = vec![data(b"0123456789"), data(b"abcdef")];
+        let tap = Tap::new(body(chunks, false), rec, Direction::Request, 8, false);
+        let all = tap.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"0123456789abcdef");
+        let flows = finished(&mut rx);
+        let body = &flows[0].request.body;
+        assert_eq!((&body.bytes[..], body.total_len), (&b"01234567"[..], 16));
+        assert!(body.truncated);
+        assert_eq!(flows[0].state, FlowState::Completed);
     }
 }

@@ -1,6 +1,101 @@
-//! Request targets checked before anything is forwarded: the authority of an absolute-form
+//! Where a request goes, as text and as parts: CONNECT targets, a tunnel's origin, and the URL
+//! helpers every step shares (IPv6 literals bracketed, default ports left out). A leaf: it
+//! imports nothing from the rest of the engine.
+//!
+//! Request targets are checked before anything is forwarded: the authority of an absolute-form
 //! request or a CONNECT must name a host and, when it writes a port, a port in 1–65535 in
 //! digits. A bad one is refused (`400` naming it), never replaced by a default port.
+
+use http::Uri;
+
+/// A CONNECT target.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub host: String,
+    pub port: u16,
+    /// True when the client spoke TLS inside the tunnel (so the upstream gets TLS too).
+    pub tls: bool,
+}
+
+/// Scheme and authority of a tunnel's upstream, and its origin as shown in flow URLs
+/// (`https://host:8443`, the default port left out).
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    pub shown: String,
+}
+
+impl Origin {
+    pub(crate) fn of(t: &Target) -> Option<Origin> {
+        let (scheme, uri_scheme) = if t.tls {
+            ("https", http::uri::Scheme::HTTPS)
+        } else {
+            ("http", http::uri::Scheme::HTTP)
+        };
+        let authority = if t.port == default_port(scheme) {
+            url_host(&t.host)
+        } else {
+            format!("{}:{}", url_host(&t.host), t.port)
+        };
+        Some(Origin {
+            scheme: uri_scheme,
+            authority: authority.parse().ok()?,
+            shown: format!("{scheme}://{authority}"),
+        })
+    }
+
+    /// The URI of `pq` at this origin.
+    pub(crate) fn uri(
+        &self,
+        pq: http::uri::PathAndQuery,
+    ) -> Result<Uri, http::uri::InvalidUriParts> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts)
+    }
+}
+
+/// `host` as it goes in a URL (IPv6 literals bracketed).
+pub(crate) fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// The port a scheme implies: 443 for `https`, 80 otherwise.
+pub(crate) fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+/// `uri` as shown in flows: the default port left out.
+pub(crate) fn display_url(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    match port {
+        Some(p) if p != default_port(scheme) => format!("{scheme}://{host}:{p}{path}"),
+        _ => format!("{scheme}://{host}{path}"),
+    }
+}
+
+/// The host of `uri` without IPv6 brackets (empty when it has none).
+pub(crate) fn bare_host(uri: &Uri) -> String {
+    uri.host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
 
 /// The host (IPv6 brackets removed) and port of `authority` (`host`, `host:port`,
 /// `[v6]:port`), or why it is not a valid target. `default` is the port when none is written;

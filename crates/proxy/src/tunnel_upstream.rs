@@ -7,10 +7,10 @@
 //! small idle set for the next tunnel to the same origin, so a client that opens a tunnel per
 //! request still reuses one upstream connection.
 
-use crate::forward::Origin;
-use crate::tap::{BoxError, Tap};
-use crate::upstream::UpstreamInfo;
-use crate::Shared;
+use crate::message::BoxError;
+use crate::tap::Tap;
+use crate::target::Origin;
+use crate::upstream::{Connector, UpstreamInfo};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use mcptap_flow::{now_micros, Micros};
@@ -59,7 +59,7 @@ impl TunnelUpstream {
     /// connection, opening one when there is none or the last one closed.
     pub(crate) async fn send(
         &self,
-        shared: &Shared,
+        connector: &Connector,
         mut req: Request<Tap<Incoming>>,
     ) -> Result<Response<Incoming>, BoxError> {
         let origin = &self.origin;
@@ -86,17 +86,21 @@ impl TunnelUpstream {
             }
         }
         let uri = origin.uri(http::uri::PathAndQuery::from_static("/"))?;
-        let io = shared.connector_h1.clone().connect(uri).await?;
+        let io = connector.clone().connect(uri).await?;
         let info = io.inner().info().clone();
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await?;
         let ready = now_micros();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("upstream connection: {e}");
-            }
-        });
+        let span = tracing::debug_span!("upstream_h1", origin = %origin.shown);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!("upstream connection: {e}");
+                }
+            },
+            span,
+        ));
         let mut d = Dedicated { sender, info };
         let mut resp = d.sender.send_request(req).await?;
         resp.extensions_mut().insert(NewConnection(ready));
@@ -183,7 +187,7 @@ struct Dedicated {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::Target;
+    use crate::target::Target;
     use hyper_util::rt::TokioIo;
     use std::time::{Duration, Instant};
 

@@ -10,7 +10,8 @@
 //! ambiguously is the upstream's.
 
 use crate::limits::{exceeded, human};
-use crate::tap::{BodyFault, BoxError, Recorder};
+use crate::message::BoxError;
+use crate::tap::{BodyFault, Recorder};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use mcptap_flow::{now_micros, ErrorKind, FlowError, Phase, TlsInfo};
@@ -413,7 +414,7 @@ impl Connector {
             port,
             reason,
         };
-        let target = format!("{}:{port}", crate::forward::url_host(host));
+        let target = format!("{}:{port}", crate::target::url_host(host));
         let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
         if let Some(c) = &via.credentials {
             use base64::Engine as _;
@@ -540,21 +541,8 @@ impl Connector {
             }
         };
         let (_, session) = tls.get_ref();
-        let info = TlsInfo {
-            sni: Some(host.clone()).filter(|h| h.parse::<std::net::IpAddr>().is_err()),
-            alpn: session
-                .alpn_protocol()
-                .map(|p| String::from_utf8_lossy(p).into_owned()),
-            version: session
-                .protocol_version()
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
-            cipher: session
-                .negotiated_cipher_suite()
-                .and_then(|c| c.suite().as_str())
-                .map(str::to_owned),
-            unverified: self.unverified,
-        };
+        let sni = Some(host.clone()).filter(|h| h.parse::<std::net::IpAddr>().is_err());
+        let info = tls_info(session, sni, self.unverified);
         Ok(TokioIo::new(UpstreamConn::Tls(
             Box::new(tls),
             UpstreamInfo {
@@ -669,6 +657,40 @@ impl AsyncWrite for UpstreamConn {
             UpstreamConn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
             UpstreamConn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+/// The upstream client for requests whose bodies stream from the client.
+pub(crate) type StreamClient =
+    hyper_util::client::legacy::Client<Connector, crate::tap::Tap<hyper::body::Incoming>>;
+
+/// The upstream client for the requests mcptap sends whole (`--inject-refresh`, rewritten forms).
+pub(crate) type OwnClient = hyper_util::client::legacy::Client<
+    Connector,
+    crate::tap::Tap<http_body_util::Full<bytes::Bytes>>,
+>;
+
+/// What a TLS session negotiated, as recorded in flows (either side: the client's session with
+/// mcptap, or mcptap's with the upstream).
+pub(crate) fn tls_info(
+    session: &rustls::CommonState,
+    sni: Option<String>,
+    unverified: bool,
+) -> TlsInfo {
+    TlsInfo {
+        sni,
+        alpn: session
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        version: session
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        cipher: session
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str())
+            .map(str::to_owned),
+        unverified,
     }
 }
 

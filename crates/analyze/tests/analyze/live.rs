@@ -91,16 +91,29 @@ fn completion_order_is_what_live_sees() {
 }
 
 #[test]
-fn other_traffic_is_counted_not_listed_when_asked_and_findings_do_not_change() {
+fn a_live_analyzer_that_lists_no_flows_counts_them_and_decides_the_same() {
     let mut s = Scenario::new();
     dance(&mut s);
     let cdn =
         s.add(FlowBuilder::get("https://cdn.example/app.js").resp_body("text/javascript", "x")); // #6
-    s.add(init_401()); // #7: the token is not sent
-    let last = s.add(FlowBuilder::get("https://cdn.example/style.css").resp_body("text/css", "y")); // #8
+                                                                                                 // Other traffic the server answered: the evidence that it is up, which the live analyzer
+                                                                                                 // must see although it lists no flow.
+    let health =
+        s.add(FlowBuilder::get("https://rs.example/healthz").resp_body("text/plain", "ok")); // #7
+    s.add(init_401()); // #8: the token is not sent
+    s.add(init_401()); // #9
+    s.add(
+        FlowBuilder::post(RS_MCP)
+            .bearer("tok-1")
+            .header("origin", "https://app.example")
+            .rpc("initialize", 1)
+            .status(403)
+            .resp_body("text/plain", "Invalid Origin header"),
+    ); // #10
+    s.add(FlowBuilder::get("https://cdn.example/style.css").resp_body("text/css", "y")); // #11
 
     let mut a = Analyzer::new(Options {
-        keep_other_flows: false,
+        list_flows: false,
         ..Options::default()
     });
     for f in &s.flows {
@@ -108,55 +121,28 @@ fn other_traffic_is_counted_not_listed_when_asked_and_findings_do_not_change() {
         // The flow just pushed can always be looked up (live views classify it at once).
         assert_eq!(a.summary(f.id).map(|x| x.id), Some(f.id));
     }
-    assert!(
-        a.summary(cdn).is_none(),
-        "an older unlisted flow is not kept"
+    assert!(a.summary(cdn).is_none(), "an older flow is not kept");
+    let live = a.finish();
+    let full = analyze(&s.flows);
+    assert_eq!(live.findings, full.findings);
+    assert_eq!(
+        the(&live, "token-not-sent")
+            .evidence
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        vec![5, 8, 9]
     );
-    let live = a.finish();
-    let full = analyze(&s.flows);
-    assert_eq!(live.findings, full.findings);
-    assert_eq!(live.environment.unlisted_flows, 2);
+    let guard = the(&live, "host-origin-rejected");
+    assert!(guard.evidence.contains(&health), "{guard:#?}");
+    assert!(guard.summary.contains("healthz"), "{guard:#?}");
+    assert!(live.flows.is_empty());
+    assert_eq!(full.flows.len(), 11);
+    // Counted instead: the MCP flows (#1, #8, #9, #10) apart from the rest.
+    assert_eq!(live.environment.unlisted_mcp_flows, 4);
+    assert_eq!(live.environment.unlisted_flows, 7);
     assert_eq!(full.environment.unlisted_flows, 0);
-    let listed: Vec<u64> = live.flows.iter().map(|f| f.id.0).collect();
-    assert_eq!(listed, vec![1, 2, 3, 4, 5, 7]);
-    assert_eq!(full.flows.len(), 8);
-    assert!(full.flows.iter().any(|f| f.id == last));
     // The text report still counts every flow.
-    assert!(mcptap_analyze::render_text(&live).starts_with("mcptap analysis: 8 flow(s)"));
-}
-
-#[test]
-fn mcp_flows_past_the_live_bound_are_counted_and_findings_do_not_change() {
-    let mut s = Scenario::new();
-    dance(&mut s);
-    for _ in 6..=9 {
-        s.add(init_401()); // #6..#9: the token is never sent
-    }
-    let mut a = Analyzer::new(Options {
-        keep_other_flows: false,
-        max_listed_mcp_flows: Some(2),
-        ..Options::default()
-    });
-    for f in &s.flows {
-        a.push(f);
-        assert_eq!(a.summary(f.id).map(|x| x.id), Some(f.id));
-    }
-    let live = a.finish();
-    let full = analyze(&s.flows);
-    assert_eq!(live.findings, full.findings);
-    // The finding still cites the flows past the bound.
-    let evidence: Vec<u64> = the(&live, "token-not-sent")
-        .evidence
-        .iter()
-        .map(|e| e.0)
-        .collect();
-    assert_eq!(evidence, vec![5, 6, 7, 8, 9]);
-    // The first two MCP flows (#1, the first 401, and #6) and every OAuth flow are listed.
-    let listed: Vec<u64> = live.flows.iter().map(|f| f.id.0).collect();
-    assert_eq!(listed, vec![1, 2, 3, 4, 5, 6]);
-    assert_eq!(live.environment.unlisted_mcp_flows, 3);
-    assert_eq!(full.environment.unlisted_mcp_flows, 0);
     let text = mcptap_analyze::render_text(&live);
-    assert!(text.starts_with("mcptap analysis: 9 flow(s)"), "{text}");
-    assert!(text.contains("3 more MCP flow(s) not shown"), "{text}");
+    assert!(text.starts_with("mcptap analysis: 11 flow(s)"), "{text}");
 }

@@ -28,3 +28,42 @@ fn a_hundred_thousand_flows_in_linear_time() {
     assert!(took.as_secs() < 20, "analysing 100k flows took {took:?}");
     eprintln!("100k flows analysed in {took:?}");
 }
+
+/// A client that opens a session per request: the analyzer forgets idle sessions (it keeps
+/// the few thousand used last) rather than grow with the traffic, and a long-lived session in
+/// use is still judged.
+#[test]
+fn a_session_per_request_does_not_grow_the_analyzer_and_a_live_session_is_still_judged() {
+    let mut s = Scenario::new();
+    s.add(init_401());
+    s.add(prm(RS_MCP, AS));
+    s.add(as_meta(AS));
+    s.add(register(AS));
+    s.add(issued(token_code(AS, "code-1"), "tok-1", Some("rt-1")));
+    let long = s.add(init_ok("tok-1", Some("s-long"))); // #6
+    let idle = s.add(init_ok("tok-1", Some("s-idle"))); // #7, never used again until the end
+    for i in 0..12_000 {
+        let session = format!("s-{i}");
+        s.add(init_ok("tok-1", Some(&session)).dur(1));
+        s.add(call("tok-1", &session, "tools/call", 2).dur(1));
+        if i % 500 == 0 {
+            s.add(call("tok-1", "s-long", "tools/call", 3).dur(1));
+        }
+    }
+    // The server forgets both sessions and says so with 400 instead of 404.
+    let unknown = |session: &str| {
+        call("tok-1", session, "tools/call", 4)
+            .status(400)
+            .resp_body("text/plain", "Bad Request: no valid session ID provided")
+    };
+    let refused = s.add(unknown("s-long"));
+    s.add(unknown("s-idle"));
+    let r = analyze(&s.flows);
+    let f = the(&r, "session-404-mishandled");
+    // The session in use was remembered from its start...
+    assert_eq!(f.evidence, vec![long, refused], "{f:#?}");
+    // ...the idle one was forgotten (only a session known to be valid is judged), which shows
+    // the clean-up ran.
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    assert!(!f.evidence.contains(&idle));
+}

@@ -1,19 +1,43 @@
-//! Inject mode's step in forwarding one request: whether a request without `Authorization` gets
-//! the captured token, and what its flow records either way (`injected`, or `not_injected` with
-//! the reason). The rules themselves are in the parent module.
+//! Inject mode's hook in forwarding one request: whether a request without `Authorization` gets
+//! the captured token (refreshed first with `--inject-refresh` when none is usable), and what
+//! its flow records either way (`injected`, or `not_injected` with the reason). The rules
+//! themselves are in the parent module.
 
 use super::{check_authority, Injector, Skip};
+use crate::hook::{Exchange, Hook};
+use crate::refresh::Refresher;
 use crate::tap::Recorder;
-use crate::Shared;
 use http::header::{self, HeaderValue};
 use mcptap_flow::{now_micros, Injection};
 use std::sync::Arc;
 
+/// The token-injection hook.
+#[derive(Debug)]
+pub(crate) struct InjectToken {
+    injector: Arc<Injector>,
+    refresher: Refresher,
+}
+
+impl InjectToken {
+    pub(crate) fn new(injector: Arc<Injector>, refresher: Refresher) -> InjectToken {
+        InjectToken {
+            injector,
+            refresher,
+        }
+    }
+}
+
+impl Hook for InjectToken {
+    async fn request(&self, ex: &mut Exchange<'_>, parts: &mut http::request::Parts) {
+        inject(&self.refresher, &self.injector, ex.rec, parts).await;
+    }
+}
+
 /// Adds the token to `parts` when every rule allows it, else records why not. `parts` is the
-/// request as the client sent it (its URI and `Host` still the client's); nothing else of it
-/// is changed.
-pub(crate) async fn inject(
-    shared: &Arc<Shared>,
+/// request on its way upstream, its URI still the client's; the `Host` headers checked are the
+/// ones the client sent (as recorded). Nothing else of it is changed.
+async fn inject(
+    refresher: &Refresher,
     injector: &Arc<Injector>,
     rec: &Recorder,
     parts: &mut http::request::Parts,
@@ -39,7 +63,7 @@ pub(crate) async fn inject(
         Ok(()) => match injector.pick(&url, now_micros()) {
             // --inject-refresh: no usable token, but maybe a refreshable one.
             Err(Skip::NoToken) if injector.refreshes() => {
-                crate::refresh::refresh_for(shared, injector, &url)
+                crate::refresh::refresh_for(refresher, injector, &url)
                     .await
                     .ok_or(Skip::NoToken)
             }

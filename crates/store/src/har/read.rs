@@ -3,7 +3,9 @@
 //! fields are ignored, missing optional fields get defaults, and a file that cannot be read is an
 //! error naming the entry and the field.
 //!
-//! HAR files are loaded whole (tools write them that way); journals are what streams.
+//! A HAR file is one JSON document, but its entries are parsed one at a time: only one entry's
+//! JSON tree is alive at once, next to the flows already made (a whole-document tree costs
+//! several times the file).
 
 use super::{split_url, BodyMeta, McptapEntry};
 use crate::error::HarError;
@@ -14,7 +16,9 @@ use mcptap_flow::{
     sse, BodyState, CapturedBody, ErrorKind, Flow, FlowError, FlowId, FlowKind, FlowState, Header,
     Headers, HttpVersion, Micros, Request, Response, Timings,
 };
+use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::fmt;
 use std::io::Read;
 
 /// What a HAR file held.
@@ -60,65 +64,274 @@ pub fn read_har_bytes(bytes: &[u8]) -> Result<HarImport, HarError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     // Tolerate bytes that are not UTF-8 (a tool that wrote Latin-1 bodies): they become U+FFFD.
     let text = String::from_utf8_lossy(bytes);
-    let doc: Value = serde_json::from_str(&text).map_err(|e| HarError {
-        entry: None,
-        field: String::new(),
-        reason: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-        source: Some(e),
-    })?;
-    from_value(&doc)
+    let mut out = HarImport::default();
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let doc = de
+        .deserialize_any(DocVisitor {
+            out: &mut out,
+            failed: &mut failed,
+        })
+        .and_then(|found| de.end().map(|()| found));
+    match (doc, failed) {
+        // What the entries said is wrong comes first: serde only carried it out.
+        (_, Some(e)) => Err(e),
+        (Ok(Found { log: false, .. }), None) => {
+            Err(HarError::at(None, "log", "missing (not a HAR file)"))
+        }
+        (Ok(Found { entries: false, .. }), None) => {
+            Err(HarError::at(None, "log.entries", "missing"))
+        }
+        (Ok(_), None) => Ok(out),
+        (Err(e), None) => Err(HarError {
+            entry: None,
+            field: String::new(),
+            reason: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+            source: Some(e),
+        }),
+    }
+}
+
+/// Which required parts the document had.
+#[derive(Default)]
+struct Found {
+    log: bool,
+    entries: bool,
+}
+
+/// The document: `{"log": …}`, anything else ignored.
+struct DocVisitor<'a> {
+    out: &'a mut HarImport,
+    failed: &'a mut Option<HarError>,
+}
+
+impl<'de> Visitor<'de> for DocVisitor<'_> {
+    type Value = Found;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a HAR document (a JSON object with a log)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut found = Found::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "log" && !found.log {
+                found = map.next_value_seed(LogSeed {
+                    out: &mut *self.out,
+                    failed: &mut *self.failed,
+                })?;
+                found.log = true;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    // Any other JSON value is not a HAR file.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Found::default())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Found, E> {
+        Ok(Found::default())
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Found, E> {
+        Ok(Found::default())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Found, E> {
+        Ok(Found::default())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Found, E> {
+        Ok(Found::default())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Found, E> {
+        Ok(Found::default())
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Found, E> {
+        Ok(Found::default())
+    }
+}
+
+/// `log`: the entries, one at a time, and the creator and mcptap blocks.
+struct LogSeed<'a> {
+    out: &'a mut HarImport,
+    failed: &'a mut Option<HarError>,
+}
+
+impl<'de> DeserializeSeed<'de> for LogSeed<'_> {
+    type Value = Found;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LogSeed<'_> {
+    type Value = Found;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut found = Found::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "entries" if !found.entries => {
+                    found.entries = map.next_value_seed(EntriesSeed {
+                        out: &mut *self.out,
+                        failed: &mut *self.failed,
+                    })?;
+                }
+                "creator" => {
+                    let c: Value = map.next_value()?;
+                    let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+                    let version = c.get("version").and_then(Value::as_str).unwrap_or("");
+                    let s = format!("{name} {version}").trim().to_owned();
+                    self.out.creator = (!s.is_empty()).then_some(s);
+                }
+                "_mcptap" => {
+                    let m: Value = map.next_value()?;
+                    read_mcptap_block(&m, self.out);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Found, E> {
+        Ok(Found::default())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Found, E> {
+        self.not_an_object()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Found, E> {
+        self.not_an_object()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Found, E> {
+        self.not_an_object()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Found, E> {
+        self.not_an_object()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Found, E> {
+        self.not_an_object()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Found, A::Error> {
+        self.not_an_object()
+    }
+}
+
+impl LogSeed<'_> {
+    fn not_an_object<E: serde::de::Error>(self) -> Result<Found, E> {
+        *self.failed = Some(HarError::at(None, "log", "expected an object"));
+        Err(E::custom("log: expected an object"))
+    }
+}
+
+/// `log.entries`: each entry becomes a flow as soon as it is parsed. Returns whether the array
+/// was there (`null` counts as missing).
+struct EntriesSeed<'a> {
+    out: &'a mut HarImport,
+    failed: &'a mut Option<HarError>,
+}
+
+impl<'de> DeserializeSeed<'de> for EntriesSeed<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntriesSeed<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.out.flows.reserve(n);
+        }
+        let mut i = 0;
+        while let Some(e) = seq.next_element::<Value>()? {
+            let flow = Entry {
+                i,
+                warnings: &mut self.out.warnings,
+            }
+            .flow(&e);
+            match flow {
+                Ok(f) => self.out.flows.push(f),
+                Err(err) => {
+                    *self.failed = Some(err);
+                    return Err(serde::de::Error::custom("entry"));
+                }
+            }
+            i += 1;
+        }
+        Ok(true)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<bool, A::Error> {
+        self.not_an_array()
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
+        self.not_an_array()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+        self.not_an_array()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+        self.not_an_array()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        self.not_an_array()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
+        self.not_an_array()
+    }
+}
+
+impl EntriesSeed<'_> {
+    fn not_an_array<E: serde::de::Error>(self) -> Result<bool, E> {
+        *self.failed = Some(HarError::at(None, "log.entries", "expected an array"));
+        Err(E::custom("log.entries: expected an array"))
+    }
+}
+
+/// `log._mcptap`: what mcptap says about its own file.
+fn read_mcptap_block(m: &Value, out: &mut HarImport) {
+    let Some(m) = m.as_object() else { return };
+    out.raw_secrets = m
+        .get("raw_secrets")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    out.ended = m.get("ended").and_then(Value::as_i64);
+    if let Some(s) = m.get("session") {
+        match serde_json::from_value::<SessionMeta>(s.clone()) {
+            Ok(s) => out.session = Some(s),
+            Err(e) => out
+                .warnings
+                .push(format!("log._mcptap.session: ignored ({e})")),
+        }
+    }
 }
 
 fn inflate(mut r: impl Read) -> Result<Vec<u8>, HarError> {
     let mut out = Vec::new();
     r.read_to_end(&mut out)
         .map_err(|e| HarError::at(None, "", format!("compressed HAR does not decompress: {e}")))?;
-    Ok(out)
-}
-
-fn from_value(doc: &Value) -> Result<HarImport, HarError> {
-    let log = doc
-        .get("log")
-        .ok_or_else(|| HarError::at(None, "log", "missing (not a HAR file)"))?;
-    let log = log
-        .as_object()
-        .ok_or_else(|| HarError::at(None, "log", "expected an object"))?;
-    let entries = match log.get("entries") {
-        None | Some(Value::Null) => return Err(HarError::at(None, "log.entries", "missing")),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(HarError::at(None, "log.entries", "expected an array")),
-    };
-    let mut out = HarImport::default();
-    if let Some(c) = log.get("creator").and_then(Value::as_object) {
-        let name = c.get("name").and_then(Value::as_str).unwrap_or("");
-        let version = c.get("version").and_then(Value::as_str).unwrap_or("");
-        let s = format!("{name} {version}").trim().to_owned();
-        out.creator = (!s.is_empty()).then_some(s);
-    }
-    if let Some(m) = log.get("_mcptap").and_then(Value::as_object) {
-        out.raw_secrets = m
-            .get("raw_secrets")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        out.ended = m.get("ended").and_then(Value::as_i64);
-        if let Some(s) = m.get("session") {
-            match serde_json::from_value::<SessionMeta>(s.clone()) {
-                Ok(s) => out.session = Some(s),
-                Err(e) => out
-                    .warnings
-                    .push(format!("log._mcptap.session: ignored ({e})")),
-            }
-        }
-    }
-    out.flows.reserve(entries.len());
-    for (i, e) in entries.iter().enumerate() {
-        let flow = Entry {
-            i,
-            warnings: &mut out.warnings,
-        }
-        .flow(e)?;
-        out.flows.push(flow);
-    }
     Ok(out)
 }
 

@@ -1,0 +1,226 @@
+//! TLS dispatch: the first byte a client sends on a stream (a CONNECT tunnel, or a reverse-mode
+//! connection) says whether it speaks TLS. TLS is terminated with a leaf minted for the SNI and
+//! the stream served as HTTP/2 or HTTP/1.1 as ALPN chose; plain streams are served as they come.
+//! Both CONNECT ([`crate::connect`]) and reverse mode ([`crate::listener`]) call [`dispatch`];
+//! it calls only down, into [`crate::serve`].
+
+use crate::context::ConnCtx;
+use crate::limits::{exceeded, human};
+use crate::serve::{serve_auto, serve_h1, serve_h2};
+use crate::shared::Shared;
+use crate::shutdown::Guard;
+use crate::target::{url_host, Target};
+use crate::upstream::tls_info;
+use mcptap_flow::{
+    now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowKind, FlowState, Phase, TlsInfo,
+};
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// ALPN offered to clients: whatever they prefer of these.
+const CLIENT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// When a client's TLS handshake must be done by, and when its tunnel started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handshake {
+    pub deadline: Instant,
+    pub started: i64,
+}
+
+/// Serves a client stream whose first byte is `first`: TLS is terminated with a leaf for the SNI
+/// (or the target, for IP literals) and served as HTTP/2 or HTTP/1.1 as ALPN chose; anything else
+/// is served as plain HTTP/1.1 or HTTP/2 with prior knowledge. A failed or stalled handshake is
+/// recorded as a failed `CONNECT` flow.
+pub(crate) async fn dispatch<IO>(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    io: IO,
+    first: u8,
+    mut target: Target,
+    guard: Guard,
+    at: Handshake,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if first != TLS_HANDSHAKE {
+        let ctx = Arc::new(ConnCtx::new(
+            &shared.idle_h1,
+            ctx.client_addr,
+            Some(target),
+            ctx.client_tls.clone(),
+            ctx.guard.clone(),
+        ));
+        serve_auto(shared, ctx, io, guard).await;
+        return;
+    }
+    let started = at.started;
+    let too_slow = |sni: Option<&str>| {
+        let message = format!(
+            "the client did not finish its TLS handshake within {}",
+            human(shared.limits.tls_handshake)
+        );
+        handshake_timed_out(&shared, &ctx, &target, sni, started, message);
+    };
+    let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout_at(at.deadline, hello).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            client_tls_failed(&shared, &ctx, &target, None, started, &e);
+            return;
+        }
+        Err(_) => return too_slow(None),
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let cert_host = sni.clone().unwrap_or_else(|| target.host.clone());
+    let alpn: Vec<Vec<u8>> = CLIENT_ALPN.iter().map(|p| p.to_vec()).collect();
+    let config = match shared.ca.server_config(&cert_host, &alpn) {
+        Ok(c) => c,
+        Err(e) => {
+            let io_err = io::Error::other(e);
+            client_tls_failed(&shared, &ctx, &target, sni.as_deref(), started, &io_err);
+            return;
+        }
+    };
+    let tls = match tokio::time::timeout_at(at.deadline, start.into_stream(config)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            client_tls_failed(&shared, &ctx, &target, sni.as_deref(), started, &e);
+            return;
+        }
+        Err(_) => return too_slow(sni.as_deref()),
+    };
+    let (_, session) = tls.get_ref();
+    let info = tls_info(session, sni, false);
+    let h2 = info.alpn.as_deref() == Some("h2");
+    target.tls = true;
+    let ctx = Arc::new(ConnCtx::new(
+        &shared.idle_h1,
+        ctx.client_addr,
+        Some(target),
+        Some(Arc::new(info)),
+        guard.clone(),
+    ));
+    if h2 {
+        serve_h2(shared, ctx, tls, guard).await;
+    } else {
+        serve_h1(shared, ctx, tls, guard).await;
+    }
+}
+
+/// True when a handshake error means the client refused our certificate.
+fn is_untrusted_ca(e: &io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::AlertReceived(
+            A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::AccessDenied,
+        ))
+    )
+}
+
+const TRUST_HINT: &str = "the client does not trust the mcptap CA: run `mcptap ca` for how to \
+trust it (Node: NODE_EXTRA_CA_CERTS, Python: SSL_CERT_FILE/REQUESTS_CA_BUNDLE, curl: --cacert), \
+or use `mcptap run -- CMD`";
+
+fn client_tls_failed(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    target: &Target,
+    sni: Option<&str>,
+    started: i64,
+    e: &io::Error,
+) {
+    let (message, hint) = if is_untrusted_ca(e) {
+        (
+            format!("the client rejected mcptap's certificate ({e})"),
+            Some(TRUST_HINT.to_owned()),
+        )
+    } else if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::ConnectionReset
+    {
+        (
+            "the client closed the connection during the TLS handshake".to_owned(),
+            Some(format!("this usually means {TRUST_HINT}")),
+        )
+    } else {
+        (format!("TLS handshake with the client failed: {e}"), None)
+    };
+    tracing::debug!(host = %target.host, "{message}");
+    let error = FlowError {
+        kind: ErrorKind::ClientTls,
+        message,
+        hint,
+        limit: None,
+    };
+    tunnel_failed(shared, ctx, target, sni, started, error);
+}
+
+/// `--tls-handshake-timeout` fired: the tunnel is closed and recorded as a failed `CONNECT`.
+pub(crate) fn handshake_timed_out(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    target: &Target,
+    sni: Option<&str>,
+    started: i64,
+    message: String,
+) {
+    tracing::debug!(host = %target.host, "{message}");
+    let error = exceeded(
+        ErrorKind::ClientTimeout,
+        Phase::ClientTlsHandshake,
+        shared.limits.tls_handshake,
+        message,
+        "--tls-handshake-timeout",
+    );
+    tunnel_failed(shared, ctx, target, sni, started, error);
+}
+
+/// Records a tunnel that failed before any request went through it.
+fn tunnel_failed(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    target: &Target,
+    sni: Option<&str>,
+    started: i64,
+    error: FlowError,
+) {
+    let mut flow = connect_flow(shared, ctx, target, started);
+    flow.client_tls = Some(Arc::new(TlsInfo {
+        sni: sni.map(str::to_owned),
+        ..Default::default()
+    }));
+    flow.state = FlowState::Failed;
+    flow.timings.finished = Some(now_micros());
+    flow.error = Some(error);
+    shared.events.send(FlowEvent::Failed {
+        flow: Box::new(flow),
+    });
+}
+
+/// A flow describing the tunnel itself (`CONNECT host:port`).
+pub(crate) fn connect_flow(shared: &Shared, ctx: &ConnCtx, target: &Target, started: i64) -> Flow {
+    Flow {
+        id: shared.ids.next(),
+        kind: FlowKind::Http,
+        client_addr: Some(ctx.client_addr_text.clone()),
+        host: target.host.clone(),
+        port: target.port,
+        request: mcptap_flow::Request {
+            method: "CONNECT".to_owned(),
+            url: format!("{}:{}", url_host(&target.host), target.port),
+            version: mcptap_flow::HttpVersion::Http11,
+            ..Default::default()
+        },
+        timings: mcptap_flow::Timings {
+            started,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
