@@ -301,30 +301,7 @@ fn analyze_says_why_a_file_is_unusable_and_exits_3() {
 #[test]
 fn analyze_exits_1_on_a_finding_at_the_threshold() {
     // A token is issued, then the MCP endpoint keeps being called without it: token-not-sent.
-    let dir = tempfile::tempdir().unwrap();
-    let har = dir.path().join("bare.har");
-    let entry = |t: &str, method: &str, url: &str, status: u16, req: &str, resp: &str| {
-        serde_json::json!({
-            "startedDateTime": t, "time": 10,
-            "request": {"method": method, "url": url, "httpVersion": "HTTP/1.1",
-                        "headers": [{"name": "content-type", "value": "application/json"}],
-                        "queryString": [], "cookies": [], "headersSize": -1, "bodySize": req.len(),
-                        "postData": {"mimeType": "application/json", "text": req}},
-            "response": {"status": status, "statusText": "", "httpVersion": "HTTP/1.1",
-                         "headers": [{"name": "content-type", "value": "application/json"}], "cookies": [],
-                         "content": {"size": resp.len(), "mimeType": "application/json", "text": resp},
-                         "redirectURL": "", "headersSize": -1, "bodySize": resp.len()},
-            "cache": {}, "timings": {"send": 0, "wait": 10, "receive": 0}
-        })
-    };
-    let doc = serde_json::json!({"log": {"version": "1.2", "creator": {"name": "test", "version": "1"}, "entries": [
-        entry("2026-01-01T00:00:00.000Z", "POST", "https://mcp.example/mcp", 401, r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#, "{}"),
-        entry("2026-01-01T00:00:01.000Z", "POST", "https://mcp.example/token", 200, "grant_type=authorization_code&code=abc",
-              r#"{"access_token":"tok-abcdefgh","token_type":"Bearer","expires_in":3600}"#),
-        entry("2026-01-01T00:00:02.000Z", "POST", "https://mcp.example/mcp", 401, r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{}}"#, "{}"),
-        entry("2026-01-01T00:00:40.000Z", "POST", "https://mcp.example/mcp", 401, r#"{"jsonrpc":"2.0","id":3,"method":"initialize","params":{}}"#, "{}"),
-    ]}});
-    std::fs::write(&har, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let har = crate::snapshots::fixture("token-not-sent.har");
     let out = mcptap().arg("analyze").arg(&har).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");

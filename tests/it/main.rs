@@ -15,5 +15,6 @@ mod peers_direct;
 mod probe;
 mod reverse;
 mod run;
+mod snapshots;
 mod targets;
 mod tui;
