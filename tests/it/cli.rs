@@ -116,12 +116,7 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
     drop(s);
 
     // SIGTERM: graceful shutdown, exit status 0.
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let status = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -178,14 +173,7 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
 
     // export, analyze and report read it back.
     let out_har = conf.path().join("out.har");
-    let st = mcptap()
-        .arg("export")
-        .arg(session.join("journal.jsonl"))
-        .arg("-o")
-        .arg(&out_har)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    export(&session.join("journal.jsonl"), &out_har);
     let exported: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&out_har).unwrap()).unwrap();
     assert_eq!(exported["log"]["version"], "1.2");
@@ -249,15 +237,7 @@ fn export_blames_a_crash_only_for_a_journal_without_a_clean_end() {
         } else {
             drop(journal);
         }
-        let out = mcptap()
-            .arg("export")
-            .arg(&session)
-            .arg("-o")
-            .arg(dir.path().join("out.har"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{err}");
+        let err = export(&session, &dir.path().join("out.har"));
         assert!(err.contains("wrote 1 entries"), "{err}");
         if clean {
             assert!(!err.contains("crash"), "{err}");
@@ -433,18 +413,7 @@ async fn after_kill_9_the_journal_has_every_finished_exchange() {
     );
 
     let out_har = conf.path().join("out.har");
-    let out = mcptap()
-        .arg("export")
-        .arg(&session)
-        .arg("-o")
-        .arg(&out_har)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    export(&session, &out_har);
     let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_har).unwrap()).unwrap();
     let bodies: Vec<String> = har["log"]["entries"]
         .as_array()
@@ -521,6 +490,39 @@ fn inject_refresh_needs_inject_token_and_warns_at_start() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(warned, "no --inject-refresh warning in {seen:?}");
+}
+
+/// SIGTERM to a child (the way a supervisor stops mcptap).
+fn sigterm(child: &std::process::Child) {
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// `mcptap export INPUT -o OUTPUT`, which must succeed; returns its stderr.
+fn export(input: &std::path::Path, output: &std::path::Path) -> String {
+    let out = mcptap()
+        .arg("export")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
+/// The final lines (`completed`, `failed`) of a session's journal.
+fn finished_flows(session: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(session.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
+        .collect()
 }
 
 /// `mcptap proxy` on a free port recording into `session`, trusting `pki` upstream, with its
@@ -631,12 +633,7 @@ async fn a_closed_stderr_does_not_stop_the_proxy() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(child.try_wait().unwrap().is_none(), "the proxy died");
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
@@ -669,11 +666,7 @@ async fn ssl_insecure_warns_and_marks_the_flows_it_affected() {
             .unwrap();
         assert_eq!(body_bytes(resp).await, "{}");
         drop(s);
-        assert!(Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        sigterm(&child);
         let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
             .unwrap();
@@ -731,11 +724,7 @@ async fn command_line_credentials_never_reach_a_saved_file() {
         .spawn()
         .unwrap();
     listening_addr(&mut child);
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
@@ -916,23 +905,14 @@ async fn a_full_disk_counts_the_flows_not_recorded_and_never_says_intact() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(s);
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
     let err = reader.join().unwrap();
     assert!(st.success(), "{st:?}: {err}");
 
-    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap_or_default();
-    let recorded = journal
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
-        .count();
+    let recorded = finished_flows(&session).len();
     let total = small + big;
     let lost = total - recorded;
     assert!(
@@ -1011,12 +991,7 @@ async fn flows_without_an_answer_are_ended_recorded_and_counted_at_a_clean_stop(
     drop(gives_up);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let (status, err) = tokio::task::spawn_blocking(move || {
         let mut err = String::new();
         stderr.read_to_string(&mut err).unwrap();
@@ -1031,11 +1006,8 @@ async fn flows_without_an_answer_are_ended_recorded_and_counted_at_a_clean_stop(
         "{err}"
     );
 
-    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
-    let ends: Vec<(String, String)> = journal
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
+    let ends: Vec<(String, String)> = finished_flows(&session)
+        .into_iter()
         .map(|v| {
             (
                 v["flow"]["request"]["url"].as_str().unwrap().to_owned(),
@@ -1054,15 +1026,7 @@ async fn flows_without_an_answer_are_ended_recorded_and_counted_at_a_clean_stop(
         ]
     );
 
-    let out = mcptap()
-        .arg("export")
-        .arg(&session)
-        .arg("-o")
-        .arg(conf.path().join("out.har"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = export(&session, &conf.path().join("out.har"));
     assert!(err.contains("wrote 2 entries"), "{err}");
     assert!(
         !err.contains("crash") && !err.contains("without an end"),
@@ -1145,11 +1109,7 @@ async fn header_values_that_are_not_utf8_are_recorded_byte_exact() {
     );
     assert!(contains(&head, SECRET), "the upstream got the exact secret");
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
