@@ -428,15 +428,7 @@ async fn an_upgrade_is_tunnelled_after_its_handshake_flow() {
     let up = Upstream::https(&pki, &[b"http/1.1"]).await;
     let proxy = TestProxy::start(&pki, |_| {}).await;
     let target = format!("localhost:{}", up.port());
-    let (mut s, _) = tls_client(
-        proxy.addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&proxy.ca_der),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
+    let mut s = proxy.client(&target).await;
     let mut req = request("GET", &target, "/ws", "");
     req.headers_mut()
         .insert("connection", "upgrade".parse().unwrap());

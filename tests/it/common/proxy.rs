@@ -75,11 +75,11 @@ impl TestProxy {
         }
     }
 
-    /// `GET path` from `target` (`localhost:PORT`) through this proxy: a CONNECT tunnel, TLS
-    /// trusting mcptap's CA, HTTP/1.1.
-    pub async fn get(&self, target: &str, path: &str) -> http::Response<hyper::body::Incoming> {
-        use super::client::{request, tls_client, Alpn};
-        let (mut s, _) = tls_client(
+    /// An HTTP/1.1 client to `target` (`localhost:PORT`) through this proxy: a CONNECT
+    /// tunnel, TLS trusting mcptap's CA.
+    pub async fn client(&self, target: &str) -> super::client::Sender {
+        use super::client::{tls_client, Alpn};
+        let (s, _) = tls_client(
             self.addr,
             target,
             "localhost",
@@ -88,7 +88,15 @@ impl TestProxy {
         )
         .await
         .unwrap();
-        s.send(request("GET", target, path, "")).await.unwrap()
+        s
+    }
+
+    /// `GET path` from `target` (`localhost:PORT`) through this proxy ([`TestProxy::client`]).
+    pub async fn get(&self, target: &str, path: &str) -> http::Response<hyper::body::Incoming> {
+        let mut s = self.client(target).await;
+        s.send(super::client::request("GET", target, path, ""))
+            .await
+            .unwrap()
     }
 
     /// Waits (at most 10 s) for a finished flow matching `pred`.
