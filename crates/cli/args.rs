@@ -62,21 +62,47 @@ pub enum Command {
     /// Check an MCP server the way a conformant client would, step by step, through mcptap's
     /// own proxy: the session is recorded and judged like any capture.
     Probe(ProbeArgs),
+    /// Serve the captures to a coding agent as an MCP server on stdio (sessions, flows,
+    /// findings, explain pages, the bug report), read-only and redacted:
+    /// `claude mcp add mcptap -- mcptap mcp`.
+    Mcp(McpArgs),
+}
+
+/// `mcptap mcp`.
+#[derive(Debug, Args, Clone)]
+pub struct McpArgs {
+    /// The session the tools read when a call names none: a session directory, a journal or a
+    /// HAR file (default: the running proxy's session, else the newest saved one).
+    #[arg(value_name = "SESSION")]
+    pub session: Option<PathBuf>,
+    #[command(flatten)]
+    pub confdir: ConfDir,
 }
 
 /// What `mcptap probe --help` lists after the options.
 const PROBE_CHECKS: &str = "\
 Server checks a client never makes (on by default; --no-server-checks turns them off):
-  token-not-validated      a fabricated bearer token must get 401
+  token-not-validated      a fabricated bearer token must get 401; when the probe's token is a
+                           JWT, so must it with its signature altered, with exp an hour ago,
+                           and with aud another resource (the last two keep the old signature:
+                           they prove the expiry and audience checks only on a server that
+                           skips the signature); and a JWT the authorization server issues
+                           for another resource (a refresh with resource=...) must get 401
   token-in-query-accepted  the token as ?access_token= without a header must not be served
   origin-not-validated     a valid token with Origin: https://<random>.invalid must get 403
+  invalid-request-accepted tools/list with an unknown MCP-Protocol-Version, or without the
+                           session id, must get 400; one with \"id\": null, and
+                           notifications/initialized with an id, must be refused (4xx or a
+                           JSON-RPC error)
+  registration-redirect-unsafe  registering a redirect URI http://<random>.invalid/callback
+                           (plain http, not loopback), javascript:, data: or file: must be
+                           refused (an accepted one is deleted where the server allows it)
+  These are requests any client makes; the analyzer judges them:
   notification-answer-wrong  a POST holding only a notification must get 202 without a body
   get-stream-wrong         GET with Accept: text/event-stream must be an event stream or 405
-                           (these two are requests any client makes: the analyzer judges them)
-  invalid-request-accepted a request with an unknown MCP-Protocol-Version must get 400
-  registration-redirect-unsafe  registering http://<random>.invalid/callback (plain http, not
-                           loopback) must be refused (an accepted one is deleted where the
-                           server allows it)
+                           (2026-07-28: 405)
+  jwks-invalid             the jwks_uri of the authorization-server metadata must answer a
+                           key set
 
 Exit status: 0 when no finding is at or above --fail-on and every step of the client's flow
 passed or warned, 1 otherwise, 2 when the server cannot be probed at all (bad URL,
@@ -89,10 +115,11 @@ pub struct ProbeArgs {
     /// The MCP endpoint, e.g. https://mcp.example.com/mcp
     #[arg(value_name = "URL")]
     pub url: String,
-    /// The MCP protocol version to speak: 2025-06-18, 2025-11-25 or 2026-07-28 (which
-    /// starts with server/discover).
-    #[arg(long, default_value = "2025-11-25", value_name = "VERSION")]
-    pub protocol: String,
+    /// The MCP protocol version to speak: 2025-06-18, 2025-11-25 or 2026-07-28 (stateless:
+    /// server/discover, no session). Default: the newest the server accepts (2026-07-28,
+    /// else initialize with 2025-11-25, which the server may negotiate down to 2025-06-18).
+    #[arg(long, value_name = "VERSION")]
+    pub protocol: Option<String>,
     /// A pre-registered client id (skips registration).
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,

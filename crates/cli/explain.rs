@@ -57,7 +57,7 @@ pub fn main(args: ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Every id with its one-line title.
-fn list() -> String {
+pub(crate) fn list() -> String {
     let ids = mcptap_analyze::finding_ids();
     let w = ids.iter().map(|id| id.as_str().len()).max().unwrap_or(0);
     let mut out = String::new();
@@ -71,7 +71,7 @@ fn list() -> String {
 }
 
 /// The id or sub-case nearest to a misspelt one, when it is close enough to be meant.
-fn nearest(asked: &str) -> Option<&'static str> {
+pub(crate) fn nearest(asked: &str) -> Option<&'static str> {
     let candidates = mcptap_analyze::finding_ids()
         .iter()
         .flat_map(|id| std::iter::once(id.as_str()).chain(id.subcases()));

@@ -11,6 +11,8 @@ use std::process::ExitCode;
 /// saying on stderr what was tolerated. An error says which file and why, with the kind its
 /// cause has (input for a path or a file that cannot be used, I/O otherwise).
 pub fn read(path: &Path) -> anyhow::Result<mcptap_store::Session> {
+    // A probe's probe.json stands for its session directory.
+    let path = &crate::probe::session_of(path);
     let session = mcptap_store::load(path)
         .map_err(|e| store_error(format!("cannot read {}", path.display()), &e))?;
     for w in &session.warnings {

@@ -21,6 +21,9 @@ pub mod error;
 pub mod explain;
 pub mod files;
 pub mod lineview;
+pub mod live;
+pub mod mcp;
+pub mod mcp_data;
 pub mod probe;
 mod probe_checks;
 pub mod probe_http;
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
         Some(args::Command::Env(e)) => env::main(e),
         Some(args::Command::View(v)) => tuiview::view(v),
         Some(args::Command::Probe(p)) => probe::main(p, cli.quiet),
+        Some(args::Command::Mcp(m)) => mcp::main(m),
         Some(args::Command::Reverse(r)) => {
             let mut p = r.proxy;
             p.mode = config::Mode::Reverse(r.url);

@@ -82,8 +82,11 @@ pub struct ProbeConfig {
     pub url: String,
     /// Its parts.
     pub target: Url,
-    /// The protocol version to speak.
+    /// The protocol version to speak first.
     pub protocol: String,
+    /// `--protocol` was not given: start with 2026-07-28 and fall back to what the server
+    /// accepts.
+    pub auto_protocol: bool,
     /// Pre-registered client.
     pub client_id: Option<String>,
     /// Its secret.
@@ -102,6 +105,9 @@ pub struct ProbeConfig {
     pub checks: bool,
     /// JSON output.
     pub json: bool,
+    /// `-q`: no stage table while it runs, only the failed steps and the findings at the end;
+    /// no warnings on stderr.
+    pub quiet: bool,
     /// `--fail-on`.
     pub threshold: Severity,
     /// `--ignore`.
@@ -112,14 +118,13 @@ pub struct ProbeConfig {
 
 impl ProbeConfig {
     /// Validates raw arguments.
-    pub fn from_args(args: &ProbeArgs) -> anyhow::Result<ProbeConfig> {
+    pub fn from_args(args: &ProbeArgs, quiet: bool) -> anyhow::Result<ProbeConfig> {
         let target = Url::parse(&args.url)
             .with_context(|| format!("{:?} is not an http(s) URL of an MCP endpoint", args.url))?;
-        if !["2025-06-18", "2025-11-25", "2026-07-28"].contains(&args.protocol.as_str()) {
-            anyhow::bail!(
-                "--protocol {:?}: use 2025-06-18, 2025-11-25 or 2026-07-28",
-                args.protocol
-            );
+        if let Some(p) = &args.protocol {
+            if !["2025-06-18", "2025-11-25", probe_checks::MODERN].contains(&p.as_str()) {
+                anyhow::bail!("--protocol {p:?}: use 2025-06-18, 2025-11-25 or 2026-07-28");
+            }
         }
         let threshold: Severity = args.fail_on.into();
         let ignore = args
@@ -160,7 +165,11 @@ impl ProbeConfig {
         Ok(ProbeConfig {
             url: args.url.clone(),
             target,
-            protocol: args.protocol.clone(),
+            protocol: args
+                .protocol
+                .clone()
+                .unwrap_or_else(|| probe_checks::MODERN.to_owned()),
+            auto_protocol: args.protocol.is_none(),
             client_id: args.client_id.clone(),
             client_secret: args.client_secret.clone(),
             client_metadata_url: args.client_metadata_url.clone(),
@@ -170,6 +179,7 @@ impl ProbeConfig {
             timeout: Duration::from_secs_f64(args.timeout),
             checks: !args.no_server_checks,
             json: args.json,
+            quiet,
             threshold,
             ignore,
             run,
@@ -178,8 +188,8 @@ impl ProbeConfig {
 }
 
 /// Runs `mcptap probe`.
-pub fn main(args: ProbeArgs, _quiet: bool) -> anyhow::Result<ExitCode> {
-    let config = match ProbeConfig::from_args(&args) {
+pub fn main(args: ProbeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let config = match ProbeConfig::from_args(&args, quiet) {
         Ok(c) => c,
         Err(e) => {
             say!("mcptap: error: {e:#}");
@@ -275,7 +285,7 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
                 }
             })
         });
-        if let Err(e) = written {
+        if let (Err(e), false) = (written, config.quiet) {
             say!("mcptap: warning: cannot write {}: {e}", path.display());
         }
     }
@@ -284,7 +294,14 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &outcome).context("writing JSON")?;
         writeln!(out)?;
     } else {
-        writeln!(out)?;
+        if config.quiet {
+            // The table was not shown: the steps that failed, then the findings.
+            for s in outcome.steps.iter().filter(|s| s.verdict == Verdict::Fail) {
+                writeln!(out, "FAIL  {}: {}", s.name, s.note)?;
+            }
+        } else {
+            writeln!(out)?;
+        }
         if outcome.findings.is_empty() {
             writeln!(out, "no findings")?;
         } else {
@@ -293,7 +310,7 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{}", crate::explain::finding_line(f))?;
             }
         }
-        for f in &outcome.provoked {
+        for f in outcome.provoked.iter().filter(|_| !config.quiet) {
             let flows: Vec<String> = f.evidence.iter().map(|i| i.to_string()).collect();
             writeln!(
                 out,
@@ -302,7 +319,7 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
                 flows.join(" ")
             )?;
         }
-        if let Some(dir) = &outcome.session {
+        if let (Some(dir), false) = (&outcome.session, config.quiet) {
             writeln!(out, "session: {} (mcptap report {0})", dir.display())?;
         }
     }
@@ -329,6 +346,15 @@ pub async fn run(config: ProbeConfig) -> anyhow::Result<ExitCode> {
 
 /// The probe's file in a session directory.
 pub const PROBE_FILE: &str = "probe.json";
+
+/// The session `input` names: its directory when `input` is a probe's `probe.json`, else
+/// `input` itself (a directory, a journal or a HAR).
+pub fn session_of(input: &std::path::Path) -> std::path::PathBuf {
+    match (input.file_name(), input.parent()) {
+        (Some(name), Some(dir)) if name == PROBE_FILE => dir.to_path_buf(),
+        _ => input.to_path_buf(),
+    }
+}
 
 /// When `input` is (or is in) a session a probe recorded, makes `report` what the probe said:
 /// without the findings its server checks provoked, with the findings of those checks (which
@@ -396,15 +422,18 @@ fn flows_of(v: &Value) -> Vec<u64> {
 }
 
 /// Whether the analyzer's finding `f` was provoked by the server checks: its evidence holds a
-/// check's request and none of the probe's ordinary requests to the MCP endpoint (a missing
-/// challenge on the first `initialize` stays the server's even when the checks' 401s show it
-/// too).
+/// check's request and either blames the client (the probe is the client, and only its
+/// deliberate requests break the rules: a request without the session id cites the
+/// `initialize` that assigned it) or holds none of the probe's ordinary requests to the MCP
+/// endpoint (a missing challenge on the first `initialize` stays the server's even when the
+/// checks' 401s show it too).
 fn provoked_by_checks(f: &Finding, deliberate: &[u64], mcp_flows: &[u64]) -> bool {
     let ids: Vec<u64> = f.evidence.iter().map(|id| id.0).collect();
     ids.iter().any(|id| deliberate.contains(id))
-        && !ids
-            .iter()
-            .any(|id| mcp_flows.contains(id) && !deliberate.contains(id))
+        && (f.culprit == mcptap_analyze::Culprit::Client
+            || !ids
+                .iter()
+                .any(|id| mcp_flows.contains(id) && !deliberate.contains(id)))
 }
 
 /// A parsed `WWW-Authenticate: Bearer ...` challenge.
@@ -531,12 +560,6 @@ fn mcp_session() -> HeaderName {
     HeaderName::from_static("mcp-session-id")
 }
 
-fn mcp_version() -> HeaderName {
-    HeaderName::from_static("mcp-protocol-version")
-}
-
-const ACCEPT_BOTH: &str = "application/json, text/event-stream";
-
 /// Section names of the 2025-11-25 specification.
 mod spec {
     pub const CHALLENGE: &str = "authorization §Protected Resource Metadata Discovery Requirements";
@@ -593,6 +616,13 @@ struct Probe<'a> {
     deliberate: Vec<u64>,
     /// The flows of the probe's requests to the MCP endpoint.
     mcp_flows: Vec<u64>,
+    /// The protocol version the probe speaks now.
+    protocol: String,
+    /// Why the probe fell back from 2026-07-28, when it did.
+    fell_back: Option<String>,
+    /// The token endpoint, the client and the refresh token it holds: for the other-resource
+    /// check.
+    refreshable: Option<(String, Registered, String)>,
 }
 
 /// Why the main path stopped (`... failed`), said on the steps it skips.
@@ -613,6 +643,9 @@ impl<'a> Probe<'a> {
             created: Created::default(),
             deliberate: Vec::new(),
             mcp_flows: Vec::new(),
+            protocol: cfg.protocol.clone(),
+            fell_back: None,
+            refreshable: None,
             random: random_token(9)
                 .to_ascii_lowercase()
                 .replace(['_', '-'], "x"),
@@ -636,7 +669,7 @@ impl<'a> Probe<'a> {
             note,
             server_check: Check::ALL.iter().any(|c| c.title() == name),
         };
-        if !self.cfg.json {
+        if !self.cfg.json && !self.cfg.quiet {
             let flows = s
                 .flows
                 .iter()
@@ -647,20 +680,20 @@ impl<'a> Probe<'a> {
             if self.steps.is_empty() {
                 let _ = writeln!(
                     out,
-                    "{:>2}  {:<30} {:<4}  {:<12} seen [spec]",
+                    "{:>2}  {:<31} {:<4}  {:<12} seen [spec]",
                     "", "step", "", "flows"
                 );
             }
             let _ = writeln!(
                 out,
-                "{:>2}  {:<30} {:<4}  {:<12} {}",
+                "{:>2}  {:<31} {:<4}  {:<12} {}",
                 self.steps.len() + 1,
                 s.name,
                 s.verdict.as_str(),
                 flows,
                 s.note
             );
-            let _ = writeln!(out, "{:>2}  {:<30}       {:<12} [{}]", "", "", "", s.spec);
+            let _ = writeln!(out, "{:>2}  {:<31}       {:<12} [{}]", "", "", "", s.spec);
             let _ = out.flush();
         }
         self.steps.push(s);
@@ -700,20 +733,16 @@ impl<'a> Probe<'a> {
     /// The first MCP request (`initialize`, or `server/discover` for 2026-07-28), with
     /// `authorization` when given.
     fn first_req(&self, authorization: Option<String>) -> Req {
-        let mut req = Req::new(Method::POST, &self.cfg.url)
-            .header(ACCEPT, ACCEPT_BOTH)
-            .json(&self.first_request());
+        let mut req =
+            probe_checks::mcp_post(&self.cfg.url, &self.protocol, None, self.first_request());
         if let Some(a) = authorization {
             req = req.header(AUTHORIZATION, a);
-        }
-        if self.cfg.protocol == "2026-07-28" {
-            req = req.header(mcp_version(), &self.cfg.protocol);
         }
         req
     }
 
     fn first_request(&self) -> Value {
-        if self.cfg.protocol == "2026-07-28" {
+        if self.protocol == probe_checks::MODERN {
             json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}})
         } else {
             json!({
@@ -721,7 +750,7 @@ impl<'a> Probe<'a> {
                 "id": 1,
                 "method": "initialize",
                 "params": {
-                    "protocolVersion": self.cfg.protocol,
+                    "protocolVersion": self.protocol,
                     "capabilities": {},
                     "clientInfo": {"name": "mcptap-probe", "version": env!("CARGO_PKG_VERSION")}
                 }
@@ -730,11 +759,36 @@ impl<'a> Probe<'a> {
     }
 
     fn first_name(&self) -> &'static str {
-        if self.cfg.protocol == "2026-07-28" {
+        if self.protocol == probe_checks::MODERN {
             "server/discover"
         } else {
             "initialize"
         }
+    }
+
+    /// With `--protocol` left to the probe, whether `reply` to a 2026-07-28 request says the
+    /// server does not speak that revision ([`probe_checks::fallback_version`]); then the
+    /// probe speaks the version it names from here on. Returns whether it fell back.
+    fn fall_back(&mut self, reply: &Reply) -> bool {
+        if !self.cfg.auto_protocol || self.protocol != probe_checks::MODERN {
+            return false;
+        }
+        let Some(version) = probe_checks::fallback_version(reply) else {
+            return false;
+        };
+        self.fell_back = Some(format!(
+            "2026-07-28 refused ({}{})",
+            reply.status,
+            reply
+                .json()
+                .and_then(|v| v
+                    .pointer("/error/message")?
+                    .as_str()
+                    .map(|m| format!(": {m}")))
+                .unwrap_or_default()
+        ));
+        self.protocol = version.to_owned();
+        true
     }
 
     /// The whole probe: the main path, the checks, then the clean-up.
@@ -749,10 +803,11 @@ impl<'a> Probe<'a> {
             first_request: self.first_request(),
             token: None,
             session: None,
-            protocol: self.cfg.protocol.clone(),
+            protocol: self.protocol.clone(),
             loopback: is_loopback(&self.cfg.target.host),
             random: self.random.clone(),
             registration_endpoint: None,
+            jwks_uri: None,
         };
         let reached = self.main_path(&mut ctx).await;
         if !self.cfg.checks {
@@ -767,24 +822,20 @@ impl<'a> Probe<'a> {
             }
             return;
         }
-        if !self.cfg.json {
+        if !self.cfg.json && !self.cfg.quiet {
             let _ = writeln!(
                 std::io::stdout().lock(),
                 "    server checks: requests no client makes"
             );
         }
-        for check in [
-            Check::FabricatedToken,
-            Check::QueryToken,
-            Check::ForeignOrigin,
-            Check::UnknownVersion,
-            Check::GetStream,
-            Check::UnsafeRedirect,
-        ] {
-            let needs_token = !matches!(check, Check::FabricatedToken | Check::UnsafeRedirect);
-            if needs_token && ctx.token.is_none() {
+        for check in Check::after_main_path() {
+            if check.needs_token() && ctx.token.is_none() {
                 let why = reached.as_deref().unwrap_or("no token was obtained");
                 self.skip(check.title(), check.spec(), why);
+                continue;
+            }
+            if check == Check::OtherResource {
+                self.other_resource(&ctx).await;
                 continue;
             }
             self.check(check, &ctx).await;
@@ -793,12 +844,7 @@ impl<'a> Probe<'a> {
 
     async fn check(&mut self, check: Check, ctx: &probe_checks::Ctx) {
         let Some(mut req) = probe_checks::request(check, ctx) else {
-            let why = if check == Check::UnsafeRedirect {
-                "the server offers no dynamic registration (or its metadata was not found)"
-            } else {
-                "no token was obtained"
-            };
-            self.skip(check.title(), check.spec(), why);
+            self.skip(check.title(), check.spec(), check.skip_reason(ctx));
             return;
         };
         let timeout = if check == Check::GetStream {
@@ -807,15 +853,18 @@ impl<'a> Probe<'a> {
             REQUEST_TIMEOUT
         };
         req.head_only |= check == Check::GetStream;
+        let mcp = req.url.split('?').next() == Some(self.cfg.url.as_str());
         let answer = self.http.send(req, timeout).await;
         let flow = self.http.sent();
-        self.mcp_flows.push(flow);
+        if mcp {
+            self.mcp_flows.push(flow);
+        }
         // Only the requests no client makes: the analyzer judges the others as any capture.
         if check.finding_id().is_some() {
             self.deliberate.push(flow);
         }
         let judged = probe_checks::judge(check, answer.as_ref(), ctx);
-        if let (Check::UnsafeRedirect, Ok(r)) = (check, &answer) {
+        if let (true, Ok(r)) = (check.registers(), &answer) {
             if r.ok() {
                 let doc = r.json().unwrap_or(Value::Null);
                 let field = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
@@ -832,7 +881,120 @@ impl<'a> Probe<'a> {
             vec![flow],
             judged.note,
         );
-        self.findings.extend(judged.finding);
+        if let Some(f) = judged.finding {
+            self.add_finding(f);
+        }
+    }
+
+    /// The other-resource check: a refresh naming another resource (RFC 8707 §2.2), then, when
+    /// the authorization server issued a JWT for it, that token on the first MCP request.
+    async fn other_resource(&mut self, ctx: &probe_checks::Ctx) {
+        let check = Check::OtherResource;
+        let jwt = ctx
+            .token
+            .as_deref()
+            .and_then(probe_checks::jwt_audience)
+            .is_some();
+        let Some((endpoint, client, rt)) = self.refreshable.clone().filter(|_| jwt) else {
+            self.skip(check.title(), check.spec(), check.skip_reason(ctx));
+            return;
+        };
+        let other = ctx.other_audience();
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt.as_str()),
+            ("resource", other.as_str()),
+        ];
+        let basic = Self::client_auth(&client, &mut form);
+        let mut req = Req::new(Method::POST, &endpoint)
+            .header(ACCEPT, "application/json")
+            .form(&form);
+        if let Some(b) = basic {
+            req = req.header(AUTHORIZATION, b);
+        }
+        let answer = self.http.send(req, REQUEST_TIMEOUT).await;
+        let mut flows = vec![self.http.sent()];
+        self.deliberate.extend(&flows);
+        let reply = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                let note = format!("no answer: {}", crate::files::chain(&e));
+                self.step(check.title(), check.spec(), Verdict::Warn, flows, note);
+                return;
+            }
+        };
+        let doc = reply.json().unwrap_or(Value::Null);
+        let field = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
+        let issued = field("access_token").filter(|_| reply.status == 200);
+        if let Some(t) = &issued {
+            self.created.tokens.push((t.clone(), "access_token"));
+        }
+        if let Some(r) = field("refresh_token").filter(|_| issued.is_some()) {
+            self.created.tokens.push((r, "refresh_token"));
+        }
+        let judged = match issued {
+            None => probe_checks::judge_other_resource(
+                probe_checks::OtherResource::Refused(&reply),
+                ctx,
+            ),
+            Some(token) => match probe_checks::jwt_audience(&token) {
+                Some(aud) if aud.contains(&other) => {
+                    let req = probe_checks::mcp_post(
+                        &ctx.url,
+                        &ctx.protocol,
+                        None,
+                        ctx.first_request.clone(),
+                    )
+                    .header(AUTHORIZATION, format!("Bearer {token}"));
+                    let answer = self.http.send(req, REQUEST_TIMEOUT).await;
+                    let flow = self.http.sent();
+                    flows.push(flow);
+                    self.deliberate.push(flow);
+                    self.mcp_flows.push(flow);
+                    match &answer {
+                        Ok(r) => probe_checks::judge_other_resource(
+                            probe_checks::OtherResource::Used(r),
+                            ctx,
+                        ),
+                        Err(e) => probe_checks::Judged {
+                            verdict: Verdict::Warn,
+                            note: format!("no answer: {}", crate::files::chain(e)),
+                            finding: None,
+                        },
+                    }
+                }
+                aud => probe_checks::judge_other_resource(
+                    probe_checks::OtherResource::Ignored(aud.unwrap_or_default()),
+                    ctx,
+                ),
+            },
+        };
+        self.step(
+            check.title(),
+            check.spec(),
+            judged.verdict,
+            flows,
+            judged.note,
+        );
+        if let Some(f) = judged.finding {
+            self.add_finding(f);
+        }
+    }
+
+    /// Adds a server check's finding; a second check failing with the same id (three token
+    /// checks make `token-not-validated`) adds its evidence and summary to the first, so that
+    /// each id is one finding, as the analyzer makes them.
+    fn add_finding(&mut self, f: Finding) {
+        match self.findings.iter_mut().find(|g| g.id == f.id) {
+            Some(g) => {
+                g.occurrences += 1;
+                g.severity = g.severity.max(f.severity);
+                g.evidence.extend(f.evidence);
+                g.details.push(format!("also: {}", f.summary));
+                g.details.extend(f.details);
+            }
+            None => self.findings.push(f),
+        }
     }
 
     /// Steps 1–6. Returns the name of the step that stopped it, if one did.
@@ -857,16 +1019,21 @@ impl<'a> Probe<'a> {
 
     /// Step 1: the unauthenticated first request must get 401 with a Bearer challenge.
     async fn unauthenticated(&mut self) -> Result<Challenge, Stop> {
-        let name = format!("unauthenticated {}", self.first_name());
-        let reply = match self.send(self.first_req(None)).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.no_answer(&name, spec::CHALLENGE, &e);
-                self.unusable = true;
-                return Err(format!("{name} failed"));
+        let mut flows = Vec::new();
+        let reply = loop {
+            let name = format!("unauthenticated {}", self.first_name());
+            match self.send(self.first_req(None)).await {
+                Ok(r) if self.fall_back(&r) => flows.push(r.flow),
+                Ok(r) => break r,
+                Err(e) => {
+                    self.no_answer(&name, spec::CHALLENGE, &e);
+                    self.unusable = true;
+                    return Err(format!("{name} failed"));
+                }
             }
         };
-        let flows = vec![reply.flow];
+        let name = format!("unauthenticated {}", self.first_name());
+        flows.push(reply.flow);
         if reply.status == 502 || reply.status == 504 {
             let note = format!(
                 "{}: the proxy could not reach the server: {}",
@@ -950,6 +1117,10 @@ impl<'a> Probe<'a> {
             skip_from(self, 2, &format!("{} failed", STEPS[1].0));
             return Some(format!("{} failed", STEPS[1].0));
         };
+        ctx.jwks_uri = asm
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         // 4. Registration, on a loopback callback.
         let listener = match tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await
         {
@@ -1034,7 +1205,10 @@ impl<'a> Probe<'a> {
             }
             // Rotated or not, the last refresh token the probe holds.
             let last = fresh("refresh_token").unwrap_or(rt);
-            self.created.tokens.push((last, "refresh_token"));
+            self.created.tokens.push((last.clone(), "refresh_token"));
+            if let Some(endpoint) = asm.get("token_endpoint").and_then(Value::as_str) {
+                self.refreshable = Some((endpoint.to_owned(), client.clone(), last));
+            }
         } else {
             self.step(
                 "refresh",
@@ -1620,30 +1794,53 @@ impl<'a> Probe<'a> {
     /// Step 6b: the first request and `tools/list` with the token; the notification check
     /// rides on `notifications/initialized`.
     async fn use_token(&mut self, token: &str, ctx: &mut probe_checks::Ctx) -> bool {
-        let name = format!("{} with token", self.first_name());
         let bearer = format!("Bearer {token}");
-        let reply = match self.send(self.first_req(Some(bearer.clone()))).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.no_answer(&name, spec::USE, &e);
-                ctx.token = None;
-                return false;
+        let mut flows = Vec::new();
+        let reply = loop {
+            let name = format!("{} with token", self.first_name());
+            match self.send(self.first_req(Some(bearer.clone()))).await {
+                Ok(r) if self.fall_back(&r) => flows.push(r.flow),
+                Ok(r) => break r,
+                Err(e) => {
+                    self.no_answer(&name, spec::USE, &e);
+                    ctx.token = None;
+                    return false;
+                }
             }
         };
+        let name = format!("{} with token", self.first_name());
+        flows.push(reply.flow);
+        // What the checks send from here on: the protocol the probe fell back to, if it did.
+        ctx.protocol = self.protocol.clone();
+        ctx.first_request = self.first_request();
+        let fell_back = self
+            .fell_back
+            .as_ref()
+            .map(|f| format!("{f}; "))
+            .unwrap_or_default();
         let answer = reply.json();
         let result = answer.as_ref().and_then(|v| v.get("result").cloned());
         let Some(result) = result.filter(|_| reply.ok()) else {
             let why = match answer.as_ref().and_then(|v| v.get("error")) {
-                Some(e) if reply.ok() => format!(
+                _ if matches!(reply.status, 401 | 403) => {
+                    format!("{}: the token was not accepted", reply.status)
+                }
+                Some(e) => format!(
                     "{}: JSON-RPC error {} {}",
                     reply.status,
                     e.get("code").unwrap_or(&Value::Null),
                     e.get("message").and_then(Value::as_str).unwrap_or("")
                 ),
-                _ if reply.ok() => format!("{}: no JSON-RPC result", reply.status),
-                _ => format!("{}: the token was not accepted", reply.status),
+                None if reply.ok() => format!("{}: no JSON-RPC result", reply.status),
+                None => format!("{}: refused", reply.status),
             };
-            self.step(&name, spec::USE, Verdict::Fail, vec![reply.flow], why);
+            self.step(
+                &name,
+                spec::USE,
+                Verdict::Fail,
+                flows,
+                format!("{fell_back}{why}"),
+            );
             ctx.token = None;
             return false;
         };
@@ -1655,9 +1852,9 @@ impl<'a> Probe<'a> {
             &name,
             spec::USE,
             Verdict::Pass,
-            vec![reply.flow],
+            flows,
             format!(
-                "{}: protocol {}{}",
+                "{fell_back}{}: protocol {}{}",
                 reply.status,
                 ctx.protocol,
                 if ctx.session.is_some() {
@@ -1672,11 +1869,13 @@ impl<'a> Probe<'a> {
         } else if let Some(req) = probe_checks::request(Check::Notification, ctx) {
             let _ = self.send(req).await;
         }
-        let mut req = Req::new(Method::POST, &self.cfg.url)
-            .header(ACCEPT, ACCEPT_BOTH)
-            .header(AUTHORIZATION, bearer)
-            .header(mcp_version(), &ctx.protocol)
-            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}));
+        let mut req = probe_checks::mcp_post(
+            &self.cfg.url,
+            &ctx.protocol,
+            Some(&ctx.protocol),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}),
+        )
+        .header(AUTHORIZATION, bearer);
         if let Some(s) = &ctx.session {
             req = req.header(mcp_session(), s);
         }

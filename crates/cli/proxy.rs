@@ -94,6 +94,8 @@ pub struct Started {
     proxy: Proxy,
     rx: EventReceiver,
     sink: Sink,
+    /// The control file naming this session for `mcptap mcp`, removed when serving ends.
+    _live: Option<crate::live::LiveGuard>,
 }
 
 /// Printed at start under `-k/--ssl-insecure`.
@@ -208,6 +210,10 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
         body_limit: config.proxy.body_limit,
     };
     let session_dir = journal.as_ref().map(|j| j.dir().to_path_buf());
+    // Tells `mcptap mcp` where this session is, while the proxy runs (crates/cli/live.rs).
+    let live = journal
+        .as_ref()
+        .and_then(|j| crate::live::register(&config.confdir, j, addr, &config.mode().to_string()));
     let mut sink = Sink::new(config.quiet, reverse.is_some(), journal, prepare);
     if reverse.as_ref().is_some_and(|r| !r.rewrite_metadata) {
         sink.watch_bypass(crate::bypass::BypassWatch::default());
@@ -219,6 +225,7 @@ pub async fn start(config: &RunConfig, announce: bool) -> anyhow::Result<Started
         proxy,
         rx,
         sink,
+        _live: live,
     })
 }
 

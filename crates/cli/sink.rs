@@ -367,7 +367,7 @@ impl Sink {
             if self.journal_failed {
                 self.not_recorded += u64::from(ev.is_final());
             } else {
-                match j.record_unflushed(&ev) {
+                match j.record_unflushed(&mut ev) {
                     Ok(_) => {
                         self.unflushed += u64::from(ev.is_final());
                         if self.ui.is_some() && ev.is_final() {

@@ -118,9 +118,14 @@ pub fn view(args: ViewArgs) -> anyhow::Result<ExitCode> {
         )));
     }
     let mut session = crate::files::read(&args.input)?;
-    let report = crate::files::analyze_session(&mut session, args.reverse, args.keep_secrets);
+    let mut report = crate::files::analyze_session(&mut session, args.reverse, args.keep_secrets);
+    // A probe's session: its findings as the probe made them (see `mcptap analyze`).
+    let probed = crate::probe::apply_saved(&args.input, &mut report);
     let flows = session.flows;
     let mut title = args.input.display().to_string();
+    if probed {
+        title.push_str("  (mcptap probe)");
+    }
     if !session.complete {
         title.push_str("  (journal cut short)");
     }

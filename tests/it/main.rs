@@ -11,6 +11,7 @@ mod examples;
 mod fault;
 mod html_report;
 mod inject;
+mod mcp;
 mod peers_direct;
 mod probe;
 mod reverse;

@@ -67,7 +67,22 @@ impl Probed {
     }
 }
 
+/// `mcptap probe` with `--protocol 2025-11-25` unless `extra` names one (the step names and
+/// the checks of sessions follow the protocol; the default, the newest the server accepts, has
+/// its own tests).
 fn probe(pki: &TestPki, server: &McpServer, extra: &[&str]) -> Probed {
+    let pinned: &[&str] = if extra.contains(&"--protocol") || extra.contains(&"--default-protocol")
+    {
+        &[]
+    } else {
+        &["--protocol", "2025-11-25"]
+    };
+    let extra: Vec<&str> = extra
+        .iter()
+        .copied()
+        .filter(|a| *a != "--default-protocol")
+        .chain(pinned.iter().copied())
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
         .env_remove("MCPTAP_HOME")
@@ -81,7 +96,7 @@ fn probe(pki: &TestPki, server: &McpServer, extra: &[&str]) -> Probed {
         .arg("-w")
         .arg(dir.path().join("session"))
         .args(["--headless", "--json", "--timeout", "30"])
-        .args(extra)
+        .args(&extra)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -103,7 +118,7 @@ fn probe_fault(opts: ServerOpts) -> Probed {
 }
 
 #[test]
-fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_checks() {
+fn a_healthy_server_passes_every_step_and_fails_only_the_origin_redirect_and_null_id_checks() {
     let pki = TestPki::new();
     let server = McpServer::start(&pki, ServerOpts::default());
     let p = probe(&pki, &server, &[]);
@@ -120,26 +135,68 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_che
         "token in query refused",
         "unknown version refused",
         "GET stream or 405",
+        "notification with id refused",
+        "no session id refused",
     ] {
         assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
     }
+    // Opaque tokens: the JWT checks do not apply, and the SDK names no jwks_uri.
+    for check in [
+        "JWT bad signature refused",
+        "JWT past exp refused",
+        "JWT other audience refused",
+        "JWKS usable",
+    ] {
+        assert_eq!(p.verdict(check), "skip", "{check}: {:#}", p.out);
+    }
     // The SDK server, as the tests run it, does not validate Origin (the test server turns
-    // DNS-rebinding protection off), and the SDK's registration accepts any redirect URI: those
-    // are the only findings, and no OAuth finding is made on the probe's own traffic.
+    // DNS-rebinding protection off); the SDK's registration accepts any redirect URI; and the
+    // SDK takes a request with "id": null for a notification (202, no answer ever comes).
+    // Those are the only findings, and no OAuth finding is made on the probe's own traffic.
     assert_eq!(p.verdict("foreign Origin refused"), "fail");
-    assert_eq!(p.verdict("unsafe redirect URI refused"), "fail");
+    let redirects = [
+        "unsafe redirect URI refused",
+        "javascript: redirect refused",
+        "data: redirect refused",
+        "file: redirect refused",
+    ];
+    for check in redirects {
+        assert_eq!(p.verdict(check), "fail", "{check}: {:#}", p.out);
+    }
+    assert_eq!(p.verdict("id null refused"), "fail");
     assert_eq!(
         p.ids(),
-        ["origin-not-validated", "registration-redirect-unsafe"],
+        [
+            "origin-not-validated",
+            "registration-redirect-unsafe",
+            "invalid-request-accepted"
+        ],
         "{:#}",
         p.out
     );
+    // One finding per id: the four accepted registrations are its evidence.
     let f = p.finding("registration-redirect-unsafe");
-    assert_eq!(
-        f["evidence"],
-        p.step("unsafe redirect URI refused")["flows"]
-    );
+    let flows: Vec<Value> = redirects
+        .iter()
+        .flat_map(|c| p.step(c)["flows"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(f["evidence"], Value::from(flows));
+    assert_eq!(f["occurrences"], 4, "{f:#}");
     assert!(f["summary"].as_str().unwrap().contains("(201)"), "{f:#}");
+    assert!(
+        f["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("javascript:")),
+        "{f:#}"
+    );
+    let f = p.finding("invalid-request-accepted");
+    assert_eq!(f["evidence"], p.step("id null refused")["flows"]);
+    assert!(
+        f["summary"].as_str().unwrap().contains("\"id\": null"),
+        "{f:#}"
+    );
     let f = p.finding("origin-not-validated");
     assert_eq!(f["culprit"], "server");
     assert_eq!(f["severity"], "high", "the server is on loopback");
@@ -201,7 +258,11 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_che
         .collect();
     assert_eq!(
         ids,
-        ["origin-not-validated", "registration-redirect-unsafe"],
+        [
+            "origin-not-validated",
+            "registration-redirect-unsafe",
+            "invalid-request-accepted"
+        ],
         "{analyzed:#}"
     );
     let ignored = probe(
@@ -212,6 +273,8 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_che
             "origin-not-validated",
             "--ignore",
             "registration-redirect-unsafe",
+            "--ignore",
+            "invalid-request-accepted",
         ],
     );
     assert_eq!(ignored.code, 0, "{:#}", ignored.out);
@@ -225,7 +288,7 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_and_redirect_che
     let analyzed: Value = serde_json::from_slice(&analyzed.stdout).unwrap();
     assert_eq!(
         analyzed["findings"].as_array().unwrap().len(),
-        2,
+        3,
         "{analyzed:#}"
     );
 }
@@ -437,6 +500,7 @@ fn without_headless_the_probe_waits_for_the_browser_on_its_loopback_callback() {
         .arg("--confdir")
         .arg(dir.path())
         .args(["--no-save", "--no-browser", "--json", "--timeout", "60"])
+        .args(["--protocol", "2025-11-25"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -521,7 +585,7 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
         .arg(pki.ca_path())
         .arg("--confdir")
         .arg(dir.path())
-        .args(["--no-save", "--headless"])
+        .args(["--no-save", "--headless", "--protocol", "2025-11-25"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -535,46 +599,70 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
     let text = origin.replace_all(&text, "https://RANDOM.invalid");
     let text = redirect.replace_all(&text, "mcptap-probe-RANDOM.invalid");
     // The SDK's /revoke demands a client_secret even from the public client it registered:
-    // the clean-up says so (a warning, no finding).
-    let table: Vec<&str> = text.lines().take(38).map(str::trim_end).collect();
-    let expected = r#"    step                                 flows        seen [spec]
- 1  unauthenticated initialize     pass  #1           401 with a Bearer challenge and resource_metadata
-                                                      [authorization §Protected Resource Metadata Discovery Requirements]
- 2  protected-resource metadata    pass  #2           found at https://localhost:PORT/.well-known/oauth-protected-resource/mcp
-                                                      [authorization §Protected Resource Metadata Discovery Requirements]
- 3  authorization-server metadata  pass  #3           found at https://localhost:PORT/.well-known/oauth-authorization-server
-                                                      [authorization §Authorization Server Metadata Discovery]
- 4  registration                   pass  #4           dynamic registration: client CLIENT
-                                                      [authorization §Client Registration Approaches]
- 5  authorization code + PKCE      pass  #5           code received, state matches
-                                                      [authorization §Authorization Flow Steps; §Authorization Code Protection]
- 6  token exchange                 pass  #6           access token issued; refresh token issued
-                                                      [authorization §Resource Parameter Implementation; OAuth 2.1 §4.1.3]
- 7  initialize with token          pass  #7           200: protocol 2025-11-25, session
-                                                      [authorization §Access Token Usage; transports §Session Management]
- 8  notification answered 202      pass  #8           202 without body
-                                                      [transports §Sending Messages to the Server]
- 9  tools/list with token          pass  #9           200: 2 tool(s)
-                                                      [authorization §Access Token Usage; transports §Session Management]
-10  refresh                        pass  #10          new access token
-                                                      [authorization §Token Handling; OAuth 2.1 §4.3]
+    // the clean-up says so (a warning, no finding). Its tokens are opaque: the JWT checks are
+    // skipped with the reason.
+    let end = text.find("finding(s):").expect("a findings line") + "finding(s):".len();
+    let table: Vec<&str> = text[..end].lines().map(str::trim_end).collect();
+    let expected = r#"    step                                  flows        seen [spec]
+ 1  unauthenticated initialize      pass  #1           401 with a Bearer challenge and resource_metadata
+                                                       [authorization §Protected Resource Metadata Discovery Requirements]
+ 2  protected-resource metadata     pass  #2           found at https://localhost:PORT/.well-known/oauth-protected-resource/mcp
+                                                       [authorization §Protected Resource Metadata Discovery Requirements]
+ 3  authorization-server metadata   pass  #3           found at https://localhost:PORT/.well-known/oauth-authorization-server
+                                                       [authorization §Authorization Server Metadata Discovery]
+ 4  registration                    pass  #4           dynamic registration: client CLIENT
+                                                       [authorization §Client Registration Approaches]
+ 5  authorization code + PKCE       pass  #5           code received, state matches
+                                                       [authorization §Authorization Flow Steps; §Authorization Code Protection]
+ 6  token exchange                  pass  #6           access token issued; refresh token issued
+                                                       [authorization §Resource Parameter Implementation; OAuth 2.1 §4.1.3]
+ 7  initialize with token           pass  #7           200: protocol 2025-11-25, session
+                                                       [authorization §Access Token Usage; transports §Session Management]
+ 8  notification answered 202       pass  #8           202 without body
+                                                       [transports §Sending Messages to the Server]
+ 9  tools/list with token           pass  #9           200: 2 tool(s)
+                                                       [authorization §Access Token Usage; transports §Session Management]
+10  refresh                         pass  #10          new access token
+                                                       [authorization §Token Handling; OAuth 2.1 §4.3]
     server checks: requests no client makes
-11  fabricated token refused       pass  #11          401 invalid_token
-                                                      [authorization §Token Handling; RFC 6750 §3.1]
-12  token in query refused         pass  #12          401: not served
-                                                      [authorization §Token Requirements]
-13  foreign Origin refused         FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
-                                                      [transports §Security Warning]
-14  unknown version refused        pass  #14          400
-                                                      [transports §Protocol Version Header]
-15  GET stream or 405              pass  #15          200 text/event-stream
-                                                      [transports §Listening for Messages from the Server]
-16  unsafe redirect URI refused    FAIL  #16          registration accepted the redirect URI http://mcptap-probe-RANDOM.invalid/callback (plain http, not loopback) (201) → registration-redirect-unsafe
-                                                      [authorization §Open Redirection; OAuth 2.1 §2.3.1]
-17  clean-up                       warn  #17,#18,#19  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); 2 registration(s) cannot be deleted (no RFC 7592 management)
-                                                      [RFC 7009 (revocation); RFC 7592 (registration management)]
+11  JWKS usable                     skip               skipped: the authorization-server metadata names no jwks_uri
+                                                       [RFC 8414 §2 (jwks_uri); RFC 7517 §5]
+12  fabricated token refused        pass  #11          401 invalid_token
+                                                       [authorization §Token Handling; RFC 6750 §3.1]
+13  JWT bad signature refused       skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
+                                                       [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
+14  JWT past exp refused            skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
+                                                       [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
+15  JWT other audience refused      skip               skipped: the token is opaque (not a JWT): only the fabricated token applies
+                                                       [authorization §Token Audience Binding and Validation; RFC 6750 §3.1]
+16  other-resource token refused    skip               skipped: the token is opaque (not a JWT): whether a new one is for another resource cannot be told
+                                                       [authorization §Token Audience Binding and Validation; RFC 8707 §2.2]
+17  token in query refused          pass  #12          401: not served
+                                                       [authorization §Token Requirements]
+18  foreign Origin refused          FAIL  #13          a request with a valid token and Origin: https://RANDOM.invalid was served (200) instead of refused with 403 → origin-not-validated
+                                                       [transports §Security Warning]
+19  GET stream or 405               pass  #14          200 text/event-stream
+                                                       [transports §Listening for Messages from the Server]
+20  unknown version refused         pass  #15          400
+                                                       [transports §Protocol Version Header]
+21  id null refused                 FAIL  #16          a tools/list request with "id": null was accepted without an answer (202) → invalid-request-accepted
+                                                       [basic §Requests; §Notifications]
+22  notification with id refused    pass  #17          200: JSON-RPC error -32601
+                                                       [basic §Requests; §Notifications]
+23  no session id refused           pass  #18          400
+                                                       [transports §Session Management]
+24  unsafe redirect URI refused     FAIL  #19          registration accepted the redirect URI http://mcptap-probe-RANDOM.invalid/callback (plain http, not loopback) (201) → registration-redirect-unsafe
+                                                       [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+25  javascript: redirect refused    FAIL  #20          registration accepted the redirect URI javascript:alert(document.domain)// (201) → registration-redirect-unsafe
+                                                       [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+26  data: redirect refused          FAIL  #21          registration accepted the redirect URI data:text/html,<script>alert(1)</script> (201) → registration-redirect-unsafe
+                                                       [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+27  file: redirect refused          FAIL  #22          registration accepted the redirect URI file:///tmp/mcptap-probe-callback (201) → registration-redirect-unsafe
+                                                       [authorization §Open Redirection; OAuth 2.1 §2.3.1]
+28  clean-up                        warn  #23,#24,#25  3 of 3 revocations refused (400 invalid_request: client_secret: Field required); 5 registration(s) cannot be deleted (no RFC 7592 management)
+                                                       [RFC 7009 (revocation); RFC 7592 (registration management)]
 
-2 finding(s):"#;
+3 finding(s):"#;
     assert_eq!(table.join("\n"), expected, "{text}");
     assert!(
         text.contains("!! FINDING [high] origin-not-validated"),
@@ -596,5 +684,492 @@ fn a_server_validating_origin_passes_the_origin_check() {
     });
     assert_eq!(p.verdict("foreign Origin refused"), "pass", "{:#}", p.out);
     assert_eq!(p.verdict("tools/list with token"), "pass", "{:#}", p.out);
-    assert_eq!(p.ids(), ["registration-redirect-unsafe"], "{:#}", p.out);
+    assert_eq!(
+        p.ids(),
+        ["registration-redirect-unsafe", "invalid-request-accepted"],
+        "{:#}",
+        p.out
+    );
+}
+
+/// `--jwt` plus the checks the SDK leaves out (Origin, redirect URIs): a server that passes
+/// every check the probe makes.
+fn jwt_server(faults: &[&str]) -> Probed {
+    jwt_server_probed(faults, &[])
+}
+
+fn jwt_server_probed(faults: &[&str], probe_args: &[&str]) -> Probed {
+    let mut extra_args: Vec<String> = [
+        "--jwt",
+        "--check-redirect-uris",
+        "--allowed-hosts",
+        "localhost:*",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    extra_args.extend(faults.iter().map(|f| (*f).to_owned()));
+    let pki = TestPki::new();
+    let server = McpServer::start(
+        &pki,
+        ServerOpts {
+            extra_args,
+            ..Default::default()
+        },
+    );
+    probe(&pki, &server, probe_args)
+}
+
+const JWT_CHECKS: [&str; 3] = [
+    "JWT bad signature refused",
+    "JWT past exp refused",
+    "JWT other audience refused",
+];
+
+#[test]
+fn a_jwt_server_that_validates_everything_passes_every_token_jwks_and_redirect_check() {
+    let p = jwt_server(&[]);
+    for name in MAIN_PATH {
+        assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
+    }
+    for check in JWT_CHECKS {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+        assert!(p.step(check)["note"].as_str().unwrap().starts_with("401"));
+    }
+    assert_eq!(p.verdict("JWKS usable"), "pass", "{:#}", p.out);
+    assert_eq!(p.step("JWKS usable")["note"], "200: 1 key(s)");
+    // A real token for another resource (a refresh with resource=...): issued, then refused.
+    let other = p.step("other-resource token refused");
+    assert_eq!(other["verdict"], "pass", "{:#}", p.out);
+    assert_eq!(other["flows"].as_array().unwrap().len(), 2, "{other:#}");
+    assert!(
+        other["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("401 invalid_token: refused a token its authorization server issued"),
+        "{other:#}"
+    );
+    for check in [
+        "unsafe redirect URI refused",
+        "javascript: redirect refused",
+        "data: redirect refused",
+        "file: redirect refused",
+    ] {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+        assert_eq!(
+            p.step(check)["note"],
+            "400 invalid_redirect_uri",
+            "{:#}",
+            p.out
+        );
+    }
+    // Only the SDK's own "id": null acceptance is left; no token or OAuth finding.
+    assert_eq!(p.ids(), ["invalid-request-accepted"], "{:#}", p.out);
+    // The JWTs, real and forged, are redacted in the saved session like any token.
+    let har = std::fs::read_to_string(p.session().join("session.har")).unwrap();
+    let jwt_header = "eyJhbGciOiJSUzI1NiI";
+    assert!(!har.contains(jwt_header), "a JWT in clear in the session");
+    let journal = std::fs::read_to_string(p.session().join("journal.jsonl")).unwrap();
+    assert!(
+        !journal.contains(jwt_header),
+        "a JWT in clear in the journal"
+    );
+}
+
+#[test]
+fn a_jwt_server_that_skips_the_signature_and_expiry_is_token_not_validated() {
+    // The probe cannot sign: its expired and other-audience JWTs carry a stale signature, so
+    // they tell expiry and audience checks apart only on a server that skips the signature.
+    let p = jwt_server(&["--jwt-signature-not-checked", "--expiry-not-checked"]);
+    assert_eq!(
+        p.verdict("JWT bad signature refused"),
+        "fail",
+        "{:#}",
+        p.out
+    );
+    assert_eq!(p.verdict("JWT past exp refused"), "fail", "{:#}", p.out);
+    // The audience is still checked: that rule was reached and held.
+    assert_eq!(
+        p.verdict("JWT other audience refused"),
+        "pass",
+        "{:#}",
+        p.out
+    );
+    assert_eq!(p.verdict("fabricated token refused"), "pass", "{:#}", p.out);
+    let f = p.finding("token-not-validated");
+    assert_eq!(f["severity"], "critical");
+    let flows: Vec<Value> = ["JWT bad signature refused", "JWT past exp refused"]
+        .iter()
+        .flat_map(|c| p.step(c)["flows"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(f["evidence"], Value::from(flows), "{f:#}");
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .contains("signatures are not verified"),
+        "{f:#}"
+    );
+    assert!(
+        f["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("expiry is not checked")),
+        "{f:#}"
+    );
+    assert_eq!(p.code, 1, "critical fails --fail-on high");
+}
+
+#[test]
+fn a_jwt_server_that_skips_the_audience_is_token_not_validated_and_a_jwks_without_keys_is_jwks_invalid(
+) {
+    let p = jwt_server(&[
+        "--jwt-signature-not-checked",
+        "--audience-not-checked",
+        "--jwks-without-keys",
+    ]);
+    assert_eq!(
+        p.verdict("JWT other audience refused"),
+        "fail",
+        "{:#}",
+        p.out
+    );
+    assert_eq!(p.verdict("JWT past exp refused"), "pass", "{:#}", p.out);
+    let f = p.finding("token-not-validated");
+    assert!(
+        f["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("the audience is not checked")),
+        "{f:#}"
+    );
+    // The JWKS fetch is an ordinary request: the analyzer decides jwks-invalid on it.
+    assert_eq!(p.verdict("JWKS usable"), "fail", "{:#}", p.out);
+    let f = p.finding("jwks-invalid");
+    assert_eq!(f["evidence"], p.step("JWKS usable")["flows"], "{f:#}");
+}
+
+#[test]
+fn by_default_the_probe_speaks_2026_07_28_to_a_server_that_accepts_it() {
+    let p = jwt_server_probed(&[], &["--default-protocol"]);
+    for name in [
+        "unauthenticated server/discover",
+        "server/discover with token",
+        "notification answered 202",
+        "tools/list with token",
+        "refresh",
+    ] {
+        assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
+    }
+    assert_eq!(
+        p.step("server/discover with token")["note"],
+        "200: protocol 2026-07-28",
+        "{:#}",
+        p.out
+    );
+    // Stateless: no GET stream (405), no session to leave out; and the SDK's 2026-07-28 path
+    // refuses "id": null.
+    assert_eq!(p.step("GET stream or 405")["note"], "405 (no GET stream)");
+    assert_eq!(p.verdict("no session id refused"), "skip");
+    for check in [
+        "id null refused",
+        "notification with id refused",
+        "unknown version refused",
+    ] {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+    }
+    // Every request carried the 2026-07-28 headers: no stateless-header-violation, counted or
+    // provoked.
+    assert!(p.ids().is_empty(), "{:#}", p.out);
+    let provoked = p.out["provoked"].as_array().cloned().unwrap_or_default();
+    assert!(
+        provoked
+            .iter()
+            .all(|f| f["id"] != "stateless-header-violation"),
+        "{:#}",
+        p.out
+    );
+    assert_eq!(p.code, 0, "{:#}", p.out);
+}
+
+#[test]
+fn by_default_the_probe_falls_back_to_initialize_when_2026_07_28_is_refused() {
+    let pki = TestPki::new();
+    let server = McpServer::start(
+        &pki,
+        ServerOpts {
+            extra_args: vec!["--legacy-only".into()],
+            ..Default::default()
+        },
+    );
+    let p = probe(&pki, &server, &["--default-protocol"]);
+    // The 401 comes before the version: the unauthenticated request stays server/discover.
+    assert_eq!(p.verdict("unauthenticated server/discover"), "pass");
+    let step = p.step("initialize with token");
+    assert_eq!(step["verdict"], "pass", "{:#}", p.out);
+    assert_eq!(step["flows"], serde_json::json!([7, 8]), "{:#}", p.out);
+    let note = step["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("2026-07-28 refused (400: Bad Request: Unsupported protocol version")
+            && note.ends_with("200: protocol 2025-11-25, session"),
+        "{note}"
+    );
+    for name in ["tools/list with token", "no session id refused"] {
+        assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
+    }
+}
+
+#[test]
+fn the_typescript_sdk_example_server_with_oauth() {
+    // Its own demo authorization server on a second port, tokens checked by introspection,
+    // no refresh tokens, no revocation; it speaks 2025-11-25 with sessions.
+    let server = crate::common::ts_server::TsExampleServer::start(&["--oauth"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .env_remove("MCPTAP_HOME")
+        .arg("probe")
+        .arg(server.url())
+        .arg("--confdir")
+        .arg(dir.path().join("conf"))
+        .arg("-w")
+        .arg(dir.path().join("session"))
+        .args(["--headless", "--json", "--timeout", "30"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}\n{}", server.output()));
+    let p = Probed {
+        code: out.status.code().unwrap_or(-1),
+        out: json,
+        stderr,
+        dir,
+    };
+    for name in [
+        "unauthenticated server/discover",
+        "protected-resource metadata",
+        "authorization-server metadata",
+        "registration",
+        "authorization code + PKCE",
+        "token exchange",
+        "initialize with token",
+        "notification answered 202",
+        "tools/list with token",
+        "refresh",
+    ] {
+        assert_eq!(p.verdict(name), "pass", "{name}: {:#}", p.out);
+    }
+    // The authorization server is on another port: found from the PRM, not the MCP origin.
+    let asm = p.step("authorization-server metadata")["note"]
+        .as_str()
+        .unwrap();
+    assert!(
+        asm.contains(&format!("localhost:{}", server.auth_port)),
+        "{asm}"
+    );
+    // 2026-07-28 first (the SDK 1.32 example wants a session), then initialize.
+    let first = p.step("initialize with token");
+    assert_eq!(first["flows"].as_array().unwrap().len(), 2, "{first:#}");
+    assert!(
+        first["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-07-28 refused (400"),
+        "{first:#}"
+    );
+    assert_eq!(
+        p.step("refresh")["note"],
+        "no refresh token issued: nothing to refresh"
+    );
+    // The example's answers, as they are: a token its introspection does not know gets 500
+    // (refused, but not 401: a warning, no finding); javascript: and data: redirect URIs are
+    // refused, file: and plain http off loopback are accepted; Origin is not validated.
+    assert_eq!(p.verdict("fabricated token refused"), "warn", "{:#}", p.out);
+    assert!(p.step("fabricated token refused")["note"]
+        .as_str()
+        .unwrap()
+        .starts_with("500: not served, but a server error"));
+    for check in [
+        "token in query refused",
+        "unknown version refused",
+        "id null refused",
+        "notification with id refused",
+        "no session id refused",
+        "GET stream or 405",
+        "javascript: redirect refused",
+        "data: redirect refused",
+    ] {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+    }
+    for check in [
+        "foreign Origin refused",
+        "unsafe redirect URI refused",
+        "file: redirect refused",
+    ] {
+        assert_eq!(p.verdict(check), "fail", "{check}: {:#}", p.out);
+    }
+    // No OAuth finding: only the two server checks it truly fails.
+    assert_eq!(
+        p.ids(),
+        ["origin-not-validated", "registration-redirect-unsafe"],
+        "{:#}",
+        p.out
+    );
+    let f = p.finding("registration-redirect-unsafe");
+    let flows: Vec<Value> = ["unsafe redirect URI refused", "file: redirect refused"]
+        .iter()
+        .flat_map(|c| p.step(c)["flows"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(f["evidence"], Value::from(flows), "{f:#}");
+    assert_eq!(p.code, 1, "{}", p.stderr);
+    assert!(p.session().join("probe.json").is_file());
+}
+
+#[test]
+fn quiet_prints_the_verdict_only_and_view_and_analyze_open_the_probe_json() {
+    let pki = TestPki::new();
+    let server = McpServer::start(&pki, ServerOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session");
+    let out = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .env_remove("MCPTAP_HOME")
+        .env("NO_COLOR", "1")
+        .arg("probe")
+        .arg("-q")
+        .arg(server.url())
+        .arg("--upstream-ca")
+        .arg(pki.ca_path())
+        .arg("--confdir")
+        .arg(dir.path().join("conf"))
+        .arg("-w")
+        .arg(&session)
+        .args(["--headless", "--protocol", "2025-11-25"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // No table, no "not counted", no session line: the failed checks, then the findings.
+    assert!(!text.contains("seen [spec]"), "{text}");
+    assert!(!text.contains("server checks"), "{text}");
+    assert!(!text.contains("not counted"), "{text}");
+    assert!(!text.contains("session:"), "{text}");
+    assert!(
+        text.starts_with("FAIL  foreign Origin refused: a request with a valid token"),
+        "{text}"
+    );
+    assert!(text.contains("\n3 finding(s):\n"), "{text}");
+    assert!(
+        text.contains("!! FINDING [high] origin-not-validated"),
+        "{text}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // `analyze` takes the probe.json for its session.
+    let analyzed = Command::new(env!("CARGO_BIN_EXE_mcptap"))
+        .args(["analyze", "--json"])
+        .arg(session.join("probe.json"))
+        .output()
+        .unwrap();
+    let analyzed: Value =
+        serde_json::from_slice(&analyzed.stdout).unwrap_or_else(|e| panic!("{e}: {analyzed:?}"));
+    let ids: Vec<&str> = analyzed["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "origin-not-validated",
+            "registration-redirect-unsafe",
+            "invalid-request-accepted"
+        ]
+    );
+    // `view` of the probe.json: the probe's findings, not what its checks provoked.
+    let mut pty = crate::tui::Pty::spawn(&[
+        "view".to_owned(),
+        session.join("probe.json").display().to_string(),
+    ]);
+    let t = pty.wait_for("the probe's session", |t| {
+        t.contains("(mcptap probe)") && t.contains("origin-not-validated")
+    });
+    assert!(t.contains("3 findings"), "{}", t.escape_debug());
+    assert!(!t.contains("token-not-sent"), "{}", t.escape_debug());
+    pty.press("q");
+    assert!(pty.wait_exit().success());
+}
+
+#[test]
+fn a_jwt_server_that_verifies_signatures_but_skips_the_audience_is_token_not_validated() {
+    // The server most often met: a JWT library checks signature and expiry, nobody configured
+    // the audience. The probe's forged JWTs are refused (their signature is stale); a token
+    // the authorization server itself issued for another resource is served.
+    let p = jwt_server(&["--audience-not-checked"]);
+    for check in JWT_CHECKS {
+        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
+    }
+    let step = p.step("other-resource token refused");
+    assert_eq!(step["verdict"], "fail", "{:#}", p.out);
+    let flows = step["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 2, "{step:#}");
+    let f = p.finding("token-not-validated");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["evidence"], Value::from(vec![flows[1].clone()]), "{f:#}");
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .contains("the audience is not checked"),
+        "{f:#}"
+    );
+    assert_eq!(
+        p.ids(),
+        ["token-not-validated", "invalid-request-accepted"],
+        "{:#}",
+        p.out
+    );
+}
+
+#[test]
+fn the_clean_up_deletes_every_registration_the_probe_made_where_rfc_7592_allows_it() {
+    let pki = TestPki::new();
+    let server = McpServer::start(
+        &pki,
+        ServerOpts {
+            extra_args: vec!["--registration-management".into()],
+            ..Default::default()
+        },
+    );
+    let p = probe(&pki, &server, &[]);
+    // The four unsafe registrations were accepted (the SDK checks no redirect URI)...
+    assert_eq!(p.finding("registration-redirect-unsafe")["occurrences"], 4);
+    // ...and, with the probe's own, deleted at the end.
+    let cleanup = p.step("clean-up");
+    let note = cleanup["note"].as_str().unwrap();
+    assert_eq!(
+        note.matches("the unsafe-redirect check's registration deleted")
+            .count(),
+        4,
+        "{note}"
+    );
+    assert!(note.contains("; registration deleted"), "{note}");
+    assert!(!note.contains("cannot be deleted"), "{note}");
+    let deletes: Vec<(String, u16)> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(deletes.len(), 5, "{}", server.requests_summary());
+    assert!(
+        deletes
+            .iter()
+            .all(|(path, status)| path.starts_with("/register/") && *status == 204),
+        "{deletes:?}"
+    );
+    // Each DELETE is a flow of the clean-up step.
+    let flows = cleanup["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 3 + 5, "{cleanup:#}");
 }

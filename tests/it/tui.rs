@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A program running in a pseudo-terminal of 120x40: what it drew so far, and its keyboard.
-struct Pty {
+pub(crate) struct Pty {
     child: Child,
     keys: ChildStdin,
     screen: Arc<Mutex<Vec<u8>>>,
@@ -24,7 +24,7 @@ fn sh_quote(s: &str) -> String {
 }
 
 impl Pty {
-    fn spawn(args: &[String]) -> Pty {
+    pub(crate) fn spawn(args: &[String]) -> Pty {
         let script = Command::new("script").arg("--version").output();
         assert!(
             script.is_ok_and(|o| o.status.success()),
@@ -68,13 +68,13 @@ impl Pty {
     }
 
     /// Everything written to the terminal, escape sequences included.
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
     }
 
     /// Waits until the text drawn (escape sequences read as spaces, spaces collapsed) satisfies
     /// `pred`, or panics with what was drawn.
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let t = plain(&self.text());
@@ -93,12 +93,12 @@ impl Pty {
         }
     }
 
-    fn press(&mut self, keys: &str) {
+    pub(crate) fn press(&mut self, keys: &str) {
         self.keys.write_all(keys.as_bytes()).unwrap();
         self.keys.flush().unwrap();
     }
 
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {

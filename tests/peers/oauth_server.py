@@ -8,7 +8,8 @@ SDK's own. It serves over TLS on 127.0.0.1 with a port chosen by the kernel and 
 
     READY <port>
 
-on stdout once it accepts connections. The misbehaviour flags below make it fail in the
+on stdout once it accepts connections. With --jwt its access tokens are RS256 JWTs and the
+key set is at /jwks.json. The misbehaviour flags below make it fail in the
 ways mcptap's analyzer must recognise; each is small and independent of the others.
 
 Endpoints (all from the SDK): /mcp, /.well-known/oauth-protected-resource/mcp,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import os
 import secrets
@@ -27,10 +29,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
-from urllib.parse import parse_qs
+from typing import Any, Callable, TextIO
+from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.auth.provider import (
     AccessToken,
@@ -48,6 +53,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken, ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,6 +61,10 @@ SCOPE = "mcp"
 MCP_PATH = "/mcp"
 AUTH_CODE_TTL = 300
 REFRESH_TOKEN_TTL = 24 * 3600
+
+# RFC 8707 §2.2: a refresh request may name the resource its new access token is for; set by
+# `RefreshResource` for the provider's `exchange_refresh_token` (the SDK does not pass it on).
+REFRESH_RESOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("refresh_resource", default=None)
 
 # ASGI scope key under which the request logger hands its record to inner middleware.
 LOG_RECORD_KEY = "mcptap.log_record"
@@ -76,6 +86,8 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
 
     token_ttl: int
     send_expires_in: bool
+    # --jwt: access tokens are RS256 JWTs validated from their claims alone (see `JwtTokens`).
+    jwt: JwtTokens | None = None
     clients: dict[str, OAuthClientInformationFull] = field(default_factory=dict)
     codes: dict[str, AuthorizationCode] = field(default_factory=dict)
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
@@ -144,9 +156,12 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
             scopes=scopes or refresh_token.scopes,
             resource=refresh_token.resource,
             subject=refresh_token.subject,
+            access_resource=REFRESH_RESOURCE.get(),
         )
 
     async def load_access_token(self, token: str) -> AccessToken | None:
+        if self.jwt is not None:
+            return self.jwt.validate(token)
         access = self.access_tokens.get(token)
         if access is None:
             return None
@@ -166,16 +181,31 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
         """Whether this server ever issued `token` as an access token (and has not revoked it)."""
         return token in self.access_tokens
 
-    def _issue(self, *, client_id: str, scopes: list[str], resource: str | None, subject: str | None) -> OAuthToken:
+    def _issue(
+        self,
+        *,
+        client_id: str,
+        scopes: list[str],
+        resource: str | None,
+        subject: str | None,
+        access_resource: str | None = None,
+    ) -> OAuthToken:
+        """Tokens for `resource`; the access token for `access_resource` instead when given (a
+        refresh naming another resource: the refresh token keeps its own)."""
         now = int(time.time())
         access = "at_" + secrets.token_urlsafe(32)
+        access_resource = access_resource or resource
+        if self.jwt is not None:
+            access = self.jwt.issue(
+                client_id=client_id, scopes=scopes, resource=access_resource, now=now, ttl=self.token_ttl
+            )
         refresh = "rt_" + secrets.token_urlsafe(32)
         self.access_tokens[access] = AccessToken(
             token=access,
             client_id=client_id,
             scopes=scopes,
             expires_at=now + self.token_ttl,
-            resource=resource,
+            resource=access_resource,
             subject=subject,
         )
         self.refresh_tokens[refresh] = RefreshToken(
@@ -193,6 +223,69 @@ class InMemoryProvider(OAuthAuthorizationServerProvider[AuthorizationCode, Refre
             expires_in=self.token_ttl if self.send_expires_in else None,
             scope=" ".join(scopes),
             refresh_token=refresh,
+        )
+
+
+@dataclass
+class JwtTokens:
+    """--jwt: access tokens are RS256 JWTs (`iss`, `sub`, `aud` = the resource asked for, `exp`,
+    `iat`, `client_id`, `scope`), validated from the token alone, as a resource server that only
+    holds the authorization server's public key would. The key set is served at /jwks.json and
+    named as `jwks_uri` in the authorization-server metadata.
+
+    The faults turn one check off each: `check_signature` (--jwt-signature-not-checked: the
+    claims are read without verifying the signature), `check_expiry` (--expiry-not-checked),
+    `check_audience` (--audience-not-checked: any `aud` is taken as this resource).
+    """
+
+    issuer: str
+    resource: str
+    check_signature: bool = True
+    check_expiry: bool = True
+    check_audience: bool = True
+    kid: str = field(default_factory=lambda: secrets.token_hex(8))
+    key: Any = field(default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    def jwks(self) -> dict[str, Any]:
+        public = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        public.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
+        return {"keys": [public]}
+
+    def issue(self, *, client_id: str, scopes: list[str], resource: str | None, now: int, ttl: int) -> str:
+        claims = {
+            "iss": self.issuer,
+            "sub": "test-user",
+            "aud": resource or self.resource,
+            "iat": now,
+            "exp": now + ttl,
+            "client_id": client_id,
+            "scope": " ".join(scopes),
+            "jti": secrets.token_urlsafe(12),
+        }
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+
+    def validate(self, token: str) -> AccessToken | None:
+        try:
+            claims = jwt.decode(
+                token,
+                self.key.public_key(),
+                algorithms=["RS256"],
+                # The audience is compared below, where --audience-not-checked can skip it.
+                options={"verify_signature": self.check_signature, "verify_exp": self.check_expiry, "verify_aud": False},
+            )
+        except jwt.PyJWTError:
+            return None
+        if claims.get("iss") != self.issuer:
+            return None
+        return AccessToken(
+            token=token,
+            client_id=str(claims.get("client_id", "")),
+            scopes=str(claims.get("scope", "")).split(),
+            # The SDK's bearer middleware refuses a token past `expires_at` and one whose
+            # `resource` is not this server's: hand it the claims, or what the fault pretends.
+            expires_at=int(claims["exp"]) if self.check_expiry and "exp" in claims else None,
+            resource=str(claims.get("aud")) if self.check_audience else self.resource,
+            subject=str(claims.get("sub", "")),
         )
 
 
@@ -297,11 +390,13 @@ class MetadataAsHtml:
         await self.app(scope, receive, send)
 
 
-class NoS256:
-    """--no-s256: authorization-server metadata advertises `plain` PKCE only."""
+class PatchAsMetadata:
+    """Rewrites the authorization-server metadata document: `patch(doc)` edits it in place
+    (--no-s256: `plain` PKCE only; --jwt: `jwks_uri` added)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, patch: Callable[[dict[str, Any]], None]) -> None:
         self.app = app
+        self.patch = patch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/.well-known/oauth-authorization-server"):
@@ -320,7 +415,7 @@ class NoS256:
             out = bytes(body)
             try:
                 doc = json.loads(out)
-                doc["code_challenge_methods_supported"] = ["plain"]
+                self.patch(doc)
                 out = json.dumps(doc).encode()
             except ValueError:
                 pass
@@ -330,6 +425,183 @@ class NoS256:
             await send({"type": "http.response.body", "body": out})
 
         await self.app(scope, receive, capture)
+
+
+def _json_response(status: int, doc: Any) -> list[Message]:
+    body = json.dumps(doc).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+def _safe_redirect(uri: str) -> bool:
+    """https anywhere, http on loopback only (2025-11-25 authorization §Open Redirection)."""
+    parsed = urlsplit(uri)
+    if parsed.scheme == "https":
+        return bool(parsed.hostname)
+    return parsed.scheme == "http" and parsed.hostname in ("localhost", "127.0.0.1", "::1")
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """The request body, and a `receive` that hands the app the same messages again."""
+    replay: list[Message] = []
+    body = bytearray()
+    while True:
+        message = await receive()
+        replay.append(message)
+        if message["type"] != "http.request":
+            break
+        body.extend(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+
+    async def receive_replayed() -> Message:
+        if replay:
+            return replay.pop(0)
+        return await receive()
+
+    return bytes(body), receive_replayed
+
+
+class RefreshResource:
+    """Hands the `resource` of a refresh request (RFC 8707 §2.2) to the provider, which the SDK
+    does not: the new access token is then for that resource."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/token":
+            await self.app(scope, receive, send)
+            return
+        body, replayed = await _read_body(receive)
+        form = parse_qs(body.decode("latin-1"))
+        resource = form.get("resource", [None])[0] if form.get("grant_type") == ["refresh_token"] else None
+        token = REFRESH_RESOURCE.set(resource)
+        try:
+            await self.app(scope, replayed, send)
+        finally:
+            REFRESH_RESOURCE.reset(token)
+
+
+class CheckRedirectUris:
+    """--check-redirect-uris: dynamic registration refuses, with 400 invalid_redirect_uri, a
+    redirect URI that is neither https nor http on loopback (the SDK accepts any URL)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/register":
+            await self.app(scope, receive, send)
+            return
+        body, replayed = await _read_body(receive)
+        try:
+            uris = json.loads(body).get("redirect_uris") or []
+        except (ValueError, AttributeError):
+            uris = []
+        unsafe = [u for u in uris if not isinstance(u, str) or not _safe_redirect(u)]
+        if unsafe:
+            for m in _json_response(
+                400,
+                {"error": "invalid_redirect_uri", "error_description": f"unsafe redirect URI {unsafe[0]!r}"},
+            ):
+                await send(m)
+            return
+        await self.app(scope, replayed, send)
+
+
+class RegistrationManagement:
+    """--registration-management: RFC 7592 for dynamic registrations (the SDK has none). A
+    registration's answer gains `registration_client_uri` ({public}/register/<client_id>) and
+    `registration_access_token`; DELETE on that URI with the token as bearer forgets the client
+    (204), with another token 401, for an unknown client 404."""
+
+    def __init__(self, app: ASGIApp, provider: InMemoryProvider, public: str) -> None:
+        self.app = app
+        self.provider = provider
+        self.public = public
+        self.tokens: dict[str, str] = {}  # client_id -> registration access token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if scope["method"] == "DELETE" and path.startswith("/register/"):
+            client_id = path.removeprefix("/register/")
+            expected = self.tokens.get(client_id)
+            if expected is None or client_id not in self.provider.clients:
+                status = 404
+            elif _header(scope, b"authorization") != f"Bearer {expected}":
+                status = 401
+            else:
+                status = 204
+                self.provider.clients.pop(client_id, None)
+                self.tokens.pop(client_id, None)
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if scope["method"] != "POST" or path != "/register":
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            out = bytes(body)
+            status = start.get("status", 200)
+            if 200 <= status < 300:
+                try:
+                    doc = json.loads(out)
+                    client_id = doc["client_id"]
+                    token = secrets.token_urlsafe(24)
+                    self.tokens[client_id] = token
+                    doc["registration_client_uri"] = f"{self.public}/register/{client_id}"
+                    doc["registration_access_token"] = token
+                    out = json.dumps(doc).encode()
+                except (ValueError, KeyError):
+                    pass
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(out)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": out})
+
+        await self.app(scope, receive, capture)
+
+
+class LegacyOnly:
+    """--legacy-only: a POST /mcp with a bearer token and `MCP-Protocol-Version: 2026-07-28`
+    answers 400 as a 2025-11-25 server does (its error is not a modern one); the authorization
+    middleware of such a server comes first, so a request without a token still gets 401."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].rstrip("/") == MCP_PATH
+            and _header(scope, b"authorization") is not None
+            and _header(scope, b"mcp-protocol-version") == "2026-07-28"
+        ):
+            error = {"code": -32600, "message": "Bad Request: Unsupported protocol version: 2026-07-28"}
+            for m in _json_response(400, {"jsonrpc": "2.0", "id": "server-error", "error": error}):
+                await send(m)
+            return
+        await self.app(scope, receive, send)
 
 
 class RefuseRegistration:
@@ -474,7 +746,18 @@ def _grant_type(scope: Scope, body: bytes) -> str | None:
 def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIApp:
     """The SDK's Starlette app for `public` (e.g. https://localhost:4431), wrapped per the flags."""
     resource = f"{public}{MCP_PATH}"
-    provider = InMemoryProvider(token_ttl=args.token_ttl, send_expires_in=not args.no_expires_in)
+    jwt_tokens = (
+        JwtTokens(
+            issuer=public,
+            resource=resource,
+            check_signature=not args.jwt_signature_not_checked,
+            check_expiry=not args.expiry_not_checked,
+            check_audience=not args.audience_not_checked,
+        )
+        if args.jwt
+        else None
+    )
+    provider = InMemoryProvider(token_ttl=args.token_ttl, send_expires_in=not args.no_expires_in, jwt=jwt_tokens)
     server = MCPServer(
         "mcptap-test-server",
         auth_server_provider=provider,
@@ -532,7 +815,15 @@ def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIAp
             0, Route(path, endpoint=cors_middleware(handler.handle, ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"])
         )
 
-    wrapped: ASGIApp = app
+    if jwt_tokens is not None:
+        jwks: dict[str, Any] = {} if args.jwks_without_keys else jwt_tokens.jwks()
+
+        async def jwks_endpoint(request: Any) -> JSONResponse:
+            return JSONResponse(jwks)
+
+        app.router.routes.insert(0, Route("/jwks.json", endpoint=jwks_endpoint, methods=["GET"]))
+
+    wrapped: ASGIApp = RefreshResource(app)
     if args.reject_own_tokens:
         wrapped = RejectOwnTokens(wrapped, provider, metadata_url)
     if args.no_www_authenticate:
@@ -540,7 +831,15 @@ def build_app(args: argparse.Namespace, public: str, public_port: str) -> ASGIAp
     if args.metadata_html:
         wrapped = MetadataAsHtml(wrapped)
     if args.no_s256:
-        wrapped = NoS256(wrapped)
+        wrapped = PatchAsMetadata(wrapped, lambda doc: doc.update(code_challenge_methods_supported=["plain"]))
+    if jwt_tokens is not None:
+        wrapped = PatchAsMetadata(wrapped, lambda doc: doc.update(jwks_uri=f"{public}/jwks.json"))
+    if args.check_redirect_uris:
+        wrapped = CheckRedirectUris(wrapped)
+    if args.legacy_only:
+        wrapped = LegacyOnly(wrapped)
+    if args.registration_management:
+        wrapped = RegistrationManagement(wrapped, provider, public)
     if args.refuse_dcr:
         wrapped = RefuseRegistration(wrapped)
     if args.log_requests is not None:
@@ -613,6 +912,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="HOSTS",
         help="turn on the SDK's DNS-rebinding protection allowing only these Host values "
         "(comma-separated, 'name:*' for any port): /mcp answers 421 to every other Host",
+    )
+    g.add_argument(
+        "--jwt",
+        action="store_true",
+        help="access tokens are RS256 JWTs validated from their claims (jwks_uri: /jwks.json); "
+        "healthy unless one of the three flags below turns a check off",
+    )
+    g.add_argument(
+        "--jwt-signature-not-checked",
+        action="store_true",
+        help="with --jwt: read the claims without verifying the signature",
+    )
+    g.add_argument("--expiry-not-checked", action="store_true", help="with --jwt: accept a token past `exp`")
+    g.add_argument(
+        "--audience-not-checked", action="store_true", help="with --jwt: accept a token whose `aud` is another resource"
+    )
+    g.add_argument("--jwks-without-keys", action="store_true", help="with --jwt: /jwks.json answers {} (no `keys`)")
+    g.add_argument(
+        "--registration-management",
+        action="store_true",
+        help="RFC 7592 for dynamic registrations: registration_client_uri and "
+        "registration_access_token in the answer, DELETE forgets the client",
+    )
+    g.add_argument(
+        "--legacy-only",
+        action="store_true",
+        help="refuse 2026-07-28 on /mcp as a 2025-11-25 server does (400, after the token check)",
+    )
+    g.add_argument(
+        "--check-redirect-uris",
+        action="store_true",
+        help="registration refuses redirect URIs that are neither https nor loopback http "
+        "(400 invalid_redirect_uri); the SDK alone accepts any URL",
     )
     g.add_argument(
         "--token-ttl",

@@ -148,7 +148,7 @@ catalog! {
     RegistrationRedirectUnsafe = "registration-redirect-unsafe", "Registration accepts an unsafe redirect URI",
         "Accept only https redirect URIs, or http on a loopback host (127.0.0.1, [::1], localhost), at registration; refuse others with 400 invalid_redirect_uri.";
     InvalidRequestAccepted = "invalid-request-accepted", "The server serves a request it must refuse",
-        "Refuse what the transport says to refuse: an unsupported `MCP-Protocol-Version` with 400 Bad Request.";
+        "Refuse what the spec says to refuse: an unsupported `MCP-Protocol-Version`, or a request without the session id on a server that keeps sessions, with 400 Bad Request; a request with `\"id\": null` with an error, not as a notification; a notification method sent with an `id` as an unknown request.";
     TokenUnused = "token-unused", "A token was issued and never used (sub-case of token-not-sent)",
         "Reported as `token-not-sent` (sub-case `token-unused`): see `mcptap explain token-not-sent`.";
     ClientOmitsTokenConfirmed = "client-omits-token-confirmed", "Proven by injection: the client omits a token the server accepts",

@@ -348,11 +348,11 @@ fn expected(id: FindingId) -> &'static str {
         F::ChallengeAmbiguous => "a challenge names one resource_metadata URL, and it works",
         F::VersionNegotiationFailed => "client and server agree on a protocol version both support",
         F::StatelessHeaderViolation => "2026-07-28 requests carry MCP-Protocol-Version, Mcp-Method and Mcp-Name matching their body",
-        F::TokenNotValidated => "a bearer token the server never issued gets 401 `invalid_token`",
+        F::TokenNotValidated => "a bearer token the server never issued, or a JWT with a bad signature, past `exp` or for another audience, gets 401 `invalid_token`",
         F::OriginNotValidated => "a request from a foreign Origin gets 403",
         F::TokenInQueryAccepted => "a token in the query string is never served",
         F::RegistrationRedirectUnsafe => "registration refuses redirect URIs that are neither https nor loopback http",
-        F::InvalidRequestAccepted => "a request with an unsupported MCP-Protocol-Version gets 400",
+        F::InvalidRequestAccepted => "a request with an unsupported MCP-Protocol-Version, `\"id\": null`, a notification method with an `id`, or no session id is refused",
     }
 }
 

@@ -9,12 +9,16 @@
 //! {"type":"response_head","id":3,"at":…,"status":200,"version":"HTTP/1.1","headers":[…]}
 //! {"type":"sse","id":3,"event":{"at":…,"event":"message","data":"…"}}   one per event, at once
 //! {"type":"completed","flow":{…}}                 the whole flow (bodies, SSE events, timings)
+//! {"type":"completed","flow":{…},"sse":{"lines":[…],"body":true}}   a stream's end (below)
 //! {"type":"failed","flow":{…}}
 //! {"type":"end","at":…,"flows":12}                clean shutdown only
 //! ```
 //!
 //! Event lines are exactly [`FlowEvent`]'s serde form (`body` progress events are never
-//! written); the first and last lines are [`SessionLine`] and [`EndLine`]. A header is
+//! written); the first and last lines are [`SessionLine`] and [`EndLine`]. A stream's events are
+//! journalled once: when every event of a flow went out as its own `sse` line, the final line
+//! leaves them out and says where they are ([`SseRef`]: the offsets of those lines), and leaves
+//! out the response body too when it is exactly those events written back ([`sse_text`]). A header is
 //! `{"name":…,"value":…}`; a value that was not UTF-8 adds `"base64"` with its exact bytes (see
 //! [`mcptap_flow::Header`]).
 
@@ -27,8 +31,22 @@ use std::borrow::Cow;
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 /// The HAR file written inside a session directory on clean shutdown.
 pub const HAR_FILE: &str = "session.har";
-/// The journal format version written in the session line.
-pub const JOURNAL_VERSION: u32 = 1;
+/// The journal format version written in the session line (2: a stream's final line may
+/// point at its `sse` lines instead of repeating them, [`SseRef`]).
+pub const JOURNAL_VERSION: u32 = 2;
+
+/// Where the events of a streamed flow are, when its final line leaves them out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SseRef {
+    /// The byte offsets of the flow's `sse` lines, in order.
+    pub lines: Vec<u64>,
+    /// The response body was exactly [`sse_text`] of the events, and is left out too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body: bool,
+}
+
+/// How a final line that leaves out its events marks it: the last member it has.
+const SSE_REF_KEY: &[u8] = br#","sse":{"lines":["#;
 
 /// The journal's first line.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +76,8 @@ pub(crate) enum Line {
     Session(SessionLine<'static>),
     /// A flow's progress or end.
     Event(FlowEvent),
+    /// A streamed flow's end whose events (and perhaps body) are in its `sse` lines.
+    Streamed(FlowEvent, SseRef),
     /// The last line, after a clean shutdown.
     End(EndLine),
 }
@@ -76,9 +96,77 @@ impl Line {
         Ok(match kind.as_ref() {
             "session" => Line::Session(tagged(text)?),
             "end" => Line::End(tagged(text)?),
+            "completed" | "failed" if has_sse_ref(text) => {
+                #[derive(Deserialize)]
+                struct Ref {
+                    sse: SseRef,
+                }
+                let Ref { sse } = serde_json::from_slice(text)?;
+                Line::Streamed(serde_json::from_slice(text)?, sse)
+            }
             _ => Line::Event(serde_json::from_slice(text)?),
         })
     }
+}
+
+/// True when a final line ends with an [`SseRef`], as [`write_streamed`] writes it (read from
+/// the end: `…,"sse":{"lines":[1,2],"body":true}}`).
+fn has_sse_ref(text: &[u8]) -> bool {
+    let Some(t) = text.strip_suffix(b"}}") else {
+        return false;
+    };
+    let t = t.strip_suffix(br#","body":true"#).unwrap_or(t);
+    let Some(t) = t.strip_suffix(b"]") else {
+        return false;
+    };
+    let numbers = t
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_digit() || **c == b',')
+        .count();
+    t[..t.len() - numbers].ends_with(SSE_REF_KEY)
+}
+
+/// Events written back as a `text/event-stream` body: how a stream's body is rebuilt when its
+/// final line left it out, or when the stream never ended.
+pub(crate) fn sse_text(events: &[mcptap_flow::SseEvent]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for ev in events {
+        if let Some(e) = &ev.event {
+            let _ = writeln!(out, "event: {e}");
+        }
+        if let Some(id) = &ev.id {
+            let _ = writeln!(out, "id: {id}");
+        }
+        if let Some(r) = ev.retry {
+            let _ = writeln!(out, "retry: {r}");
+        }
+        for l in ev.data.split('\n') {
+            out.push_str("data: ");
+            out.push_str(l);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Appends a final line that points at its `sse` lines instead of repeating their events:
+/// `flow` must be the final event with the events (and, when `sse.body`, the body) taken out.
+pub(crate) fn write_streamed(
+    buf: &mut Vec<u8>,
+    event: &FlowEvent,
+    sse: &SseRef,
+) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *buf, event)?;
+    // The event is an object: its closing brace makes room for one more member.
+    debug_assert_eq!(buf.last(), Some(&b'}'));
+    buf.pop();
+    buf.extend_from_slice(&SSE_REF_KEY[..7]); // `,"sse":`
+    serde_json::to_writer(&mut *buf, sse)?;
+    buf.push(b'}');
+    Ok(())
 }
 
 /// A session or end line: its fields next to `type`.
@@ -143,7 +231,7 @@ mod tests {
         meta.mode = Some("regular".into());
         let mut buf = Vec::new();
         write_session(&mut buf, &meta).unwrap();
-        assert!(buf.starts_with(br#"{"type":"session","version":1,"created":"#));
+        assert!(buf.starts_with(br#"{"type":"session","version":2,"created":"#));
         match Line::parse(&buf).unwrap() {
             Line::Session(s) => {
                 assert_eq!(s.version, JOURNAL_VERSION);

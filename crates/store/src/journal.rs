@@ -16,9 +16,11 @@ use crate::format::{self, HAR_FILE, JOURNAL_FILE};
 use crate::prepare::Options;
 use crate::reader::JournalReader;
 use crate::timefmt;
-use mcptap_flow::{now_micros, FlowEvent, Micros};
+use mcptap_flow::{now_micros, FlowEvent, FlowId, Micros, SseEvent};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
+use std::hash::{Hash as _, Hasher as _};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -76,6 +78,24 @@ pub struct Journal {
     flows: u64,
     /// Bytes appended so far (buffered or not): where the next line starts.
     position: u64,
+    /// Per flow in flight whose events went out as `sse` lines: where they are, so that its
+    /// final line need not repeat them.
+    streams: HashMap<FlowId, Stream>,
+}
+
+/// The `sse` lines written for one flow.
+#[derive(Debug, Default)]
+struct Stream {
+    offsets: Vec<u64>,
+    /// A digest of the events as written, to check that the final line holds the same ones.
+    digest: u64,
+}
+
+/// A digest of SSE events (what `sse` lines said against what a final flow holds).
+fn digest(previous: u64, ev: &SseEvent) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (previous, ev.at, &ev.event, &ev.id, &ev.data, ev.retry).hash(&mut h);
+    h.finish()
 }
 
 impl Journal {
@@ -107,6 +127,7 @@ impl Journal {
             meta,
             flows: 0,
             position: 0,
+            streams: HashMap::new(),
         };
         let mut buf = Vec::new();
         format::write_session(&mut buf, &journal.meta).map_err(|e| journal.write_err(e.into()))?;
@@ -169,7 +190,7 @@ impl Journal {
             event,
             FlowEvent::Completed { .. } | FlowEvent::Failed { .. } | FlowEvent::Sse { .. }
         );
-        let written = self.record_unflushed(event)?;
+        let written = self.record_unflushed(&mut event.clone())?;
         if written && flush {
             self.flush()?;
         }
@@ -177,19 +198,42 @@ impl Journal {
     }
 
     /// Appends one event like [`Journal::record`] but leaves it in the buffer: a caller that
-    /// takes events in batches (the proxy) calls [`Journal::flush`] once per batch.
-    pub fn record_unflushed(&mut self, event: &FlowEvent) -> Result<bool, StoreError> {
+    /// takes events in batches (the proxy) calls [`Journal::flush`] once per batch. A stream's
+    /// final event is borrowed mutably to write it without its events (and body) when its
+    /// `sse` lines hold them; it is given back as it came.
+    pub fn record_unflushed(&mut self, event: &mut FlowEvent) -> Result<bool, StoreError> {
         if matches!(event, FlowEvent::Body { .. }) {
             return Ok(false);
         }
+        let at = self.position;
         self.line.clear();
         let mut buf = std::mem::take(&mut self.line);
-        let res = format::write_event(&mut buf, event);
+        let res = match event {
+            FlowEvent::Completed { flow } | FlowEvent::Failed { flow } => {
+                let stream = self.streams.remove(&flow.id);
+                match stream {
+                    Some(stream) => write_final(&mut buf, event, stream),
+                    None => format::write_event(&mut buf, event),
+                }
+            }
+            _ => format::write_event(&mut buf, event),
+        };
         self.line = buf;
         res.map_err(|e| self.write_err(e.into()))?;
         self.write_line(false)?;
-        if event.is_final() {
-            self.flows += 1;
+        match event {
+            FlowEvent::Sse { id, event } => {
+                let s = self.streams.entry(*id).or_default();
+                if s.offsets.len() < crate::reader::MAX_SSE_EVENTS {
+                    s.offsets.push(at);
+                    s.digest = digest(s.digest, event);
+                } else {
+                    // More than a reader keeps: the final line holds what it has.
+                    s.digest = 0;
+                }
+            }
+            e if e.is_final() => self.flows += 1,
+            _ => {}
         }
         Ok(true)
     }
@@ -268,6 +312,43 @@ impl Journal {
             source,
         }
     }
+}
+
+/// Writes a flow's final line. When its events are exactly those its `sse` lines hold, they are
+/// left out (and the response body too when it is those events written back), the line saying
+/// where they are; otherwise it is the whole flow. The event is given back unchanged.
+fn write_final(buf: &mut Vec<u8>, event: &mut FlowEvent, stream: Stream) -> serde_json::Result<()> {
+    let (FlowEvent::Completed { flow } | FlowEvent::Failed { flow }) = event else {
+        return format::write_event(buf, event);
+    };
+    let Some(resp) = flow.response.as_mut() else {
+        return format::write_event(buf, event);
+    };
+    let same = resp.sse.len() == stream.offsets.len()
+        && stream.digest != 0
+        && resp.sse.iter().fold(0, digest) == stream.digest;
+    if !same {
+        return format::write_event(buf, event);
+    }
+    let events = std::mem::take(&mut resp.sse);
+    let body_is_events = !resp.body.truncated
+        && resp.body.encoding.is_none()
+        && resp.body.bytes == format::sse_text(&events).as_bytes();
+    let body = body_is_events.then(|| std::mem::take(&mut resp.body.bytes));
+    let sse = format::SseRef {
+        lines: stream.offsets,
+        body: body_is_events,
+    };
+    let res = format::write_streamed(buf, event, &sse);
+    if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = event {
+        if let Some(resp) = flow.response.as_mut() {
+            resp.sse = events;
+            if let Some(b) = body {
+                resp.body.bytes = b;
+            }
+        }
+    }
+    res
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@
 //! is reported as a [`ReadWarning`] and skipped: reading never fails on content, only on I/O.
 
 use crate::error::StoreError;
-use crate::format::{EndLine, Line, JOURNAL_VERSION};
+use crate::format::{sse_text, EndLine, Line, SseRef, JOURNAL_VERSION};
 use crate::journal::SessionMeta;
 use mcptap_flow::{
     BodyState, CapturedBody, Flow, FlowEvent, FlowId, FlowState, Micros, Response, SseEvent,
@@ -33,8 +33,9 @@ impl fmt::Display for ReadWarning {
     }
 }
 
-/// SSE events kept per flow in flight (the engine's own bound).
-const MAX_SSE_EVENTS: usize = 100_000;
+/// SSE events kept per flow in flight (the engine's own bound; the journal leaves a stream's
+/// events out of its final line only up to it).
+pub(crate) const MAX_SSE_EVENTS: usize = 100_000;
 /// Lines longer than this are skipped (a flow holds at most two bodies at the body limit).
 pub(crate) const DEFAULT_MAX_LINE: usize = 1 << 30;
 
@@ -82,16 +83,47 @@ pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(err)?;
-    file.seek(SeekFrom::Start(offset)).map_err(err)?;
+    let mut file = BufReader::new(File::open(path).map_err(err)?);
     let mut line = Vec::new();
-    BufReader::new(file)
-        .read_until(b'\n', &mut line)
-        .map_err(err)?;
+    let line_at = |file: &mut BufReader<File>, at: u64, line: &mut Vec<u8>| {
+        file.seek(SeekFrom::Start(at))?;
+        line.clear();
+        file.read_until(b'\n', line)
+    };
+    line_at(&mut file, offset, &mut line).map_err(err)?;
     Ok(match Line::parse(trim_ascii(&line)) {
         Ok(Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow })) => Some(*flow),
+        Ok(Line::Streamed(
+            FlowEvent::Completed { mut flow } | FlowEvent::Failed { mut flow },
+            sse,
+        )) => {
+            let mut events = Vec::with_capacity(sse.lines.len());
+            for &at in &sse.lines {
+                line_at(&mut file, at, &mut line).map_err(err)?;
+                if let Ok(Line::Event(FlowEvent::Sse { id, event })) =
+                    Line::parse(trim_ascii(&line))
+                {
+                    if id == flow.id {
+                        events.push(event);
+                    }
+                }
+            }
+            restore_sse(&mut flow, events, &sse);
+            Some(*flow)
+        }
         _ => None,
     })
+}
+
+/// Puts back into a streamed flow's final form the events its final line left out (read from
+/// its `sse` lines), and the body when that was left out too.
+fn restore_sse(flow: &mut Flow, events: Vec<SseEvent>, sse: &SseRef) {
+    let resp = flow.response.get_or_insert_with(Response::default);
+    if sse.body {
+        let text = sse_text(&events);
+        resp.body.bytes = text.into();
+    }
+    resp.sse = events;
 }
 
 impl<R: BufRead> JournalReader<R> {
@@ -366,6 +398,35 @@ impl<R: BufRead> JournalReader<R> {
                 self.see_start(flow.timings.started);
                 Some(*flow)
             }
+            Line::Streamed(
+                FlowEvent::Completed { mut flow } | FlowEvent::Failed { mut flow },
+                sse,
+            ) => {
+                let id = flow.id;
+                let events = match self.in_flight.remove(&id) {
+                    Some(old) => {
+                        self.starts.remove(&(old.flow.timings.started, id));
+                        old.flow.response.map(|r| r.sse).unwrap_or_default()
+                    }
+                    None => Vec::new(),
+                };
+                if events.len() != sse.lines.len() {
+                    self.warn(format!(
+                        "flow {id}: {} of its {} server-sent events were found",
+                        events.len(),
+                        sse.lines.len()
+                    ));
+                }
+                self.see_start(flow.timings.started);
+                restore_sse(&mut flow, events, &sse);
+                Some(*flow)
+            }
+            Line::Streamed(..) => {
+                self.warn(
+                    "an event that is not a flow's end points at server-sent events: ignored",
+                );
+                None
+            }
             Line::Event(FlowEvent::Body { .. }) => None,
             Line::End(EndLine { at, .. }) => {
                 self.ended = true;
@@ -407,29 +468,6 @@ impl<R: BufRead> JournalReader<R> {
         }
         Some(f.flow)
     }
-}
-
-/// Events written back as a `text/event-stream` body.
-fn sse_text(events: &[SseEvent]) -> String {
-    let mut out = String::new();
-    for ev in events {
-        if let Some(e) = &ev.event {
-            out.push_str(&format!("event: {e}\n"));
-        }
-        if let Some(id) = &ev.id {
-            out.push_str(&format!("id: {id}\n"));
-        }
-        if let Some(r) = ev.retry {
-            out.push_str(&format!("retry: {r}\n"));
-        }
-        for l in ev.data.split('\n') {
-            out.push_str("data: ");
-            out.push_str(l);
-            out.push('\n');
-        }
-        out.push('\n');
-    }
-    out
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {

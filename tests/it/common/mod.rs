@@ -7,4 +7,5 @@ pub mod peers;
 pub mod pki;
 pub mod proxy;
 pub mod python;
+pub mod ts_server;
 pub mod upstream;

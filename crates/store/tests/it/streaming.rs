@@ -160,3 +160,148 @@ fn a_large_journal_exports_in_bounded_memory() {
         "the journal is large ({journal_len} bytes)"
     );
 }
+
+/// An SSE response as the engine reports it: its events, and the body they came in.
+fn stream(id: u64, started: i64, n: usize, crlf: bool) -> Flow {
+    let mut f = small(id, started);
+    let nl = if crlf { "\r\n" } else { "\n" };
+    let events: Vec<SseEvent> = (0..n)
+        .map(|i| SseEvent {
+            at: started + 5_000 + i as i64,
+            event: Some("message".into()),
+            data: format!(r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progress":{i}}}}}"#),
+            ..SseEvent::default()
+        })
+        .collect();
+    let body: String = events
+        .iter()
+        .map(|e| format!("event: message{nl}data: {}{nl}{nl}", e.data))
+        .collect();
+    let resp = f.response.as_mut().unwrap();
+    resp.headers = [("content-type", "text/event-stream")]
+        .into_iter()
+        .collect();
+    resp.body = CapturedBody::complete(body);
+    resp.sse = events;
+    f
+}
+
+/// Journals a stream as the proxy does (head, one line per event, the final flow) between two
+/// small flows, and returns the journal's lines with their offsets.
+fn journal_stream(
+    f: &Flow,
+    final_events: Option<Vec<SseEvent>>,
+) -> (tempfile::TempDir, Vec<(u64, String)>) {
+    let dir = tempdir();
+    let mut j = Journal::create(&dir.path().join("s"), SessionMeta::new("test")).unwrap();
+    j.record(&head(f)).unwrap();
+    for ev in &f.response.as_ref().unwrap().sse {
+        j.record(&small_event(1)).unwrap();
+        j.record(&FlowEvent::Sse {
+            id: f.id,
+            event: ev.clone(),
+        })
+        .unwrap();
+    }
+    let mut last = f.clone();
+    if let Some(evs) = final_events {
+        last.response.as_mut().unwrap().sse = evs;
+    }
+    j.record(&FlowEvent::Completed {
+        flow: Box::new(last),
+    })
+    .unwrap();
+    j.flush().unwrap();
+    let path = j.path().to_owned();
+    drop(j);
+    let mut lines = Vec::new();
+    let mut at = 0u64;
+    for l in BufReader::new(std::fs::File::open(&path).unwrap()).lines() {
+        let l = l.unwrap();
+        let len = l.len() as u64 + 1;
+        lines.push((at, l));
+        at += len;
+    }
+    (dir, lines)
+}
+
+fn small_event(id: u64) -> FlowEvent {
+    FlowEvent::Completed {
+        flow: Box::new(small(id, T0)),
+    }
+}
+
+fn read_back(dir: &tempfile::TempDir, id: u64, offset: u64) -> (Flow, Flow) {
+    let path = dir.path().join("s").join(mcptap_store::JOURNAL_FILE);
+    let streamed = mcptap_store::read_journal(&path)
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|f| f.id == FlowId(id))
+        .unwrap();
+    let at = mcptap_store::read_flow_at(&path, offset).unwrap().unwrap();
+    (streamed, at)
+}
+
+#[test]
+fn a_streams_events_are_journalled_once_and_read_back_whole() {
+    let f = stream(7, T0, 20, false);
+    let (dir, lines) = journal_stream(&f, None);
+    let (offset, last) = lines.last().unwrap().clone();
+    // The final line points at the 20 `sse` lines instead of repeating the events, and leaves
+    // out the body, which is exactly those events written back.
+    assert!(last.starts_with(r#"{"type":"completed""#), "{last}");
+    assert!(!last.contains("notifications/progress"), "{last}");
+    let v: Value = serde_json::from_str(&last).unwrap();
+    let refs: Vec<u64> = v["sse"]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_u64().unwrap())
+        .collect();
+    let sse_lines: Vec<u64> = lines
+        .iter()
+        .filter(|(_, l)| l.starts_with(r#"{"type":"sse""#))
+        .map(|(o, _)| *o)
+        .collect();
+    assert_eq!(refs, sse_lines);
+    assert_eq!(v["sse"]["body"], true);
+    // Each event is in the journal once.
+    let all: String = lines.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(all.matches(r#""progress\":3}"#).count(), 1, "{all}");
+    // Read back whole, by the streaming reader and at the line's offset (a live view).
+    let (streamed, at) = read_back(&dir, 7, offset);
+    assert_eq!(streamed, f);
+    assert_eq!(at, f);
+}
+
+#[test]
+fn a_stream_whose_body_is_not_its_events_written_back_keeps_its_body() {
+    // CRLF line ends: the events alone would not give the body back byte for byte.
+    let f = stream(7, T0, 3, true);
+    let (dir, lines) = journal_stream(&f, None);
+    let (offset, last) = lines.last().unwrap().clone();
+    let v: Value = serde_json::from_str(&last).unwrap();
+    assert!(v["sse"]["lines"].is_array(), "{last}");
+    assert!(v["sse"].get("body").is_none(), "{last}");
+    assert!(v["flow"]["response"].get("sse").is_none(), "{last}");
+    let (streamed, at) = read_back(&dir, 7, offset);
+    assert_eq!(streamed, f);
+    assert_eq!(at, f);
+}
+
+#[test]
+fn a_final_flow_whose_events_differ_from_its_lines_is_journalled_whole() {
+    // The final flow was redacted further than its events as they streamed: it is the truth.
+    let f = stream(7, T0, 3, false);
+    let mut scrubbed = f.response.as_ref().unwrap().sse.clone();
+    scrubbed[1].data = r#"{"jsonrpc":"2.0","method":"[REDACTED]"}"#.into();
+    let (dir, lines) = journal_stream(&f, Some(scrubbed.clone()));
+    let (offset, last) = lines.last().unwrap().clone();
+    let v: Value = serde_json::from_str(&last).unwrap();
+    assert!(v.get("sse").is_none(), "{last}");
+    let mut want = f.clone();
+    want.response.as_mut().unwrap().sse = scrubbed;
+    let (streamed, at) = read_back(&dir, 7, offset);
+    assert_eq!(streamed, want);
+    assert_eq!(at, want);
+}
