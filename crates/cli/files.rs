@@ -177,8 +177,9 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a whole file atomically and says so on stderr.
-fn write_whole(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes a whole file atomically (temp file, `sync_data`, rename: [`mcptap_store::write_atomic`]);
+/// a failure ("cannot write PATH: why") is an I/O error.
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     mcptap_store::write_atomic(path, |w| {
         w.write_all(bytes)
             .map_err(|source| mcptap_store::StoreError::Write {
@@ -186,8 +187,12 @@ fn write_whole(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
                 source,
             })
     })
-    .with_context(|| format!("cannot write {}", path.display()))
-    .kind(ErrorKind::Io)?;
+    .kind(ErrorKind::Io)
+}
+
+/// [`write_file`], and says so on stderr.
+fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_file(path, bytes)?;
     say!("mcptap: wrote {}", path.display());
     Ok(())
 }

@@ -58,8 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Default bytes of each body kept in the flow.
-pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+pub use mcptap_flow::DEFAULT_BODY_LIMIT;
 
 /// How the proxy behaves. Built by the CLI from validated arguments; tests build it directly.
 #[derive(Debug, Clone)]

@@ -67,12 +67,6 @@ impl SessionMeta {
     }
 }
 
-/// `~/.mcptap/sessions`, where sessions go without `-w`.
-pub fn default_sessions_dir() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE"))?;
-    Some(PathBuf::from(home).join(".mcptap").join("sessions"))
-}
-
 /// Appends a session's events to `journal.jsonl`.
 #[derive(Debug)]
 pub struct Journal {
@@ -142,7 +136,7 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Creates a new session under `base` (normally [`default_sessions_dir`]) named after the
+    /// Creates a new session under `base` (normally `<confdir>/sessions`) named after the
     /// current UTC time (`2026-05-01T12-30-05Z`, with `-2`, `-3`… if taken).
     pub fn create_in(base: &Path, meta: SessionMeta) -> Result<Journal, StoreError> {
         let stamp = timefmt::dir_stamp(meta.created);
