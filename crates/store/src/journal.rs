@@ -331,13 +331,17 @@ fn write_final(buf: &mut Vec<u8>, event: &mut FlowEvent, stream: Stream) -> serd
         return format::write_event(buf, event);
     }
     let events = std::mem::take(&mut resp.sse);
-    let body_is_events = !resp.body.truncated
-        && resp.body.encoding.is_none()
-        && resp.body.bytes == format::sse_text(&events).as_bytes();
-    let body = body_is_events.then(|| std::mem::take(&mut resp.body.bytes));
+    let body_end = (!resp.body.truncated && resp.body.encoding.is_none())
+        .then(|| {
+            format::LineEnd::ALL
+                .into_iter()
+                .find(|&end| resp.body.bytes == format::sse_text(&events, end).as_bytes())
+        })
+        .flatten();
+    let body = body_end.map(|_| std::mem::take(&mut resp.body.bytes));
     let sse = format::SseRef {
         lines: stream.offsets,
-        body: body_is_events,
+        body: body_end,
     };
     let res = format::write_streamed(buf, event, &sse);
     if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = event {

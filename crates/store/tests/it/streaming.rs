@@ -271,7 +271,7 @@ fn a_streams_events_are_journalled_once_and_read_back_whole() {
         .map(|(o, _)| *o)
         .collect();
     assert_eq!(refs, sse_lines);
-    assert_eq!(v["sse"]["body"], true);
+    assert_eq!(v["sse"]["body"], "lf");
     // Each event is in the journal once.
     let all: String = lines.iter().map(|(_, l)| l.as_str()).collect();
     assert_eq!(all.matches(r#""progress\":3}"#).count(), 1, "{all}");
@@ -282,9 +282,23 @@ fn a_streams_events_are_journalled_once_and_read_back_whole() {
 }
 
 #[test]
-fn a_stream_whose_body_is_not_its_events_written_back_keeps_its_body() {
-    // CRLF line ends: the events alone would not give the body back byte for byte.
+fn a_stream_with_crlf_line_ends_is_journalled_once_too() {
     let f = stream(7, T0, 3, true);
+    let (dir, offset, v) = final_line(&f, None);
+    assert_eq!(v["sse"]["body"], "crlf", "{v}");
+    let (streamed, at) = read_back(&dir, 7, offset);
+    assert_eq!(streamed, f);
+    assert_eq!(at, f);
+}
+
+#[test]
+fn a_stream_whose_body_is_not_its_events_written_back_keeps_its_body() {
+    // A comment line (a keep-alive ping) is in the body but is no event: the events alone would
+    // not give the body back byte for byte.
+    let mut f = stream(7, T0, 3, false);
+    let body = &mut f.response.as_mut().unwrap().body;
+    let text = format!(": ping\n\n{}", body.as_str().unwrap());
+    *body = CapturedBody::complete(text);
     let (dir, offset, v) = final_line(&f, None);
     assert!(v["sse"]["lines"].is_array(), "{v}");
     assert!(v["sse"].get("body").is_none(), "{v}");
@@ -307,4 +321,41 @@ fn a_final_flow_whose_events_differ_from_its_lines_is_journalled_whole() {
     let (streamed, at) = read_back(&dir, 7, offset);
     assert_eq!(streamed, want);
     assert_eq!(at, want);
+}
+
+/// The journal costs no more bytes than the HAR for the same flows: a stream's events once (not
+/// as lines, again in the final flow and again in its body), bodies of control characters as
+/// base64 rather than six-byte escapes.
+#[test]
+fn the_journal_is_no_larger_than_the_har_for_streams_and_binary_like_bodies() {
+    let mut nul = small(2, T0 + 1_000);
+    nul.response.as_mut().unwrap().body = CapturedBody::complete(vec![0u8; 256 * 1024]);
+    let mut binary = small(3, T0 + 2_000);
+    binary.response.as_mut().unwrap().body = CapturedBody::complete(
+        (0..256 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    for (name, flow) in [
+        ("a stream of 500 events", stream(1, T0, 500, false)),
+        ("a stream with CRLF line ends", stream(4, T0, 500, true)),
+        ("a body of NUL bytes", nul),
+        ("a binary body", binary),
+    ] {
+        let dir = tempdir();
+        let mut j = Journal::create(&dir.path().join("s"), SessionMeta::new("test")).unwrap();
+        for ev in crate::common::events(&flow) {
+            j.record(&ev).unwrap();
+        }
+        let journal = j.path().to_owned();
+        let har = j.finish().unwrap();
+        let (journal, har) = (
+            std::fs::metadata(journal).unwrap().len(),
+            std::fs::metadata(har).unwrap().len(),
+        );
+        assert!(
+            journal <= har,
+            "{name}: the journal holds {journal} bytes, the HAR {har}"
+        );
+    }
 }
