@@ -9,6 +9,9 @@
 #   long     LONG_REQUESTS (1,000,000) small requests over 32 connections, proxy RSS sampled
 #            every second: its range after the first tenth (the goal: flat within 10 MB).
 #
+# The soak of issue 18 (100 streams for an hour, RSS flat within 10 MB) is the streams scenario
+# made long: `STREAMS=100 STREAM_EVENTS=3600 PROXIES=candidate LONG_REQUESTS=0 scripts/bench-scale.sh`.
+#
 # Needs the harness copy that scripts/bench.sh builds (target/bench-harness) and the release
 # binary; builds both when missing. Prints one line per proxy and scenario, and appends JSON
 # lines to target/bench-harness/results/scale-*.jsonl. Env: PROXIES ("hudsucker candidate").
@@ -65,26 +68,37 @@ start() { # name -> PP (pid), PURL, PCA
 stop() { kill -INT "$PP" 2>/dev/null || true; wait "$PP" 2>/dev/null || true; }
 
 for p in $PROXIES; do
-  # streams
+  # streams, RSS sampled every second
   start "$p"
   idle=$(rss_mb "$PP")
+  ( while kill -0 "$PP" 2>/dev/null; do echo "$(date +%s.%N) $(rss_mb "$PP")"; sleep 1; done ) >logs/rss.streams.txt &
+  SAMPLER=$!
+  t0=$(date +%s.%N)
   line=$("$BIN/perfload" --proxy "$PURL" --ca "$PCA" --scenario sse --conc "$STREAMS" --count 1 \
-    --sse-n "$STREAM_EVENTS" --sse-ms 1000 --pid "$PP")
+    --sse-n "$STREAM_EVENTS" --sse-ms 1000 --timeout "$((STREAM_EVENTS + 60))" --pid "$PP")
+  t1=$(date +%s.%N)
   after=$(rss_mb "$PP")
   stop
-  python3 - "$p" "$idle" "$after" "$STREAMS" "$line" <<'EOF' | tee -a "$OUT"
+  kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+  python3 - "$p" "$idle" "$after" "$STREAMS" "$line" logs/rss.streams.txt "$t0" "$t1" <<'EOF' | tee -a "$OUT"
 import json, sys
-name, idle, after, n, line = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+name, idle, after, n, line, samples = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+t0, t1 = float(sys.argv[7]), float(sys.argv[8])
 r = json.loads(line)
 peak = r.get("proxy_rss_max_mb") or 0
+rss = [float(l.split()[1]) for l in open(samples) if len(l.split()) == 2 and t0 <= float(l.split()[0]) <= t1]
+tenth = rss[len(rss) // 10:] or rss
 out = {"label": name, "scenario": f"sse_streams_{n}", "rss_idle_mb": idle, "rss_peak_mb": peak,
-       "rss_after_mb": after, "kb_per_stream": round((peak - idle) * 1024 / n, 1)}
+       "rss_after_mb": after, "kb_per_stream": round((peak - idle) * 1024 / n, 1),
+       "rss_min_after_first_tenth_mb": min(tenth) if tenth else None,
+       "rss_max_after_first_tenth_mb": max(tenth) if tenth else None}
 for k, v in (("events", "ok"), ("events_expected", "events_expected"), ("first_event_p50_ms", "first_event_p50_ms"),
              ("event_delay_p50_ms", "delay_p50_ms"), ("event_delay_p99_ms", "delay_p99_ms"), ("errors", "errors")):
     if v in r: out[k] = r[v]
 print(json.dumps(out))
 EOF
   # long session: RSS sampled every second while the requests run
+  [ "$LONG_REQUESTS" -gt 0 ] || continue
   start "$p"
   idle=$(rss_mb "$PP")
   ( while kill -0 "$PP" 2>/dev/null; do echo "$(date +%s.%N) $(rss_mb "$PP")"; sleep 1; done ) >logs/rss.scale.txt &
