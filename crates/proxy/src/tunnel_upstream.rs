@@ -14,7 +14,14 @@ use crate::upstream::{Connector, UpstreamInfo};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use mcptap_flow::{now_micros, Micros};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+
+/// The request body as the upstream connection holds it. Boxed: hyper's client allocates its
+/// request queue (a tokio channel block of 32 slots) when the connection opens, each slot the
+/// size of a request, and a request holding a [`Tap`] inline made that block ~20 KB per
+/// upstream connection, held as long as the connection (an idle SSE stream's included).
+type UpBody = Pin<Box<Tap<Incoming>>>;
 
 /// Tags the response to the first request on a connection this tunnel opened: when the
 /// connection was ready (connected, TLS and HTTP handshakes done). HAR's `timings.connect`; a
@@ -60,8 +67,9 @@ impl TunnelUpstream {
     pub(crate) async fn send(
         &self,
         connector: &Connector,
-        mut req: Request<Tap<Incoming>>,
+        req: Request<Tap<Incoming>>,
     ) -> Result<Response<Incoming>, BoxError> {
+        let mut req = req.map(Box::pin);
         let origin = &self.origin;
         let own = self.own.lock().unwrap_or_else(|e| e.into_inner()).take();
         // The tunnel's own connection, else one an ended tunnel left (a few tries at most).
@@ -180,7 +188,7 @@ impl IdleH1 {
 /// An upstream HTTP/1.1 connection, and what was negotiated on it.
 #[derive(Debug)]
 struct Dedicated {
-    sender: hyper::client::conn::http1::SendRequest<Tap<Incoming>>,
+    sender: hyper::client::conn::http1::SendRequest<UpBody>,
     info: UpstreamInfo,
 }
 
@@ -196,7 +204,7 @@ mod tests {
     async fn conn() -> (Dedicated, tokio::io::DuplexStream) {
         let (ours, theirs) = tokio::io::duplex(4096);
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Tap<Incoming>>(TokioIo::new(ours))
+            hyper::client::conn::http1::handshake::<_, UpBody>(TokioIo::new(ours))
                 .await
                 .unwrap();
         tokio::spawn(conn);

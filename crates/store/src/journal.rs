@@ -3,7 +3,10 @@
 //!
 //! The line format is declared in [`crate::format`].
 //!
-//! `body` progress events are not written (they carry nothing the final flow lacks). Every line is written whole; [`Journal::record`]
+//! `body` progress events are not written (they carry nothing the final flow lacks). A finished
+//! flow's line is serialized straight into the file's buffer, without a copy of it (its bodies
+//! can be megabytes); a crash in the middle of one leaves a torn last line, which the reader
+//! skips. Every other line is written whole; [`Journal::record`]
 //! flushes to the OS at each line that finishes something, and the proxy, which takes events in
 //! batches of a few milliseconds, flushes once per batch (no fsync per line: a process crash
 //! loses nothing that was flushed, a power cut may lose the last seconds). A flow that starts and
@@ -205,6 +208,9 @@ impl Journal {
         if matches!(event, FlowEvent::Body { .. }) {
             return Ok(false);
         }
+        if event.is_final() && !self.streams.contains_key(&event.flow_id()) {
+            return self.write_direct(event);
+        }
         let at = self.position;
         self.line.clear();
         let mut buf = std::mem::take(&mut self.line);
@@ -294,6 +300,23 @@ impl Journal {
         let (_file, _unwritten) = self.out.into_parts();
     }
 
+    /// Writes a final flow that has no `sse` lines straight into the file's buffer. Measured on
+    /// four parallel 10 MB downloads (4 MiB captured each): a line buffer as large as the
+    /// largest body stayed resident, and each line was copied once more on its way to the file.
+    fn write_direct(&mut self, event: &FlowEvent) -> Result<bool, StoreError> {
+        let mut out = Counting {
+            inner: &mut self.out,
+            written: 0,
+        };
+        let res = format::write_event(&mut out, event)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        self.position += out.written;
+        res.map_err(|e| self.write_err(e))?;
+        self.flows += 1;
+        Ok(true)
+    }
+
     fn write_line(&mut self, flush: bool) -> Result<(), StoreError> {
         self.line.push(b'\n');
         let mut res = self.out.write_all(&self.line);
@@ -353,6 +376,30 @@ fn write_final(buf: &mut Vec<u8>, event: &mut FlowEvent, stream: Stream) -> serd
         }
     }
     res
+}
+
+/// A writer that counts what it accepted (the journal's position).
+struct Counting<'a, W> {
+    inner: &'a mut W,
+    written: u64,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
