@@ -213,6 +213,21 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
     assert!(report["findings"].is_array());
     let out = mcptap().arg("report").arg(&out_har).output().unwrap();
     assert!(out.status.success());
+    // The streaming pipeline says what the whole session in memory says, for both files.
+    for input in [&session, &out_har] {
+        for cmd in [&["analyze", "--json"][..], &["analyze"], &["report"]] {
+            let streamed = mcptap().args(cmd).arg(input).output().unwrap();
+            let whole = mcptap()
+                .args(cmd)
+                .arg(input)
+                .env("MCPTAP_OFFLINE_WHOLE", "1")
+                .output()
+                .unwrap();
+            assert!(streamed.status.success(), "{cmd:?} {input:?}");
+            assert_eq!(streamed.stdout, whole.stdout, "{cmd:?} {input:?}");
+            assert_eq!(streamed.status.code(), whole.status.code());
+        }
+    }
     assert!(!String::from_utf8_lossy(&out.stdout).contains("raw-token-value"));
 }
 
