@@ -91,9 +91,14 @@ pub fn export_to(
 }
 
 /// How far a HAR file's entries may stray from start order and still be written sorted: an
-/// entry waits until one starting this much later has been read (or the reorder bounds are
-/// hit). mcptap's and browsers' files are in start order; they wait for nothing.
+/// entry waits until one starting this much later has been read, or until the entries
+/// waiting hold [`HAR_REORDER_BYTES`] of bodies (or the reorder bounds are hit). mcptap's and
+/// browsers' files are in start order, so this only delays writing.
 const HAR_REORDER_LAG: mcptap_flow::Micros = 1_000_000;
+
+/// At most about this many bytes of bodies wait to be written in start order (a HAR file's
+/// entries come in start order; waiting is for other tools' files that stray a little).
+const HAR_REORDER_BYTES: usize = 16 << 20;
 
 /// A HAR file to HAR, one entry at a time: entries written in start order within
 /// [`HAR_REORDER_LAG`] and the reorder bounds, each prepared on the way.
@@ -173,7 +178,7 @@ fn export_har(
         while let Some(Reverse(top)) = held.peek() {
             let due = top.0 < latest.saturating_sub(HAR_REORDER_LAG)
                 || held.len() > options.reorder_entries
-                || held_bytes > options.reorder_bytes;
+                || held_bytes > options.reorder_bytes.min(HAR_REORDER_BYTES);
             if !due {
                 break;
             }

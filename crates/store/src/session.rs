@@ -167,8 +167,10 @@ pub fn load(path: &Path) -> Result<Session, StoreError> {
 
 /// How far a journal's order may stray from start order: a flow is stamped on one worker and
 /// journalled when its event reaches the recorder, so a flow journalled later may have started
-/// a little earlier than one already read (scheduling, the recorder's 5 ms batches).
-const JOURNAL_SLACK: Micros = 250_000;
+/// a little earlier than one already read (the time between stamping a flow and sending its
+/// event: microseconds, unless a worker is preempted). A flow that strays further costs a
+/// consumer that checks the order a second reading, never a wrong one.
+const JOURNAL_SLACK: Micros = 50_000;
 
 /// The session metadata a file states before its flows (a journal's first line); `None` for
 /// a HAR file, which states it after its entries.
