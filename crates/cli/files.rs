@@ -315,6 +315,22 @@ mod tests {
             }
         }
         assert!(files.len() >= 8, "{files:?}");
+        // Each HAR file again with its entries reversed: a file that breaks its order, so
+        // that the streamed analysis falls back to the whole session.
+        let dir = tempfile::tempdir().unwrap();
+        for file in files.clone() {
+            if file.extension().is_some_and(|x| x == "har") {
+                let mut doc: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+                if let Some(entries) = doc["log"]["entries"].as_array_mut() {
+                    entries.reverse();
+                }
+                let name = format!("reversed-{}", file.file_name().unwrap().to_string_lossy());
+                let path = dir.path().join(name);
+                std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+                files.push(path);
+            }
+        }
         for file in &files {
             for reverse in [false, true] {
                 let mut whole = mcptap_store::load(file).unwrap();
