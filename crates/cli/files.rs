@@ -240,13 +240,18 @@ const REPORT_DETAILED: usize = 1000;
 pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let (_, mut report) = analyze_file(&args.input, false, false)?;
     crate::probe::apply_saved(&args.input, &mut report);
-    // Only the flows the report shows in full are read again: the evidence (markdown) and the
-    // first listed flows (HTML).
+    // Only the flows the report shows in full are read again: the evidence (markdown) and,
+    // for HTML, the first listed flows.
+    let detailed = if args.html.is_some() {
+        REPORT_DETAILED
+    } else {
+        0
+    };
     let ids: std::collections::HashSet<_> = report
         .findings
         .iter()
         .flat_map(|f| f.evidence.iter().copied())
-        .chain(report.flows.iter().take(REPORT_DETAILED).map(|f| f.id))
+        .chain(report.flows.iter().take(detailed).map(|f| f.id))
         .collect();
     let flows = read_flows(&args.input, &ids, false)?;
     let md = mcptap_analyze::render_markdown(

@@ -227,6 +227,18 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
             assert_eq!(streamed.stdout, whole.stdout, "{cmd:?} {input:?}");
             assert_eq!(streamed.status.code(), whole.status.code());
         }
+        let mut pages = Vec::new();
+        for whole in [false, true] {
+            let page = conf.path().join(format!("report-{whole}.html"));
+            let mut cmd = mcptap();
+            cmd.arg("report").arg(input).arg("--html").arg(&page);
+            if whole {
+                cmd.env("MCPTAP_OFFLINE_WHOLE", "1");
+            }
+            assert!(cmd.output().unwrap().status.success());
+            pages.push(std::fs::read(&page).unwrap());
+        }
+        assert!(pages[0] == pages[1], "report --html {input:?}");
     }
     assert!(!String::from_utf8_lossy(&out.stdout).contains("raw-token-value"));
 }
