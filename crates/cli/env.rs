@@ -146,12 +146,12 @@ pub fn prepare(confdir: &Path, ca_cert: &Path, lookup: Lookup<'_>) -> anyhow::Re
     let mut system_roots = 0;
     for der in &roots {
         if !ca_ders.contains(der) && seen.insert(der.as_ref().to_vec()) {
-            text.push_str(&pem_encode("CERTIFICATE", der));
+            text.push_str(&mcptap_ca::pem_encode("CERTIFICATE", der));
             system_roots += 1;
         }
     }
     for der in &ca_ders {
-        text.push_str(&pem_encode("CERTIFICATE", der));
+        text.push_str(&mcptap_ca::pem_encode("CERTIFICATE", der));
     }
     write_atomic(&bundle, text.as_bytes())?;
 
@@ -271,58 +271,13 @@ fn pem_certs(data: &[u8]) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
-/// DER as PEM with `label`, 64 characters a line.
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]);
-            } else {
-                b64.push(b'=');
-            }
-        }
-    }
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// Writes `path` whole: temp file in the same directory, `sync_data`, rename. Skips the write
-/// when the file already holds exactly `bytes`.
+/// Writes `path` whole and atomically ([`crate::files::write_file`]), unless it already holds
+/// exactly `bytes`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if std::fs::read(path).is_ok_and(|cur| cur == bytes) {
         return Ok(());
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(".{name}.{}-{nanos}.tmp", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    crate::files::write_file(path, bytes)
 }
 
 /// One change to the environment.
@@ -660,7 +615,7 @@ mod tests {
     fn pem_encoding_round_trips_through_rustls_pemfile() {
         for len in [0usize, 1, 2, 3, 4, 47, 48, 49, 100, 1000] {
             let der: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
-            let pem = pem_encode("CERTIFICATE", &der);
+            let pem = mcptap_ca::pem_encode("CERTIFICATE", &der);
             let back = pem_certs(pem.as_bytes());
             if len == 0 {
                 continue;

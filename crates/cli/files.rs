@@ -254,11 +254,16 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         .chain(report.flows.iter().take(detailed).map(|f| f.id))
         .collect();
     let flows = read_flows(&args.input, &ids, false)?;
-    let md = mcptap_analyze::render_markdown(
+    let mut md = mcptap_analyze::render_markdown(
         &report,
         &flows,
         &mcptap_analyze::MarkdownOptions::default(),
     );
+    // A probe's report shows its steps next to the verdict, before the story.
+    if let Some(steps) = crate::probe::steps_markdown(&args.input) {
+        let at = md.find("\n## ").map_or(md.len(), |i| i + 1);
+        md.insert_str(at, &steps);
+    }
     if let Some(path) = &args.html {
         let html = mcptap_analyze::render_html(
             &report,
@@ -278,8 +283,9 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a whole file atomically and says so on stderr.
-fn write_whole(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes a whole file atomically (temp file, `sync_data`, rename: [`mcptap_store::write_atomic`]);
+/// a failure ("cannot write PATH: why") is an I/O error.
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     mcptap_store::write_atomic(path, |w| {
         w.write_all(bytes)
             .map_err(|source| mcptap_store::StoreError::Write {
@@ -287,8 +293,12 @@ fn write_whole(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
                 source,
             })
     })
-    .with_context(|| format!("cannot write {}", path.display()))
-    .kind(ErrorKind::Io)?;
+    .kind(ErrorKind::Io)
+}
+
+/// [`write_file`], and says so on stderr.
+fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_file(path, bytes)?;
     say!("mcptap: wrote {}", path.display());
     Ok(())
 }

@@ -1,41 +1,8 @@
 //! The plain line view: one line per finished flow, for terminals without the TUI and for logs.
 
+use mcptap_flow::human::{clock, duration, size};
 use mcptap_flow::{Flow, FlowKind, FlowState};
 use std::fmt::Write as _;
-
-/// Formats `at` (µs since the epoch) as `HH:MM:SS.mmm` UTC.
-pub fn clock(at: i64) -> String {
-    let secs = at.div_euclid(1_000_000);
-    let ms = at.rem_euclid(1_000_000) / 1000;
-    let day = secs.rem_euclid(86_400);
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        day / 3600,
-        (day / 60) % 60,
-        day % 60,
-        ms
-    )
-}
-
-/// `1.2k`, `3.4M`: short byte counts.
-pub fn size(n: u64) -> String {
-    match n {
-        0..=999 => format!("{n}b"),
-        1000..=999_999 => format!("{:.1}k", n as f64 / 1024.0),
-        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / (1024.0 * 1024.0)),
-        _ => format!("{:.1}G", n as f64 / (1024.0 * 1024.0 * 1024.0)),
-    }
-}
-
-fn duration(us: i64) -> String {
-    if us < 10_000 {
-        format!("{:.1}ms", us as f64 / 1000.0)
-    } else if us < 10_000_000 {
-        format!("{}ms", us / 1000)
-    } else {
-        format!("{:.1}s", us as f64 / 1_000_000.0)
-    }
-}
 
 /// The auth marker: `Bearer <fingerprint>` when the request carried a bearer token, `no-auth`
 /// otherwise, `injected` when mcptap added it.

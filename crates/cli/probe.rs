@@ -356,6 +356,58 @@ pub fn session_of(input: &std::path::Path) -> std::path::PathBuf {
     }
 }
 
+/// When `input` is (or is in) a session a probe recorded: the probe's steps as a markdown
+/// section for `mcptap report` (the stage table the terminal showed, a verdict per step of the
+/// spec and per server check, with its flows and spec section).
+pub fn steps_markdown(input: &std::path::Path) -> Option<String> {
+    use std::fmt::Write as _;
+    let dir = if input.is_dir() {
+        input
+    } else {
+        input.parent()?
+    };
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(PROBE_FILE)).ok()?).ok()?;
+    let steps = saved["steps"].as_array().filter(|s| !s.is_empty())?;
+    let cell = |v: &Value| {
+        v.as_str()
+            .unwrap_or_default()
+            .replace('|', "\\|")
+            .replace('\n', " ")
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Probe of {}
+",
+        cell(&saved["url"])
+    );
+    let _ = writeln!(out, "| # | step | verdict | flows | seen | spec |");
+    let _ = writeln!(out, "| ---: | --- | --- | --- | --- | --- |");
+    for (i, s) in steps.iter().enumerate() {
+        let verdict = match s["verdict"].as_str() {
+            Some("fail") => "**FAIL**".to_owned(),
+            Some(v) => v.to_owned(),
+            None => String::new(),
+        };
+        let flows = flows_of(&s["flows"])
+            .iter()
+            .map(|f| format!("#{f}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {verdict} | {flows} | {} | {} |",
+            i + 1,
+            cell(&s["name"]),
+            cell(&s["note"]),
+            cell(&s["spec"]),
+        );
+    }
+    out.push('\n');
+    Some(out)
+}
+
 /// When `input` is (or is in) a session a probe recorded, makes `report` what the probe said:
 /// without the findings its server checks provoked, with the findings of those checks (which
 /// the analyzer cannot make: it does not know which requests were deliberate). Returns whether

@@ -270,6 +270,7 @@ impl Started {
         std::thread::Builder::new()
             .name("mcptap-recorder".into())
             .spawn(move || {
+                let _span = tracing::debug_span!("recorder").entered();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build();
@@ -285,10 +286,13 @@ impl Started {
         proxy.serve(signal).await;
         // The consumer ends once every sender is gone, i.e. every connection task has finished
         // (they all stop at the shutdown deadline); bound the wait anyway.
-        let stopper = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let _ = stop_tx.send(());
-        });
+        let stopper = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let _ = stop_tx.send(());
+            },
+            tracing::debug_span!("recorder_deadline"),
+        ));
         let sink = consumer
             .await
             .context("the recorder thread failed")

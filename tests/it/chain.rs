@@ -1,6 +1,6 @@
 //! `--upstream-proxy`: mcptap chained through a second, plain CONNECT proxy still intercepts.
 
-use crate::common::client::{body_bytes, request, tls_client, Alpn};
+use crate::common::client::body_bytes;
 use crate::common::pki::TestPki;
 use crate::common::proxy::TestProxy;
 use crate::common::upstream::Upstream;
@@ -65,16 +65,7 @@ async fn mcptap_chained_through_an_upstream_proxy_still_intercepts() {
     })
     .await;
     let target = format!("localhost:{}", up.port());
-    let (mut s, _) = tls_client(
-        proxy.addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&proxy.ca_der),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
-    let resp = s.send(request("GET", &target, "/small", "")).await.unwrap();
+    let resp = proxy.get(&target, "/small").await;
     assert_eq!(body_bytes(resp).await, "hello from upstream\n");
     let flow = proxy.flow(|f| f.request.url.ends_with("/small")).await;
     assert_eq!(flow.status(), Some(200), "decrypted and recorded by mcptap");
@@ -99,16 +90,7 @@ async fn an_upstream_proxy_that_refuses_is_a_502_naming_it() {
     })
     .await;
     let target = format!("localhost:{}", up.port());
-    let (mut s, _) = tls_client(
-        proxy.addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&proxy.ca_der),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
-    let resp = s.send(request("GET", &target, "/small", "")).await.unwrap();
+    let resp = proxy.get(&target, "/small").await;
     assert_eq!(resp.status(), 502);
     let text = String::from_utf8(body_bytes(resp).await.to_vec()).unwrap();
     assert!(

@@ -116,12 +116,7 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
     drop(s);
 
     // SIGTERM: graceful shutdown, exit status 0.
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let status = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -178,14 +173,7 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
 
     // export, analyze and report read it back.
     let out_har = conf.path().join("out.har");
-    let st = mcptap()
-        .arg("export")
-        .arg(session.join("journal.jsonl"))
-        .arg("-o")
-        .arg(&out_har)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    export(&session.join("journal.jsonl"), &out_har);
     let exported: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&out_har).unwrap()).unwrap();
     assert_eq!(exported["log"]["version"], "1.2");
@@ -276,15 +264,7 @@ fn export_blames_a_crash_only_for_a_journal_without_a_clean_end() {
         } else {
             drop(journal);
         }
-        let out = mcptap()
-            .arg("export")
-            .arg(&session)
-            .arg("-o")
-            .arg(dir.path().join("out.har"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{err}");
+        let err = export(&session, &dir.path().join("out.har"));
         assert!(err.contains("wrote 1 entries"), "{err}");
         if clean {
             assert!(!err.contains("crash"), "{err}");
@@ -328,30 +308,7 @@ fn analyze_says_why_a_file_is_unusable_and_exits_3() {
 #[test]
 fn analyze_exits_1_on_a_finding_at_the_threshold() {
     // A token is issued, then the MCP endpoint keeps being called without it: token-not-sent.
-    let dir = tempfile::tempdir().unwrap();
-    let har = dir.path().join("bare.har");
-    let entry = |t: &str, method: &str, url: &str, status: u16, req: &str, resp: &str| {
-        serde_json::json!({
-            "startedDateTime": t, "time": 10,
-            "request": {"method": method, "url": url, "httpVersion": "HTTP/1.1",
-                        "headers": [{"name": "content-type", "value": "application/json"}],
-                        "queryString": [], "cookies": [], "headersSize": -1, "bodySize": req.len(),
-                        "postData": {"mimeType": "application/json", "text": req}},
-            "response": {"status": status, "statusText": "", "httpVersion": "HTTP/1.1",
-                         "headers": [{"name": "content-type", "value": "application/json"}], "cookies": [],
-                         "content": {"size": resp.len(), "mimeType": "application/json", "text": resp},
-                         "redirectURL": "", "headersSize": -1, "bodySize": resp.len()},
-            "cache": {}, "timings": {"send": 0, "wait": 10, "receive": 0}
-        })
-    };
-    let doc = serde_json::json!({"log": {"version": "1.2", "creator": {"name": "test", "version": "1"}, "entries": [
-        entry("2026-01-01T00:00:00.000Z", "POST", "https://mcp.example/mcp", 401, r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#, "{}"),
-        entry("2026-01-01T00:00:01.000Z", "POST", "https://mcp.example/token", 200, "grant_type=authorization_code&code=abc",
-              r#"{"access_token":"tok-abcdefgh","token_type":"Bearer","expires_in":3600}"#),
-        entry("2026-01-01T00:00:02.000Z", "POST", "https://mcp.example/mcp", 401, r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{}}"#, "{}"),
-        entry("2026-01-01T00:00:40.000Z", "POST", "https://mcp.example/mcp", 401, r#"{"jsonrpc":"2.0","id":3,"method":"initialize","params":{}}"#, "{}"),
-    ]}});
-    std::fs::write(&har, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let har = crate::snapshots::fixture("token-not-sent.har");
     let out = mcptap().arg("analyze").arg(&har).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -483,18 +440,7 @@ async fn after_kill_9_the_journal_has_every_finished_exchange() {
     );
 
     let out_har = conf.path().join("out.har");
-    let out = mcptap()
-        .arg("export")
-        .arg(&session)
-        .arg("-o")
-        .arg(&out_har)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    export(&session, &out_har);
     let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_har).unwrap()).unwrap();
     let bodies: Vec<String> = har["log"]["entries"]
         .as_array()
@@ -571,6 +517,39 @@ fn inject_refresh_needs_inject_token_and_warns_at_start() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(warned, "no --inject-refresh warning in {seen:?}");
+}
+
+/// SIGTERM to a child (the way a supervisor stops mcptap).
+fn sigterm(child: &std::process::Child) {
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// `mcptap export INPUT -o OUTPUT`, which must succeed; returns its stderr.
+fn export(input: &std::path::Path, output: &std::path::Path) -> String {
+    let out = mcptap()
+        .arg("export")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
+/// The final lines (`completed`, `failed`) of a session's journal.
+fn finished_flows(session: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(session.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
+        .collect()
 }
 
 /// `mcptap proxy` on a free port recording into `session`, trusting `pki` upstream, with its
@@ -681,12 +660,7 @@ async fn a_closed_stderr_does_not_stop_the_proxy() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(child.try_wait().unwrap().is_none(), "the proxy died");
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
@@ -719,11 +693,7 @@ async fn ssl_insecure_warns_and_marks_the_flows_it_affected() {
             .unwrap();
         assert_eq!(body_bytes(resp).await, "{}");
         drop(s);
-        assert!(Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        sigterm(&child);
         let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
             .unwrap();
@@ -781,11 +751,7 @@ async fn command_line_credentials_never_reach_a_saved_file() {
         .spawn()
         .unwrap();
     listening_addr(&mut child);
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
@@ -966,23 +932,14 @@ async fn a_full_disk_counts_the_flows_not_recorded_and_never_says_intact() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(s);
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
     let err = reader.join().unwrap();
     assert!(st.success(), "{st:?}: {err}");
 
-    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap_or_default();
-    let recorded = journal
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
-        .count();
+    let recorded = finished_flows(&session).len();
     let total = small + big;
     let lost = total - recorded;
     assert!(
@@ -1061,12 +1018,7 @@ async fn flows_without_an_answer_are_ended_recorded_and_counted_at_a_clean_stop(
     drop(gives_up);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let (status, err) = tokio::task::spawn_blocking(move || {
         let mut err = String::new();
         stderr.read_to_string(&mut err).unwrap();
@@ -1081,11 +1033,8 @@ async fn flows_without_an_answer_are_ended_recorded_and_counted_at_a_clean_stop(
         "{err}"
     );
 
-    let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
-    let ends: Vec<(String, String)> = journal
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
+    let ends: Vec<(String, String)> = finished_flows(&session)
+        .into_iter()
         .map(|v| {
             (
                 v["flow"]["request"]["url"].as_str().unwrap().to_owned(),
@@ -1104,15 +1053,7 @@ async fn flows_without_an_answer_are_ended_recorded_and_counted_at_a_clean_stop(
         ]
     );
 
-    let out = mcptap()
-        .arg("export")
-        .arg(&session)
-        .arg("-o")
-        .arg(conf.path().join("out.har"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = export(&session, &conf.path().join("out.har"));
     assert!(err.contains("wrote 2 entries"), "{err}");
     assert!(
         !err.contains("crash") && !err.contains("without an end"),
@@ -1195,11 +1136,7 @@ async fn header_values_that_are_not_utf8_are_recorded_byte_exact() {
     );
     assert!(contains(&head, SECRET), "the upstream got the exact secret");
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&child);
     let st = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();

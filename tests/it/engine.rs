@@ -2,15 +2,11 @@
 
 use crate::common::client::{body_bytes, connect_tunnel, request, tls_client, Alpn};
 use crate::common::pki::TestPki;
-use crate::common::proxy::TestProxy;
+use crate::common::proxy::{has_path, TestProxy};
 use crate::common::upstream::Upstream;
 use http_body_util::BodyExt;
 use mcptap_flow::{BodyState, ErrorKind, FlowEvent, FlowKind, FlowState, HttpVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn has_path(path: &'static str) -> impl Fn(&mcptap_flow::Flow) -> bool {
-    move |f| f.request.url.ends_with(path)
-}
 
 async fn get_and_post(client_alpn: Alpn, upstream_alpn: &[&[u8]]) {
     let pki = TestPki::new();
@@ -197,16 +193,7 @@ async fn sse_first_event_reaches_the_client_before_the_stream_ends() {
     let up = Upstream::https(&pki, &[b"http/1.1"]).await;
     let proxy = TestProxy::start(&pki, |_| {}).await;
     let target = format!("localhost:{}", up.port());
-    let (mut s, _) = tls_client(
-        proxy.addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&proxy.ca_der),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
-    let resp = s.send(request("GET", &target, "/sse", "")).await.unwrap();
+    let resp = proxy.get(&target, "/sse").await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     // The upstream holds the rest of the stream until released: the first event must arrive now.
@@ -302,16 +289,7 @@ async fn upstream_down_is_a_502_that_names_the_cause_and_a_failed_flow() {
         l.local_addr().unwrap().port()
     };
     let target = format!("localhost:{port}");
-    let (mut s, _) = tls_client(
-        proxy.addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&proxy.ca_der),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
-    let resp = s.send(request("GET", &target, "/small", "")).await.unwrap();
+    let resp = proxy.get(&target, "/small").await;
     assert_eq!(resp.status(), 502);
     let text = String::from_utf8(body_bytes(resp).await.to_vec()).unwrap();
     assert!(text.contains("cannot connect to localhost"), "{text}");
@@ -331,16 +309,7 @@ async fn an_untrusted_upstream_certificate_is_a_502_with_the_fix() {
     // This proxy trusts neither the system roots nor the test CA.
     let proxy = TestProxy::start(&pki, |c| c.upstream_trust.extra_ca_files.clear()).await;
     let target = format!("localhost:{}", up.port());
-    let (mut s, _) = tls_client(
-        proxy.addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&proxy.ca_der),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
-    let resp = s.send(request("GET", &target, "/small", "")).await.unwrap();
+    let resp = proxy.get(&target, "/small").await;
     assert_eq!(resp.status(), 502);
     let text = String::from_utf8(body_bytes(resp).await.to_vec()).unwrap();
     assert!(text.contains("--upstream-ca"), "{text}");
@@ -459,15 +428,7 @@ async fn an_upgrade_is_tunnelled_after_its_handshake_flow() {
     let up = Upstream::https(&pki, &[b"http/1.1"]).await;
     let proxy = TestProxy::start(&pki, |_| {}).await;
     let target = format!("localhost:{}", up.port());
-    let (mut s, _) = tls_client(
-        proxy.addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&proxy.ca_der),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
+    let mut s = proxy.client(&target).await;
     let mut req = request("GET", &target, "/ws", "");
     req.headers_mut()
         .insert("connection", "upgrade".parse().unwrap());
@@ -533,16 +494,7 @@ async fn shutdown_ends_open_streams_as_aborted_flows() {
     let up = Upstream::https(&pki, &[b"http/1.1"]).await;
     let mut proxy = TestProxy::start(&pki, |_| {}).await;
     let target = format!("localhost:{}", up.port());
-    let (mut s, _) = tls_client(
-        proxy.addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&proxy.ca_der),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
-    let resp = s.send(request("GET", &target, "/sse", "")).await.unwrap();
+    let resp = proxy.get(&target, "/sse").await;
     let mut body = resp.into_body();
     let _first = body.frame().await.unwrap().unwrap();
     proxy.shutdown().await; // drains, then drops the stream at the deadline

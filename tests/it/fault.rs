@@ -5,9 +5,9 @@
 
 use crate::common::client::{connect_tunnel, request, tls_client, Alpn};
 use crate::common::pki::TestPki;
-use crate::common::proxy::TestProxy;
+use crate::common::proxy::{has_path, TestProxy};
 use crate::common::upstream::Upstream;
-use mcptap_flow::{BodyState, ErrorKind, Flow, FlowState, Phase, TimeLimit};
+use mcptap_flow::{BodyState, ErrorKind, FlowState, Phase, TimeLimit};
 use mcptap_proxy::{Limits, ProxyConfig};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,10 +31,6 @@ fn limit(phase: Phase) -> Option<TimeLimit> {
         phase,
         after_ms: 300,
     })
-}
-
-fn has_path(path: &'static str) -> impl Fn(&Flow) -> bool {
-    move |f| f.request.url.ends_with(path)
 }
 
 /// A hostile upstream on 127.0.0.1:0: for each connection, reads the request head, then lets
@@ -156,16 +152,7 @@ async fn an_upstream_tls_handshake_that_stalls_is_a_504_at_the_connect_limit() {
     })
     .await;
     let target = format!("localhost:{port}");
-    let (mut s, _) = tls_client(
-        proxy.addr,
-        &target,
-        "localhost",
-        std::slice::from_ref(&proxy.ca_der),
-        Alpn::H1,
-    )
-    .await
-    .unwrap();
-    let resp = s.send(request("GET", &target, "/x", "")).await.unwrap();
+    let resp = proxy.get(&target, "/x").await;
     assert_eq!(resp.status(), 504);
     let flow = proxy.flow(has_path("/x")).await;
     let err = flow.error.unwrap();

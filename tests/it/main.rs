@@ -16,5 +16,6 @@ mod peers_direct;
 mod probe;
 mod reverse;
 mod run;
+mod snapshots;
 mod targets;
 mod tui;

@@ -243,6 +243,24 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_redirect_and_nul
     let md = String::from_utf8_lossy(&report.stdout);
     assert!(md.contains("origin-not-validated"), "{md}");
     assert!(!md.contains("token-not-sent"), "{md}");
+    // With the probe's steps next to the verdict, before the story: the failed check in bold,
+    // with its flows.
+    let table = md
+        .find("## Probe of ")
+        .expect("the steps are in the report");
+    assert!(table < md.find("## Environment").unwrap(), "{md}");
+    let origin_flows: Vec<String> = p.step("foreign Origin refused")["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("#{f}"))
+        .collect();
+    let row = md[table..]
+        .lines()
+        .find(|l| l.contains("| foreign Origin refused |"))
+        .expect("a row per step");
+    assert!(row.contains("| **FAIL** |"), "{row}");
+    assert!(row.contains(&origin_flows.join(", ")), "{row}");
     let analyzed = Command::new(env!("CARGO_BIN_EXE_mcptap"))
         .args(["analyze", "--json"])
         .arg(p.session())

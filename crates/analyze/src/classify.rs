@@ -8,6 +8,7 @@
 
 use crate::model::{Role, RpcDirection, RpcKind};
 use crate::util::{self, Url};
+use mcptap_flow::oauth::WellKnown;
 use mcptap_flow::{redact, sse, Flow, FlowId, FlowState, Micros};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -269,13 +270,11 @@ fn role(ctx: &Ctx<'_>, known: &Known) -> Role {
         }
         return Role::Other;
     }
-    if path.contains("/.well-known/oauth-protected-resource") || known.prm_urls.contains(&endpoint)
-    {
+    let well_known = WellKnown::of_path(&path);
+    if well_known == Some(WellKnown::ProtectedResource) || known.prm_urls.contains(&endpoint) {
         return Role::PrmDiscovery;
     }
-    if path.contains("/.well-known/oauth-authorization-server")
-        || path.contains("/.well-known/openid-configuration")
-    {
+    if well_known.is_some_and(WellKnown::is_server_metadata) {
         return Role::AsMetadata;
     }
     if method == "POST" {

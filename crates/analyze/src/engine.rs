@@ -1115,10 +1115,3 @@ pub(crate) fn jwt_aud(j: &JwtInfo) -> Vec<String> {
         _ => Vec::new(),
     }
 }
-
-/// A numeric JWT claim in seconds.
-pub(crate) fn jwt_num(j: &JwtInfo, claim: &str) -> Option<i64> {
-    j.claims
-        .get(claim)
-        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
-}

@@ -452,8 +452,8 @@ fn redact_header(name: &str, value: &str) -> String {
 fn redact_pairs(s: &str) -> String {
     s.split('&')
         .map(|p| match p.split_once('=') {
-            Some((k, v)) if SECRET_KEYS.contains(&crate::util::percent_decode(k).as_str()) => {
-                format!("{k}={}", mark(&crate::util::percent_decode(v)))
+            Some((k, v)) if SECRET_KEYS.contains(&redact::form_decode(k.as_bytes()).as_str()) => {
+                format!("{k}={}", mark(&redact::form_decode(v.as_bytes())))
             }
             _ => p.to_owned(),
         })

@@ -7,6 +7,7 @@ use crate::classify::Ctx;
 use crate::engine::{us, Analyzer, AsDoc, Attempt, Decision, New, Pending, Prm};
 use crate::model::{Culprit, Role, Severity};
 use crate::util::{self, jstr, jstrs, Url};
+use mcptap_flow::oauth::WellKnown;
 use mcptap_flow::{ErrorKind, FlowId, Micros};
 use serde_json::Value;
 
@@ -23,16 +24,17 @@ pub(crate) fn as_metadata_urls(issuer: &str) -> Vec<String> {
     };
     let o = u.origin();
     let p = util::trim_slash(&u.path);
+    let (oauth, oidc) = (
+        WellKnown::AuthorizationServer.path(),
+        WellKnown::OpenidConfiguration.path(),
+    );
     if p.is_empty() {
-        vec![
-            format!("{o}/.well-known/oauth-authorization-server"),
-            format!("{o}/.well-known/openid-configuration"),
-        ]
+        vec![format!("{o}{oauth}"), format!("{o}{oidc}")]
     } else {
         vec![
-            format!("{o}/.well-known/oauth-authorization-server{p}"),
-            format!("{o}/.well-known/openid-configuration{p}"),
-            format!("{o}{p}/.well-known/openid-configuration"),
+            format!("{o}{oauth}{p}"),
+            format!("{o}{oidc}{p}"),
+            format!("{o}{p}{oidc}"),
         ]
     }
 }
@@ -40,9 +42,7 @@ pub(crate) fn as_metadata_urls(issuer: &str) -> Vec<String> {
 /// The resource a PRM URL was derived from (RFC 9728 §3.1), when it is a well-known URL:
 /// `Some(None)` for the root document, `Some(Some(url))` for a path-inserted one.
 fn prm_implied(url: &Url) -> Option<Option<Url>> {
-    let rest = url
-        .path
-        .strip_prefix("/.well-known/oauth-protected-resource")?;
+    let rest = url.path.strip_prefix(WellKnown::ProtectedResource.path())?;
     if util::trim_slash(rest).is_empty() {
         return Some(None);
     }
@@ -789,7 +789,7 @@ fn unreachable_reason(from: &Url, target: &Url) -> Option<String> {
 }
 
 /// The root protected-resource metadata path (RFC 9728 §3).
-const PRM_WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+const PRM_WELL_KNOWN: &str = WellKnown::ProtectedResource.path();
 
 /// `discovery-order-wrong` (failure-modes.md 42).
 impl Analyzer {
@@ -829,10 +829,8 @@ impl Analyzer {
 
     /// 42, authorization-server side: the root metadata URL probed for an issuer with a path.
     pub(crate) fn check_as_order(&mut self, c: &Ctx<'_>, url: &Url) {
-        let root = matches!(
-            url.path.as_str(),
-            "/.well-known/oauth-authorization-server" | "/.well-known/openid-configuration"
-        );
+        let root = WellKnown::of_path(&url.path)
+            .is_some_and(|w| w.is_server_metadata() && url.path == w.path());
         if !root {
             return;
         }

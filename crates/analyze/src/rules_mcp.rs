@@ -7,6 +7,7 @@ use crate::classify::Ctx;
 use crate::engine::{us, Analyzer, Decision, New, Pending, Session};
 use crate::model::{Culprit, RpcDirection, RpcKind, Severity};
 use crate::util::{self, Challenge, Url};
+use mcptap_flow::oauth::WellKnown;
 use mcptap_flow::Micros;
 use mcptap_flow::{redact, FlowId};
 use serde_json::Value;
@@ -161,7 +162,7 @@ impl Analyzer {
                     e.advertised_prm.push(key);
                 }
                 let mcp_path = util::trim_slash(&e.url.path).to_owned();
-                if util::trim_slash(&rm_url.path) == "/.well-known/oauth-protected-resource"
+                if util::trim_slash(&rm_url.path) == WellKnown::ProtectedResource.path()
                     && !mcp_path.is_empty()
                 {
                     self.emit(
@@ -919,11 +920,8 @@ impl Analyzer {
             let kind = c.kind_label();
             let (tf, fp) = (t.flow, t.fp.clone());
             let key = format!("story {s}");
-            let no_expiry = t.expires_in.is_none()
-                && t.jwt
-                    .as_ref()
-                    .and_then(|j| crate::engine::jwt_num(j, "exp"))
-                    .is_none();
+            let no_expiry =
+                t.expires_in.is_none() && t.jwt.as_ref().and_then(|j| j.num("exp")).is_none();
             let ep = self.endpoints[ei].key.clone();
             if !self.bare_while_held.iter().any(|&(bs, _, _)| bs == s) {
                 self.bare_while_held.push((s, c.started, ti));
@@ -1121,7 +1119,7 @@ impl Analyzer {
                 let v = c.flow.request.headers.get("authorization")?;
                 redact::decode_jwt(v.trim().split_once(' ')?.1.trim())
             });
-        let Some(exp) = jwt.as_ref().and_then(|j| crate::engine::jwt_num(j, "exp")) else {
+        let Some(exp) = jwt.as_ref().and_then(|j| j.num("exp")) else {
             return;
         };
         if c.started < exp.saturating_mul(1_000_000) {

@@ -262,13 +262,7 @@ impl Analyzer {
             .and_then(|s| s.jwt.clone())
             .or_else(|| redact::decode_jwt(access));
         let expires_in = util::expires_in(json);
-        let expires_at = expires_in
-            .map(|s| c.done.saturating_add(s.saturating_mul(1_000_000)))
-            .or_else(|| {
-                jwt.as_ref()
-                    .and_then(|j| crate::engine::jwt_num(j, "exp"))
-                    .map(|e| e.saturating_mul(1_000_000))
-            });
+        let expires_at = mcptap_flow::oauth::expires_at(expires_in, jwt.as_ref(), c.done);
         let refresh_fp = jstr(json, "refresh_token")
             .filter(|s| !s.is_empty())
             .map(redact::fingerprint_of);
@@ -837,5 +831,5 @@ fn basic_client_id(flow: &mcptap_flow::Flow) -> Option<String> {
         .ok()?;
     let s = String::from_utf8(raw).ok()?;
     let (id, _) = s.split_once(':')?;
-    Some(util::percent_decode(id))
+    Some(mcptap_flow::oauth::form_decode(id.as_bytes()))
 }

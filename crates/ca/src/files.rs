@@ -171,7 +171,7 @@ fn sync_dir(dir: &Path) {
 }
 
 /// Encodes DER as PEM with `label`, 64 characters a line, LF line endings.
-pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
     out.push_str("-----BEGIN ");

@@ -23,7 +23,7 @@ mod leaf;
 mod root;
 
 pub use error::CaError;
-pub use files::{CA_CERT_FILE, CA_KEY_FILE};
+pub use files::{pem_encode, CA_CERT_FILE, CA_KEY_FILE};
 
 use cache::{CacheKey, ConfigCache};
 use files::{Access, Written};

@@ -4,6 +4,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Bytes of each body captured by default (`--body-limit`), and kept decoded in a stored flow;
+/// the rest still streams through.
+pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
 /// How a body stream ended, as the tap saw it (linkerd's end-of-stream, named).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

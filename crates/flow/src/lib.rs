@@ -9,10 +9,12 @@
 
 mod body;
 mod headers;
+pub mod human;
+pub mod oauth;
 pub mod redact;
 pub mod sse;
 
-pub use body::{BodyState, CapturedBody};
+pub use body::{BodyState, CapturedBody, DEFAULT_BODY_LIMIT};
 pub use headers::{Header, Headers};
 
 use serde::{Deserialize, Serialize};
@@ -423,6 +425,26 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The flow as its start reports it ([`FlowEvent::RequestStarted`]): pending, the request
+    /// head only (no body), no response, no error, no tunnel counts, no timing past the start.
+    pub fn head(&self) -> Flow {
+        Flow {
+            state: FlowState::Pending,
+            request: Request {
+                body: CapturedBody::default(),
+                ..self.request.clone()
+            },
+            response: None,
+            error: None,
+            tunnel: None,
+            timings: Timings {
+                started: self.timings.started,
+                ..Timings::default()
+            },
+            ..self.clone()
+        }
+    }
+
     /// The response status, if any.
     pub fn status(&self) -> Option<u16> {
         self.response.as_ref().map(|r| r.status)
@@ -530,7 +552,39 @@ impl FlowEvent {
 
 #[cfg(test)]
 mod tests {
-    use super::media_type_is;
+    use super::*;
+
+    #[test]
+    fn a_head_is_the_flow_as_its_start_reports_it() {
+        let flow = Flow {
+            id: FlowId(7),
+            state: FlowState::Completed,
+            request: Request {
+                method: "POST".into(),
+                url: "https://mcp.example/mcp".into(),
+                body: CapturedBody::complete(b"{}".to_vec()),
+                ..Default::default()
+            },
+            response: Some(Response::default()),
+            timings: Timings {
+                started: 10,
+                finished: Some(20),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let head = flow.head();
+        assert_eq!((head.id, head.state), (FlowId(7), FlowState::Pending));
+        assert_eq!(head.request.url, flow.request.url);
+        assert!(head.request.body.is_empty() && head.response.is_none());
+        assert_eq!(
+            head.timings,
+            Timings {
+                started: 10,
+                ..Default::default()
+            }
+        );
+    }
 
     #[test]
     fn media_type_is_matches_the_type_with_or_without_parameters() {

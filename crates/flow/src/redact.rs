@@ -932,56 +932,8 @@ fn decode_json_string(token: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
         .map(std::borrow::Cow::Owned)
 }
 
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a malformed
-/// escape is kept as it is; bytes that are not UTF-8 become U+FFFD.
-pub fn form_decode(b: &[u8]) -> String {
-    percent_decode(b, true)
-}
-
-/// `%XX` is a byte, and `+` a space when `plus_is_space` (forms; in a URL's userinfo it is a
-/// `+`); a malformed escape is kept as it is; bytes that are not UTF-8 become U+FFFD.
-pub fn percent_decode(b: &[u8], plus_is_space: bool) -> String {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (spaces as `%20`, valid in
-/// both URLs and form bodies).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+// The codecs live with the rest of OAuth's vocabulary; redaction and older callers use them here.
+pub use crate::oauth::{form_decode, percent_decode, percent_encode};
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,8 @@
 //! Fuzz targets for every parser that takes outside input: a HAR file from any tool, a journal
 //! left by a crash, bodies and headers as they crossed the wire (redaction, content decoding,
-//! SSE), and the analyzer's reading of OAuth exchanges (`WWW-Authenticate` challenges, forms,
-//! URLs, metadata JSON).
+//! SSE), and the reading of OAuth exchanges (`WWW-Authenticate` challenges, forms, URLs,
+//! metadata and token JSON) that `mcptap_flow::oauth` does for both the analyzer and the
+//! engine's injector.
 //!
 //! Each target takes arbitrary bytes and must return without panicking. The same functions run
 //! under `cargo fuzz` (the `fuzz/` directory, nightly) and in a short stable smoke run
@@ -76,9 +77,10 @@ pub fn redact(data: &[u8]) {
     mcptap_flow::redact::redact_flow(&mut flow);
 }
 
-/// The analyzer's reading of an OAuth exchange built around the input: a `401` whose
-/// `WWW-Authenticate` value, a metadata document, a token request form and the URLs involved
-/// come from the input (split at line ends).
+/// The reading of an OAuth exchange built around the input: a `401` whose `WWW-Authenticate`
+/// value, a metadata document, a token request form and the URLs involved come from the input
+/// (split at line ends). The shared parsers (`mcptap_flow::oauth`) get each piece directly,
+/// then the analyzer gets the exchange.
 pub fn oauth_flow(data: &[u8]) {
     let parts = fields(data, 5);
     let (challenge, mcp_url, metadata, form, location) = (
@@ -88,6 +90,7 @@ pub fn oauth_flow(data: &[u8]) {
         parts[3].clone(),
         text(&parts[4]),
     );
+    oauth_parsers(&challenge, &mcp_url, &metadata, &form, &location);
     let mcp = Flow {
         id: FlowId(1),
         request: Request {
@@ -144,6 +147,34 @@ pub fn oauth_flow(data: &[u8]) {
         ..Default::default()
     };
     let _ = mcptap_analyze::analyze(&[mcp, meta, token]);
+}
+
+/// Every parser of `mcptap_flow::oauth` on the pieces of an exchange.
+fn oauth_parsers(challenge: &str, mcp_url: &str, metadata: &[u8], form: &[u8], location: &str) {
+    use mcptap_flow::oauth;
+    for c in oauth::parse_challenges(challenge.split('\r')) {
+        let _ = (
+            c.param("scope"),
+            c.param("resource_metadata"),
+            c.is_bearer(),
+        );
+    }
+    for url in [mcp_url, location] {
+        let _ = oauth::canonical(url);
+        let _ = oauth::WellKnown::of_url(url);
+        if let Some(u) = oauth::Url::parse(url) {
+            let _ = (u.origin(), u.endpoint(), u.query_pairs());
+            let _ = u.join(location).map(|j| j.endpoint());
+        }
+    }
+    let _ = oauth::form_pairs(&String::from_utf8_lossy(form));
+    let _ = oauth::form_value(form, "resource");
+    let _ = oauth::percent_decode(form, false);
+    let _ = oauth::percent_encode(&String::from_utf8_lossy(form));
+    if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(metadata) {
+        let jwt = oauth::bearer_access_token(&doc).and_then(oauth::decode_jwt);
+        let _ = oauth::expires_at(oauth::expires_in(&doc), jwt.as_ref(), 0);
+    }
 }
 
 fn analyze_prepared(mut flows: Vec<Flow>) {

@@ -5,9 +5,10 @@
 
 use crate::context::ConnCtx;
 use crate::limits::human;
-use crate::message::{empty, flow_headers, flow_version, text_response, ProxyBody};
+use crate::message::{empty, flow_headers, flow_version, request_head, text_response, ProxyBody};
 use crate::shared::Shared;
 use crate::shutdown::Guard;
+use crate::tap::{record_failed, synthetic_answer};
 use crate::target::Target;
 use crate::tls::{connect_flow, dispatch, handshake_timed_out, Handshake};
 use http::{Request, Response, StatusCode};
@@ -44,41 +45,17 @@ fn refuse_connect(
     let started = now_micros();
     let shown = req.uri().to_string();
     let text = format!("mcptap: bad CONNECT target {shown:?}: {why}\n");
+    let host = req.uri().host().unwrap_or("").to_owned();
     let flow = Flow {
-        id: shared.ids.next(),
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host: req.uri().host().unwrap_or("").to_owned(),
-        request: mcptap_flow::Request {
-            method: "CONNECT".to_owned(),
-            url: shown.clone(),
-            version: flow_version(req.version()),
-            headers: flow_headers(req.headers()),
-            ..Default::default()
-        },
-        response: Some(mcptap_flow::Response {
-            status: StatusCode::BAD_REQUEST.as_u16(),
-            headers: [("content-type", "text/plain; charset=utf-8")]
-                .into_iter()
-                .collect(),
-            body: mcptap_flow::CapturedBody::complete(text.clone()),
-            synthetic: true,
-            ..Default::default()
-        }),
-        timings: mcptap_flow::Timings {
-            started,
-            finished: Some(now_micros()),
-            ..Default::default()
-        },
-        state: FlowState::Failed,
-        error: Some(FlowError::new(
-            ErrorKind::ClientProtocol,
-            format!("bad CONNECT target {shown:?}: {why}"),
-        )),
-        ..Default::default()
+        request: request_head(req, shown.clone()),
+        response: Some(synthetic_answer(StatusCode::BAD_REQUEST, &text)),
+        ..ctx.flow(shared.ids.next(), host, 0, started)
     };
-    shared.events.send(FlowEvent::Failed {
-        flow: Box::new(flow),
-    });
+    let error = FlowError::new(
+        ErrorKind::ClientProtocol,
+        format!("bad CONNECT target {shown:?}: {why}"),
+    );
+    record_failed(&shared.events, flow, error);
     text_response(StatusCode::BAD_REQUEST, text)
 }
 
@@ -214,18 +191,13 @@ async fn tunnel_ignored(
         Ok(s) => s,
         Err(e) => {
             let text = format!("mcptap: {e}\n");
-            flow.state = FlowState::Failed;
-            flow.timings.finished = Some(now_micros());
             flow.response = Some(mcptap_flow::Response {
                 status: 502,
                 synthetic: true,
                 body: mcptap_flow::CapturedBody::complete(text.clone()),
                 ..Default::default()
             });
-            flow.error = Some(e.flow_error());
-            shared.events.send(FlowEvent::Failed {
-                flow: Box::new(flow),
-            });
+            record_failed(&shared.events, flow, e.flow_error());
             return text_response(StatusCode::BAD_GATEWAY, text);
         }
     };

@@ -4,7 +4,7 @@
 use crate::shutdown::Guard;
 use crate::target::{Origin, Target};
 use crate::tunnel_upstream::{IdleH1, TunnelUpstream};
-use mcptap_flow::TlsInfo;
+use mcptap_flow::{Flow, FlowId, TlsInfo};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -45,6 +45,23 @@ impl ConnCtx {
             target,
             client_tls,
             guard,
+        }
+    }
+
+    /// A new flow on this connection, to `host:port`, started at `started`: who the client is
+    /// and the TLS it spoke filled in, the request left to the caller.
+    pub(crate) fn flow(&self, id: FlowId, host: String, port: u16, started: i64) -> Flow {
+        Flow {
+            id,
+            client_addr: Some(self.client_addr_text.clone()),
+            host,
+            port,
+            client_tls: self.client_tls.clone(),
+            timings: mcptap_flow::Timings {
+                started,
+                ..Default::default()
+            },
+            ..Default::default()
         }
     }
 

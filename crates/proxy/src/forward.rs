@@ -8,8 +8,8 @@
 use crate::context::ConnCtx;
 use crate::hook::{Exchange, Hook, Outgoing, Reply};
 use crate::message::{
-    empty, flow_headers, flow_version, is_upgrade_request, strip_hop_by_hop, text_response,
-    BoxError, ProxyBody,
+    empty, flow_headers, flow_version, is_upgrade_request, request_head, strip_hop_by_hop,
+    text_response, BoxError, ProxyBody,
 };
 use crate::route::Route;
 use crate::shared::Shared;
@@ -28,62 +28,28 @@ use tracing::Instrument;
 pub(crate) async fn forward(
     shared: Arc<Shared>,
     ctx: Arc<ConnCtx>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = now_micros();
     let id = shared.ids.next();
     let route = match crate::route::route(shared.reverse.as_deref(), &ctx, &req) {
         Ok(r) => r,
-        Err(msg) => {
-            record_rejected(&shared, &ctx, id, &req, started, &msg);
-            return text_response(StatusCode::BAD_REQUEST, msg + "\n");
-        }
+        Err(msg) => return reject(&shared, &ctx, id, &req, started, msg),
     };
     let rec = record_request(&shared, &ctx, id, &req, &route, started);
     // Dropped with this handler (the client went away): the flow ends at once, as aborted.
     let _awaiting = rec.awaiting_head();
-
-    let upgrade = is_upgrade_request(&req);
-    let client_version = req.version();
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    prepare_head(&mut parts, upgrade);
     let mut ex = Exchange {
         ctx: &ctx,
         rec: &rec,
         route,
         body_limit: shared.body_limit,
     };
-    shared.hooks.request(&mut ex, &mut parts).await;
-    parts.uri = std::mem::take(&mut ex.route.uri);
-    parts.version = Version::HTTP_11;
-    let body = Tap::new(
-        body,
-        rec.clone(),
-        Direction::Request,
-        shared.body_limit,
-        false,
-    );
-    let outgoing = match shared
-        .hooks
-        .request_body(&mut ex, &mut parts, Outgoing::Stream(body))
-        .await
-    {
+    let (outbound, client_upgrade) = match request_hooks(&shared, &mut ex, req).await {
         Ok(o) => o,
         Err(error) => return fail_with(&rec, error),
     };
-
-    let resp = match send(
-        &shared,
-        &ctx,
-        &rec,
-        parts,
-        outgoing,
-        upgrade,
-        client_version,
-    )
-    .await
-    {
+    let resp = match send(&shared, &ctx, &rec, outbound).await {
         Ok(r) => r,
         Err(error) => {
             tracing::debug!(flow = id.0, "exchange failed: {}", error.message);
@@ -91,19 +57,75 @@ pub(crate) async fn forward(
         }
     };
     let is_sse = record_response_head(&rec, &resp);
-
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             return switch_protocols(&ctx, &rec, client_upgrade, resp);
         }
     }
+    response_hooks(&shared, &mut ex, resp, is_sse).await
+}
 
+/// A request ready to go upstream.
+struct Outbound {
+    parts: request::Parts,
+    body: Outgoing,
+    /// The client asked to switch protocols (the upstream connection must be HTTP/1.1).
+    upgrade: bool,
+    /// The HTTP version the client spoke.
+    client_version: Version,
+}
+
+/// The request side: hop-by-hop headers go, the hooks see the head, the request takes its
+/// upstream URI, the body gets its tap and the hooks see it. Also returns the client's side of
+/// a protocol upgrade it asked for (WebSocket).
+async fn request_hooks(
+    shared: &Shared,
+    ex: &mut Exchange<'_>,
+    mut req: Request<Incoming>,
+) -> Result<(Outbound, Option<hyper::upgrade::OnUpgrade>), FlowError> {
+    let upgrade = is_upgrade_request(&req);
+    let client_version = req.version();
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    prepare_head(&mut parts, upgrade);
+    shared.hooks.request(ex, &mut parts).await;
+    parts.uri = std::mem::take(&mut ex.route.uri);
+    parts.version = Version::HTTP_11;
+    let body = Tap::new(
+        body,
+        ex.rec.clone(),
+        Direction::Request,
+        shared.body_limit,
+        false,
+    );
+    let body = shared
+        .hooks
+        .request_body(ex, &mut parts, Outgoing::Stream(body))
+        .await?;
+    let outbound = Outbound {
+        parts,
+        body,
+        upgrade,
+        client_version,
+    };
+    Ok((outbound, client_upgrade))
+}
+
+/// The response side: hop-by-hop headers go, then a hook takes the response or its body streams
+/// back through a tap.
+async fn response_hooks(
+    shared: &Shared,
+    ex: &mut Exchange<'_>,
+    resp: Response<Incoming>,
+    is_sse: bool,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
-    match shared.hooks.response(&mut ex, parts, body).await {
+    match shared.hooks.response(ex, parts, body).await {
         Reply::Done(resp) => resp,
         Reply::Pass(parts, body) => {
+            let rec = ex.rec.clone();
             let body = Tap::new(body, rec, Direction::Response, shared.body_limit, is_sse);
             Response::from_parts(parts, body.boxed())
         }
@@ -120,23 +142,8 @@ fn record_request(
     started: i64,
 ) -> Arc<Recorder> {
     let flow = Flow {
-        id,
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host: route.host.clone(),
-        port: route.port,
-        client_tls: ctx.client_tls.clone(),
-        request: mcptap_flow::Request {
-            method: req.method().as_str().to_owned(),
-            url: route.shown.clone(),
-            version: flow_version(req.version()),
-            headers: flow_headers(req.headers()),
-            body: Default::default(),
-        },
-        timings: mcptap_flow::Timings {
-            started,
-            ..Default::default()
-        },
-        ..Default::default()
+        request: request_head(req, route.shown.clone()),
+        ..ctx.flow(id, route.host.clone(), route.port, started)
     };
     let idle = Some(shared.limits.idle_body);
     Recorder::start_with_idle_limit(flow, shared.events.clone(), shared.observer.clone(), idle)
@@ -165,11 +172,14 @@ async fn send(
     shared: &Shared,
     ctx: &ConnCtx,
     rec: &Recorder,
-    mut parts: request::Parts,
-    outgoing: Outgoing,
-    upgrade: bool,
-    client_version: Version,
+    request: Outbound,
 ) -> Result<Response<Incoming>, FlowError> {
+    let Outbound {
+        mut parts,
+        body: outgoing,
+        upgrade,
+        client_version,
+    } = request;
     let client = if upgrade || client_version < Version::HTTP_2 {
         &shared.client_h1
     } else {
@@ -258,36 +268,25 @@ fn switch_protocols(
     Response::from_parts(parts, empty())
 }
 
-/// Records a request refused before it could be forwarded (e.g. origin-form on the listener).
-fn record_rejected(
+/// Refuses a request that cannot be forwarded (e.g. origin-form on the listener): a `400`
+/// naming why, and a failed flow.
+fn reject(
     shared: &Shared,
     ctx: &ConnCtx,
     id: FlowId,
     req: &Request<Incoming>,
     started: i64,
-    msg: &str,
-) {
+    msg: String,
+) -> Response<ProxyBody> {
+    let host = req.uri().host().unwrap_or("").to_owned();
+    let port = req.uri().port_u16().unwrap_or(0);
     let flow = Flow {
-        id,
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host: req.uri().host().unwrap_or("").to_owned(),
-        port: req.uri().port_u16().unwrap_or(0),
-        client_tls: ctx.client_tls.clone(),
-        request: mcptap_flow::Request {
-            method: req.method().as_str().to_owned(),
-            url: req.uri().to_string(),
-            version: flow_version(req.version()),
-            headers: flow_headers(req.headers()),
-            body: Default::default(),
-        },
-        timings: mcptap_flow::Timings {
-            started,
-            ..Default::default()
-        },
-        ..Default::default()
+        request: request_head(req, req.uri().to_string()),
+        ..ctx.flow(id, host, port, started)
     };
     let rec = Recorder::start(flow, shared.events.clone(), None);
-    let _ = fail(&rec, ErrorKind::ClientProtocol, msg.to_owned(), None);
+    let _ = fail(&rec, ErrorKind::ClientProtocol, msg.clone(), None);
+    text_response(StatusCode::BAD_REQUEST, msg + "\n")
 }
 
 /// After a `101`, copies bytes both ways until either side closes, then ends the flow.

@@ -16,6 +16,8 @@
 //! [`Injector::refresh_done`]; the HTTP exchange is in `refresh.rs`). That rotates the
 //! refresh token on servers that rotate, so the client's own copy may stop working.
 
+pub use mcptap_flow::oauth::canonical;
+use mcptap_flow::oauth::{self, form_value, Url, WellKnown};
 use mcptap_flow::{redact, Flow, FlowId, Micros};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -250,21 +252,6 @@ impl Drop for RefreshJob {
     }
 }
 
-/// `scheme://host[:port]/path` lowercased in scheme and host, without query, fragment, default
-/// port; the path as sent (a trailing slash is significant and kept).
-pub fn canonical(url: &str) -> Option<String> {
-    let uri: http::Uri = url.trim().parse().ok()?;
-    let scheme = uri.scheme_str()?.to_ascii_lowercase();
-    let host = uri.host()?.to_ascii_lowercase();
-    let port = match (uri.port_u16(), scheme.as_str()) {
-        (Some(443), "https") | (Some(80), "http") | (None, _) => String::new(),
-        (Some(p), _) => format!(":{p}"),
-    };
-    let path = uri.path();
-    let path = if path.is_empty() { "/" } else { path };
-    Some(format!("{scheme}://{host}{port}{path}"))
-}
-
 /// The path of `path` (as sent, percent-encoded) with `%2e`/`%2E` decoded and dot-segments
 /// removed (RFC 3986 §5.2.4), or [`Skip::AmbiguousPath`] when it holds a separator that servers
 /// read differently: `%2f`, `%5c`, `\`, or `.`/`..` followed by `;parameters`. An encoded
@@ -324,10 +311,7 @@ pub fn check_authority<'a>(
 }
 
 fn origin_of(url: &str) -> Option<String> {
-    let c = canonical(url)?;
-    let after = c.find("://")? + 3;
-    let end = c[after..].find('/').map(|i| after + i).unwrap_or(c.len());
-    Some(c[..end].to_owned())
+    Url::parse(url).map(|u| u.origin())
 }
 
 fn trim_slash(s: &str) -> &str {
@@ -353,49 +337,13 @@ fn json(bytes: &[u8]) -> Option<serde_json::Value> {
     serde_json::from_slice(bytes).ok()
 }
 
-fn form_value(body: &[u8], key: &str) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    text.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Expiry of `token` issued at `issued_at`: `expires_in` (numbers or strings), else JWT `exp`.
 fn expiry(doc: &serde_json::Value, token: &str, issued_at: Micros) -> Option<Micros> {
-    let expires_in = doc.get("expires_in").and_then(|v| {
-        v.as_i64()
-            .or_else(|| v.as_f64().map(|f| f as i64))
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-    });
-    let jwt_exp = redact::decode_jwt(token)
-        .and_then(|j| j.claims.get("exp").and_then(|e| e.as_i64()))
-        .map(|exp| exp * 1_000_000);
-    expires_in.map(|s| issued_at + s * 1_000_000).or(jwt_exp)
+    oauth::expires_at(
+        oauth::expires_in(doc),
+        oauth::decode_jwt(token).as_ref(),
+        issued_at,
+    )
 }
 
 /// Whether `t` may still be injected at `now`: not expired, with [`EXPIRY_SKEW_US`] of margin —
@@ -427,28 +375,11 @@ fn scopes(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
 
-/// The `name="value"` (or `name=value`) parameter of a challenge.
-fn challenge_param(header: &str, name: &str) -> Option<String> {
-    let lower = header.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(i) = lower[from..].find(name) {
-        let at = from + i;
-        let before_ok = at == 0
-            || !lower.as_bytes()[at - 1].is_ascii_alphanumeric()
-                && lower.as_bytes()[at - 1] != b'_';
-        let rest = &header[at + name.len()..];
-        if before_ok {
-            if let Some(v) = rest.trim_start().strip_prefix('=') {
-                let v = v.trim_start();
-                return Some(match v.strip_prefix('"') {
-                    Some(q) => q.split('"').next().unwrap_or("").to_owned(),
-                    None => v.split([',', ' ']).next().unwrap_or("").to_owned(),
-                });
-            }
-        }
-        from = at + name.len();
-    }
-    None
+/// The scope a `401`/`403` asks for: the `scope` parameter of the first challenge that has one.
+fn challenged_scope<'a>(www_authenticate: impl Iterator<Item = &'a str>) -> Option<String> {
+    oauth::parse_challenges(www_authenticate)
+        .iter()
+        .find_map(|c| c.param("scope").map(str::to_owned))
 }
 
 impl Injector {
@@ -481,8 +412,8 @@ impl Injector {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // A challenge names the scope the resource wants.
         if matches!(resp.status, 401 | 403) {
-            if let (Some(www), Some(c)) = (resp.headers.get("www-authenticate"), canonical(url)) {
-                if let Some(scope) = challenge_param(www, "scope") {
+            if let Some(c) = canonical(url) {
+                if let Some(scope) = challenged_scope(resp.headers.get_all("www-authenticate")) {
                     st.resources.entry(c).or_default().challenged_scope = Some(scopes(&scope));
                 }
             }
@@ -491,7 +422,8 @@ impl Injector {
         if resp.status != 200 {
             return;
         }
-        if url.contains("/.well-known/oauth-protected-resource") {
+        let metadata = WellKnown::of_url(url);
+        if metadata == Some(WellKnown::ProtectedResource) {
             if let Some(doc) = json(&resp.body.bytes) {
                 if let (Some(res), Some(servers)) = (
                     doc.get("resource")
@@ -509,9 +441,7 @@ impl Injector {
             }
             return;
         }
-        if url.contains("/.well-known/oauth-authorization-server")
-            || url.contains("/.well-known/openid-configuration")
-        {
+        if metadata.is_some_and(WellKnown::is_server_metadata) {
             if let Some(doc) = json(&resp.body.bytes) {
                 if let (Some(issuer), Some(te)) = (
                     doc.get("issuer").and_then(|v| v.as_str()),
@@ -530,16 +460,10 @@ impl Injector {
         let Some(doc) = json(&resp.body.bytes) else {
             return;
         };
-        let Some(token) = doc.get("access_token").and_then(|v| v.as_str()) else {
+        // DPoP or other schemes, empty tokens, redacted input: never injected.
+        let Some(token) = oauth::bearer_access_token(&doc) else {
             return;
         };
-        let bearer = doc
-            .get("token_type")
-            .and_then(|v| v.as_str())
-            .is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
-        if !bearer || token.is_empty() || redact::parse_redacted(token).is_some() {
-            return; // DPoP or other schemes, empty tokens, redacted input: never injected
-        }
         let issued_at = flow.timings.response_head.unwrap_or(flow.timings.started);
         let expires_at = expiry(&doc, token, issued_at);
         let body = &flow.request.body.bytes;
@@ -718,7 +642,7 @@ impl Injector {
         }
         let mut body = format!(
             "grant_type=refresh_token&refresh_token={}",
-            redact::percent_encode(&cred.token)
+            oauth::percent_encode(&cred.token)
         );
         for (k, v) in [
             ("client_id", &cred.client_id),
@@ -727,7 +651,7 @@ impl Injector {
             ("scope", &cred.scope),
         ] {
             if let Some(v) = v {
-                body.push_str(&format!("&{k}={}", redact::percent_encode(v)));
+                body.push_str(&format!("&{k}={}", oauth::percent_encode(v)));
             }
         }
         let (issuer, resource, scope) = (t.issuer.clone(), t.resource.clone(), t.scope.clone());
@@ -763,14 +687,7 @@ impl Injector {
         {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let doc = response.and_then(json);
-            let token = doc.as_ref().and_then(|d| {
-                let t = d.get("access_token")?.as_str()?;
-                let bearer = d
-                    .get("token_type")
-                    .and_then(|v| v.as_str())
-                    .is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
-                (bearer && !t.is_empty() && redact::parse_redacted(t).is_none()).then_some(t)
-            });
+            let token = doc.as_ref().and_then(oauth::bearer_access_token);
             match (doc.as_ref(), token) {
                 (Some(doc), Some(token)) => {
                     for t in st.tokens.iter_mut() {

@@ -5,25 +5,27 @@
 //! bodies stream through taps that copy a bounded prefix into the flow. Everything the engine
 //! learns leaves it as [`FlowEvent`](mcptap_flow::FlowEvent)s on a bounded channel
 //! ([`events`]); it knows nothing of terminals or disks.
-#![deny(missing_docs)]
-
 //!
 //! Inside, one connection goes down a one-way chain of modules — `listener` (proxy listener,
 //! proxy authentication) → `connect` (CONNECT) → `tls` (ALPN dispatch) → `serve` (HTTP/1.1,
 //! HTTP/2) → `forward` (route → hooks → send → record) → `upstream` / `tunnel_upstream` and the
-//! `tap` — and no module imports from one that calls it. Leaves shared by all: `target` (targets,
-//! origins, URLs), `message` (answers, recorded heads, hop-by-hop headers), `context` (the
-//! per-connection context). Modes plug in through the `hook` trait: `auth`, `reverse`,
-//! [`inject`]. `docs/architecture.md` draws the whole.
+//! `tap` — and no module imports from one that calls it (`layering.rs` tests it). Leaves shared
+//! by all: `target` (targets, origins, URLs), `message` (answers, recorded heads, hop-by-hop
+//! headers), `context` (the per-connection context). Modes plug in through the `hook` trait:
+//! `auth`, `reverse`, [`inject`]. `docs/architecture.md` draws the whole.
+#![deny(missing_docs)]
 
 mod auth;
 mod capture_pool;
 mod connect;
 mod context;
 pub mod events;
+mod exec;
 mod forward;
 mod hook;
 pub mod inject;
+#[cfg(test)]
+mod layering;
 pub mod limits;
 mod listener;
 mod message;
@@ -47,7 +49,7 @@ pub use shared::CertSource;
 pub use upstream::{TrustError, UpstreamProxy, UpstreamTrust};
 
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use regex::RegexSet;
 use shared::Shared;
 use std::future::Future;
@@ -56,8 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Default bytes of each body kept in the flow.
-pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+pub use mcptap_flow::DEFAULT_BODY_LIMIT;
 
 /// How the proxy behaves. Built by the CLI from validated arguments; tests build it directly.
 #[derive(Debug, Clone)]
@@ -152,7 +153,7 @@ where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
 {
-    Client::builder(TokioExecutor::new())
+    Client::builder(exec::SpanExecutor)
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))

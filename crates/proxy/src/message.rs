@@ -57,6 +57,17 @@ pub(crate) fn flow_headers(map: &HeaderMap) -> Headers {
         .into()
 }
 
+/// The recorded head of `req` (its body still to come), shown as `url`.
+pub(crate) fn request_head<B>(req: &Request<B>, url: String) -> mcptap_flow::Request {
+    mcptap_flow::Request {
+        method: req.method().as_str().to_owned(),
+        url,
+        version: flow_version(req.version()),
+        headers: flow_headers(req.headers()),
+        body: Default::default(),
+    }
+}
+
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(

@@ -136,9 +136,7 @@ pub(crate) fn add_forwarded(
 
 /// True for the paths whose JSON names OAuth endpoints and resources.
 pub(crate) fn is_metadata_path(path: &str) -> bool {
-    path.contains("/.well-known/oauth-protected-resource")
-        || path.contains("/.well-known/oauth-authorization-server")
-        || path.contains("/.well-known/openid-configuration")
+    mcptap_flow::oauth::WellKnown::of_path(path).is_some()
 }
 
 /// Replaces every upstream origin in `text` by `public`.
@@ -173,7 +171,7 @@ pub(crate) fn rewrite_resource_params(
             let Some(("resource", raw)) = pair.split_once('=') else {
                 return pair.to_owned();
             };
-            let value = mcptap_flow::redact::form_decode(raw.as_bytes());
+            let value = mcptap_flow::oauth::form_decode(raw.as_bytes());
             let Some(rest) = value.strip_prefix(public) else {
                 return pair.to_owned();
             };
@@ -188,7 +186,7 @@ pub(crate) fn rewrite_resource_params(
             changed = true;
             format!(
                 "resource={}",
-                mcptap_flow::redact::percent_encode(&format!("{upstream}{rest}"))
+                mcptap_flow::oauth::percent_encode(&format!("{upstream}{rest}"))
             )
         })
         .collect();

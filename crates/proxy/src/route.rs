@@ -24,13 +24,10 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    /// The path the client asked for (reverse mode: under the public origin).
-    pub(crate) fn client_path(&self) -> &str {
-        let pq = match &self.public {
-            Some(p) => self.shown.strip_prefix(p.as_str()).unwrap_or(&self.shown),
-            None => self.uri.path(),
-        };
-        pq.split('?').next().unwrap_or(pq)
+    /// Reverse mode: the path the client asked for under the public origin.
+    pub(crate) fn public_path(&self) -> Option<&str> {
+        let pq = self.shown.strip_prefix(self.public.as_deref()?)?;
+        pq.split('?').next()
     }
 }
 

@@ -4,12 +4,14 @@
 //! connection drains on shutdown and is dropped at the deadline.
 
 use crate::context::ConnCtx;
+use crate::exec::SpanExecutor;
 use crate::message::ProxyBody;
 use crate::shared::Shared;
 use crate::shutdown::{Guard, Phase};
+use crate::tap::record_failed;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use mcptap_flow::{now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowState};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use mcptap_flow::{now_micros, ErrorKind, Flow, FlowError};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -109,34 +111,20 @@ pub(crate) fn record_protocol_error(shared: &Shared, ctx: &ConnCtx, e: &hyper::E
         .map(|t| (t.host.clone(), t.port))
         .unwrap_or_default();
     let now = now_micros();
-    let flow = Flow {
-        id: shared.ids.next(),
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host,
-        port,
-        client_tls: ctx.client_tls.clone(),
-        state: FlowState::Failed,
+    let mut flow = Flow {
         request: mcptap_flow::Request {
             method: "?".to_owned(),
             url: String::new(),
             ..Default::default()
         },
-        timings: mcptap_flow::Timings {
-            started: now,
-            finished: Some(now),
-            ..Default::default()
-        },
-        error: Some(FlowError {
-            kind: ErrorKind::ClientProtocol,
-            message: format!("malformed request from the client: {e}"),
-            hint: None,
-            limit: None,
-        }),
-        ..Default::default()
+        ..ctx.flow(shared.ids.next(), host, port, now)
     };
-    shared.events.send(FlowEvent::Failed {
-        flow: Box::new(flow),
-    });
+    flow.timings.finished = Some(now);
+    let error = FlowError::new(
+        ErrorKind::ClientProtocol,
+        format!("malformed request from the client: {e}"),
+    );
+    record_failed(&shared.events, flow, error);
 }
 
 fn tunnel_service(
@@ -175,7 +163,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = tunnel_service(shared.clone(), ctx.clone());
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let conn = hyper::server::conn::http2::Builder::new(SpanExecutor)
         .timer(TokioTimer::new())
         .serve_connection(TokioIo::new(io), svc);
     if let Some(Err(e)) = drive(conn, guard).await {
@@ -189,7 +177,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = tunnel_service(shared.clone(), ctx.clone());
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(SpanExecutor);
     builder.http1().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Some(Err(e)) = drive(conn, guard).await {

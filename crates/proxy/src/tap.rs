@@ -8,7 +8,8 @@
 //! once, as aborted by the client (or by the shutdown).
 //!
 //! The recording side of failures lives here too: [`fail_with`] ends a flow with its error and
-//! the synthetic answer the client gets, and [`FlowIds`] numbers the flows.
+//! the synthetic answer the client gets, [`record_failed`] records one that failed before
+//! anything streamed, and [`FlowIds`] numbers the flows.
 
 use crate::events::EventSender;
 use crate::limits::{exceeded, human};
@@ -82,19 +83,36 @@ pub(crate) fn fail_with(rec: &Recorder, error: FlowError) -> http::Response<Prox
         Some(h) => format!("mcptap: {}\n({h})\n", error.message),
         None => format!("mcptap: {}\n", error.message),
     };
-    let synthetic = mcptap_flow::Response {
+    let synthetic = synthetic_answer(status, &text);
+    rec.with(|f| f.response = Some(synthetic));
+    rec.fail(error);
+    text_response(status, text)
+}
+
+/// The recorded form of mcptap's own plain-text answer ([`text_response`]).
+pub(crate) fn synthetic_answer(status: http::StatusCode, text: &str) -> mcptap_flow::Response {
+    mcptap_flow::Response {
         status: status.as_u16(),
         version: mcptap_flow::HttpVersion::Http11,
         headers: [("content-type", "text/plain; charset=utf-8")]
             .into_iter()
             .collect(),
-        body: CapturedBody::complete(text.clone()),
+        body: CapturedBody::complete(text.to_owned()),
         synthetic: true,
         ..Default::default()
-    };
-    rec.with(|f| f.response = Some(synthetic));
-    rec.fail(error);
-    text_response(status, text)
+    }
+}
+
+/// Records a flow that failed before anything streamed (a refused CONNECT, a broken TLS
+/// handshake, a malformed request, an unreachable upstream of a spliced tunnel): failed with
+/// `error`, finished now unless the caller said when.
+pub(crate) fn record_failed(events: &EventSender, mut flow: Flow, error: FlowError) {
+    flow.state = FlowState::Failed;
+    flow.timings.finished.get_or_insert_with(now_micros);
+    flow.error = Some(error);
+    events.send(FlowEvent::Failed {
+        flow: Box::new(flow),
+    });
 }
 
 /// A flow under construction, shared by the request tap, the response tap and the handler.

@@ -9,11 +9,10 @@ use crate::limits::{exceeded, human};
 use crate::serve::{serve_auto, serve_h1, serve_h2};
 use crate::shared::Shared;
 use crate::shutdown::Guard;
+use crate::tap::record_failed;
 use crate::target::{url_host, Target};
 use crate::upstream::tls_info;
-use mcptap_flow::{
-    now_micros, ErrorKind, Flow, FlowError, FlowEvent, FlowKind, FlowState, Phase, TlsInfo,
-};
+use mcptap_flow::{ErrorKind, Flow, FlowError, FlowKind, Phase, TlsInfo};
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -195,32 +194,21 @@ fn tunnel_failed(
         sni: sni.map(str::to_owned),
         ..Default::default()
     }));
-    flow.state = FlowState::Failed;
-    flow.timings.finished = Some(now_micros());
-    flow.error = Some(error);
-    shared.events.send(FlowEvent::Failed {
-        flow: Box::new(flow),
-    });
+    record_failed(&shared.events, flow, error);
 }
 
 /// A flow describing the tunnel itself (`CONNECT host:port`).
 pub(crate) fn connect_flow(shared: &Shared, ctx: &ConnCtx, target: &Target, started: i64) -> Flow {
     Flow {
-        id: shared.ids.next(),
         kind: FlowKind::Http,
-        client_addr: Some(ctx.client_addr_text.clone()),
-        host: target.host.clone(),
-        port: target.port,
         request: mcptap_flow::Request {
             method: "CONNECT".to_owned(),
             url: format!("{}:{}", url_host(&target.host), target.port),
             version: mcptap_flow::HttpVersion::Http11,
             ..Default::default()
         },
-        timings: mcptap_flow::Timings {
-            started,
-            ..Default::default()
-        },
-        ..Default::default()
+        // On the listener: no TLS with the client yet.
+        client_tls: None,
+        ..ctx.flow(shared.ids.next(), target.host.clone(), target.port, started)
     }
 }

@@ -9,7 +9,7 @@
 //! {"type":"response_head","id":3,"at":…,"status":200,"version":"HTTP/1.1","headers":[…]}
 //! {"type":"sse","id":3,"event":{"at":…,"event":"message","data":"…"}}   one per event, at once
 //! {"type":"completed","flow":{…}}                 the whole flow (bodies, SSE events, timings)
-//! {"type":"completed","flow":{…},"sse":{"lines":[…],"body":true}}   a stream's end (below)
+//! {"type":"completed","flow":{…},"sse":{"lines":[…],"body":"crlf"}}   a stream's end (below)
 //! {"type":"failed","flow":{…}}
 //! {"type":"end","at":…,"flows":12}                clean shutdown only
 //! ```
@@ -40,9 +40,31 @@ pub const JOURNAL_VERSION: u32 = 2;
 pub(crate) struct SseRef {
     /// The byte offsets of the flow's `sse` lines, in order.
     pub lines: Vec<u64>,
-    /// The response body was exactly [`sse_text`] of the events, and is left out too.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub body: bool,
+    /// The response body was exactly [`sse_text`] of the events with these line ends, and is
+    /// left out too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<LineEnd>,
+}
+
+/// The line ends a stream's body used (`text/event-stream` allows LF, CRLF or CR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LineEnd {
+    /// `\n`
+    Lf,
+    /// `\r\n` (Starlette's `sse-starlette`, the Python SDK's server)
+    Crlf,
+}
+
+impl LineEnd {
+    pub(crate) const ALL: [LineEnd; 2] = [LineEnd::Lf, LineEnd::Crlf];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LineEnd::Lf => "\n",
+            LineEnd::Crlf => "\r\n",
+        }
+    }
 }
 
 /// How a final line that leaves out its events marks it: the last member it has.
@@ -110,12 +132,15 @@ impl Line {
 }
 
 /// True when a final line ends with an [`SseRef`], as [`write_streamed`] writes it (read from
-/// the end: `…,"sse":{"lines":[1,2],"body":true}}`).
+/// the end: `…,"sse":{"lines":[1,2],"body":"lf"}}`).
 fn has_sse_ref(text: &[u8]) -> bool {
     let Some(t) = text.strip_suffix(b"}}") else {
         return false;
     };
-    let t = t.strip_suffix(br#","body":true"#).unwrap_or(t);
+    let t = [&br#","body":"lf""#[..], br#","body":"crlf""#]
+        .into_iter()
+        .find_map(|end| t.strip_suffix(end))
+        .unwrap_or(t);
     let Some(t) = t.strip_suffix(b"]") else {
         return false;
     };
@@ -129,25 +154,29 @@ fn has_sse_ref(text: &[u8]) -> bool {
 
 /// Events written back as a `text/event-stream` body: how a stream's body is rebuilt when its
 /// final line left it out, or when the stream never ended.
-pub(crate) fn sse_text(events: &[mcptap_flow::SseEvent]) -> String {
-    use std::fmt::Write as _;
+pub(crate) fn sse_text(events: &[mcptap_flow::SseEvent], end: LineEnd) -> String {
+    let nl = end.as_str();
+    let line = |out: &mut String, field: &str, value: &str| {
+        out.push_str(field);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str(nl);
+    };
     let mut out = String::new();
     for ev in events {
         if let Some(e) = &ev.event {
-            let _ = writeln!(out, "event: {e}");
+            line(&mut out, "event", e);
         }
         if let Some(id) = &ev.id {
-            let _ = writeln!(out, "id: {id}");
+            line(&mut out, "id", id);
         }
         if let Some(r) = ev.retry {
-            let _ = writeln!(out, "retry: {r}");
+            line(&mut out, "retry", &r.to_string());
         }
         for l in ev.data.split('\n') {
-            out.push_str("data: ");
-            out.push_str(l);
-            out.push('\n');
+            line(&mut out, "data", l);
         }
-        out.push('\n');
+        out.push_str(nl);
     }
     out
 }

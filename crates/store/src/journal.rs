@@ -67,12 +67,6 @@ impl SessionMeta {
     }
 }
 
-/// `~/.mcptap/sessions`, where sessions go without `-w`.
-pub fn default_sessions_dir() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE"))?;
-    Some(PathBuf::from(home).join(".mcptap").join("sessions"))
-}
-
 /// Appends a session's events to `journal.jsonl`.
 #[derive(Debug)]
 pub struct Journal {
@@ -142,7 +136,7 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Creates a new session under `base` (normally [`default_sessions_dir`]) named after the
+    /// Creates a new session under `base` (normally `<confdir>/sessions`) named after the
     /// current UTC time (`2026-05-01T12-30-05Z`, with `-2`, `-3`… if taken).
     pub fn create_in(base: &Path, meta: SessionMeta) -> Result<Journal, StoreError> {
         let stamp = timefmt::dir_stamp(meta.created);
@@ -337,13 +331,17 @@ fn write_final(buf: &mut Vec<u8>, event: &mut FlowEvent, stream: Stream) -> serd
         return format::write_event(buf, event);
     }
     let events = std::mem::take(&mut resp.sse);
-    let body_is_events = !resp.body.truncated
-        && resp.body.encoding.is_none()
-        && resp.body.bytes == format::sse_text(&events).as_bytes();
-    let body = body_is_events.then(|| std::mem::take(&mut resp.body.bytes));
+    let body_end = (!resp.body.truncated && resp.body.encoding.is_none())
+        .then(|| {
+            format::LineEnd::ALL
+                .into_iter()
+                .find(|&end| resp.body.bytes == format::sse_text(&events, end).as_bytes())
+        })
+        .flatten();
+    let body = body_end.map(|_| std::mem::take(&mut resp.body.bytes));
     let sse = format::SseRef {
         lines: stream.offsets,
-        body: body_is_events,
+        body: body_end,
     };
     let res = format::write_streamed(buf, event, &sse);
     if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = event {

@@ -36,7 +36,7 @@ pub use decode::{decode_body, Decoded};
 pub use error::{HarError, StoreError};
 pub use export::{export, export_journal, export_to, write_atomic, ExportOptions, ExportReport};
 pub use format::{HAR_FILE, JOURNAL_FILE, JOURNAL_VERSION};
-pub use journal::{default_sessions_dir, Journal, SessionMeta};
+pub use journal::{Journal, SessionMeta};
 pub use prepare::{prepare, prepare_event, Options, DEFAULT_BODY_LIMIT, KEEP_SECRETS_WARNING};
 pub use reader::{read_flow_at, read_journal, JournalReader, ReadWarning};
 pub use reorder::StartOrder;

@@ -6,8 +6,7 @@ use crate::decode::decode_body;
 use mcptap_flow::redact::{self, Redactor};
 use mcptap_flow::{Flow, FlowEvent};
 
-/// Bytes of each body kept, decoded, in a stored flow (the engine's default capture limit).
-pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+pub use mcptap_flow::DEFAULT_BODY_LIMIT;
 
 /// What the CLI prints when `--keep-secrets` is on.
 pub const KEEP_SECRETS_WARNING: &str = "warning: --keep-secrets: tokens, codes, cookies and \

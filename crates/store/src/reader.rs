@@ -7,7 +7,7 @@
 //! is reported as a [`ReadWarning`] and skipped: reading never fails on content, only on I/O.
 
 use crate::error::StoreError;
-use crate::format::{sse_text, EndLine, Line, SseRef, JOURNAL_VERSION};
+use crate::format::{sse_text, EndLine, Line, LineEnd, SseRef, JOURNAL_VERSION};
 use crate::journal::SessionMeta;
 use mcptap_flow::{
     BodyState, CapturedBody, Flow, FlowEvent, FlowId, FlowState, Micros, Response, SseEvent,
@@ -119,8 +119,8 @@ pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError
 /// its `sse` lines), and the body when that was left out too.
 fn restore_sse(flow: &mut Flow, events: Vec<SseEvent>, sse: &SseRef) {
     let resp = flow.response.get_or_insert_with(Response::default);
-    if sse.body {
-        let text = sse_text(&events);
+    if let Some(end) = sse.body {
+        let text = sse_text(&events, end);
         resp.body.bytes = text.into();
     }
     resp.sse = events;
@@ -447,7 +447,7 @@ impl<R: BufRead> JournalReader<R> {
         f.flow.state = FlowState::Pending;
         if let Some(resp) = f.flow.response.as_mut() {
             if resp.body.is_empty() && !resp.sse.is_empty() {
-                let text = sse_text(&resp.sse);
+                let text = sse_text(&resp.sse, LineEnd::Lf);
                 resp.body = CapturedBody {
                     total_len: text.len() as u64,
                     bytes: text.into(),

@@ -6,6 +6,7 @@ use crate::app::App;
 use crate::row::{phase_label, short};
 use crate::store::Missing;
 use crate::theme::Theme;
+use mcptap_flow::human::{clock, millis};
 use mcptap_flow::{CapturedBody, FlowId, FlowKind, Headers, SseEvent, TlsInfo};
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
@@ -16,20 +17,6 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 const MAX_BODY_LINES: usize = 2000;
 /// SSE events shown (the last ones).
 const MAX_SSE: usize = 500;
-
-/// `HH:MM:SS.mmm` UTC for µs since the epoch.
-pub fn clock(at: i64) -> String {
-    let secs = at.div_euclid(1_000_000);
-    let ms = at.rem_euclid(1_000_000) / 1000;
-    let day = secs.rem_euclid(86_400);
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        day / 3600,
-        (day / 60) % 60,
-        day % 60,
-        ms
-    )
-}
 
 /// What the detail pane says of an evicted flow that no journal holds.
 pub const NOT_RECORDED: &str =
@@ -75,12 +62,12 @@ pub(crate) fn lines(app: &App, id: FlowId) -> Vec<Line<'static>> {
     out.push(Line::from(head));
     let mut facts = vec![format!("state {:?}", flow.state).to_lowercase()];
     if let Some(d) = flow.timings.duration() {
-        facts.push(format!("{:.1}ms", d as f64 / 1000.0));
+        facts.push(millis(d));
     }
     if let Some(c) = flow.timings.connected {
         // A new upstream connection's handshakes (none when a connection was reused).
-        let ms = (c - flow.timings.started).max(0) as f64 / 1000.0;
-        facts.push(format!("upstream connect {ms:.1}ms"));
+        let us = (c - flow.timings.started).max(0);
+        facts.push(format!("upstream connect {}", millis(us)));
     }
     facts.push(format!("started {}", clock(flow.timings.started)));
     if let Some(r) = row {

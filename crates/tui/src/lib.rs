@@ -25,7 +25,7 @@ mod theme;
 mod view;
 
 pub use app::{color_from_env, update, App, Focus, Msg, Options, Popup};
-pub use detail::{clock, NOT_RECORDED};
+pub use detail::NOT_RECORDED;
 pub use filter::Filter;
 pub use row::{phase_label, Auth, Row};
 pub use store::{Host, Request};

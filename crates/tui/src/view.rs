@@ -8,8 +8,8 @@
 //! ```
 
 use crate::app::{broken, App, Focus, Popup};
-use crate::detail::clock;
 use crate::theme::Theme;
+use mcptap_flow::human::{clock, duration, size};
 use mcptap_flow::FlowState;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -232,26 +232,6 @@ impl Cols {
             v.push("sess");
         }
         v
-    }
-}
-
-/// `1.2k`, `3.4M`.
-pub(crate) fn size(n: u64) -> String {
-    match n {
-        0..=999 => format!("{n}b"),
-        1000..=999_999 => format!("{:.1}k", n as f64 / 1024.0),
-        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / (1024.0 * 1024.0)),
-        _ => format!("{:.1}G", n as f64 / (1024.0 * 1024.0 * 1024.0)),
-    }
-}
-
-fn duration(us: i64) -> String {
-    if us < 10_000 {
-        format!("{:.1}ms", us as f64 / 1000.0)
-    } else if us < 10_000_000 {
-        format!("{}ms", us / 1000)
-    } else {
-        format!("{:.1}s", us as f64 / 1_000_000.0)
     }
 }
 

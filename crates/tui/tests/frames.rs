@@ -227,14 +227,10 @@ fn live_with(flows: Vec<Flow>, color: bool) -> App {
     let mut app = App::new(Options { color, ..opts() });
     let mut analyzer = Analyzer::default();
     for flow in flows {
-        let mut started = flow.clone();
-        started.response = None;
-        started.state = FlowState::Pending;
-        started.request.body = CapturedBody::default();
         update(
             &mut app,
             Msg::Event(FlowEvent::RequestStarted {
-                flow: Box::new(started),
+                flow: Box::new(flow.head()),
             }),
         );
         let found = analyzer.push(&flow);
@@ -407,13 +403,10 @@ fn live_sse_events_show_as_they_arrive() {
     let mut flow = dance().pop().unwrap();
     let events = std::mem::take(&mut flow.response.as_mut().unwrap().sse);
     let head = flow.response.clone().unwrap();
-    let mut started = flow.clone();
-    started.response = None;
-    started.state = FlowState::Pending;
     update(
         &mut app,
         Msg::Event(FlowEvent::RequestStarted {
-            flow: Box::new(started),
+            flow: Box::new(flow.head()),
         }),
     );
     update(

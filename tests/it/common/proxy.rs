@@ -11,6 +11,11 @@ use tokio::sync::{oneshot, Notify};
 
 use super::pki::TestPki;
 
+/// Matches a flow whose URL ends with `path` (for [`TestProxy::flow`]).
+pub fn has_path(path: &'static str) -> impl Fn(&Flow) -> bool {
+    move |f| f.request.url.ends_with(path)
+}
+
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub confdir: tempfile::TempDir,
@@ -68,6 +73,30 @@ impl TestProxy {
             stop: Some(stop_tx),
             served: Some(served),
         }
+    }
+
+    /// An HTTP/1.1 client to `target` (`localhost:PORT`) through this proxy: a CONNECT
+    /// tunnel, TLS trusting mcptap's CA.
+    pub async fn client(&self, target: &str) -> super::client::Sender {
+        use super::client::{tls_client, Alpn};
+        let (s, _) = tls_client(
+            self.addr,
+            target,
+            "localhost",
+            std::slice::from_ref(&self.ca_der),
+            Alpn::H1,
+        )
+        .await
+        .unwrap();
+        s
+    }
+
+    /// `GET path` from `target` (`localhost:PORT`) through this proxy ([`TestProxy::client`]).
+    pub async fn get(&self, target: &str, path: &str) -> http::Response<hyper::body::Incoming> {
+        let mut s = self.client(target).await;
+        s.send(super::client::request("GET", target, path, ""))
+            .await
+            .unwrap()
     }
 
     /// Waits (at most 10 s) for a finished flow matching `pred`.

@@ -8,6 +8,9 @@
 //! `<target>/peers-venv-<name>.lock`.
 //!
 //! The interpreter is `python3` from `PATH`, or `$MCPTAP_TEST_PYTHON` when set.
+//!
+//! The one venv builder of the workspace: `mcptap-store`'s tests include this file too
+//! (`#[path]`), so it uses nothing but `std`.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -96,16 +99,21 @@ pub fn python(venv: &Path) -> PathBuf {
 }
 
 /// The cargo target directory: `$CARGO_TARGET_DIR` (at run time, then at build time), else
-/// `<workspace>/target`. A relative value is taken relative to the workspace root.
+/// `<workspace>/target`. A relative value is taken relative to the workspace root (the nearest
+/// directory up holding `Cargo.lock`: this file also serves `mcptap-store`'s tests).
 pub fn target_dir() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(manifest);
     let configured = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from));
     match configured {
         Some(dir) if dir.is_absolute() => dir,
-        Some(dir) => manifest.join(dir),
-        None => manifest.join("target"),
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
     }
 }
 

@@ -5,14 +5,19 @@ use crate::common::*;
 use mcptap_analyze::analyze;
 use std::time::Instant;
 
-#[test]
-fn a_hundred_thousand_flows_in_linear_time() {
-    let mut s = Scenario::new();
+/// Discovery, registration and a token (`tok-1`): flows #1-#5.
+fn dance(s: &mut Scenario) {
     s.add(init_401());
     s.add(prm(RS_MCP, AS));
     s.add(as_meta(AS));
     s.add(register(AS));
     s.add(issued(token_code(AS, "code-1"), "tok-1", Some("rt-1")));
+}
+
+#[test]
+fn a_hundred_thousand_flows_in_linear_time() {
+    let mut s = Scenario::new();
+    dance(&mut s);
     s.add(init_ok("tok-1", Some("s1")));
     let call = call("tok-1", "s1", "tools/call", 7);
     while s.flows.len() < 100_000 {
@@ -35,11 +40,7 @@ fn a_hundred_thousand_flows_in_linear_time() {
 #[test]
 fn a_session_per_request_does_not_grow_the_analyzer_and_a_live_session_is_still_judged() {
     let mut s = Scenario::new();
-    s.add(init_401());
-    s.add(prm(RS_MCP, AS));
-    s.add(as_meta(AS));
-    s.add(register(AS));
-    s.add(issued(token_code(AS, "code-1"), "tok-1", Some("rt-1")));
+    dance(&mut s);
     let long = s.add(init_ok("tok-1", Some("s-long"))); // #6
     let idle = s.add(init_ok("tok-1", Some("s-idle"))); // #7, never used again until the end
     for i in 0..12_000 {

@@ -215,16 +215,22 @@ fn the_newest_token_covering_the_challenged_scope_wins() {
 }
 
 #[test]
-fn challenge_parameters_parse_quoted_and_bare() {
+fn the_challenged_scope_is_read_by_the_shared_challenge_parser() {
+    let scope = |v: &[&str]| challenged_scope(v.iter().copied());
     assert_eq!(
-        challenge_param(r#"Bearer resource_metadata="x", scope="a b""#, "scope").as_deref(),
+        scope(&[r#"Bearer resource_metadata="x", scope="a b""#]).as_deref(),
         Some("a b")
     );
     assert_eq!(
-        challenge_param("Bearer scope=mcp, error=x", "scope").as_deref(),
+        scope(&["Bearer scope=mcp, error=x"]).as_deref(),
         Some("mcp")
     );
-    assert_eq!(challenge_param(r#"Bearer myscope="no""#, "scope"), None);
+    assert_eq!(scope(&[r#"Bearer myscope="no""#]), None);
+    // Inside a quoted value it is text, not a parameter; a later challenge may carry it.
+    assert_eq!(
+        scope(&[r#"Basic realm="scope=no""#, "Bearer scope=yes"]).as_deref(),
+        Some("yes")
+    );
 }
 
 // ---------------------------------------------------------------- --inject-refresh

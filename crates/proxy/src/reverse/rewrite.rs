@@ -122,7 +122,7 @@ impl Hook for ReverseRewrite {
                 rewrite_metadata(
                     &self.config,
                     public,
-                    ex.route.client_path(),
+                    ex.route.public_path().unwrap_or("/"),
                     parts,
                     body,
                     ex.rec.clone(),

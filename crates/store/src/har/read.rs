@@ -283,6 +283,37 @@ pub fn read_har_bytes(bytes: &[u8]) -> Result<HarImport, HarError> {
     Ok(out)
 }
 
+/// A visitor's methods for JSON booleans, numbers and strings, all answered by `$f(self)`.
+macro_rules! scalars {
+    ($t:ty, $f:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<$t, E> {
+            $f(self)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<$t, E> {
+            $f(self)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<$t, E> {
+            $f(self)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<$t, E> {
+            $f(self)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<$t, E> {
+            $f(self)
+        }
+    };
+}
+
+/// [`scalars!`] plus `null`.
+macro_rules! other_scalars {
+    ($t:ty, $f:expr) => {
+        fn visit_unit<E: serde::de::Error>(self) -> Result<$t, E> {
+            $f(self)
+        }
+        scalars!($t, $f);
+    };
+}
+
 /// Which required parts the document had.
 #[derive(Default)]
 struct Found {
@@ -326,24 +357,7 @@ impl<'de> Visitor<'de> for DocVisitor<'_> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Found::default())
     }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Found, E> {
-        Ok(Found::default())
-    }
+    other_scalars!(Found, |_| Ok(Found::default()));
 }
 
 /// `log`: the entries, one at a time, and the creator and mcptap blocks.
@@ -402,21 +416,7 @@ impl<'de> Visitor<'de> for LogSeed<'_> {
         Ok(Found::default())
     }
 
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Found, E> {
-        self.not_an_object()
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Found, E> {
-        self.not_an_object()
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Found, E> {
-        self.not_an_object()
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Found, E> {
-        self.not_an_object()
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Found, E> {
-        self.not_an_object()
-    }
+    scalars!(Found, Self::not_an_object);
     fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Found, A::Error> {
         self.not_an_object()
     }
@@ -479,21 +479,7 @@ impl<'de> Visitor<'de> for EntriesSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<bool, A::Error> {
         self.not_an_array()
     }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
-        self.not_an_array()
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
-        self.not_an_array()
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
-        self.not_an_array()
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
-        self.not_an_array()
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
-        self.not_an_array()
-    }
+    scalars!(bool, Self::not_an_array);
 }
 
 impl EntriesSeed<'_> {

@@ -42,10 +42,9 @@ fn small(id: u64, started: i64) -> Flow {
 }
 
 fn head(f: &Flow) -> FlowEvent {
-    let mut h = f.clone();
-    h.state = FlowState::Pending;
-    h.response = None;
-    FlowEvent::RequestStarted { flow: Box::new(h) }
+    FlowEvent::RequestStarted {
+        flow: Box::new(f.head()),
+    }
 }
 
 /// 50 000 flows, up to 8 in flight at once, completing out of order; plus one stream open for
@@ -226,6 +225,13 @@ fn journal_stream(
     (dir, lines)
 }
 
+/// Journals `f` (see [`journal_stream`]) and gives its final line, parsed, with its offset.
+fn final_line(f: &Flow, final_events: Option<Vec<SseEvent>>) -> (tempfile::TempDir, u64, Value) {
+    let (dir, lines) = journal_stream(f, final_events);
+    let (offset, last) = lines.last().unwrap().clone();
+    (dir, offset, serde_json::from_str(&last).unwrap())
+}
+
 fn small_event(id: u64) -> FlowEvent {
     FlowEvent::Completed {
         flow: Box::new(small(id, T0)),
@@ -265,7 +271,7 @@ fn a_streams_events_are_journalled_once_and_read_back_whole() {
         .map(|(o, _)| *o)
         .collect();
     assert_eq!(refs, sse_lines);
-    assert_eq!(v["sse"]["body"], true);
+    assert_eq!(v["sse"]["body"], "lf");
     // Each event is in the journal once.
     let all: String = lines.iter().map(|(_, l)| l.as_str()).collect();
     assert_eq!(all.matches(r#""progress\":3}"#).count(), 1, "{all}");
@@ -276,15 +282,27 @@ fn a_streams_events_are_journalled_once_and_read_back_whole() {
 }
 
 #[test]
-fn a_stream_whose_body_is_not_its_events_written_back_keeps_its_body() {
-    // CRLF line ends: the events alone would not give the body back byte for byte.
+fn a_stream_with_crlf_line_ends_is_journalled_once_too() {
     let f = stream(7, T0, 3, true);
-    let (dir, lines) = journal_stream(&f, None);
-    let (offset, last) = lines.last().unwrap().clone();
-    let v: Value = serde_json::from_str(&last).unwrap();
-    assert!(v["sse"]["lines"].is_array(), "{last}");
-    assert!(v["sse"].get("body").is_none(), "{last}");
-    assert!(v["flow"]["response"].get("sse").is_none(), "{last}");
+    let (dir, offset, v) = final_line(&f, None);
+    assert_eq!(v["sse"]["body"], "crlf", "{v}");
+    let (streamed, at) = read_back(&dir, 7, offset);
+    assert_eq!(streamed, f);
+    assert_eq!(at, f);
+}
+
+#[test]
+fn a_stream_whose_body_is_not_its_events_written_back_keeps_its_body() {
+    // A comment line (a keep-alive ping) is in the body but is no event: the events alone would
+    // not give the body back byte for byte.
+    let mut f = stream(7, T0, 3, false);
+    let body = &mut f.response.as_mut().unwrap().body;
+    let text = format!(": ping\n\n{}", body.as_str().unwrap());
+    *body = CapturedBody::complete(text);
+    let (dir, offset, v) = final_line(&f, None);
+    assert!(v["sse"]["lines"].is_array(), "{v}");
+    assert!(v["sse"].get("body").is_none(), "{v}");
+    assert!(v["flow"]["response"].get("sse").is_none(), "{v}");
     let (streamed, at) = read_back(&dir, 7, offset);
     assert_eq!(streamed, f);
     assert_eq!(at, f);
@@ -296,13 +314,48 @@ fn a_final_flow_whose_events_differ_from_its_lines_is_journalled_whole() {
     let f = stream(7, T0, 3, false);
     let mut scrubbed = f.response.as_ref().unwrap().sse.clone();
     scrubbed[1].data = r#"{"jsonrpc":"2.0","method":"[REDACTED]"}"#.into();
-    let (dir, lines) = journal_stream(&f, Some(scrubbed.clone()));
-    let (offset, last) = lines.last().unwrap().clone();
-    let v: Value = serde_json::from_str(&last).unwrap();
-    assert!(v.get("sse").is_none(), "{last}");
+    let (dir, offset, v) = final_line(&f, Some(scrubbed.clone()));
+    assert!(v.get("sse").is_none(), "{v}");
     let mut want = f.clone();
     want.response.as_mut().unwrap().sse = scrubbed;
     let (streamed, at) = read_back(&dir, 7, offset);
     assert_eq!(streamed, want);
     assert_eq!(at, want);
+}
+
+/// The journal costs no more bytes than the HAR for the same flows: a stream's events once (not
+/// as lines, again in the final flow and again in its body), bodies of control characters as
+/// base64 rather than six-byte escapes.
+#[test]
+fn the_journal_is_no_larger_than_the_har_for_streams_and_binary_like_bodies() {
+    let mut nul = small(2, T0 + 1_000);
+    nul.response.as_mut().unwrap().body = CapturedBody::complete(vec![0u8; 256 * 1024]);
+    let mut binary = small(3, T0 + 2_000);
+    binary.response.as_mut().unwrap().body = CapturedBody::complete(
+        (0..256 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    for (name, flow) in [
+        ("a stream of 500 events", stream(1, T0, 500, false)),
+        ("a stream with CRLF line ends", stream(4, T0, 500, true)),
+        ("a body of NUL bytes", nul),
+        ("a binary body", binary),
+    ] {
+        let dir = tempdir();
+        let mut j = Journal::create(&dir.path().join("s"), SessionMeta::new("test")).unwrap();
+        for ev in crate::common::events(&flow) {
+            j.record(&ev).unwrap();
+        }
+        let journal = j.path().to_owned();
+        let har = j.finish().unwrap();
+        let (journal, har) = (
+            std::fs::metadata(journal).unwrap().len(),
+            std::fs::metadata(har).unwrap().len(),
+        );
+        assert!(
+            journal <= har,
+            "{name}: the journal holds {journal} bytes, the HAR {har}"
+        );
+    }
 }

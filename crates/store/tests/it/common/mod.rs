@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../../../tests/it/common/python.rs"]
+pub mod python;
 pub mod venv;
 
 use base64::Engine as _;
@@ -410,18 +412,8 @@ pub fn session() -> Vec<Flow> {
 /// What the engine emits for `flow`: start (head only), response head, body progress, each
 /// SSE event, end.
 pub fn events(flow: &Flow) -> Vec<FlowEvent> {
-    let mut head = flow.clone();
-    head.state = FlowState::Pending;
-    head.request.body = CapturedBody::default();
-    head.response = None;
-    head.error = None;
-    head.tunnel = None;
-    head.timings.connected = None;
-    head.timings.request_done = None;
-    head.timings.response_head = None;
-    head.timings.finished = None;
     let mut out = vec![FlowEvent::RequestStarted {
-        flow: Box::new(head),
+        flow: Box::new(flow.head()),
     }];
     if let Some(r) = &flow.response {
         out.push(FlowEvent::ResponseHead {
