@@ -30,8 +30,9 @@ pub fn prepare_options(keep_secrets: bool) -> mcptap_store::Options {
     }
 }
 
-/// Steps 2 and 3 of the one offline pipeline (`analyze`, `report`, `view`; `export` streams
-/// through the same step 2): the flows prepared ([`prepare_options`]), then analysed as the
+/// Steps 2 and 3 of the one offline pipeline on a session in memory (`view`, `mcp`, and
+/// [`analyze_file`] when a file breaks its order; `export` streams through the same step 2;
+/// `analyze` and `report` stream through all three with [`analyze_file`]): the flows prepared ([`prepare_options`]), then analysed as the
 /// live proxy analysed them, up to the time recording stopped when the session says (so the
 /// saved session gives what the live proxy printed). Reverse mode comes from the flag or the
 /// session's own record of its [`Mode`](crate::config::Mode).
