@@ -30,8 +30,9 @@ pub fn prepare_options(keep_secrets: bool) -> mcptap_store::Options {
     }
 }
 
-/// Steps 2 and 3 of the one offline pipeline (`analyze`, `report`, `view`; `export` streams
-/// through the same step 2): the flows prepared ([`prepare_options`]), then analysed as the
+/// Steps 2 and 3 of the one offline pipeline on a session in memory (`view`, `mcp`, and
+/// [`analyze_file`] when a file breaks its order; `export` streams through the same step 2;
+/// `analyze` and `report` stream through all three with [`analyze_file`]): the flows prepared ([`prepare_options`]), then analysed as the
 /// live proxy analysed them, up to the time recording stopped when the session says (so the
 /// saved session gives what the live proxy printed). Reverse mode comes from the flag or the
 /// session's own record of its [`Mode`](crate::config::Mode).
@@ -59,6 +60,97 @@ pub fn analyze_session(
             ..Default::default()
         },
     )
+}
+
+/// Whether a session's own record of its [`Mode`](crate::config::Mode) says reverse mode.
+fn says_reverse(meta: Option<&mcptap_store::SessionMeta>) -> bool {
+    meta.and_then(|m| m.mode.as_deref())
+        .and_then(|m| m.parse::<crate::config::Mode>().ok())
+        .is_some_and(|m| m.is_reverse())
+}
+
+/// Set (to anything) to analyse sessions whole, as before streaming: tests compare the two.
+pub const WHOLE_ENV: &str = "MCPTAP_OFFLINE_WHOLE";
+
+/// Steps 1 to 3 of the offline pipeline for a file of any size (`analyze`, `report`): the
+/// file is read one flow at a time ([`mcptap_store::stream`]), each flow prepared
+/// ([`prepare_options`]), handed to the analyzer in completion order
+/// ([`mcptap_analyze::Ordered`]) and dropped; only what the report lists is kept. The report
+/// is [`analyze_session`]'s. Returns the session without its flows.
+///
+/// Two cases read the file again: a HAR file that states reverse mode (after its entries:
+/// analysed once more in that mode), and a file whose order broke its bound (a flow that
+/// completed before one already analysed): analysed whole, as [`analyze_session`] does.
+pub fn analyze_file(
+    input: &Path,
+    reverse: bool,
+    keep_secrets: bool,
+) -> anyhow::Result<(mcptap_store::Session, mcptap_analyze::Report)> {
+    let path = &crate::probe::session_of(input);
+    if std::env::var_os(WHOLE_ENV).is_some() {
+        let mut session = read(path)?;
+        let report = analyze_session(&mut session, reverse, keep_secrets);
+        session.flows = Vec::new();
+        return Ok((session, report));
+    }
+    let cannot =
+        |e: mcptap_store::StoreError| store_error(format!("cannot read {}", path.display()), &e);
+    let leading = mcptap_store::leading_meta(path).map_err(cannot)?;
+    let mut reverse_now = reverse || says_reverse(leading.as_ref());
+    let prepare = prepare_options(keep_secrets);
+    let mut said = false;
+    loop {
+        let mut ordered = mcptap_analyze::Ordered::new(mcptap_analyze::Options {
+            reverse_proxy: reverse_now,
+            ..Default::default()
+        });
+        let session = mcptap_store::stream(path, &mut |mut f, bound| {
+            mcptap_store::prepare(&mut f, &prepare);
+            ordered.push(f, bound);
+        })
+        .map_err(cannot)?;
+        if !said {
+            for w in &session.warnings {
+                say!("mcptap: warning: {}: {w}", path.display());
+            }
+            said = true;
+        }
+        let reverse_said = reverse || says_reverse(session.meta.as_ref());
+        if reverse_said != reverse_now {
+            reverse_now = reverse_said;
+            continue;
+        }
+        tracing::debug!(most_waiting = ordered.most_waiting(), "streamed analysis");
+        if let Some(report) = ordered.finish(session.ended) {
+            return Ok((session, report));
+        }
+        tracing::debug!("flows out of their order: analysing the session whole");
+        let mut whole = mcptap_store::load(path).map_err(cannot)?;
+        let report = analyze_session(&mut whole, reverse, keep_secrets);
+        whole.flows = Vec::new();
+        return Ok((whole, report));
+    }
+}
+
+/// The flows `ids` names, read again from `path` and prepared as [`analyze_file`] prepared
+/// them, in start order (what `report` shows in full: evidence and the first flows).
+pub fn read_flows(
+    input: &Path,
+    ids: &std::collections::HashSet<mcptap_flow::FlowId>,
+    keep_secrets: bool,
+) -> anyhow::Result<Vec<mcptap_flow::Flow>> {
+    let path = &crate::probe::session_of(input);
+    let prepare = prepare_options(keep_secrets);
+    let mut flows = Vec::new();
+    mcptap_store::stream(path, &mut |mut f, _| {
+        if ids.contains(&f.id) {
+            mcptap_store::prepare(&mut f, &prepare);
+            flows.push(f);
+        }
+    })
+    .map_err(|e| store_error(format!("cannot read {}", path.display()), &e))?;
+    flows.sort_by_key(|f| (f.timings.started, f.id));
+    Ok(flows)
 }
 
 /// A store error under `what`, its sources said once, with the kind its type gives.
@@ -125,8 +217,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
 
 /// `mcptap analyze`: exit 1 when a finding is at or above `--fail-on`.
 pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let mut session = read(&args.input)?;
-    let mut report = analyze_session(&mut session, args.reverse, false);
+    let (_, mut report) = analyze_file(&args.input, args.reverse, false)?;
     crate::probe::apply_saved(&args.input, &mut report);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -143,14 +234,30 @@ pub fn analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// At least as many flows as the HTML report details (`MAX_DETAILED_FLOWS` there, 400).
+const REPORT_DETAILED: usize = 1000;
+
 /// `mcptap report`.
 pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let mut session = read(&args.input)?;
-    let mut report = analyze_session(&mut session, false, false);
+    let (_, mut report) = analyze_file(&args.input, false, false)?;
     crate::probe::apply_saved(&args.input, &mut report);
+    // Only the flows the report shows in full are read again: the evidence (markdown) and,
+    // for HTML, the first listed flows.
+    let detailed = if args.html.is_some() {
+        REPORT_DETAILED
+    } else {
+        0
+    };
+    let ids: std::collections::HashSet<_> = report
+        .findings
+        .iter()
+        .flat_map(|f| f.evidence.iter().copied())
+        .chain(report.flows.iter().take(detailed).map(|f| f.id))
+        .collect();
+    let flows = read_flows(&args.input, &ids, false)?;
     let mut md = mcptap_analyze::render_markdown(
         &report,
-        &session.flows,
+        &flows,
         &mcptap_analyze::MarkdownOptions::default(),
     );
     // A probe's report shows its steps next to the verdict, before the story.
@@ -161,7 +268,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.html {
         let html = mcptap_analyze::render_html(
             &report,
-            &session.flows,
+            &flows,
             &mcptap_analyze::MarkdownOptions::default(),
         );
         write_whole(path, html.as_bytes())?;
@@ -195,4 +302,95 @@ fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     write_file(path, bytes)?;
     say!("mcptap: wrote {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streaming pipeline against the whole session in memory, on every HAR and journal
+    /// the repository keeps (other tools' HAR files, a journal, a torn one), with the flows
+    /// also handed over in reverse and shuffled file order (a bound the file breaks).
+    #[test]
+    fn streaming_analysis_says_what_the_whole_session_says() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in [
+            "crates/store/tests/fixtures",
+            "fuzz/seeds/har",
+            "fuzz/seeds/journal",
+        ] {
+            for e in std::fs::read_dir(root.join(dir)).unwrap() {
+                let p = e.unwrap().path();
+                if matches!(
+                    p.extension().and_then(|x| x.to_str()),
+                    Some("har" | "jsonl")
+                ) {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() >= 8, "{files:?}");
+        // Each HAR file again with its entries reversed: a file that breaks its order, so
+        // that the streamed analysis falls back to the whole session.
+        let dir = tempfile::tempdir().unwrap();
+        for file in files.clone() {
+            if file.extension().is_some_and(|x| x == "har") {
+                let mut doc: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+                if let Some(entries) = doc["log"]["entries"].as_array_mut() {
+                    entries.reverse();
+                }
+                let name = format!("reversed-{}", file.file_name().unwrap().to_string_lossy());
+                let path = dir.path().join(name);
+                std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+                files.push(path);
+            }
+        }
+        for file in &files {
+            for reverse in [false, true] {
+                let mut whole = mcptap_store::load(file).unwrap();
+                let want = analyze_session(&mut whole, reverse, false);
+                let (_, got) = analyze_file(file, reverse, false).unwrap();
+                assert_eq!(
+                    serde_json::to_value(&got).unwrap(),
+                    serde_json::to_value(&want).unwrap(),
+                    "{file:?}"
+                );
+                assert_eq!(
+                    mcptap_analyze::render_text(&got),
+                    mcptap_analyze::render_text(&want)
+                );
+                // The same flows in an order no bound promises: Ordered says so (or, when
+                // the order happens to hold, gives the same report).
+                let mut flows = whole.flows.clone();
+                flows.reverse();
+                let opts = mcptap_analyze::Options {
+                    reverse_proxy: reverse,
+                    ..Default::default()
+                };
+                let mut ordered = mcptap_analyze::Ordered::new(opts.clone());
+                for f in flows {
+                    let bound = f.timings.started;
+                    ordered.push(f, bound);
+                }
+                if let Some(r) = ordered.finish(whole.ended) {
+                    assert_eq!(
+                        serde_json::to_value(&r).unwrap(),
+                        serde_json::to_value(&want).unwrap()
+                    );
+                }
+                // With no bound at all (everything waits to the end): the same report.
+                let mut ordered = mcptap_analyze::Ordered::new(opts);
+                for f in whole.flows.iter().rev().cloned() {
+                    ordered.push(f, mcptap_flow::Micros::MIN);
+                }
+                assert_eq!(
+                    serde_json::to_value(ordered.finish(whole.ended).unwrap()).unwrap(),
+                    serde_json::to_value(&want).unwrap(),
+                    "{file:?}"
+                );
+            }
+        }
+    }
 }

@@ -201,6 +201,33 @@ async fn the_binary_prints_a_line_per_exchange_and_exits_cleanly_on_sigterm() {
     assert!(report["findings"].is_array());
     let out = mcptap().arg("report").arg(&out_har).output().unwrap();
     assert!(out.status.success());
+    // The streaming pipeline says what the whole session in memory says, for both files.
+    for input in [&session, &out_har] {
+        for cmd in [&["analyze", "--json"][..], &["analyze"], &["report"]] {
+            let streamed = mcptap().args(cmd).arg(input).output().unwrap();
+            let whole = mcptap()
+                .args(cmd)
+                .arg(input)
+                .env("MCPTAP_OFFLINE_WHOLE", "1")
+                .output()
+                .unwrap();
+            assert!(streamed.status.success(), "{cmd:?} {input:?}");
+            assert_eq!(streamed.stdout, whole.stdout, "{cmd:?} {input:?}");
+            assert_eq!(streamed.status.code(), whole.status.code());
+        }
+        let mut pages = Vec::new();
+        for whole in [false, true] {
+            let page = conf.path().join(format!("report-{whole}.html"));
+            let mut cmd = mcptap();
+            cmd.arg("report").arg(input).arg("--html").arg(&page);
+            if whole {
+                cmd.env("MCPTAP_OFFLINE_WHOLE", "1");
+            }
+            assert!(cmd.output().unwrap().status.success());
+            pages.push(std::fs::read(&page).unwrap());
+        }
+        assert!(pages[0] == pages[1], "report --html {input:?}");
+    }
     assert!(!String::from_utf8_lossy(&out.stdout).contains("raw-token-value"));
 }
 

@@ -47,7 +47,7 @@ pub use model::{
 };
 pub use render::{render_markdown, render_text, MarkdownOptions};
 
-use mcptap_flow::Flow;
+use mcptap_flow::{Flow, Micros};
 
 /// Analyses a whole capture with the default [`Options`].
 pub fn analyze(flows: &[Flow]) -> Report {
@@ -67,16 +67,7 @@ pub fn analyze_with(flows: &[Flow], opts: Options) -> Report {
 /// end.
 pub fn analyze_ended(flows: &[Flow], ended: Option<mcptap_flow::Micros>, opts: Options) -> Report {
     let mut order: Vec<&Flow> = flows.iter().collect();
-    order.sort_by_key(|f| {
-        let t = &f.timings;
-        (
-            t.finished
-                .or(t.response_head)
-                .unwrap_or(t.started)
-                .max(t.started),
-            f.id,
-        )
-    });
+    order.sort_by_key(|f| (completed_at(f), f.id));
     let mut a = Analyzer::new(opts);
     for f in order {
         a.push(f);
@@ -84,6 +75,123 @@ pub fn analyze_ended(flows: &[Flow], ended: Option<mcptap_flow::Micros>, opts: O
     match ended {
         Some(end) => a.finish_at(end),
         None => a.finish(),
+    }
+}
+
+/// When a flow completed, as the analyzer orders flows offline: its end, else its response
+/// head, else its start (never before its start).
+pub fn completed_at(f: &Flow) -> Micros {
+    let t = &f.timings;
+    t.finished
+        .or(t.response_head)
+        .unwrap_or(t.started)
+        .max(t.started)
+}
+
+/// [`analyze_ended`] for a capture read one flow at a time (a file of any size): flows are
+/// pushed as the file yields them, each with a bound the file's order promises (no flow still
+/// to come completes before it), wait in a heap until that bound passes them, then go to the
+/// [`Analyzer`] in the very order [`analyze_ended`] gives the file's flows sorted by start —
+/// completion, id, start, file order — and are dropped. What waits is what was in flight at once, not the
+/// file.
+///
+/// A bound is the file's promise, not the analyzer's: a flow that comes after one later in
+/// the order has gone on makes [`finish`](Self::finish) say `None`, and the caller analyses
+/// the capture whole instead. Nothing is wrong then, only slower.
+pub struct Ordered {
+    analyzer: Analyzer,
+    waiting: std::collections::BinaryHeap<std::cmp::Reverse<Waiting>>,
+    seq: u64,
+    last: Option<OrderKey>,
+    out_of_order: bool,
+    most_waiting: usize,
+}
+
+/// Completion, id, start, arrival: the order of [`analyze_ended`] over flows sorted by start.
+type OrderKey = (Micros, mcptap_flow::FlowId, Micros, u64);
+
+struct Waiting {
+    key: OrderKey,
+    flow: Flow,
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Waiting {}
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+impl Ordered {
+    /// An empty analysis with `opts`.
+    pub fn new(opts: Options) -> Self {
+        Ordered {
+            analyzer: Analyzer::new(opts),
+            waiting: Default::default(),
+            seq: 0,
+            last: None,
+            out_of_order: false,
+            most_waiting: 0,
+        }
+    }
+
+    /// Takes the file's next flow; `bound`: no flow after this one completes before it.
+    pub fn push(&mut self, flow: Flow, bound: Micros) {
+        if self.out_of_order {
+            return;
+        }
+        let key = (completed_at(&flow), flow.id, flow.timings.started, self.seq);
+        self.seq += 1;
+        if self.last.is_some_and(|last| key < last) {
+            self.out_of_order = true;
+            self.waiting.clear();
+            return;
+        }
+        self.waiting.push(std::cmp::Reverse(Waiting { key, flow }));
+        self.most_waiting = self.most_waiting.max(self.waiting.len());
+        while let Some(std::cmp::Reverse(w)) = self.waiting.peek() {
+            if w.key.0 >= bound {
+                break;
+            }
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(std::cmp::Reverse(w)) = self.waiting.pop() {
+            self.last = Some(w.key);
+            self.analyzer.push(&w.flow);
+        }
+    }
+
+    /// The most flows that waited at once (what memory was bounded by).
+    pub fn most_waiting(&self) -> usize {
+        self.most_waiting
+    }
+
+    /// The report, as [`analyze_ended`] makes it; `None` when a flow came too late for its
+    /// turn (analyse the capture whole then).
+    pub fn finish(mut self, ended: Option<Micros>) -> Option<Report> {
+        while !self.waiting.is_empty() && !self.out_of_order {
+            self.release();
+        }
+        if self.out_of_order {
+            return None;
+        }
+        Some(match ended {
+            Some(end) => self.analyzer.finish_at(end),
+            None => self.analyzer.finish(),
+        })
     }
 }
 

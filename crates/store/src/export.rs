@@ -1,13 +1,13 @@
 //! Journal (or HAR) to HAR, streaming, written atomically.
 
 use crate::error::StoreError;
-use crate::har::{read_har, HarWriter, LogExtra};
+use crate::har::{read_har_each, HarWriter, LogExtra};
 use crate::prepare::{prepare, Options};
 use crate::reader::{JournalReader, ReadWarning};
 use crate::reorder::StartOrder;
 use crate::session::{detect, SourceKind};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// How [`export`] works.
@@ -86,41 +86,132 @@ pub fn export_to(
             let reader = crate::reader::read_journal(&path)?;
             export_journal(reader, out, out_name, options)
         }
-        SourceKind::Har => {
-            let file = File::open(&path).map_err(|source| StoreError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let har = read_har(BufReader::new(file)).map_err(|source| StoreError::Har {
-                path: path.clone(),
-                source,
-            })?;
-            let werr = |source| StoreError::Write {
-                path: out_name.to_owned(),
-                source,
-            };
-            let mut w = HarWriter::new(out, &options.mcptap_version).map_err(werr)?;
-            let mut flows = har.flows;
-            flows.sort_by_key(|f| (f.timings.started, f.id));
-            let mut report = ExportReport::default();
-            for mut f in flows {
-                prepare(&mut f, &options.prepare);
-                w.write(&f).map_err(werr)?;
-                report.entries += 1;
-                report.pending += u64::from(f.state == mcptap_flow::FlowState::Pending);
-            }
-            let extra = LogExtra {
-                session: har.session.map(|mut m| {
-                    m.redact_command_line();
-                    m
-                }),
-                ended: har.ended,
-                ..LogExtra::default()
-            };
-            w.finish(extra).map_err(werr)?;
-            Ok(report)
+        SourceKind::Har => export_har(&path, out, out_name, options),
+    }
+}
+
+/// How far a HAR file's entries may stray from start order and still be written sorted: an
+/// entry waits until one starting this much later has been read, or until the entries
+/// waiting hold [`HAR_REORDER_BYTES`] of bodies (or the reorder bounds are hit). mcptap's and
+/// browsers' files are in start order, so this only delays writing.
+const HAR_REORDER_LAG: mcptap_flow::Micros = 1_000_000;
+
+/// At most about this many bytes of bodies wait to be written in start order (a HAR file's
+/// entries come in start order; waiting is for other tools' files that stray a little).
+const HAR_REORDER_BYTES: usize = 16 << 20;
+
+/// A HAR file to HAR, one entry at a time: entries written in start order within
+/// [`HAR_REORDER_LAG`] and the reorder bounds, each prepared on the way.
+fn export_har(
+    path: &Path,
+    out: &mut dyn Write,
+    out_name: &Path,
+    options: &ExportOptions,
+) -> Result<ExportReport, StoreError> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    /// A flow waiting for its turn, by start, id and file order.
+    struct Held(
+        mcptap_flow::Micros,
+        mcptap_flow::FlowId,
+        u64,
+        usize,
+        mcptap_flow::Flow,
+    );
+    impl PartialEq for Held {
+        fn eq(&self, o: &Self) -> bool {
+            (self.0, self.1, self.2) == (o.0, o.1, o.2)
         }
     }
+    impl Eq for Held {}
+    impl PartialOrd for Held {
+        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    impl Ord for Held {
+        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+            (self.0, self.1, self.2).cmp(&(o.0, o.1, o.2))
+        }
+    }
+
+    let file = File::open(path).map_err(|source| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let werr = |source| StoreError::Write {
+        path: out_name.to_owned(),
+        source,
+    };
+    let mut w = HarWriter::new(out, &options.mcptap_version).map_err(werr)?;
+    let mut report = ExportReport::default();
+    let mut held: BinaryHeap<Reverse<Held>> = BinaryHeap::new();
+    let (mut held_bytes, mut seq, mut latest) = (0usize, 0u64, mcptap_flow::Micros::MIN);
+    let mut written: Option<(mcptap_flow::Micros, mcptap_flow::FlowId)> = None;
+    let mut failed = None;
+    let mut write = |w: &mut HarWriter<&mut dyn Write>,
+                     report: &mut ExportReport,
+                     Held(started, id, _, _, f): Held|
+     -> std::io::Result<()> {
+        if written.is_some_and(|last| (started, id) < last) {
+            report.out_of_order += 1;
+        }
+        written = Some((started, id));
+        w.write(&f)?;
+        report.entries += 1;
+        report.pending += u64::from(f.state == mcptap_flow::FlowState::Pending);
+        Ok(())
+    };
+    let har = read_har_each(file, &mut |mut f| {
+        if failed.is_some() {
+            return;
+        }
+        prepare(&mut f, &options.prepare);
+        let size =
+            f.request.body.bytes.len() + f.response.as_ref().map_or(0, |r| r.body.bytes.len());
+        latest = latest.max(f.timings.started);
+        held.push(Reverse(Held(f.timings.started, f.id, seq, size, f)));
+        seq += 1;
+        held_bytes += size;
+        report.max_held = report.max_held.max(held.len());
+        while let Some(Reverse(top)) = held.peek() {
+            let due = top.0 < latest.saturating_sub(HAR_REORDER_LAG)
+                || held.len() > options.reorder_entries
+                || held_bytes > options.reorder_bytes.min(HAR_REORDER_BYTES);
+            if !due {
+                break;
+            }
+            let Some(Reverse(top)) = held.pop() else {
+                break;
+            };
+            held_bytes -= top.3;
+            if let Err(e) = write(&mut w, &mut report, top) {
+                failed = Some(e);
+                return;
+            }
+        }
+    })
+    .map_err(|source| StoreError::Har {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Some(e) = failed {
+        return Err(werr(e));
+    }
+    while let Some(Reverse(top)) = held.pop() {
+        write(&mut w, &mut report, top).map_err(werr)?;
+    }
+    let extra = LogExtra {
+        session: har.session.map(|mut m| {
+            m.redact_command_line();
+            m
+        }),
+        ended: har.ended,
+        ..LogExtra::default()
+    };
+    w.finish(extra).map_err(werr)?;
+    Ok(report)
 }
 
 /// Streams a journal to HAR: entries in start order within the reorder bound, pending flows of

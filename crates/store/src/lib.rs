@@ -40,4 +40,4 @@ pub use journal::{Journal, SessionMeta};
 pub use prepare::{prepare, prepare_event, Options, DEFAULT_BODY_LIMIT, KEEP_SECRETS_WARNING};
 pub use reader::{read_flow_at, read_journal, JournalReader, ReadWarning};
 pub use reorder::StartOrder;
-pub use session::{detect, load, Session, SourceKind};
+pub use session::{detect, leading_meta, load, stream, Session, SourceKind};

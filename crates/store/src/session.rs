@@ -3,10 +3,10 @@
 
 use crate::error::StoreError;
 use crate::format::{HAR_FILE, JOURNAL_FILE};
-use crate::har::read_har;
+use crate::har::{read_har, read_har_each};
 use crate::journal::SessionMeta;
 use crate::reader::{read_journal, ReadWarning};
-use mcptap_flow::Flow;
+use mcptap_flow::{Flow, Micros};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -157,6 +157,93 @@ pub fn load(path: &Path) -> Result<Session, StoreError> {
                 meta: har.session,
                 creator: har.creator,
                 flows: har.flows,
+                warnings: har.warnings,
+                complete: true,
+                ended: har.ended,
+            })
+        }
+    }
+}
+
+/// How far a journal's order may stray from start order: a flow is stamped on one worker and
+/// journalled when its event reaches the recorder, so a flow journalled later may have started
+/// a little earlier than one already read (the time between stamping a flow and sending its
+/// event: microseconds, unless a worker is preempted). A flow that strays further costs a
+/// consumer that checks the order a second reading, never a wrong one.
+const JOURNAL_SLACK: Micros = 50_000;
+
+/// The session metadata a file states before its flows (a journal's first line); `None` for
+/// a HAR file, which states it after its entries.
+pub fn leading_meta(path: &Path) -> Result<Option<SessionMeta>, StoreError> {
+    let (file, kind) = detect(path)?;
+    match kind {
+        SourceKind::Journal => Ok(read_journal(&file)?.read_meta()?.cloned()),
+        SourceKind::Har => Ok(None),
+    }
+}
+
+/// Reads a session directory, a journal or a HAR file one flow at a time, never whole: each
+/// flow goes to `each`, in the file's order (a journal's: when flows completed; a HAR's: as
+/// written, by start for mcptap's and browsers' files), with a *bound*: as far as that order
+/// tells, no flow still to come completes (or starts) before it. A consumer that needs flows
+/// in completion order waits for the bound to pass them, and checks (the bound of a file
+/// written by another tool is only as good as its order). Returns the session with its
+/// `flows` empty, read to the end.
+pub fn stream(path: &Path, each: &mut dyn FnMut(Flow, Micros)) -> Result<Session, StoreError> {
+    let (file, kind) = detect(path)?;
+    match kind {
+        SourceKind::Journal => {
+            let mut reader = read_journal(&file)?;
+            let mut raw_secrets = false;
+            while let Some(f) = reader.next() {
+                let f = f?;
+                raw_secrets |= f.raw_secrets;
+                // Flows not yet complete started no earlier than the earliest one in flight,
+                // and flows not yet seen no earlier than the latest start (each less the slack).
+                let seen = reader.latest_start().unwrap_or(Micros::MIN);
+                let bound = reader
+                    .min_in_flight_start()
+                    .map_or(seen, |t| t.min(seen))
+                    .saturating_sub(JOURNAL_SLACK);
+                each(f, bound);
+            }
+            let meta = reader.meta().cloned();
+            let warnings: Vec<ReadWarning> = reader.take_warnings();
+            Ok(Session {
+                path: file,
+                kind,
+                raw_secrets: raw_secrets || meta.as_ref().is_some_and(|m| m.raw_secrets),
+                meta,
+                creator: None,
+                flows: Vec::new(),
+                warnings: warnings.iter().map(ToString::to_string).collect(),
+                complete: reader.ended_cleanly(),
+                ended: reader.ended_at(),
+            })
+        }
+        SourceKind::Har => {
+            let f = File::open(&file).map_err(|source| StoreError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let mut raw_secrets = false;
+            let mut latest = Micros::MIN;
+            let har = read_har_each(f, &mut |f| {
+                raw_secrets |= f.raw_secrets;
+                latest = latest.max(f.timings.started);
+                each(f, latest);
+            })
+            .map_err(|source| StoreError::Har {
+                path: file.clone(),
+                source,
+            })?;
+            Ok(Session {
+                path: file,
+                kind,
+                raw_secrets: har.raw_secrets || raw_secrets,
+                meta: har.session,
+                creator: har.creator,
+                flows: Vec::new(),
                 warnings: har.warnings,
                 complete: true,
                 ended: har.ended,

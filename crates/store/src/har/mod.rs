@@ -32,7 +32,7 @@
 mod read;
 mod write;
 
-pub use read::{read_har, read_har_bytes, HarImport};
+pub use read::{read_har, read_har_bytes, read_har_each, HarImport};
 pub use write::{write_entry, HarWriter, LogExtra};
 
 use mcptap_flow::redact::SecretNote;

@@ -19,7 +19,7 @@ use mcptap_flow::{
 use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::fmt;
-use std::io::Read;
+use std::io::{BufRead as _, Read};
 
 /// What a HAR file held.
 #[derive(Debug, Clone, Default)]
@@ -40,11 +40,214 @@ pub struct HarImport {
 }
 
 /// Reads a HAR document from `r` (plain, or compressed with zlib as mitmproxy's `.zhar`, or gzip).
-pub fn read_har(mut r: impl Read) -> Result<HarImport, HarError> {
-    let mut bytes = Vec::new();
-    r.read_to_end(&mut bytes)
+pub fn read_har(r: impl Read) -> Result<HarImport, HarError> {
+    let mut flows = Vec::new();
+    let mut out = read_har_each(r, &mut |f| flows.push(f))?;
+    out.flows = flows;
+    Ok(out)
+}
+
+/// [`read_har`] one entry at a time, never the whole file in memory: each entry's flow goes
+/// to `each` as soon as it is parsed, in file order, and the [`HarImport`] returned holds the
+/// rest (its `flows` empty). Bytes that are not UTF-8 become U+FFFD on the way, as
+/// [`read_har_bytes`] makes them.
+pub fn read_har_each(r: impl Read, each: &mut dyn FnMut(Flow)) -> Result<HarImport, HarError> {
+    let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
+    let head = r
+        .fill_buf()
         .map_err(|e| HarError::at(None, "", format!("cannot read: {e}")))?;
-    read_har_bytes(&bytes)
+    let decoded: Box<dyn Read> = match head {
+        [0x1f, 0x8b, ..] => Box::new(Inflating(flate2::bufread::MultiGzDecoder::new(r))),
+        [0x78, b, ..] if (0x78u16 << 8 | u16::from(*b)) % 31 == 0 => {
+            Box::new(Inflating(flate2::bufread::ZlibDecoder::new(r)))
+        }
+        _ => Box::new(r),
+    };
+    let text = LossyUtf8::new(decoded);
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 * 1024, text));
+    let mut out = HarImport::default();
+    let mut failed = None;
+    let doc = de
+        .deserialize_any(DocVisitor {
+            out: &mut out,
+            each,
+            failed: &mut failed,
+        })
+        .and_then(|found| de.end().map(|()| found));
+    finish_doc(doc, failed, out)
+}
+
+/// What decides a document's fate once it is parsed: an entry's own error first, then the
+/// parts it lacks, then JSON (or I/O) errors.
+fn finish_doc(
+    doc: Result<Found, serde_json::Error>,
+    failed: Option<HarError>,
+    out: HarImport,
+) -> Result<HarImport, HarError> {
+    match (doc, failed) {
+        // What the entries said is wrong comes first: serde only carried it out.
+        (_, Some(e)) => Err(e),
+        (Ok(Found { log: false, .. }), None) => {
+            Err(HarError::at(None, "log", "missing (not a HAR file)"))
+        }
+        (Ok(Found { entries: false, .. }), None) => {
+            Err(HarError::at(None, "log.entries", "missing"))
+        }
+        (Ok(_), None) => Ok(out),
+        (Err(e), None) if e.is_io() => {
+            let reason = match e.io_error_kind() {
+                Some(std::io::ErrorKind::InvalidData) => {
+                    format!("compressed HAR does not decompress: {e}")
+                }
+                _ => format!("cannot read: {e}"),
+            };
+            Err(HarError::at(None, "", reason))
+        }
+        (Err(e), None) => Err(HarError {
+            entry: None,
+            field: String::new(),
+            reason: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+            source: Some(e),
+        }),
+    }
+}
+
+/// A decompressor whose errors all say the data is bad (`InvalidData`), so that they are told
+/// apart from the file's own read errors by kind.
+struct Inflating<R>(R);
+
+impl<R: Read> Read for Inflating<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Passes UTF-8 through and turns every invalid sequence into U+FFFD, as
+/// [`String::from_utf8_lossy`] does on the whole (a sequence cut by a read boundary waits for
+/// the next read to complete or end it), so that a streaming JSON parser, which rejects
+/// invalid UTF-8, reads another tool's Latin-1 bodies as the in-memory reader does. A leading
+/// byte order mark is skipped.
+struct LossyUtf8<R> {
+    input: R,
+    /// Bytes read but not yet passed on: `pending[start..]`.
+    pending: Vec<u8>,
+    start: usize,
+    /// How many bytes from `start` on are known to be valid (a character may be passed on in
+    /// two reads, and its second part is no longer valid on its own).
+    valid: usize,
+    /// What is left of a replacement character the caller's buffer had no room for.
+    spill: Vec<u8>,
+    /// True once a leading byte order mark was looked for (and skipped).
+    bom_checked: bool,
+    eof: bool,
+}
+
+impl<R: Read> LossyUtf8<R> {
+    fn new(input: R) -> Self {
+        LossyUtf8 {
+            input,
+            pending: Vec::with_capacity(64 * 1024),
+            start: 0,
+            valid: 0,
+            spill: Vec::new(),
+            bom_checked: false,
+            eof: false,
+        }
+    }
+
+    /// Reads more input after what is pending; false at the end of input.
+    fn refill(&mut self) -> std::io::Result<bool> {
+        if self.start > 0 {
+            self.pending.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.pending.len();
+        self.pending.resize(len + 64 * 1024, 0);
+        let n = loop {
+            match self.input.read(&mut self.pending[len..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        self.pending
+            .truncate(len + n.as_ref().copied().unwrap_or(0));
+        Ok(n? > 0)
+    }
+
+    /// Gives what fits of `bytes`, keeping the rest for the next read.
+    fn give(&mut self, bytes: &[u8], buf: &mut [u8]) -> usize {
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        self.spill.extend_from_slice(&bytes[n..]);
+        n
+    }
+}
+
+impl<R: Read> Read for LossyUtf8<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        const FFFD: &[u8] = "\u{FFFD}".as_bytes();
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if !self.spill.is_empty() {
+            let spill = std::mem::take(&mut self.spill);
+            return Ok(self.give(&spill, buf));
+        }
+        while !self.bom_checked {
+            if self.pending.len() - self.start >= 3 || self.eof {
+                if self.pending[self.start..].starts_with(b"\xEF\xBB\xBF") {
+                    self.start += 3;
+                }
+                self.bom_checked = true;
+            } else if !self.refill()? {
+                self.eof = true;
+            }
+        }
+        loop {
+            let rest = &self.pending[self.start..];
+            let bad = if self.valid > 0 {
+                None
+            } else {
+                match std::str::from_utf8(rest) {
+                    Ok(_) => {
+                        self.valid = rest.len();
+                        None
+                    }
+                    Err(e) => {
+                        self.valid = e.valid_up_to();
+                        Some(e.error_len())
+                    }
+                }
+            };
+            if self.valid > 0 {
+                let n = self.valid.min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                self.start += n;
+                self.valid -= n;
+                return Ok(n);
+            }
+            match bad {
+                Some(Some(len)) => {
+                    self.start += len;
+                    return Ok(self.give(FFFD, buf));
+                }
+                // A sequence cut short by the end of input: one replacement for it.
+                Some(None) if self.eof => {
+                    self.start = self.pending.len();
+                    return Ok(self.give(FFFD, buf));
+                }
+                None if self.eof => return Ok(0),
+                _ => {
+                    if !self.refill()? {
+                        self.eof = true;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// [`read_har`] on bytes in memory.
@@ -65,31 +268,19 @@ pub fn read_har_bytes(bytes: &[u8]) -> Result<HarImport, HarError> {
     // Tolerate bytes that are not UTF-8 (a tool that wrote Latin-1 bodies): they become U+FFFD.
     let text = String::from_utf8_lossy(bytes);
     let mut out = HarImport::default();
+    let mut flows = Vec::new();
     let mut failed = None;
     let mut de = serde_json::Deserializer::from_str(&text);
     let doc = de
         .deserialize_any(DocVisitor {
             out: &mut out,
+            each: &mut |f| flows.push(f),
             failed: &mut failed,
         })
         .and_then(|found| de.end().map(|()| found));
-    match (doc, failed) {
-        // What the entries said is wrong comes first: serde only carried it out.
-        (_, Some(e)) => Err(e),
-        (Ok(Found { log: false, .. }), None) => {
-            Err(HarError::at(None, "log", "missing (not a HAR file)"))
-        }
-        (Ok(Found { entries: false, .. }), None) => {
-            Err(HarError::at(None, "log.entries", "missing"))
-        }
-        (Ok(_), None) => Ok(out),
-        (Err(e), None) => Err(HarError {
-            entry: None,
-            field: String::new(),
-            reason: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-            source: Some(e),
-        }),
-    }
+    let mut out = finish_doc(doc, failed, out)?;
+    out.flows = flows;
+    Ok(out)
 }
 
 /// A visitor's methods for JSON booleans, numbers and strings, all answered by `$f(self)`.
@@ -133,6 +324,7 @@ struct Found {
 /// The document: `{"log": …}`, anything else ignored.
 struct DocVisitor<'a> {
     out: &'a mut HarImport,
+    each: &'a mut dyn FnMut(Flow),
     failed: &'a mut Option<HarError>,
 }
 
@@ -149,6 +341,7 @@ impl<'de> Visitor<'de> for DocVisitor<'_> {
             if key == "log" && !found.log {
                 found = map.next_value_seed(LogSeed {
                     out: &mut *self.out,
+                    each: &mut *self.each,
                     failed: &mut *self.failed,
                 })?;
                 found.log = true;
@@ -170,6 +363,7 @@ impl<'de> Visitor<'de> for DocVisitor<'_> {
 /// `log`: the entries, one at a time, and the creator and mcptap blocks.
 struct LogSeed<'a> {
     out: &'a mut HarImport,
+    each: &'a mut dyn FnMut(Flow),
     failed: &'a mut Option<HarError>,
 }
 
@@ -195,6 +389,7 @@ impl<'de> Visitor<'de> for LogSeed<'_> {
                 "entries" if !found.entries => {
                     found.entries = map.next_value_seed(EntriesSeed {
                         out: &mut *self.out,
+                        each: &mut *self.each,
                         failed: &mut *self.failed,
                     })?;
                 }
@@ -238,6 +433,7 @@ impl LogSeed<'_> {
 /// was there (`null` counts as missing).
 struct EntriesSeed<'a> {
     out: &'a mut HarImport,
+    each: &'a mut dyn FnMut(Flow),
     failed: &'a mut Option<HarError>,
 }
 
@@ -257,9 +453,6 @@ impl<'de> Visitor<'de> for EntriesSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        if let Some(n) = seq.size_hint() {
-            self.out.flows.reserve(n);
-        }
         let mut i = 0;
         while let Some(e) = seq.next_element::<Value>()? {
             let flow = Entry {
@@ -268,7 +461,7 @@ impl<'de> Visitor<'de> for EntriesSeed<'_> {
             }
             .flow(&e);
             match flow {
-                Ok(f) => self.out.flows.push(f),
+                Ok(f) => (self.each)(f),
                 Err(err) => {
                     *self.failed = Some(err);
                     return Err(serde::de::Error::custom("entry"));
@@ -756,5 +949,59 @@ fn classify_foreign_error(msg: &str) -> ErrorKind {
         ErrorKind::ClientDisconnected
     } else {
         ErrorKind::UpstreamProtocol
+    }
+}
+
+#[cfg(test)]
+mod lossy_tests {
+    use super::LossyUtf8;
+    use std::io::Read;
+
+    /// Hands out its bytes `step` at a time, so sequences are cut at every position.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lossy_utf8_reads_as_from_utf8_lossy_whatever_the_read_sizes() {
+        let cases: &[&[u8]] = &[
+            b"plain ascii",
+            "h\u{e9}llo \u{1F600} w\u{f6}rld".as_bytes(),
+            b"latin-1 caf\xe9 and \xff\xfe bytes",
+            b"cut at the end \xf0\x9f\x98",
+            b"\xe2\x82 broken middle \xe2\x28\xa1 and \xc0\xaf overlong",
+            b"\xed\xa0\x80 surrogate",
+            b"\xEF\xBB\xBF{\"bom\": 1}",
+        ];
+        for case in cases {
+            let text = case.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(case);
+            let want = String::from_utf8_lossy(text).into_owned();
+            for step in 1..8 {
+                for out in [1, 2, 3, 64] {
+                    let mut r = LossyUtf8::new(Trickle(case, step));
+                    let mut got = Vec::new();
+                    let mut buf = vec![0u8; out];
+                    loop {
+                        let n = r.read(&mut buf).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    assert_eq!(
+                        String::from_utf8(got).unwrap(),
+                        want,
+                        "{case:?} step {step} out {out}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -621,3 +621,47 @@ fn an_edited_header_value_drops_its_bytes_on_read() {
         .unwrap();
     assert_eq!((h.value.as_str(), h.raw()), ("edited", None));
 }
+
+/// A HAR file is exported entry by entry: the same bytes as writing its flows loaded whole,
+/// sorted by start and prepared, also for a file whose entries come in reverse order.
+#[test]
+fn a_har_file_exports_streaming_as_it_did_whole() {
+    let dir = tempdir();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for name in [
+        "charles.har",
+        "chrome-devtools.har",
+        "chromium-playwright.har",
+        "firefox-devtools.har",
+        "httptoolkit.har",
+        "mitmproxy.har",
+    ] {
+        let plain = fixtures.join(name);
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(&plain).unwrap()).unwrap();
+        doc["log"]["entries"].as_array_mut().unwrap().reverse();
+        let reversed = dir.path().join(format!("reversed-{name}"));
+        std::fs::write(&reversed, serde_json::to_vec(&doc).unwrap()).unwrap();
+        for input in [&plain, &reversed] {
+            let opts = ExportOptions::default();
+            let mut streamed = Vec::new();
+            mcptap_store::export_to(input, &mut streamed, Path::new("-"), &opts).unwrap();
+            let whole = load(input).unwrap();
+            let mut w =
+                mcptap_store::har::HarWriter::new(Vec::new(), &opts.mcptap_version).unwrap();
+            for mut f in whole.flows {
+                prepare(&mut f, &opts.prepare);
+                w.write(&f).unwrap();
+            }
+            let extra = mcptap_store::har::LogExtra {
+                session: whole.meta,
+                ended: whole.ended,
+                ..Default::default()
+            };
+            let want = w.finish(extra).unwrap();
+            assert!(
+                streamed == want,
+                "{input:?}: the streamed export differs from the whole one"
+            );
+        }
+    }
+}
