@@ -49,12 +49,7 @@ impl Probed {
     }
 
     fn ids(&self) -> Vec<&str> {
-        self.out["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["id"].as_str().unwrap())
-            .collect()
+        finding_ids(&self.out)
     }
 
     fn finding(&self, id: &str) -> &Value {
@@ -66,6 +61,23 @@ impl Probed {
             .unwrap_or_else(|| panic!("no {id}: {:#}\n{}", self.out, self.stderr))
     }
 }
+
+/// The ids of a probe's or `analyze --json`'s findings, in order.
+fn finding_ids(out: &Value) -> Vec<&str> {
+    out["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect()
+}
+
+/// The ids a healthy Python SDK server's probe ends with: the checks it truly fails.
+const HEALTHY_SERVER_FINDINGS: [&str; 3] = [
+    "origin-not-validated",
+    "registration-redirect-unsafe",
+    "invalid-request-accepted",
+];
 
 /// `mcptap probe` with `--protocol 2025-11-25` unless `extra` names one (the step names and
 /// the checks of sessions follow the protocol; the default, the newest the server accepts, has
@@ -164,16 +176,7 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_redirect_and_nul
         assert_eq!(p.verdict(check), "fail", "{check}: {:#}", p.out);
     }
     assert_eq!(p.verdict("id null refused"), "fail");
-    assert_eq!(
-        p.ids(),
-        [
-            "origin-not-validated",
-            "registration-redirect-unsafe",
-            "invalid-request-accepted"
-        ],
-        "{:#}",
-        p.out
-    );
+    assert_eq!(p.ids(), HEALTHY_SERVER_FINDINGS, "{:#}", p.out);
     // One finding per id: the four accepted registrations are its evidence.
     let f = p.finding("registration-redirect-unsafe");
     let flows: Vec<Value> = redirects
@@ -268,19 +271,9 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_redirect_and_nul
         .unwrap();
     assert_eq!(analyzed.status.code(), Some(1), "{analyzed:?}");
     let analyzed: Value = serde_json::from_slice(&analyzed.stdout).unwrap();
-    let ids: Vec<&str> = analyzed["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["id"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        ids,
-        [
-            "origin-not-validated",
-            "registration-redirect-unsafe",
-            "invalid-request-accepted"
-        ],
+        finding_ids(&analyzed),
+        HEALTHY_SERVER_FINDINGS,
         "{analyzed:#}"
     );
     let ignored = probe(
@@ -1091,20 +1084,7 @@ fn quiet_prints_the_verdict_only_and_view_and_analyze_open_the_probe_json() {
         .unwrap();
     let analyzed: Value =
         serde_json::from_slice(&analyzed.stdout).unwrap_or_else(|e| panic!("{e}: {analyzed:?}"));
-    let ids: Vec<&str> = analyzed["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ids,
-        [
-            "origin-not-validated",
-            "registration-redirect-unsafe",
-            "invalid-request-accepted"
-        ]
-    );
+    assert_eq!(finding_ids(&analyzed), HEALTHY_SERVER_FINDINGS);
     // `view` of the probe.json: the probe's findings, not what its checks provoked.
     let mut pty = crate::tui::Pty::spawn(&[
         "view".to_owned(),
