@@ -110,27 +110,8 @@ pub struct Ordered {
 /// Completion, id, start, arrival: the order of [`analyze_ended`] over flows sorted by start.
 type OrderKey = (Micros, mcptap_flow::FlowId, Micros, u64);
 
-struct Waiting {
-    key: OrderKey,
-    flow: Flow,
-}
-
-impl PartialEq for Waiting {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl Eq for Waiting {}
-impl PartialOrd for Waiting {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Waiting {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
-    }
-}
+/// A flow waiting for its turn.
+type Waiting = mcptap_flow::ByKey<OrderKey, Flow>;
 
 impl Ordered {
     /// An empty analysis with `opts`.
@@ -157,7 +138,8 @@ impl Ordered {
             self.waiting.clear();
             return;
         }
-        self.waiting.push(std::cmp::Reverse(Waiting { key, flow }));
+        self.waiting
+            .push(std::cmp::Reverse(Waiting { key, value: flow }));
         self.most_waiting = self.most_waiting.max(self.waiting.len());
         while let Some(std::cmp::Reverse(w)) = self.waiting.peek() {
             if w.key.0 >= bound {
@@ -170,7 +152,7 @@ impl Ordered {
     fn release(&mut self) {
         if let Some(std::cmp::Reverse(w)) = self.waiting.pop() {
             self.last = Some(w.key);
-            self.analyzer.push(&w.flow);
+            self.analyzer.push(&w.value);
         }
     }
 

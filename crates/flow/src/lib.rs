@@ -17,6 +17,33 @@ pub mod sse;
 pub use body::{BodyState, CapturedBody, DEFAULT_BODY_LIMIT};
 pub use headers::{Header, Headers};
 
+/// A value ordered by its key alone: an entry of a heap of flows that wait for their turn (in
+/// start order for a HAR, in completion order for the analyzer).
+#[derive(Debug)]
+pub struct ByKey<K, T> {
+    /// What orders it.
+    pub key: K,
+    /// What waits.
+    pub value: T,
+}
+
+impl<K: Ord, T> PartialEq for ByKey<K, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl<K: Ord, T> Eq for ByKey<K, T> {}
+impl<K: Ord, T> PartialOrd for ByKey<K, T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K: Ord, T> Ord for ByKey<K, T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;

@@ -111,30 +111,11 @@ fn export_har(
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
 
-    /// A flow waiting for its turn, by start, id and file order.
-    struct Held(
-        mcptap_flow::Micros,
-        mcptap_flow::FlowId,
-        u64,
-        usize,
-        mcptap_flow::Flow,
-    );
-    impl PartialEq for Held {
-        fn eq(&self, o: &Self) -> bool {
-            (self.0, self.1, self.2) == (o.0, o.1, o.2)
-        }
-    }
-    impl Eq for Held {}
-    impl PartialOrd for Held {
-        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(o))
-        }
-    }
-    impl Ord for Held {
-        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-            (self.0, self.1, self.2).cmp(&(o.0, o.1, o.2))
-        }
-    }
+    /// A flow waiting for its turn, by start, id and file order, with its approximate size.
+    type Held = mcptap_flow::ByKey<
+        (mcptap_flow::Micros, mcptap_flow::FlowId, u64),
+        (usize, mcptap_flow::Flow),
+    >;
 
     let file = File::open(path).map_err(|source| StoreError::Read {
         path: path.to_owned(),
@@ -152,7 +133,10 @@ fn export_har(
     let mut failed = None;
     let mut write = |w: &mut HarWriter<&mut dyn Write>,
                      report: &mut ExportReport,
-                     Held(started, id, _, _, f): Held|
+                     Held {
+                         key: (started, id, _),
+                         value: (_, f),
+                     }: Held|
      -> std::io::Result<()> {
         if written.is_some_and(|last| (started, id) < last) {
             report.out_of_order += 1;
@@ -171,12 +155,15 @@ fn export_har(
         let size =
             f.request.body.bytes.len() + f.response.as_ref().map_or(0, |r| r.body.bytes.len());
         latest = latest.max(f.timings.started);
-        held.push(Reverse(Held(f.timings.started, f.id, seq, size, f)));
+        held.push(Reverse(Held {
+            key: (f.timings.started, f.id, seq),
+            value: (size, f),
+        }));
         seq += 1;
         held_bytes += size;
         report.max_held = report.max_held.max(held.len());
         while let Some(Reverse(top)) = held.peek() {
-            let due = top.0 < latest.saturating_sub(HAR_REORDER_LAG)
+            let due = top.key.0 < latest.saturating_sub(HAR_REORDER_LAG)
                 || held.len() > options.reorder_entries
                 || held_bytes > options.reorder_bytes.min(HAR_REORDER_BYTES);
             if !due {
@@ -185,7 +172,7 @@ fn export_har(
             let Some(Reverse(top)) = held.pop() else {
                 break;
             };
-            held_bytes -= top.3;
+            held_bytes -= top.value.0;
             if let Err(e) = write(&mut w, &mut report, top) {
                 failed = Some(e);
                 return;

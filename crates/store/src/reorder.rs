@@ -18,28 +18,8 @@ use std::io::BufRead;
 /// How far behind the latest start a held flow must be before it is released.
 pub const SLACK: Micros = 2_000_000;
 
-struct Held {
-    key: (Micros, u64, u64),
-    size: usize,
-    flow: Flow,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, o: &Self) -> bool {
-        self.key == o.key
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&o.key)
-    }
-}
+/// A flow held for start order (start, id, arrival), with its approximate size.
+type Held = mcptap_flow::ByKey<(Micros, u64, u64), (usize, Flow)>;
 
 /// Flows of a journal in start order (see the module docs for the bound).
 pub struct StartOrder<R> {
@@ -108,14 +88,15 @@ impl<R: BufRead> StartOrder<R> {
 
     fn release(&mut self) -> Option<Flow> {
         let Reverse(h) = self.heap.pop()?;
-        self.held_bytes = self.held_bytes.saturating_sub(h.size);
+        let (size, flow) = h.value;
+        self.held_bytes = self.held_bytes.saturating_sub(size);
         let k = (h.key.0, h.key.1);
         if self.last_released.is_some_and(|l| k < l) {
             self.out_of_order += 1;
         } else {
             self.last_released = Some(k);
         }
-        Some(h.flow)
+        Some(flow)
     }
 }
 
@@ -147,8 +128,7 @@ impl<R: BufRead> Iterator for StartOrder<R> {
                     self.held_bytes += size;
                     self.heap.push(Reverse(Held {
                         key: (flow.timings.started, flow.id.0, self.seq),
-                        size,
-                        flow,
+                        value: (size, flow),
                     }));
                     self.max_held = self.max_held.max(self.heap.len());
                 }
