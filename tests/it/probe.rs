@@ -48,6 +48,13 @@ impl Probed {
         self.step(name)["verdict"].as_str().unwrap()
     }
 
+    /// Asserts that each of `checks` ended with `want`.
+    fn verdicts(&self, want: &str, checks: &[&str]) {
+        for check in checks {
+            assert_eq!(self.verdict(check), want, "{check}: {:#}", self.out);
+        }
+    }
+
     fn ids(&self) -> Vec<&str> {
         finding_ids(&self.out)
     }
@@ -142,25 +149,27 @@ fn a_healthy_server_passes_every_step_and_fails_only_the_origin_redirect_and_nul
         p.step("unauthenticated initialize")["flows"],
         serde_json::json!([1])
     );
-    for check in [
-        "fabricated token refused",
-        "token in query refused",
-        "unknown version refused",
-        "GET stream or 405",
-        "notification with id refused",
-        "no session id refused",
-    ] {
-        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
-    }
+    p.verdicts(
+        "pass",
+        &[
+            "fabricated token refused",
+            "token in query refused",
+            "unknown version refused",
+            "GET stream or 405",
+            "notification with id refused",
+            "no session id refused",
+        ],
+    );
     // Opaque tokens: the JWT checks do not apply, and the SDK names no jwks_uri.
-    for check in [
-        "JWT bad signature refused",
-        "JWT past exp refused",
-        "JWT other audience refused",
-        "JWKS usable",
-    ] {
-        assert_eq!(p.verdict(check), "skip", "{check}: {:#}", p.out);
-    }
+    p.verdicts(
+        "skip",
+        &[
+            "JWT bad signature refused",
+            "JWT past exp refused",
+            "JWT other audience refused",
+            "JWKS usable",
+        ],
+    );
     // The SDK server, as the tests run it, does not validate Origin (the test server turns
     // DNS-rebinding protection off); the SDK's registration accepts any redirect URI; and the
     // SDK takes a request with "id": null for a notification (202, no answer ever comes).
@@ -883,13 +892,14 @@ fn by_default_the_probe_speaks_2026_07_28_to_a_server_that_accepts_it() {
     // refuses "id": null.
     assert_eq!(p.step("GET stream or 405")["note"], "405 (no GET stream)");
     assert_eq!(p.verdict("no session id refused"), "skip");
-    for check in [
-        "id null refused",
-        "notification with id refused",
-        "unknown version refused",
-    ] {
-        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
-    }
+    p.verdicts(
+        "pass",
+        &[
+            "id null refused",
+            "notification with id refused",
+            "unknown version refused",
+        ],
+    );
     // Every request carried the 2026-07-28 headers: no stateless-header-violation, counted or
     // provoked.
     assert!(p.ids().is_empty(), "{:#}", p.out);
@@ -1001,25 +1011,27 @@ fn the_typescript_sdk_example_server_with_oauth() {
         .as_str()
         .unwrap()
         .starts_with("500: not served, but a server error"));
-    for check in [
-        "token in query refused",
-        "unknown version refused",
-        "id null refused",
-        "notification with id refused",
-        "no session id refused",
-        "GET stream or 405",
-        "javascript: redirect refused",
-        "data: redirect refused",
-    ] {
-        assert_eq!(p.verdict(check), "pass", "{check}: {:#}", p.out);
-    }
-    for check in [
-        "foreign Origin refused",
-        "unsafe redirect URI refused",
-        "file: redirect refused",
-    ] {
-        assert_eq!(p.verdict(check), "fail", "{check}: {:#}", p.out);
-    }
+    p.verdicts(
+        "pass",
+        &[
+            "token in query refused",
+            "unknown version refused",
+            "id null refused",
+            "notification with id refused",
+            "no session id refused",
+            "GET stream or 405",
+            "javascript: redirect refused",
+            "data: redirect refused",
+        ],
+    );
+    p.verdicts(
+        "fail",
+        &[
+            "foreign Origin refused",
+            "unsafe redirect URI refused",
+            "file: redirect refused",
+        ],
+    );
     // No OAuth finding: only the two server checks it truly fails.
     assert_eq!(
         p.ids(),
