@@ -248,6 +248,11 @@ pub fn export_journal<R: BufRead>(
 
 /// Writes `path` whole or not at all: a temporary file in the same directory, flushed,
 /// `sync_data`, renamed over `path`, and the directory synced (jj's `persist_temp_file`).
+///
+/// What is not a plain file is written in place, never replaced: a device or a pipe
+/// (`-o /dev/null`, `/dev/stdout`, a FIFO — renaming over `/dev/null` would turn it into a file
+/// for every program on the machine), and a symbolic link (the link stays, its target is
+/// written).
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<(), StoreError>,
@@ -260,6 +265,21 @@ pub fn write_atomic(
         path: path.to_owned(),
         source,
     };
+    let in_place = std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_symlink() || !m.file_type().is_file());
+    if in_place {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(werr)?;
+        // A regular file behind a link starts empty; a device or a pipe cannot be truncated.
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            file.set_len(0).map_err(werr)?;
+        }
+        let mut w = BufWriter::with_capacity(256 * 1024, file);
+        write(&mut w)?;
+        return w.flush().map_err(werr);
+    }
     let tmp = tempfile::Builder::new()
         .prefix(".mcptap-")
         .suffix(".tmp")

@@ -665,3 +665,66 @@ fn a_har_file_exports_streaming_as_it_did_whole() {
         }
     }
 }
+
+/// `-o /dev/null`, a link or a pipe is written in place, never renamed over: as root, a rename
+/// over `/dev/null` would make it a plain file for every program on the machine.
+#[cfg(unix)]
+#[test]
+fn what_is_not_a_plain_file_is_written_in_place() {
+    use std::io::Read as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    let write = |path: &std::path::Path, text: &'static str| {
+        mcptap_store::write_atomic(path, |w| {
+            w.write_all(text.as_bytes())
+                .map_err(|source| mcptap_store::StoreError::Write {
+                    path: path.to_owned(),
+                    source,
+                })
+        })
+    };
+    let null = std::path::Path::new("/dev/null");
+    if std::fs::metadata(null).is_ok_and(|m| m.file_type().is_char_device()) {
+        write(null, "{}").unwrap();
+        let after = std::fs::symlink_metadata(null).unwrap();
+        assert!(after.file_type().is_char_device(), "/dev/null replaced");
+    }
+    // A link to a file: the link stays, the file gets the text (whole, not appended).
+    let dir = tempdir();
+    let target = dir.path().join("target.har");
+    std::fs::write(&target, "an older, longer text").unwrap();
+    let link = dir.path().join("link.har");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    write(&link, "new").unwrap();
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+    // A FIFO: read on the other end.
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                std::fs::File::open(fifo)
+                    .unwrap()
+                    .read_to_string(&mut text)
+                    .unwrap();
+                text
+            })
+        };
+        write(&fifo, "through the pipe").unwrap();
+        assert_eq!(reader.join().unwrap(), "through the pipe");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
+    // A plain file is still replaced atomically.
+    let plain = dir.path().join("plain.har");
+    write(&plain, "one").unwrap();
+    write(&plain, "two").unwrap();
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), "two");
+}
