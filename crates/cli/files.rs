@@ -279,7 +279,12 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     }
     match &args.output {
         Some(path) => write_whole(path, md.as_bytes())?,
-        None => print!("{md}"),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(md.as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing the report")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -60,11 +60,25 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`mcptap analyze … | head`): nothing to say to anyone, as
+        // ripgrep does.
+        Err(e) if closed_output(&e) => ExitCode::SUCCESS,
         Err(e) => {
             say!("mcptap: error: {e:#}");
             ExitCode::from(error::ErrorKind::of(&e).exit_code())
         }
     }
+}
+
+/// True when `e` is a write to a pipe whose reader has gone.
+fn closed_output(e: &anyhow::Error) -> bool {
+    let broken = Some(std::io::ErrorKind::BrokenPipe);
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().map(std::io::Error::kind) == broken
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == broken
+    })
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {

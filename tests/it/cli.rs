@@ -315,6 +315,34 @@ fn analyze_exits_1_on_a_finding_at_the_threshold() {
     assert!(text.contains("token-not-sent"), "{text}");
 }
 
+/// Output to a pipe whose reader has gone (`mcptap analyze … | head`) ends quietly with 0, as
+/// ripgrep does: no error message, no panic.
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    let har = crate::snapshots::fixture("token-not-sent.har");
+    for cmd in [
+        &["analyze"][..],
+        &["analyze", "--json"],
+        &["report"],
+        &["export", "-o", "-"],
+    ] {
+        // The read end is closed before mcptap starts: its first write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = mcptap()
+            .args(cmd)
+            .arg(&har)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}: {stderr}");
+        assert!(!stderr.contains("error"), "{cmd:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{cmd:?}: {stderr}");
+    }
+}
+
 /// The exit status follows the error's kind, as `mcptap --help` documents it: usage 2, input 3,
 /// I/O 74.
 #[test]
