@@ -952,18 +952,12 @@ impl<'a> Probe<'a> {
             return;
         };
         let other = ctx.other_audience();
-        let mut form = vec![
+        let form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", rt.as_str()),
             ("resource", other.as_str()),
         ];
-        let basic = Self::client_auth(&client, &mut form);
-        let mut req = Req::new(Method::POST, &endpoint)
-            .header(ACCEPT, "application/json")
-            .form(&form);
-        if let Some(b) = basic {
-            req = req.header(AUTHORIZATION, b);
-        }
+        let req = Self::client_post(&endpoint, &client, form).header(ACCEPT, "application/json");
         let answer = self.http.send(req, REQUEST_TIMEOUT).await;
         let mut flows = vec![self.http.sent()];
         self.deliberate.extend(&flows);
@@ -1740,6 +1734,21 @@ impl<'a> Probe<'a> {
     }
 
     /// Client authentication at the token endpoint: the form fields and the header.
+    /// A form POST to an authorization-server endpoint, authenticated as `client` (see
+    /// [`Self::client_auth`]).
+    fn client_post<'c>(
+        endpoint: &str,
+        client: &'c Registered,
+        mut form: Vec<(&'c str, &'c str)>,
+    ) -> Req {
+        let basic = Self::client_auth(client, &mut form);
+        let req = Req::new(Method::POST, endpoint).form(&form);
+        match basic {
+            Some(b) => req.header(AUTHORIZATION, b),
+            None => req,
+        }
+    }
+
     fn client_auth<'c>(
         client: &'c Registered,
         form: &mut Vec<(&'c str, &'c str)>,
@@ -1779,20 +1788,14 @@ impl<'a> Probe<'a> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let mut form = vec![
+        let form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", client.redirect_uri.as_str()),
             ("code_verifier", verifier),
             ("resource", resource),
         ];
-        let basic = Self::client_auth(client, &mut form);
-        let mut req = Req::new(Method::POST, &endpoint)
-            .header(ACCEPT, "application/json")
-            .form(&form);
-        if let Some(b) = basic {
-            req = req.header(AUTHORIZATION, b);
-        }
+        let req = Self::client_post(&endpoint, client, form).header(ACCEPT, "application/json");
         let reply = match self.send(req).await {
             Ok(r) => r,
             Err(e) => {
@@ -1971,18 +1974,12 @@ impl<'a> Probe<'a> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let mut form = vec![
+        let form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", rt),
             ("resource", resource),
         ];
-        let basic = Self::client_auth(client, &mut form);
-        let mut req = Req::new(Method::POST, &endpoint)
-            .header(ACCEPT, "application/json")
-            .form(&form);
-        if let Some(b) = basic {
-            req = req.header(AUTHORIZATION, b);
-        }
+        let req = Self::client_post(&endpoint, client, form).header(ACCEPT, "application/json");
         match self.send(req).await {
             Ok(r) => {
                 let doc = r.json().filter(|d| {
@@ -2015,12 +2012,8 @@ impl<'a> Probe<'a> {
                 let mut refused = 0;
                 let mut first_refusal = None;
                 for (token, hint) in &created.tokens {
-                    let mut form = vec![("token", token.as_str()), ("token_type_hint", *hint)];
-                    let basic = Self::client_auth(client, &mut form);
-                    let mut req = Req::new(Method::POST, endpoint).form(&form);
-                    if let Some(b) = basic {
-                        req = req.header(AUTHORIZATION, b);
-                    }
+                    let form = vec![("token", token.as_str()), ("token_type_hint", *hint)];
+                    let req = Self::client_post(endpoint, client, form);
                     match self.send(req).await {
                         Ok(r) => {
                             flows.push(r.flow);
