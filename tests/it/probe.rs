@@ -130,6 +130,14 @@ fn probe(pki: &TestPki, server: &McpServer, extra: &[&str]) -> Probed {
     }
 }
 
+/// [`probe_fault`] against the test server started with `args`.
+fn probe_server_args(args: &[&str]) -> Probed {
+    probe_fault(ServerOpts {
+        extra_args: args.iter().map(|a| (*a).into()).collect(),
+        ..Default::default()
+    })
+}
+
 fn probe_fault(opts: ServerOpts) -> Probed {
     let pki = TestPki::new();
     let server = McpServer::start(&pki, opts);
@@ -399,10 +407,7 @@ fn a_token_response_without_expires_in_warns_at_the_token_step() {
 
 #[test]
 fn metadata_served_as_html_is_metadata_not_json() {
-    let p = probe_fault(ServerOpts {
-        extra_args: vec!["--metadata-html".into()],
-        ..Default::default()
-    });
+    let p = probe_server_args(&["--metadata-html"]);
     assert_eq!(p.verdict("protected-resource metadata"), "fail");
     p.finding("metadata-not-json");
     p.finding("prm-unavailable");
@@ -410,10 +415,7 @@ fn metadata_served_as_html_is_metadata_not_json() {
 
 #[test]
 fn metadata_without_s256_is_as_metadata_incomplete_and_stops_the_flow() {
-    let p = probe_fault(ServerOpts {
-        extra_args: vec!["--no-s256".into()],
-        ..Default::default()
-    });
+    let p = probe_server_args(&["--no-s256"]);
     assert_eq!(p.verdict("authorization-server metadata"), "fail");
     assert_eq!(p.verdict("registration"), "skip");
     p.finding("as-metadata-incomplete");
@@ -421,10 +423,7 @@ fn metadata_without_s256_is_as_metadata_incomplete_and_stops_the_flow() {
 
 #[test]
 fn a_refused_registration_is_registration_failed() {
-    let p = probe_fault(ServerOpts {
-        extra_args: vec!["--refuse-dcr".into()],
-        ..Default::default()
-    });
+    let p = probe_server_args(&["--refuse-dcr"]);
     assert_eq!(p.verdict("registration"), "fail");
     assert_eq!(p.verdict("authorization code + PKCE"), "skip");
     p.finding("registration-failed");
@@ -698,10 +697,7 @@ fn the_stage_table_shows_each_step_with_its_flows_and_spec_section() {
 fn a_server_validating_origin_passes_the_origin_check() {
     // The SDK's DNS-rebinding protection, on: a foreign Origin gets 403 (what the analyzer
     // makes of that deliberate refusal is the probe's doing, not counted).
-    let p = probe_fault(ServerOpts {
-        extra_args: vec!["--allowed-hosts".into(), "localhost:*".into()],
-        ..Default::default()
-    });
+    let p = probe_server_args(&["--allowed-hosts", "localhost:*"]);
     assert_eq!(p.verdict("foreign Origin refused"), "pass", "{:#}", p.out);
     assert_eq!(p.verdict("tools/list with token"), "pass", "{:#}", p.out);
     assert_eq!(
