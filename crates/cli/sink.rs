@@ -44,6 +44,10 @@ pub struct Sink {
     /// Reverse mode without `--rewrite-metadata`: says when an answer sends the client around
     /// the proxy.
     bypass: Option<crate::bypass::BypassWatch>,
+    /// Where the engine keeps large bodies until a final event is handled here: they are put
+    /// back one flow at a time, so that at most one of them is in memory (see
+    /// [`mcptap_proxy::Spools`]).
+    spools: Option<mcptap_proxy::Spools>,
 }
 
 /// What a finished session amounts to: counts and the analyzer's report, for the closing
@@ -223,6 +227,7 @@ impl Sink {
             ui: None,
             ui_requests: None,
             offsets: HashMap::new(),
+            spools: None,
             bypass: None,
         }
     }
@@ -243,6 +248,7 @@ impl Sink {
     ) {
         const POLL: Duration = Duration::from_millis(5);
         const IDLE_POLLS: u32 = 200;
+        self.spools = Some(rx.spool_large_bodies());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(1024);
@@ -360,6 +366,9 @@ impl Sink {
         }
         if redundant && self.ui.is_none() {
             return;
+        }
+        if let Some(spools) = &self.spools {
+            spools.unspool(&mut ev);
         }
         mcptap_store::prepare_event(&mut ev, &self.prepare);
         if let Some(j) = self.journal.as_mut().filter(|_| !redundant) {

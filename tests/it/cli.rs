@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn mcptap() -> Command {
+pub(crate) fn mcptap() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mcptap"));
     c.env_remove("MCPTAP_HOME").env("NO_COLOR", "1");
     c
@@ -548,7 +548,7 @@ fn inject_refresh_needs_inject_token_and_warns_at_start() {
 }
 
 /// SIGTERM to a child (the way a supervisor stops mcptap).
-fn sigterm(child: &std::process::Child) {
+pub(crate) fn sigterm(child: &std::process::Child) {
     assert!(Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -557,7 +557,7 @@ fn sigterm(child: &std::process::Child) {
 }
 
 /// `mcptap export INPUT -o OUTPUT`, which must succeed; returns its stderr.
-fn export(input: &std::path::Path, output: &std::path::Path) -> String {
+pub(crate) fn export(input: &std::path::Path, output: &std::path::Path) -> String {
     let out = mcptap()
         .arg("export")
         .arg(input)
@@ -582,7 +582,7 @@ fn finished_flows(session: &std::path::Path) -> Vec<serde_json::Value> {
 
 /// `mcptap proxy` on a free port recording into `session`, trusting `pki` upstream, with its
 /// stderr piped (read it with [`listening_addr`]).
-fn recording_proxy(
+pub(crate) fn recording_proxy(
     pki: &TestPki,
     confdir: &std::path::Path,
     session: &std::path::Path,
@@ -609,7 +609,7 @@ fn recording_proxy(
 }
 
 /// Reads the proxy's stderr until it announces its address; returns it and what came before.
-fn listening_addr(child: &mut std::process::Child) -> (std::net::SocketAddr, String) {
+pub(crate) fn listening_addr(child: &mut std::process::Child) -> (std::net::SocketAddr, String) {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut line = String::new();
@@ -634,7 +634,7 @@ fn listening_addr(child: &mut std::process::Child) -> (std::net::SocketAddr, Str
 
 /// An HTTP/1.1 client tunnelled through the proxy at `addr` to `up`, trusting the CA in
 /// `confdir`; returns the `host:port` target too.
-async fn client_through(
+pub(crate) async fn client_through(
     addr: std::net::SocketAddr,
     confdir: &std::path::Path,
     up: &Upstream,

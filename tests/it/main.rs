@@ -1,6 +1,7 @@
 //! mcptap's integration tests: one binary, real servers on loopback, real TLS.
 #![allow(clippy::unwrap_used)]
 
+mod bodies;
 mod chain;
 mod cli;
 mod common;

@@ -29,6 +29,9 @@ pub struct EventSender {
 struct State {
     dropped: AtomicU64,
     stopping: AtomicBool,
+    /// The consumer takes large bodies back from [`State::spooled`] ([`crate::spool`]).
+    spool: AtomicBool,
+    spooled: Arc<crate::spool::Registry>,
 }
 
 /// Receiving half, owned by the consumer (the CLI's dispatcher).
@@ -54,9 +57,31 @@ pub fn channel(capacity: usize) -> (EventSender, EventReceiver) {
 impl EventSender {
     /// Sends without waiting; a full or closed channel drops the event and counts it.
     pub fn send(&self, ev: FlowEvent) {
-        if self.tx.try_send(ev).is_err() {
+        if let Err(e) = self.tx.try_send(ev) {
             self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            let ev = match e {
+                mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => ev,
+            };
+            if ev.is_final() {
+                // Nobody will take its spooled bodies.
+                self.state.spooled.forget(ev.flow_id());
+            }
         }
+    }
+
+    /// True when large bodies are to be spooled ([`crate::spool`]).
+    pub(crate) fn spools(&self) -> bool {
+        self.state.spool.load(Ordering::Relaxed)
+    }
+
+    /// Holds a spooled body until the consumer takes it with its flow's final event.
+    pub(crate) fn put_spooled(
+        &self,
+        id: mcptap_flow::FlowId,
+        dir: mcptap_flow::Direction,
+        body: crate::spool::Spooled,
+    ) {
+        self.state.spooled.put(id, dir, body);
     }
 
     /// Marks the engine as past its shutdown deadline: what ends from now on was ended by
@@ -77,6 +102,14 @@ impl EventSender {
 }
 
 impl EventReceiver {
+    /// From now on, bodies captured past [`crate::spool`]'s threshold wait in an encrypted
+    /// temporary file instead of memory, and the final events carry them empty: the consumer
+    /// puts them back with [`crate::Spools::unspool`] before reading a final event's bodies.
+    pub fn spool_large_bodies(&self) -> crate::spool::Spools {
+        self.state.spool.store(true, Ordering::Relaxed);
+        crate::spool::Spools(self.state.spooled.clone())
+    }
+
     /// The next event; `None` once every sender is gone and the channel is drained.
     pub async fn recv(&mut self) -> Option<FlowEvent> {
         self.rx.recv().await

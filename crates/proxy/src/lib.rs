@@ -36,6 +36,7 @@ mod serve;
 mod shared;
 pub mod shutdown;
 mod splice;
+mod spool;
 mod tap;
 mod target;
 mod tls;
@@ -46,6 +47,7 @@ pub use events::{EventReceiver, EventSender};
 pub use limits::Limits;
 pub use message::BoxError;
 pub use shared::CertSource;
+pub use spool::Spools;
 pub use upstream::{TrustError, UpstreamProxy, UpstreamTrust};
 
 use hyper_util::client::legacy::Client;

@@ -252,10 +252,22 @@ impl Recorder {
     }
 
     /// A body ended (or was dropped); finishes the flow when it was the last one.
-    fn body_done(&self, dir: Direction, body: CapturedBody, sse: Vec<mcptap_flow::SseEvent>) {
+    fn body_done(
+        &self,
+        dir: Direction,
+        (body, sse, spooled): (
+            CapturedBody,
+            Vec<mcptap_flow::SseEvent>,
+            Option<crate::spool::Spooled>,
+        ),
+    ) {
         let now = now_micros();
         let done = {
             let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = spooled.filter(|_| !p.finished) {
+                // Taken by the consumer with the final event, which is sent after this.
+                self.events.put_spooled(p.flow.id, dir, s);
+            }
             match dir {
                 Direction::Request => {
                     p.flow.timings.request_done.get_or_insert(now);
@@ -428,10 +440,15 @@ fn classify_end(flow: &mut Flow, stopping: bool) -> FlowState {
     FlowState::Completed
 }
 
-/// Copies frames into a bounded buffer as they pass.
+/// Copies frames into a bounded buffer as they pass; past [`crate::spool::SPOOL_AT`] bytes,
+/// into a spool instead when the consumer takes spooled bodies.
 #[derive(Debug)]
 struct Capture {
     buf: Vec<u8>,
+    /// Where the body goes once it is large ([`crate::spool`]).
+    spool: Option<crate::spool::Spool>,
+    /// The consumer takes spooled bodies, and spooling has not failed.
+    may_spool: bool,
     total: u64,
     limit: usize,
     truncated: bool,
@@ -446,16 +463,34 @@ impl Capture {
         if self.total == 0 && self.buf.capacity() == 0 {
             // One allocation for the whole capture when the length is announced, instead of
             // doubling (and copying) its way up to the limit; a large one is recycled.
-            let want = usize::try_from(hint).unwrap_or(usize::MAX).min(self.limit);
+            let mut want = usize::try_from(hint).unwrap_or(usize::MAX).min(self.limit);
+            if self.may_spool && want > crate::spool::SPOOL_AT {
+                want = crate::spool::SPOOL_AT;
+            }
             self.buf = crate::capture_pool::take(want.max(data.len().min(self.limit)));
         }
         self.total += data.len() as u64;
-        let room = self.limit.saturating_sub(self.buf.len());
-        if room >= data.len() {
-            self.buf.extend_from_slice(data);
+        let kept = self.spool.as_ref().map_or(self.buf.len(), |s| s.len());
+        let room = self.limit.saturating_sub(kept);
+        let take = if room >= data.len() {
+            &data[..]
         } else {
-            self.buf.extend_from_slice(&data[..room]);
             self.truncated = true;
+            &data[..room]
+        };
+        if self.spool.is_none()
+            && self.may_spool
+            && self.buf.len() + take.len() > crate::spool::SPOOL_AT
+        {
+            // Before the buffer grows past the threshold (a reallocation).
+            self.start_spool(id);
+        }
+        if let Some(spool) = self.spool.as_mut() {
+            if let Err(e) = spool.push(take) {
+                self.spool_failed(&e, id);
+            }
+        } else {
+            self.buf.extend_from_slice(take);
         }
         if let Some((parser, events)) = self.sse.as_mut() {
             let limit = self.limit;
@@ -481,7 +516,47 @@ impl Capture {
         }
     }
 
-    fn finish(&mut self, state: BodyState) -> (CapturedBody, Vec<mcptap_flow::SseEvent>) {
+    /// Moves the capture to a spool (the consumer takes spooled bodies); on failure the
+    /// capture goes on in memory.
+    fn start_spool(&mut self, id: FlowId) {
+        let res = crate::spool::Spool::new().and_then(|mut s| s.push(&self.buf).map(|()| s));
+        match res {
+            Ok(s) => {
+                self.spool = Some(s);
+                // Back to the pool (or freed): the bytes are in the spool.
+                drop(crate::capture_pool::freeze(std::mem::take(&mut self.buf)));
+            }
+            Err(e) => {
+                tracing::warn!("flow {id}: cannot spool a large body, keeping it in memory: {e}");
+                self.may_spool = false;
+            }
+        }
+    }
+
+    /// The spool failed part way: what it took is lost, so the body is recorded as truncated
+    /// at what was spooled and kept before, and nothing more is kept.
+    fn spool_failed(&mut self, e: &std::io::Error, id: FlowId) {
+        tracing::warn!("flow {id}: spooling a large body failed, the rest is not recorded: {e}");
+        self.truncated = true;
+        self.limit = 0;
+    }
+
+    fn finish(
+        &mut self,
+        state: BodyState,
+    ) -> (
+        CapturedBody,
+        Vec<mcptap_flow::SseEvent>,
+        Option<crate::spool::Spooled>,
+    ) {
+        let spooled = self.spool.take().and_then(|s| match s.finish() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("spooling a large body failed, it is not recorded: {e}");
+                self.truncated = true;
+                None
+            }
+        });
         let body = CapturedBody {
             bytes: crate::capture_pool::freeze(std::mem::take(&mut self.buf)),
             total_len: self.total,
@@ -490,7 +565,7 @@ impl Capture {
             encoding: None,
         };
         let sse = self.sse.take().map(|(_, e)| e).unwrap_or_default();
-        (body, sse)
+        (body, sse, spooled)
     }
 }
 
@@ -522,8 +597,7 @@ pin_project_lite::pin_project! {
                 } else {
                     BodyState::Cancelled
                 };
-                let (body, sse) = cap.finish(state);
-                rec.body_done(*this.dir, body, sse);
+                rec.body_done(*this.dir, cap.finish(state));
             }
         }
     }
@@ -548,6 +622,7 @@ impl<B: Body> Tap<B> {
         limit: usize,
         sse: bool,
     ) -> Tap<B> {
+        let may_spool = rec.events.spools();
         Tap {
             inner,
             id: rec.claim(dir),
@@ -556,6 +631,8 @@ impl<B: Body> Tap<B> {
                 rec,
                 Capture {
                     buf: Vec::new(),
+                    spool: None,
+                    may_spool,
                     total: 0,
                     limit,
                     truncated: false,
@@ -772,8 +849,7 @@ where
                 };
                 let error = idle_fault(*this.dir, cap.total, limit);
                 rec.blame(error.clone());
-                let (body, sse) = cap.finish(BodyState::Error);
-                rec.body_done(*this.dir, body, sse);
+                rec.body_done(*this.dir, cap.finish(BodyState::Error));
                 return Poll::Ready(Some(Err(Box::new(BodyFault {
                     error,
                     source: None,
@@ -796,8 +872,7 @@ where
                 };
                 let error = body_fault(*this.dir, cap.total, &*e);
                 rec.blame(error.clone());
-                let (body, sse) = cap.finish(BodyState::Error);
-                rec.body_done(*this.dir, body, sse);
+                rec.body_done(*this.dir, cap.finish(BodyState::Error));
                 Poll::Ready(Some(Err(Box::new(BodyFault {
                     error,
                     source: Some(e),
@@ -805,8 +880,7 @@ where
             }
             None => {
                 if let Some((rec, mut cap)) = this.state.take() {
-                    let (body, sse) = cap.finish(BodyState::Complete);
-                    rec.body_done(*this.dir, body, sse);
+                    rec.body_done(*this.dir, cap.finish(BodyState::Complete));
                 }
                 Poll::Ready(None)
             }
@@ -1006,6 +1080,94 @@ mod tests {
         assert_eq!(resp.body.state, BodyState::Cancelled);
         assert_eq!(resp.body.total_len, 0);
         assert_eq!(flow.state, FlowState::Aborted);
+    }
+
+    #[tokio::test]
+    async fn a_large_body_waits_in_the_spool_until_the_consumer_takes_it_with_its_flow() {
+        let (tx, mut rx) = channel(64);
+        let spools = rx.spool_large_bodies();
+        let rec = Recorder::start(
+            Flow {
+                id: FlowId(9),
+                ..Default::default()
+            },
+            tx,
+            None,
+        );
+        rec.response_head(Response {
+            status: 200,
+            ..Default::default()
+        });
+        let small = Tap::new(
+            Full::new(Bytes::from_static(b"{}")),
+            rec.clone(),
+            Direction::Request,
+            8 << 20,
+            false,
+        );
+        assert!(small.collect().await.is_ok());
+        let want: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let chunks: Chunks = want
+            .chunks(70_000)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        // Limited to 2 MB: the spool keeps what the flow keeps.
+        let tap = Tap::new(
+            body(chunks, false),
+            rec,
+            Direction::Response,
+            2_000_000,
+            false,
+        );
+        assert_eq!(tap.collect().await.unwrap().to_bytes().len(), want.len());
+        let mut ev = loop {
+            match rx.try_recv() {
+                Some(ev @ FlowEvent::Completed { .. }) => break ev,
+                Some(_) => {}
+                None => panic!("no final event"),
+            }
+        };
+        let FlowEvent::Completed { flow } = &ev else {
+            unreachable!()
+        };
+        let resp = flow.response.as_ref().unwrap();
+        assert!(resp.body.bytes.is_empty(), "the event carries it empty");
+        assert_eq!(&flow.request.body.bytes[..], b"{}", "small bodies stay");
+        assert_eq!(spools.0.len(), 1);
+        spools.unspool(&mut ev);
+        assert_eq!(spools.0.len(), 0);
+        let FlowEvent::Completed { flow } = &ev else {
+            unreachable!()
+        };
+        let body = &flow.response.as_ref().unwrap().body;
+        assert_eq!(&body.bytes[..], &want[..2_000_000]);
+        assert!(body.truncated);
+        assert_eq!(body.total_len, 3_000_000);
+        assert_eq!(&flow.request.body.bytes[..], b"{}");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_final_event_takes_its_spooled_bodies_with_it() {
+        // A channel of one event, full: the final event is dropped.
+        let (tx, rx) = channel(1);
+        let spools = rx.spool_large_bodies();
+        let rec = Recorder::start(Flow::default(), tx, None);
+        rec.response_head(Response {
+            status: 200,
+            ..Default::default()
+        });
+        empty_response_of(&rec, Direction::Request).await;
+        let big = Bytes::from(vec![b'x'; crate::spool::SPOOL_AT + 1]);
+        let tap = Tap::new(Full::new(big), rec, Direction::Response, 1 << 20, false);
+        assert!(tap.collect().await.is_ok());
+        // The start fills the channel: the head, the progress and the final event are dropped.
+        assert_eq!(rx.dropped(), 3);
+        assert_eq!(spools.0.len(), 0);
+    }
+
+    async fn empty_response_of(rec: &Arc<Recorder>, dir: Direction) {
+        let tap = Tap::new(Empty::<Bytes>::new(), rec.clone(), dir, 1024, false);
+        assert!(tap.collect().await.is_ok());
     }
 
     #[tokio::test]

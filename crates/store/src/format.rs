@@ -10,6 +10,7 @@
 //! {"type":"sse","id":3,"event":{"at":…,"event":"message","data":"…"}}   one per event, at once
 //! {"type":"completed","flow":{…}}                 the whole flow (bodies, SSE events, timings)
 //! {"type":"completed","flow":{…},"sse":{"lines":[…],"body":"crlf"}}   a stream's end (below)
+//! {"type":"completed","flow":{…},"bodies":{"response":[4096,1048576]}}  a body in bodies.bin
 //! {"type":"failed","flow":{…}}
 //! {"type":"end","at":…,"flows":12}                clean shutdown only
 //! ```
@@ -31,19 +32,110 @@ use std::borrow::Cow;
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 /// The HAR file written inside a session directory on clean shutdown.
 pub const HAR_FILE: &str = "session.har";
+/// The side file of a session's large bodies, raw, next to the journal.
+pub const BODIES_FILE: &str = "bodies.bin";
 /// The journal format version written in the session line (2: a stream's final line may
-/// point at its `sse` lines instead of repeating them, [`SseRef`]).
-pub const JOURNAL_VERSION: u32 = 2;
+/// point at its `sse` lines instead of repeating them, [`SseRef`]; 3: large bodies are in
+/// [`BODIES_FILE`], [`BodiesRef`]).
+pub const JOURNAL_VERSION: u32 = 3;
+/// Bodies at least this long go to [`BODIES_FILE`] (smaller ones, which MCP and OAuth bodies
+/// are, stay readable in the journal line).
+pub(crate) const SIDE_MIN: usize = 16 * 1024;
+
+/// Where a final line's bodies are in [`BODIES_FILE`]: `[offset, length]` of each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BodiesRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<[u64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<[u64; 2]>,
+}
+
+impl BodiesRef {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.request.is_none() && self.response.is_none()
+    }
+}
+
+/// How a final line that has bodies in [`BODIES_FILE`] marks it: its last member.
+const BODIES_KEY: &[u8] = br#","bodies":{"#;
 
 /// Where the events of a streamed flow are, when its final line leaves them out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SseRef {
+    /// Lines of the body that are not in its events (keep-alive comments, blank lines), each
+    /// with the offset in [`sse_text`] of the events where they go: the body is that text with
+    /// these put back ([`sse_body`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<(u64, String)>,
     /// The byte offsets of the flow's `sse` lines, in order.
     pub lines: Vec<u64>,
     /// The response body was exactly [`sse_text`] of the events with these line ends, and is
     /// left out too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<LineEnd>,
+}
+
+/// A stream's body rebuilt from its events: [`sse_text`] with `extra`'s lines put back.
+pub(crate) fn sse_body(
+    events: &[mcptap_flow::SseEvent],
+    end: LineEnd,
+    extra: &[(u64, String)],
+) -> String {
+    let text = sse_text(events, end);
+    if extra.is_empty() {
+        return text;
+    }
+    let mut out =
+        String::with_capacity(text.len() + extra.iter().map(|e| e.1.len()).sum::<usize>());
+    let mut from = 0;
+    for (at, lines) in extra {
+        // Offsets come from a file: never past the text, never inside a character.
+        let at = usize::try_from(*at)
+            .unwrap_or(usize::MAX)
+            .clamp(from, text.len());
+        let Some(part) = text.get(from..at) else {
+            continue;
+        };
+        out.push_str(part);
+        out.push_str(lines);
+        from = at;
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
+/// How `body` is the events' [`sse_text`] with lines put in, if it is (with few enough of
+/// them): the line ends and the lines, for [`SseRef`].
+pub(crate) fn sse_extra(
+    body: &[u8],
+    events: &[mcptap_flow::SseEvent],
+) -> Option<(LineEnd, Vec<(u64, String)>)> {
+    let body = std::str::from_utf8(body).ok()?;
+    LineEnd::ALL.into_iter().find_map(|end| {
+        let text = sse_text(events, end);
+        if text.len() > body.len() {
+            return None;
+        }
+        let mut extra: Vec<(u64, String)> = Vec::new();
+        let mut at = 0; // in `text`
+        for line in body.split_inclusive('\n') {
+            if text[at..].starts_with(line) {
+                at += line.len();
+                continue;
+            }
+            // Only whole lines that an event never holds: comments and blank lines.
+            let bare = line.trim_end_matches(['\r', '\n']);
+            if !(bare.is_empty() || bare.starts_with(':')) {
+                return None;
+            }
+            match extra.last_mut() {
+                Some((p, l)) if *p == at as u64 => l.push_str(line),
+                _ => extra.push((at as u64, line.to_owned())),
+            }
+        }
+        (at == text.len() && sse_body(events, end, &extra) == body).then_some((end, extra))
+    })
 }
 
 /// The line ends a stream's body used (`text/event-stream` allows LF, CRLF or CR).
@@ -112,7 +204,28 @@ struct Kind<'a> {
 }
 
 impl Line {
-    /// Parses one line (without its newline).
+    /// Parses one line (without its newline). A final line's [`BodiesRef`], if any, comes
+    /// back too: its bodies are empty until their bytes are read from [`BODIES_FILE`].
+    pub fn parse_with_bodies(text: &[u8]) -> Result<(Line, Option<BodiesRef>), serde_json::Error> {
+        match split_bodies_ref(text) {
+            Some((rest, bodies)) => {
+                let mut owned = Vec::with_capacity(rest.len() + 1);
+                owned.extend_from_slice(rest);
+                owned.push(b'}');
+                let line = Line::parse(&owned)?;
+                let bodies = matches!(
+                    &line,
+                    Line::Event(FlowEvent::Completed { .. } | FlowEvent::Failed { .. })
+                        | Line::Streamed(..)
+                )
+                .then_some(bodies);
+                Ok((line, bodies))
+            }
+            None => Ok((Line::parse(text)?, None)),
+        }
+    }
+
+    /// Parses one line (without its newline), without its [`BodiesRef`] if it has one.
     pub fn parse(text: &[u8]) -> Result<Line, serde_json::Error> {
         let Kind { kind } = serde_json::from_slice(text)?;
         Ok(match kind.as_ref() {
@@ -131,7 +244,34 @@ impl Line {
     }
 }
 
-/// True when a final line ends with an [`SseRef`], as [`write_streamed`] writes it (read from
+/// A line that ends with a [`BodiesRef`] as [`write_bodies_ref`] writes it (`…,"bodies":{…}}`):
+/// the line without it (and without its own closing brace), and the reference.
+fn split_bodies_ref(text: &[u8]) -> Option<(&[u8], BodiesRef)> {
+    let t = text.strip_suffix(b"}}")?;
+    // The member is short: look for its key near the end only. Inside a JSON string the key's
+    // quotes would be escaped, so it cannot be met there.
+    let from = t.len().saturating_sub(96);
+    let at = from
+        + t[from..]
+            .windows(BODIES_KEY.len())
+            .rposition(|w| w == BODIES_KEY)?;
+    let value = &text[at + BODIES_KEY.len() - 1..text.len() - 1];
+    let bodies: BodiesRef = serde_json::from_slice(value).ok()?;
+    Some((&text[..at], bodies))
+}
+
+/// Appends `,"bodies":{…}` to a final line written into `buf` (an object: its closing brace is
+/// moved after the new member).
+pub(crate) fn write_bodies_ref(buf: &mut Vec<u8>, bodies: &BodiesRef) -> serde_json::Result<()> {
+    debug_assert_eq!(buf.last(), Some(&b'}'));
+    buf.pop();
+    buf.extend_from_slice(&BODIES_KEY[..BODIES_KEY.len() - 1]);
+    serde_json::to_writer(&mut *buf, bodies)?;
+    buf.push(b'}');
+    Ok(())
+}
+
+/// True when a final line ends with an [`SseRef`], as [`write_streamed_ref`] writes it (read from
 /// the end: `…,"sse":{"lines":[1,2],"body":"lf"}}`).
 fn has_sse_ref(text: &[u8]) -> bool {
     let Some(t) = text.strip_suffix(b"}}") else {
@@ -149,7 +289,9 @@ fn has_sse_ref(text: &[u8]) -> bool {
         .rev()
         .take_while(|c| c.is_ascii_digit() || **c == b',')
         .count();
-    t[..t.len() - numbers].ends_with(SSE_REF_KEY)
+    let t = &t[..t.len() - numbers];
+    // With keep-alive lines, `"sse":{"extra":[[at,"…"],…],"lines":[…]…}` (checked by parsing).
+    t.ends_with(SSE_REF_KEY) || t.ends_with(br#""]],"lines":["#)
 }
 
 /// Events written back as a `text/event-stream` body: how a stream's body is rebuilt when its
@@ -181,15 +323,10 @@ pub(crate) fn sse_text(events: &[mcptap_flow::SseEvent], end: LineEnd) -> String
     out
 }
 
-/// Appends a final line that points at its `sse` lines instead of repeating their events:
-/// `flow` must be the final event with the events (and, when `sse.body`, the body) taken out.
-pub(crate) fn write_streamed(
-    buf: &mut Vec<u8>,
-    event: &FlowEvent,
-    sse: &SseRef,
-) -> serde_json::Result<()> {
-    serde_json::to_writer(&mut *buf, event)?;
-    // The event is an object: its closing brace makes room for one more member.
+/// Appends `,"sse":{…}` to a final line written into `buf` (an object: its closing brace is
+/// moved after the new member). The flow must be the final event with the events (and, when
+/// `sse.body`, the body) taken out.
+pub(crate) fn write_streamed_ref(buf: &mut Vec<u8>, sse: &SseRef) -> serde_json::Result<()> {
     debug_assert_eq!(buf.last(), Some(&b'}'));
     buf.pop();
     buf.extend_from_slice(&SSE_REF_KEY[..7]); // `,"sse":`
@@ -260,7 +397,7 @@ mod tests {
         meta.mode = Some("regular".into());
         let mut buf = Vec::new();
         write_session(&mut buf, &meta).unwrap();
-        assert!(buf.starts_with(br#"{"type":"session","version":2,"created":"#));
+        assert!(buf.starts_with(br#"{"type":"session","version":3,"created":"#));
         match Line::parse(&buf).unwrap() {
             Line::Session(s) => {
                 assert_eq!(s.version, JOURNAL_VERSION);

@@ -84,6 +84,8 @@ pub struct Journal {
     /// Per flow in flight whose events went out as `sse` lines: where they are, so that its
     /// final line need not repeat them.
     streams: HashMap<FlowId, Stream>,
+    /// Large bodies, raw ([`format::BODIES_FILE`]).
+    side: SideFile,
 }
 
 /// The `sse` lines written for one flow.
@@ -131,6 +133,11 @@ impl Journal {
             flows: 0,
             position: 0,
             streams: HashMap::new(),
+            side: SideFile {
+                path: dir.join(format::BODIES_FILE),
+                file: None,
+                len: 0,
+            },
         };
         let mut buf = Vec::new();
         format::write_session(&mut buf, &journal.meta).map_err(|e| journal.write_err(e.into()))?;
@@ -201,45 +208,34 @@ impl Journal {
     }
 
     /// Appends one event like [`Journal::record`] but leaves it in the buffer: a caller that
-    /// takes events in batches (the proxy) calls [`Journal::flush`] once per batch. A stream's
-    /// final event is borrowed mutably to write it without its events (and body) when its
-    /// `sse` lines hold them; it is given back as it came.
+    /// takes events in batches (the proxy) calls [`Journal::flush`] once per batch. A final
+    /// event is borrowed mutably to write it without what goes elsewhere (a stream's events and
+    /// body when its `sse` lines hold them, large bodies that go to the side file); it is given
+    /// back as it came.
     pub fn record_unflushed(&mut self, event: &mut FlowEvent) -> Result<bool, StoreError> {
         if matches!(event, FlowEvent::Body { .. }) {
             return Ok(false);
         }
-        if event.is_final() && !self.streams.contains_key(&event.flow_id()) {
-            return self.write_direct(event);
+        if event.is_final() {
+            let stream = self.streams.remove(&event.flow_id());
+            return self.write_final(event, stream);
         }
         let at = self.position;
         self.line.clear();
         let mut buf = std::mem::take(&mut self.line);
-        let res = match event {
-            FlowEvent::Completed { flow } | FlowEvent::Failed { flow } => {
-                let stream = self.streams.remove(&flow.id);
-                match stream {
-                    Some(stream) => write_final(&mut buf, event, stream),
-                    None => format::write_event(&mut buf, event),
-                }
-            }
-            _ => format::write_event(&mut buf, event),
-        };
+        let res = format::write_event(&mut buf, event);
         self.line = buf;
         res.map_err(|e| self.write_err(e.into()))?;
         self.write_line(false)?;
-        match event {
-            FlowEvent::Sse { id, event } => {
-                let s = self.streams.entry(*id).or_default();
-                if s.offsets.len() < crate::reader::MAX_SSE_EVENTS {
-                    s.offsets.push(at);
-                    s.digest = digest(s.digest, event);
-                } else {
-                    // More than a reader keeps: the final line holds what it has.
-                    s.digest = 0;
-                }
+        if let FlowEvent::Sse { id, event } = event {
+            let s = self.streams.entry(*id).or_default();
+            if s.offsets.len() < crate::reader::MAX_SSE_EVENTS {
+                s.offsets.push(at);
+                s.digest = digest(s.digest, event);
+            } else {
+                // More than a reader keeps: the final line holds what it has.
+                s.digest = 0;
             }
-            e if e.is_final() => self.flows += 1,
-            _ => {}
         }
         Ok(true)
     }
@@ -251,6 +247,10 @@ impl Journal {
 
     /// Flushes and fsyncs the journal.
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.side.sync().map_err(|source| StoreError::Write {
+            path: self.side.path.clone(),
+            source,
+        })?;
         self.out.flush().map_err(|e| self.write_err(e))?;
         self.out
             .get_ref()
@@ -300,21 +300,78 @@ impl Journal {
         let (_file, _unwritten) = self.out.into_parts();
     }
 
-    /// Writes a final flow that has no `sse` lines straight into the file's buffer. Measured on
-    /// four parallel 10 MB downloads (4 MiB captured each): a line buffer as large as the
-    /// largest body stayed resident, and each line was copied once more on its way to the file.
-    fn write_direct(&mut self, event: &FlowEvent) -> Result<bool, StoreError> {
-        let mut out = Counting {
-            inner: &mut self.out,
-            written: 0,
+    /// Writes a flow's final line straight into the file's buffer (measured on four parallel
+    /// 10 MB downloads: a line buffer as large as the largest body stayed resident, and each
+    /// line was copied once more on its way to the file). When its events are exactly those
+    /// its `sse` lines hold (`stream`), they are left out (and the response body too when it is
+    /// those events written back), the line saying where they are. Large bodies, and a
+    /// stream's body that its events do not rebuild, go to the side file first, the line
+    /// saying where. The event is given back unchanged.
+    fn write_final(
+        &mut self,
+        event: &mut FlowEvent,
+        stream: Option<Stream>,
+    ) -> Result<bool, StoreError> {
+        let (FlowEvent::Completed { flow } | FlowEvent::Failed { flow }) = event else {
+            unreachable!("write_final takes a final event");
         };
-        let res = format::write_event(&mut out, event)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
-        self.position += out.written;
-        res.map_err(|e| self.write_err(e))?;
-        self.flows += 1;
-        Ok(true)
+        let streamed = stream.is_some();
+        let (sse, events, sse_body) = match (stream, flow.response.as_mut()) {
+            (Some(stream), Some(resp)) => leave_out_events(resp, stream),
+            _ => (None, None, None),
+        };
+        // Bodies that go to the side file: taken out of the flow while the line is written.
+        let mut bodies = format::BodiesRef::default();
+        let mut res = Ok(());
+        let req = spill(&mut self.side, &mut flow.request.body, false).unwrap_or_else(|e| {
+            res = Err(e);
+            None
+        });
+        let resp = match flow.response.as_mut() {
+            // A stream's body that its events do not rebuild would be repeated in full.
+            Some(r) if res.is_ok() && sse_body.is_none() => {
+                spill(&mut self.side, &mut r.body, streamed).unwrap_or_else(|e| {
+                    res = Err(e);
+                    None
+                })
+            }
+            _ => None,
+        };
+        bodies.request = req.as_ref().map(|(at, b)| [*at, b.len() as u64]);
+        bodies.response = resp.as_ref().map(|(at, b)| [*at, b.len() as u64]);
+        if res.is_ok() {
+            let mut out = Counting {
+                inner: &mut self.out,
+                written: 0,
+            };
+            res = write_final_line(&mut out, event, sse.as_ref(), &bodies);
+            self.position += out.written;
+        }
+        // Given back as it came.
+        if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = event {
+            if let Some((_, b)) = req {
+                flow.request.body.bytes = b;
+            }
+            if let Some(r) = flow.response.as_mut() {
+                if let Some(ev) = events {
+                    r.sse = ev;
+                }
+                if let Some(b) = sse_body.or(resp.map(|(_, b)| b)) {
+                    r.body.bytes = b;
+                }
+            }
+        }
+        match res {
+            Ok(()) => {
+                self.flows += 1;
+                Ok(true)
+            }
+            Err(SideOrLine::Side(e)) => Err(StoreError::Write {
+                path: self.side.path.clone(),
+                source: e,
+            }),
+            Err(SideOrLine::Line(e)) => Err(self.write_err(e)),
+        }
     }
 
     fn write_line(&mut self, flush: bool) -> Result<(), StoreError> {
@@ -337,45 +394,169 @@ impl Journal {
     }
 }
 
-/// Writes a flow's final line. When its events are exactly those its `sse` lines hold, they are
-/// left out (and the response body too when it is those events written back), the line saying
-/// where they are; otherwise it is the whole flow. The event is given back unchanged.
-fn write_final(buf: &mut Vec<u8>, event: &mut FlowEvent, stream: Stream) -> serde_json::Result<()> {
-    let (FlowEvent::Completed { flow } | FlowEvent::Failed { flow }) = event else {
-        return format::write_event(buf, event);
-    };
-    let Some(resp) = flow.response.as_mut() else {
-        return format::write_event(buf, event);
-    };
+/// Takes out of a stream's final response the events its `sse` lines hold, when they are
+/// exactly those, and the body too when it is those events written back: the line's
+/// [`format::SseRef`], and what was taken out (to put back).
+#[allow(clippy::type_complexity)]
+fn leave_out_events(
+    resp: &mut mcptap_flow::Response,
+    stream: Stream,
+) -> (
+    Option<format::SseRef>,
+    Option<Vec<SseEvent>>,
+    Option<bytes::Bytes>,
+) {
     let same = resp.sse.len() == stream.offsets.len()
         && stream.digest != 0
         && resp.sse.iter().fold(0, digest) == stream.digest;
     if !same {
-        return format::write_event(buf, event);
+        return (None, None, None);
     }
     let events = std::mem::take(&mut resp.sse);
-    let body_end = (!resp.body.truncated && resp.body.encoding.is_none())
+    let rebuilt = (!resp.body.truncated && resp.body.encoding.is_none())
         .then(|| {
             format::LineEnd::ALL
                 .into_iter()
                 .find(|&end| resp.body.bytes == format::sse_text(&events, end).as_bytes())
+                .map(|end| (end, Vec::new()))
+                // Keep-alive comments between the events.
+                .or_else(|| format::sse_extra(&resp.body.bytes, &events))
         })
         .flatten();
+    let (body_end, extra) = match rebuilt {
+        Some((end, extra)) => (Some(end), extra),
+        None => (None, Vec::new()),
+    };
     let body = body_end.map(|_| std::mem::take(&mut resp.body.bytes));
     let sse = format::SseRef {
         lines: stream.offsets,
         body: body_end,
+        extra,
     };
-    let res = format::write_streamed(buf, event, &sse);
-    if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = event {
-        if let Some(resp) = flow.response.as_mut() {
-            resp.sse = events;
-            if let Some(b) = body {
-                resp.body.bytes = b;
-            }
+    (Some(sse), Some(events), body)
+}
+
+/// Appends `body` to the side file when it is large or not text (or `always`, unless empty), taking its
+/// bytes out: where they went, and the bytes (to put back).
+fn spill(
+    side: &mut SideFile,
+    body: &mut mcptap_flow::CapturedBody,
+    always: bool,
+) -> Result<Option<(u64, bytes::Bytes)>, SideOrLine> {
+    let len = body.bytes.len();
+    // A body that is not text would be base64 in the line, a third larger than raw.
+    let large = len >= format::SIDE_MIN || std::str::from_utf8(&body.bytes).is_err();
+    if len == 0 || !(large || always) {
+        return Ok(None);
+    }
+    let at = side.append(&body.bytes)?;
+    Ok(Some((at, std::mem::take(&mut body.bytes))))
+}
+
+/// A failure writing a final line: to the side file or to the journal.
+enum SideOrLine {
+    Side(std::io::Error),
+    Line(std::io::Error),
+}
+
+/// Writes a final line (with its newline) to `out`: the event, then the members that say where
+/// its events and bodies are.
+fn write_final_line(
+    out: &mut impl Write,
+    event: &FlowEvent,
+    sse: Option<&format::SseRef>,
+    bodies: &format::BodiesRef,
+) -> Result<(), SideOrLine> {
+    let line = |e: serde_json::Error| SideOrLine::Line(e.into());
+    if sse.is_none() && bodies.is_empty() {
+        format::write_event(&mut *out, event).map_err(line)?;
+    } else {
+        // The event is an object: its closing brace is held back to make room for more
+        // members.
+        let mut held = HoldLast {
+            inner: &mut *out,
+            last: None,
+        };
+        format::write_event(&mut held, event).map_err(line)?;
+        debug_assert_eq!(held.last, Some(b'}'));
+        let mut tail = Vec::new();
+        tail.push(b'}');
+        if let Some(sse) = sse {
+            format::write_streamed_ref(&mut tail, sse).map_err(line)?;
+        }
+        if !bodies.is_empty() {
+            format::write_bodies_ref(&mut tail, bodies).map_err(line)?;
+        }
+        out.write_all(&tail).map_err(SideOrLine::Line)?;
+    }
+    out.write_all(b"\n").map_err(SideOrLine::Line)
+}
+
+/// A writer that passes everything on but its last byte (a JSON object's closing brace).
+struct HoldLast<W> {
+    inner: W,
+    last: Option<u8>,
+}
+
+impl<W: Write> Write for HoldLast<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some((&last, rest)) = buf.split_last() else {
+            return Ok(0);
+        };
+        if let Some(b) = self.last.take() {
+            self.inner.write_all(&[b])?;
+        }
+        self.inner.write_all(rest)?;
+        self.last = Some(last);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The side file of large bodies ([`format::BODIES_FILE`]), created at the first one. Written
+/// unbuffered: a body's bytes are with the OS before the line that points at them is written.
+#[derive(Debug)]
+struct SideFile {
+    path: PathBuf,
+    file: Option<File>,
+    len: u64,
+}
+
+impl SideFile {
+    /// Appends `bytes`; returns the offset they start at.
+    fn append(&mut self, bytes: &[u8]) -> Result<u64, SideOrLine> {
+        if self.file.is_none() {
+            let mut opts = OpenOptions::new();
+            opts.append(true).create(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let file = opts.open(&self.path).map_err(SideOrLine::Side)?;
+            // A file left there by something else is appended to, never overwritten.
+            self.len = file.metadata().map_err(SideOrLine::Side)?.len();
+            self.file = Some(file);
+        }
+        let Some(file) = self.file.as_mut() else {
+            unreachable!("opened above");
+        };
+        let at = self.len;
+        if let Err(e) = file.write_all(bytes) {
+            // Whatever part went out stays unreferenced; later bodies go after it.
+            self.len = file.metadata().map_or(u64::MAX, |m| m.len());
+            return Err(SideOrLine::Side(e));
+        }
+        self.len += bytes.len() as u64;
+        Ok(at)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        match &self.file {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
         }
     }
-    res
 }
 
 /// A writer that counts what it accepted (the journal's position).

@@ -7,7 +7,9 @@
 //! is reported as a [`ReadWarning`] and skipped: reading never fails on content, only on I/O.
 
 use crate::error::StoreError;
-use crate::format::{sse_text, EndLine, Line, LineEnd, SseRef, JOURNAL_VERSION};
+use crate::format::{
+    sse_body, sse_text, BodiesRef, EndLine, Line, LineEnd, SseRef, BODIES_FILE, JOURNAL_VERSION,
+};
 use crate::journal::SessionMeta;
 use mcptap_flow::{
     BodyState, CapturedBody, Flow, FlowEvent, FlowId, FlowState, Micros, Response, SseEvent,
@@ -63,6 +65,91 @@ pub struct JournalReader<R> {
     leftovers: VecDeque<Flow>,
     warnings: Vec<ReadWarning>,
     failed: bool,
+    /// The session's side file of large bodies (known when the journal's path is).
+    side: Option<SideReader>,
+}
+
+/// Reads bodies back from a session's [`BODIES_FILE`], opened at the first one.
+#[derive(Debug)]
+pub(crate) struct SideReader {
+    path: PathBuf,
+    file: Option<(File, u64)>,
+}
+
+impl SideReader {
+    /// The side file next to the journal at `journal`.
+    pub(crate) fn next_to(journal: &Path) -> SideReader {
+        SideReader {
+            path: journal.with_file_name(BODIES_FILE),
+            file: None,
+        }
+    }
+
+    /// The `len` bytes at `at`.
+    fn read(&mut self, at: u64, len: u64) -> Result<bytes::Bytes, String> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let name = BODIES_FILE;
+        if self.file.is_none() {
+            let file = File::open(&self.path).map_err(|e| format!("cannot open {name}: {e}"))?;
+            let size = file
+                .metadata()
+                .map_err(|e| format!("cannot read {name}: {e}"))?
+                .len();
+            self.file = Some((file, size));
+        }
+        let Some((file, size)) = self.file.as_mut() else {
+            unreachable!("opened above");
+        };
+        if at.checked_add(len).is_none_or(|end| end > *size) {
+            // Grown since it was opened (a live session), or damaged: look again once.
+            *size = file.metadata().map_or(*size, |m| m.len());
+            if at.checked_add(len).is_none_or(|end| end > *size) {
+                return Err(format!(
+                    "{len} bytes at {at} are past the end of {name} ({size} bytes)"
+                ));
+            }
+        }
+        let mut buf = vec![0; usize::try_from(len).map_err(|_| "too large".to_owned())?];
+        file.seek(SeekFrom::Start(at))
+            .and_then(|_| file.read_exact(&mut buf))
+            .map_err(|e| format!("cannot read {len} bytes at {at} of {name}: {e}"))?;
+        Ok(buf.into())
+    }
+}
+
+/// Puts back into a final line's flow the bodies it keeps in the side file; what could not be
+/// read is said in the returned messages (the body stays empty).
+pub(crate) fn resolve_bodies(
+    line: &mut Line,
+    bodies: &BodiesRef,
+    side: Option<&mut SideReader>,
+) -> Vec<String> {
+    let (Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow })
+    | Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _)) = line
+    else {
+        return Vec::new();
+    };
+    let Some(side) = side else {
+        return vec![format!(
+            "flow {}: its bodies are in {BODIES_FILE} next to the journal, which this reader was not given",
+            flow.id
+        )];
+    };
+    let mut problems = Vec::new();
+    let id = flow.id;
+    let mut fill =
+        |what: &str, span: [u64; 2], body: &mut CapturedBody| match side.read(span[0], span[1]) {
+            Ok(b) => body.bytes = b,
+            Err(e) => problems.push(format!("flow {id}: its {what} body is missing: {e}")),
+        };
+    if let Some(span) = bodies.request {
+        fill("request", span, &mut flow.request.body);
+    }
+    if let Some(span) = bodies.response {
+        let resp = flow.response.get_or_insert_with(Response::default);
+        fill("response", span, &mut resp.body);
+    }
+    problems
 }
 
 /// Opens the journal at `path` for streaming.
@@ -91,7 +178,19 @@ pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError
         file.read_until(b'\n', line)
     };
     line_at(&mut file, offset, &mut line).map_err(err)?;
-    Ok(match Line::parse(trim_ascii(&line)) {
+    let parsed = match Line::parse_with_bodies(trim_ascii(&line)) {
+        Ok((mut l, bodies)) => {
+            if let Some(bodies) = bodies {
+                let mut side = SideReader::next_to(path);
+                if let Some(problem) = resolve_bodies(&mut l, &bodies, Some(&mut side)).pop() {
+                    return Err(err(std::io::Error::other(problem)));
+                }
+            }
+            Ok(l)
+        }
+        Err(e) => Err(e),
+    };
+    Ok(match parsed {
         Ok(Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow })) => Some(*flow),
         Ok(Line::Streamed(
             FlowEvent::Completed { mut flow } | FlowEvent::Failed { mut flow },
@@ -120,7 +219,7 @@ pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError
 fn restore_sse(flow: &mut Flow, events: Vec<SseEvent>, sse: &SseRef) {
     let resp = flow.response.get_or_insert_with(Response::default);
     if let Some(end) = sse.body {
-        let text = sse_text(&events, end);
+        let text = sse_body(&events, end, &sse.extra);
         resp.body.bytes = text.into();
     }
     resp.sse = events;
@@ -147,12 +246,14 @@ impl<R: BufRead> JournalReader<R> {
             leftovers: VecDeque::new(),
             warnings: Vec::new(),
             failed: false,
+            side: None,
         }
     }
 
-    /// Names the journal in I/O errors.
+    /// Names the journal in I/O errors, and finds the side file of its large bodies next to it.
     pub fn with_path(mut self, path: &Path) -> Self {
         self.path = path.to_owned();
+        self.side = Some(SideReader::next_to(path));
         self
     }
 
@@ -297,8 +398,14 @@ impl<R: BufRead> JournalReader<R> {
         if text.is_empty() {
             return Ok(None);
         }
-        let line = match Line::parse(text) {
-            Ok(l) => l,
+        let line = match Line::parse_with_bodies(text) {
+            Ok((l, None)) => l,
+            Ok((mut l, Some(bodies))) => {
+                for problem in resolve_bodies(&mut l, &bodies, self.side.as_mut()) {
+                    self.warn(problem);
+                }
+                l
+            }
             Err(e) if !newline => {
                 let n = self.buf.len();
                 self.warn(format!(

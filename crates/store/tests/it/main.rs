@@ -2,6 +2,7 @@
 //! other tools, independent readers, and streaming.
 #![allow(clippy::unwrap_used)]
 
+mod bodies;
 mod common;
 mod crash;
 mod decode;

@@ -292,16 +292,37 @@ fn a_stream_with_crlf_line_ends_is_journalled_once_too() {
 }
 
 #[test]
-fn a_stream_whose_body_is_not_its_events_written_back_keeps_its_body() {
-    // A comment line (a keep-alive ping) is in the body but is no event: the events alone would
-    // not give the body back byte for byte.
+fn a_stream_with_keep_alive_comments_is_rebuilt_from_its_events_and_the_comments() {
+    // A comment line (a keep-alive ping) is in the body but is no event: the line says where
+    // it goes among the events instead of repeating the body.
     let mut f = stream(7, T0, 3, false);
     let body = &mut f.response.as_mut().unwrap().body;
-    let text = format!(": ping\n\n{}", body.as_str().unwrap());
+    let text = format!(": ping\n\n{}: ping\n\n", body.as_str().unwrap());
+    *body = CapturedBody::complete(text);
+    let (dir, offset, v) = final_line(&f, None);
+    assert!(v["sse"]["lines"].is_array(), "{v}");
+    assert_eq!(v["sse"]["body"], "lf", "{v}");
+    assert_eq!(v["sse"]["extra"][0][1], ": ping\n\n", "{v}");
+    assert_eq!(v["sse"]["extra"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["flow"]["response"]["body"]["text"], "", "{v}");
+    assert!(v["flow"]["response"].get("sse").is_none(), "{v}");
+    let (streamed, at) = read_back(&dir, 7, offset);
+    assert_eq!(streamed, f);
+    assert_eq!(at, f);
+}
+
+#[test]
+fn a_stream_whose_body_is_not_its_events_written_back_keeps_its_body() {
+    // A field the events do not keep (an unknown one) is in the body: the events alone would
+    // not give the body back byte for byte, so the body is kept (in the side file).
+    let mut f = stream(7, T0, 3, false);
+    let body = &mut f.response.as_mut().unwrap().body;
+    let text = format!("x-vendor: 1\n{}", body.as_str().unwrap());
     *body = CapturedBody::complete(text);
     let (dir, offset, v) = final_line(&f, None);
     assert!(v["sse"]["lines"].is_array(), "{v}");
     assert!(v["sse"].get("body").is_none(), "{v}");
+    assert!(v["bodies"]["response"].is_array(), "{v}");
     assert!(v["flow"]["response"].get("sse").is_none(), "{v}");
     let (streamed, at) = read_back(&dir, 7, offset);
     assert_eq!(streamed, f);

@@ -1,0 +1,203 @@
+//! Large bodies through the real binary: spooled while they stream, saved raw in the session's
+//! side file, redacted, and back byte-exact in every reader; a crash mid-download leaves a
+//! readable session.
+
+use crate::cli::{client_through, export, listening_addr, mcptap, recording_proxy, sigterm};
+use crate::common::client::{body_bytes, request};
+use crate::common::pki::TestPki;
+use crate::common::upstream::Upstream;
+use mcptap_flow::Flow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Waits (at most 20 s) for `child` to exit; its status must be success.
+async fn exits_cleanly(mut child: std::process::Child) {
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "mcptap did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+fn by_path<'a>(flows: &'a [Flow], path: &str) -> &'a Flow {
+    flows
+        .iter()
+        .find(|f| f.request.url.ends_with(path))
+        .unwrap_or_else(|| panic!("no flow for {path}"))
+}
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn downloads_above_and_below_the_body_limit_come_back_exact_from_journal_and_har() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let child = recording_proxy(&pki, conf.path(), &session, "-q");
+    let mut child = child;
+    let (addr, _) = listening_addr(&mut child);
+    let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    // Past the 4 MiB limit (truncated in the record), spooled below it, and small.
+    let sizes = [6_000_000usize, 2_000_000, 100_000, 5_000];
+    for n in sizes {
+        let resp = s
+            .send(request("GET", &target, &format!("/big?n={n}"), ""))
+            .await
+            .unwrap();
+        let got = body_bytes(resp).await;
+        assert_eq!(got.len(), n, "the client gets the whole body");
+    }
+    drop(s);
+    sigterm(&child);
+    exits_cleanly(child).await;
+
+    let side = std::fs::metadata(session.join("bodies.bin")).unwrap().len();
+    let limit = 4 << 20;
+    assert_eq!(side, (limit + 2_000_000 + 100_000) as u64);
+    let journal = std::fs::metadata(session.join("journal.jsonl"))
+        .unwrap()
+        .len();
+    assert!(journal < 64 << 10, "journal of {journal} bytes");
+
+    let out = conf.path().join("out.har");
+    export(&session, &out);
+    for source in [session.clone(), session.join("session.har"), out.clone()] {
+        let loaded = mcptap_store::load(&source).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        for n in sizes {
+            let f = by_path(&loaded.flows, &format!("/big?n={n}"));
+            let body = &f.response.as_ref().unwrap().body;
+            assert_eq!(body.total_len, n as u64, "{}", source.display());
+            assert_eq!(body.bytes.len(), n.min(limit), "{}", source.display());
+            assert!(
+                body.bytes.iter().all(|&b| b == b'x'),
+                "{}",
+                source.display()
+            );
+            assert_eq!(body.truncated, n > limit, "{}", source.display());
+        }
+    }
+    // The offline analysis reads the same session.
+    let analyze = mcptap()
+        .args(["analyze", "--json"])
+        .arg(&session)
+        .output()
+        .unwrap();
+    assert!(
+        analyze.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        String::from_utf8_lossy(&analyze.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_token_in_a_large_streamed_body_never_reaches_the_disk() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut child = recording_proxy(&pki, conf.path(), &session, "-q");
+    let (addr, _) = listening_addr(&mut child);
+    let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    let token = "tok-3f9a1c77e2b84d0c9a55-secret";
+    // Text of 3 MB with the token at the start, across the point where the capture moves to
+    // the spool (512 KiB), across the spool's blocks (128 KiB) and near the end.
+    let mut body = vec![b'.'; 3_000_000];
+    for at in [0, (512 << 10) - 10, (128 << 10) * 9 - 5, 2_999_000] {
+        body[at..at + token.len()].copy_from_slice(token.as_bytes());
+    }
+    let mut req = request("POST", &target, "/echo", body.clone());
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req.headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    let resp = s.send(req).await.unwrap();
+    assert_eq!(body_bytes(resp).await, body, "the client sees the token");
+    drop(s);
+    sigterm(&child);
+    exits_cleanly(child).await;
+
+    for (path, bytes) in files_under(&session) {
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the raw token is in {}",
+            path.display()
+        );
+    }
+    let loaded = mcptap_store::load(&session).unwrap();
+    let f = by_path(&loaded.flows, "/echo");
+    let marker = mcptap_flow::redact::redacted(token);
+    for b in [
+        &f.request.body.bytes,
+        &f.response.as_ref().unwrap().body.bytes,
+    ] {
+        let text = std::str::from_utf8(b).unwrap();
+        assert_eq!(text.matches(&marker).count(), 4);
+    }
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_download_leaves_a_readable_session() {
+    let pki = TestPki::new();
+    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+    let conf = tempfile::tempdir().unwrap();
+    let session = conf.path().join("session");
+    let mut child = recording_proxy(&pki, conf.path(), &session, "-q");
+    let (addr, _) = listening_addr(&mut child);
+    let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    let resp = s
+        .send(request("GET", &target, "/big?n=3000000", ""))
+        .await
+        .unwrap();
+    assert_eq!(body_bytes(resp).await.len(), 3_000_000);
+    // A second download, killed part way through.
+    let resp = s
+        .send(request("GET", &target, "/big?n=400000000", ""))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut seen = 0;
+    while seen < 5_000_000 {
+        use http_body_util::BodyExt as _;
+        let frame = body.frame().await.unwrap().unwrap();
+        seen += frame.data_ref().map_or(0, |d| d.len());
+    }
+    // Let the recorder write the first flow (it takes events in batches).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    let out = conf.path().join("out.har");
+    export(&session, &out);
+    for source in [session.clone(), out] {
+        let loaded = mcptap_store::load(&source).unwrap();
+        let done = by_path(&loaded.flows, "/big?n=3000000");
+        let b = &done.response.as_ref().unwrap().body;
+        assert_eq!(b.bytes.len(), 3_000_000);
+        assert!(b.bytes.iter().all(|&c| c == b'x'));
+        // The download in flight is there, as pending, without a body.
+        let cut = by_path(&loaded.flows, "/big?n=400000000");
+        assert_eq!(cut.state, mcptap_flow::FlowState::Pending);
+    }
+}
