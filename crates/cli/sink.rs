@@ -248,7 +248,9 @@ impl Sink {
     ) {
         const POLL: Duration = Duration::from_millis(5);
         const IDLE_POLLS: u32 = 200;
-        self.spools = Some(rx.spool_large_bodies());
+        // In the session directory when recording (on disk, where /tmp may be memory).
+        let dir = self.journal.as_ref().map(|j| j.dir().to_path_buf());
+        self.spools = Some(rx.spool_large_bodies_in(dir));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(1024);

@@ -74,6 +74,11 @@ impl EventSender {
         self.state.spool.load(Ordering::Relaxed)
     }
 
+    /// Where spool files go (`None`: the system's temporary directory).
+    pub(crate) fn spool_dir(&self) -> Option<&std::path::Path> {
+        self.state.spooled.dir()
+    }
+
     /// Holds a spooled body until the consumer takes it with its flow's final event.
     pub(crate) fn put_spooled(
         &self,
@@ -106,6 +111,14 @@ impl EventReceiver {
     /// temporary file instead of memory, and the final events carry them empty: the consumer
     /// puts them back with [`crate::Spools::unspool`] before reading a final event's bodies.
     pub fn spool_large_bodies(&self) -> crate::spool::Spools {
+        self.spool_large_bodies_in(None)
+    }
+
+    /// [`EventReceiver::spool_large_bodies`], with the temporary files in `dir` (a session
+    /// directory: on disk, where `/tmp` may be memory) rather than the system's temporary
+    /// directory.
+    pub fn spool_large_bodies_in(&self, dir: Option<std::path::PathBuf>) -> crate::spool::Spools {
+        self.state.spooled.set_dir(dir);
         self.state.spool.store(true, Ordering::Relaxed);
         crate::spool::Spools(self.state.spooled.clone())
     }

@@ -5,7 +5,8 @@
 //! four such buffers at once, and more while the recorder caught up (measured: 60 MB resident
 //! against hudsucker's 19 MB). So when the consumer asks for it
 //! ([`crate::EventReceiver::spool_large_bodies`]), a capture that grows past [`SPOOL_AT`] bytes
-//! moves to a [`Spool`]: an unnamed temporary file (gone when closed, even after a crash),
+//! moves to a [`Spool`]: an unnamed temporary file (gone when closed, even after a crash; in
+//! the session directory when the consumer records one, since `/tmp` may be memory),
 //! written in blocks sealed with AES-256-GCM under a key that exists only in this process's
 //! memory, so the raw body, secrets included, never reaches a disk readably. The consumer
 //! gets the bytes back one flow at a time ([`Spools::unspool`]) and redacts them exactly as
@@ -57,13 +58,18 @@ fn sealing(_: ring::error::Unspecified) -> io::Error {
 }
 
 impl Spool {
-    /// A new spool: an unnamed temporary file and a fresh key.
-    pub(crate) fn new() -> io::Result<Spool> {
+    /// A new spool: an unnamed temporary file in `dir` (the system's temporary directory
+    /// when `None`) and a fresh key.
+    pub(crate) fn new(dir: Option<&std::path::Path>) -> io::Result<Spool> {
         let mut key = [0u8; 32];
         SystemRandom::new().fill(&mut key).map_err(sealing)?;
         let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).map_err(sealing)?);
+        let file = match dir {
+            Some(d) => tempfile::tempfile_in(d)?,
+            None => tempfile::tempfile()?,
+        };
         Ok(Spool {
-            file: tempfile::tempfile()?,
+            file,
             key,
             blocks: 0,
             staged: Vec::with_capacity(BLOCK + TAG),
@@ -124,19 +130,19 @@ pub(crate) struct Spooled {
 impl Spooled {
     /// The body's bytes, read back and opened.
     fn load(mut self) -> io::Result<Bytes> {
-        let mut out = crate::capture_pool::take(self.len);
-        let mut block = Vec::with_capacity(BLOCK + TAG);
+        // Each block is read and opened in place at its spot in the body (room for one tag).
+        let mut out = crate::capture_pool::take(self.len + TAG);
         self.file.rewind()?;
         let mut n = 0u64;
         while out.len() < self.len {
-            let plain = (self.len - out.len()).min(BLOCK);
-            block.resize(plain + TAG, 0);
-            self.file.read_exact(&mut block)?;
-            let opened = self
-                .key
-                .open_in_place(nonce(n), Aad::empty(), &mut block)
+            let at = out.len();
+            let plain = (self.len - at).min(BLOCK);
+            out.resize(at + plain + TAG, 0);
+            self.file.read_exact(&mut out[at..])?;
+            self.key
+                .open_in_place(nonce(n), Aad::empty(), &mut out[at..])
                 .map_err(sealing)?;
-            out.extend_from_slice(opened);
+            out.truncate(at + plain);
             n += 1;
         }
         Ok(crate::capture_pool::freeze(out))
@@ -148,6 +154,8 @@ impl Spooled {
 #[derive(Default)]
 pub(crate) struct Registry {
     bodies: Mutex<HashMap<(FlowId, bool), Spooled>>,
+    /// Where spool files go (`None`: the system's temporary directory).
+    dir: std::sync::OnceLock<Option<std::path::PathBuf>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -161,6 +169,16 @@ fn key(id: FlowId, dir: Direction) -> (FlowId, bool) {
 }
 
 impl Registry {
+    /// Spool files go to `dir` (set once: later calls are ignored).
+    pub(crate) fn set_dir(&self, dir: Option<std::path::PathBuf>) {
+        let _ = self.dir.set(dir);
+    }
+
+    /// Where spool files go.
+    pub(crate) fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.get().and_then(|d| d.as_deref())
+    }
+
     /// Holds `body` of flow `id`'s side `dir` until its final event is consumed.
     pub(crate) fn put(&self, id: FlowId, dir: Direction, body: Spooled) {
         let mut map = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,7 +247,7 @@ mod tests {
         let body: Vec<u8> = (0..BLOCK * 3 + 1234)
             .map(|i| b"access_token=secret-value-1234;"[i % 31])
             .collect();
-        let mut spool = Spool::new().unwrap();
+        let mut spool = Spool::new(None).unwrap();
         for chunk in body.chunks(10_000) {
             spool.push(chunk).unwrap();
         }

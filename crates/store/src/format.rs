@@ -4,7 +4,7 @@
 //! JSON Lines, one object per line, `type` first:
 //!
 //! ```text
-//! {"type":"session","version":1,"created":1714566605123456,"mcptap":"0.1.0","raw_secrets":false,"argv":[…]}
+//! {"type":"session","version":3,"created":1714566605123456,"mcptap":"0.1.0","raw_secrets":false,"argv":[…]}
 //! {"type":"request_started","flow":{…}}          the flow head, bodies empty
 //! {"type":"response_head","id":3,"at":…,"status":200,"version":"HTTP/1.1","headers":[…]}
 //! {"type":"sse","id":3,"event":{"at":…,"event":"message","data":"…"}}   one per event, at once
@@ -19,9 +19,21 @@
 //! written); the first and last lines are [`SessionLine`] and [`EndLine`]. A stream's events are
 //! journalled once: when every event of a flow went out as its own `sse` line, the final line
 //! leaves them out and says where they are ([`SseRef`]: the offsets of those lines), and leaves
-//! out the response body too when it is exactly those events written back ([`sse_text`]). A header is
+//! out the response body too when it is exactly those events written back ([`sse_text`]), or
+//! those events with keep-alive comments and blank lines between them, noted where they go
+//! (`"sse":{"extra":[[offset,": ping\n\n"]],"lines":[…],"body":"lf"}`, [`sse_body`]). A header is
 //! `{"name":…,"value":…}`; a value that was not UTF-8 adds `"base64"` with its exact bytes (see
 //! [`mcptap_flow::Header`]).
+//!
+//! Since version 3, bodies of [`SIDE_MIN`] bytes or more, bodies that are not UTF-8 (base64 in a
+//! line, a third larger than raw) and the body of a stream its events do not rebuild are not in
+//! the line: their exact bytes (decoded and redacted like any body) are appended raw to
+//! [`BODIES_FILE`] next to the journal before the line is written, and the line ends with
+//! [`BodiesRef`], the offset and length of each; the body in the line is empty (`"text":""`)
+//! with its other fields as usual. A line never points at bytes written after it, so a crash
+//! leaves at most unreferenced bytes at the end of [`BODIES_FILE`]. The reader puts the bytes
+//! back ([`crate::JournalReader`] given the journal's path, [`crate::read_flow_at`]); bytes it
+//! cannot find are a warning and an empty body, never a failure.
 
 use crate::journal::SessionMeta;
 use mcptap_flow::{FlowEvent, Micros};

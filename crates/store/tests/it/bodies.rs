@@ -309,6 +309,7 @@ fn the_journal_is_no_larger_than_the_har_for_binary_text_and_sse_with_keep_alive
         ("short sse with keep-alives", sse_flow(1, 3)),
     ] {
         let (journal, har) = journal_and_har_bytes(f);
+        println!("{what}: journal {journal} bytes, HAR {har} bytes");
         assert!(journal <= har, "{what}: journal {journal} > HAR {har}");
     }
 }
