@@ -58,7 +58,7 @@ async fn downloads_above_and_below_the_body_limit_come_back_exact_from_journal_a
     let mut child = child;
     let (addr, _) = listening_addr(&mut child);
     let (target, mut s) = client_through(addr, conf.path(), &up).await;
-    // Past the 4 MiB limit (truncated in the record), spooled below it, and small.
+    // Past the 4 MiB limit (truncated in the record), large below it, and small.
     let sizes = [6_000_000usize, 2_000_000, 100_000, 5_000];
     for n in sizes {
         let resp = s
@@ -120,6 +120,7 @@ async fn a_token_in_a_large_streamed_body_never_reaches_the_disk() {
     let mut child = recording_proxy(&pki, conf.path(), &session, "-q");
     let (addr, _) = listening_addr(&mut child);
     let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    let (_, mut s2) = client_through(addr, conf.path(), &up).await;
     let token = "tok-3f9a1c77e2b84d0c9a55-secret";
     // Text of 3 MB with the token at the start, across the point where the capture moves to
     // the spool (512 KiB), across the spool's blocks (128 KiB) and near the end.
@@ -127,14 +128,20 @@ async fn a_token_in_a_large_streamed_body_never_reaches_the_disk() {
     for at in [0, (512 << 10) - 10, (128 << 10) * 9 - 5, 2_999_000] {
         body[at..at + token.len()].copy_from_slice(token.as_bytes());
     }
-    let mut req = request("POST", &target, "/echo", body.clone());
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req.headers_mut()
-        .insert("content-type", "text/plain".parse().unwrap());
-    let resp = s.send(req).await.unwrap();
-    assert_eq!(body_bytes(resp).await, body, "the client sees the token");
-    drop(s);
+    let req = || {
+        let mut req = request("POST", &target, "/echo", body.clone());
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req.headers_mut()
+            .insert("content-type", "text/plain".parse().unwrap());
+        req
+    };
+    // Two at once, spooled while they stream.
+    let (a, b) = tokio::join!(s.send(req()), s2.send(req()));
+    for resp in [a.unwrap(), b.unwrap()] {
+        assert_eq!(body_bytes(resp).await, body, "the client sees the token");
+    }
+    drop((s, s2));
     sigterm(&child);
     exits_cleanly(child).await;
 
@@ -146,14 +153,21 @@ async fn a_token_in_a_large_streamed_body_never_reaches_the_disk() {
         );
     }
     let loaded = mcptap_store::load(&session).unwrap();
-    let f = by_path(&loaded.flows, "/echo");
     let marker = mcptap_flow::redact::redacted(token);
-    for b in [
-        &f.request.body.bytes,
-        &f.response.as_ref().unwrap().body.bytes,
-    ] {
-        let text = std::str::from_utf8(b).unwrap();
-        assert_eq!(text.matches(&marker).count(), 4);
+    let echoes: Vec<&Flow> = loaded
+        .flows
+        .iter()
+        .filter(|f| f.request.url.ends_with("/echo"))
+        .collect();
+    assert_eq!(echoes.len(), 2);
+    for f in echoes {
+        for b in [
+            &f.request.body.bytes,
+            &f.response.as_ref().unwrap().body.bytes,
+        ] {
+            let text = std::str::from_utf8(b).unwrap();
+            assert_eq!(text.matches(&marker).count(), 4);
+        }
     }
 }
 
