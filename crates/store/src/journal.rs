@@ -347,12 +347,19 @@ fn write_final(buf: &mut Vec<u8>, event: &mut FlowEvent, stream: Stream) -> serd
     let Some(resp) = flow.response.as_mut() else {
         return format::write_event(buf, event);
     };
-    let same = resp.sse.len() == stream.offsets.len()
-        && stream.digest != 0
-        && resp.sse.iter().fold(0, digest) == stream.digest;
+    let same = if resp.sse_elided == 0 {
+        resp.sse.len() == stream.offsets.len()
+            && stream.digest != 0
+            && resp.sse.iter().fold(0, digest) == stream.digest
+    } else {
+        // A long stream kept only some of its events: its lines hold them all (the ones it
+        // kept among them) when every event it counted went out as a line.
+        resp.sse.len() as u64 + resp.sse_elided == stream.offsets.len() as u64 && stream.digest != 0
+    };
     if !same {
         return format::write_event(buf, event);
     }
+    let elided = std::mem::take(&mut resp.sse_elided);
     let events = std::mem::take(&mut resp.sse);
     let body_end = (!resp.body.truncated && resp.body.encoding.is_none())
         .then(|| {
@@ -370,6 +377,7 @@ fn write_final(buf: &mut Vec<u8>, event: &mut FlowEvent, stream: Stream) -> serd
     if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = event {
         if let Some(resp) = flow.response.as_mut() {
             resp.sse = events;
+            resp.sse_elided = elided;
             if let Some(b) = body {
                 resp.body.bytes = b;
             }
