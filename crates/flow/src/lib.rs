@@ -212,10 +212,19 @@ pub struct Response {
     /// Server-sent events, for `text/event-stream` bodies, each with its arrival time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sse: Vec<SseEvent>,
+    /// Server-sent events the stream had that [`Response::sse`] leaves out: a long stream
+    /// keeps its first events and its JSON-RPC responses in memory and counts the rest (a
+    /// journal holds every event, and reading it back puts them all here again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sse_elided: u64,
     /// True when the proxy made this response itself (for example a 502 after an upstream
     /// failure) instead of relaying one from the upstream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub synthetic: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One server-sent event, parsed from a `text/event-stream` body as it arrived.

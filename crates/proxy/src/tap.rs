@@ -33,6 +33,14 @@ use tokio::time::{Instant, Sleep};
 /// Progress events are sent at most once per this many bytes of a body.
 const PROGRESS_EVERY: u64 = 256 * 1024;
 
+/// Events of one stream kept with its flow in memory. Every event is reported live (the
+/// journal writes each as its own line at once, and a reader puts them all back); past this
+/// many, a stream keeps only the JSON-RPC responses (the answers the analyzer pairs with
+/// requests) and counts the rest ([`mcptap_flow::Response::sse_elided`]), and its body
+/// capture stops (marked truncated). So an SSE stream open for hours holds a bounded amount
+/// of memory instead of growing with every event until the body limit.
+pub(crate) const STREAM_KEEP_EVENTS: usize = 256;
+
 /// Flow ids, handed out in order from 1. Cheap to clone (the counter is shared).
 #[derive(Debug, Clone)]
 pub(crate) struct FlowIds(Arc<AtomicU64>);
@@ -255,11 +263,7 @@ impl Recorder {
     fn body_done(
         &self,
         dir: Direction,
-        (body, sse, spooled): (
-            CapturedBody,
-            Vec<mcptap_flow::SseEvent>,
-            Option<crate::spool::Spooled>,
-        ),
+        (body, sse, spooled): (CapturedBody, Kept, Option<crate::spool::Spooled>),
     ) {
         let now = now_micros();
         let done = {
@@ -276,7 +280,8 @@ impl Recorder {
                 Direction::Response => {
                     if let Some(resp) = p.flow.response.as_mut() {
                         resp.body = body;
-                        resp.sse = sse;
+                        resp.sse = sse.events;
+                        resp.sse_elided = sse.elided;
                     }
                 }
             }
@@ -456,6 +461,8 @@ struct Capture {
     sse: Option<(SseParser, Vec<mcptap_flow::SseEvent>)>,
     /// Bytes of SSE events kept in the flow so far.
     sse_kept: usize,
+    /// SSE events reported but not kept in the flow (see [`STREAM_KEEP_EVENTS`]).
+    sse_elided: u64,
 }
 
 impl Capture {
@@ -471,7 +478,11 @@ impl Capture {
         }
         self.total += data.len() as u64;
         let kept = self.spool.as_ref().map_or(self.buf.len(), |s| s.len());
-        let room = self.limit.saturating_sub(kept);
+        let room = if self.sse_elided > 0 {
+            0 // a long stream: its events are in the journal, the body capture has stopped
+        } else {
+            self.limit.saturating_sub(kept)
+        };
         let take = if room >= data.len() {
             &data[..]
         } else {
@@ -495,16 +506,23 @@ impl Capture {
         if let Some((parser, events)) = self.sse.as_mut() {
             let limit = self.limit;
             let kept = &mut self.sse_kept;
+            let elided = &mut self.sse_elided;
             parser.feed(data, now_micros(), |ev| {
-                // Events kept in the flow are bounded like the body; every event is still
-                // reported live.
+                // Events kept in the flow are bounded like the body, and in number (see
+                // STREAM_KEEP_EVENTS); every event is still reported live.
                 let size = ev.data.len() + 64;
-                if *kept + size <= limit {
+                let keep = events.len() < STREAM_KEEP_EVENTS || is_rpc_response(&ev.data);
+                if keep && *kept + size <= limit {
                     *kept += size;
                     events.push(ev.clone());
+                } else {
+                    *elided += 1;
                 }
                 rec.events().send(FlowEvent::Sse { id, event: ev });
             });
+            if self.sse_elided > 0 && !self.truncated {
+                self.truncated = true;
+            }
         }
         if self.total >= self.next_progress {
             self.next_progress = self.total + PROGRESS_EVERY;
@@ -544,11 +562,7 @@ impl Capture {
     fn finish(
         &mut self,
         state: BodyState,
-    ) -> (
-        CapturedBody,
-        Vec<mcptap_flow::SseEvent>,
-        Option<crate::spool::Spooled>,
-    ) {
+    ) -> (CapturedBody, Kept, Option<crate::spool::Spooled>) {
         let spooled = self.spool.take().and_then(|s| match s.finish() {
             Ok(s) => Some(s),
             Err(e) => {
@@ -564,9 +578,23 @@ impl Capture {
             state,
             encoding: None,
         };
-        let sse = self.sse.take().map(|(_, e)| e).unwrap_or_default();
-        (body, sse, spooled)
+        let events = self.sse.take().map(|(_, e)| e).unwrap_or_default();
+        let elided = std::mem::take(&mut self.sse_elided);
+        (body, Kept { events, elided }, spooled)
     }
+}
+
+/// The server-sent events a stream keeps with its flow, and how many it left out.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    events: Vec<mcptap_flow::SseEvent>,
+    elided: u64,
+}
+
+/// True when an event's data is a JSON-RPC response (it has a `result` or an `error`), the
+/// kind of event a long stream still keeps: it answers a request of the flow.
+fn is_rpc_response(data: &str) -> bool {
+    data.contains("\"result\"") || data.contains("\"error\"")
 }
 
 pin_project_lite::pin_project! {
@@ -638,6 +666,7 @@ impl<B: Body> Tap<B> {
                     truncated: false,
                     next_progress: PROGRESS_EVERY,
                     sse_kept: 0,
+                    sse_elided: 0,
                     sse: sse.then(|| (SseParser::new(limit.max(64 * 1024)), Vec::new())),
                 },
             )),
@@ -1183,5 +1212,66 @@ mod tests {
         assert_eq!((&body.bytes[..], body.total_len), (&b"01234567"[..], 16));
         assert!(body.truncated);
         assert_eq!(flows[0].state, FlowState::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_long_stream_keeps_its_first_events_and_its_answer_and_reports_every_event() {
+        let (tx, mut rx) = channel(4096);
+        let rec = Recorder::start(
+            Flow {
+                id: FlowId(9),
+                ..Default::default()
+            },
+            tx,
+            None,
+        );
+        rec.response_head(Response {
+            status: 200,
+            ..Default::default()
+        });
+        // The request side ends first, as it does on the wire.
+        let req = Tap::new(
+            Empty::<Bytes>::new(),
+            rec.clone(),
+            Direction::Request,
+            1024,
+            false,
+        );
+        assert!(req.collect().await.is_ok());
+        let notes = STREAM_KEEP_EVENTS + 40;
+        let mut chunks: Chunks = (0..notes)
+            .map(|i| {
+                let ev = format!(
+                    "data: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progress\":{i}}}}}\n\n"
+                );
+                Ok(Frame::data(Bytes::from(ev)))
+            })
+            .collect();
+        chunks.push(data(
+            b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
+        ));
+        let limit = 4 << 20;
+        let tap = Tap::new(body(chunks, false), rec, Direction::Response, limit, true);
+        let all = tap.collect().await.unwrap().to_bytes();
+        let (mut live, mut flows) = (0, Vec::new());
+        while let Some(ev) = rx.try_recv() {
+            match ev {
+                FlowEvent::Sse { .. } => live += 1,
+                FlowEvent::Completed { flow } | FlowEvent::Failed { flow } => flows.push(*flow),
+                _ => {}
+            }
+        }
+        // Every event reached the client and was reported as it passed.
+        assert_eq!(live, notes + 1);
+        assert_eq!(all.iter().filter(|&&b| b == b'\n').count(), 2 * (notes + 1));
+        let resp = flows[0].response.as_ref().unwrap();
+        // The flow kept the first STREAM_KEEP_EVENTS and the answer, and counted the rest.
+        assert_eq!(resp.sse.len(), STREAM_KEEP_EVENTS + 1);
+        assert!(resp.sse.last().unwrap().data.contains("\"result\""));
+        assert_eq!(resp.sse_elided, 40);
+        // The body capture stopped with the window: bounded, marked truncated.
+        assert!(resp.body.truncated);
+        assert!(resp.body.bytes.len() < all.len());
+        assert_eq!(resp.body.total_len, all.len() as u64);
     }
 }

@@ -218,6 +218,7 @@ pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError
 /// its `sse` lines), and the body when that was left out too.
 fn restore_sse(flow: &mut Flow, events: Vec<SseEvent>, sse: &SseRef) {
     let resp = flow.response.get_or_insert_with(Response::default);
+    resp.sse_elided = (sse.lines.len() as u64).saturating_sub(events.len() as u64);
     if let Some(end) = sse.body {
         let text = sse_body(&events, end, &sse.extra);
         resp.body.bytes = text.into();

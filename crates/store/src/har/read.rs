@@ -853,6 +853,7 @@ impl Entry<'_> {
             headers,
             body,
             sse: Vec::new(),
+            sse_elided: 0,
             synthetic: false,
         })
     }

@@ -344,6 +344,89 @@ fn a_final_flow_whose_events_differ_from_its_lines_is_journalled_whole() {
     assert_eq!(at, want);
 }
 
+#[test]
+fn a_long_stream_that_kept_only_some_events_is_read_back_with_all_of_them() {
+    // The engine keeps a long stream's first events (and its answers) in memory and counts the
+    // rest; its `sse` lines hold every one, so the final line points at them all.
+    let f = stream(7, T0, 30, false);
+    let mut kept = f.clone();
+    {
+        let resp = kept.response.as_mut().unwrap();
+        resp.sse.truncate(10);
+        resp.sse_elided = 20;
+        resp.body.bytes = resp.body.bytes.slice(..100);
+        resp.body.truncated = true;
+    }
+    let dir = tempdir();
+    let mut j = Journal::create(&dir.path().join("s"), SessionMeta::new("test")).unwrap();
+    j.record(&head(&f)).unwrap();
+    for ev in &f.response.as_ref().unwrap().sse {
+        j.record(&FlowEvent::Sse {
+            id: f.id,
+            event: ev.clone(),
+        })
+        .unwrap();
+    }
+    let offset = j.position();
+    j.record(&FlowEvent::Completed {
+        flow: Box::new(kept.clone()),
+    })
+    .unwrap();
+    j.flush().unwrap();
+    drop(j);
+    let text =
+        std::fs::read_to_string(dir.path().join("s").join(mcptap_store::JOURNAL_FILE)).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["sse"]["lines"].as_array().unwrap().len(), 30, "{last}");
+    assert!(last["flow"]["response"].get("sse").is_none(), "{last}");
+    // Read back: every event, none counted as left out, and the truncated body as it was.
+    let mut want = f.clone();
+    want.response.as_mut().unwrap().body = kept.response.as_ref().unwrap().body.clone();
+    let (streamed, at) = read_back(&dir, 7, offset);
+    assert_eq!(streamed, want);
+    assert_eq!(at, want);
+}
+
+#[test]
+fn a_long_stream_whose_lines_are_not_all_there_is_journalled_as_it_was_kept() {
+    // The counts disagree (lines missing): the final line holds what the flow kept, and says
+    // how many events it left out.
+    let f = stream(7, T0, 30, false);
+    let mut kept = f.clone();
+    {
+        let resp = kept.response.as_mut().unwrap();
+        resp.sse.truncate(10);
+        resp.sse_elided = 25;
+    }
+    let dir = tempdir();
+    let mut j = Journal::create(&dir.path().join("s"), SessionMeta::new("test")).unwrap();
+    j.record(&head(&f)).unwrap();
+    for ev in &f.response.as_ref().unwrap().sse {
+        j.record(&FlowEvent::Sse {
+            id: f.id,
+            event: ev.clone(),
+        })
+        .unwrap();
+    }
+    j.record(&FlowEvent::Completed {
+        flow: Box::new(kept.clone()),
+    })
+    .unwrap();
+    j.flush().unwrap();
+    drop(j);
+    let path = dir.path().join("s").join(mcptap_store::JOURNAL_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(last.get("sse").is_none(), "{last}");
+    assert_eq!(last["flow"]["response"]["sse_elided"], 25, "{last}");
+    let back = mcptap_store::read_journal(&path)
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|x| x.id == FlowId(7))
+        .unwrap();
+    assert_eq!(back, kept);
+}
+
 /// The journal costs no more bytes than the HAR for the same flows: a stream's events once (not
 /// as lines, again in the final flow and again in its body), bodies of control characters as
 /// base64 rather than six-byte escapes.

@@ -129,6 +129,7 @@ fn response(status: u16, h: &[(&str, &str)], body: &[u8]) -> Option<Response> {
         body: CapturedBody::complete(body.to_vec()),
         sse: Vec::new(),
         synthetic: false,
+        ..Response::default()
     })
 }
 
