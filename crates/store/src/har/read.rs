@@ -300,12 +300,8 @@ impl<R: std::io::BufRead> Doc<'_, R> {
         }
         let mut i = 0;
         loop {
-            let (e, (pos, len)) = self.parse_placed::<Value>()?;
-            let flow = Entry {
-                i,
-                warnings: &mut self.out.warnings,
-            }
-            .flow(&e)?;
+            let (mut e, (pos, len)) = self.parse_placed::<Value>()?;
+            let flow = Entry::new(i, &mut self.out.warnings).flow(&mut e)?;
             drop(e);
             let place = self.shift.get().map(|shift| EntryPlace {
                 offset: pos + shift,
@@ -355,7 +351,7 @@ pub(crate) fn read_entry_at(
             "the file changed while it was read",
         )));
     }
-    let e: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut e: Value = serde_json::from_slice(&bytes).map_err(|e| {
         har_err(HarError {
             entry: Some(place.index),
             field: String::new(),
@@ -364,13 +360,10 @@ pub(crate) fn read_entry_at(
         })
     })?;
     drop(bytes);
-    Entry {
-        i: place.index,
-        // Said when the entry was first read.
-        warnings: &mut Vec::new(),
-    }
-    .flow(&e)
-    .map_err(har_err)
+    // Its warnings were said when the entry was first read.
+    Entry::new(place.index, &mut Vec::new())
+        .flow(&mut e)
+        .map_err(har_err)
 }
 
 /// A decompressor whose errors all say the data is bad (`InvalidData`), so that they are told
@@ -543,11 +536,28 @@ fn read_mcptap_block(m: &Value, out: &mut HarImport) {
 struct Entry<'a> {
     i: usize,
     warnings: &'a mut Vec<String>,
+    /// `request.postData.text` and `response.content.text`, moved out of the entry's tree
+    /// (the bodies are the bulk of an entry: they are moved into the flow, not copied).
+    texts: [Option<String>; 2],
 }
 
 type Obj = Map<String, Value>;
 
-impl Entry<'_> {
+/// Where [`Entry::texts`] come from.
+const TEXTS: [[&str; 3]; 2] = [
+    ["request", "postData", "text"],
+    ["response", "content", "text"],
+];
+
+impl<'a> Entry<'a> {
+    fn new(i: usize, warnings: &'a mut Vec<String>) -> Self {
+        Entry {
+            i,
+            warnings,
+            texts: [None, None],
+        }
+    }
+
     fn err(&self, field: &str, reason: impl Into<String>) -> HarError {
         HarError::at(Some(self.i), field, reason)
     }
@@ -649,9 +659,18 @@ impl Entry<'_> {
     }
 
     /// `text` (+ `encoding: base64`) as bytes; `None` when there is no text.
-    fn body(&self, v: &Obj, path: &str) -> Result<Option<Vec<u8>>, HarError> {
-        let Some(text) = self.str_opt(v, "text", &format!("{path}.text"))? else {
-            return Ok(None);
+    fn body(&mut self, v: &Obj, path: &str) -> Result<Option<Vec<u8>>, HarError> {
+        let moved = match path {
+            "request.postData" => self.texts[0].take(),
+            "response.content" => self.texts[1].take(),
+            _ => None,
+        };
+        let text = match moved {
+            Some(t) => t,
+            None => match self.str_opt(v, "text", &format!("{path}.text"))? {
+                Some(t) => t,
+                None => return Ok(None),
+            },
         };
         let enc = self.str_opt(v, "encoding", &format!("{path}.encoding"))?;
         if enc.is_some_and(|e| e.eq_ignore_ascii_case("base64")) {
@@ -668,7 +687,18 @@ impl Entry<'_> {
         Ok(Some(text.into_bytes()))
     }
 
-    fn flow(mut self, e: &Value) -> Result<Flow, HarError> {
+    /// The entry `e` as a flow; its bodies' texts and `_mcptap` are moved out of it.
+    fn flow(mut self, e: &mut Value) -> Result<Flow, HarError> {
+        for (slot, [a, b, c]) in self.texts.iter_mut().zip(TEXTS) {
+            if let Some(Value::String(t)) = e
+                .get_mut(a)
+                .and_then(|v| v.get_mut(b))
+                .and_then(|v| v.get_mut(c))
+            {
+                *slot = Some(std::mem::take(t));
+            }
+        }
+        let mcptap_block = e.get_mut("_mcptap").map(Value::take);
         let e = e
             .as_object()
             .ok_or_else(|| self.err("", "expected an object"))?;
@@ -701,9 +731,9 @@ impl Entry<'_> {
             None => 0,
         };
 
-        let mcptap = match e.get("_mcptap") {
+        let mcptap = match mcptap_block {
             None | Some(Value::Null) => None,
-            Some(v) => match serde_json::from_value::<McptapEntry>(v.clone()) {
+            Some(v) => match serde_json::from_value::<McptapEntry>(v) {
                 Ok(m) => Some(m),
                 Err(err) => {
                     self.warnings
@@ -1027,6 +1057,94 @@ mod lossy_tests {
                         "{case:?} step {step} out {out}"
                     );
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::*;
+
+    /// The whole document parsed by serde_json, each entry made a flow: what the streaming
+    /// reader must give.
+    fn whole(bytes: &[u8]) -> Vec<Flow> {
+        let doc: Value = serde_json::from_slice(bytes).unwrap();
+        let mut warnings = Vec::new();
+        let mut doc = doc;
+        doc["log"]["entries"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+            .map(|(i, e)| Entry::new(i, &mut warnings).flow(e).unwrap())
+            .collect()
+    }
+
+    /// Every tool's HAR file the repository keeps, as written and pretty-printed with its
+    /// entries' keys reordered (`log` last, `entries` first): the same flows as the whole
+    /// document gives, and each entry's place holds the entry.
+    #[test]
+    fn the_streaming_reader_gives_what_the_whole_document_gives() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "har") {
+                continue;
+            }
+            n += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            let mut doc: Value = serde_json::from_slice(&bytes).unwrap();
+            let log = doc.as_object_mut().unwrap().remove("log").unwrap();
+            let mut log = log.as_object().unwrap().clone();
+            let entries = log.remove("entries").unwrap();
+            let mut reordered = serde_json::Map::new();
+            reordered.insert("x".into(), Value::from("{\"log\": [1, \"]\"]}"));
+            let mut inner = serde_json::Map::new();
+            inner.insert("entries".into(), entries);
+            inner.extend(log);
+            reordered.insert("log".into(), Value::Object(inner));
+            let pretty = serde_json::to_vec_pretty(&Value::Object(reordered)).unwrap();
+            for text in [bytes.clone(), pretty] {
+                let want = whole(&text);
+                let mut got = Vec::new();
+                let mut places = Vec::new();
+                read_har_placed(&text[..], &mut |f, p| {
+                    got.push(f);
+                    places.push(p.unwrap());
+                })
+                .unwrap();
+                assert_eq!(got, want, "{path:?}");
+                let tmp = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(tmp.path(), &text).unwrap();
+                for (place, f) in places.iter().zip(&want) {
+                    assert_eq!(&read_entry_at(tmp.path(), *place).unwrap(), f, "{path:?}");
+                }
+            }
+        }
+        assert!(n >= 6, "{n} fixtures");
+    }
+
+    /// A file cut short or broken anywhere is an error that says where (never a panic), at
+    /// the line serde_json says for the whole document.
+    #[test]
+    fn a_broken_file_says_where() {
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charles.har"),
+        )
+        .unwrap();
+        for cut in (1..bytes.len()).step_by(97) {
+            let e = read_har_bytes(&bytes[..cut]).unwrap_err();
+            let Some(json) = serde_json::from_slice::<Value>(&bytes[..cut]).err() else {
+                continue;
+            };
+            if e.entry.is_none() {
+                assert!(
+                    e.reason
+                        .starts_with(&format!("not valid JSON (line {}, ", json.line())),
+                    "cut at {cut}: {e} ({json})"
+                );
             }
         }
     }
