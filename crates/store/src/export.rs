@@ -163,18 +163,25 @@ fn export_har(
         if failed.is_some() {
             return;
         }
-        prepare(&mut f, &options.prepare);
-        let size =
-            f.request.body.bytes.len() + f.response.as_ref().map_or(0, |r| r.body.bytes.len());
+        let size = |f: &mcptap_flow::Flow| {
+            f.request.body.bytes.len() + f.response.as_ref().map_or(0, |r| r.body.bytes.len())
+        };
         latest = latest.max(f.timings.started);
         let key = (f.timings.started, f.id, seq);
         let value = match place {
-            Some(place) if size >= crate::reorder::SPILL_FROM => (64, Hold::At(place)),
-            _ => (size, Hold::Whole(Box::new(f))),
+            // Prepared when it is read back.
+            Some(place) if size(&f) >= crate::reorder::SPILL_FROM => {
+                drop(f);
+                (64, Hold::At(place))
+            }
+            _ => {
+                prepare(&mut f, &options.prepare);
+                (size(&f), Hold::Whole(Box::new(f)))
+            }
         };
+        held_bytes += value.0;
         held.push(Reverse(Held { key, value }));
         seq += 1;
-        held_bytes += size;
         report.max_held = report.max_held.max(held.len());
         while let Some(Reverse(top)) = held.peek() {
             let due = top.key.0 < latest.saturating_sub(HAR_REORDER_LAG)
