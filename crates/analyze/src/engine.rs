@@ -598,9 +598,7 @@ impl Analyzer {
     /// not yet due become notes in [`Visibility::notes`], not findings) and returns the report.
     /// Findings that only this call proves are in the report; the analyzer can keep being used.
     pub fn finish(&mut self) -> Report {
-        self.run_pending(true, None);
-        self.finish_rules();
-        self.fresh.clear();
+        self.end(None);
         self.report()
     }
 
@@ -609,14 +607,29 @@ impl Analyzer {
     /// request stated. This is how a live proxy ends (Ctrl-C, or `mcptap run`'s command
     /// exiting), and how a saved session that knows its end is analysed, so both agree.
     pub fn finish_at(&mut self, end: Micros) -> Report {
-        if self.now.is_none_or(|n| end > n) {
-            self.now = Some(end);
+        self.end(Some(end));
+        self.report()
+    }
+
+    /// [`finish_at`](Self::finish_at) when `end` is known, else [`finish`](Self::finish), for
+    /// an analyzer that is done: its flow list moves into the report instead of being copied.
+    pub fn into_report(mut self, end: Option<Micros>) -> Report {
+        self.end(end);
+        let flows = std::mem::take(&mut self.flows);
+        self.report_of(flows)
+    }
+
+    /// Decides what waits, as of `end` when recording stopped then.
+    fn end(&mut self, end: Option<Micros>) {
+        if let Some(end) = end {
+            if self.now.is_none_or(|n| end > n) {
+                self.now = Some(end);
+            }
+            self.capture_ended = Some(end);
         }
-        self.capture_ended = Some(end);
         self.run_pending(true, None);
         self.finish_rules();
         self.fresh.clear();
-        self.report()
     }
 
     /// The summary (role, MCP facts, credentials) of a flow already pushed; `None` for a tunnel
@@ -630,9 +643,13 @@ impl Analyzer {
 
     /// Builds the report of the current state (without ending the session).
     pub fn report(&self) -> Report {
+        self.report_of(self.flows.clone())
+    }
+
+    /// The report, with `flows` as its flow list.
+    fn report_of(&self, mut flows: Vec<FlowSummary>) -> Report {
         let mut findings = self.findings.clone();
         sort_findings(&mut findings);
-        let mut flows = self.flows.clone();
         flows.sort_by_key(|f| (f.started, f.id));
         let stories = self
             .stories

@@ -72,10 +72,7 @@ pub fn analyze_ended(flows: &[Flow], ended: Option<mcptap_flow::Micros>, opts: O
     for f in order {
         a.push(f);
     }
-    match ended {
-        Some(end) => a.finish_at(end),
-        None => a.finish(),
-    }
+    a.into_report(ended)
 }
 
 /// When a flow completed, as the analyzer orders flows offline: its end, else its response
@@ -170,10 +167,7 @@ impl Ordered {
         if self.out_of_order {
             return None;
         }
-        Some(match ended {
-            Some(end) => self.analyzer.finish_at(end),
-            None => self.analyzer.finish(),
-        })
+        Some(self.analyzer.into_report(ended))
     }
 }
 

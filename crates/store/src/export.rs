@@ -1,7 +1,7 @@
 //! Journal (or HAR) to HAR, streaming, written atomically.
 
 use crate::error::StoreError;
-use crate::har::{read_har_each, HarWriter, LogExtra};
+use crate::har::{read_entry_at, read_har_placed, EntryPlace, HarWriter, LogExtra};
 use crate::prepare::{prepare, Options};
 use crate::reader::{JournalReader, ReadWarning};
 use crate::reorder::StartOrder;
@@ -84,7 +84,7 @@ pub fn export_to(
     match kind {
         SourceKind::Journal => {
             let reader = crate::reader::read_journal(&path)?;
-            export_journal(reader, out, out_name, options)
+            export_journal_from(reader, Some(path), out, out_name, options)
         }
         SourceKind::Har => export_har(&path, out, out_name, options),
     }
@@ -101,7 +101,9 @@ const HAR_REORDER_LAG: mcptap_flow::Micros = 1_000_000;
 const HAR_REORDER_BYTES: usize = 16 << 20;
 
 /// A HAR file to HAR, one entry at a time: entries written in start order within
-/// [`HAR_REORDER_LAG`] and the reorder bounds, each prepared on the way.
+/// [`HAR_REORDER_LAG`] and the reorder bounds, each prepared on the way. A large entry
+/// ([`SPILL_FROM`](crate::reorder::SPILL_FROM) bytes of bodies or more) of a file that can be
+/// read again waits as its place in the file and is read back when its turn comes.
 fn export_har(
     path: &Path,
     out: &mut dyn Write,
@@ -111,11 +113,13 @@ fn export_har(
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
 
+    /// A flow waiting for its turn: whole, or where its entry is in the file.
+    enum Hold {
+        Whole(Box<mcptap_flow::Flow>),
+        At(EntryPlace),
+    }
     /// A flow waiting for its turn, by start, id and file order, with its approximate size.
-    type Held = mcptap_flow::ByKey<
-        (mcptap_flow::Micros, mcptap_flow::FlowId, u64),
-        (usize, mcptap_flow::Flow),
-    >;
+    type Held = mcptap_flow::ByKey<(mcptap_flow::Micros, mcptap_flow::FlowId, u64), (usize, Hold)>;
 
     let file = File::open(path).map_err(|source| StoreError::Read {
         path: path.to_owned(),
@@ -135,32 +139,49 @@ fn export_har(
                      report: &mut ExportReport,
                      Held {
                          key: (started, id, _),
-                         value: (_, f),
+                         value: (_, hold),
                      }: Held|
-     -> std::io::Result<()> {
+     -> Result<(), StoreError> {
         if written.is_some_and(|last| (started, id) < last) {
             report.out_of_order += 1;
         }
         written = Some((started, id));
-        w.write(&f)?;
+        let f = match hold {
+            Hold::Whole(f) => *f,
+            Hold::At(place) => {
+                let mut f = read_entry_at(path, place)?;
+                prepare(&mut f, &options.prepare);
+                f
+            }
+        };
+        w.write(&f).map_err(werr)?;
         report.entries += 1;
         report.pending += u64::from(f.state == mcptap_flow::FlowState::Pending);
         Ok(())
     };
-    let har = read_har_each(file, &mut |mut f| {
+    let har = read_har_placed(file, &mut |mut f, place| {
         if failed.is_some() {
             return;
         }
-        prepare(&mut f, &options.prepare);
-        let size =
-            f.request.body.bytes.len() + f.response.as_ref().map_or(0, |r| r.body.bytes.len());
+        let size = |f: &mcptap_flow::Flow| {
+            f.request.body.bytes.len() + f.response.as_ref().map_or(0, |r| r.body.bytes.len())
+        };
         latest = latest.max(f.timings.started);
-        held.push(Reverse(Held {
-            key: (f.timings.started, f.id, seq),
-            value: (size, f),
-        }));
+        let key = (f.timings.started, f.id, seq);
+        let value = match place {
+            // Prepared when it is read back.
+            Some(place) if size(&f) >= crate::reorder::SPILL_FROM => {
+                drop(f);
+                (64, Hold::At(place))
+            }
+            _ => {
+                prepare(&mut f, &options.prepare);
+                (size(&f), Hold::Whole(Box::new(f)))
+            }
+        };
+        held_bytes += value.0;
+        held.push(Reverse(Held { key, value }));
         seq += 1;
-        held_bytes += size;
         report.max_held = report.max_held.max(held.len());
         while let Some(Reverse(top)) = held.peek() {
             let due = top.key.0 < latest.saturating_sub(HAR_REORDER_LAG)
@@ -184,10 +205,10 @@ fn export_har(
         source,
     })?;
     if let Some(e) = failed {
-        return Err(werr(e));
+        return Err(e);
     }
     while let Some(Reverse(top)) = held.pop() {
-        write(&mut w, &mut report, top).map_err(werr)?;
+        write(&mut w, &mut report, top)?;
     }
     let extra = LogExtra {
         session: har.session.map(|mut m| {
@@ -204,7 +225,19 @@ fn export_har(
 /// Streams a journal to HAR: entries in start order within the reorder bound, pending flows of
 /// a crashed session included.
 pub fn export_journal<R: BufRead>(
+    reader: JournalReader<R>,
+    out: &mut dyn Write,
+    out_name: &Path,
+    options: &ExportOptions,
+) -> Result<ExportReport, StoreError> {
+    export_journal_from(reader, None, out, out_name, options)
+}
+
+/// [`export_journal`]; `file`, when the reader reads that file, lets large flows wait for
+/// their turn as their place in it ([`StartOrder::spilling`]).
+fn export_journal_from<R: BufRead>(
     mut reader: JournalReader<R>,
+    file: Option<PathBuf>,
     out: &mut dyn Write,
     out_name: &Path,
     options: &ExportOptions,
@@ -216,6 +249,9 @@ pub fn export_journal<R: BufRead>(
     reader.read_meta()?;
     let mut w = HarWriter::new(out, &options.mcptap_version).map_err(werr)?;
     let mut sorted = StartOrder::new(reader, options.reorder_entries, options.reorder_bytes);
+    if let Some(file) = file {
+        sorted = sorted.spilling(file);
+    }
     let mut report = ExportReport::default();
     for flow in sorted.by_ref() {
         let mut flow = flow?;

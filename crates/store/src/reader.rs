@@ -62,11 +62,17 @@ pub struct JournalReader<R> {
     ended: bool,
     ended_at: Option<Micros>,
     eof: bool,
-    leftovers: VecDeque<Flow>,
+    leftovers: VecDeque<(Flow, Option<u64>)>,
     warnings: Vec<ReadWarning>,
     failed: bool,
     /// The session's side file of large bodies (known when the journal's path is).
     side: Option<SideReader>,
+    /// Bytes of input consumed.
+    pos: u64,
+    /// Where the line last read starts.
+    line_start: u64,
+    /// Where the final line of the flow last returned starts (see [`JournalReader::placed`]).
+    placed: Option<u64>,
 }
 
 /// Reads bodies back from a session's [`BODIES_FILE`], opened at the first one.
@@ -248,6 +254,9 @@ impl<R: BufRead> JournalReader<R> {
             warnings: Vec::new(),
             failed: false,
             side: None,
+            pos: 0,
+            line_start: 0,
+            placed: None,
         }
     }
 
@@ -280,7 +289,7 @@ impl<R: BufRead> JournalReader<R> {
             let flow = self.step()?;
             if let Some(f) = flow {
                 // Not a session line first: keep the flow for the iterator.
-                self.leftovers.push_front(f);
+                self.leftovers.push_front((f, Some(self.line_start)));
                 break;
             }
         }
@@ -328,6 +337,13 @@ impl<R: BufRead> JournalReader<R> {
         self.latest_start
     }
 
+    /// Where the `completed` or `failed` line of the flow last returned starts in the input
+    /// ([`read_flow_at`] reads the flow back from there); `None` for a flow that never
+    /// completed (made from the lines of a flow still in flight at the end).
+    pub fn placed(&self) -> Option<u64> {
+        self.placed
+    }
+
     /// True once the input is exhausted (flows left in flight are then being drained).
     pub fn at_eof(&self) -> bool {
         self.eof
@@ -348,6 +364,7 @@ impl<R: BufRead> JournalReader<R> {
     /// without a final newline (the last one).
     fn read_line(&mut self) -> std::io::Result<Option<(bool, bool)>> {
         self.buf.clear();
+        self.line_start = self.pos;
         let mut overlong = false;
         let mut any = false;
         loop {
@@ -374,6 +391,7 @@ impl<R: BufRead> JournalReader<R> {
             }
             let used = done.unwrap_or(chunk.len());
             self.input.consume(used);
+            self.pos += used as u64;
             if done.is_some() {
                 return Ok(Some((true, overlong)));
             }
@@ -597,12 +615,16 @@ impl<R: BufRead> Iterator for JournalReader<R> {
         if self.failed {
             return None;
         }
-        if let Some(f) = self.leftovers.pop_front() {
+        if let Some((f, at)) = self.leftovers.pop_front() {
+            self.placed = at;
             return Some(Ok(f));
         }
         while !self.eof {
             match self.step() {
-                Ok(Some(flow)) => return Some(Ok(flow)),
+                Ok(Some(flow)) => {
+                    self.placed = Some(self.line_start);
+                    return Some(Ok(flow));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     self.failed = true;
@@ -610,6 +632,7 @@ impl<R: BufRead> Iterator for JournalReader<R> {
                 }
             }
         }
+        self.placed = None;
         self.drain_in_flight().map(Ok)
     }
 }

@@ -7,6 +7,11 @@
 //! the earliest held flow is released anyway, so a stream open for hours in a huge session ends
 //! up after flows that started later instead of costing unbounded memory. Such releases are
 //! counted as out of order.
+//!
+//! A large flow read from a journal file ([`StartOrder::spilling`]) is not held whole: only
+//! where its final line starts is, and it is read back from there when its turn comes
+//! ([`read_flow_at`](crate::read_flow_at)), so memory is bounded by the small flows held and
+//! the largest flow, not by the large ones waiting.
 
 use crate::error::StoreError;
 use crate::reader::JournalReader;
@@ -14,12 +19,23 @@ use mcptap_flow::{Flow, Micros};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::BufRead;
+use std::path::PathBuf;
 
 /// How far behind the latest start a held flow must be before it is released.
 pub const SLACK: Micros = 2_000_000;
 
 /// A flow held for start order (start, id, arrival), with its approximate size.
-type Held = mcptap_flow::ByKey<(Micros, u64, u64), (usize, Flow)>;
+type Held = mcptap_flow::ByKey<(Micros, u64, u64), (usize, Hold)>;
+
+/// A held flow: whole, or where its final line starts in the journal.
+enum Hold {
+    Whole(Box<Flow>),
+    At(u64),
+}
+
+/// Flows of about this size or more are held by their place in the journal when it can be
+/// read again (a file), not whole.
+pub const SPILL_FROM: usize = 64 << 10;
 
 /// Flows of a journal in start order (see the module docs for the bound).
 pub struct StartOrder<R> {
@@ -33,6 +49,8 @@ pub struct StartOrder<R> {
     last_released: Option<(Micros, u64)>,
     out_of_order: u64,
     max_held: usize,
+    /// The journal to read large flows back from.
+    spill: Option<PathBuf>,
 }
 
 impl<R: BufRead> StartOrder<R> {
@@ -50,7 +68,15 @@ impl<R: BufRead> StartOrder<R> {
             last_released: None,
             out_of_order: 0,
             max_held: 0,
+            spill: None,
         }
+    }
+
+    /// Holds flows of [`SPILL_FROM`] bytes or more by their place in `journal` (the file the
+    /// reader reads), reading them back when their turn comes.
+    pub fn spilling(mut self, journal: PathBuf) -> Self {
+        self.spill = Some(journal);
+        self
     }
 
     /// The reader underneath (for its metadata and warnings).
@@ -86,9 +112,9 @@ impl<R: BufRead> StartOrder<R> {
         in_flight_ok && (slack_ok || self.reader.at_eof())
     }
 
-    fn release(&mut self) -> Option<Flow> {
+    fn release(&mut self) -> Option<Result<Flow, StoreError>> {
         let Reverse(h) = self.heap.pop()?;
-        let (size, flow) = h.value;
+        let (size, hold) = h.value;
         self.held_bytes = self.held_bytes.saturating_sub(size);
         let k = (h.key.0, h.key.1);
         if self.last_released.is_some_and(|l| k < l) {
@@ -96,7 +122,22 @@ impl<R: BufRead> StartOrder<R> {
         } else {
             self.last_released = Some(k);
         }
-        Some(flow)
+        Some(match hold {
+            Hold::Whole(flow) => Ok(*flow),
+            Hold::At(at) => self.read_back(at),
+        })
+    }
+
+    /// The flow whose final line starts at `at` in the spill journal.
+    fn read_back(&self, at: u64) -> Result<Flow, StoreError> {
+        let path = self.spill.as_deref().unwrap_or(std::path::Path::new(""));
+        crate::reader::read_flow_at(path, at)?.ok_or_else(|| StoreError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the flow read at byte {at} is no longer there"),
+            ),
+        })
     }
 }
 
@@ -115,7 +156,7 @@ impl<R: BufRead> Iterator for StartOrder<R> {
         loop {
             if let Some(Reverse(top)) = self.heap.peek() {
                 if self.releasable(top.key.0) {
-                    return self.release().map(Ok);
+                    return self.release();
                 }
             }
             if self.exhausted {
@@ -124,12 +165,16 @@ impl<R: BufRead> Iterator for StartOrder<R> {
             match self.reader.next() {
                 Some(Ok(flow)) => {
                     self.seq += 1;
+                    let key = (flow.timings.started, flow.id.0, self.seq);
                     let size = approx_size(&flow);
-                    self.held_bytes += size;
-                    self.heap.push(Reverse(Held {
-                        key: (flow.timings.started, flow.id.0, self.seq),
-                        value: (size, flow),
-                    }));
+                    let value = match self.reader.placed() {
+                        Some(at) if self.spill.is_some() && size >= SPILL_FROM => {
+                            (64, Hold::At(at))
+                        }
+                        _ => (size, Hold::Whole(Box::new(flow))),
+                    };
+                    self.held_bytes += value.0;
+                    self.heap.push(Reverse(Held { key, value }));
                     self.max_held = self.max_held.max(self.heap.len());
                 }
                 Some(Err(e)) => return Some(Err(e)),

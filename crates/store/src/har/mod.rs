@@ -30,8 +30,10 @@
 //!   their arrival times. `log._mcptap` holds the session metadata and any journal warnings.
 
 mod read;
+mod scan;
 mod write;
 
+pub(crate) use read::{read_entry_at, read_har_placed, EntryPlace};
 pub use read::{read_har, read_har_bytes, read_har_each, HarImport};
 pub use write::{write_entry, HarWriter, LogExtra};
 

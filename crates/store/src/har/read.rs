@@ -3,10 +3,11 @@
 //! fields are ignored, missing optional fields get defaults, and a file that cannot be read is an
 //! error naming the entry and the field.
 //!
-//! A HAR file is one JSON document, but its entries are parsed one at a time: only one entry's
-//! JSON tree is alive at once, next to the flows already made (a whole-document tree costs
-//! several times the file).
+//! A HAR file is one JSON document, but its entries are parsed one at a time: each is cut out of
+//! the stream ([`super::scan`]) and parsed from a slice, so only one entry's bytes and JSON tree
+//! are alive at once (a whole-document tree costs several times the file).
 
+use super::scan::{CutError, Cutter};
 use super::{split_url, BodyMeta, McptapEntry};
 use crate::error::HarError;
 use crate::journal::SessionMeta;
@@ -16,9 +17,8 @@ use mcptap_flow::{
     sse, BodyState, CapturedBody, ErrorKind, Flow, FlowError, FlowId, FlowKind, FlowState, Header,
     Headers, HttpVersion, Micros, Request, Response, Timings,
 };
-use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
-use std::fmt;
 use std::io::{BufRead as _, Read};
 
 /// What a HAR file held.
@@ -50,12 +50,39 @@ pub fn read_har(r: impl Read) -> Result<HarImport, HarError> {
 /// [`read_har`] one entry at a time, never the whole file in memory: each entry's flow goes
 /// to `each` as soon as it is parsed, in file order, and the [`HarImport`] returned holds the
 /// rest (its `flows` empty). Bytes that are not UTF-8 become U+FFFD on the way, as
-/// [`read_har_bytes`] makes them.
+/// [`String::from_utf8_lossy`] makes them.
+///
+/// The document's outer structure is walked by a [`Cutter`], which cuts out each entry (and
+/// each other member of `log`) without parsing it; `serde_json` parses the cut value from a
+/// slice, as journal lines are parsed.
 pub fn read_har_each(r: impl Read, each: &mut dyn FnMut(Flow)) -> Result<HarImport, HarError> {
+    read_har_placed(r, &mut |f, _| each(f))
+}
+
+/// Where an entry's bytes are in a HAR file that can be read again as it is (neither
+/// compressed nor holding bytes that are not UTF-8): [`read_entry_at`] reads it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryPlace {
+    /// Where the entry starts.
+    pub offset: u64,
+    /// How many bytes it is.
+    pub len: u64,
+    /// Its index in `log.entries`.
+    pub index: usize,
+}
+
+/// [`read_har_each`], each flow with its entry's place in the input when it has one.
+pub(crate) fn read_har_placed(
+    r: impl Read,
+    each: &mut dyn FnMut(Flow, Option<EntryPlace>),
+) -> Result<HarImport, HarError> {
     let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
     let head = r
         .fill_buf()
         .map_err(|e| HarError::at(None, "", format!("cannot read: {e}")))?;
+    // Compressed (or not JSON): places in the text are not places in the file.
+    let plain = matches!(head, [b'{' | b' ' | b'\t' | b'\r' | b'\n' | 0xEF, ..]);
+    let shift = std::rc::Rc::new(std::cell::Cell::new(plain.then_some(0)));
     let decoded: Box<dyn Read> = match head {
         [0x1f, 0x8b, ..] => Box::new(Inflating(flate2::bufread::MultiGzDecoder::new(r))),
         [0x78, b, ..] if (0x78u16 << 8 | u16::from(*b)) % 31 == 0 => {
@@ -63,54 +90,280 @@ pub fn read_har_each(r: impl Read, each: &mut dyn FnMut(Flow)) -> Result<HarImpo
         }
         _ => Box::new(r),
     };
-    let text = LossyUtf8::new(decoded);
-    let mut de =
-        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 * 1024, text));
-    let mut out = HarImport::default();
-    let mut failed = None;
-    let doc = de
-        .deserialize_any(DocVisitor {
-            out: &mut out,
-            each,
-            failed: &mut failed,
-        })
-        .and_then(|found| de.end().map(|()| found));
-    finish_doc(doc, failed, out)
+    let text = LossyUtf8::new(decoded, shift.clone());
+    let mut doc = Doc {
+        cut: Cutter::new(std::io::BufReader::with_capacity(256 * 1024, text)),
+        out: HarImport::default(),
+        each,
+        buf: Vec::new(),
+        shift,
+    };
+    let found = doc.document().map_err(|e| e.into_har())?;
+    if !found.log {
+        return Err(HarError::at(None, "log", "missing (not a HAR file)"));
+    }
+    if !found.entries {
+        return Err(HarError::at(None, "log.entries", "missing"));
+    }
+    Ok(doc.out)
 }
 
-/// What decides a document's fate once it is parsed: an entry's own error first, then the
-/// parts it lacks, then JSON (or I/O) errors.
-fn finish_doc(
-    doc: Result<Found, serde_json::Error>,
-    failed: Option<HarError>,
-    out: HarImport,
-) -> Result<HarImport, HarError> {
-    match (doc, failed) {
-        // What the entries said is wrong comes first: serde only carried it out.
-        (_, Some(e)) => Err(e),
-        (Ok(Found { log: false, .. }), None) => {
-            Err(HarError::at(None, "log", "missing (not a HAR file)"))
-        }
-        (Ok(Found { entries: false, .. }), None) => {
-            Err(HarError::at(None, "log.entries", "missing"))
-        }
-        (Ok(_), None) => Ok(out),
-        (Err(e), None) if e.is_io() => {
-            let reason = match e.io_error_kind() {
-                Some(std::io::ErrorKind::InvalidData) => {
-                    format!("compressed HAR does not decompress: {e}")
-                }
-                _ => format!("cannot read: {e}"),
-            };
-            Err(HarError::at(None, "", reason))
-        }
-        (Err(e), None) => Err(HarError {
-            entry: None,
-            field: String::new(),
-            reason: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-            source: Some(e),
-        }),
+/// Why reading stopped: the document is not JSON (or could not be read), or what it says is
+/// wrong.
+enum DocError {
+    Cut(CutError),
+    Har(HarError),
+}
+
+impl From<CutError> for DocError {
+    fn from(e: CutError) -> Self {
+        DocError::Cut(e)
     }
+}
+
+impl From<HarError> for DocError {
+    fn from(e: HarError) -> Self {
+        DocError::Har(e)
+    }
+}
+
+impl DocError {
+    fn into_har(self) -> HarError {
+        match self {
+            DocError::Har(e) => e,
+            DocError::Cut(CutError::Io(e)) => {
+                let reason = match e.kind() {
+                    std::io::ErrorKind::InvalidData => {
+                        format!("compressed HAR does not decompress: {e}")
+                    }
+                    _ => format!("cannot read: {e}"),
+                };
+                HarError::at(None, "", reason)
+            }
+            DocError::Cut(CutError::Syntax { line, column, msg }) => HarError {
+                entry: None,
+                field: String::new(),
+                reason: format!("not valid JSON (line {line}, column {column})"),
+                source: Some(<serde_json::Error as serde::de::Error>::custom(format!(
+                    "{msg} at line {line} column {column}"
+                ))),
+            },
+        }
+    }
+}
+
+/// Which required parts the document had.
+#[derive(Default)]
+struct Found {
+    log: bool,
+    entries: bool,
+}
+
+/// A HAR document being read: `{"log": {"entries": [...], "creator": ..., "_mcptap": ...}}`,
+/// anything else checked as JSON and ignored.
+struct Doc<'a, R> {
+    cut: Cutter<R>,
+    out: HarImport,
+    each: &'a mut dyn FnMut(Flow, Option<EntryPlace>),
+    /// The value being parsed.
+    buf: Vec<u8>,
+    /// How far the text's bytes are from the file's (a byte order mark skipped); `None`
+    /// once they are not the file's bytes (compressed, or a sequence replaced).
+    shift: std::rc::Rc<std::cell::Cell<Option<u64>>>,
+}
+
+impl<R: std::io::BufRead> Doc<'_, R> {
+    fn document(&mut self) -> Result<Found, DocError> {
+        let found = if self.cut.peek_some("a value")? == b'{' {
+            let mut found = Found::default();
+            self.object(|d, key| {
+                if key == "log" && !found.log {
+                    found = d.log()?;
+                    found.log = true;
+                } else {
+                    d.parse::<IgnoredAny>()?;
+                }
+                Ok(())
+            })?;
+            found
+        } else {
+            // Any other JSON value is not a HAR file.
+            self.parse::<IgnoredAny>()?;
+            Found::default()
+        };
+        if self.cut.peek()?.is_some() {
+            return Err(self.cut.syntax("trailing characters").into());
+        }
+        Ok(found)
+    }
+
+    /// The next value, cut and parsed from a slice.
+    fn parse<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, DocError> {
+        self.parse_placed().map(|(v, _)| v)
+    }
+
+    /// [`parse`](Self::parse), with where the value was in the text and its length.
+    fn parse_placed<T: serde::de::DeserializeOwned>(
+        &mut self,
+    ) -> Result<(T, (u64, u64)), DocError> {
+        self.buf.clear();
+        let at = self.cut.cut(&mut self.buf)?;
+        let v = serde_json::from_slice(&self.buf).map_err(|e| Cutter::<R>::placed(at, &e))?;
+        // The buffer is kept for the next value, as serde_json keeps its scratch buffer: one
+        // as large as the largest entry, instead of growing one for each large entry.
+        Ok((v, (at.pos, self.buf.len() as u64)))
+    }
+
+    /// An object's members, each key handed to `member`, which reads its value.
+    fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, String) -> Result<(), DocError>,
+    ) -> Result<(), DocError> {
+        self.cut.expect(b'{', "an object")?;
+        if self.cut.peek_some("an object")? == b'}' {
+            self.cut.bump();
+            return Ok(());
+        }
+        loop {
+            if self.cut.peek_some("an object")? != b'"' {
+                return Err(self.cut.syntax("key must be a string").into());
+            }
+            let key: String = self.parse()?;
+            self.cut.expect(b':', "`:`")?;
+            member(self, key)?;
+            match self.cut.peek_some("an object")? {
+                b',' => self.cut.bump(),
+                b'}' => {
+                    self.cut.bump();
+                    return Ok(());
+                }
+                _ => return Err(self.cut.syntax("expected `,` or `}`").into()),
+            }
+        }
+    }
+
+    /// `log`: the entries, one at a time, and the creator and mcptap blocks.
+    fn log(&mut self) -> Result<Found, DocError> {
+        match self.cut.peek_some("a value")? {
+            b'{' => {}
+            b'n' => {
+                self.parse::<()>()?;
+                return Ok(Found::default());
+            }
+            _ => {
+                // Checked as JSON first: a broken file says where it broke.
+                self.parse::<IgnoredAny>()?;
+                return Err(HarError::at(None, "log", "expected an object").into());
+            }
+        }
+        let mut found = Found::default();
+        self.object(|d, key| {
+            match &*key {
+                "entries" if !found.entries => found.entries = d.entries()?,
+                "creator" => {
+                    let c: Value = d.parse()?;
+                    let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+                    let version = c.get("version").and_then(Value::as_str).unwrap_or("");
+                    let s = format!("{name} {version}").trim().to_owned();
+                    d.out.creator = (!s.is_empty()).then_some(s);
+                }
+                "_mcptap" => {
+                    let m: Value = d.parse()?;
+                    read_mcptap_block(&m, &mut d.out);
+                }
+                _ => {
+                    d.parse::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// `log.entries`: each entry becomes a flow as soon as it is parsed. Returns whether the
+    /// array was there (`null` counts as missing).
+    fn entries(&mut self) -> Result<bool, DocError> {
+        match self.cut.peek_some("a value")? {
+            b'[' => self.cut.bump(),
+            b'n' => {
+                self.parse::<()>()?;
+                return Ok(false);
+            }
+            _ => {
+                self.parse::<IgnoredAny>()?;
+                return Err(HarError::at(None, "log.entries", "expected an array").into());
+            }
+        }
+        if self.cut.peek_some("a list")? == b']' {
+            self.cut.bump();
+            return Ok(true);
+        }
+        let mut i = 0;
+        loop {
+            let (mut e, (pos, len)) = self.parse_placed::<Value>()?;
+            let flow = Entry::new(i, &mut self.out.warnings).flow(&mut e)?;
+            drop(e);
+            let place = self.shift.get().map(|shift| EntryPlace {
+                offset: pos + shift,
+                len,
+                index: i,
+            });
+            (self.each)(flow, place);
+            i += 1;
+            match self.cut.peek_some("a list")? {
+                b',' => self.cut.bump(),
+                b']' => {
+                    self.cut.bump();
+                    return Ok(true);
+                }
+                _ => return Err(self.cut.syntax("expected `,` or `]`").into()),
+            }
+        }
+    }
+}
+
+/// The flow of the entry at `place` in the HAR file at `path` (where [`read_har_placed`]
+/// said it was), as it was read then.
+pub(crate) fn read_entry_at(
+    path: &std::path::Path,
+    place: EntryPlace,
+) -> Result<Flow, crate::StoreError> {
+    use std::io::{Seek as _, SeekFrom};
+    let read_err = |source| crate::StoreError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    file.seek(SeekFrom::Start(place.offset)).map_err(read_err)?;
+    let len = usize::try_from(place.len).unwrap_or(usize::MAX);
+    let mut bytes = Vec::new();
+    file.take(place.len)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    let har_err = |source| crate::StoreError::Har {
+        path: path.to_owned(),
+        source,
+    };
+    if bytes.len() != len {
+        return Err(har_err(HarError::at(
+            Some(place.index),
+            "",
+            "the file changed while it was read",
+        )));
+    }
+    let mut e: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        har_err(HarError {
+            entry: Some(place.index),
+            field: String::new(),
+            reason: format!("the file changed while it was read: {e}"),
+            source: Some(e),
+        })
+    })?;
+    drop(bytes);
+    // Its warnings were said when the entry was first read.
+    Entry::new(place.index, &mut Vec::new())
+        .flow(&mut e)
+        .map_err(har_err)
 }
 
 /// A decompressor whose errors all say the data is bad (`InvalidData`), so that they are told
@@ -143,10 +396,13 @@ struct LossyUtf8<R> {
     /// True once a leading byte order mark was looked for (and skipped).
     bom_checked: bool,
     eof: bool,
+    /// How far the bytes passed on are from the input's: 3 after a byte order mark, `None`
+    /// once a sequence was replaced.
+    shift: std::rc::Rc<std::cell::Cell<Option<u64>>>,
 }
 
 impl<R: Read> LossyUtf8<R> {
-    fn new(input: R) -> Self {
+    fn new(input: R, shift: std::rc::Rc<std::cell::Cell<Option<u64>>>) -> Self {
         LossyUtf8 {
             input,
             pending: Vec::with_capacity(64 * 1024),
@@ -155,6 +411,7 @@ impl<R: Read> LossyUtf8<R> {
             spill: Vec::new(),
             bom_checked: false,
             eof: false,
+            shift,
         }
     }
 
@@ -200,6 +457,7 @@ impl<R: Read> Read for LossyUtf8<R> {
             if self.pending.len() - self.start >= 3 || self.eof {
                 if self.pending[self.start..].starts_with(b"\xEF\xBB\xBF") {
                     self.start += 3;
+                    self.shift.set(self.shift.get().map(|s| s + 3));
                 }
                 self.bom_checked = true;
             } else if !self.refill()? {
@@ -231,11 +489,13 @@ impl<R: Read> Read for LossyUtf8<R> {
             }
             match bad {
                 Some(Some(len)) => {
+                    self.shift.set(None);
                     self.start += len;
                     return Ok(self.give(FFFD, buf));
                 }
                 // A sequence cut short by the end of input: one replacement for it.
                 Some(None) if self.eof => {
+                    self.shift.set(None);
                     self.start = self.pending.len();
                     return Ok(self.give(FFFD, buf));
                 }
@@ -252,241 +512,7 @@ impl<R: Read> Read for LossyUtf8<R> {
 
 /// [`read_har`] on bytes in memory.
 pub fn read_har_bytes(bytes: &[u8]) -> Result<HarImport, HarError> {
-    let inflated;
-    let bytes = match bytes {
-        [0x1f, 0x8b, ..] => {
-            inflated = inflate(flate2::read::MultiGzDecoder::new(bytes))?;
-            &inflated[..]
-        }
-        [0x78, b, ..] if (0x78u16 << 8 | u16::from(*b)) % 31 == 0 => {
-            inflated = inflate(flate2::read::ZlibDecoder::new(bytes))?;
-            &inflated[..]
-        }
-        _ => bytes,
-    };
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    // Tolerate bytes that are not UTF-8 (a tool that wrote Latin-1 bodies): they become U+FFFD.
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = HarImport::default();
-    let mut flows = Vec::new();
-    let mut failed = None;
-    let mut de = serde_json::Deserializer::from_str(&text);
-    let doc = de
-        .deserialize_any(DocVisitor {
-            out: &mut out,
-            each: &mut |f| flows.push(f),
-            failed: &mut failed,
-        })
-        .and_then(|found| de.end().map(|()| found));
-    let mut out = finish_doc(doc, failed, out)?;
-    out.flows = flows;
-    Ok(out)
-}
-
-/// A visitor's methods for JSON booleans, numbers and strings, all answered by `$f(self)`.
-macro_rules! scalars {
-    ($t:ty, $f:expr) => {
-        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<$t, E> {
-            $f(self)
-        }
-        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<$t, E> {
-            $f(self)
-        }
-        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<$t, E> {
-            $f(self)
-        }
-        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<$t, E> {
-            $f(self)
-        }
-        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<$t, E> {
-            $f(self)
-        }
-    };
-}
-
-/// [`scalars!`] plus `null`.
-macro_rules! other_scalars {
-    ($t:ty, $f:expr) => {
-        fn visit_unit<E: serde::de::Error>(self) -> Result<$t, E> {
-            $f(self)
-        }
-        scalars!($t, $f);
-    };
-}
-
-/// Which required parts the document had.
-#[derive(Default)]
-struct Found {
-    log: bool,
-    entries: bool,
-}
-
-/// The document: `{"log": …}`, anything else ignored.
-struct DocVisitor<'a> {
-    out: &'a mut HarImport,
-    each: &'a mut dyn FnMut(Flow),
-    failed: &'a mut Option<HarError>,
-}
-
-impl<'de> Visitor<'de> for DocVisitor<'_> {
-    type Value = Found;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a HAR document (a JSON object with a log)")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
-        let mut found = Found::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == "log" && !found.log {
-                found = map.next_value_seed(LogSeed {
-                    out: &mut *self.out,
-                    each: &mut *self.each,
-                    failed: &mut *self.failed,
-                })?;
-                found.log = true;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(found)
-    }
-
-    // Any other JSON value is not a HAR file.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Found::default())
-    }
-    other_scalars!(Found, |_| Ok(Found::default()));
-}
-
-/// `log`: the entries, one at a time, and the creator and mcptap blocks.
-struct LogSeed<'a> {
-    out: &'a mut HarImport,
-    each: &'a mut dyn FnMut(Flow),
-    failed: &'a mut Option<HarError>,
-}
-
-impl<'de> DeserializeSeed<'de> for LogSeed<'_> {
-    type Value = Found;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for LogSeed<'_> {
-    type Value = Found;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
-        let mut found = Found::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match &*key {
-                "entries" if !found.entries => {
-                    found.entries = map.next_value_seed(EntriesSeed {
-                        out: &mut *self.out,
-                        each: &mut *self.each,
-                        failed: &mut *self.failed,
-                    })?;
-                }
-                "creator" => {
-                    let c: Value = map.next_value()?;
-                    let name = c.get("name").and_then(Value::as_str).unwrap_or("");
-                    let version = c.get("version").and_then(Value::as_str).unwrap_or("");
-                    let s = format!("{name} {version}").trim().to_owned();
-                    self.out.creator = (!s.is_empty()).then_some(s);
-                }
-                "_mcptap" => {
-                    let m: Value = map.next_value()?;
-                    read_mcptap_block(&m, self.out);
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Found, E> {
-        Ok(Found::default())
-    }
-
-    scalars!(Found, Self::not_an_object);
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Found, A::Error> {
-        self.not_an_object()
-    }
-}
-
-impl LogSeed<'_> {
-    fn not_an_object<E: serde::de::Error>(self) -> Result<Found, E> {
-        *self.failed = Some(HarError::at(None, "log", "expected an object"));
-        Err(E::custom("log: expected an object"))
-    }
-}
-
-/// `log.entries`: each entry becomes a flow as soon as it is parsed. Returns whether the array
-/// was there (`null` counts as missing).
-struct EntriesSeed<'a> {
-    out: &'a mut HarImport,
-    each: &'a mut dyn FnMut(Flow),
-    failed: &'a mut Option<HarError>,
-}
-
-impl<'de> DeserializeSeed<'de> for EntriesSeed<'_> {
-    type Value = bool;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for EntriesSeed<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of entries")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        let mut i = 0;
-        while let Some(e) = seq.next_element::<Value>()? {
-            let flow = Entry {
-                i,
-                warnings: &mut self.out.warnings,
-            }
-            .flow(&e);
-            match flow {
-                Ok(f) => (self.each)(f),
-                Err(err) => {
-                    *self.failed = Some(err);
-                    return Err(serde::de::Error::custom("entry"));
-                }
-            }
-            i += 1;
-        }
-        Ok(true)
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<bool, A::Error> {
-        self.not_an_array()
-    }
-    scalars!(bool, Self::not_an_array);
-}
-
-impl EntriesSeed<'_> {
-    fn not_an_array<E: serde::de::Error>(self) -> Result<bool, E> {
-        *self.failed = Some(HarError::at(None, "log.entries", "expected an array"));
-        Err(E::custom("log.entries: expected an array"))
-    }
+    read_har(bytes)
 }
 
 /// `log._mcptap`: what mcptap says about its own file.
@@ -507,21 +533,31 @@ fn read_mcptap_block(m: &Value, out: &mut HarImport) {
     }
 }
 
-fn inflate(mut r: impl Read) -> Result<Vec<u8>, HarError> {
-    let mut out = Vec::new();
-    r.read_to_end(&mut out)
-        .map_err(|e| HarError::at(None, "", format!("compressed HAR does not decompress: {e}")))?;
-    Ok(out)
-}
-
 struct Entry<'a> {
     i: usize,
     warnings: &'a mut Vec<String>,
+    /// `request.postData.text` and `response.content.text`, moved out of the entry's tree
+    /// (the bodies are the bulk of an entry: they are moved into the flow, not copied).
+    texts: [Option<String>; 2],
 }
 
 type Obj = Map<String, Value>;
 
-impl Entry<'_> {
+/// Where [`Entry::texts`] come from.
+const TEXTS: [[&str; 3]; 2] = [
+    ["request", "postData", "text"],
+    ["response", "content", "text"],
+];
+
+impl<'a> Entry<'a> {
+    fn new(i: usize, warnings: &'a mut Vec<String>) -> Self {
+        Entry {
+            i,
+            warnings,
+            texts: [None, None],
+        }
+    }
+
     fn err(&self, field: &str, reason: impl Into<String>) -> HarError {
         HarError::at(Some(self.i), field, reason)
     }
@@ -623,9 +659,18 @@ impl Entry<'_> {
     }
 
     /// `text` (+ `encoding: base64`) as bytes; `None` when there is no text.
-    fn body(&self, v: &Obj, path: &str) -> Result<Option<Vec<u8>>, HarError> {
-        let Some(text) = self.str_opt(v, "text", &format!("{path}.text"))? else {
-            return Ok(None);
+    fn body(&mut self, v: &Obj, path: &str) -> Result<Option<Vec<u8>>, HarError> {
+        let moved = match path {
+            "request.postData" => self.texts[0].take(),
+            "response.content" => self.texts[1].take(),
+            _ => None,
+        };
+        let text = match moved {
+            Some(t) => t,
+            None => match self.str_opt(v, "text", &format!("{path}.text"))? {
+                Some(t) => t,
+                None => return Ok(None),
+            },
         };
         let enc = self.str_opt(v, "encoding", &format!("{path}.encoding"))?;
         if enc.is_some_and(|e| e.eq_ignore_ascii_case("base64")) {
@@ -642,7 +687,18 @@ impl Entry<'_> {
         Ok(Some(text.into_bytes()))
     }
 
-    fn flow(mut self, e: &Value) -> Result<Flow, HarError> {
+    /// The entry `e` as a flow; its bodies' texts and `_mcptap` are moved out of it.
+    fn flow(mut self, e: &mut Value) -> Result<Flow, HarError> {
+        for (slot, [a, b, c]) in self.texts.iter_mut().zip(TEXTS) {
+            if let Some(Value::String(t)) = e
+                .get_mut(a)
+                .and_then(|v| v.get_mut(b))
+                .and_then(|v| v.get_mut(c))
+            {
+                *slot = Some(std::mem::take(t));
+            }
+        }
+        let mcptap_block = e.get_mut("_mcptap").map(Value::take);
         let e = e
             .as_object()
             .ok_or_else(|| self.err("", "expected an object"))?;
@@ -675,9 +731,9 @@ impl Entry<'_> {
             None => 0,
         };
 
-        let mcptap = match e.get("_mcptap") {
+        let mcptap = match mcptap_block {
             None | Some(Value::Null) => None,
-            Some(v) => match serde_json::from_value::<McptapEntry>(v.clone()) {
+            Some(v) => match serde_json::from_value::<McptapEntry>(v) {
                 Ok(m) => Some(m),
                 Err(err) => {
                     self.warnings
@@ -986,7 +1042,7 @@ mod lossy_tests {
             let want = String::from_utf8_lossy(text).into_owned();
             for step in 1..8 {
                 for out in [1, 2, 3, 64] {
-                    let mut r = LossyUtf8::new(Trickle(case, step));
+                    let mut r = LossyUtf8::new(Trickle(case, step), Default::default());
                     let mut got = Vec::new();
                     let mut buf = vec![0u8; out];
                     loop {
@@ -1002,6 +1058,94 @@ mod lossy_tests {
                         "{case:?} step {step} out {out}"
                     );
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::*;
+
+    /// The whole document parsed by serde_json, each entry made a flow: what the streaming
+    /// reader must give.
+    fn whole(bytes: &[u8]) -> Vec<Flow> {
+        let doc: Value = serde_json::from_slice(bytes).unwrap();
+        let mut warnings = Vec::new();
+        let mut doc = doc;
+        doc["log"]["entries"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+            .map(|(i, e)| Entry::new(i, &mut warnings).flow(e).unwrap())
+            .collect()
+    }
+
+    /// Every tool's HAR file the repository keeps, as written and pretty-printed with its
+    /// entries' keys reordered (`log` last, `entries` first): the same flows as the whole
+    /// document gives, and each entry's place holds the entry.
+    #[test]
+    fn the_streaming_reader_gives_what_the_whole_document_gives() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "har") {
+                continue;
+            }
+            n += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            let mut doc: Value = serde_json::from_slice(&bytes).unwrap();
+            let log = doc.as_object_mut().unwrap().remove("log").unwrap();
+            let mut log = log.as_object().unwrap().clone();
+            let entries = log.remove("entries").unwrap();
+            let mut reordered = serde_json::Map::new();
+            reordered.insert("x".into(), Value::from("{\"log\": [1, \"]\"]}"));
+            let mut inner = serde_json::Map::new();
+            inner.insert("entries".into(), entries);
+            inner.extend(log);
+            reordered.insert("log".into(), Value::Object(inner));
+            let pretty = serde_json::to_vec_pretty(&Value::Object(reordered)).unwrap();
+            for text in [bytes.clone(), pretty] {
+                let want = whole(&text);
+                let mut got = Vec::new();
+                let mut places = Vec::new();
+                read_har_placed(&text[..], &mut |f, p| {
+                    got.push(f);
+                    places.push(p.unwrap());
+                })
+                .unwrap();
+                assert_eq!(got, want, "{path:?}");
+                let tmp = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(tmp.path(), &text).unwrap();
+                for (place, f) in places.iter().zip(&want) {
+                    assert_eq!(&read_entry_at(tmp.path(), *place).unwrap(), f, "{path:?}");
+                }
+            }
+        }
+        assert!(n >= 6, "{n} fixtures");
+    }
+
+    /// A file cut short or broken anywhere is an error that says where (never a panic), at
+    /// the line serde_json says for the whole document.
+    #[test]
+    fn a_broken_file_says_where() {
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charles.har"),
+        )
+        .unwrap();
+        for cut in (1..bytes.len()).step_by(97) {
+            let e = read_har_bytes(&bytes[..cut]).unwrap_err();
+            let Some(json) = serde_json::from_slice::<Value>(&bytes[..cut]).err() else {
+                continue;
+            };
+            if e.entry.is_none() {
+                assert!(
+                    e.reason
+                        .starts_with(&format!("not valid JSON (line {}, ", json.line())),
+                    "cut at {cut}: {e} ({json})"
+                );
             }
         }
     }

@@ -463,3 +463,94 @@ fn the_journal_is_no_larger_than_the_har_for_streams_and_binary_like_bodies() {
         );
     }
 }
+
+/// Large flows wait for their turn as their place in the file, read back when it comes: the
+/// export is the same, byte for byte, as one that holds every flow whole (a journal read from
+/// a stream, a HAR file compressed), for a journal whose large flows and streams complete out
+/// of start order, and for the HAR files made from it (their entries shuffled a little).
+#[test]
+fn large_flows_wait_as_their_place_in_the_file_and_export_the_same() {
+    let dir = tempdir();
+    let session = dir.path().join("s");
+    let mut j = Journal::create(&session, SessionMeta::new("test")).unwrap();
+    let big = |id: u64, started: i64| {
+        let mut f = small(id, started);
+        let text = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"text":"{}"}}}}"#,
+            "é\\\"x".repeat(30_000)
+        );
+        f.response.as_mut().unwrap().body = CapturedBody::complete(text);
+        f
+    };
+    let mut open = std::collections::VecDeque::new();
+    for i in 1..=60u64 {
+        let started = T0 + i as i64 * 100_000;
+        let f = match i % 5 {
+            0 => big(i, started),
+            1 => stream(i, started, 2_000, i % 2 == 0),
+            _ => small(i, started),
+        };
+        j.record(&head(&f)).unwrap();
+        if let Some(r) = &f.response {
+            for ev in r.sse.iter().take(3) {
+                j.record(&FlowEvent::Sse {
+                    id: f.id,
+                    event: ev.clone(),
+                })
+                .unwrap();
+            }
+        }
+        open.push_back(f);
+        if open.len() == 4 {
+            // The newest first: completion order is not start order.
+            for f in [open.pop_back().unwrap(), open.pop_front().unwrap()] {
+                j.record(&FlowEvent::Completed { flow: Box::new(f) })
+                    .unwrap();
+            }
+        }
+    }
+    for f in open.drain(..) {
+        j.record(&FlowEvent::Completed { flow: Box::new(f) })
+            .unwrap();
+    }
+    j.flush().unwrap();
+    let journal = j.path().to_owned();
+    drop(j);
+
+    let options = ExportOptions::default();
+    let spilled = dir.path().join("spilled.har");
+    let report = export(&journal, &spilled, &options).unwrap();
+    assert_eq!(report.entries, 60);
+    // (Given the journal's path, to find its large bodies in the side file next to it.)
+    let reader =
+        mcptap_store::JournalReader::new(BufReader::new(std::fs::File::open(&journal).unwrap()))
+            .with_path(&journal);
+    let mut whole = Vec::new();
+    mcptap_store::export_journal(reader, &mut whole, &spilled, &options).unwrap();
+    let got = std::fs::read(&spilled).unwrap();
+    assert!(got.len() > 6 << 20, "large flows: {} bytes", got.len());
+    assert_eq!(got, whole, "a journal read from a file and from a stream");
+
+    // The HAR file, with its entries a little out of start order (pairs swapped).
+    let mut doc: Value = serde_json::from_slice(&got).unwrap();
+    let entries = doc["log"]["entries"].as_array_mut().unwrap();
+    for pair in entries.chunks_mut(2) {
+        pair.reverse();
+    }
+    let har = dir.path().join("in.har");
+    std::fs::write(&har, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut z, &std::fs::read(&har).unwrap()).unwrap();
+    let gz = dir.path().join("in.har.gz");
+    std::fs::write(&gz, z.finish().unwrap()).unwrap();
+    let (from_har, from_gz) = (dir.path().join("a.har"), dir.path().join("b.har"));
+    export(&har, &from_har, &options).unwrap();
+    export(&gz, &from_gz, &options).unwrap();
+    let a = std::fs::read(&from_har).unwrap();
+    assert_eq!(
+        a,
+        std::fs::read(&from_gz).unwrap(),
+        "a plain and a compressed HAR"
+    );
+    assert_eq!(a, got, "the HAR file exports as the journal did");
+}

@@ -1,0 +1,377 @@
+//! Cuts a JSON document read from a stream into values, without parsing them: the HAR reader
+//! walks the document's outer structure (`{"log": {"entries": [ … ]}}`) with it and hands each
+//! entry to `serde_json` as a slice, as journal lines are parsed. serde_json's reader-based
+//! parser takes every byte through a call; the slice parser scans, and this cutter only looks
+//! at quotes, backslashes and brackets (a string's contents are skipped with `memchr`).
+//!
+//! Positions (line and column, from 1, in bytes as serde_json counts them) are kept for the
+//! errors: a value that does not parse is said at its place in the file.
+
+use std::io::BufRead;
+
+/// Why a document could not be cut: the input failed, or it is not JSON here.
+#[derive(Debug)]
+pub(crate) enum CutError {
+    /// Reading failed (a decompressor's `InvalidData` included).
+    Io(std::io::Error),
+    /// Not JSON at this place.
+    Syntax {
+        /// Line of the offending byte (from 1).
+        line: u64,
+        /// Its column (from 1).
+        column: u64,
+        /// What was wrong.
+        msg: String,
+    },
+}
+
+/// Deeper nesting than this is refused (serde_json's own limit is 128).
+const MAX_DEPTH: usize = 256;
+
+/// A JSON document being read: structure by structure, or a whole value at a time.
+pub(crate) struct Cutter<R> {
+    input: R,
+    /// Line of the next byte.
+    line: u64,
+    /// Bytes of the current line already consumed (the next byte's column is this plus 1).
+    col: u64,
+    /// Bytes consumed.
+    pos: u64,
+}
+
+/// Where a value started, to place the errors of the parser that reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Place {
+    line: u64,
+    col: u64,
+    /// Bytes before it.
+    pub(crate) pos: u64,
+}
+
+impl<R: BufRead> Cutter<R> {
+    pub(crate) fn new(input: R) -> Self {
+        Cutter {
+            input,
+            line: 1,
+            col: 0,
+            pos: 0,
+        }
+    }
+
+    /// Where the next byte is.
+    pub(crate) fn place(&self) -> Place {
+        Place {
+            line: self.line,
+            col: self.col,
+            pos: self.pos,
+        }
+    }
+
+    /// A syntax error at the next byte.
+    pub(crate) fn syntax(&self, msg: impl Into<String>) -> CutError {
+        CutError::Syntax {
+            line: self.line,
+            column: self.col + 1,
+            msg: msg.into(),
+        }
+    }
+
+    /// serde_json's error on a value cut at `at`, placed in the file.
+    pub(crate) fn placed(at: Place, e: &serde_json::Error) -> CutError {
+        let (line, column) = if e.line() <= 1 {
+            (at.line, at.col + e.column() as u64)
+        } else {
+            (at.line + e.line() as u64 - 1, e.column() as u64)
+        };
+        CutError::Syntax {
+            line,
+            column,
+            msg: e.to_string(),
+        }
+    }
+
+    fn chunk(&mut self) -> Result<&[u8], CutError> {
+        loop {
+            match self.input.fill_buf() {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CutError::Io(e)),
+            }
+        }
+        // Filled: this returns the same bytes without reading.
+        self.input.fill_buf().map_err(CutError::Io)
+    }
+
+    /// Consumes `n` bytes of the current chunk, whose first `n` are `seen`.
+    fn consume(&mut self, n: usize) {
+        // Re-borrowing the chunk (fill_buf on a filled buffer does not read).
+        if let Ok(chunk) = self.input.fill_buf() {
+            let seen = &chunk[..n];
+            match memchr::memrchr(b'\n', seen) {
+                Some(last) => {
+                    self.line += memchr::memchr_iter(b'\n', seen).count() as u64;
+                    self.col = (n - last - 1) as u64;
+                }
+                None => self.col += n as u64,
+            }
+        }
+        self.input.consume(n);
+        self.pos += n as u64;
+    }
+
+    /// The next byte that is not white space, not consumed; `None` at the end of input.
+    pub(crate) fn peek(&mut self) -> Result<Option<u8>, CutError> {
+        loop {
+            let chunk = self.chunk()?;
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            match chunk
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            {
+                Some(i) => {
+                    let b = chunk[i];
+                    self.consume(i);
+                    return Ok(Some(b));
+                }
+                None => {
+                    let n = chunk.len();
+                    self.consume(n);
+                }
+            }
+        }
+    }
+
+    /// The next byte that is not white space, which must be there.
+    pub(crate) fn peek_some(&mut self, what: &str) -> Result<u8, CutError> {
+        self.peek()?
+            .ok_or_else(|| self.syntax(format!("EOF while parsing {what}")))
+    }
+
+    /// Consumes the byte [`peek`](Self::peek) returned.
+    pub(crate) fn bump(&mut self) {
+        self.consume(1);
+    }
+
+    /// Consumes `b` (after white space), or says what was expected.
+    pub(crate) fn expect(&mut self, b: u8, what: &str) -> Result<(), CutError> {
+        match self.peek()? {
+            Some(c) if c == b => {
+                self.bump();
+                Ok(())
+            }
+            Some(_) => Err(self.syntax(format!("expected {what}"))),
+            None => Err(self.syntax(format!("EOF while parsing {what}"))),
+        }
+    }
+
+    /// Appends the next value's bytes to `out` (white space before it skipped), and returns
+    /// where it started. The value is only cut, not checked: parse `out` to check it.
+    pub(crate) fn cut(&mut self, out: &mut Vec<u8>) -> Result<Place, CutError> {
+        let first = self.peek_some("a value")?;
+        let at = self.place();
+        match first {
+            b'{' | b'[' => self.cut_nested(out)?,
+            b'"' => {
+                self.take(out, 1);
+                self.cut_string_rest(out)?;
+            }
+            b']' | b'}' | b',' | b':' => return Err(self.syntax("expected value")),
+            _ => self.cut_scalar(out)?,
+        }
+        Ok(at)
+    }
+
+    /// Consumes `n` bytes of the current chunk into `out`.
+    fn take(&mut self, out: &mut Vec<u8>, n: usize) {
+        if let Ok(chunk) = self.input.fill_buf() {
+            out.extend_from_slice(&chunk[..n]);
+        }
+        self.consume(n);
+    }
+
+    /// A string's bytes after its opening quote, up to and with its closing one.
+    fn cut_string_rest(&mut self, out: &mut Vec<u8>) -> Result<(), CutError> {
+        // True when the chunk before ended in a backslash: the next byte is escaped.
+        let mut escaped = false;
+        loop {
+            let chunk = self.chunk()?;
+            if chunk.is_empty() {
+                return Err(self.syntax("EOF while parsing a string"));
+            }
+            let mut i = usize::from(escaped);
+            let (n, end) = loop {
+                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                    None => break (chunk.len(), false),
+                    Some(j) if chunk[i + j] == b'\\' => {
+                        i += j + 2;
+                        if i > chunk.len() {
+                            break (chunk.len(), false);
+                        }
+                    }
+                    Some(j) => break (i + j + 1, true),
+                }
+            };
+            escaped = !end && i > chunk.len();
+            self.take(out, n);
+            if end {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A number, `true`, `false` or `null`: up to the next delimiter.
+    fn cut_scalar(&mut self, out: &mut Vec<u8>) -> Result<(), CutError> {
+        loop {
+            let chunk = self.chunk()?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            match chunk.iter().position(|b| {
+                matches!(
+                    b,
+                    b' ' | b'\t' | b'\n' | b'\r' | b',' | b']' | b'}' | b':' | b'"' | b'{' | b'['
+                )
+            }) {
+                Some(0) if out.is_empty() => return Err(self.syntax("expected value")),
+                Some(i) => {
+                    self.take(out, i);
+                    return Ok(());
+                }
+                None => {
+                    let n = chunk.len();
+                    self.take(out, n);
+                }
+            }
+        }
+    }
+
+    /// An object or an array, brackets matched (their contents are left to the parser).
+    fn cut_nested(&mut self, out: &mut Vec<u8>) -> Result<(), CutError> {
+        let mut open: Vec<u8> = Vec::new();
+        loop {
+            let chunk = self.chunk()?;
+            if chunk.is_empty() {
+                return Err(self.syntax(if open.last() == Some(&b'[') {
+                    "EOF while parsing a list"
+                } else {
+                    "EOF while parsing an object"
+                }));
+            }
+            let mut i = 0;
+            let mut string_at = None;
+            let mut done = None;
+            let mut bad = None;
+            while i < chunk.len() {
+                match chunk[i] {
+                    b'"' => {
+                        string_at = Some(i);
+                        break;
+                    }
+                    b @ (b'{' | b'[') => {
+                        if open.len() >= MAX_DEPTH {
+                            bad = Some((i, "recursion limit exceeded"));
+                            break;
+                        }
+                        open.push(b);
+                    }
+                    b @ (b'}' | b']') => {
+                        let want = if b == b'}' { b'{' } else { b'[' };
+                        if open.pop() != Some(want) {
+                            bad = Some((i, "mismatched bracket"));
+                            break;
+                        }
+                        if open.is_empty() {
+                            done = Some(i + 1);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            if let Some((i, msg)) = bad {
+                self.take(out, i);
+                return Err(self.syntax(msg));
+            }
+            if let Some(n) = done {
+                self.take(out, n);
+                return Ok(());
+            }
+            match string_at {
+                Some(i) => {
+                    self.take(out, i + 1);
+                    self.cut_string_rest(out)?;
+                }
+                None => {
+                    let n = chunk.len();
+                    self.take(out, n);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out its bytes `step` at a time, so that every token is cut by a read.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn cutter(text: &[u8], step: usize) -> Cutter<std::io::BufReader<Trickle<'_>>> {
+        Cutter::new(std::io::BufReader::with_capacity(step, Trickle(text, step)))
+    }
+
+    #[test]
+    fn values_are_cut_whole_whatever_the_read_sizes() {
+        let values: &[&str] = &[
+            r#"{"a": "b\"}]", "c": [1, {"d": "\\"}], "e": null}"#,
+            r#"[ "x", [], {}, "\\\\\"" ]"#,
+            r#""a \" quoted \\ string""#,
+            "-12.5e3",
+            "true",
+        ];
+        for v in values {
+            let text = format!(" \n {v} ,rest");
+            for step in 1..9 {
+                let mut c = cutter(text.as_bytes(), step);
+                let mut out = Vec::new();
+                let at = c.cut(&mut out).unwrap();
+                assert_eq!(std::str::from_utf8(&out).unwrap(), *v, "step {step}");
+                assert_eq!((at.line, at.col), (2, 1));
+                assert_eq!(c.peek().unwrap(), Some(b','));
+            }
+        }
+    }
+
+    #[test]
+    fn broken_values_are_errors_at_their_place() {
+        for (text, want) in [
+            ("{\"a\": [1, 2}", (1, 12)),
+            ("\n  [\"open", (2, 9)),
+            ("{\"a\":\n [", (2, 3)),
+            ("]", (1, 1)),
+        ] {
+            for step in 1..5 {
+                let mut c = cutter(text.as_bytes(), step);
+                match c.cut(&mut Vec::new()) {
+                    Err(CutError::Syntax { line, column, .. }) => {
+                        assert_eq!((line, column), want, "{text:?} step {step}")
+                    }
+                    other => panic!("{text:?}: {other:?}"),
+                }
+            }
+        }
+    }
+}
