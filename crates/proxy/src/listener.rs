@@ -5,7 +5,7 @@
 use crate::context::ConnCtx;
 use crate::hook::Hook;
 use crate::message::is_connect;
-use crate::serve::{drive, h1_builder, record_protocol_error};
+use crate::serve::{boxed_forward, drive, h1_builder, record_protocol_error};
 use crate::shared::Shared;
 use crate::shutdown::Guard;
 use crate::target::Target;
@@ -46,15 +46,16 @@ pub(crate) async fn serve_listener_conn(shared: Arc<Shared>, stream: TcpStream, 
                 Ok::<_, Infallible>(if is_connect(&req) {
                     crate::connect::handle_connect(shared, ctx, req, guard).await
                 } else {
-                    crate::forward::forward(shared, ctx, req).await
+                    boxed_forward(shared, ctx, req).await
                 })
             }
         })
     };
-    let conn = h1_builder()
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades();
-    if let Some(Err(e)) = drive(conn, guard).await {
+    let conn = {
+        let conn = h1_builder().serve_connection(TokioIo::new(stream), svc);
+        drive(conn.with_upgrades(), guard)
+    };
+    if let Some(Err(e)) = conn.await {
         record_protocol_error(&shared, &ctx, &e);
         tracing::debug!(%client_addr, "client connection: {e}");
     }
