@@ -559,10 +559,7 @@ impl Capture {
         self.limit = 0;
     }
 
-    fn finish(
-        &mut self,
-        state: BodyState,
-    ) -> (CapturedBody, Kept, Option<crate::spool::Spooled>) {
+    fn finish(&mut self, state: BodyState) -> (CapturedBody, Kept, Option<crate::spool::Spooled>) {
         let spooled = self.spool.take().and_then(|s| match s.finish() {
             Ok(s) => Some(s),
             Err(e) => {

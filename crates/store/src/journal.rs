@@ -413,8 +413,7 @@ fn leave_out_events(
     } else {
         // A long stream kept only some of its events: its lines hold them all (the ones it
         // kept among them) when every event it counted went out as a line.
-        resp.sse.len() as u64 + resp.sse_elided == stream.offsets.len() as u64
-            && stream.digest != 0
+        resp.sse.len() as u64 + resp.sse_elided == stream.offsets.len() as u64 && stream.digest != 0
     };
     if !same {
         return (None, None, None);
