@@ -3,14 +3,16 @@
 # over a long session, for hudsucker (recording nothing) and mcptap (recording, redacting and
 # analysing every flow), with the harness's own load generator and upstream.
 #
-#   streams  STREAMS (1000) SSE streams open at once through the proxy, each getting one event
-#            every second for STREAM_EVENTS (30) seconds: proxy RSS idle and at its peak, per
-#            stream, events delivered, first-event and per-event delay.
+#   streams  STREAMS (1000) SSE streams open at once through the proxy, each getting
+#            STREAM_EVENTS (30) events, one every STREAM_MS (1000) ms: proxy RSS idle and at its
+#            peak, per stream, events delivered, first-event and per-event delay.
 #   long     LONG_REQUESTS (1,000,000) small requests over 32 connections, proxy RSS sampled
 #            every second: its range after the first tenth (the goal: flat within 10 MB).
 #
 # The soak of issue 18 (100 streams for an hour, RSS flat within 10 MB) is the streams scenario
-# made long: `STREAMS=100 STREAM_EVENTS=3600 PROXIES=candidate LONG_REQUESTS=0 scripts/bench-scale.sh`.
+# made long: `STREAMS=100 STREAM_EVENTS=3600 PROXIES=candidate LONG_REQUESTS=0 scripts/bench-scale.sh`;
+# the same 360,000 events in six minutes: add STREAM_MS=100 (memory that grows per event shows
+# the same; what grows with time alone does not).
 #
 # Needs the harness copy that scripts/bench.sh builds (target/bench-harness) and the release
 # binary; builds both when missing. Prints one line per proxy and scenario, and appends JSON
@@ -21,6 +23,7 @@ SRC=${BENCH_HARNESS:-$ROOT/../shared/bench}
 B=$ROOT/target/bench-harness
 STREAMS=${STREAMS:-1000}
 STREAM_EVENTS=${STREAM_EVENTS:-30}
+STREAM_MS=${STREAM_MS:-1000}
 LONG_REQUESTS=${LONG_REQUESTS:-1000000}
 PROXIES=${PROXIES:-"hudsucker candidate"}
 if [ ! -x "$B/rs/target/release/perfload" ]; then
@@ -75,7 +78,7 @@ for p in $PROXIES; do
   SAMPLER=$!
   t0=$(date +%s.%N)
   line=$("$BIN/perfload" --proxy "$PURL" --ca "$PCA" --scenario sse --conc "$STREAMS" --count 1 \
-    --sse-n "$STREAM_EVENTS" --sse-ms 1000 --timeout "$((STREAM_EVENTS + 60))" --pid "$PP")
+    --sse-n "$STREAM_EVENTS" --sse-ms "$STREAM_MS" --timeout "$((STREAM_EVENTS * STREAM_MS / 1000 + 60))" --pid "$PP")
   t1=$(date +%s.%N)
   after=$(rss_mb "$PP")
   stop
