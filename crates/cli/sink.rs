@@ -42,6 +42,9 @@ pub struct Sink {
     /// Flows whose start was recorded and whose end has not come yet: at the close, any left
     /// are ended as aborted by the shutdown, so that every started flow ends in the journal.
     open: HashMap<mcptap_flow::FlowId, Box<mcptap_flow::Flow>>,
+    /// Raw secret values seen in the heads of flows still streaming (memory only), scrubbed
+    /// from their later events (see [`mcptap_store::prepare_event_known`]).
+    known: HashMap<mcptap_flow::FlowId, Vec<String>>,
     /// Where lines go; `None` is stdout.
     out: Option<Box<dyn Write + Send>>,
     /// Also say each finding as it is announced on stderr, one line each (`mcptap run`: the
@@ -239,6 +242,7 @@ impl Sink {
             ui: None,
             ui_requests: None,
             offsets: HashMap::new(),
+            known: HashMap::new(),
             spools: None,
             bypass: None,
         }
@@ -395,7 +399,17 @@ impl Sink {
         if let Some(spools) = &self.spools {
             spools.unspool(&mut ev);
         }
-        mcptap_store::prepare_event(&mut ev, &self.prepare);
+        let id = ev.flow_id();
+        if ev.is_final() {
+            self.known.remove(&id);
+            mcptap_store::prepare_event(&mut ev, &self.prepare);
+        } else {
+            let known = self.known.entry(id).or_default();
+            mcptap_store::prepare_event_known(&mut ev, &self.prepare, known);
+            if known.is_empty() {
+                self.known.remove(&id);
+            }
+        }
         if let Some(j) = self.journal.as_mut().filter(|_| !redundant) {
             let offset = j.position();
             if self.journal_failed {
@@ -458,6 +472,7 @@ impl Sink {
     /// Ends the flows that started and never reported an end (their connection did not unwind
     /// by the shutdown deadline, or their final event was dropped) as aborted by the shutdown.
     fn end_open_flows(&mut self) {
+        self.known.clear();
         let mut open: Vec<_> = std::mem::take(&mut self.open).into_values().collect();
         open.sort_by_key(|f| f.id);
         let now = mcptap_flow::now_micros();
@@ -658,6 +673,44 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_token_from_a_streams_request_head_is_scrubbed_from_its_events_on_disk() {
+        let (dir, mut sink) = recording();
+        let path = dir.path().join("s/journal.jsonl");
+        let token = "tok-5bd1c0ffee-42";
+        let mut f = flow(5);
+        f.request.headers = [("authorization", format!("Bearer {token}"))]
+            .into_iter()
+            .collect();
+        let echo = |n: u32| FlowEvent::Sse {
+            id: FlowId(5),
+            event: mcptap_flow::SseEvent {
+                at: 2_500,
+                // Not a secret field: only the token known from the head gives it away.
+                data: format!(
+                    r#"{{"jsonrpc":"2.0","method":"log","params":{{"n":{n},"seen":"Bearer {token}"}}}}"#
+                ),
+                ..Default::default()
+            },
+        };
+        // The head in one batch, the events in later ones: each line is written at once.
+        sink.batch(&mut vec![FlowEvent::RequestStarted {
+            flow: Box::new(f.clone()),
+        }]);
+        sink.batch(&mut vec![head(5), echo(1)]);
+        sink.batch(&mut vec![echo(2)]);
+        sink.batch(&mut vec![done(5)]);
+        sink.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches(r#""type":"sse""#).count(), 2, "{text}");
+        assert!(!text.contains(token), "{text}");
+        assert_eq!(
+            text.matches(&mcptap_flow::redact::redacted(token)).count(),
+            3,
+            "the head's header and both events: {text}"
+        );
     }
 
     #[test]

@@ -263,6 +263,34 @@ impl Redactor {
         }
     }
 
+    /// A redactor that already knows `raw` secret values of the flow an event belongs to (as
+    /// [`Redactor::take_raw`] gave them): [`Redactor::event`] scrubs them out of a response
+    /// head or an SSE event too — a token from the request head echoed in an event's text.
+    pub fn knowing(raw: Vec<String>) -> Redactor {
+        Redactor {
+            raw,
+            ..Redactor::new()
+        }
+    }
+
+    /// The raw secret values replaced so far (at least 8 bytes long), taken out: for a caller
+    /// that scrubs them from the later events of the same flow. Held in memory only.
+    pub fn take_raw(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.raw)
+    }
+
+    /// Replaces every known raw secret in `text` with its marker.
+    fn scrub_text(&self, text: &mut String) {
+        if !self.replace {
+            return;
+        }
+        for raw in &self.raw {
+            if text.contains(raw.as_str()) {
+                *text = text.replace(raw.as_str(), &redacted(raw));
+            }
+        }
+    }
+
     /// The secrets found so far.
     pub fn notes(&self) -> &[SecretNote] {
         &self.notes
@@ -367,8 +395,21 @@ impl Redactor {
                 self.notes.extend(r.notes.iter().cloned());
                 r.merge_into(&mut flow.secrets);
             }
-            FlowEvent::ResponseHead { headers, .. } => self.headers(Direction::Response, headers),
-            FlowEvent::Sse { event, .. } => self.sse_event(event),
+            FlowEvent::ResponseHead { headers, .. } => {
+                self.headers(Direction::Response, headers);
+                for i in 0..headers.len() {
+                    let value = &headers.as_slice()[i].value;
+                    if self.raw.iter().any(|r| value.contains(r.as_str())) {
+                        let mut v = value.clone();
+                        self.scrub_text(&mut v);
+                        headers.set_value(i, v);
+                    }
+                }
+            }
+            FlowEvent::Sse { event, .. } => {
+                self.sse_event(event);
+                self.scrub_text(&mut event.data);
+            }
             FlowEvent::Body { .. } => {}
         }
     }

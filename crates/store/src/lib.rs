@@ -37,7 +37,9 @@ pub use error::{HarError, StoreError};
 pub use export::{export, export_journal, export_to, write_atomic, ExportOptions, ExportReport};
 pub use format::{HAR_FILE, JOURNAL_FILE, JOURNAL_VERSION};
 pub use journal::{Journal, SessionMeta};
-pub use prepare::{prepare, prepare_event, Options, DEFAULT_BODY_LIMIT, KEEP_SECRETS_WARNING};
+pub use prepare::{
+    prepare, prepare_event, prepare_event_known, Options, DEFAULT_BODY_LIMIT, KEEP_SECRETS_WARNING,
+};
 pub use reader::{read_flow_at, read_journal, JournalReader, ReadWarning};
 pub use reorder::StartOrder;
 pub use session::{detect, leading_meta, load, stream, Session, SourceKind};

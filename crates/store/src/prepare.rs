@@ -68,6 +68,38 @@ pub fn prepare_event(event: &mut FlowEvent, options: &Options) {
     }
 }
 
+/// [`prepare_event`] for a consumer that follows each flow's events: `known` holds the raw
+/// secret values met so far in the event's flow (in memory only, never written). A request
+/// head or response head adds the ones it carries; a response head and an SSE event are
+/// scrubbed of them — a token from the request's `Authorization` echoed in an event's text
+/// must not reach the journal's `sse` line. A final flow is prepared whole as before (its own
+/// redaction scrubs it).
+pub fn prepare_event_known(event: &mut FlowEvent, options: &Options, known: &mut Vec<String>) {
+    if options.keep_secrets {
+        return prepare_event(event, options);
+    }
+    match event {
+        FlowEvent::RequestStarted { flow } => {
+            decode_body(
+                &mut flow.request.body,
+                &flow.request.headers,
+                options.body_limit,
+            );
+            let mut r = Redactor::new();
+            r.flow(flow);
+            known.extend(r.take_raw());
+            r.merge_into(&mut flow.secrets);
+            flow.raw_secrets = false;
+        }
+        FlowEvent::ResponseHead { .. } | FlowEvent::Sse { .. } => {
+            let mut r = Redactor::knowing(std::mem::take(known));
+            r.event(event);
+            *known = r.take_raw();
+        }
+        _ => prepare_event(event, options),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
