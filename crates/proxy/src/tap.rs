@@ -953,8 +953,13 @@ mod tests {
     /// A recorder whose response head (a `200`) is already in.
     fn recorder() -> (Arc<Recorder>, EventReceiver) {
         let (tx, rx) = channel(64);
+        (recorder_on(tx, 7), rx)
+    }
+
+    /// A recorder of flow `id` sending to `tx`, its response head (a `200`) already in.
+    fn recorder_on(tx: crate::events::EventSender, id: u64) -> Arc<Recorder> {
         let flow = Flow {
-            id: FlowId(7),
+            id: FlowId(id),
             ..Default::default()
         };
         let rec = Recorder::start(flow, tx, None);
@@ -962,7 +967,7 @@ mod tests {
             status: 200,
             ..Default::default()
         });
-        (rec, rx)
+        rec
     }
 
     /// The finished flows sent so far.
@@ -1112,18 +1117,7 @@ mod tests {
     async fn a_large_body_waits_in_the_spool_until_the_consumer_takes_it_with_its_flow() {
         let (tx, mut rx) = channel(64);
         let spools = rx.spool_large_bodies();
-        let rec = Recorder::start(
-            Flow {
-                id: FlowId(9),
-                ..Default::default()
-            },
-            tx,
-            None,
-        );
-        rec.response_head(Response {
-            status: 200,
-            ..Default::default()
-        });
+        let rec = recorder_on(tx, 9);
         let small = Tap::new(
             Full::new(Bytes::from_static(b"{}")),
             rec.clone(),
@@ -1214,18 +1208,7 @@ mod tests {
     #[tokio::test]
     async fn a_long_stream_keeps_its_first_events_and_its_answer_and_reports_every_event() {
         let (tx, mut rx) = channel(4096);
-        let rec = Recorder::start(
-            Flow {
-                id: FlowId(9),
-                ..Default::default()
-            },
-            tx,
-            None,
-        );
-        rec.response_head(Response {
-            status: 200,
-            ..Default::default()
-        });
+        let rec = recorder_on(tx, 9);
         // The request side ends first, as it does on the wire.
         let req = Tap::new(
             Empty::<Bytes>::new(),

@@ -344,22 +344,12 @@ fn a_final_flow_whose_events_differ_from_its_lines_is_journalled_whole() {
     assert_eq!(at, want);
 }
 
-#[test]
-fn a_long_stream_that_kept_only_some_events_is_read_back_with_all_of_them() {
-    // The engine keeps a long stream's first events (and its answers) in memory and counts the
-    // rest; its `sse` lines hold every one, so the final line points at them all.
-    let f = stream(7, T0, 30, false);
-    let mut kept = f.clone();
-    {
-        let resp = kept.response.as_mut().unwrap();
-        resp.sse.truncate(10);
-        resp.sse_elided = 20;
-        resp.body.bytes = resp.body.bytes.slice(..100);
-        resp.body.truncated = true;
-    }
+/// Journals a stream whose every event went out as an `sse` line and whose final flow is
+/// `kept` (what the engine kept of it): the final line's offset, and that line parsed.
+fn journal_kept(f: &Flow, kept: &Flow) -> (tempfile::TempDir, u64, Value) {
     let dir = tempdir();
     let mut j = Journal::create(&dir.path().join("s"), SessionMeta::new("test")).unwrap();
-    j.record(&head(&f)).unwrap();
+    j.record(&head(f)).unwrap();
     for ev in &f.response.as_ref().unwrap().sse {
         j.record(&FlowEvent::Sse {
             id: f.id,
@@ -376,7 +366,24 @@ fn a_long_stream_that_kept_only_some_events_is_read_back_with_all_of_them() {
     drop(j);
     let text =
         std::fs::read_to_string(dir.path().join("s").join(mcptap_store::JOURNAL_FILE)).unwrap();
-    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let last = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    (dir, offset, last)
+}
+
+#[test]
+fn a_long_stream_that_kept_only_some_events_is_read_back_with_all_of_them() {
+    // The engine keeps a long stream's first events (and its answers) in memory and counts the
+    // rest; its `sse` lines hold every one, so the final line points at them all.
+    let f = stream(7, T0, 30, false);
+    let mut kept = f.clone();
+    {
+        let resp = kept.response.as_mut().unwrap();
+        resp.sse.truncate(10);
+        resp.sse_elided = 20;
+        resp.body.bytes = resp.body.bytes.slice(..100);
+        resp.body.truncated = true;
+    }
+    let (dir, offset, last) = journal_kept(&f, &kept);
     assert_eq!(last["sse"]["lines"].as_array().unwrap().len(), 30, "{last}");
     assert!(last["flow"]["response"].get("sse").is_none(), "{last}");
     // Read back: every event, none counted as left out, and the truncated body as it was.
@@ -398,25 +405,8 @@ fn a_long_stream_whose_lines_are_not_all_there_is_journalled_as_it_was_kept() {
         resp.sse.truncate(10);
         resp.sse_elided = 25;
     }
-    let dir = tempdir();
-    let mut j = Journal::create(&dir.path().join("s"), SessionMeta::new("test")).unwrap();
-    j.record(&head(&f)).unwrap();
-    for ev in &f.response.as_ref().unwrap().sse {
-        j.record(&FlowEvent::Sse {
-            id: f.id,
-            event: ev.clone(),
-        })
-        .unwrap();
-    }
-    j.record(&FlowEvent::Completed {
-        flow: Box::new(kept.clone()),
-    })
-    .unwrap();
-    j.flush().unwrap();
-    drop(j);
+    let (dir, _, last) = journal_kept(&f, &kept);
     let path = dir.path().join("s").join(mcptap_store::JOURNAL_FILE);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert!(last.get("sse").is_none(), "{last}");
     assert_eq!(last["flow"]["response"]["sse_elided"], 25, "{last}");
     let back = mcptap_store::read_journal(&path)
