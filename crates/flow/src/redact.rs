@@ -291,6 +291,22 @@ impl Redactor {
         }
     }
 
+    /// Replaces every known raw secret in header values with its marker. The list may be
+    /// shared with other copies of the flow: only the values that hold a secret are changed.
+    fn scrub_headers(&self, headers: &mut Headers) {
+        if !self.replace {
+            return;
+        }
+        for i in 0..headers.len() {
+            let value = &headers.as_slice()[i].value;
+            if self.raw.iter().any(|r| value.contains(r.as_str())) {
+                let mut v = value.clone();
+                self.scrub_text(&mut v);
+                headers.set_value(i, v);
+            }
+        }
+    }
+
     /// The secrets found so far.
     pub fn notes(&self) -> &[SecretNote] {
         &self.notes
@@ -339,42 +355,23 @@ impl Redactor {
         if !self.replace || self.raw.is_empty() {
             return;
         }
-        let fix = |text: &mut String| {
-            for raw in &self.raw {
-                if text.contains(raw.as_str()) {
-                    *text = text.replace(raw.as_str(), &redacted(raw));
-                }
-            }
-        };
         let fix_body = |body: &mut crate::CapturedBody| {
             if let Ok(t) = std::str::from_utf8(&body.bytes) {
                 if self.raw.iter().any(|r| t.contains(r.as_str())) {
                     let mut t = t.to_owned();
-                    fix(&mut t);
+                    self.scrub_text(&mut t);
                     body.bytes = bytes::Bytes::from(t);
                 }
             }
         };
-        // Headers are shared with other copies of the flow: change only the values that hold
-        // a secret.
-        let fix_headers = |headers: &mut Headers| {
-            for i in 0..headers.len() {
-                let value = &headers.as_slice()[i].value;
-                if self.raw.iter().any(|r| value.contains(r.as_str())) {
-                    let mut v = value.clone();
-                    fix(&mut v);
-                    headers.set_value(i, v);
-                }
-            }
-        };
-        fix(&mut flow.request.url);
-        fix_headers(&mut flow.request.headers);
+        self.scrub_text(&mut flow.request.url);
+        self.scrub_headers(&mut flow.request.headers);
         fix_body(&mut flow.request.body);
         if let Some(resp) = flow.response.as_mut() {
-            fix_headers(&mut resp.headers);
+            self.scrub_headers(&mut resp.headers);
             fix_body(&mut resp.body);
             for ev in &mut resp.sse {
-                fix(&mut ev.data);
+                self.scrub_text(&mut ev.data);
             }
         }
     }
@@ -397,14 +394,7 @@ impl Redactor {
             }
             FlowEvent::ResponseHead { headers, .. } => {
                 self.headers(Direction::Response, headers);
-                for i in 0..headers.len() {
-                    let value = &headers.as_slice()[i].value;
-                    if self.raw.iter().any(|r| value.contains(r.as_str())) {
-                        let mut v = value.clone();
-                        self.scrub_text(&mut v);
-                        headers.set_value(i, v);
-                    }
-                }
+                self.scrub_headers(headers);
             }
             FlowEvent::Sse { event, .. } => {
                 self.sse_event(event);

@@ -984,13 +984,12 @@ mod tests {
 
     /// Ends the response side with an empty, complete body.
     async fn empty_response(rec: &Arc<Recorder>) {
-        let tap = Tap::new(
-            Empty::<Bytes>::new(),
-            rec.clone(),
-            Direction::Response,
-            1024,
-            false,
-        );
+        empty_body(rec, Direction::Response).await;
+    }
+
+    /// Ends one side with an empty, complete body.
+    async fn empty_body(rec: &Arc<Recorder>, dir: Direction) {
+        let tap = Tap::new(Empty::<Bytes>::new(), rec.clone(), dir, 1024, false);
         assert!(tap.collect().await.is_ok());
     }
 
@@ -1031,14 +1030,7 @@ mod tests {
         let (rec, mut rx) = recorder();
         let gone: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         let chunks: Chunks = vec![data(b"data: 1\n\n"), Err(gone)];
-        let req = Tap::new(
-            Empty::<Bytes>::new(),
-            rec.clone(),
-            Direction::Request,
-            1024,
-            false,
-        );
-        assert!(req.collect().await.is_ok());
+        empty_body(&rec, Direction::Request).await;
         let tap = Tap::new(body(chunks, false), rec, Direction::Response, 1024, true);
         assert!(tap.collect().await.is_err());
         let flows = finished(&mut rx);
@@ -1176,18 +1168,13 @@ mod tests {
             status: 200,
             ..Default::default()
         });
-        empty_response_of(&rec, Direction::Request).await;
+        empty_body(&rec, Direction::Request).await;
         let big = Bytes::from(vec![b'x'; crate::spool::SPOOL_AT + 1]);
         let tap = Tap::new(Full::new(big), rec, Direction::Response, 1 << 20, false);
         assert!(tap.collect().await.is_ok());
         // The start fills the channel: the head, the progress and the final event are dropped.
         assert_eq!(rx.dropped(), 3);
         assert_eq!(spools.0.len(), 0);
-    }
-
-    async fn empty_response_of(rec: &Arc<Recorder>, dir: Direction) {
-        let tap = Tap::new(Empty::<Bytes>::new(), rec.clone(), dir, 1024, false);
-        assert!(tap.collect().await.is_ok());
     }
 
     #[tokio::test]
@@ -1210,14 +1197,7 @@ mod tests {
         let (tx, mut rx) = channel(4096);
         let rec = recorder_on(tx, 9);
         // The request side ends first, as it does on the wire.
-        let req = Tap::new(
-            Empty::<Bytes>::new(),
-            rec.clone(),
-            Direction::Request,
-            1024,
-            false,
-        );
-        assert!(req.collect().await.is_ok());
+        empty_body(&rec, Direction::Request).await;
         let notes = STREAM_KEEP_EVENTS + 40;
         let mut chunks: Chunks = (0..notes)
             .map(|i| {
