@@ -114,7 +114,7 @@ pub fn line(flow: &Flow) -> String {
     let _ = write!(out, " up {} down {}", size(req), size(resp));
     if let Some(r) = &flow.response {
         if !r.sse.is_empty() {
-            let _ = write!(out, " sse:{}", r.sse.len());
+            let _ = write!(out, " sse:{}", r.sse_count());
         }
     }
     if let Some(t) = flow.tunnel {
@@ -203,6 +203,20 @@ mod tests {
             ..Default::default()
         }));
         assert!(line(&flow).ends_with("[no-auth] [UPSTREAM CERT NOT VERIFIED: -k]"));
+    }
+
+    #[test]
+    fn a_long_streams_line_counts_the_events_it_left_out_too() {
+        let flow = Flow {
+            response: Some(Response {
+                status: 200,
+                sse: vec![SseEvent::default(); 3],
+                sse_elided: 40,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(line(&flow).contains(" sse:43"), "{}", line(&flow));
     }
 
     #[test]

@@ -646,7 +646,7 @@ pub fn get_flow(l: &Loaded, id: u64, max_body: usize) -> Result<Value, ToolError
             "version": r.version.as_str(),
             "headers": headers_json(&r.headers),
             "body": body,
-            "sse_events": r.sse.len(),
+            "sse_events": r.sse_count(),
             "sse": sse,
             "made_by_mcptap": r.synthetic,
         })

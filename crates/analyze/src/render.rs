@@ -773,8 +773,8 @@ pub(crate) fn exchange_text(flow: &Flow, max_body: usize) -> (String, Option<Str
                 redact_body(&e.data, max_body).replace('\n', "\ndata: ")
             );
         }
-        if r.sse.len() > 10 {
-            let _ = writeln!(resp, "… {} more event(s)", r.sse.len() - 10);
+        if r.sse_count() > 10 {
+            let _ = writeln!(resp, "… {} more event(s)", r.sse_count() - 10);
         }
     } else if let Some(b) = r.body.as_str().filter(|b| !b.trim().is_empty()) {
         let _ = writeln!(resp, "\n{}", redact_body(b, max_body));

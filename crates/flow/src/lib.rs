@@ -223,6 +223,14 @@ pub struct Response {
     pub synthetic: bool,
 }
 
+impl Response {
+    /// The server-sent events the stream had: those kept in [`Response::sse`] and those it
+    /// left out ([`Response::sse_elided`]).
+    pub fn sse_count(&self) -> u64 {
+        self.sse.len() as u64 + self.sse_elided
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

@@ -173,7 +173,7 @@ impl Row {
             sse_events: flow
                 .response
                 .as_ref()
-                .map_or(0, |r| u32::try_from(r.sse.len()).unwrap_or(u32::MAX)),
+                .map_or(0, |r| u32::try_from(r.sse_count()).unwrap_or(u32::MAX)),
             error: flow.error.as_ref().map(|e| e.kind.as_str()),
             issued: None,
             answered: false,
