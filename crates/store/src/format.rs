@@ -21,7 +21,9 @@
 //! leaves them out and says where they are ([`SseRef`]: the offsets of those lines), and leaves
 //! out the response body too when it is exactly those events written back ([`sse_text`]), or
 //! those events with keep-alive comments and blank lines between them, noted where they go
-//! (`"sse":{"extra":[[offset,": ping\n\n"]],"lines":[…],"body":"lf"}`, [`sse_body`]). A header is
+//! (`"sse":{"extra":[[offset,": ping\n\n"]],"lines":[…],"body":"lf"}`, [`sse_body`]). A long
+//! stream whose flow kept only some of its events (`sse_elided`) points at all its lines the
+//! same way, when every event it counted went out as a line. A header is
 //! `{"name":…,"value":…}`; a value that was not UTF-8 adds `"base64"` with its exact bytes (see
 //! [`mcptap_flow::Header`]).
 //!
