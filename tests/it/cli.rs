@@ -14,6 +14,31 @@ pub(crate) fn mcptap() -> Command {
     c
 }
 
+#[path = "../../crates/cli/relr.rs"]
+mod relr;
+
+/// The build script links the binary with packed relative relocations when a probe program
+/// linked that way runs here (crates/cli/build.rs): then the binary must have them; otherwise
+/// the build says why.
+#[test]
+fn the_binary_packs_its_relative_relocations_where_the_toolchain_can() {
+    let verdict = env!("MCPTAP_RELR");
+    let elf = std::fs::read(env!("CARGO_BIN_EXE_mcptap")).unwrap();
+    assert!(elf.starts_with(b"\x7fELF"), "not an ELF file");
+    if verdict == "packed" {
+        assert!(
+            relr::has_relr(&elf),
+            "the build packed relocations but the binary has no DT_RELR"
+        );
+    } else {
+        assert!(verdict.starts_with("not packed: "), "{verdict}");
+        assert!(
+            !relr::has_relr(&elf),
+            "{verdict}, yet the binary has DT_RELR"
+        );
+    }
+}
+
 #[test]
 fn ca_prints_the_certificate_path_and_how_to_trust_it() {
     let conf = tempfile::tempdir().unwrap();
