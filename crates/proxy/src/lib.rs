@@ -40,6 +40,7 @@ mod spool;
 mod tap;
 mod target;
 mod tls;
+mod trust;
 mod tunnel_upstream;
 pub mod upstream;
 
@@ -48,7 +49,8 @@ pub use limits::Limits;
 pub use message::BoxError;
 pub use shared::CertSource;
 pub use spool::Spools;
-pub use upstream::{TrustError, UpstreamProxy, UpstreamTrust};
+pub use trust::{TrustError, UpstreamTrust};
+pub use upstream::UpstreamProxy;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioTimer;
@@ -174,8 +176,10 @@ impl Proxy {
         } else {
             Some(RegexSet::new(&config.ignore_hosts).map_err(ProxyError::IgnoreHosts)?)
         };
-        let tls = upstream::client_tls_config(&config.upstream_trust, &[b"h2", b"http/1.1"])?;
-        let tls_h1 = upstream::client_tls_config(&config.upstream_trust, &[b"http/1.1"])?;
+        let [tls, tls_h1] = trust::client_tls_configs(
+            &config.upstream_trust,
+            [&[b"h2", b"http/1.1"], &[b"http/1.1"]],
+        )?;
         let via = config.upstream_proxy.clone();
         let insecure = config.upstream_trust.insecure;
         let connect = config.limits.connect;

@@ -15,13 +15,11 @@ use crate::tap::{BodyFault, Recorder};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use mcptap_flow::{now_micros, ErrorKind, FlowError, Phase, TlsInfo};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,17 +28,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-
-/// How mcptap decides whether to trust an upstream's certificate.
-#[derive(Debug, Clone, Default)]
-pub struct UpstreamTrust {
-    /// Extra PEM files whose certificates are trusted as roots (`--upstream-ca`).
-    pub extra_ca_files: Vec<PathBuf>,
-    /// Skip verification entirely (`-k/--ssl-insecure`).
-    pub insecure: bool,
-    /// Leave out the system's native roots (tests use this to trust only their own CA).
-    pub no_system_roots: bool,
-}
 
 /// Why an upstream connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -169,148 +156,6 @@ pub struct UpstreamInfo {
     pub tls: Option<Arc<TlsInfo>>,
     /// The address connected to.
     pub peer: SocketAddr,
-}
-
-/// Builds the rustls client config for upstream connections.
-pub fn client_tls_config(
-    trust: &UpstreamTrust,
-    alpn: &[&[u8]],
-) -> Result<Arc<ClientConfig>, TrustError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(TrustError::Rustls)?;
-    let mut cfg = if trust.insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
-    } else {
-        builder
-            .with_root_certificates(root_store(trust)?)
-            .with_no_client_auth()
-    };
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(cfg))
-}
-
-/// Why the upstream trust store could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum TrustError {
-    /// An `--upstream-ca` file could not be read.
-    #[error("cannot read upstream CA file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// An `--upstream-ca` file held no usable certificate.
-    #[error("upstream CA file {path} holds no PEM certificate")]
-    Empty {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A certificate was rejected.
-    #[error("upstream CA file {path}: {source}")]
-    BadCert {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: rustls::Error,
-    },
-    /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
-    Rustls(#[source] rustls::Error),
-}
-
-fn root_store(trust: &UpstreamTrust) -> Result<RootCertStore, TrustError> {
-    let mut roots = RootCertStore::empty();
-    if !trust.no_system_roots {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let native = rustls_native_certs::load_native_certs();
-        for e in &native.errors {
-            tracing::debug!("skipping a system root certificate: {e}");
-        }
-        let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
-    }
-    for path in &trust.extra_ca_files {
-        for cert in read_pem_certs(path)? {
-            roots.add(cert).map_err(|source| TrustError::BadCert {
-                path: path.clone(),
-                source,
-            })?;
-        }
-    }
-    Ok(roots)
-}
-
-/// Reads every certificate in a PEM file.
-pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
-    let data = std::fs::read(path).map_err(|source| TrustError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TrustError::Empty {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
-}
-
-/// `-k`: accepts any certificate, still checking the handshake signatures.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Another proxy that mcptap's upstream connections go through (`--upstream-proxy`).
