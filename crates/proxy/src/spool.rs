@@ -35,7 +35,8 @@ const PLAIN: usize = BLOCK - TAG;
 pub(crate) const ALIGN: usize = 4096;
 /// Spool files kept for reuse, at most.
 const KEEP_FILES: usize = 4;
-/// A spool file not reused within this time is closed.
+/// A spool file not reused within this time is closed (when the next spool starts; an idle
+/// proxy keeps at most [`KEEP_FILES`] unnamed files, up to the body limit each).
 const KEEP_FILE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A body being spooled.
