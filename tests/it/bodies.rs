@@ -74,7 +74,9 @@ async fn downloads_above_and_below_the_body_limit_come_back_exact_from_journal_a
 
     let side = std::fs::metadata(session.join("bodies.bin")).unwrap().len();
     let limit = 4 << 20;
-    assert_eq!(side, (limit + 2_000_000 + 100_000) as u64);
+    // Bodies written with direct I/O start at a page boundary: a few KiB of gaps at most.
+    let bodies = (limit + 2_000_000 + 100_000) as u64;
+    assert!(side >= bodies && side < bodies + 3 * 4096, "{side} bytes");
     let journal = std::fs::metadata(session.join("journal.jsonl"))
         .unwrap()
         .len();

@@ -137,6 +137,7 @@ impl LeafIssuer {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = alpn.to_vec();
+        config.max_fragment_size = Some(crate::TLS_RECORD_MAX);
         config.session_storage = self.sessions.clone();
         Ok(Arc::new(config))
     }

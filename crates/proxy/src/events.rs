@@ -79,6 +79,11 @@ impl EventSender {
         self.state.spooled.dir()
     }
 
+    /// A spool file free for reuse ([`crate::spool::Spool`]).
+    pub(crate) fn spool_file(&self) -> Option<std::fs::File> {
+        self.state.spooled.take_file()
+    }
+
     /// Holds a spooled body until the consumer takes it with its flow's final event.
     pub(crate) fn put_spooled(
         &self,

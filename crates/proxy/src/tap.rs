@@ -494,7 +494,7 @@ impl Capture {
             && self.buf.len() + take.len() > crate::spool::SPOOL_AT
         {
             // Before the buffer grows past the threshold (a reallocation).
-            self.start_spool(id, rec.events().spool_dir());
+            self.start_spool(id, rec.events());
         }
         if let Some(spool) = self.spool.as_mut() {
             if let Err(e) = spool.push(take) {
@@ -536,8 +536,9 @@ impl Capture {
 
     /// Moves the capture to a spool (the consumer takes spooled bodies); on failure the
     /// capture goes on in memory.
-    fn start_spool(&mut self, id: FlowId, dir: Option<&std::path::Path>) {
-        let res = crate::spool::Spool::new(dir).and_then(|mut s| s.push(&self.buf).map(|()| s));
+    fn start_spool(&mut self, id: FlowId, events: &EventSender) {
+        let res = crate::spool::Spool::new(events.spool_dir(), events.spool_file())
+            .and_then(|mut s| s.push(&self.buf).map(|()| s));
         match res {
             Ok(s) => {
                 self.spool = Some(s);

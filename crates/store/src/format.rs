@@ -33,7 +33,10 @@
 //! [`BODIES_FILE`] next to the journal before the line is written, and the line ends with
 //! [`BodiesRef`], the offset and length of each; the body in the line is empty (`"text":""`)
 //! with its other fields as usual. A line never points at bytes written after it, so a crash
-//! leaves at most unreferenced bytes at the end of [`BODIES_FILE`]. The reader puts the bytes
+//! leaves at most unreferenced bytes at the end of [`BODIES_FILE`]. Bodies need not be
+//! adjacent: a large one written with direct I/O starts at a multiple of 4096, after a gap of
+//! zeros (or a hole), and its last block is padded; only offsets and lengths say where bodies
+//! are. The reader puts the bytes
 //! back ([`crate::JournalReader`] given the journal's path, [`crate::read_flow_at`]); bytes it
 //! cannot find are a warning and an empty body, never a failure.
 

@@ -137,6 +137,7 @@ impl Journal {
                 path: dir.join(format::BODIES_FILE),
                 file: None,
                 len: 0,
+                direct: Direct::Untried,
             },
         };
         let mut buf = Vec::new();
@@ -524,11 +525,55 @@ impl<W: Write> Write for HoldLast<W> {
 
 /// The side file of large bodies ([`format::BODIES_FILE`]), created at the first one. Written
 /// unbuffered: a body's bytes are with the OS before the line that points at them is written.
+///
+/// A body of [`DIRECT_MIN`] bytes or more is written with direct I/O where the file system
+/// allows it (Linux's `O_DIRECT`), at the next multiple of [`DIRECT_ALIGN`], its last block
+/// padded with zeros: readers go by offset and length, so the gaps are never read. Through the
+/// page cache, every megabyte appended took fresh pages, and filling them was the largest part
+/// of the recorder's work on a 10 MB download (measured: ~5 ms of kernel copy per 4 MiB body
+/// against ~0.5 ms direct, on a VM where fresh pages are costly); the proxy never reads the
+/// bodies back while it runs (a terminal view's reread goes to the disk).
 #[derive(Debug)]
 struct SideFile {
     path: PathBuf,
     file: Option<File>,
     len: u64,
+    direct: Direct,
+}
+
+/// Bodies at least this long go to the side file with direct I/O (smaller ones are appended
+/// through the page cache).
+const DIRECT_MIN: usize = 256 * 1024;
+/// Direct I/O's unit: the offset, the length and the buffer's address of a direct write are
+/// multiples of it (the largest logical block size in use).
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes staged in the aligned buffer per direct write (a body that is not aligned in memory).
+const DIRECT_CHUNK: usize = 256 * 1024;
+
+/// The side file's direct-I/O handle.
+#[derive(Debug, Default)]
+enum Direct {
+    /// Not opened yet.
+    #[default]
+    Untried,
+    /// Open, with its staging buffer (aligned from [`Direct::window`]).
+    Open(File, Vec<u8>),
+    /// The file system (or the platform) does not take direct I/O: everything is buffered.
+    Off,
+}
+
+impl Direct {
+    /// The staging buffer's aligned window of [`DIRECT_CHUNK`] bytes.
+    fn window(buf: &mut [u8]) -> Option<&mut [u8]> {
+        let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        buf.get_mut(at..at.checked_add(DIRECT_CHUNK)?)
+    }
+}
+
+/// `n` rounded up to a multiple of [`DIRECT_ALIGN`].
+fn align_up(n: u64) -> u64 {
+    let a = DIRECT_ALIGN as u64;
+    n.div_ceil(a) * a
 }
 
 impl SideFile {
@@ -544,6 +589,11 @@ impl SideFile {
             self.len = file.metadata().map_err(SideOrLine::Side)?.len();
             self.file = Some(file);
         }
+        if bytes.len() >= DIRECT_MIN {
+            if let Some(at) = self.append_direct(bytes)? {
+                return Ok(at);
+            }
+        }
         let Some(file) = self.file.as_mut() else {
             unreachable!("opened above");
         };
@@ -555,6 +605,58 @@ impl SideFile {
         }
         self.len += bytes.len() as u64;
         Ok(at)
+    }
+
+    /// Appends `bytes` with direct I/O at the next aligned offset; `None` when direct I/O is
+    /// not available here (nothing was written: the caller appends through the page cache).
+    fn append_direct(&mut self, bytes: &[u8]) -> Result<Option<u64>, SideOrLine> {
+        if matches!(self.direct, Direct::Untried) {
+            self.direct = open_direct(&self.path);
+        }
+        let Direct::Open(file, buf) = &mut self.direct else {
+            return Ok(None);
+        };
+        let Some(window) = Direct::window(buf) else {
+            self.direct = Direct::Off;
+            return Ok(None);
+        };
+        let at = align_up(self.len);
+        let mut off = at;
+        // A body that starts at an aligned address (a spooled body, read back) goes straight
+        // from where it is, but for its last partial block; any other through the staging
+        // buffer.
+        let whole = if bytes.as_ptr().align_offset(DIRECT_ALIGN) == 0 {
+            bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN
+        } else {
+            0
+        };
+        let (direct, staged) = bytes.split_at(whole);
+        let pieces = std::iter::once((direct, false))
+            .filter(|(d, _)| !d.is_empty())
+            .chain(staged.chunks(DIRECT_CHUNK).map(|c| (c, true)));
+        for (piece, stage) in pieces {
+            let out: &[u8] = if stage {
+                let padded = usize::try_from(align_up(piece.len() as u64)).unwrap_or(DIRECT_CHUNK);
+                window[..piece.len()].copy_from_slice(piece);
+                window[piece.len()..padded].fill(0);
+                &window[..padded]
+            } else {
+                piece
+            };
+            if let Err(e) = write_all_at(file, out, off) {
+                if off == at && e.kind() == std::io::ErrorKind::InvalidInput {
+                    // Refused before anything was written: not a file system for direct I/O.
+                    self.direct = Direct::Off;
+                    return Ok(None);
+                }
+                // Whatever part went out stays unreferenced; later bodies go after it.
+                self.len = file.metadata().map_or(u64::MAX, |m| m.len());
+                return Err(SideOrLine::Side(e));
+            }
+            off += out.len() as u64;
+        }
+        self.len = off;
+        Ok(Some(at))
     }
 
     fn sync(&self) -> std::io::Result<()> {
@@ -587,6 +689,35 @@ impl<W: Write> Write for Counting<'_, W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// The side file opened a second time, for direct I/O (Linux only).
+#[cfg(target_os = "linux")]
+fn open_direct(path: &Path) -> Direct {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path);
+    match file {
+        Ok(f) => Direct::Open(f, vec![0; DIRECT_CHUNK + DIRECT_ALIGN]),
+        Err(_) => Direct::Off,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_: &Path) -> Direct {
+    Direct::Off
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, buf: &[u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, at)
+}
+
+#[cfg(not(unix))]
+fn write_all_at(_: &File, _: &[u8], _: u64) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::InvalidInput.into())
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {

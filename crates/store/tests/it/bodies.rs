@@ -328,3 +328,75 @@ fn an_sse_body_its_events_do_not_rebuild_comes_back_exact() {
         assert_eq!(resp.body.state, BodyState::Complete);
     }
 }
+
+/// `n` bytes of `data` in a buffer that starts at a page boundary, as a spooled body read back
+/// is (the side file then writes it without staging it).
+fn page_aligned(data: &[u8]) -> bytes::Bytes {
+    let mut buf = vec![0u8; data.len() + 4096];
+    let at = buf.as_ptr().align_offset(4096);
+    buf[at..at + data.len()].copy_from_slice(data);
+    bytes::Bytes::from(buf).slice(at..at + data.len())
+}
+
+#[test]
+fn large_bodies_written_directly_come_back_exact_between_smaller_ones() {
+    let dir = tempdir();
+    // Direct I/O (where the file system takes it) for 256 KiB and more: from a page-aligned
+    // buffer with a partial last block, from one without a partial block, staged from an
+    // unaligned one; the smaller bodies between them go through the page cache.
+    let sizes = [
+        20_000, 1_000_123, 300_001, 30_000, 262_144, 17_000, 2_000_000,
+    ];
+    let mut flows = Vec::new();
+    let mut want = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let data = binary(n + i);
+        let data = data[i..].to_vec();
+        let mut f = flow(
+            i as u64 + 1,
+            &format!("https://files.example/{n}"),
+            "application/octet-stream",
+            Vec::new(),
+        );
+        let body = if i % 2 == 1 {
+            page_aligned(&data)
+        } else {
+            bytes::Bytes::from(data.clone())
+        };
+        f.response.as_mut().unwrap().body = CapturedBody::complete(body);
+        flows.push(f);
+        want.push(data);
+    }
+    let session = dir.path().join("s");
+    let mut journal = Journal::create(&session, SessionMeta::new("test")).unwrap();
+    let mut offsets = Vec::new();
+    for f in &flows {
+        let mut ev = FlowEvent::Completed {
+            flow: Box::new(f.clone()),
+        };
+        prepare_event(&mut ev, &Options::default());
+        offsets.push(journal.position());
+        journal.record_unflushed(&mut ev).unwrap();
+        journal.flush().unwrap();
+    }
+    // A live view reads each back at once, before the session ends.
+    for (at, data) in offsets.iter().zip(&want) {
+        let back = read_flow_at(journal.path(), *at).unwrap().unwrap();
+        assert_eq!(response_bytes(&back), &data[..]);
+    }
+    journal.finish().unwrap();
+    let side = std::fs::metadata(session.join("bodies.bin")).unwrap().len();
+    let total: usize = sizes.iter().sum();
+    assert!(
+        side >= total as u64 && side < (total + sizes.len() * 4096) as u64,
+        "{side} bytes for {total}"
+    );
+    for source in [session.clone(), session.join("session.har")] {
+        let loaded = load(&source).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.flows.len(), sizes.len());
+        for (f, data) in loaded.flows.iter().zip(&want) {
+            assert_eq!(response_bytes(f), &data[..], "{}", source.display());
+        }
+    }
+}
