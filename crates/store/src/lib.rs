@@ -26,6 +26,7 @@ mod export;
 mod format;
 pub mod har;
 mod journal;
+mod line;
 mod prepare;
 mod reader;
 mod reorder;
