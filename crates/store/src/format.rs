@@ -280,7 +280,7 @@ pub(crate) fn write_bodies_ref(buf: &mut Vec<u8>, bodies: &BodiesRef) -> serde_j
     debug_assert_eq!(buf.last(), Some(&b'}'));
     buf.pop();
     buf.extend_from_slice(&BODIES_KEY[..BODIES_KEY.len() - 1]);
-    crate::line::write(buf, bodies)?;
+    serde_json::to_writer(&mut *buf, bodies)?;
     buf.push(b'}');
     Ok(())
 }
@@ -344,7 +344,7 @@ pub(crate) fn write_streamed_ref(buf: &mut Vec<u8>, sse: &SseRef) -> serde_json:
     debug_assert_eq!(buf.last(), Some(&b'}'));
     buf.pop();
     buf.extend_from_slice(&SSE_REF_KEY[..7]); // `,"sse":`
-    crate::line::write(buf, sse)?;
+    serde_json::to_writer(&mut *buf, sse)?;
     buf.push(b'}');
     Ok(())
 }
@@ -385,10 +385,9 @@ pub(crate) fn write_end(buf: &mut Vec<u8>, at: Micros, flows: u64) -> serde_json
     )
 }
 
-/// Appends an event line to `buf` (no newline): the event's own serde form, as `serde_json`
-/// writes it ([`crate::line`] writes the same bytes, faster).
+/// Appends an event line to `buf` (no newline): the event's own serde form.
 pub(crate) fn write_event(buf: &mut Vec<u8>, event: &FlowEvent) -> serde_json::Result<()> {
-    crate::line::write(buf, event)
+    serde_json::to_writer(buf, event)
 }
 
 fn write_tagged(buf: &mut Vec<u8>, kind: &str, line: &impl Serialize) -> serde_json::Result<()> {

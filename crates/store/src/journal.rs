@@ -4,8 +4,9 @@
 //! The line format is declared in [`crate::format`].
 //!
 //! `body` progress events are not written (they carry nothing the final flow lacks). Each line
-//! is serialized into one reused buffer ([`crate::line`], the bytes `serde_json` would write)
-//! and handed to the file's buffer whole; large bodies are not in lines (they go to
+//! is serialized into one reused buffer and handed to the file's buffer whole (measured:
+//! `serde_json` writing through the file's `BufWriter` fragment by fragment cost ~20 % more
+//! per line than into a `Vec`); large bodies are not in lines (they go to
 //! [`format::BODIES_FILE`]), so the buffer stays small. A crash in the middle of a line leaves
 //! a torn last line, which the reader skips. [`Journal::record`]
 //! flushes to the OS at each line that finishes something, and the proxy, which takes events in

@@ -26,7 +26,6 @@ mod export;
 mod format;
 pub mod har;
 mod journal;
-mod line;
 mod prepare;
 mod reader;
 mod reorder;
