@@ -389,7 +389,7 @@ pub(crate) fn write_end(buf: &mut Vec<u8>, at: Micros, flows: u64) -> serde_json
 }
 
 /// Appends an event line to `buf` (no newline): the event's own serde form.
-pub(crate) fn write_event(buf: impl std::io::Write, event: &FlowEvent) -> serde_json::Result<()> {
+pub(crate) fn write_event(buf: &mut Vec<u8>, event: &FlowEvent) -> serde_json::Result<()> {
     serde_json::to_writer(buf, event)
 }
 

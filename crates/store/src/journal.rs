@@ -3,10 +3,12 @@
 //!
 //! The line format is declared in [`crate::format`].
 //!
-//! `body` progress events are not written (they carry nothing the final flow lacks). A finished
-//! flow's line is serialized straight into the file's buffer, without a copy of it (its bodies
-//! can be megabytes); a crash in the middle of one leaves a torn last line, which the reader
-//! skips. Every other line is written whole; [`Journal::record`]
+//! `body` progress events are not written (they carry nothing the final flow lacks). Each line
+//! is serialized into one reused buffer and handed to the file's buffer whole (measured:
+//! `serde_json` writing through the file's `BufWriter` fragment by fragment cost ~20 % more
+//! per line than into a `Vec`); large bodies are not in lines (they go to
+//! [`format::BODIES_FILE`]), so the buffer stays small. A crash in the middle of a line leaves
+//! a torn last line, which the reader skips. [`Journal::record`]
 //! flushes to the OS at each line that finishes something, and the proxy, which takes events in
 //! batches of a few milliseconds, flushes once per batch (no fsync per line: a process crash
 //! loses nothing that was flushed, a power cut may lose the last seconds). A flow that starts and
@@ -69,6 +71,11 @@ impl SessionMeta {
         }
     }
 }
+
+/// A line buffer that grew past this (a stream's final line holding its events) is not kept
+/// for the next line. Bodies of [`format::SIDE_MIN`] or more are not in lines, so nearly every
+/// line fits well below it.
+const LINE_KEPT: usize = 256 * 1024;
 
 /// Appends a session's events to `journal.jsonl`.
 #[derive(Debug)]
@@ -301,9 +308,9 @@ impl Journal {
         let (_file, _unwritten) = self.out.into_parts();
     }
 
-    /// Writes a flow's final line straight into the file's buffer (measured on four parallel
-    /// 10 MB downloads: a line buffer as large as the largest body stayed resident, and each
-    /// line was copied once more on its way to the file). When its events are exactly those
+    /// Writes a flow's final line, serialized whole first (a line that cannot be serialized
+    /// leaves nothing in the file; one larger than [`LINE_KEPT`] does not stay resident: large
+    /// bodies are in the side file, not in lines). When its events are exactly those
     /// its `sse` lines hold (`stream`), they are left out (and the response body too when it is
     /// those events written back), the line saying where they are. Large bodies, and a
     /// stream's body that its events do not rebuild, go to the side file first, the line
@@ -341,12 +348,18 @@ impl Journal {
         bodies.request = req.as_ref().map(|(at, b)| [*at, b.len() as u64]);
         bodies.response = resp.as_ref().map(|(at, b)| [*at, b.len() as u64]);
         if res.is_ok() {
-            let mut out = Counting {
-                inner: &mut self.out,
-                written: 0,
-            };
-            res = write_final_line(&mut out, event, sse.as_ref(), &bodies);
-            self.position += out.written;
+            self.line.clear();
+            res = write_final_line(&mut self.line, event, sse.as_ref(), &bodies);
+            if res.is_ok() {
+                res = self.out.write_all(&self.line).map_err(SideOrLine::Line);
+            }
+            if res.is_ok() {
+                self.position += self.line.len() as u64;
+            }
+            if self.line.capacity() > LINE_KEPT {
+                // A rare long line (a stream's events): not kept resident.
+                self.line = Vec::with_capacity(4096);
+            }
         }
         // Given back as it came.
         if let FlowEvent::Completed { flow } | FlowEvent::Failed { flow } = event {
@@ -469,58 +482,21 @@ enum SideOrLine {
 /// Writes a final line (with its newline) to `out`: the event, then the members that say where
 /// its events and bodies are.
 fn write_final_line(
-    out: &mut impl Write,
+    out: &mut Vec<u8>,
     event: &FlowEvent,
     sse: Option<&format::SseRef>,
     bodies: &format::BodiesRef,
 ) -> Result<(), SideOrLine> {
     let line = |e: serde_json::Error| SideOrLine::Line(e.into());
-    if sse.is_none() && bodies.is_empty() {
-        format::write_event(&mut *out, event).map_err(line)?;
-    } else {
-        // The event is an object: its closing brace is held back to make room for more
-        // members.
-        let mut held = HoldLast {
-            inner: &mut *out,
-            last: None,
-        };
-        format::write_event(&mut held, event).map_err(line)?;
-        debug_assert_eq!(held.last, Some(b'}'));
-        let mut tail = Vec::new();
-        tail.push(b'}');
-        if let Some(sse) = sse {
-            format::write_streamed_ref(&mut tail, sse).map_err(line)?;
-        }
-        if !bodies.is_empty() {
-            format::write_bodies_ref(&mut tail, bodies).map_err(line)?;
-        }
-        out.write_all(&tail).map_err(SideOrLine::Line)?;
+    format::write_event(out, event).map_err(line)?;
+    if let Some(sse) = sse {
+        format::write_streamed_ref(out, sse).map_err(line)?;
     }
-    out.write_all(b"\n").map_err(SideOrLine::Line)
-}
-
-/// A writer that passes everything on but its last byte (a JSON object's closing brace).
-struct HoldLast<W> {
-    inner: W,
-    last: Option<u8>,
-}
-
-impl<W: Write> Write for HoldLast<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let Some((&last, rest)) = buf.split_last() else {
-            return Ok(0);
-        };
-        if let Some(b) = self.last.take() {
-            self.inner.write_all(&[b])?;
-        }
-        self.inner.write_all(rest)?;
-        self.last = Some(last);
-        Ok(buf.len())
+    if !bodies.is_empty() {
+        format::write_bodies_ref(out, bodies).map_err(line)?;
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
+    out.push(b'\n');
+    Ok(())
 }
 
 /// The side file of large bodies ([`format::BODIES_FILE`]), created at the first one. Written
@@ -664,30 +640,6 @@ impl SideFile {
             Some(f) => f.sync_data(),
             None => Ok(()),
         }
-    }
-}
-
-/// A writer that counts what it accepted (the journal's position).
-struct Counting<'a, W> {
-    inner: &'a mut W,
-    written: u64,
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.inner.write_all(buf)?;
-        self.written += buf.len() as u64;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
