@@ -20,6 +20,7 @@
 //! * [`export()`] and [`load`]: what `mcptap export`, `analyze` and `view` call.
 #![deny(missing_docs)]
 
+mod cut;
 mod decode;
 mod error;
 mod export;

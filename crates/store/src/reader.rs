@@ -71,6 +71,8 @@ pub struct JournalReader<R> {
     pos: u64,
     /// Where the line last read starts.
     line_start: u64,
+    /// How long the line last read is (its buffer may be let go).
+    line_len: usize,
     /// Where the final line of the flow last returned starts (see [`JournalReader::placed`]).
     placed: Option<u64>,
 }
@@ -158,6 +160,50 @@ pub(crate) fn resolve_bodies(
     problems
 }
 
+/// Where a flow's bodies are in a line that carries the flow, when they are in the line.
+const BODY_TEXTS: &[&[&str]] = &[
+    &["flow", "request", "body", "text"],
+    &["flow", "response", "body", "text"],
+];
+
+/// [`Line::parse_with_bodies`], with large bodies cut out of the line before it is parsed and
+/// put back into the flow after ([`crate::cut`]: each decoded once, into a buffer of its size).
+pub(crate) fn parse_line(text: &[u8]) -> Result<(Line, Option<BodiesRef>), serde_json::Error> {
+    if let Some(cut) = crate::cut::cut_strings(text, BODY_TEXTS) {
+        if let Ok((mut line, bodies)) = Line::parse_with_bodies(&cut.text) {
+            if put_back(&mut line, cut.strings) {
+                return Ok((line, bodies));
+            }
+        }
+    }
+    Line::parse_with_bodies(text)
+}
+
+/// Puts the bodies cut out of a line ([`BODY_TEXTS`]) into its flow; false when the line has
+/// no flow for them (the line is then parsed whole).
+fn put_back(line: &mut Line, strings: Vec<(usize, String)>) -> bool {
+    let (Line::Event(
+        FlowEvent::RequestStarted { flow }
+        | FlowEvent::Completed { flow }
+        | FlowEvent::Failed { flow },
+    )
+    | Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _)) = line
+    else {
+        return false;
+    };
+    for (path, text) in strings {
+        let body = match path {
+            0 => &mut flow.request.body,
+            _ => match flow.response.as_mut() {
+                Some(r) => &mut r.body,
+                None => return false,
+            },
+        };
+        body.bytes = text.into_bytes().into();
+    }
+    true
+}
+
 /// Opens the journal at `path` for streaming.
 pub fn read_journal(path: &Path) -> Result<JournalReader<BufReader<File>>, StoreError> {
     let file = File::open(path).map_err(|source| StoreError::Read {
@@ -184,7 +230,7 @@ pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError
         file.read_until(b'\n', line)
     };
     line_at(&mut file, offset, &mut line).map_err(err)?;
-    let parsed = match Line::parse_with_bodies(trim_ascii(&line)) {
+    let parsed = match parse_line(trim_ascii(&line)) {
         Ok((mut l, bodies)) => {
             if let Some(bodies) = bodies {
                 let mut side = SideReader::next_to(path);
@@ -256,6 +302,7 @@ impl<R: BufRead> JournalReader<R> {
             side: None,
             pos: 0,
             line_start: 0,
+            line_len: 0,
             placed: None,
         }
     }
@@ -392,6 +439,7 @@ impl<R: BufRead> JournalReader<R> {
             let used = done.unwrap_or(chunk.len());
             self.input.consume(used);
             self.pos += used as u64;
+            self.line_len = self.buf.len();
             if done.is_some() {
                 return Ok(Some((true, overlong)));
             }
@@ -417,7 +465,7 @@ impl<R: BufRead> JournalReader<R> {
         if text.is_empty() {
             return Ok(None);
         }
-        let line = match Line::parse_with_bodies(text) {
+        let line = match parse_line(text) {
             Ok((l, None)) => l,
             Ok((mut l, Some(bodies))) => {
                 for problem in resolve_bodies(&mut l, &bodies, self.side.as_mut()) {
@@ -426,7 +474,7 @@ impl<R: BufRead> JournalReader<R> {
                 l
             }
             Err(e) if !newline => {
-                let n = self.buf.len();
+                let n = self.line_len;
                 self.warn(format!(
                     "torn last line ({n} bytes without a newline; the proxy was probably killed while writing it): skipped ({e})"
                 ));
@@ -634,5 +682,104 @@ impl<R: BufRead> Iterator for JournalReader<R> {
         }
         self.placed = None;
         self.drain_in_flight().map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcptap_flow::{Request, Timings};
+
+    /// A flow whose bodies are large enough to be cut out of its line, with escapes of every
+    /// kind in them.
+    fn large_flow(id: u64) -> Flow {
+        let text = |n: usize| {
+            let unit = r#"{"jsonrpc":"2.0","text":"quote \" slash \\ é ☃ 😀 tab	line
+"}"#;
+            unit.repeat(n / unit.len() + 1).into_bytes()
+        };
+        Flow {
+            id: FlowId(id),
+            request: Request {
+                method: "POST".into(),
+                url: "https://mcp.example/mcp".into(),
+                body: CapturedBody::complete(text(100_000)),
+                ..Request::default()
+            },
+            response: Some(Response {
+                status: 200,
+                headers: [("content-type", "application/json")].into_iter().collect(),
+                body: CapturedBody::complete(text(300_000)),
+                ..Response::default()
+            }),
+            timings: Timings {
+                started: 1_000 * id as i64,
+                finished: Some(1_000 * id as i64 + 5),
+                ..Timings::default()
+            },
+            ..Flow::default()
+        }
+    }
+
+    /// Bodies cut out of a line before it is parsed come back as parsing the whole line gives
+    /// them, on every line that carries a flow; a line the cut cannot take (a bad escape in a
+    /// large body) is parsed whole and says what serde_json says.
+    #[test]
+    fn a_line_read_with_its_bodies_cut_out_is_the_line_read_whole() {
+        let flow = large_flow(1);
+        for event in [
+            FlowEvent::Completed {
+                flow: Box::new(flow.clone()),
+            },
+            FlowEvent::Failed {
+                flow: Box::new(flow.clone()),
+            },
+            FlowEvent::RequestStarted {
+                flow: Box::new(flow.clone()),
+            },
+        ] {
+            let text = serde_json::to_vec(&event).unwrap();
+            assert!(crate::cut::cut_strings(&text, BODY_TEXTS).is_some());
+            let (Line::Event(got), None) = parse_line(&text).unwrap() else {
+                panic!("not an event");
+            };
+            let (Line::Event(want), None) = Line::parse_with_bodies(&text).unwrap() else {
+                panic!("not an event");
+            };
+            assert_eq!(got, want);
+            assert_eq!(got, event);
+        }
+        // Through the reader, next to small flows.
+        let mut journal = Vec::new();
+        for id in 1..=3 {
+            let mut f = large_flow(id);
+            if id == 2 {
+                f.response = None;
+            }
+            serde_json::to_writer(&mut journal, &FlowEvent::Completed { flow: Box::new(f) })
+                .unwrap();
+            journal.push(b'\n');
+        }
+        let flows: Vec<Flow> = JournalReader::new(&journal[..])
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(flows.len(), 3);
+        assert_eq!(flows[0], large_flow(1));
+        assert!(flows[1].response.is_none());
+        // A bad escape deep in a large body: the line is parsed whole, and fails as it would.
+        let text = String::from_utf8(
+            serde_json::to_vec(&FlowEvent::Completed {
+                flow: Box::new(flow),
+            })
+            .unwrap(),
+        )
+        .unwrap()
+        .replacen(r"\\ ", r"\q ", 1);
+        let err = parse_line(text.as_bytes()).unwrap_err().to_string();
+        let want = Line::parse_with_bodies(text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, want);
+        assert!(err.contains("invalid escape"), "{err}");
     }
 }

@@ -214,6 +214,17 @@ impl<R: std::io::BufRead> Doc<'_, R> {
         Ok((v, (at.pos, self.buf.len() as u64)))
     }
 
+    /// The next entry, cut from the stream and parsed from a slice ([`parse_entry_text`]),
+    /// with where it was in the text and its length.
+    fn parse_entry(&mut self) -> Result<(Value, (u64, u64)), DocError> {
+        self.buf.clear();
+        let at = self.cut.cut(&mut self.buf)?;
+        let len = self.buf.len() as u64;
+        let v = parse_entry_text(&self.buf).map_err(|e| Cutter::<R>::placed(at, &e))?;
+        // The buffer is kept for the next entry (see `parse_placed`).
+        Ok((v, (at.pos, len)))
+    }
+
     /// An object's members, each key handed to `member`, which reads its value.
     fn object(
         &mut self,
@@ -300,7 +311,7 @@ impl<R: std::io::BufRead> Doc<'_, R> {
         }
         let mut i = 0;
         loop {
-            let (mut e, (pos, len)) = self.parse_placed::<Value>()?;
+            let (mut e, (pos, len)) = self.parse_entry()?;
             let flow = Entry::new(i, &mut self.out.warnings).flow(&mut e)?;
             drop(e);
             let place = self.shift.get().map(|shift| EntryPlace {
@@ -351,7 +362,7 @@ pub(crate) fn read_entry_at(
             "the file changed while it was read",
         )));
     }
-    let mut e: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut e: Value = parse_entry_text(&bytes).map_err(|e| {
         har_err(HarError {
             entry: Some(place.index),
             field: String::new(),
@@ -364,6 +375,33 @@ pub(crate) fn read_entry_at(
     Entry::new(place.index, &mut Vec::new())
         .flow(&mut e)
         .map_err(har_err)
+}
+
+/// An entry's text parsed, its large bodies ([`TEXTS`]) cut out first and put back after
+/// ([`crate::cut`]: each decoded once, into a buffer of its size, instead of through
+/// serde_json's growing scratch buffer and a copy).
+fn parse_entry_text(text: &[u8]) -> Result<Value, serde_json::Error> {
+    const PATHS: &[&[&str]] = &[&TEXTS[0], &TEXTS[1]];
+    if let Some(cut) = crate::cut::cut_strings(text, PATHS) {
+        if let Ok(mut v) = serde_json::from_slice::<Value>(&cut.text) {
+            let mut placed = true;
+            for (p, s) in cut.strings {
+                let [a, b, c] = TEXTS[p];
+                match v
+                    .get_mut(a)
+                    .and_then(|v| v.get_mut(b))
+                    .and_then(|v| v.get_mut(c))
+                {
+                    Some(slot) => *slot = Value::String(s),
+                    None => placed = false,
+                }
+            }
+            if placed {
+                return Ok(v);
+            }
+        }
+    }
+    serde_json::from_slice(text)
 }
 
 /// A decompressor whose errors all say the data is bad (`InvalidData`), so that they are told
@@ -1125,6 +1163,54 @@ mod cut_tests {
             }
         }
         assert!(n >= 6, "{n} fixtures");
+    }
+
+    /// Large bodies (cut out of an entry before it is parsed, `parse_entry_text`) come out
+    /// as the whole document gives them: text with escapes of every kind, a request's text,
+    /// base64, and a text at a place that is no body.
+    #[test]
+    fn large_bodies_read_as_the_whole_document_gives_them() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/chrome-devtools.har");
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let unit = "{\"a\":\"quote \\\" slash \\\\ é ☃ 😀 \\u0001\"}\n\t";
+        let big = unit.repeat(200_000 / unit.len());
+        let entries = doc["log"]["entries"].as_array_mut().unwrap();
+        assert!(entries.len() >= 3);
+        entries[0]["response"]["content"]["text"] = big.clone().into();
+        entries[1]["request"]["postData"] =
+            serde_json::json!({"mimeType": "application/json", "text": big});
+        entries[1]["response"]["content"]["comment"] = big.clone().into();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(big.as_bytes());
+        entries[2]["response"]["content"] = serde_json::json!({"size": big.len(), "mimeType": "application/octet-stream", "text": b64, "encoding": "base64"});
+        for text in [
+            serde_json::to_vec(&doc).unwrap(),
+            serde_json::to_vec_pretty(&doc).unwrap(),
+        ] {
+            let want = whole(&text);
+            assert_eq!(
+                want[0].response.as_ref().unwrap().body.bytes,
+                big.as_bytes()
+            );
+            assert_eq!(want[1].request.body.bytes, big.as_bytes());
+            assert_eq!(
+                want[2].response.as_ref().unwrap().body.bytes,
+                big.as_bytes()
+            );
+            let mut got = Vec::new();
+            let mut places = Vec::new();
+            read_har_placed(&text[..], &mut |f, p| {
+                got.push(f);
+                places.push(p.unwrap());
+            })
+            .unwrap();
+            assert_eq!(got, want);
+            let tmp = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(tmp.path(), &text).unwrap();
+            for (place, f) in places.iter().zip(&want).take(3) {
+                assert_eq!(&read_entry_at(tmp.path(), *place).unwrap(), f);
+            }
+        }
     }
 
     /// A file cut short or broken anywhere is an error that says where (never a panic), at
