@@ -9,6 +9,9 @@
 //! The cut is only an optimisation: anything unusual about a string (a bad escape, a lone
 //! surrogate, a control character, bytes that are not UTF-8) leaves it in place, and `None`
 //! tells the caller to parse the text as it is, so errors and results stay `serde_json`'s.
+//! A string cut is checked when it is cut and decoded when the caller asks ([`Cut::decode`]):
+//! a reader can let go of the flow before (a flow waiting for its turn) and only then
+//! allocate the next one's bodies.
 
 /// Strings shorter than this are left to `serde_json`.
 pub(crate) const CUT_MIN: usize = 64 * 1024;
@@ -18,8 +21,24 @@ pub(crate) const CUT_MIN: usize = 64 * 1024;
 pub(crate) struct Cut {
     /// The text with each cut string replaced by `""`.
     pub text: Vec<u8>,
-    /// The strings cut, decoded, each with the index of its path in the caller's list.
-    pub strings: Vec<(usize, String)>,
+    /// The strings cut: the index of each one's path in the caller's list, where its content
+    /// is in the text it was cut from (between its quotes), and its length decoded.
+    pub spans: Vec<Span>,
+}
+
+/// A string cut out of a text (see [`Cut::spans`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub path: usize,
+    pub raw: std::ops::Range<usize>,
+    len: usize,
+}
+
+impl Span {
+    /// The string, decoded from `from` (the text it was cut from) into a buffer of its size.
+    pub(crate) fn decode(&self, from: &[u8]) -> String {
+        decode(&from[self.raw.clone()], self.len)
+    }
 }
 
 /// One level of nesting: an object (with the key whose value is being read, as a range of the
@@ -88,9 +107,12 @@ pub(crate) fn cut_strings(text: &[u8], paths: &[&[&str]]) -> Option<Cut> {
     if found.is_empty() {
         return None;
     }
-    let mut strings = Vec::with_capacity(found.len());
-    for &(start, end, p) in &found {
-        strings.push((p, decode(&text[start + 1..end - 1])?));
+    let mut spans = Vec::with_capacity(found.len());
+    for &(start, end, path) in &found {
+        let raw = start + 1..end - 1;
+        let len = decoded_len(&text[raw.clone()])?;
+        std::str::from_utf8(&text[raw.clone()]).ok()?;
+        spans.push(Span { path, raw, len });
     }
     let cut_len: usize = found.iter().map(|(s, e, _)| e - s - 2).sum();
     let mut out = Vec::with_capacity(text.len() - cut_len);
@@ -101,7 +123,7 @@ pub(crate) fn cut_strings(text: &[u8], paths: &[&[&str]]) -> Option<Cut> {
         from = end;
     }
     out.extend_from_slice(&text[from..]);
-    Some(Cut { text: out, strings })
+    Some(Cut { text: out, spans })
 }
 
 /// Whether the value being read sits at `path`: one object per key, the keys matching.
@@ -129,10 +151,10 @@ fn string_end(text: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// A JSON string's content (between its quotes) decoded into a buffer of its exact size;
-/// `None` for anything `serde_json` would refuse or reinterpret.
-fn decode(raw: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(decoded_len(raw)?);
+/// A JSON string's content (between its quotes), checked when it was cut (UTF-8, and
+/// [`decoded_len`] said `len`), decoded into a buffer of that size.
+fn decode(raw: &[u8], len: usize) -> String {
+    let mut out = Vec::with_capacity(len);
     let mut i = 0;
     while i < raw.len() {
         let k = memchr::memchr(b'\\', &raw[i..]).map_or(raw.len(), |k| i + k);
@@ -140,7 +162,9 @@ fn decode(raw: &[u8]) -> Option<String> {
         if k == raw.len() {
             break;
         }
-        let (c, used) = escape(&raw[k..])?;
+        let Some((c, used)) = escape(&raw[k..]) else {
+            break; // checked when cut: never
+        };
         match c {
             Escaped::Byte(b) => out.push(b),
             Escaped::Char(c) => {
@@ -150,8 +174,9 @@ fn decode(raw: &[u8]) -> Option<String> {
         }
         i = k + used;
     }
-    debug_assert_eq!(out.len(), out.capacity());
-    String::from_utf8(out).ok()
+    debug_assert_eq!(out.len(), len);
+    // UTF-8 checked when cut, escapes decode to characters: the lossy branch is never taken.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// How long [`decode`]'s output is; `None` when `raw` is not a string `serde_json` takes as is.
@@ -251,9 +276,12 @@ mod tests {
                     r#"{{"n":[1,{{"text":"x"}}],"a":{{"body":{{"text":{s},"k":2}}}},"b":{{"text":{s}}},"c":{{"text":{s}}}}}"#
                 );
                 let cut = cut_strings(text.as_bytes(), PATHS).unwrap();
-                assert_eq!(cut.strings.len(), 2);
-                assert_eq!(cut.strings[0], (0, body.clone()));
-                assert_eq!(cut.strings[1], (1, body.clone()));
+                let strings: Vec<(usize, String)> = cut
+                    .spans
+                    .iter()
+                    .map(|s| (s.path, s.decode(text.as_bytes())))
+                    .collect();
+                assert_eq!(strings, [(0, body.clone()), (1, body.clone())]);
                 let mut got: serde_json::Value = serde_json::from_slice(&cut.text).unwrap();
                 assert_eq!(got["a"]["body"]["text"], "");
                 got["a"]["body"]["text"] = body.clone().into();

@@ -137,6 +137,15 @@ pub(crate) fn resolve_bodies(
     else {
         return Vec::new();
     };
+    resolve_flow_bodies(flow, bodies, side)
+}
+
+/// [`resolve_bodies`] on the flow of a final line.
+fn resolve_flow_bodies(
+    flow: &mut Flow,
+    bodies: &BodiesRef,
+    side: Option<&mut SideReader>,
+) -> Vec<String> {
     let Some(side) = side else {
         return vec![format!(
             "flow {}: its bodies are in {BODIES_FILE} next to the journal, which this reader was not given",
@@ -169,39 +178,54 @@ const BODY_TEXTS: &[&[&str]] = &[
 /// [`Line::parse_with_bodies`], with large bodies cut out of the line before it is parsed and
 /// put back into the flow after ([`crate::cut`]: each decoded once, into a buffer of its size).
 pub(crate) fn parse_line(text: &[u8]) -> Result<(Line, Option<BodiesRef>), serde_json::Error> {
+    let (mut line, bodies, spans) = parse_line_cut(text)?;
+    if let Some(flow) = flow_of(&mut line) {
+        put_back(flow, &spans, text);
+    }
+    Ok((line, bodies))
+}
+
+/// [`parse_line`] with the bodies it cut not put back yet ([`put_back`] puts them into the
+/// line's flow: the spans are of `text`, and there is always a flow for them).
+fn parse_line_cut(
+    text: &[u8],
+) -> Result<(Line, Option<BodiesRef>, Vec<crate::cut::Span>), serde_json::Error> {
     if let Some(cut) = crate::cut::cut_strings(text, BODY_TEXTS) {
         if let Ok((mut line, bodies)) = Line::parse_with_bodies(&cut.text) {
-            if put_back(&mut line, cut.strings) {
-                return Ok((line, bodies));
+            let room = flow_of(&mut line)
+                .is_some_and(|f| f.response.is_some() || cut.spans.iter().all(|s| s.path == 0));
+            if room {
+                return Ok((line, bodies, cut.spans));
             }
         }
     }
-    Line::parse_with_bodies(text)
+    Line::parse_with_bodies(text).map(|(l, b)| (l, b, Vec::new()))
 }
 
-/// Puts the bodies cut out of a line ([`BODY_TEXTS`]) into its flow; false when the line has
-/// no flow for them (the line is then parsed whole).
-fn put_back(line: &mut Line, strings: Vec<(usize, String)>) -> bool {
-    let (Line::Event(
-        FlowEvent::RequestStarted { flow }
-        | FlowEvent::Completed { flow }
-        | FlowEvent::Failed { flow },
-    )
-    | Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _)) = line
-    else {
-        return false;
-    };
-    for (path, text) in strings {
-        let body = match path {
-            0 => &mut flow.request.body,
-            _ => match flow.response.as_mut() {
-                Some(r) => &mut r.body,
-                None => return false,
-            },
-        };
-        body.bytes = text.into_bytes().into();
+/// The flow a line carries, if it carries one.
+fn flow_of(line: &mut Line) -> Option<&mut Flow> {
+    match line {
+        Line::Event(
+            FlowEvent::RequestStarted { flow }
+            | FlowEvent::Completed { flow }
+            | FlowEvent::Failed { flow },
+        )
+        | Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _) => {
+            Some(flow)
+        }
+        _ => None,
     }
-    true
+}
+
+/// Puts the bodies cut out of `text` ([`BODY_TEXTS`]) into the flow it carries.
+fn put_back(flow: &mut Flow, spans: &[crate::cut::Span], text: &[u8]) {
+    for span in spans {
+        let body = match span.path {
+            0 => &mut flow.request.body,
+            _ => &mut flow.response.get_or_insert_with(Response::default).body,
+        };
+        body.bytes = span.decode(text).into_bytes().into();
+    }
 }
 
 /// Opens the journal at `path` for streaming.
@@ -333,7 +357,7 @@ impl<R: BufRead> JournalReader<R> {
     /// Reads up to the session line (if not read yet) and returns it.
     pub fn read_meta(&mut self) -> Result<Option<&SessionMeta>, StoreError> {
         while self.meta.is_none() && self.line_no == 0 && !self.eof {
-            let flow = self.step()?;
+            let flow = self.step(None)?;
             if let Some(f) = flow {
                 // Not a session line first: keep the flow for the iterator.
                 self.leftovers.push_front((f, Some(self.line_start)));
@@ -446,8 +470,57 @@ impl<R: BufRead> JournalReader<R> {
         }
     }
 
-    /// Processes one line; returns a flow when the line completed one.
-    fn step(&mut self) -> Result<Option<Flow>, StoreError> {
+    /// The bound of the flows still to come: none completes before it (with `slack` for
+    /// flows racing to the journal): no flow in flight started earlier, and flows not yet seen
+    /// start no earlier than the latest start.
+    pub fn bound(&self, slack: Micros) -> Micros {
+        let seen = self.latest_start.unwrap_or(Micros::MIN);
+        self.min_in_flight_start()
+            .map_or(seen, |t| t.min(seen))
+            .saturating_sub(slack)
+    }
+
+    /// The next flow, as [`Iterator::next`] gives it; when its line holds large bodies (or
+    /// points at them in the side file), `early` is told first, before they are read, the
+    /// bound ([`bound`](Self::bound) with `slack`) that it and every flow still to come keep:
+    /// a consumer can let go of the flows it holds that complete earlier before the bodies
+    /// of this one take their memory.
+    pub fn next_flow(
+        &mut self,
+        slack: Micros,
+        early: &mut dyn FnMut(Micros),
+    ) -> Option<Result<Flow, StoreError>> {
+        if self.failed {
+            return None;
+        }
+        if let Some((f, at)) = self.leftovers.pop_front() {
+            self.placed = at;
+            return Some(Ok(f));
+        }
+        while !self.eof {
+            match self.step(Some((slack, &mut *early))) {
+                Ok(Some(flow)) => {
+                    self.placed = Some(self.line_start);
+                    return Some(Ok(flow));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.placed = None;
+        self.drain_in_flight().map(Ok)
+    }
+
+    /// Processes one line; returns a flow when the line completed one. With `early`, a final
+    /// line's large bodies are read after `early` is told the bound (see
+    /// [`next_flow`](Self::next_flow)).
+    fn step(
+        &mut self,
+        early: Option<(Micros, &mut dyn FnMut(Micros))>,
+    ) -> Result<Option<Flow>, StoreError> {
         let Some((newline, overlong)) = self.read_line().map_err(|source| StoreError::Read {
             path: self.path.clone(),
             source,
@@ -465,14 +538,8 @@ impl<R: BufRead> JournalReader<R> {
         if text.is_empty() {
             return Ok(None);
         }
-        let line = match parse_line(text) {
-            Ok((l, None)) => l,
-            Ok((mut l, Some(bodies))) => {
-                for problem in resolve_bodies(&mut l, &bodies, self.side.as_mut()) {
-                    self.warn(problem);
-                }
-                l
-            }
+        let (mut line, bodies, spans) = match parse_line_cut(text) {
+            Ok(parsed) => parsed,
             Err(e) if !newline => {
                 let n = self.line_len;
                 self.warn(format!(
@@ -485,7 +552,31 @@ impl<R: BufRead> JournalReader<R> {
                 return Ok(None);
             }
         };
-        Ok(self.apply(line))
+        let final_line = matches!(
+            line,
+            Line::Event(FlowEvent::Completed { .. } | FlowEvent::Failed { .. })
+                | Line::Streamed(..)
+        );
+        if !final_line {
+            // A flow's head waits in flight: what it holds is put in now.
+            if let Some(flow) = flow_of(&mut line) {
+                put_back(flow, &spans, text);
+            }
+            return Ok(self.apply(line));
+        }
+        let Some(mut flow) = self.apply(line) else {
+            return Ok(None);
+        };
+        if let Some((slack, early)) = early.filter(|_| !spans.is_empty() || bodies.is_some()) {
+            early(self.bound(slack).min(flow.timings.started));
+        }
+        put_back(&mut flow, &spans, trim_ascii(&self.buf));
+        if let Some(bodies) = bodies {
+            for problem in resolve_flow_bodies(&mut flow, &bodies, self.side.as_mut()) {
+                self.warn(problem);
+            }
+        }
+        Ok(Some(flow))
     }
 
     fn apply(&mut self, line: Line) -> Option<Flow> {
@@ -660,28 +751,7 @@ impl<R: BufRead> Iterator for JournalReader<R> {
     type Item = Result<Flow, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        if let Some((f, at)) = self.leftovers.pop_front() {
-            self.placed = at;
-            return Some(Ok(f));
-        }
-        while !self.eof {
-            match self.step() {
-                Ok(Some(flow)) => {
-                    self.placed = Some(self.line_start);
-                    return Some(Ok(flow));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        self.placed = None;
-        self.drain_in_flight().map(Ok)
+        self.next_flow(0, &mut |_| {})
     }
 }
 

@@ -76,6 +76,18 @@ pub(crate) fn read_har_placed(
     r: impl Read,
     each: &mut dyn FnMut(Flow, Option<EntryPlace>),
 ) -> Result<HarImport, HarError> {
+    read_har_early(r, &mut |_| {}, each)
+}
+
+/// [`read_har_placed`]; before the large bodies of an entry are read, `early` is told its
+/// start: no entry still to come, this one included, completes before it (in a file whose
+/// entries are in start order), so a consumer can first let go of the flows it holds that
+/// complete earlier.
+pub(crate) fn read_har_early(
+    r: impl Read,
+    early: &mut dyn FnMut(Micros),
+    each: &mut dyn FnMut(Flow, Option<EntryPlace>),
+) -> Result<HarImport, HarError> {
     let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
     let head = r
         .fill_buf()
@@ -95,6 +107,7 @@ pub(crate) fn read_har_placed(
         cut: Cutter::new(std::io::BufReader::with_capacity(256 * 1024, text)),
         out: HarImport::default(),
         each,
+        early,
         buf: Vec::new(),
         shift,
     };
@@ -165,6 +178,8 @@ struct Doc<'a, R> {
     cut: Cutter<R>,
     out: HarImport,
     each: &'a mut dyn FnMut(Flow, Option<EntryPlace>),
+    /// Told an entry's start before its large bodies are read ([`read_har_early`]).
+    early: &'a mut dyn FnMut(Micros),
     /// The value being parsed.
     buf: Vec<u8>,
     /// How far the text's bytes are from the file's (a byte order mark skipped); `None`
@@ -215,12 +230,21 @@ impl<R: std::io::BufRead> Doc<'_, R> {
     }
 
     /// The next entry, cut from the stream and parsed from a slice ([`parse_entry_text`]),
-    /// with where it was in the text and its length.
+    /// with where it was in the text and its length. When it has large bodies, `early` is
+    /// told its start before they are read: no entry still to come, this one included,
+    /// completes before it (a flow ends after it starts, and later entries start later).
     fn parse_entry(&mut self) -> Result<(Value, (u64, u64)), DocError> {
         self.buf.clear();
         let at = self.cut.cut(&mut self.buf)?;
         let len = self.buf.len() as u64;
-        let v = parse_entry_text(&self.buf).map_err(|e| Cutter::<R>::placed(at, &e))?;
+        let (mut v, spans) = parse_entry_cut(&self.buf).map_err(|e| Cutter::<R>::placed(at, &e))?;
+        if !spans.is_empty() {
+            let started = v.get("startedDateTime").and_then(Value::as_str);
+            if let Some(t) = started.and_then(parse_iso) {
+                (self.early)(t);
+            }
+            put_back(&mut v, &spans, &self.buf);
+        }
         // The buffer is kept for the next entry (see `parse_placed`).
         Ok((v, (at.pos, len)))
     }
@@ -381,27 +405,42 @@ pub(crate) fn read_entry_at(
 /// ([`crate::cut`]: each decoded once, into a buffer of its size, instead of through
 /// serde_json's growing scratch buffer and a copy).
 fn parse_entry_text(text: &[u8]) -> Result<Value, serde_json::Error> {
+    let (mut v, spans) = parse_entry_cut(text)?;
+    put_back(&mut v, &spans, text);
+    Ok(v)
+}
+
+/// [`parse_entry_text`] with the bodies it cut not put back yet ([`put_back`] puts them in:
+/// the spans are of `text`, and their places are in the entry).
+fn parse_entry_cut(text: &[u8]) -> Result<(Value, Vec<crate::cut::Span>), serde_json::Error> {
     const PATHS: &[&[&str]] = &[&TEXTS[0], &TEXTS[1]];
     if let Some(cut) = crate::cut::cut_strings(text, PATHS) {
         if let Ok(mut v) = serde_json::from_slice::<Value>(&cut.text) {
-            let mut placed = true;
-            for (p, s) in cut.strings {
-                let [a, b, c] = TEXTS[p];
-                match v
-                    .get_mut(a)
-                    .and_then(|v| v.get_mut(b))
-                    .and_then(|v| v.get_mut(c))
-                {
-                    Some(slot) => *slot = Value::String(s),
-                    None => placed = false,
-                }
-            }
-            if placed {
-                return Ok(v);
+            if cut
+                .spans
+                .iter()
+                .all(|s| text_slot(&mut v, s.path).is_some())
+            {
+                return Ok((v, cut.spans));
             }
         }
     }
-    serde_json::from_slice(text)
+    serde_json::from_slice(text).map(|v| (v, Vec::new()))
+}
+
+/// Where the body `TEXTS[path]` is in the entry `v`.
+fn text_slot(v: &mut Value, path: usize) -> Option<&mut Value> {
+    let [a, b, c] = TEXTS[path];
+    v.get_mut(a)?.get_mut(b)?.get_mut(c)
+}
+
+/// Puts the bodies cut out of `text` into the entry `v` parsed from the rest.
+fn put_back(v: &mut Value, spans: &[crate::cut::Span], text: &[u8]) {
+    for span in spans {
+        if let Some(slot) = text_slot(v, span.path) {
+            *slot = Value::String(span.decode(text));
+        }
+    }
 }
 
 /// A decompressor whose errors all say the data is bad (`InvalidData`), so that they are told
