@@ -241,13 +241,24 @@ pub fn read_journal(path: &Path) -> Result<JournalReader<BufReader<File>>, Store
 /// `path` (where [`crate::Journal::position`] said it would): how a live view gets back a flow
 /// it no longer holds. `Ok(None)` when no such line starts there.
 pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError> {
+    read_flow_sized(path, offset, 0)
+}
+
+/// [`read_flow_at`] of a line known to be about `len` bytes long: read into a buffer of that
+/// size, not one grown (and copied) step by step.
+pub(crate) fn read_flow_sized(
+    path: &Path,
+    offset: u64,
+    len: usize,
+) -> Result<Option<Flow>, StoreError> {
     use std::io::{Seek as _, SeekFrom};
     let err = |source| StoreError::Read {
         path: path.to_owned(),
         source,
     };
     let mut file = BufReader::new(File::open(path).map_err(err)?);
-    let mut line = Vec::new();
+    // The line and its newline (the size comes from this reader's own reading of the file).
+    let mut line = Vec::with_capacity(len.saturating_add(1).min(DEFAULT_MAX_LINE));
     let line_at = |file: &mut BufReader<File>, at: u64, line: &mut Vec<u8>| {
         file.seek(SeekFrom::Start(at))?;
         line.clear();
@@ -413,6 +424,12 @@ impl<R: BufRead> JournalReader<R> {
     /// completed (made from the lines of a flow still in flight at the end).
     pub fn placed(&self) -> Option<u64> {
         self.placed
+    }
+
+    /// How long (in bytes, without its newline) the line [`placed`](Self::placed) points at
+    /// is.
+    pub(crate) fn placed_len(&self) -> usize {
+        self.line_len
     }
 
     /// True once the input is exhausted (flows left in flight are then being drained).

@@ -371,7 +371,8 @@ pub(crate) fn read_entry_at(
     let mut file = std::fs::File::open(path).map_err(read_err)?;
     file.seek(SeekFrom::Start(place.offset)).map_err(read_err)?;
     let len = usize::try_from(place.len).unwrap_or(usize::MAX);
-    let mut bytes = Vec::new();
+    // Read into a buffer of its size, not one grown step by step.
+    let mut bytes = Vec::with_capacity(len.min(crate::reader::DEFAULT_MAX_LINE));
     file.take(place.len)
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
