@@ -99,11 +99,13 @@ pub fn analyze_file(
     let mut reverse_now = reverse || says_reverse(leading.as_ref());
     let prepare = prepare_options(keep_secrets);
     let mut said = false;
+    let most_flows = most_flows(path);
     loop {
         let mut ordered = mcptap_analyze::Ordered::new(mcptap_analyze::Options {
             reverse_proxy: reverse_now,
             ..Default::default()
         });
+        ordered.reserve_flows(most_flows);
         // Flows that wait for their turn go on before the next flow's large bodies are read
         // (`Streamed::Early`): one large flow in memory at a time, not two.
         let session = mcptap_store::stream_early(path, &mut |s| match s {
@@ -135,6 +137,24 @@ pub fn analyze_file(
         whole.flows = Vec::new();
         return Ok((whole, report));
     }
+}
+
+/// Bytes of the smallest flow a journal line or a HAR entry holds (a request line with no
+/// headers and no response is about 300).
+const MIN_FLOW_BYTES: u64 = 256;
+/// At most this many flows' room is made at once (about 400 MB of address space, none of it
+/// touched until used).
+const MOST_FLOWS_RESERVED: u64 = 1 << 20;
+
+/// The most flows the session at `path` can hold, as far as its size tells (room made for
+/// them at once: [`mcptap_analyze::Ordered::reserve_flows`]).
+fn most_flows(path: &Path) -> usize {
+    let file = match mcptap_store::detect(path) {
+        Ok((file, _)) => file,
+        Err(_) => return 0,
+    };
+    let len = std::fs::metadata(file).map_or(0, |m| m.len());
+    usize::try_from((len / MIN_FLOW_BYTES).min(MOST_FLOWS_RESERVED)).unwrap_or(0)
 }
 
 /// The flows `ids` names, read again from `path` and prepared as [`analyze_file`] prepared

@@ -146,6 +146,11 @@ impl Ordered {
         }
     }
 
+    /// Makes room for `n` flows in the report's list at once ([`Analyzer::reserve_flows`]).
+    pub fn reserve_flows(&mut self, n: usize) {
+        self.analyzer.reserve_flows(n);
+    }
+
     /// Takes the file's promise that no flow still to come, the next one pushed included,
     /// completes before `bound`: the flows waiting that complete earlier go to the analyzer
     /// now (and are dropped), before the next flow is read whole. What `push` would do with
