@@ -99,14 +99,21 @@ pub fn analyze_file(
     let mut reverse_now = reverse || says_reverse(leading.as_ref());
     let prepare = prepare_options(keep_secrets);
     let mut said = false;
+    let most_flows = most_flows(path);
     loop {
         let mut ordered = mcptap_analyze::Ordered::new(mcptap_analyze::Options {
             reverse_proxy: reverse_now,
             ..Default::default()
         });
-        let session = mcptap_store::stream(path, &mut |mut f, bound| {
-            mcptap_store::prepare(&mut f, &prepare);
-            ordered.push(f, bound);
+        ordered.reserve_flows(most_flows);
+        // Flows that wait for their turn go on before the next flow's large bodies are read
+        // (`Streamed::Early`): one large flow in memory at a time, not two.
+        let session = mcptap_store::stream_early(path, &mut |s| match s {
+            mcptap_store::Streamed::Early(bound) => ordered.advance(bound),
+            mcptap_store::Streamed::Flow(mut f, bound) => {
+                mcptap_store::prepare(&mut f, &prepare);
+                ordered.push(f, bound);
+            }
         })
         .map_err(cannot)?;
         if !said {
@@ -130,6 +137,24 @@ pub fn analyze_file(
         whole.flows = Vec::new();
         return Ok((whole, report));
     }
+}
+
+/// Bytes of the smallest flow a journal line or a HAR entry holds (a request line with no
+/// headers and no response is about 300).
+const MIN_FLOW_BYTES: u64 = 256;
+/// At most this many flows' room is made at once (about 400 MB of address space, none of it
+/// touched until used).
+const MOST_FLOWS_RESERVED: u64 = 1 << 20;
+
+/// The most flows the session at `path` can hold, as far as its size tells (room made for
+/// them at once: [`mcptap_analyze::Ordered::reserve_flows`]).
+fn most_flows(path: &Path) -> usize {
+    let file = match mcptap_store::detect(path) {
+        Ok((file, _)) => file,
+        Err(_) => return 0,
+    };
+    let len = std::fs::metadata(file).map_or(0, |m| m.len());
+    usize::try_from((len / MIN_FLOW_BYTES).min(MOST_FLOWS_RESERVED)).unwrap_or(0)
 }
 
 /// The flows `ids` names, read again from `path` and prepared as [`analyze_file`] prepared
@@ -313,6 +338,54 @@ fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// The flows of the journal at `seed`, each JSON object body given a large member with
+    /// escapes of every kind, written as a journal with its bodies inline, as a session (large
+    /// bodies in its side file) and as a HAR file under `dir`.
+    fn large_bodies(seed: &Path, dir: &Path) -> Vec<std::path::PathBuf> {
+        let pad = "quote \" slash \\ é ☃ 😀 tab\t line\n ".repeat(4000);
+        let mut flows = mcptap_store::load(seed).unwrap().flows;
+        let grow = |b: &mut mcptap_flow::CapturedBody| {
+            if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_slice(&b.bytes) {
+                m.insert("padding".into(), pad.clone().into());
+                *b = mcptap_flow::CapturedBody::complete(serde_json::to_vec(&m).unwrap());
+            }
+        };
+        for f in &mut flows {
+            grow(&mut f.request.body);
+            if let Some(r) = f.response.as_mut() {
+                grow(&mut r.body);
+            }
+        }
+        assert!(flows.iter().any(|f| f
+            .response
+            .as_ref()
+            .is_some_and(|r| r.body.bytes.len() > 64 << 10)));
+        let inline = dir.join("large-inline.jsonl");
+        let mut lines = Vec::new();
+        for f in &flows {
+            let ev = mcptap_flow::FlowEvent::Completed {
+                flow: Box::new(f.clone()),
+            };
+            serde_json::to_writer(&mut lines, &ev).unwrap();
+            lines.push(b'\n');
+        }
+        std::fs::write(&inline, lines).unwrap();
+        let session = dir.join("large-session");
+        let meta = mcptap_store::SessionMeta::new("test");
+        let mut journal = mcptap_store::Journal::create(&session, meta).unwrap();
+        for f in &flows {
+            let ev = mcptap_flow::FlowEvent::Completed {
+                flow: Box::new(f.clone()),
+            };
+            journal.record(&ev).unwrap();
+        }
+        journal.finish().unwrap();
+        assert!(session.join("bodies.bin").exists());
+        let har = dir.join("large.har");
+        mcptap_store::export(&session, &har, &Default::default()).unwrap();
+        vec![inline, session, har]
+    }
+
     /// The streaming pipeline against the whole session in memory, on every HAR and journal
     /// the repository keeps (other tools' HAR files, a journal, a torn one), with the flows
     /// also handed over in reverse and shuffled file order (a bound the file breaks).
@@ -339,6 +412,12 @@ mod tests {
         // Each HAR file again with its entries reversed: a file that breaks its order, so
         // that the streamed analysis falls back to the whole session.
         let dir = tempfile::tempdir().unwrap();
+        // The journal seed with large bodies: inline in its lines, in a session's side file,
+        // and in a HAR file (what the readers cut out and read after the flows waiting).
+        files.extend(large_bodies(
+            &root.join("fuzz/seeds/journal/session.jsonl"),
+            dir.path(),
+        ));
         for file in files.clone() {
             if file.extension().is_some_and(|x| x == "har") {
                 let mut doc: serde_json::Value =

@@ -18,21 +18,41 @@ use std::cell::OnceCell;
 use std::collections::HashSet;
 
 /// One JSON-RPC message: its envelope, with `params` and `result` kept as JSON text and parsed
-/// only when a rule asks (most messages are classified from the envelope alone).
+/// only when a rule asks (most messages are classified from the envelope alone). The text is
+/// borrowed from the flow (a tool's result can be megabytes), copied only when it was read
+/// from events the flow does not hold.
 #[derive(Debug, Clone)]
-pub(crate) struct Rpc {
+pub(crate) struct Rpc<'a> {
     pub dir: RpcDirection,
     pub kind: RpcKind,
     pub method: Option<String>,
     pub id: Option<String>,
     pub sse: bool,
-    params: Option<Box<RawValue>>,
-    result: Option<Box<RawValue>>,
+    params: Option<Raw<'a>>,
+    result: Option<Raw<'a>>,
     parsed_params: OnceCell<Option<Value>>,
     parsed_result: OnceCell<Option<Value>>,
 }
 
-impl Rpc {
+/// JSON text of a member: borrowed from the flow, or a copy.
+#[derive(Debug, Clone)]
+enum Raw<'a> {
+    Borrowed(&'a RawValue),
+    Owned(Box<RawValue>),
+}
+
+impl std::ops::Deref for Raw<'_> {
+    type Target = RawValue;
+
+    fn deref(&self) -> &RawValue {
+        match self {
+            Raw::Borrowed(r) => r,
+            Raw::Owned(r) => r,
+        }
+    }
+}
+
+impl Rpc<'_> {
     /// `result` of a response.
     pub fn result(&self) -> Option<&Value> {
         self.parsed_result
@@ -113,7 +133,7 @@ pub(crate) struct Ctx<'a> {
     pub bearer: Option<String>,
     pub ua: Option<String>,
     pub role: Role,
-    pub rpc: Vec<Rpc>,
+    pub rpc: Vec<Rpc<'a>>,
     /// What is wrong with the server's JSON-RPC messages in this flow, one line each (a
     /// response without `"jsonrpc": "2.0"`, with both or neither of result and error, an error
     /// without code or message).
@@ -355,7 +375,7 @@ fn known_redirect(known: &Known, url: &Url) -> bool {
 }
 
 /// Every JSON-RPC message in the request body and the response (JSON body or SSE events).
-fn rpc_messages(flow: &Flow) -> (Vec<Rpc>, Vec<String>) {
+fn rpc_messages(flow: &Flow) -> (Vec<Rpc<'_>>, Vec<String>) {
     let mut out = Vec::new();
     let mut faults = Vec::new();
     // A JSON-RPC body is a JSON object or batch array, and every JSON-RPC 2.0 message names
@@ -374,6 +394,7 @@ fn rpc_messages(flow: &Flow) -> (Vec<Rpc>, Vec<String>) {
                 text,
                 RpcDirection::ClientToServer,
                 false,
+                Raw::Borrowed,
             );
         }
     }
@@ -386,34 +407,22 @@ fn rpc_messages(flow: &Flow) -> (Vec<Rpc>, Vec<String>) {
     };
     if let Some(resp) = &flow.response {
         if flow.is_sse() {
-            let parsed;
-            let events = if resp.sse.is_empty() && !resp.body.bytes.is_empty() {
-                parsed = sse::parse_all(&resp.body.bytes, flow.timings.started);
-                &parsed
+            let wanted = |data: &str| data.contains("jsonrpc") || (asked && data.starts_with('{'));
+            if resp.sse.is_empty() && !resp.body.bytes.is_empty() {
+                // Events read from the body here: what they carry is copied.
+                let parsed = sse::parse_all(&resp.body.bytes, flow.timings.started);
+                for data in parsed.iter().map(|e| e.data.trim()).filter(|d| wanted(d)) {
+                    let own = |r: &RawValue| Raw::Owned(r.to_owned());
+                    push_messages(&mut out, &mut faults, data, SERVER, true, own);
+                }
             } else {
-                &resp.sse
-            };
-            for e in events {
-                let data = e.data.trim();
-                if data.contains("jsonrpc") || (asked && data.starts_with('{')) {
-                    push_messages(
-                        &mut out,
-                        &mut faults,
-                        data,
-                        RpcDirection::ServerToClient,
-                        true,
-                    );
+                for data in resp.sse.iter().map(|e| e.data.trim()).filter(|d| wanted(d)) {
+                    push_messages(&mut out, &mut faults, data, SERVER, true, Raw::Borrowed);
                 }
             }
         } else if mentions(&resp.body) || (asked && object(&resp.body)) {
             if let Some(text) = resp.body.as_str() {
-                push_messages(
-                    &mut out,
-                    &mut faults,
-                    text,
-                    RpcDirection::ServerToClient,
-                    false,
-                );
+                push_messages(&mut out, &mut faults, text, SERVER, false, Raw::Borrowed);
             }
         }
     }
@@ -436,33 +445,38 @@ fn rpc_messages(flow: &Flow) -> (Vec<Rpc>, Vec<String>) {
     (out, faults)
 }
 
-/// The JSON-RPC messages in `text`: one message or a batch.
-fn push_messages(
-    out: &mut Vec<Rpc>,
+const SERVER: RpcDirection = RpcDirection::ServerToClient;
+
+/// The JSON-RPC messages in `text`: one message or a batch. `keep` keeps a member's text
+/// (borrowed when `text` lives as long as the messages, copied otherwise).
+fn push_messages<'t, 'a>(
+    out: &mut Vec<Rpc<'a>>,
     faults: &mut Vec<String>,
-    text: &str,
+    text: &'t str,
     dir: RpcDirection,
     sse: bool,
+    keep: impl Fn(&'t RawValue) -> Raw<'a> + Copy,
 ) {
     let text = text.trim();
     if text.starts_with('[') {
         // Each member on its own: one malformed message does not hide the others.
         if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) {
             for item in items {
-                push_one(out, faults, item.get(), dir, sse);
+                push_one(out, faults, item.get(), dir, sse, keep);
             }
         }
     } else if text.starts_with('{') {
-        push_one(out, faults, text, dir, sse);
+        push_one(out, faults, text, dir, sse, keep);
     }
 }
 
-fn push_one(
-    out: &mut Vec<Rpc>,
+fn push_one<'t, 'a>(
+    out: &mut Vec<Rpc<'a>>,
     faults: &mut Vec<String>,
-    text: &str,
+    text: &'t str,
     dir: RpcDirection,
     sse: bool,
+    keep: impl Fn(&'t RawValue) -> Raw<'a>,
 ) {
     let Ok(env) = serde_json::from_str::<Envelope<'_>>(text) else {
         return;
@@ -512,8 +526,8 @@ fn push_one(
         method,
         id,
         sse,
-        params: env.params.0.map(RawValue::to_owned),
-        result: env.result.0.map(RawValue::to_owned),
+        params: env.params.0.map(&keep),
+        result: env.result.0.map(&keep),
         parsed_params: OnceCell::new(),
         parsed_result: OnceCell::new(),
     });
@@ -536,7 +550,7 @@ fn rpc_id(raw: &RawValue) -> String {
 }
 
 /// The protocol version in an initialize result carried by this flow.
-fn negotiated_version(rpc: &[Rpc]) -> Option<String> {
+fn negotiated_version(rpc: &[Rpc<'_>]) -> Option<String> {
     rpc.iter()
         .filter(|r| r.dir == RpcDirection::ServerToClient && r.kind == RpcKind::Response)
         .filter(|r| r.method.as_deref().is_none_or(|m| m == "initialize"))
@@ -557,7 +571,7 @@ fn negotiated_version(rpc: &[Rpc]) -> Option<String> {
 }
 
 /// The protocol version a stateless (2026-07-28) request states in its `_meta` envelope.
-pub(crate) fn meta_protocol_version(rpc: &Rpc) -> Option<&str> {
+pub(crate) fn meta_protocol_version<'r>(rpc: &'r Rpc<'_>) -> Option<&'r str> {
     // Parsed only when the text names it (a tool call's arguments can be large); the name's
     // `/` may be written `\/`, so only its tail is looked for.
     let raw = rpc.params.as_deref()?.get();

@@ -146,6 +146,27 @@ impl Ordered {
         }
     }
 
+    /// Makes room for `n` flows in the report's list at once ([`Analyzer::reserve_flows`]).
+    pub fn reserve_flows(&mut self, n: usize) {
+        self.analyzer.reserve_flows(n);
+    }
+
+    /// Takes the file's promise that no flow still to come, the next one pushed included,
+    /// completes before `bound`: the flows waiting that complete earlier go to the analyzer
+    /// now (and are dropped), before the next flow is read whole. What `push` would do with
+    /// them next, done sooner.
+    pub fn advance(&mut self, bound: Micros) {
+        if self.out_of_order {
+            return;
+        }
+        while let Some(std::cmp::Reverse(w)) = self.waiting.peek() {
+            if w.key.0 >= bound {
+                break;
+            }
+            self.release();
+        }
+    }
+
     fn release(&mut self) {
         if let Some(std::cmp::Reverse(w)) = self.waiting.pop() {
             self.last = Some(w.key);

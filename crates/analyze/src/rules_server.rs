@@ -36,7 +36,7 @@ impl Analyzer {
             .filter(|r| r.dir == RpcDirection::ClientToServer && r.kind == RpcKind::Request)
             .filter_map(|r| Some((r.id.as_deref()?, r.method.as_deref()?)))
             .collect();
-        let answers: Vec<&crate::classify::Rpc> = c
+        let answers: Vec<&crate::classify::Rpc<'_>> = c
             .rpc
             .iter()
             .filter(|r| {
@@ -265,7 +265,7 @@ impl Analyzer {
         if !c.flow.request.method.eq_ignore_ascii_case("POST") {
             return;
         }
-        let sent: Vec<&crate::classify::Rpc> = c
+        let sent: Vec<&crate::classify::Rpc<'_>> = c
             .rpc
             .iter()
             .filter(|r| r.dir == RpcDirection::ClientToServer)

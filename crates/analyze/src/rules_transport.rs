@@ -782,7 +782,7 @@ fn request_version(c: &Ctx<'_>) -> Option<String> {
 
 /// The body value `Mcp-Name` mirrors: `params.name` of tools/call and prompts/get,
 /// `params.uri` of resources/read.
-fn mcp_name_source(r: &Rpc) -> Option<String> {
+fn mcp_name_source(r: &Rpc<'_>) -> Option<String> {
     let key = match r.method.as_deref()? {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",

@@ -254,10 +254,26 @@ impl Line {
                     sse: SseRef,
                 }
                 let Ref { sse } = serde_json::from_slice(text)?;
-                Line::Streamed(serde_json::from_slice(text)?, sse)
+                Line::Streamed(final_event(&kind, text)?, sse)
             }
+            "completed" | "failed" => Line::Event(final_event(&kind, text)?),
             _ => Line::Event(serde_json::from_slice(text)?),
         })
+    }
+}
+
+/// A `completed` or `failed` line's event, its flow parsed straight from the text: an
+/// internally tagged enum would first copy the whole line into serde's own tree of its values
+/// (every body once more). A line this does not read is parsed as the enum, for its error.
+fn final_event(kind: &str, text: &[u8]) -> Result<FlowEvent, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Final {
+        flow: Box<mcptap_flow::Flow>,
+    }
+    match serde_json::from_slice::<Final>(text) {
+        Ok(Final { flow }) if kind == "completed" => Ok(FlowEvent::Completed { flow }),
+        Ok(Final { flow }) => Ok(FlowEvent::Failed { flow }),
+        Err(_) => serde_json::from_slice(text),
     }
 }
 

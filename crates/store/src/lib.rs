@@ -20,6 +20,7 @@
 //! * [`export()`] and [`load`]: what `mcptap export`, `analyze` and `view` call.
 #![deny(missing_docs)]
 
+mod cut;
 mod decode;
 mod error;
 mod export;
@@ -42,4 +43,6 @@ pub use prepare::{
 };
 pub use reader::{read_flow_at, read_journal, JournalReader, ReadWarning};
 pub use reorder::StartOrder;
-pub use session::{detect, leading_meta, load, stream, Session, SourceKind};
+pub use session::{
+    detect, leading_meta, load, stream, stream_early, Session, SourceKind, Streamed,
+};

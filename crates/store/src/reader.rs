@@ -71,6 +71,8 @@ pub struct JournalReader<R> {
     pos: u64,
     /// Where the line last read starts.
     line_start: u64,
+    /// How long the line last read is (its buffer may be let go).
+    line_len: usize,
     /// Where the final line of the flow last returned starts (see [`JournalReader::placed`]).
     placed: Option<u64>,
 }
@@ -135,6 +137,15 @@ pub(crate) fn resolve_bodies(
     else {
         return Vec::new();
     };
+    resolve_flow_bodies(flow, bodies, side)
+}
+
+/// [`resolve_bodies`] on the flow of a final line.
+fn resolve_flow_bodies(
+    flow: &mut Flow,
+    bodies: &BodiesRef,
+    side: Option<&mut SideReader>,
+) -> Vec<String> {
     let Some(side) = side else {
         return vec![format!(
             "flow {}: its bodies are in {BODIES_FILE} next to the journal, which this reader was not given",
@@ -158,6 +169,65 @@ pub(crate) fn resolve_bodies(
     problems
 }
 
+/// Where a flow's bodies are in a line that carries the flow, when they are in the line.
+const BODY_TEXTS: &[&[&str]] = &[
+    &["flow", "request", "body", "text"],
+    &["flow", "response", "body", "text"],
+];
+
+/// [`Line::parse_with_bodies`], with large bodies cut out of the line before it is parsed and
+/// put back into the flow after ([`crate::cut`]: each decoded once, into a buffer of its size).
+pub(crate) fn parse_line(text: &[u8]) -> Result<(Line, Option<BodiesRef>), serde_json::Error> {
+    let (mut line, bodies, spans) = parse_line_cut(text)?;
+    if let Some(flow) = flow_of(&mut line) {
+        put_back(flow, &spans, text);
+    }
+    Ok((line, bodies))
+}
+
+/// [`parse_line`] with the bodies it cut not put back yet ([`put_back`] puts them into the
+/// line's flow: the spans are of `text`, and there is always a flow for them).
+fn parse_line_cut(
+    text: &[u8],
+) -> Result<(Line, Option<BodiesRef>, Vec<crate::cut::Span>), serde_json::Error> {
+    if let Some(cut) = crate::cut::cut_strings(text, BODY_TEXTS) {
+        if let Ok((mut line, bodies)) = Line::parse_with_bodies(&cut.text) {
+            let room = flow_of(&mut line)
+                .is_some_and(|f| f.response.is_some() || cut.spans.iter().all(|s| s.path == 0));
+            if room {
+                return Ok((line, bodies, cut.spans));
+            }
+        }
+    }
+    Line::parse_with_bodies(text).map(|(l, b)| (l, b, Vec::new()))
+}
+
+/// The flow a line carries, if it carries one.
+fn flow_of(line: &mut Line) -> Option<&mut Flow> {
+    match line {
+        Line::Event(
+            FlowEvent::RequestStarted { flow }
+            | FlowEvent::Completed { flow }
+            | FlowEvent::Failed { flow },
+        )
+        | Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _) => {
+            Some(flow)
+        }
+        _ => None,
+    }
+}
+
+/// Puts the bodies cut out of `text` ([`BODY_TEXTS`]) into the flow it carries.
+fn put_back(flow: &mut Flow, spans: &[crate::cut::Span], text: &[u8]) {
+    for span in spans {
+        let body = match span.path {
+            0 => &mut flow.request.body,
+            _ => &mut flow.response.get_or_insert_with(Response::default).body,
+        };
+        body.bytes = span.decode(text).into_bytes().into();
+    }
+}
+
 /// Opens the journal at `path` for streaming.
 pub fn read_journal(path: &Path) -> Result<JournalReader<BufReader<File>>, StoreError> {
     let file = File::open(path).map_err(|source| StoreError::Read {
@@ -171,20 +241,31 @@ pub fn read_journal(path: &Path) -> Result<JournalReader<BufReader<File>>, Store
 /// `path` (where [`crate::Journal::position`] said it would): how a live view gets back a flow
 /// it no longer holds. `Ok(None)` when no such line starts there.
 pub fn read_flow_at(path: &Path, offset: u64) -> Result<Option<Flow>, StoreError> {
+    read_flow_sized(path, offset, 0)
+}
+
+/// [`read_flow_at`] of a line known to be about `len` bytes long: read into a buffer of that
+/// size, not one grown (and copied) step by step.
+pub(crate) fn read_flow_sized(
+    path: &Path,
+    offset: u64,
+    len: usize,
+) -> Result<Option<Flow>, StoreError> {
     use std::io::{Seek as _, SeekFrom};
     let err = |source| StoreError::Read {
         path: path.to_owned(),
         source,
     };
     let mut file = BufReader::new(File::open(path).map_err(err)?);
-    let mut line = Vec::new();
+    // The line and its newline (the size comes from this reader's own reading of the file).
+    let mut line = Vec::with_capacity(len.saturating_add(1).min(DEFAULT_MAX_LINE));
     let line_at = |file: &mut BufReader<File>, at: u64, line: &mut Vec<u8>| {
         file.seek(SeekFrom::Start(at))?;
         line.clear();
         file.read_until(b'\n', line)
     };
     line_at(&mut file, offset, &mut line).map_err(err)?;
-    let parsed = match Line::parse_with_bodies(trim_ascii(&line)) {
+    let parsed = match parse_line(trim_ascii(&line)) {
         Ok((mut l, bodies)) => {
             if let Some(bodies) = bodies {
                 let mut side = SideReader::next_to(path);
@@ -256,6 +337,7 @@ impl<R: BufRead> JournalReader<R> {
             side: None,
             pos: 0,
             line_start: 0,
+            line_len: 0,
             placed: None,
         }
     }
@@ -286,7 +368,7 @@ impl<R: BufRead> JournalReader<R> {
     /// Reads up to the session line (if not read yet) and returns it.
     pub fn read_meta(&mut self) -> Result<Option<&SessionMeta>, StoreError> {
         while self.meta.is_none() && self.line_no == 0 && !self.eof {
-            let flow = self.step()?;
+            let flow = self.step(None)?;
             if let Some(f) = flow {
                 // Not a session line first: keep the flow for the iterator.
                 self.leftovers.push_front((f, Some(self.line_start)));
@@ -344,6 +426,12 @@ impl<R: BufRead> JournalReader<R> {
         self.placed
     }
 
+    /// How long (in bytes, without its newline) the line [`placed`](Self::placed) points at
+    /// is.
+    pub(crate) fn placed_len(&self) -> usize {
+        self.line_len
+    }
+
     /// True once the input is exhausted (flows left in flight are then being drained).
     pub fn at_eof(&self) -> bool {
         self.eof
@@ -392,14 +480,64 @@ impl<R: BufRead> JournalReader<R> {
             let used = done.unwrap_or(chunk.len());
             self.input.consume(used);
             self.pos += used as u64;
+            self.line_len = self.buf.len();
             if done.is_some() {
                 return Ok(Some((true, overlong)));
             }
         }
     }
 
-    /// Processes one line; returns a flow when the line completed one.
-    fn step(&mut self) -> Result<Option<Flow>, StoreError> {
+    /// The bound of the flows still to come: none completes before it (with `slack` for
+    /// flows racing to the journal): no flow in flight started earlier, and flows not yet seen
+    /// start no earlier than the latest start.
+    pub fn bound(&self, slack: Micros) -> Micros {
+        let seen = self.latest_start.unwrap_or(Micros::MIN);
+        self.min_in_flight_start()
+            .map_or(seen, |t| t.min(seen))
+            .saturating_sub(slack)
+    }
+
+    /// The next flow, as [`Iterator::next`] gives it; when its line holds large bodies (or
+    /// points at them in the side file), `early` is told first, before they are read, the
+    /// bound ([`bound`](Self::bound) with `slack`) that it and every flow still to come keep:
+    /// a consumer can let go of the flows it holds that complete earlier before the bodies
+    /// of this one take their memory.
+    pub fn next_flow(
+        &mut self,
+        slack: Micros,
+        early: &mut dyn FnMut(Micros),
+    ) -> Option<Result<Flow, StoreError>> {
+        if self.failed {
+            return None;
+        }
+        if let Some((f, at)) = self.leftovers.pop_front() {
+            self.placed = at;
+            return Some(Ok(f));
+        }
+        while !self.eof {
+            match self.step(Some((slack, &mut *early))) {
+                Ok(Some(flow)) => {
+                    self.placed = Some(self.line_start);
+                    return Some(Ok(flow));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.placed = None;
+        self.drain_in_flight().map(Ok)
+    }
+
+    /// Processes one line; returns a flow when the line completed one. With `early`, a final
+    /// line's large bodies are read after `early` is told the bound (see
+    /// [`next_flow`](Self::next_flow)).
+    fn step(
+        &mut self,
+        early: Option<(Micros, &mut dyn FnMut(Micros))>,
+    ) -> Result<Option<Flow>, StoreError> {
         let Some((newline, overlong)) = self.read_line().map_err(|source| StoreError::Read {
             path: self.path.clone(),
             source,
@@ -417,16 +555,10 @@ impl<R: BufRead> JournalReader<R> {
         if text.is_empty() {
             return Ok(None);
         }
-        let line = match Line::parse_with_bodies(text) {
-            Ok((l, None)) => l,
-            Ok((mut l, Some(bodies))) => {
-                for problem in resolve_bodies(&mut l, &bodies, self.side.as_mut()) {
-                    self.warn(problem);
-                }
-                l
-            }
+        let (mut line, bodies, spans) = match parse_line_cut(text) {
+            Ok(parsed) => parsed,
             Err(e) if !newline => {
-                let n = self.buf.len();
+                let n = self.line_len;
                 self.warn(format!(
                     "torn last line ({n} bytes without a newline; the proxy was probably killed while writing it): skipped ({e})"
                 ));
@@ -437,7 +569,31 @@ impl<R: BufRead> JournalReader<R> {
                 return Ok(None);
             }
         };
-        Ok(self.apply(line))
+        let final_line = matches!(
+            line,
+            Line::Event(FlowEvent::Completed { .. } | FlowEvent::Failed { .. })
+                | Line::Streamed(..)
+        );
+        if !final_line {
+            // A flow's head waits in flight: what it holds is put in now.
+            if let Some(flow) = flow_of(&mut line) {
+                put_back(flow, &spans, text);
+            }
+            return Ok(self.apply(line));
+        }
+        let Some(mut flow) = self.apply(line) else {
+            return Ok(None);
+        };
+        if let Some((slack, early)) = early.filter(|_| !spans.is_empty() || bodies.is_some()) {
+            early(self.bound(slack).min(flow.timings.started));
+        }
+        put_back(&mut flow, &spans, trim_ascii(&self.buf));
+        if let Some(bodies) = bodies {
+            for problem in resolve_flow_bodies(&mut flow, &bodies, self.side.as_mut()) {
+                self.warn(problem);
+            }
+        }
+        Ok(Some(flow))
     }
 
     fn apply(&mut self, line: Line) -> Option<Flow> {
@@ -612,27 +768,105 @@ impl<R: BufRead> Iterator for JournalReader<R> {
     type Item = Result<Flow, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
+        self.next_flow(0, &mut |_| {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcptap_flow::{Request, Timings};
+
+    /// A flow whose bodies are large enough to be cut out of its line, with escapes of every
+    /// kind in them.
+    fn large_flow(id: u64) -> Flow {
+        let text = |n: usize| {
+            let unit = r#"{"jsonrpc":"2.0","text":"quote \" slash \\ é ☃ 😀 tab	line
+"}"#;
+            unit.repeat(n / unit.len() + 1).into_bytes()
+        };
+        Flow {
+            id: FlowId(id),
+            request: Request {
+                method: "POST".into(),
+                url: "https://mcp.example/mcp".into(),
+                body: CapturedBody::complete(text(100_000)),
+                ..Request::default()
+            },
+            response: Some(Response {
+                status: 200,
+                headers: [("content-type", "application/json")].into_iter().collect(),
+                body: CapturedBody::complete(text(300_000)),
+                ..Response::default()
+            }),
+            timings: Timings {
+                started: 1_000 * id as i64,
+                finished: Some(1_000 * id as i64 + 5),
+                ..Timings::default()
+            },
+            ..Flow::default()
         }
-        if let Some((f, at)) = self.leftovers.pop_front() {
-            self.placed = at;
-            return Some(Ok(f));
+    }
+
+    /// Bodies cut out of a line before it is parsed come back as parsing the whole line gives
+    /// them, on every line that carries a flow; a line the cut cannot take (a bad escape in a
+    /// large body) is parsed whole and says what serde_json says.
+    #[test]
+    fn a_line_read_with_its_bodies_cut_out_is_the_line_read_whole() {
+        let flow = large_flow(1);
+        for event in [
+            FlowEvent::Completed {
+                flow: Box::new(flow.clone()),
+            },
+            FlowEvent::Failed {
+                flow: Box::new(flow.clone()),
+            },
+            FlowEvent::RequestStarted {
+                flow: Box::new(flow.clone()),
+            },
+        ] {
+            let text = serde_json::to_vec(&event).unwrap();
+            assert!(crate::cut::cut_strings(&text, BODY_TEXTS).is_some());
+            let (Line::Event(got), None) = parse_line(&text).unwrap() else {
+                panic!("not an event");
+            };
+            let (Line::Event(want), None) = Line::parse_with_bodies(&text).unwrap() else {
+                panic!("not an event");
+            };
+            assert_eq!(got, want);
+            assert_eq!(got, event);
         }
-        while !self.eof {
-            match self.step() {
-                Ok(Some(flow)) => {
-                    self.placed = Some(self.line_start);
-                    return Some(Ok(flow));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
+        // Through the reader, next to small flows.
+        let mut journal = Vec::new();
+        for id in 1..=3 {
+            let mut f = large_flow(id);
+            if id == 2 {
+                f.response = None;
             }
+            serde_json::to_writer(&mut journal, &FlowEvent::Completed { flow: Box::new(f) })
+                .unwrap();
+            journal.push(b'\n');
         }
-        self.placed = None;
-        self.drain_in_flight().map(Ok)
+        let flows: Vec<Flow> = JournalReader::new(&journal[..])
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(flows.len(), 3);
+        assert_eq!(flows[0], large_flow(1));
+        assert!(flows[1].response.is_none());
+        // A bad escape deep in a large body: the line is parsed whole, and fails as it would.
+        let text = String::from_utf8(
+            serde_json::to_vec(&FlowEvent::Completed {
+                flow: Box::new(flow),
+            })
+            .unwrap(),
+        )
+        .unwrap()
+        .replacen(r"\\ ", r"\q ", 1);
+        let err = parse_line(text.as_bytes()).unwrap_err().to_string();
+        let want = Line::parse_with_bodies(text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, want);
+        assert!(err.contains("invalid escape"), "{err}");
     }
 }

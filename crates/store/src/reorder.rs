@@ -30,7 +30,7 @@ type Held = mcptap_flow::ByKey<(Micros, u64, u64), (usize, Hold)>;
 /// A held flow: whole, or where its final line starts in the journal.
 enum Hold {
     Whole(Box<Flow>),
-    At(u64),
+    At(u64, usize),
 }
 
 /// Flows of about this size or more are held by their place in the journal when it can be
@@ -124,14 +124,14 @@ impl<R: BufRead> StartOrder<R> {
         }
         Some(match hold {
             Hold::Whole(flow) => Ok(*flow),
-            Hold::At(at) => self.read_back(at),
+            Hold::At(at, len) => self.read_back(at, len),
         })
     }
 
-    /// The flow whose final line starts at `at` in the spill journal.
-    fn read_back(&self, at: u64) -> Result<Flow, StoreError> {
+    /// The flow whose final line (`len` bytes) starts at `at` in the spill journal.
+    fn read_back(&self, at: u64, len: usize) -> Result<Flow, StoreError> {
         let path = self.spill.as_deref().unwrap_or(std::path::Path::new(""));
-        crate::reader::read_flow_at(path, at)?.ok_or_else(|| StoreError::Read {
+        crate::reader::read_flow_sized(path, at, len)?.ok_or_else(|| StoreError::Read {
             path: path.to_owned(),
             source: std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -169,7 +169,7 @@ impl<R: BufRead> Iterator for StartOrder<R> {
                     let size = approx_size(&flow);
                     let value = match self.reader.placed() {
                         Some(at) if self.spill.is_some() && size >= SPILL_FROM => {
-                            (64, Hold::At(at))
+                            (64, Hold::At(at, self.reader.placed_len()))
                         }
                         _ => (size, Hold::Whole(Box::new(flow))),
                     };

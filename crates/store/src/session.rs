@@ -3,7 +3,8 @@
 
 use crate::error::StoreError;
 use crate::format::{HAR_FILE, JOURNAL_FILE};
-use crate::har::{read_har, read_har_each};
+use crate::har::read_har;
+use crate::har::read_har_early;
 use crate::journal::SessionMeta;
 use crate::reader::{read_journal, ReadWarning};
 use mcptap_flow::{Flow, Micros};
@@ -190,22 +191,46 @@ pub fn leading_meta(path: &Path) -> Result<Option<SessionMeta>, StoreError> {
 /// written by another tool is only as good as its order). Returns the session with its
 /// `flows` empty, read to the end.
 pub fn stream(path: &Path, each: &mut dyn FnMut(Flow, Micros)) -> Result<Session, StoreError> {
+    stream_early(path, &mut |s| {
+        if let Streamed::Flow(f, bound) = s {
+            each(f, bound);
+        }
+    })
+}
+
+/// What [`stream_early`] hands its consumer, in the file's order.
+#[derive(Debug)]
+// Handed over by value once and never stored: a box would only add an allocation per flow.
+#[allow(clippy::large_enum_variant)]
+pub enum Streamed {
+    /// No flow still to come, the next one handed over included, completes before this (µs
+    /// since the epoch): flows held for their turn that complete earlier can go on now. Said
+    /// before the next flow's large bodies are read, so that they are not in memory with
+    /// those of the flows that wait.
+    Early(Micros),
+    /// The next flow, and its bound (see [`stream`]).
+    Flow(Flow, Micros),
+}
+
+/// [`stream`], also saying a bound before a flow's large bodies are read
+/// ([`Streamed::Early`]).
+pub fn stream_early(path: &Path, each: &mut dyn FnMut(Streamed)) -> Result<Session, StoreError> {
     let (file, kind) = detect(path)?;
     match kind {
         SourceKind::Journal => {
             let mut reader = read_journal(&file)?;
             let mut raw_secrets = false;
-            while let Some(f) = reader.next() {
+            loop {
+                let next = reader.next_flow(JOURNAL_SLACK, &mut |t| each(Streamed::Early(t)));
+                let Some(f) = next else {
+                    break;
+                };
                 let f = f?;
                 raw_secrets |= f.raw_secrets;
                 // Flows not yet complete started no earlier than the earliest one in flight,
                 // and flows not yet seen no earlier than the latest start (each less the slack).
-                let seen = reader.latest_start().unwrap_or(Micros::MIN);
-                let bound = reader
-                    .min_in_flight_start()
-                    .map_or(seen, |t| t.min(seen))
-                    .saturating_sub(JOURNAL_SLACK);
-                each(f, bound);
+                let bound = reader.bound(JOURNAL_SLACK);
+                each(Streamed::Flow(f, bound));
             }
             let meta = reader.meta().cloned();
             let warnings: Vec<ReadWarning> = reader.take_warnings();
@@ -228,11 +253,17 @@ pub fn stream(path: &Path, each: &mut dyn FnMut(Flow, Micros)) -> Result<Session
             })?;
             let mut raw_secrets = false;
             let mut latest = Micros::MIN;
-            let har = read_har_each(f, &mut |f| {
-                raw_secrets |= f.raw_secrets;
-                latest = latest.max(f.timings.started);
-                each(f, latest);
-            })
+            // Both callbacks hand over to `each`, one at a time (never one inside the other).
+            let each = std::cell::RefCell::new(each);
+            let har = read_har_early(
+                f,
+                &mut |t| (each.borrow_mut())(Streamed::Early(t)),
+                &mut |f, _| {
+                    raw_secrets |= f.raw_secrets;
+                    latest = latest.max(f.timings.started);
+                    (each.borrow_mut())(Streamed::Flow(f, latest));
+                },
+            )
             .map_err(|source| StoreError::Har {
                 path: file.clone(),
                 source,

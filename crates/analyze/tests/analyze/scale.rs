@@ -68,3 +68,39 @@ fn a_session_per_request_does_not_grow_the_analyzer_and_a_live_session_is_still_
     assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
     assert!(!f.evidence.contains(&idle));
 }
+
+/// Room made for the flow list at once (as offline analysis makes it, for the most flows a
+/// file can hold) changes nothing in the report, nor does room that cannot be had; flows
+/// pushed out of start order are still listed by start.
+#[test]
+fn room_made_for_the_flow_list_changes_nothing() {
+    let mut s = Scenario::new();
+    dance(&mut s);
+    s.add(init_ok("tok-1", Some("s1")));
+    let base = s.clock_ms;
+    for i in 0..50 {
+        // Calls that overlap: completion order is not start order.
+        s.at(base + i);
+        s.add(call("tok-1", "s1", "tools/call", 10 + i).dur(if i % 2 == 0 { 30 } else { 1 }));
+    }
+    let want = serde_json::to_value(analyze(&s.flows)).unwrap();
+    for room in [0, 3, 1000, usize::MAX] {
+        let mut ordered = mcptap_analyze::Ordered::new(mcptap_analyze::Options::default());
+        ordered.reserve_flows(room);
+        let mut by_end: Vec<_> = s.flows.iter().collect();
+        by_end.sort_by_key(|f| (mcptap_analyze::completed_at(f), f.id));
+        assert!(!by_end.is_sorted_by_key(|f| f.timings.started));
+        for f in by_end {
+            ordered.push(f.clone(), mcptap_analyze::completed_at(f));
+        }
+        let got = serde_json::to_value(ordered.finish(None).unwrap()).unwrap();
+        assert_eq!(got, want, "room for {room}");
+    }
+    let starts: Vec<_> = want["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["started"].as_i64().unwrap())
+        .collect();
+    assert!(starts.is_sorted());
+}

@@ -33,7 +33,7 @@ mod read;
 mod scan;
 mod write;
 
-pub(crate) use read::{read_entry_at, read_har_placed, EntryPlace};
+pub(crate) use read::{read_entry_at, read_har_early, read_har_placed, EntryPlace};
 pub use read::{read_har, read_har_bytes, read_har_each, HarImport};
 pub use write::{write_entry, HarWriter, LogExtra};
 

@@ -76,6 +76,18 @@ pub(crate) fn read_har_placed(
     r: impl Read,
     each: &mut dyn FnMut(Flow, Option<EntryPlace>),
 ) -> Result<HarImport, HarError> {
+    read_har_early(r, &mut |_| {}, each)
+}
+
+/// [`read_har_placed`]; before the large bodies of an entry are read, `early` is told its
+/// start: no entry still to come, this one included, completes before it (in a file whose
+/// entries are in start order), so a consumer can first let go of the flows it holds that
+/// complete earlier.
+pub(crate) fn read_har_early(
+    r: impl Read,
+    early: &mut dyn FnMut(Micros),
+    each: &mut dyn FnMut(Flow, Option<EntryPlace>),
+) -> Result<HarImport, HarError> {
     let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
     let head = r
         .fill_buf()
@@ -95,6 +107,7 @@ pub(crate) fn read_har_placed(
         cut: Cutter::new(std::io::BufReader::with_capacity(256 * 1024, text)),
         out: HarImport::default(),
         each,
+        early,
         buf: Vec::new(),
         shift,
     };
@@ -165,6 +178,8 @@ struct Doc<'a, R> {
     cut: Cutter<R>,
     out: HarImport,
     each: &'a mut dyn FnMut(Flow, Option<EntryPlace>),
+    /// Told an entry's start before its large bodies are read ([`read_har_early`]).
+    early: &'a mut dyn FnMut(Micros),
     /// The value being parsed.
     buf: Vec<u8>,
     /// How far the text's bytes are from the file's (a byte order mark skipped); `None`
@@ -212,6 +227,26 @@ impl<R: std::io::BufRead> Doc<'_, R> {
         // The buffer is kept for the next value, as serde_json keeps its scratch buffer: one
         // as large as the largest entry, instead of growing one for each large entry.
         Ok((v, (at.pos, self.buf.len() as u64)))
+    }
+
+    /// The next entry, cut from the stream and parsed from a slice ([`parse_entry_text`]),
+    /// with where it was in the text and its length. When it has large bodies, `early` is
+    /// told its start before they are read: no entry still to come, this one included,
+    /// completes before it (a flow ends after it starts, and later entries start later).
+    fn parse_entry(&mut self) -> Result<(Value, (u64, u64)), DocError> {
+        self.buf.clear();
+        let at = self.cut.cut(&mut self.buf)?;
+        let len = self.buf.len() as u64;
+        let (mut v, spans) = parse_entry_cut(&self.buf).map_err(|e| Cutter::<R>::placed(at, &e))?;
+        if !spans.is_empty() {
+            let started = v.get("startedDateTime").and_then(Value::as_str);
+            if let Some(t) = started.and_then(parse_iso) {
+                (self.early)(t);
+            }
+            put_back(&mut v, &spans, &self.buf);
+        }
+        // The buffer is kept for the next entry (see `parse_placed`).
+        Ok((v, (at.pos, len)))
     }
 
     /// An object's members, each key handed to `member`, which reads its value.
@@ -300,7 +335,7 @@ impl<R: std::io::BufRead> Doc<'_, R> {
         }
         let mut i = 0;
         loop {
-            let (mut e, (pos, len)) = self.parse_placed::<Value>()?;
+            let (mut e, (pos, len)) = self.parse_entry()?;
             let flow = Entry::new(i, &mut self.out.warnings).flow(&mut e)?;
             drop(e);
             let place = self.shift.get().map(|shift| EntryPlace {
@@ -336,7 +371,8 @@ pub(crate) fn read_entry_at(
     let mut file = std::fs::File::open(path).map_err(read_err)?;
     file.seek(SeekFrom::Start(place.offset)).map_err(read_err)?;
     let len = usize::try_from(place.len).unwrap_or(usize::MAX);
-    let mut bytes = Vec::new();
+    // Read into a buffer of its size, not one grown step by step.
+    let mut bytes = Vec::with_capacity(len.min(crate::reader::DEFAULT_MAX_LINE));
     file.take(place.len)
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
@@ -351,7 +387,7 @@ pub(crate) fn read_entry_at(
             "the file changed while it was read",
         )));
     }
-    let mut e: Value = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut e: Value = parse_entry_text(&bytes).map_err(|e| {
         har_err(HarError {
             entry: Some(place.index),
             field: String::new(),
@@ -364,6 +400,48 @@ pub(crate) fn read_entry_at(
     Entry::new(place.index, &mut Vec::new())
         .flow(&mut e)
         .map_err(har_err)
+}
+
+/// An entry's text parsed, its large bodies ([`TEXTS`]) cut out first and put back after
+/// ([`crate::cut`]: each decoded once, into a buffer of its size, instead of through
+/// serde_json's growing scratch buffer and a copy).
+fn parse_entry_text(text: &[u8]) -> Result<Value, serde_json::Error> {
+    let (mut v, spans) = parse_entry_cut(text)?;
+    put_back(&mut v, &spans, text);
+    Ok(v)
+}
+
+/// [`parse_entry_text`] with the bodies it cut not put back yet ([`put_back`] puts them in:
+/// the spans are of `text`, and their places are in the entry).
+fn parse_entry_cut(text: &[u8]) -> Result<(Value, Vec<crate::cut::Span>), serde_json::Error> {
+    const PATHS: &[&[&str]] = &[&TEXTS[0], &TEXTS[1]];
+    if let Some(cut) = crate::cut::cut_strings(text, PATHS) {
+        if let Ok(mut v) = serde_json::from_slice::<Value>(&cut.text) {
+            if cut
+                .spans
+                .iter()
+                .all(|s| text_slot(&mut v, s.path).is_some())
+            {
+                return Ok((v, cut.spans));
+            }
+        }
+    }
+    serde_json::from_slice(text).map(|v| (v, Vec::new()))
+}
+
+/// Where the body `TEXTS[path]` is in the entry `v`.
+fn text_slot(v: &mut Value, path: usize) -> Option<&mut Value> {
+    let [a, b, c] = TEXTS[path];
+    v.get_mut(a)?.get_mut(b)?.get_mut(c)
+}
+
+/// Puts the bodies cut out of `text` into the entry `v` parsed from the rest.
+fn put_back(v: &mut Value, spans: &[crate::cut::Span], text: &[u8]) {
+    for span in spans {
+        if let Some(slot) = text_slot(v, span.path) {
+            *slot = Value::String(span.decode(text));
+        }
+    }
 }
 
 /// A decompressor whose errors all say the data is bad (`InvalidData`), so that they are told
@@ -1125,6 +1203,54 @@ mod cut_tests {
             }
         }
         assert!(n >= 6, "{n} fixtures");
+    }
+
+    /// Large bodies (cut out of an entry before it is parsed, `parse_entry_text`) come out
+    /// as the whole document gives them: text with escapes of every kind, a request's text,
+    /// base64, and a text at a place that is no body.
+    #[test]
+    fn large_bodies_read_as_the_whole_document_gives_them() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/chrome-devtools.har");
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let unit = "{\"a\":\"quote \\\" slash \\\\ é ☃ 😀 \\u0001\"}\n\t";
+        let big = unit.repeat(200_000 / unit.len());
+        let entries = doc["log"]["entries"].as_array_mut().unwrap();
+        assert!(entries.len() >= 3);
+        entries[0]["response"]["content"]["text"] = big.clone().into();
+        entries[1]["request"]["postData"] =
+            serde_json::json!({"mimeType": "application/json", "text": big});
+        entries[1]["response"]["content"]["comment"] = big.clone().into();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(big.as_bytes());
+        entries[2]["response"]["content"] = serde_json::json!({"size": big.len(), "mimeType": "application/octet-stream", "text": b64, "encoding": "base64"});
+        for text in [
+            serde_json::to_vec(&doc).unwrap(),
+            serde_json::to_vec_pretty(&doc).unwrap(),
+        ] {
+            let want = whole(&text);
+            assert_eq!(
+                want[0].response.as_ref().unwrap().body.bytes,
+                big.as_bytes()
+            );
+            assert_eq!(want[1].request.body.bytes, big.as_bytes());
+            assert_eq!(
+                want[2].response.as_ref().unwrap().body.bytes,
+                big.as_bytes()
+            );
+            let mut got = Vec::new();
+            let mut places = Vec::new();
+            read_har_placed(&text[..], &mut |f, p| {
+                got.push(f);
+                places.push(p.unwrap());
+            })
+            .unwrap();
+            assert_eq!(got, want);
+            let tmp = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(tmp.path(), &text).unwrap();
+            for (place, f) in places.iter().zip(&want).take(3) {
+                assert_eq!(&read_entry_at(tmp.path(), *place).unwrap(), f);
+            }
+        }
     }
 
     /// A file cut short or broken anywhere is an error that says where (never a panic), at

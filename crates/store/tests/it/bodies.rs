@@ -400,3 +400,98 @@ fn large_bodies_written_directly_come_back_exact_between_smaller_ones() {
         }
     }
 }
+
+/// What `stream_early` hands over, in order: each flow, with a bound said before the large
+/// bodies of a flow are read that neither that flow nor any later one completes before.
+fn streamed(path: &Path) -> (Vec<Flow>, Vec<Option<i64>>, Vec<String>) {
+    let mut flows = Vec::new();
+    let mut early = Vec::new();
+    let mut said = None;
+    let session = mcptap_store::stream_early(path, &mut |s| match s {
+        mcptap_store::Streamed::Early(t) => said = Some(t),
+        mcptap_store::Streamed::Flow(f, _) => {
+            flows.push(f);
+            early.push(said.take());
+        }
+    })
+    .unwrap();
+    (flows, early, session.warnings)
+}
+
+/// Large bodies, in `bodies.bin` (v3) or inline in the line (a journal written before v3, a
+/// HAR file): `stream_early` gives the very flows `stream` and `load` give, and says a bound
+/// before each large one that holds for it and for every flow after it; a side file cut short
+/// is a warning and an empty body, as with every other reader.
+#[test]
+fn stream_early_says_a_bound_before_large_bodies_and_gives_the_same_flows() {
+    let dir = tempdir();
+    let text = json_text(300 << 10);
+    let flows = vec![
+        flow(1, "https://f/a", "application/json", text.clone()),
+        flow(2, "https://f/b", "application/json", b"{}".to_vec()),
+        flow(
+            3,
+            "https://f/c",
+            "application/octet-stream",
+            binary(1 << 20),
+        ),
+        flow(4, "https://f/d", "application/json", text.clone()),
+    ];
+    let session = record(dir.path(), &flows, true);
+    // The same flows inline: each final line holds its bodies (as version 2 wrote them).
+    let inline = dir.path().join("inline.jsonl");
+    let mut lines = Vec::new();
+    for f in &load(&session).unwrap().flows {
+        serde_json::to_writer(
+            &mut lines,
+            &FlowEvent::Completed {
+                flow: Box::new(f.clone()),
+            },
+        )
+        .unwrap();
+        lines.push(b'\n');
+    }
+    std::fs::write(&inline, &lines).unwrap();
+    let har = dir.path().join("s.har");
+    export(&session, &har, &ExportOptions::default()).unwrap();
+    for path in [session.clone(), inline.clone(), har] {
+        let (got, early, warnings) = streamed(&path);
+        assert!(warnings.is_empty(), "{path:?}: {warnings:?}");
+        let want = load(&path).unwrap().flows;
+        assert_eq!(got, want, "{path:?}");
+        let mut plain = Vec::new();
+        mcptap_store::stream(&path, &mut |f, _| plain.push(f)).unwrap();
+        assert_eq!(got, plain, "{path:?}");
+        for (i, f) in got.iter().enumerate() {
+            let large = f.response.as_ref().unwrap().body.bytes.len() >= 64 << 10;
+            // Inline, a binary body is base64, which is parsed with its line.
+            let base64 = path == inline && i == 2;
+            assert_eq!(early[i].is_some(), large && !base64, "{path:?}: flow {i}");
+            if let Some(t) = early[i] {
+                for later in &got[i..] {
+                    assert!(later.timings.finished.unwrap() >= t, "{path:?}: flow {i}");
+                }
+            }
+        }
+    }
+    // The side file cut short: the last large body is missing, with a warning. (A body
+    // written with direct I/O is followed by up to 4 KiB of padding: cut past it.)
+    let side = session.join("bodies.bin");
+    let len = std::fs::metadata(&side).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&side)
+        .unwrap()
+        .set_len(len - 4096 - 10)
+        .unwrap();
+    let (got, _, warnings) = streamed(&session);
+    assert_eq!(got.len(), 4);
+    assert_eq!(response_bytes(&got[0]), &text[..]);
+    assert!(response_bytes(&got[3]).is_empty());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("flow #4: its response body is missing")),
+        "{warnings:?}"
+    );
+}

@@ -1,0 +1,325 @@
+//! Large body strings cut out of a JSON object before it is parsed (a journal line, a HAR
+//! entry), each decoded once into a buffer of its exact size.
+//!
+//! `serde_json` unescapes a string that has escapes (a JSON body inside a JSON string is full
+//! of `\"`) into a scratch buffer that grows by doubling, then copies it into the `String`: a
+//! 4 MB body costs the line, up to 8 MB of scratch and the string at once. Cut out first, the
+//! body is one exact allocation next to the text, and what `serde_json` parses is small.
+//!
+//! The cut is only an optimisation: anything unusual about a string (a bad escape, a lone
+//! surrogate, a control character, bytes that are not UTF-8) leaves it in place, and `None`
+//! tells the caller to parse the text as it is, so errors and results stay `serde_json`'s.
+//! A string cut is checked when it is cut and decoded when the caller asks ([`Cut::decode`]):
+//! a reader can let go of the flow before (a flow waiting for its turn) and only then
+//! allocate the next one's bodies.
+
+/// Strings shorter than this are left to `serde_json`.
+pub(crate) const CUT_MIN: usize = 64 * 1024;
+
+/// A JSON object's text with some of its strings taken out.
+#[derive(Debug)]
+pub(crate) struct Cut {
+    /// The text with each cut string replaced by `""`.
+    pub text: Vec<u8>,
+    /// The strings cut: the index of each one's path in the caller's list, where its content
+    /// is in the text it was cut from (between its quotes), and its length decoded.
+    pub spans: Vec<Span>,
+}
+
+/// A string cut out of a text (see [`Cut::spans`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub path: usize,
+    pub raw: std::ops::Range<usize>,
+    len: usize,
+}
+
+impl Span {
+    /// The string, decoded from `from` (the text it was cut from) into a buffer of its size.
+    pub(crate) fn decode(&self, from: &[u8]) -> String {
+        decode(&from[self.raw.clone()], self.len)
+    }
+}
+
+/// One level of nesting: an object (with the key whose value is being read, as a range of the
+/// text, and whether a key comes next) or an array.
+#[derive(Clone, Copy)]
+enum Frame {
+    Object {
+        key: Option<(usize, usize)>,
+        want_key: bool,
+    },
+    Array,
+}
+
+/// Cuts out of `text` (a JSON object) the string values of [`CUT_MIN`] bytes or more found at
+/// one of `paths` (keys from the top object down, each an object member). `None` when there is
+/// nothing to cut, or something the cut does not vouch for (see the module's docs).
+pub(crate) fn cut_strings(text: &[u8], paths: &[&[&str]]) -> Option<Cut> {
+    if text.len() < CUT_MIN {
+        return None;
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    // Ranges of the strings to cut (with their quotes) and their paths.
+    let mut found: Vec<(usize, usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'{' => stack.push(Frame::Object {
+                key: None,
+                want_key: true,
+            }),
+            b'[' => stack.push(Frame::Array),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => {
+                if let Some(Frame::Object { want_key, .. }) = stack.last_mut() {
+                    *want_key = true;
+                }
+            }
+            b':' => {
+                if let Some(Frame::Object { want_key, .. }) = stack.last_mut() {
+                    *want_key = false;
+                }
+            }
+            b'"' => {
+                let end = string_end(text, i)?;
+                match stack.last_mut() {
+                    Some(Frame::Object {
+                        key,
+                        want_key: true,
+                    }) => *key = Some((i + 1, end - 1)),
+                    _ if end - i >= CUT_MIN => {
+                        if let Some(p) = paths.iter().position(|p| at_path(text, &stack, p)) {
+                            found.push((i, end, p));
+                        }
+                    }
+                    _ => {}
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if found.is_empty() {
+        return None;
+    }
+    let mut spans = Vec::with_capacity(found.len());
+    for &(start, end, path) in &found {
+        let raw = start + 1..end - 1;
+        let len = decoded_len(&text[raw.clone()])?;
+        std::str::from_utf8(&text[raw.clone()]).ok()?;
+        spans.push(Span { path, raw, len });
+    }
+    let cut_len: usize = found.iter().map(|(s, e, _)| e - s - 2).sum();
+    let mut out = Vec::with_capacity(text.len() - cut_len);
+    let mut from = 0;
+    for &(start, end, _) in &found {
+        out.extend_from_slice(&text[from..start]);
+        out.extend_from_slice(b"\"\"");
+        from = end;
+    }
+    out.extend_from_slice(&text[from..]);
+    Some(Cut { text: out, spans })
+}
+
+/// Whether the value being read sits at `path`: one object per key, the keys matching.
+fn at_path(text: &[u8], stack: &[Frame], path: &[&str]) -> bool {
+    stack.len() == path.len()
+        && stack.iter().zip(path).all(|(f, want)| match f {
+            Frame::Object {
+                key: Some((s, e)), ..
+            } => &text[*s..*e] == want.as_bytes(),
+            _ => false,
+        })
+}
+
+/// The end (past the closing quote) of the string whose opening quote is at `start`; `None`
+/// when it does not close.
+fn string_end(text: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', &text[i..])?;
+        if text[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        return Some(i + 1);
+    }
+}
+
+/// A JSON string's content (between its quotes), checked when it was cut (UTF-8, and
+/// [`decoded_len`] said `len`), decoded into a buffer of that size.
+fn decode(raw: &[u8], len: usize) -> String {
+    let mut out = Vec::with_capacity(len);
+    let mut i = 0;
+    while i < raw.len() {
+        let k = memchr::memchr(b'\\', &raw[i..]).map_or(raw.len(), |k| i + k);
+        out.extend_from_slice(&raw[i..k]);
+        if k == raw.len() {
+            break;
+        }
+        let Some((c, used)) = escape(&raw[k..]) else {
+            break; // checked when cut: never
+        };
+        match c {
+            Escaped::Byte(b) => out.push(b),
+            Escaped::Char(c) => {
+                let mut tmp = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+        i = k + used;
+    }
+    debug_assert_eq!(out.len(), len);
+    // UTF-8 checked when cut, escapes decode to characters: the lossy branch is never taken.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// How long [`decode`]'s output is; `None` when `raw` is not a string `serde_json` takes as is.
+fn decoded_len(raw: &[u8]) -> Option<usize> {
+    if raw.iter().any(|&b| b < 0x20) {
+        return None;
+    }
+    let mut len = 0;
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(k) = memchr::memchr(b'\\', &raw[i..]) else {
+            len += raw.len() - i;
+            break;
+        };
+        len += k;
+        let (c, used) = escape(&raw[i + k..])?;
+        len += match c {
+            Escaped::Byte(_) => 1,
+            Escaped::Char(c) => c.len_utf8(),
+        };
+        i += k + used;
+    }
+    Some(len)
+}
+
+enum Escaped {
+    Byte(u8),
+    Char(char),
+}
+
+/// The escape at the start of `s` (which starts with `\`) and how many bytes it took.
+fn escape(s: &[u8]) -> Option<(Escaped, usize)> {
+    let b = match *s.get(1)? {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'/' => b'/',
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'u' => {
+            let hi = hex4(s.get(2..6)?)?;
+            if (0xD800..0xDC00).contains(&hi) {
+                // A pair: `\uD83D\uDE00`. A lone half is left to serde_json.
+                if s.get(6..8)? != b"\\u" {
+                    return None;
+                }
+                let lo = hex4(s.get(8..12)?)?;
+                if !(0xDC00..0xE000).contains(&lo) {
+                    return None;
+                }
+                let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                return Some((Escaped::Char(char::from_u32(c)?), 12));
+            }
+            return Some((Escaped::Char(char::from_u32(hi)?), 6));
+        }
+        _ => return None,
+    };
+    Some((Escaped::Byte(b), 2))
+}
+
+fn hex4(h: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(h).ok()?;
+    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(s, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATHS: &[&[&str]] = &[&["a", "body", "text"], &["b", "text"]];
+
+    fn big(s: &str) -> String {
+        s.repeat(CUT_MIN / s.len() + 1)
+    }
+
+    /// Whatever the string holds, the cut gives what serde_json gives: the same string, and
+    /// the rest of the object unchanged.
+    #[test]
+    fn a_cut_string_is_what_serde_json_reads() {
+        for body in [
+            big("plain text "),
+            big(r#"{"jsonrpc":"2.0","x":"quote \" slash \\ tab	"}"#),
+            big("é ☃ 😀 \u{1} \u{7f} line\nbreak\r\n/"),
+        ] {
+            let escaped = serde_json::to_string(&body).unwrap();
+            // Also with escapes serde_json never writes but reads.
+            let escaped_u = escaped
+                .replace("é", "\\u00e9")
+                .replace("😀", "\\ud83d\\ude00");
+            for s in [escaped, escaped_u] {
+                let text = format!(
+                    r#"{{"n":[1,{{"text":"x"}}],"a":{{"body":{{"text":{s},"k":2}}}},"b":{{"text":{s}}},"c":{{"text":{s}}}}}"#
+                );
+                let cut = cut_strings(text.as_bytes(), PATHS).unwrap();
+                let strings: Vec<(usize, String)> = cut
+                    .spans
+                    .iter()
+                    .map(|s| (s.path, s.decode(text.as_bytes())))
+                    .collect();
+                assert_eq!(strings, [(0, body.clone()), (1, body.clone())]);
+                let mut got: serde_json::Value = serde_json::from_slice(&cut.text).unwrap();
+                assert_eq!(got["a"]["body"]["text"], "");
+                got["a"]["body"]["text"] = body.clone().into();
+                got["b"]["text"] = body.clone().into();
+                let want: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(got, want);
+            }
+        }
+    }
+
+    /// Nothing is cut from small text, from other paths, or from a string serde_json would
+    /// refuse or read otherwise (the caller then parses the text as it is).
+    #[test]
+    fn what_is_not_cut() {
+        let s = serde_json::to_string(&big("abc")).unwrap();
+        let small = r#"{"b":{"text":"short"}}"#;
+        assert!(cut_strings(small.as_bytes(), PATHS).is_none());
+        for text in [
+            format!(r#"{{"c":{{"text":{s}}},"pad":{s}}}"#),
+            format!(r#"{{"b":[{{"text":{s}}}]}}"#),
+            format!(r#"{{"x":{{"b":{{"text":{s}}}}}}}"#),
+        ] {
+            assert!(cut_strings(text.as_bytes(), PATHS).is_none(), "{text:.40}");
+        }
+        let bad = |inner: &str| format!(r#"{{"b":{{"text":"{}{inner}"}}}}"#, big("abc"));
+        for inner in [r"\ud83d", r"\ude00x", r"\q", "\u{1}", r"\u12G4", r"\"] {
+            assert!(
+                cut_strings(bad(inner).as_bytes(), PATHS).is_none(),
+                "{inner:?}"
+            );
+        }
+        // Not UTF-8.
+        let mut text = bad("").into_bytes();
+        let at = text.len() - 5;
+        text[at] = 0xff;
+        assert!(cut_strings(&text, PATHS).is_none());
+        // Never closed.
+        let open = format!(r#"{{"b":{{"text":"{}"#, big("abc"));
+        assert!(cut_strings(open.as_bytes(), PATHS).is_none());
+    }
+}
