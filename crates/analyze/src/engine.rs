@@ -713,6 +713,23 @@ impl Analyzer {
         }
     }
 
+    /// A flow that repeats a confirmed finding (same `id` and `key`): counts it and adds its
+    /// `evidence` as [`Analyzer::emit`] would, and returns true, so that a rule met on every
+    /// flow (a client that never sends a header) does not build the finding's text each time.
+    /// False, with nothing done, when there is no such confirmed finding yet.
+    pub(crate) fn repeat(&mut self, id: Id, key: String, evidence: &[FlowId]) -> bool {
+        let Some(&i) = self.finding_index.get(&(id, key)) else {
+            return false;
+        };
+        let f = &mut self.findings[i];
+        if f.status != Status::Confirmed {
+            return false;
+        }
+        f.occurrences += 1;
+        merge_evidence(&mut f.evidence, evidence, self.opts.max_evidence.max(1));
+        true
+    }
+
     /// Stores a finding (or adds to the one with the same id and key). A confirmed finding
     /// that meets its own suspicion (same id and key) replaces it and is announced again.
     pub(crate) fn emit(&mut self, n: New) {

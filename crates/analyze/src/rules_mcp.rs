@@ -327,22 +327,23 @@ impl Analyzer {
                 .filter(|(at, _)| *at <= c.started)
                 .map(|(_, v)| v.clone()),
         };
+        // A client that breaks a rule does so on every request: a repeat only counts (the
+        // text is formatted for a new finding).
         let emit = |this: &mut Analyzer,
                     sub: &'static str,
                     sev: Severity,
                     culprit: Culprit,
-                    text: String,
+                    text: std::fmt::Arguments<'_>,
                     ev: Vec<FlowId>| {
+            let key = format!("{ep} {sub}");
+            if this.repeat(Id::TransportHeaderViolation, key.clone(), &ev) {
+                return;
+            }
             this.emit(
-                New::finding(
-                    Id::TransportHeaderViolation,
-                    format!("{ep} {sub}"),
-                    sev,
-                    culprit,
-                )
-                .sub(sub)
-                .say(text)
-                .ev(ev),
+                New::finding(Id::TransportHeaderViolation, key, sev, culprit)
+                    .sub(sub)
+                    .say(text.to_string())
+                    .ev(ev),
             );
         };
         // A 2026-07-28 request's version header mirrors its `_meta`: stateless-header-violation
@@ -353,18 +354,18 @@ impl Analyzer {
             .filter(|v| *v >= "2025-06-18" && !stateless)
         {
             match c.protocol_version.as_deref() {
-                None => emit(self, "protocol-version-missing", Severity::Medium, Culprit::Client, format!(
+                None => emit(self, "protocol-version-missing", Severity::Medium, Culprit::Client, format_args!(
                     "Request {} ({}) lacks MCP-Protocol-Version although {v} was negotiated; servers assume 2025-03-26 or answer 400.",
                     c.id,
                     c.kind_label()
                 ), vec![c.id]),
-                Some(p) if p != v => emit(self, "protocol-version-mismatch", Severity::Medium, Culprit::Client, format!(
+                Some(p) if p != v => emit(self, "protocol-version-mismatch", Severity::Medium, Culprit::Client, format_args!(
                     "Request {} sends MCP-Protocol-Version {p} but {v} was negotiated.",
                     c.id
                 ), vec![c.id]),
                 Some(_) => {
                     if c.status == Some(400) && body_mentions(c, &["protocol version", "protocol-version", "protocolversion"]) {
-                        emit(self, "valid-version-refused", Severity::Medium, Culprit::Server, format!(
+                        emit(self, "valid-version-refused", Severity::Medium, Culprit::Server, format_args!(
                             "{ep} refused the negotiated MCP-Protocol-Version {v} with 400 in {}.",
                             c.id
                         ), vec![c.id]);
@@ -385,7 +386,7 @@ impl Analyzer {
                 });
             if let Some(s) = live {
                 let created = s.created;
-                emit(self, "session-id-missing", Severity::Medium, Culprit::Client, format!(
+                emit(self, "session-id-missing", Severity::Medium, Culprit::Client, format_args!(
                     "The server assigned an Mcp-Session-Id in {created}, but request {} ({}) does not send it.",
                     c.id,
                     c.kind_label()
@@ -409,7 +410,6 @@ impl Analyzer {
         };
         if lacking {
             let refused = matches!(c.status, Some(406));
-            let key = format!("{ep} accept");
             emit(
                 self,
                 "accept-incomplete",
@@ -419,7 +419,7 @@ impl Analyzer {
                     Severity::Low
                 },
                 Culprit::Client,
-                format!(
+                format_args!(
                     "Request {} ({method}) sends Accept {:?}; the spec requires {}{}.",
                     c.id,
                     c.flow.request.headers.get("accept").unwrap_or("(none)"),
@@ -437,6 +437,7 @@ impl Analyzer {
                 vec![c.id],
             );
             if refused {
+                let key = format!("{ep} accept-incomplete");
                 self.set_severity(Id::TransportHeaderViolation, &key, Severity::Medium);
             }
         }

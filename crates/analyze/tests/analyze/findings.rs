@@ -1513,6 +1513,39 @@ fn transport_session_id_missing() {
 }
 
 #[test]
+fn transport_accept_repeated_counts_every_flow_and_a_later_406_raises_it() {
+    // A client that never sends Accept: one finding for all its requests (the first one's
+    // text), every flow counted; the server refusing the fourth with 406 makes it medium.
+    let mut s = Scenario::new();
+    oauth(&mut s, "tok-1");
+    s.add(init_ok("tok-1", Some("s1"))); // #6
+    for (id, status) in [(2, 200), (3, 200), (4, 200), (5, 406)] {
+        s.add(
+            FlowBuilder::post(RS_MCP)
+                .bearer("tok-1")
+                .session("s1")
+                .pv("2025-06-18")
+                .rpc("tools/list", id)
+                .no_header("accept")
+                .status(status)
+                .result(id, json!({"tools":[]})),
+        ); // #7..#10
+    }
+    let r = analyze(&s.flows);
+    check(
+        &r,
+        "transport-header-violation",
+        Culprit::Client,
+        &[7, 8, 9, 10],
+        Some("accept-incomplete"),
+    );
+    let f = the(&r, "transport-header-violation");
+    assert_eq!(f.occurrences, 4, "{f:?}");
+    assert_eq!(f.severity, Severity::Medium, "{f:?}");
+    assert!(f.summary.contains("#7"), "{}", f.summary);
+}
+
+#[test]
 fn transport_near_miss_2025_03_26_needs_no_version_header() {
     let mut s = Scenario::new();
     s.add(FlowBuilder::post(RS_MCP).rpc("initialize", 1).status(200).resp_header("mcp-session-id", "s1").result(1, json!({"protocolVersion":"2025-03-26","capabilities":{},"serverInfo":{"name":"s","version":"1"}})));
