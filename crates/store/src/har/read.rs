@@ -1147,6 +1147,24 @@ mod cut_tests {
 
     /// The whole document parsed by serde_json, each entry made a flow: what the streaming
     /// reader must give.
+    /// `read_har_placed` of `text` gives the flows `want`, and the first `first` of them read
+    /// back from their places are the same.
+    fn placed_as_whole(text: &[u8], want: &[Flow], first: usize) {
+        let mut got = Vec::new();
+        let mut places = Vec::new();
+        read_har_placed(text, &mut |f, p| {
+            got.push(f);
+            places.push(p.unwrap());
+        })
+        .unwrap();
+        assert_eq!(got, want);
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), text).unwrap();
+        for (place, f) in places.iter().zip(want).take(first) {
+            assert_eq!(&read_entry_at(tmp.path(), *place).unwrap(), f);
+        }
+    }
+
     fn whole(bytes: &[u8]) -> Vec<Flow> {
         let doc: Value = serde_json::from_slice(bytes).unwrap();
         let mut warnings = Vec::new();
@@ -1187,19 +1205,7 @@ mod cut_tests {
             let pretty = serde_json::to_vec_pretty(&Value::Object(reordered)).unwrap();
             for text in [bytes.clone(), pretty] {
                 let want = whole(&text);
-                let mut got = Vec::new();
-                let mut places = Vec::new();
-                read_har_placed(&text[..], &mut |f, p| {
-                    got.push(f);
-                    places.push(p.unwrap());
-                })
-                .unwrap();
-                assert_eq!(got, want, "{path:?}");
-                let tmp = tempfile::NamedTempFile::new().unwrap();
-                std::fs::write(tmp.path(), &text).unwrap();
-                for (place, f) in places.iter().zip(&want) {
-                    assert_eq!(&read_entry_at(tmp.path(), *place).unwrap(), f, "{path:?}");
-                }
+                placed_as_whole(&text, &want, usize::MAX);
             }
         }
         assert!(n >= 6, "{n} fixtures");
@@ -1237,19 +1243,7 @@ mod cut_tests {
                 want[2].response.as_ref().unwrap().body.bytes,
                 big.as_bytes()
             );
-            let mut got = Vec::new();
-            let mut places = Vec::new();
-            read_har_placed(&text[..], &mut |f, p| {
-                got.push(f);
-                places.push(p.unwrap());
-            })
-            .unwrap();
-            assert_eq!(got, want);
-            let tmp = tempfile::NamedTempFile::new().unwrap();
-            std::fs::write(tmp.path(), &text).unwrap();
-            for (place, f) in places.iter().zip(&want).take(3) {
-                assert_eq!(&read_entry_at(tmp.path(), *place).unwrap(), f);
-            }
+            placed_as_whole(&text, &want, 3);
         }
     }
 
