@@ -374,6 +374,11 @@ fn known_redirect(known: &Known, url: &Url) -> bool {
                 .any(|r| util::host_is_loopback(&r.host) && r.path == url.path))
 }
 
+/// The word every JSON-RPC 2.0 message names (a searcher built once: `memmem::find` builds
+/// one per call, which showed in the recorder's profile).
+static JSONRPC: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"jsonrpc"));
+
 /// Every JSON-RPC message in the request body and the response (JSON body or SSE events).
 fn rpc_messages(flow: &Flow) -> (Vec<Rpc<'_>>, Vec<String>) {
     let mut out = Vec::new();
@@ -383,8 +388,7 @@ fn rpc_messages(flow: &Flow) -> (Vec<Rpc<'_>>, Vec<String>) {
     // download is looked at for its first byte only).
     let mentions = |b: &mcptap_flow::CapturedBody| {
         let start = b.bytes.iter().position(|c| !c.is_ascii_whitespace());
-        start.is_some_and(|i| matches!(b.bytes[i], b'{' | b'['))
-            && memchr::memmem::find(&b.bytes, b"jsonrpc").is_some()
+        start.is_some_and(|i| matches!(b.bytes[i], b'{' | b'[')) && JSONRPC.find(&b.bytes).is_some()
     };
     if mentions(&flow.request.body) {
         if let Some(text) = flow.request.body.as_str() {
