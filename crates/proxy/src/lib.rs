@@ -176,10 +176,9 @@ impl Proxy {
         } else {
             Some(RegexSet::new(&config.ignore_hosts).map_err(ProxyError::IgnoreHosts)?)
         };
-        let [tls, tls_h1] = trust::client_tls_configs(
-            &config.upstream_trust,
-            [&[b"h2", b"http/1.1"], &[b"http/1.1"]],
-        )?;
+        let verifier = trust::UpstreamVerifier::new(&config.upstream_trust)?;
+        let tls = verifier.client_config(&[b"h2", b"http/1.1"])?;
+        let tls_h1 = verifier.client_config(&[b"http/1.1"])?;
         let via = config.upstream_proxy.clone();
         let insecure = config.upstream_trust.insecure;
         let connect = config.limits.connect;

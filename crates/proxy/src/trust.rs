@@ -59,36 +59,6 @@ pub enum TrustError {
     Rustls(#[source] Error),
 }
 
-/// One rustls client config per ALPN list, all sharing one verifier (and so one root store).
-pub fn client_tls_configs<const N: usize>(
-    trust: &UpstreamTrust,
-    alpns: [&[&[u8]]; N],
-) -> Result<[Arc<ClientConfig>; N], TrustError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(UpstreamVerifier {
-        roots: if trust.insecure {
-            None
-        } else {
-            Some(LazyRoots::new(trust)?)
-        },
-        provider: provider.clone(),
-    });
-    let mut configs = Vec::with_capacity(N);
-    for alpn in alpns {
-        let mut cfg = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(TrustError::Rustls)?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_no_client_auth();
-        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        configs.push(Arc::new(cfg));
-    }
-    Ok(configs
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("one config per ALPN list")))
-}
-
 /// Reads every certificate in a PEM file.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
     let data = std::fs::read(path).map_err(|source| TrustError::Read {
@@ -166,11 +136,42 @@ impl LazyRoots {
 }
 
 /// Verifies upstream certificates against [`LazyRoots`], or accepts any with `-k`
-/// (`roots: None`), always checking the handshake signatures.
+/// (`roots: None`), always checking the handshake signatures. One per proxy: every client
+/// config built from it shares its roots.
 #[derive(Debug)]
-struct UpstreamVerifier {
+pub(crate) struct UpstreamVerifier {
     roots: Option<LazyRoots>,
     provider: Arc<CryptoProvider>,
+}
+
+impl UpstreamVerifier {
+    /// Reads the `--upstream-ca` files (the system's roots wait for the first verification).
+    pub(crate) fn new(trust: &UpstreamTrust) -> Result<Arc<UpstreamVerifier>, TrustError> {
+        let roots = if trust.insecure {
+            None
+        } else {
+            Some(LazyRoots::new(trust)?)
+        };
+        Ok(Arc::new(UpstreamVerifier {
+            roots,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        }))
+    }
+
+    /// A rustls client config offering `alpn`, verifying with this verifier.
+    pub(crate) fn client_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<ClientConfig>, TrustError> {
+        let mut cfg = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(TrustError::Rustls)?
+            .dangerous()
+            .with_custom_certificate_verifier(self.clone())
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(cfg))
+    }
 }
 
 impl ServerCertVerifier for UpstreamVerifier {
@@ -255,11 +256,8 @@ mod tests {
             .map(|_| ())
     }
 
-    fn verifier(trust: &UpstreamTrust) -> UpstreamVerifier {
-        UpstreamVerifier {
-            roots: (!trust.insecure).then(|| LazyRoots::new(trust).unwrap()),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-        }
+    fn verifier(trust: &UpstreamTrust) -> Arc<UpstreamVerifier> {
+        UpstreamVerifier::new(trust).unwrap()
     }
 
     #[test]
@@ -336,7 +334,7 @@ mod tests {
             extra_ca_files: vec![file.path().to_owned()],
             ..UpstreamTrust::default()
         };
-        let err = client_tls_configs(&trust, [&[b"http/1.1"]]).unwrap_err();
+        let err = UpstreamVerifier::new(&trust).unwrap_err();
         assert!(matches!(err, TrustError::Empty { .. }), "{err}");
     }
 }
