@@ -2,10 +2,8 @@
 //! side file, redacted, and back byte-exact in every reader; a crash mid-download leaves a
 //! readable session.
 
-use crate::cli::{client_through, export, listening_addr, mcptap, recording_proxy, sigterm};
+use crate::cli::{export, mcptap, sigterm, Recording};
 use crate::common::client::{body_bytes, request};
-use crate::common::pki::TestPki;
-use crate::common::upstream::Upstream;
 use mcptap_flow::Flow;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -50,14 +48,8 @@ fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 
 #[tokio::test]
 async fn downloads_above_and_below_the_body_limit_come_back_exact_from_journal_and_har() {
-    let pki = TestPki::new();
-    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
-    let conf = tempfile::tempdir().unwrap();
-    let session = conf.path().join("session");
-    let child = recording_proxy(&pki, conf.path(), &session, "-q");
-    let mut child = child;
-    let (addr, _) = listening_addr(&mut child);
-    let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    let r = Recording::start().await;
+    let (target, mut s) = r.client().await;
     // Past the 4 MiB limit (truncated in the record), large below it, and small.
     let sizes = [6_000_000usize, 2_000_000, 100_000, 5_000];
     for n in sizes {
@@ -69,22 +61,28 @@ async fn downloads_above_and_below_the_body_limit_come_back_exact_from_journal_a
         assert_eq!(got.len(), n, "the client gets the whole body");
     }
     drop(s);
-    sigterm(&child);
-    exits_cleanly(child).await;
+    sigterm(&r.child);
+    exits_cleanly(r.child).await;
 
-    let side = std::fs::metadata(session.join("bodies.bin")).unwrap().len();
+    let side = std::fs::metadata(r.session.join("bodies.bin"))
+        .unwrap()
+        .len();
     let limit = 4 << 20;
     // Bodies written with direct I/O start at a page boundary: a few KiB of gaps at most.
     let bodies = (limit + 2_000_000 + 100_000) as u64;
     assert!(side >= bodies && side < bodies + 3 * 4096, "{side} bytes");
-    let journal = std::fs::metadata(session.join("journal.jsonl"))
+    let journal = std::fs::metadata(r.session.join("journal.jsonl"))
         .unwrap()
         .len();
     assert!(journal < 64 << 10, "journal of {journal} bytes");
 
-    let out = conf.path().join("out.har");
-    export(&session, &out);
-    for source in [session.clone(), session.join("session.har"), out.clone()] {
+    let out = r.conf.path().join("out.har");
+    export(&r.session, &out);
+    for source in [
+        r.session.clone(),
+        r.session.join("session.har"),
+        out.clone(),
+    ] {
         let loaded = mcptap_store::load(&source).unwrap();
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         for n in sizes {
@@ -103,7 +101,7 @@ async fn downloads_above_and_below_the_body_limit_come_back_exact_from_journal_a
     // The offline analysis reads the same session.
     let analyze = mcptap()
         .args(["analyze", "--json"])
-        .arg(&session)
+        .arg(&r.session)
         .output()
         .unwrap();
     assert!(
@@ -115,14 +113,9 @@ async fn downloads_above_and_below_the_body_limit_come_back_exact_from_journal_a
 
 #[tokio::test]
 async fn a_token_in_a_large_streamed_body_never_reaches_the_disk() {
-    let pki = TestPki::new();
-    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
-    let conf = tempfile::tempdir().unwrap();
-    let session = conf.path().join("session");
-    let mut child = recording_proxy(&pki, conf.path(), &session, "-q");
-    let (addr, _) = listening_addr(&mut child);
-    let (target, mut s) = client_through(addr, conf.path(), &up).await;
-    let (_, mut s2) = client_through(addr, conf.path(), &up).await;
+    let r = Recording::start().await;
+    let (target, mut s) = r.client().await;
+    let (_, mut s2) = r.client().await;
     let token = "tok-3f9a1c77e2b84d0c9a55-secret";
     // Text of 3 MB with the token at the start, across the point where the capture moves to
     // the spool (512 KiB), across the spool's blocks (128 KiB) and near the end.
@@ -144,17 +137,17 @@ async fn a_token_in_a_large_streamed_body_never_reaches_the_disk() {
         assert_eq!(body_bytes(resp).await, body, "the client sees the token");
     }
     drop((s, s2));
-    sigterm(&child);
-    exits_cleanly(child).await;
+    sigterm(&r.child);
+    exits_cleanly(r.child).await;
 
-    for (path, bytes) in files_under(&session) {
+    for (path, bytes) in files_under(&r.session) {
         assert!(
             !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
             "the raw token is in {}",
             path.display()
         );
     }
-    let loaded = mcptap_store::load(&session).unwrap();
+    let loaded = mcptap_store::load(&r.session).unwrap();
     let marker = mcptap_flow::redact::redacted(token);
     let echoes: Vec<&Flow> = loaded
         .flows
@@ -175,13 +168,8 @@ async fn a_token_in_a_large_streamed_body_never_reaches_the_disk() {
 
 #[tokio::test]
 async fn kill_9_in_the_middle_of_a_download_leaves_a_readable_session() {
-    let pki = TestPki::new();
-    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
-    let conf = tempfile::tempdir().unwrap();
-    let session = conf.path().join("session");
-    let mut child = recording_proxy(&pki, conf.path(), &session, "-q");
-    let (addr, _) = listening_addr(&mut child);
-    let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    let mut r = Recording::start().await;
+    let (target, mut s) = r.client().await;
     let resp = s
         .send(request("GET", &target, "/big?n=3000000", ""))
         .await
@@ -201,12 +189,12 @@ async fn kill_9_in_the_middle_of_a_download_leaves_a_readable_session() {
     }
     // Let the recorder write the first flow (it takes events in batches).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.kill().unwrap();
-    let _ = child.wait();
+    r.child.kill().unwrap();
+    let _ = r.child.wait();
 
-    let out = conf.path().join("out.har");
-    export(&session, &out);
-    for source in [session.clone(), out] {
+    let out = r.conf.path().join("out.har");
+    export(&r.session, &out);
+    for source in [r.session.clone(), out] {
         let loaded = mcptap_store::load(&source).unwrap();
         let done = by_path(&loaded.flows, "/big?n=3000000");
         let b = &done.response.as_ref().unwrap().body;

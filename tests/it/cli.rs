@@ -468,13 +468,8 @@ fn explain_prints_a_finding_page_and_lists_ids_for_unknown_ones() {
 /// every exchange the client saw answered.
 #[tokio::test]
 async fn after_kill_9_the_journal_has_every_finished_exchange() {
-    let pki = TestPki::new();
-    let up = Upstream::https(&pki, &[b"http/1.1"]).await;
-    let conf = tempfile::tempdir().unwrap();
-    let session = conf.path().join("session");
-    let mut child = recording_proxy(&pki, conf.path(), &session, "-q");
-    let (addr, _) = listening_addr(&mut child);
-    let (target, mut s) = client_through(addr, conf.path(), &up).await;
+    let mut r = Recording::start().await;
+    let (target, mut s) = r.client().await;
     for i in 0..5 {
         let resp = s
             .send(request("POST", &target, "/echo", format!("{{\"n\":{i}}}")))
@@ -485,15 +480,15 @@ async fn after_kill_9_the_journal_has_every_finished_exchange() {
     // The last answer reached the client; give the recorder a moment (it takes events in
     // batches a few milliseconds apart), then kill without warning.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.kill().unwrap();
-    let _ = child.wait();
+    r.child.kill().unwrap();
+    let _ = r.child.wait();
     assert!(
-        !session.join("session.har").exists(),
+        !r.session.join("session.har").exists(),
         "no clean shutdown happened"
     );
 
-    let out_har = conf.path().join("out.har");
-    export(&session, &out_har);
+    let out_har = r.conf.path().join("out.har");
+    export(&r.session, &out_har);
     let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_har).unwrap()).unwrap();
     let bodies: Vec<String> = har["log"]["entries"]
         .as_array()
@@ -676,6 +671,41 @@ pub(crate) async fn client_through(
     .await
     .unwrap();
     (target, s)
+}
+
+/// A quiet proxy recording into `<conf>/session` in front of an HTTPS upstream (HTTP/1.1).
+pub(crate) struct Recording {
+    /// Keeps the upstream's CA files.
+    _pki: TestPki,
+    pub up: Upstream,
+    pub conf: tempfile::TempDir,
+    pub session: std::path::PathBuf,
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Recording {
+    pub(crate) async fn start() -> Recording {
+        let pki = TestPki::new();
+        let up = Upstream::https(&pki, &[b"http/1.1"]).await;
+        let conf = tempfile::tempdir().unwrap();
+        let session = conf.path().join("session");
+        let mut child = recording_proxy(&pki, conf.path(), &session, "-q");
+        let (addr, _) = listening_addr(&mut child);
+        Recording {
+            _pki: pki,
+            up,
+            conf,
+            session,
+            child,
+            addr,
+        }
+    }
+
+    /// A client connection through the proxy: the upstream's authority and the sender.
+    pub(crate) async fn client(&self) -> (String, crate::common::client::Sender) {
+        client_through(self.addr, self.conf.path(), &self.up).await
+    }
 }
 
 /// A closed stderr (`mcptap proxy 2>&1 | head`) loses messages, not the proxy: traffic still
