@@ -39,6 +39,102 @@ fn the_binary_packs_its_relative_relocations_where_the_toolchain_can() {
     }
 }
 
+/// The build script places the functions `crates/cli/link-order.txt` lists first, in its order,
+/// when this toolchain's linker takes the list (crates/cli/build.rs): then those of them the
+/// binary has sit at ascending addresses in the list's order; otherwise the build says why,
+/// and the linker's own order shows.
+#[test]
+fn the_binary_places_its_start_up_functions_in_the_listed_order_where_the_linker_can() {
+    let verdict = env!("MCPTAP_LINK_ORDER");
+    let elf = std::fs::read(env!("CARGO_BIN_EXE_mcptap")).unwrap();
+    let at = symbol_addresses(&elf);
+    assert!(!at.is_empty(), "the binary has no symbol table");
+    let list = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/cli/link-order.txt"
+    ))
+    .unwrap();
+    let placed: Vec<u64> = list
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|name| at.get(name).copied())
+        .collect();
+    // A debug build inlines less and names fewer of them, but still hundreds.
+    assert!(
+        placed.len() >= 50,
+        "only {} listed functions are in the binary: rerun scripts/link-order.sh",
+        placed.len()
+    );
+    let in_order = placed.windows(2).filter(|w| w[0] < w[1]).count();
+    if verdict == "ordered" {
+        assert_eq!(in_order, placed.len() - 1, "the list's order was not kept");
+    } else {
+        assert!(verdict.starts_with("not ordered: "), "{verdict}");
+        assert!(
+            in_order < placed.len() - 1,
+            "{verdict}, yet the list's order shows"
+        );
+    }
+}
+
+/// Each defined symbol's name and address, from an ELF64 little-endian file's `.symtab`.
+fn symbol_addresses(elf: &[u8]) -> std::collections::HashMap<&str, u64> {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let mut out = std::collections::HashMap::new();
+    let (Some(shoff), Some(shentsize), Some(shnum)) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c))
+    else {
+        return out;
+    };
+    let section = |i: usize| shoff as usize + i * usize::from(shentsize);
+    for i in 0..usize::from(shnum) {
+        let sh = section(i);
+        // SHT_SYMTAB = 2; sh_offset at +24, sh_size at +32, sh_link (its string table) at +40.
+        if u32_at(sh + 4) != Some(2) {
+            continue;
+        }
+        let (Some(off), Some(size), Some(link)) =
+            (u64_at(sh + 24), u64_at(sh + 32), u32_at(sh + 40))
+        else {
+            continue;
+        };
+        let strtab = section(link as usize);
+        let (Some(str_off), Some(str_size)) = (u64_at(strtab + 24), u64_at(strtab + 32)) else {
+            continue;
+        };
+        let Some(names) = elf.get(str_off as usize..(str_off + str_size) as usize) else {
+            continue;
+        };
+        for sym in (off as usize..(off + size) as usize).step_by(24) {
+            // st_name at +0, st_shndx at +6 (0: undefined), st_value at +8.
+            let (Some(name), Some(shndx), Some(value)) =
+                (u32_at(sym), u16_at(sym + 6), u64_at(sym + 8))
+            else {
+                break;
+            };
+            let Some(rest) = names.get(name as usize..) else {
+                continue;
+            };
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            if shndx != 0 {
+                if let Ok(name) = std::str::from_utf8(&rest[..end]) {
+                    out.insert(name, value);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn ca_prints_the_certificate_path_and_how_to_trust_it() {
     let conf = tempfile::tempdir().unwrap();
