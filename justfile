@@ -26,6 +26,11 @@ conformance:
 bench *ARGS:
     scripts/bench.sh {{ARGS}}
 
+# Regenerates crates/cli/link-order.txt, the functions the linker places first (valgrind; the
+# benchmark harness built by `just bench` once). Rerun after a toolchain or Cargo.lock upgrade.
+link-order:
+    scripts/link-order.sh
+
 # Each fuzz target for SECONDS (default 60) with cargo-fuzz on nightly (see docs/fuzzing.md).
 fuzz SECONDS="60":
     scripts/fuzz.sh {{SECONDS}}
