@@ -47,6 +47,8 @@ struct InFlight {
     sse_dropped: u64,
     /// Its `response_head` line was read (the response in `flow` is not only its events).
     response_head: bool,
+    /// Where its `request_started` line starts.
+    start_at: u64,
 }
 
 /// Reads flows from a journal, one at a time (an [`Iterator`] of flows).
@@ -297,15 +299,16 @@ pub(crate) fn read_flow_sized(
     if let Some(head) = head {
         // Its head from the lines that said it; a line not found there (damage) leaves the
         // flow with what its final line says, as the journal's reader gives it.
+        // (A response head without its start is not taken, as the journal's reader does not.)
         line_at(&mut file, head.request, &mut line).map_err(err)?;
-        if let Ok(Line::Event(FlowEvent::RequestStarted { flow: start })) =
-            Line::parse(trim_ascii(&line))
-        {
-            if start.id == flow.id {
+        let started = match Line::parse(trim_ascii(&line)) {
+            Ok(Line::Event(FlowEvent::RequestStarted { flow: start })) if start.id == flow.id => {
                 StartHead::taken(*start).put_into(&mut flow);
+                true
             }
-        }
-        if let Some(at) = head.response {
+            _ => false,
+        };
+        if let Some(at) = head.response.filter(|_| started) {
             line_at(&mut file, at, &mut line).map_err(err)?;
             if let Ok(Line::Event(FlowEvent::ResponseHead {
                 id,
@@ -670,6 +673,7 @@ impl<R: BufRead> JournalReader<R> {
                         flow: *flow,
                         sse_dropped: 0,
                         response_head: false,
+                        start_at: self.line_start,
                     },
                 );
                 self.max_in_flight = self.max_in_flight.max(self.in_flight.len());
@@ -754,8 +758,16 @@ impl<R: BufRead> JournalReader<R> {
             Some(InFlight {
                 mut flow,
                 response_head,
+                start_at,
                 ..
             }) => {
+                if head.is_some_and(|h| h.request != start_at) {
+                    // Damage, or lines moved: the start read is this flow's all the same.
+                    self.warn(format!(
+                        "flow {id}: its final line says its start is at byte {}, it is at byte {start_at}",
+                        head.map_or(0, |h| h.request)
+                    ));
+                }
                 let response = flow.response.take();
                 (Some(flow), response.map(|r| (r, response_head)))
             }

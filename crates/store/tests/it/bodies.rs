@@ -307,6 +307,19 @@ fn the_journal_is_no_larger_than_the_har_for_binary_text_and_sse_with_keep_alive
         ),
         ("sse with keep-alives", sse_flow(1, 200)),
         ("short sse with keep-alives", sse_flow(1, 3)),
+        // Plain text, nothing to escape in a HAR: the journal's head lines said once only.
+        (
+            "plain-text download",
+            flow(1, "https://f/x.txt", "text/plain", vec![b'x'; 4 << 20]),
+        ),
+        (
+            "plain-text download, 20 KB",
+            flow(1, "https://f/x.txt", "text/plain", vec![b'x'; 20_000]),
+        ),
+        (
+            "plain-text answer, 2 KB",
+            flow(1, "https://f/x.txt", "text/plain", vec![b'x'; 2_000]),
+        ),
     ] {
         let (journal, har) = journal_and_har_bytes(f);
         println!("{what}: journal {journal} bytes, HAR {har} bytes");

@@ -6,6 +6,7 @@ mod bodies;
 mod common;
 mod crash;
 mod decode;
+mod heads;
 mod import;
 mod peers;
 mod roundtrip;
