@@ -11,3 +11,4 @@ mod import;
 mod peers;
 mod roundtrip;
 mod streaming;
+mod v3form;
