@@ -20,7 +20,9 @@
 //! written); the first and last lines are [`SessionLine`] and [`EndLine`]. A stream's events are
 //! journalled once: when every event of a flow went out as its own `sse` line, the final line
 //! leaves them out and says where they are ([`SseRef`]: the offsets of those lines), and leaves
-//! out the response body too when it is exactly those events written back ([`sse_text`]), or
+//! out the response body too when it is exactly those events written back ([`sse_text`]: LF or
+//! CRLF line ends, each event's fields in the order `event`, `id`, `retry`, `data`, or since
+//! version 4 `id`, `event`, `data`, `retry`, `"body":"lf-id"`), or
 //! those events with keep-alive comments and blank lines between them, noted where they go
 //! (`"sse":{"extra":[[offset,": ping\n\n"]],"lines":[…],"body":"lf"}`, [`sse_body`]). A long
 //! stream whose flow kept only some of its events (`sse_elided`) points at all its lines the
@@ -590,24 +592,36 @@ pub(crate) fn sse_extra(
     })
 }
 
-/// The line ends a stream's body used (`text/event-stream` allows LF, CRLF or CR).
+/// The line ends a stream's body used (`text/event-stream` allows LF, CRLF or CR), and the
+/// order of an event's fields: `event`, `id`, `retry`, `data` (the TypeScript SDK's server),
+/// or since version 4 `id`, `event`, `data`, `retry` (`-id`: Starlette's `sse-starlette`, the
+/// Python SDK's server, when its events have ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum LineEnd {
     /// `\n`
     Lf,
     /// `\r\n` (Starlette's `sse-starlette`, the Python SDK's server)
     Crlf,
+    /// `\n`, `id` first.
+    LfId,
+    /// `\r\n`, `id` first.
+    CrlfId,
 }
 
 impl LineEnd {
-    pub(crate) const ALL: [LineEnd; 2] = [LineEnd::Lf, LineEnd::Crlf];
+    pub(crate) const ALL: [LineEnd; 4] =
+        [LineEnd::Lf, LineEnd::Crlf, LineEnd::LfId, LineEnd::CrlfId];
 
     fn as_str(self) -> &'static str {
         match self {
-            LineEnd::Lf => "\n",
-            LineEnd::Crlf => "\r\n",
+            LineEnd::Lf | LineEnd::LfId => "\n",
+            LineEnd::Crlf | LineEnd::CrlfId => "\r\n",
         }
+    }
+
+    fn id_first(self) -> bool {
+        matches!(self, LineEnd::LfId | LineEnd::CrlfId)
     }
 }
 
@@ -769,10 +783,15 @@ fn has_sse_ref(text: &[u8]) -> bool {
     let Some(t) = text.strip_suffix(b"}}") else {
         return false;
     };
-    let t = [&br#","body":"lf""#[..], br#","body":"crlf""#]
-        .into_iter()
-        .find_map(|end| t.strip_suffix(end))
-        .unwrap_or(t);
+    let t = [
+        &br#","body":"lf""#[..],
+        br#","body":"crlf""#,
+        br#","body":"lf-id""#,
+        br#","body":"crlf-id""#,
+    ]
+    .into_iter()
+    .find_map(|end| t.strip_suffix(end))
+    .unwrap_or(t);
     let Some(t) = t.strip_suffix(b"]") else {
         return false;
     };
@@ -798,17 +817,32 @@ pub(crate) fn sse_text(events: &[mcptap_flow::SseEvent], end: LineEnd) -> String
     };
     let mut out = String::new();
     for ev in events {
-        if let Some(e) = &ev.event {
-            line(&mut out, "event", e);
-        }
-        if let Some(id) = &ev.id {
-            line(&mut out, "id", id);
-        }
-        if let Some(r) = ev.retry {
-            line(&mut out, "retry", &r.to_string());
-        }
-        for l in ev.data.split('\n') {
-            line(&mut out, "data", l);
+        if end.id_first() {
+            if let Some(id) = &ev.id {
+                line(&mut out, "id", id);
+            }
+            if let Some(e) = &ev.event {
+                line(&mut out, "event", e);
+            }
+            for l in ev.data.split('\n') {
+                line(&mut out, "data", l);
+            }
+            if let Some(r) = ev.retry {
+                line(&mut out, "retry", &r.to_string());
+            }
+        } else {
+            if let Some(e) = &ev.event {
+                line(&mut out, "event", e);
+            }
+            if let Some(id) = &ev.id {
+                line(&mut out, "id", id);
+            }
+            if let Some(r) = ev.retry {
+                line(&mut out, "retry", &r.to_string());
+            }
+            for l in ev.data.split('\n') {
+                line(&mut out, "data", l);
+            }
         }
         out.push_str(nl);
     }
