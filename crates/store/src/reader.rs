@@ -299,24 +299,29 @@ pub(crate) fn read_flow_sized(
     if let Some(head) = head {
         // Its head from the lines that said it; a line not found there (damage) leaves the
         // flow with what its final line says, as the journal's reader gives it.
-        // (A response head without its start is not taken, as the journal's reader does not.)
-        line_at(&mut file, head.request, &mut line).map_err(err)?;
-        let started = match Line::parse(trim_ascii(&line)) {
-            Ok(Line::Event(FlowEvent::RequestStarted { flow: start })) if start.id == flow.id => {
+        // (A response head without its start is not taken, as the journal's reader does not.
+        // An offset that cannot be read, past the end or beyond what a seek takes, is damage
+        // too.)
+        let mut read_at = |at: u64| {
+            line_at(&mut file, at, &mut line)
+                .ok()
+                .and_then(|_| Line::parse(trim_ascii(&line)).ok())
+        };
+        let started = match read_at(head.request) {
+            Some(Line::Event(FlowEvent::RequestStarted { flow: start })) if start.id == flow.id => {
                 StartHead::taken(*start).put_into(&mut flow);
                 true
             }
             _ => false,
         };
         if let Some(at) = head.response.filter(|_| started) {
-            line_at(&mut file, at, &mut line).map_err(err)?;
-            if let Ok(Line::Event(FlowEvent::ResponseHead {
+            if let Some(Line::Event(FlowEvent::ResponseHead {
                 id,
                 status,
                 version,
                 headers,
                 ..
-            })) = Line::parse(trim_ascii(&line))
+            })) = read_at(at)
             {
                 if let Some(resp) = flow.response.as_mut().filter(|_| id == flow.id) {
                     ResponseHead {

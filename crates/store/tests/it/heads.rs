@@ -433,7 +433,7 @@ fn a_damaged_or_missing_start_line_is_a_warning_and_a_flow_with_what_is_known() 
         .find(|(_, v)| v["type"] == "request_started" && v["flow"]["id"] == 4)
         .unwrap()
         .0;
-    for to in ["[99999999999]", r#"["x"]"#] {
+    for to in ["[99999999999]", "[18446744073709551615]", r#"["x"]"#] {
         let t = text[..at].to_owned()
             + &text[at..line_end].replacen(&format!("[{start}]"), to, 1)
             + &text[line_end..];
@@ -444,7 +444,7 @@ fn a_damaged_or_missing_start_line_is_a_warning_and_a_flow_with_what_is_known() 
         assert_eq!(read.len(), 4, "{to}");
         assert!(!reader.warnings().is_empty(), "{to}");
         let back = read_flow_at(&path, at as u64).unwrap();
-        if to.contains("99999") {
+        if to.contains("99999") || to.contains("1844") {
             // Its start was still in flight: the sequential reader has its head.
             assert_eq!(read[3], ended[3]);
             let back = back.unwrap();
