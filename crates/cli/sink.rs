@@ -746,11 +746,19 @@ mod tests {
 
     #[tokio::test]
     async fn the_terminal_view_asks_for_an_evicted_flow_and_gets_it_from_the_journal() {
-        let (_dir, mut sink) = recording();
+        let (dir, mut sink) = recording();
         let (feed, inbox) = mcptap_tui::channel(64);
         let (ask, requests) = tokio::sync::mpsc::unbounded_channel();
         sink.ui_to(feed, requests);
-        sink.batch(&mut vec![started(1), head(1), done(1), started(2)]);
+        // Flow 1 spans two batches: its final line points at its start line for its head.
+        sink.batch(&mut vec![started(1)]);
+        sink.batch(&mut vec![head(1), done(1), started(2)]);
+        let journal = std::fs::read_to_string(dir.path().join("s/journal.jsonl")).unwrap();
+        let end = journal.lines().find(|l| l.contains(r#""completed""#));
+        assert!(
+            end.is_some_and(|l| l.starts_with(r#"{"type":"completed","head":["#)),
+            "{journal}"
+        );
         let (tx, rx) = mcptap_proxy::events::channel(8);
         let (_stop_tx, stop) = tokio::sync::oneshot::channel();
         ask.send(mcptap_tui::Request::Flow(FlowId(1))).unwrap();

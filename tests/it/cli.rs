@@ -686,14 +686,20 @@ pub(crate) fn export(input: &std::path::Path, output: &std::path::Path) -> Strin
     err
 }
 
-/// The final lines (`completed`, `failed`) of a session's journal.
+/// The flows a session's journal finished (its `completed`, `failed` lines), whole.
 fn finished_flows(session: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(session.join("journal.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "completed" || v["type"] == "failed")
-        .collect()
+    // Through the reader: a final line may point at the lines that said its flow's head.
+    let Ok(mut reader) = mcptap_store::read_journal(&session.join("journal.jsonl")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Some(flow) = reader.next() {
+        // Flows still in flight at the end have no final line (no place).
+        if let (Ok(flow), Some(_)) = (flow, reader.placed()) {
+            out.push(serde_json::json!({ "flow": flow }));
+        }
+    }
+    out
 }
 
 /// `mcptap proxy` on a free port recording into `session`, trusting `pki` upstream, with its

@@ -12,6 +12,7 @@ mod examples;
 mod fault;
 mod html_report;
 mod inject;
+mod journal;
 mod mcp;
 mod peers_direct;
 mod probe;

@@ -4,13 +4,14 @@
 //! JSON Lines, one object per line, `type` first:
 //!
 //! ```text
-//! {"type":"session","version":3,"created":1714566605123456,"mcptap":"0.1.0","raw_secrets":false,"argv":[…]}
+//! {"type":"session","version":4,"created":1714566605123456,"mcptap":"0.1.0","raw_secrets":false,"argv":[…]}
 //! {"type":"request_started","flow":{…}}          the flow head, bodies empty
 //! {"type":"response_head","id":3,"at":…,"status":200,"version":"HTTP/1.1","headers":[…]}
 //! {"type":"sse","id":3,"event":{"at":…,"event":"message","data":"…"}}   one per event, at once
 //! {"type":"completed","flow":{…}}                 the whole flow (bodies, SSE events, timings)
 //! {"type":"completed","flow":{…},"sse":{"lines":[…],"body":"crlf"}}   a stream's end (below)
 //! {"type":"completed","flow":{…},"bodies":{"response":[4096,1048576]}}  a body in bodies.bin
+//! {"type":"completed","head":[812,1336],"flow":{…}}   its head in earlier lines (below)
 //! {"type":"failed","flow":{…}}
 //! {"type":"end","at":…,"flows":12}                clean shutdown only
 //! ```
@@ -19,7 +20,9 @@
 //! written); the first and last lines are [`SessionLine`] and [`EndLine`]. A stream's events are
 //! journalled once: when every event of a flow went out as its own `sse` line, the final line
 //! leaves them out and says where they are ([`SseRef`]: the offsets of those lines), and leaves
-//! out the response body too when it is exactly those events written back ([`sse_text`]), or
+//! out the response body too when it is exactly those events written back ([`sse_text`]: LF or
+//! CRLF line ends, each event's fields in the order `event`, `id`, `retry`, `data`, or since
+//! version 4 `id`, `event`, `data`, `retry`, `"body":"lf-id"`), or
 //! those events with keep-alive comments and blank lines between them, noted where they go
 //! (`"sse":{"extra":[[offset,": ping\n\n"]],"lines":[…],"body":"lf"}`, [`sse_body`]). A long
 //! stream whose flow kept only some of its events (`sse_elided`) points at all its lines the
@@ -39,11 +42,30 @@
 //! are. The reader puts the bytes
 //! back ([`crate::JournalReader`] given the journal's path, [`crate::read_flow_at`]); bytes it
 //! cannot find are a warning and an empty body, never a failure.
+//!
+//! Since version 4, a final line whose flow's head already went out — the `request_started`
+//! line of a flow that spanned a batch of the recorder, and its `response_head` line — does not
+//! say it again: it starts with [`HeadRef`] (`"head":[812]`, or `"head":[812,1336]`, the
+//! offsets of those lines, always before it) and its flow is [`FlowRest`]: without what
+//! [`StartHead`] holds (kind, client address, host, port, client TLS, the request's method,
+//! URL, version and headers), and, when the `response_head` line is pointed at, without the
+//! response's status, version and headers; everything else (state, timings, bodies or their
+//! [`BodiesRef`], SSE events or their [`SseRef`], the error, the secrets' notes…) is there as
+//! in a whole flow. The writer leaves a part out only when it is the same, value for value, as
+//! the line pointed at says (both redacted alike: nothing comes back that the final flow's own
+//! redaction would have taken out); otherwise the line says the whole flow, as before. A reader
+//! that finds no such line where one is pointed at (damage) warns and gives the flow with what
+//! the final line says.
 
 use crate::journal::SessionMeta;
-use mcptap_flow::{FlowEvent, Micros};
+use mcptap_flow::redact::SecretNote;
+use mcptap_flow::{
+    CapturedBody, Flow, FlowError, FlowEvent, FlowId, FlowKind, FlowState, Headers, HttpVersion,
+    Injection, Micros, Request, Response, SseEvent, Timings, TlsInfo, TunnelStats,
+};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// The journal file inside a session directory.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
@@ -53,8 +75,9 @@ pub const HAR_FILE: &str = "session.har";
 pub const BODIES_FILE: &str = "bodies.bin";
 /// The journal format version written in the session line (2: a stream's final line may
 /// point at its `sse` lines instead of repeating them, [`SseRef`]; 3: large bodies are in
-/// [`BODIES_FILE`], [`BodiesRef`]).
-pub const JOURNAL_VERSION: u32 = 3;
+/// [`BODIES_FILE`], [`BodiesRef`]; 4: a final line may point at the lines that said its head,
+/// [`HeadRef`]).
+pub const JOURNAL_VERSION: u32 = 4;
 /// Bodies at least this long go to [`BODIES_FILE`] (smaller ones, which MCP and OAuth bodies
 /// are, stay readable in the journal line).
 pub(crate) const SIDE_MIN: usize = 16 * 1024;
@@ -72,6 +95,420 @@ impl BodiesRef {
     pub(crate) fn is_empty(&self) -> bool {
         self.request.is_none() && self.response.is_none()
     }
+}
+
+/// Where a final line's flow head is, when earlier lines said it ([`FlowRest`]): the offset of
+/// the flow's `request_started` line and, when the response head is left out too, of its
+/// `response_head` line. Written `[request]` or `[request,response]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadRef {
+    pub request: u64,
+    pub response: Option<u64>,
+}
+
+impl Serialize for HeadRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.response {
+            Some(r) => [self.request, r].serialize(s),
+            None => [self.request].serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HeadRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let at = <Vec<u64>>::deserialize(d)?;
+        match at[..] {
+            [request] => Ok(HeadRef {
+                request,
+                response: None,
+            }),
+            [request, response] => Ok(HeadRef {
+                request,
+                response: Some(response),
+            }),
+            _ => Err(serde::de::Error::invalid_length(
+                at.len(),
+                &"the offsets of one or two lines",
+            )),
+        }
+    }
+}
+
+/// What a flow's `request_started` line says that its final line, pointing at it
+/// ([`HeadRef`]), leaves out. The writer keeps one per flow whose start line went out, to see
+/// whether the final flow still says the same; the reader takes one out of the start line it
+/// finds and puts it into the final flow.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StartHead {
+    kind: FlowKind,
+    client_addr: Option<String>,
+    host: String,
+    port: u16,
+    client_tls: Option<Arc<TlsInfo>>,
+    method: String,
+    url: String,
+    version: HttpVersion,
+    headers: Headers,
+}
+
+impl StartHead {
+    /// The head of `flow`, as its start line says it (a copy: headers and TLS are shared).
+    pub(crate) fn of(flow: &Flow) -> StartHead {
+        StartHead {
+            kind: flow.kind,
+            client_addr: flow.client_addr.clone(),
+            host: flow.host.clone(),
+            port: flow.port,
+            client_tls: flow.client_tls.clone(),
+            method: flow.request.method.clone(),
+            url: flow.request.url.clone(),
+            version: flow.request.version,
+            headers: flow.request.headers.clone(),
+        }
+    }
+
+    /// The head of a flow read from its start line, taken out of it.
+    pub(crate) fn taken(flow: Flow) -> StartHead {
+        let Flow {
+            kind,
+            client_addr,
+            host,
+            port,
+            client_tls,
+            request,
+            ..
+        } = flow;
+        let Request {
+            method,
+            url,
+            version,
+            headers,
+            body: _,
+        } = request;
+        StartHead {
+            kind,
+            client_addr,
+            host,
+            port,
+            client_tls,
+            method,
+            url,
+            version,
+            headers,
+        }
+    }
+
+    /// True when `flow` says the same head (its final line may leave it out).
+    pub(crate) fn same(&self, flow: &Flow) -> bool {
+        self.port == flow.port
+            && self.kind == flow.kind
+            && self.version == flow.request.version
+            && self.method == flow.request.method
+            && self.url == flow.request.url
+            && self.host == flow.host
+            && self.client_addr == flow.client_addr
+            && self.headers == flow.request.headers
+            && self.client_tls == flow.client_tls
+    }
+
+    /// Puts this head into a flow read from a final line that left it out.
+    pub(crate) fn put_into(self, flow: &mut Flow) {
+        flow.kind = self.kind;
+        flow.client_addr = self.client_addr;
+        flow.host = self.host;
+        flow.port = self.port;
+        flow.client_tls = self.client_tls;
+        flow.request.method = self.method;
+        flow.request.url = self.url;
+        flow.request.version = self.version;
+        flow.request.headers = self.headers;
+    }
+}
+
+/// What a `response_head` line says that a final line pointing at it leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ResponseHead {
+    pub status: u16,
+    pub version: HttpVersion,
+    pub headers: Headers,
+}
+
+impl ResponseHead {
+    /// True when `resp` has this status, version and headers.
+    pub(crate) fn same(&self, resp: &Response) -> bool {
+        self.status == resp.status && self.version == resp.version && self.headers == resp.headers
+    }
+
+    /// Puts this head into a response read from a final line that left it out.
+    pub(crate) fn put_into(self, resp: &mut Response) {
+        resp.status = self.status;
+        resp.version = self.version;
+        resp.headers = self.headers;
+    }
+}
+
+/// A final line's flow without what the lines its [`HeadRef`] points at say: [`Flow`]'s
+/// members (same names, same forms), but for [`StartHead`]'s, and the response's status,
+/// version and headers when `response_head` (they are in that line).
+struct FlowRest<'a> {
+    flow: &'a Flow,
+    response_head: bool,
+}
+
+impl Serialize for FlowRest<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Every member named: a member added to `Flow` does not compile until it is here.
+        let Flow {
+            id,
+            kind: _,
+            state,
+            client_addr: _,
+            host: _,
+            port: _,
+            client_tls: _,
+            upstream_tls,
+            request,
+            response,
+            timings,
+            error,
+            tunnel,
+            injected,
+            not_injected,
+            by_mcptap,
+            secrets,
+            raw_secrets,
+        } = self.flow;
+        #[derive(Serialize)]
+        struct Out<'a> {
+            id: FlowId,
+            state: FlowState,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            upstream_tls: Option<&'a TlsInfo>,
+            request: RequestRest<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            response: Option<ResponseRest<'a>>,
+            timings: &'a Timings,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<&'a FlowError>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tunnel: Option<&'a TunnelStats>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            injected: Option<&'a Injection>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            not_injected: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            by_mcptap: Option<&'a str>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            secrets: &'a [SecretNote],
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            raw_secrets: bool,
+        }
+        #[derive(Serialize)]
+        struct RequestRest<'a> {
+            body: &'a CapturedBody,
+        }
+        #[derive(Serialize)]
+        struct ResponseRest<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            status: Option<u16>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            version: Option<HttpVersion>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            headers: Option<&'a Headers>,
+            body: &'a CapturedBody,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            sse: &'a [SseEvent],
+            #[serde(skip_serializing_if = "is_zero")]
+            sse_elided: u64,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            synthetic: bool,
+        }
+        let response = response.as_ref().map(|r| {
+            let Response {
+                status,
+                version,
+                headers,
+                body,
+                sse,
+                sse_elided,
+                synthetic,
+            } = r;
+            let head = !self.response_head;
+            ResponseRest {
+                status: head.then_some(*status),
+                version: head.then_some(*version),
+                headers: head.then_some(headers),
+                body,
+                sse,
+                sse_elided: *sse_elided,
+                synthetic: *synthetic,
+            }
+        });
+        Out {
+            id: *id,
+            state: *state,
+            upstream_tls: upstream_tls.as_deref(),
+            request: RequestRest {
+                body: &request.body,
+            },
+            response,
+            timings,
+            error: error.as_ref(),
+            tunnel: tunnel.as_ref(),
+            injected: injected.as_ref(),
+            not_injected: not_injected.as_deref(),
+            by_mcptap: by_mcptap.as_deref(),
+            secrets,
+            raw_secrets: *raw_secrets,
+        }
+        .serialize(s)
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// [`FlowRest`] as read: a [`Flow`] whose head is empty until the lines pointed at put it in.
+#[derive(Deserialize)]
+struct FlowRestIn {
+    id: FlowId,
+    #[serde(default)]
+    state: FlowState,
+    #[serde(default)]
+    upstream_tls: Option<Arc<TlsInfo>>,
+    request: RequestRestIn,
+    #[serde(default)]
+    response: Option<ResponseRestIn>,
+    timings: Timings,
+    #[serde(default)]
+    error: Option<FlowError>,
+    #[serde(default)]
+    tunnel: Option<TunnelStats>,
+    #[serde(default)]
+    injected: Option<Injection>,
+    #[serde(default)]
+    not_injected: Option<String>,
+    #[serde(default)]
+    by_mcptap: Option<String>,
+    #[serde(default)]
+    secrets: Vec<SecretNote>,
+    #[serde(default)]
+    raw_secrets: bool,
+}
+
+#[derive(Deserialize)]
+struct RequestRestIn {
+    #[serde(default)]
+    body: CapturedBody,
+}
+
+#[derive(Deserialize)]
+struct ResponseRestIn {
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    version: HttpVersion,
+    #[serde(default)]
+    headers: Headers,
+    #[serde(default)]
+    body: CapturedBody,
+    #[serde(default)]
+    sse: Vec<SseEvent>,
+    #[serde(default)]
+    sse_elided: u64,
+    #[serde(default)]
+    synthetic: bool,
+}
+
+impl FlowRestIn {
+    fn into_flow(self) -> Flow {
+        let FlowRestIn {
+            id,
+            state,
+            upstream_tls,
+            request,
+            response,
+            timings,
+            error,
+            tunnel,
+            injected,
+            not_injected,
+            by_mcptap,
+            secrets,
+            raw_secrets,
+        } = self;
+        // Every member named: a member added to `Flow` does not compile until it is here.
+        Flow {
+            id,
+            kind: FlowKind::default(),
+            state,
+            client_addr: None,
+            host: String::new(),
+            port: 0,
+            client_tls: None,
+            upstream_tls,
+            request: Request {
+                method: String::new(),
+                url: String::new(),
+                version: HttpVersion::default(),
+                headers: Headers::default(),
+                body: request.body,
+            },
+            response: response.map(|r| Response {
+                status: r.status,
+                version: r.version,
+                headers: r.headers,
+                body: r.body,
+                sse: r.sse,
+                sse_elided: r.sse_elided,
+                synthetic: r.synthetic,
+            }),
+            timings,
+            error,
+            tunnel,
+            injected,
+            not_injected,
+            by_mcptap,
+            secrets,
+            raw_secrets,
+        }
+    }
+}
+
+/// A final line whose flow's head is in earlier lines: `type`, [`HeadRef`] and [`FlowRest`].
+#[derive(Serialize)]
+struct RestLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    head: HeadRef,
+    flow: FlowRest<'a>,
+}
+
+/// Appends a final line to `buf` (no newline) that leaves out what the lines `head` points at
+/// say ([`FlowRest`]); members saying where its events and bodies are may follow.
+pub(crate) fn write_rest(
+    buf: &mut Vec<u8>,
+    event: &FlowEvent,
+    head: HeadRef,
+) -> serde_json::Result<()> {
+    let (kind, flow) = match event {
+        FlowEvent::Completed { flow } => ("completed", flow),
+        FlowEvent::Failed { flow } => ("failed", flow),
+        _ => return write_event(buf, event),
+    };
+    serde_json::to_writer(
+        buf,
+        &RestLine {
+            kind,
+            head,
+            flow: FlowRest {
+                flow,
+                response_head: head.response.is_some(),
+            },
+        },
+    )
 }
 
 /// How a final line that has bodies in [`BODIES_FILE`] marks it: its last member.
@@ -155,24 +592,36 @@ pub(crate) fn sse_extra(
     })
 }
 
-/// The line ends a stream's body used (`text/event-stream` allows LF, CRLF or CR).
+/// The line ends a stream's body used (`text/event-stream` allows LF, CRLF or CR), and the
+/// order of an event's fields: `event`, `id`, `retry`, `data` (the TypeScript SDK's server),
+/// or since version 4 `id`, `event`, `data`, `retry` (`-id`: Starlette's `sse-starlette`, the
+/// Python SDK's server, when its events have ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum LineEnd {
     /// `\n`
     Lf,
     /// `\r\n` (Starlette's `sse-starlette`, the Python SDK's server)
     Crlf,
+    /// `\n`, `id` first.
+    LfId,
+    /// `\r\n`, `id` first.
+    CrlfId,
 }
 
 impl LineEnd {
-    pub(crate) const ALL: [LineEnd; 2] = [LineEnd::Lf, LineEnd::Crlf];
+    pub(crate) const ALL: [LineEnd; 4] =
+        [LineEnd::Lf, LineEnd::Crlf, LineEnd::LfId, LineEnd::CrlfId];
 
     fn as_str(self) -> &'static str {
         match self {
-            LineEnd::Lf => "\n",
-            LineEnd::Crlf => "\r\n",
+            LineEnd::Lf | LineEnd::LfId => "\n",
+            LineEnd::Crlf | LineEnd::CrlfId => "\r\n",
         }
+    }
+
+    fn id_first(self) -> bool {
+        matches!(self, LineEnd::LfId | LineEnd::CrlfId)
     }
 }
 
@@ -209,15 +658,21 @@ pub(crate) enum Line {
     Event(FlowEvent),
     /// A streamed flow's end whose events (and perhaps body) are in its `sse` lines.
     Streamed(FlowEvent, SseRef),
+    /// A flow's end whose head is in earlier lines ([`HeadRef`]; the flow's head is empty
+    /// until they put it in), and whose events may be in its `sse` lines.
+    Rest(FlowEvent, HeadRef, Option<SseRef>),
     /// The last line, after a clean shutdown.
     End(EndLine),
 }
 
-/// Only the `type` of a line (the rest is skipped without being held).
+/// Only the `type` of a line, and whether it has a [`HeadRef`] (the rest is skipped without
+/// being held).
 #[derive(Deserialize)]
 struct Kind<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
+    #[serde(default)]
+    head: Option<serde::de::IgnoredAny>,
 }
 
 impl Line {
@@ -234,6 +689,7 @@ impl Line {
                     &line,
                     Line::Event(FlowEvent::Completed { .. } | FlowEvent::Failed { .. })
                         | Line::Streamed(..)
+                        | Line::Rest(..)
                 )
                 .then_some(bodies);
                 Ok((line, bodies))
@@ -244,10 +700,27 @@ impl Line {
 
     /// Parses one line (without its newline), without its [`BodiesRef`] if it has one.
     pub fn parse(text: &[u8]) -> Result<Line, serde_json::Error> {
-        let Kind { kind } = serde_json::from_slice(text)?;
+        let Kind { kind, head } = serde_json::from_slice(text)?;
         Ok(match kind.as_ref() {
             "session" => Line::Session(tagged(text)?),
             "end" => Line::End(tagged(text)?),
+            "completed" | "failed" if head.is_some() => {
+                #[derive(Deserialize)]
+                struct Rest {
+                    head: HeadRef,
+                    flow: FlowRestIn,
+                    #[serde(default)]
+                    sse: Option<SseRef>,
+                }
+                let Rest { head, flow, sse } = serde_json::from_slice(text)?;
+                let flow = Box::new(flow.into_flow());
+                let event = if kind == "completed" {
+                    FlowEvent::Completed { flow }
+                } else {
+                    FlowEvent::Failed { flow }
+                };
+                Line::Rest(event, head, sse)
+            }
             "completed" | "failed" if has_sse_ref(text) => {
                 #[derive(Deserialize)]
                 struct Ref {
@@ -310,10 +783,15 @@ fn has_sse_ref(text: &[u8]) -> bool {
     let Some(t) = text.strip_suffix(b"}}") else {
         return false;
     };
-    let t = [&br#","body":"lf""#[..], br#","body":"crlf""#]
-        .into_iter()
-        .find_map(|end| t.strip_suffix(end))
-        .unwrap_or(t);
+    let t = [
+        &br#","body":"lf""#[..],
+        br#","body":"crlf""#,
+        br#","body":"lf-id""#,
+        br#","body":"crlf-id""#,
+    ]
+    .into_iter()
+    .find_map(|end| t.strip_suffix(end))
+    .unwrap_or(t);
     let Some(t) = t.strip_suffix(b"]") else {
         return false;
     };
@@ -339,17 +817,32 @@ pub(crate) fn sse_text(events: &[mcptap_flow::SseEvent], end: LineEnd) -> String
     };
     let mut out = String::new();
     for ev in events {
-        if let Some(e) = &ev.event {
-            line(&mut out, "event", e);
-        }
-        if let Some(id) = &ev.id {
-            line(&mut out, "id", id);
-        }
-        if let Some(r) = ev.retry {
-            line(&mut out, "retry", &r.to_string());
-        }
-        for l in ev.data.split('\n') {
-            line(&mut out, "data", l);
+        if end.id_first() {
+            if let Some(id) = &ev.id {
+                line(&mut out, "id", id);
+            }
+            if let Some(e) = &ev.event {
+                line(&mut out, "event", e);
+            }
+            for l in ev.data.split('\n') {
+                line(&mut out, "data", l);
+            }
+            if let Some(r) = ev.retry {
+                line(&mut out, "retry", &r.to_string());
+            }
+        } else {
+            if let Some(e) = &ev.event {
+                line(&mut out, "event", e);
+            }
+            if let Some(id) = &ev.id {
+                line(&mut out, "id", id);
+            }
+            if let Some(r) = ev.retry {
+                line(&mut out, "retry", &r.to_string());
+            }
+            for l in ev.data.split('\n') {
+                line(&mut out, "data", l);
+            }
         }
         out.push_str(nl);
     }
@@ -430,7 +923,7 @@ mod tests {
         meta.mode = Some("regular".into());
         let mut buf = Vec::new();
         write_session(&mut buf, &meta).unwrap();
-        assert!(buf.starts_with(br#"{"type":"session","version":3,"created":"#));
+        assert!(buf.starts_with(br#"{"type":"session","version":4,"created":"#));
         match Line::parse(&buf).unwrap() {
             Line::Session(s) => {
                 assert_eq!(s.version, JOURNAL_VERSION);

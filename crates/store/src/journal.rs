@@ -12,8 +12,12 @@
 //! flushes to the OS at each line that finishes something, and the proxy, which takes events in
 //! batches of a few milliseconds, flushes once per batch (no fsync per line: a process crash
 //! loses nothing that was flushed, a power cut may lose the last seconds). A flow that starts and
-//! finishes within one batch is written as its final line only. [`Journal::finish`] fsyncs,
-//! then writes `session.har` atomically.
+//! finishes within one batch is written as its final line only; one whose `request_started`
+//! line (and `response_head` line) went out earlier has a final line that points at them
+//! instead of saying its head again, when the final flow's head is still the same
+//! ([`format::HeadRef`]: the journal keeps where each open flow's head lines went and what
+//! they said, shared headers and a few short strings, until its end). [`Journal::finish`]
+//! fsyncs, then writes `session.har` atomically.
 
 use crate::error::StoreError;
 use crate::export::{export_journal, write_atomic, ExportOptions};
@@ -93,6 +97,19 @@ pub struct Journal {
     streams: HashMap<FlowId, Stream>,
     /// Large bodies, raw ([`format::BODIES_FILE`]).
     side: SideFile,
+    /// Per flow in flight whose `request_started` line went out: where, and what it said, so
+    /// that its final line need not say it again ([`format::HeadRef`]).
+    heads: HashMap<FlowId, Head>,
+}
+
+/// The head lines written for one flow.
+#[derive(Debug)]
+struct Head {
+    /// Where its `request_started` line starts, and what it said.
+    at: u64,
+    start: format::StartHead,
+    /// Where its `response_head` line starts, and what it said.
+    response: Option<(u64, format::ResponseHead)>,
 }
 
 /// The `sse` lines written for one flow.
@@ -140,6 +157,7 @@ impl Journal {
             flows: 0,
             position: 0,
             streams: HashMap::new(),
+            heads: HashMap::new(),
             side: SideFile {
                 path: dir.join(format::BODIES_FILE),
                 file: None,
@@ -226,7 +244,8 @@ impl Journal {
         }
         if event.is_final() {
             let stream = self.streams.remove(&event.flow_id());
-            return self.write_final(event, stream);
+            let head = self.heads.remove(&event.flow_id());
+            return self.write_final(event, stream, head);
         }
         let at = self.position;
         self.line.clear();
@@ -235,6 +254,36 @@ impl Journal {
         self.line = buf;
         res.map_err(|e| self.write_err(e.into()))?;
         self.write_line(false)?;
+        match event {
+            FlowEvent::RequestStarted { flow } => {
+                let start = format::StartHead::of(flow);
+                self.heads.insert(
+                    flow.id,
+                    Head {
+                        at,
+                        start,
+                        response: None,
+                    },
+                );
+            }
+            FlowEvent::ResponseHead {
+                id,
+                status,
+                version,
+                headers,
+                ..
+            } => {
+                if let Some(h) = self.heads.get_mut(id) {
+                    let head = format::ResponseHead {
+                        status: *status,
+                        version: *version,
+                        headers: headers.clone(),
+                    };
+                    h.response = Some((at, head));
+                }
+            }
+            _ => {}
+        }
         if let FlowEvent::Sse { id, event } = event {
             let s = self.streams.entry(*id).or_default();
             if s.offsets.len() < crate::reader::MAX_SSE_EVENTS {
@@ -312,17 +361,29 @@ impl Journal {
     /// leaves nothing in the file; one larger than [`LINE_KEPT`] does not stay resident: large
     /// bodies are in the side file, not in lines). When its events are exactly those
     /// its `sse` lines hold (`stream`), they are left out (and the response body too when it is
-    /// those events written back), the line saying where they are. Large bodies, and a
+    /// those events written back), the line saying where they are. When its head is the same as
+    /// its `request_started` (and `response_head`) line said (`head`), it is left out, the line
+    /// saying where those are. Large bodies, and a
     /// stream's body that its events do not rebuild, go to the side file first, the line
     /// saying where. The event is given back unchanged.
     fn write_final(
         &mut self,
         event: &mut FlowEvent,
         stream: Option<Stream>,
+        head: Option<Head>,
     ) -> Result<bool, StoreError> {
         let (FlowEvent::Completed { flow } | FlowEvent::Failed { flow }) = event else {
             unreachable!("write_final takes a final event");
         };
+        let head = head
+            .filter(|h| h.start.same(flow))
+            .map(|h| format::HeadRef {
+                request: h.at,
+                response: h
+                    .response
+                    .filter(|(_, r)| flow.response.as_ref().is_some_and(|resp| r.same(resp)))
+                    .map(|(at, _)| at),
+            });
         let streamed = stream.is_some();
         let (sse, events, sse_body) = match (stream, flow.response.as_mut()) {
             (Some(stream), Some(resp)) => leave_out_events(resp, stream),
@@ -349,7 +410,7 @@ impl Journal {
         bodies.response = resp.as_ref().map(|(at, b)| [*at, b.len() as u64]);
         if res.is_ok() {
             self.line.clear();
-            res = write_final_line(&mut self.line, event, sse.as_ref(), &bodies);
+            res = write_final_line(&mut self.line, event, head, sse.as_ref(), &bodies);
             if res.is_ok() {
                 res = self.out.write_all(&self.line).map_err(SideOrLine::Line);
             }
@@ -479,16 +540,20 @@ enum SideOrLine {
     Line(std::io::Error),
 }
 
-/// Writes a final line (with its newline) to `out`: the event, then the members that say where
-/// its events and bodies are.
+/// Writes a final line (with its newline) to `out`: the event (without its head when `head`
+/// says where that is), then the members that say where its events and bodies are.
 fn write_final_line(
     out: &mut Vec<u8>,
     event: &FlowEvent,
+    head: Option<format::HeadRef>,
     sse: Option<&format::SseRef>,
     bodies: &format::BodiesRef,
 ) -> Result<(), SideOrLine> {
     let line = |e: serde_json::Error| SideOrLine::Line(e.into());
-    format::write_event(out, event).map_err(line)?;
+    match head {
+        Some(head) => format::write_rest(out, event, head).map_err(line)?,
+        None => format::write_event(out, event).map_err(line)?,
+    }
     if let Some(sse) = sse {
         format::write_streamed_ref(out, sse).map_err(line)?;
     }

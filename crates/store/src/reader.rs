@@ -8,7 +8,8 @@
 
 use crate::error::StoreError;
 use crate::format::{
-    sse_body, sse_text, BodiesRef, EndLine, Line, LineEnd, SseRef, BODIES_FILE, JOURNAL_VERSION,
+    sse_body, sse_text, BodiesRef, EndLine, HeadRef, Line, LineEnd, ResponseHead, SseRef,
+    StartHead, BODIES_FILE, JOURNAL_VERSION,
 };
 use crate::journal::SessionMeta;
 use mcptap_flow::{
@@ -44,6 +45,10 @@ pub(crate) const DEFAULT_MAX_LINE: usize = 1 << 30;
 struct InFlight {
     flow: Flow,
     sse_dropped: u64,
+    /// Its `response_head` line was read (the response in `flow` is not only its events).
+    response_head: bool,
+    /// Where its `request_started` line starts.
+    start_at: u64,
 }
 
 /// Reads flows from a journal, one at a time (an [`Iterator`] of flows).
@@ -133,7 +138,8 @@ pub(crate) fn resolve_bodies(
     side: Option<&mut SideReader>,
 ) -> Vec<String> {
     let (Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow })
-    | Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _)) = line
+    | Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _)
+    | Line::Rest(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _, _)) = line
     else {
         return Vec::new();
     };
@@ -210,7 +216,8 @@ fn flow_of(line: &mut Line) -> Option<&mut Flow> {
             | FlowEvent::Completed { flow }
             | FlowEvent::Failed { flow },
         )
-        | Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _) => {
+        | Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _)
+        | Line::Rest(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, _, _) => {
             Some(flow)
         }
         _ => None,
@@ -277,28 +284,69 @@ pub(crate) fn read_flow_sized(
         }
         Err(e) => Err(e),
     };
-    Ok(match parsed {
-        Ok(Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow })) => Some(*flow),
-        Ok(Line::Streamed(
-            FlowEvent::Completed { mut flow } | FlowEvent::Failed { mut flow },
-            sse,
-        )) => {
-            let mut events = Vec::with_capacity(sse.lines.len());
-            for &at in &sse.lines {
-                line_at(&mut file, at, &mut line).map_err(err)?;
-                if let Ok(Line::Event(FlowEvent::Sse { id, event })) =
-                    Line::parse(trim_ascii(&line))
-                {
-                    if id == flow.id {
-                        events.push(event);
+    let (mut flow, head, sse) = match parsed {
+        Ok(Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow })) => {
+            (flow, None, None)
+        }
+        Ok(Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, sse)) => {
+            (flow, None, Some(sse))
+        }
+        Ok(Line::Rest(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, head, sse)) => {
+            (flow, Some(head), sse)
+        }
+        _ => return Ok(None),
+    };
+    if let Some(head) = head {
+        // Its head from the lines that said it; a line not found there (damage) leaves the
+        // flow with what its final line says, as the journal's reader gives it.
+        // (A response head without its start is not taken, as the journal's reader does not.
+        // An offset that cannot be read, past the end or beyond what a seek takes, is damage
+        // too.)
+        let mut read_at = |at: u64| {
+            line_at(&mut file, at, &mut line)
+                .ok()
+                .and_then(|_| Line::parse(trim_ascii(&line)).ok())
+        };
+        let started = match read_at(head.request) {
+            Some(Line::Event(FlowEvent::RequestStarted { flow: start })) if start.id == flow.id => {
+                StartHead::taken(*start).put_into(&mut flow);
+                true
+            }
+            _ => false,
+        };
+        if let Some(at) = head.response.filter(|_| started) {
+            if let Some(Line::Event(FlowEvent::ResponseHead {
+                id,
+                status,
+                version,
+                headers,
+                ..
+            })) = read_at(at)
+            {
+                if let Some(resp) = flow.response.as_mut().filter(|_| id == flow.id) {
+                    ResponseHead {
+                        status,
+                        version,
+                        headers,
                     }
+                    .put_into(resp);
                 }
             }
-            restore_sse(&mut flow, events, &sse);
-            Some(*flow)
         }
-        _ => None,
-    })
+    }
+    if let Some(sse) = sse {
+        let mut events = Vec::with_capacity(sse.lines.len());
+        for &at in &sse.lines {
+            line_at(&mut file, at, &mut line).map_err(err)?;
+            if let Ok(Line::Event(FlowEvent::Sse { id, event })) = Line::parse(trim_ascii(&line)) {
+                if id == flow.id {
+                    events.push(event);
+                }
+            }
+        }
+        restore_sse(&mut flow, events, &sse);
+    }
+    Ok(Some(*flow))
 }
 
 /// Puts back into a streamed flow's final form the events its final line left out (read from
@@ -573,6 +621,7 @@ impl<R: BufRead> JournalReader<R> {
             line,
             Line::Event(FlowEvent::Completed { .. } | FlowEvent::Failed { .. })
                 | Line::Streamed(..)
+                | Line::Rest(..)
         );
         if !final_line {
             // A flow's head waits in flight: what it holds is put in now.
@@ -628,6 +677,8 @@ impl<R: BufRead> JournalReader<R> {
                     InFlight {
                         flow: *flow,
                         sse_dropped: 0,
+                        response_head: false,
+                        start_at: self.line_start,
                     },
                 );
                 self.max_in_flight = self.max_in_flight.max(self.in_flight.len());
@@ -642,6 +693,7 @@ impl<R: BufRead> JournalReader<R> {
             }) => {
                 match self.in_flight.get_mut(&id) {
                     Some(f) => {
+                        f.response_head = true;
                         f.flow.timings.response_head = Some(at);
                         let sse = f.flow.response.take().map(|r| r.sse).unwrap_or_default();
                         f.flow.response = Some(Response {
@@ -673,40 +725,16 @@ impl<R: BufRead> JournalReader<R> {
                 None
             }
             Line::Event(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }) => {
-                let id = flow.id;
-                if let Some(old) = self.in_flight.remove(&id) {
-                    self.starts.remove(&(old.flow.timings.started, id));
-                }
-                self.see_start(flow.timings.started);
-                Some(*flow)
+                Some(self.end_flow(flow, None, None))
             }
-            Line::Streamed(
-                FlowEvent::Completed { mut flow } | FlowEvent::Failed { mut flow },
-                sse,
-            ) => {
-                let id = flow.id;
-                let events = match self.in_flight.remove(&id) {
-                    Some(old) => {
-                        self.starts.remove(&(old.flow.timings.started, id));
-                        old.flow.response.map(|r| r.sse).unwrap_or_default()
-                    }
-                    None => Vec::new(),
-                };
-                if events.len() != sse.lines.len() {
-                    self.warn(format!(
-                        "flow {id}: {} of its {} server-sent events were found",
-                        events.len(),
-                        sse.lines.len()
-                    ));
-                }
-                self.see_start(flow.timings.started);
-                restore_sse(&mut flow, events, &sse);
-                Some(*flow)
+            Line::Streamed(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, sse) => {
+                Some(self.end_flow(flow, None, Some(sse)))
             }
-            Line::Streamed(..) => {
-                self.warn(
-                    "an event that is not a flow's end points at server-sent events: ignored",
-                );
+            Line::Rest(FlowEvent::Completed { flow } | FlowEvent::Failed { flow }, head, sse) => {
+                Some(self.end_flow(flow, Some(head), sse))
+            }
+            Line::Streamed(..) | Line::Rest(..) => {
+                self.warn("an event that is not a flow's end points at earlier lines: ignored");
                 None
             }
             Line::Event(FlowEvent::Body { .. }) => None,
@@ -716,6 +744,80 @@ impl<R: BufRead> JournalReader<R> {
                 None
             }
         }
+    }
+
+    /// A flow's final line read: the flow whole, with what the lines it points at said (its
+    /// head, `head`; its events, `sse`) taken from the flow in flight, which ends.
+    fn end_flow(
+        &mut self,
+        mut flow: Box<Flow>,
+        head: Option<HeadRef>,
+        sse: Option<SseRef>,
+    ) -> Flow {
+        let id = flow.id;
+        let old = self.in_flight.remove(&id);
+        if let Some(old) = &old {
+            self.starts.remove(&(old.flow.timings.started, id));
+        }
+        let (start, response_head) = match old {
+            Some(InFlight {
+                mut flow,
+                response_head,
+                start_at,
+                ..
+            }) => {
+                if head.is_some_and(|h| h.request != start_at) {
+                    // Damage, or lines moved: the start read is this flow's all the same.
+                    self.warn(format!(
+                        "flow {id}: its final line says its start is at byte {}, it is at byte {start_at}",
+                        head.map_or(0, |h| h.request)
+                    ));
+                }
+                let response = flow.response.take();
+                (Some(flow), response.map(|r| (r, response_head)))
+            }
+            None => (None, None),
+        };
+        let (events, response_head) = match response_head {
+            Some((r, seen)) => (
+                r.sse,
+                seen.then_some(ResponseHead {
+                    status: r.status,
+                    version: r.version,
+                    headers: r.headers,
+                }),
+            ),
+            None => (Vec::new(), None),
+        };
+        if let Some(head) = head {
+            match start {
+                Some(start) => StartHead::taken(start).put_into(&mut flow),
+                None => self.warn(format!(
+                    "flow {id}: its start (the line at byte {}) was not found: its request head is missing",
+                    head.request
+                )),
+            }
+            if let Some(at) = head.response {
+                match (response_head, flow.response.as_mut()) {
+                    (Some(h), Some(resp)) => h.put_into(resp),
+                    _ => self.warn(format!(
+                        "flow {id}: its response head (the line at byte {at}) was not found: its status and headers are missing"
+                    )),
+                }
+            }
+        }
+        if let Some(sse) = sse {
+            if events.len() != sse.lines.len() {
+                self.warn(format!(
+                    "flow {id}: {} of its {} server-sent events were found",
+                    events.len(),
+                    sse.lines.len()
+                ));
+            }
+            restore_sse(&mut flow, events, &sse);
+        }
+        self.see_start(flow.timings.started);
+        *flow
     }
 
     /// At end of input: flows still in flight, in start order, as pending.

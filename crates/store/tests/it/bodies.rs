@@ -307,10 +307,83 @@ fn the_journal_is_no_larger_than_the_har_for_binary_text_and_sse_with_keep_alive
         ),
         ("sse with keep-alives", sse_flow(1, 200)),
         ("short sse with keep-alives", sse_flow(1, 3)),
+        // Plain text, nothing to escape in a HAR: the journal's head lines said once only.
+        (
+            "plain-text download",
+            flow(1, "https://f/x.txt", "text/plain", vec![b'x'; 4 << 20]),
+        ),
+        (
+            "plain-text download, 20 KB",
+            flow(1, "https://f/x.txt", "text/plain", vec![b'x'; 20_000]),
+        ),
+        (
+            "plain-text answer, 2 KB",
+            flow(1, "https://f/x.txt", "text/plain", vec![b'x'; 2_000]),
+        ),
     ] {
         let (journal, har) = journal_and_har_bytes(f);
         println!("{what}: journal {journal} bytes, HAR {har} bytes");
         assert!(journal <= har, "{what}: journal {journal} > HAR {har}");
+    }
+}
+
+/// A stream whose events say `id` before `event` (Starlette's `sse-starlette`, the Python
+/// SDK's server, when events have ids), with LF or CRLF line ends.
+fn sse_id_first(id: u64, events: usize, crlf: bool) -> Flow {
+    let nl = if crlf { "\r\n" } else { "\n" };
+    let mut f = flow(
+        id,
+        "https://mcp.example/mcp",
+        "text/event-stream",
+        Vec::new(),
+    );
+    let mut body = String::new();
+    let mut sse = Vec::new();
+    for i in 0..events {
+        let data = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"seq":{i}}}}}"#
+        );
+        body.push_str(&format!(
+            "id: {i}{nl}event: message{nl}data: {data}{nl}{nl}"
+        ));
+        sse.push(SseEvent {
+            at: T0 + i as i64,
+            event: Some("message".into()),
+            id: Some(i.to_string()),
+            data,
+            ..Default::default()
+        });
+    }
+    let resp = f.response.as_mut().unwrap();
+    resp.body = CapturedBody::complete(body.into_bytes());
+    resp.sse = sse;
+    f
+}
+
+/// Its body is its events written back in their order: left out of the final line (not in the
+/// side file), back byte for byte, and the journal no larger than the HAR.
+#[test]
+fn a_stream_whose_events_say_their_id_first_is_rebuilt_from_them() {
+    for crlf in [false, true] {
+        let f = sse_id_first(1, 20, crlf);
+        let want = response_bytes(&f).to_vec();
+        let dir = tempdir();
+        let session = record(dir.path(), std::slice::from_ref(&f), true);
+        assert!(!session.join("bodies.bin").exists(), "crlf {crlf}");
+        let journal = std::fs::read_to_string(session.join("journal.jsonl")).unwrap();
+        let form = if crlf { "crlf-id" } else { "lf-id" };
+        assert!(
+            journal.contains(&format!(r#""body":"{form}"}}"#)),
+            "{journal}"
+        );
+        for source in [session.clone(), session.join("session.har")] {
+            let read = load(&source).unwrap();
+            let resp = read.flows[0].response.as_ref().unwrap();
+            assert_eq!(&resp.body.bytes[..], &want[..], "{}", source.display());
+            assert_eq!(resp.sse.len(), 20);
+        }
+        let (journal, har) = journal_and_har_bytes(f);
+        assert!(journal <= har, "crlf {crlf}: journal {journal} > HAR {har}");
     }
 }
 
