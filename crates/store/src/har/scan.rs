@@ -313,6 +313,219 @@ impl<R: BufRead> Cutter<R> {
     }
 }
 
+/// A string value left out of the text [`Cutter::cut_skipping`] cut (`""` in its place): where
+/// its content is in the input and what it decodes to.
+#[derive(Debug, Clone)]
+pub(crate) struct Skipped {
+    /// The index of its path in the caller's list.
+    pub path: usize,
+    /// Where its content (after the opening quote) starts, in bytes of input.
+    pub pos: u64,
+    /// How many bytes of input its content is.
+    pub raw_len: u64,
+    /// What it decodes to; `None` when it does not decode as the parser would read it.
+    pub measure: Option<crate::cut::Measure>,
+}
+
+/// One level of nesting while cutting with [`Cutter::cut_skipping`]: an object (with the key
+/// whose value comes, as a range of the text cut, and whether a key comes next), or an array.
+#[derive(Clone, Copy)]
+enum Level {
+    Object {
+        key: Option<(usize, usize)>,
+        want_key: bool,
+    },
+    Array,
+}
+
+impl<R: BufRead> Cutter<R> {
+    /// [`cut`](Self::cut) of an object, but a string value at one of `paths` (keys from the
+    /// object down) that reaches `min` bytes is not appended: it is left as `""`, measured as
+    /// it streams by ([`crate::cut::Unescape`]) and said in the list returned, so that the
+    /// caller can decode it from the input's source into a buffer of its size. The text
+    /// appended stays as small as the object without those strings.
+    pub(crate) fn cut_skipping(
+        &mut self,
+        out: &mut Vec<u8>,
+        paths: &[&[&str]],
+        min: usize,
+    ) -> Result<(Place, Vec<Skipped>), CutError> {
+        let first = self.peek_some("a value")?;
+        let at = self.place();
+        if first != b'{' {
+            self.cut(out)?;
+            return Ok((at, Vec::new()));
+        }
+        let mut stack: Vec<Level> = Vec::new();
+        let mut skipped = Vec::new();
+        loop {
+            let chunk = self.chunk()?;
+            if chunk.is_empty() {
+                return Err(self.syntax(if matches!(stack.last(), Some(Level::Array)) {
+                    "EOF while parsing a list"
+                } else {
+                    "EOF while parsing an object"
+                }));
+            }
+            let mut i = 0;
+            let mut string_at = None;
+            let mut done = None;
+            let mut bad = None;
+            while i < chunk.len() {
+                match chunk[i] {
+                    b'"' => {
+                        string_at = Some(i);
+                        break;
+                    }
+                    b'{' | b'[' if stack.len() >= MAX_DEPTH => {
+                        bad = Some((i, "recursion limit exceeded"));
+                        break;
+                    }
+                    b'{' => stack.push(Level::Object {
+                        key: None,
+                        want_key: true,
+                    }),
+                    b'[' => stack.push(Level::Array),
+                    b @ (b'}' | b']') => {
+                        let ok = matches!(
+                            (stack.pop(), b),
+                            (Some(Level::Object { .. }), b'}') | (Some(Level::Array), b']')
+                        );
+                        if !ok {
+                            bad = Some((i, "mismatched bracket"));
+                            break;
+                        }
+                        if stack.is_empty() {
+                            done = Some(i + 1);
+                            break;
+                        }
+                    }
+                    b',' => {
+                        if let Some(Level::Object { want_key, .. }) = stack.last_mut() {
+                            *want_key = true;
+                        }
+                    }
+                    b':' => {
+                        if let Some(Level::Object { want_key, .. }) = stack.last_mut() {
+                            *want_key = false;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            if let Some((i, msg)) = bad {
+                self.take(out, i);
+                return Err(self.syntax(msg));
+            }
+            if let Some(n) = done {
+                self.take(out, n);
+                return Ok((at, skipped));
+            }
+            let Some(i) = string_at else {
+                let n = chunk.len();
+                self.take(out, n);
+                continue;
+            };
+            self.take(out, i + 1);
+            let start = out.len();
+            if let Some(Level::Object {
+                key,
+                want_key: true,
+            }) = stack.last_mut()
+            {
+                self.cut_string_rest(out)?;
+                *key = Some((start, out.len() - 1));
+                continue;
+            }
+            let path = paths.iter().position(|p| {
+                stack.len() == p.len()
+                    && stack.iter().zip(p.iter()).all(|(l, want)| match l {
+                        Level::Object {
+                            key: Some((s, e)), ..
+                        } => out.get(*s..*e) == Some(want.as_bytes()),
+                        _ => false,
+                    })
+            });
+            match path {
+                Some(path) => {
+                    if let Some(s) = self.string_skipping(out, start, min)? {
+                        skipped.push(Skipped { path, ..s });
+                    }
+                }
+                None => self.cut_string_rest(out)?,
+            }
+        }
+    }
+
+    /// A string's bytes after its opening quote (at `start` in `out`), up to and with its
+    /// closing one; once `min` bytes long, its content is measured and dropped instead of
+    /// appended (`""` is left), and said.
+    fn string_skipping(
+        &mut self,
+        out: &mut Vec<u8>,
+        start: usize,
+        min: usize,
+    ) -> Result<Option<Skipped>, CutError> {
+        use crate::cut::{Measure, Unescape};
+        // Measuring once the string is known to be long: what it had so far, then the rest.
+        let mut skip: Option<(u64, Unescape, Measure)> = None;
+        let mut escaped = false;
+        loop {
+            let chunk = self.chunk()?;
+            if chunk.is_empty() {
+                return Err(self.syntax("EOF while parsing a string"));
+            }
+            let mut i = usize::from(escaped);
+            let (n, end) = loop {
+                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                    None => break (chunk.len(), false),
+                    Some(j) if chunk[i + j] == b'\\' => {
+                        i += j + 2;
+                        if i > chunk.len() {
+                            break (chunk.len(), false);
+                        }
+                    }
+                    Some(j) => break (i + j + 1, true),
+                }
+            };
+            escaped = !end && i > chunk.len();
+            let content = if end { n - 1 } else { n };
+            match skip.as_mut() {
+                Some((_, u, m)) => {
+                    u.feed(&chunk[..content], m);
+                    self.consume(n);
+                }
+                None if out.len() - start + content >= min => {
+                    let before = out.len() - start;
+                    let mut u = Unescape::default();
+                    let mut m = Measure::new();
+                    u.feed(&out[start..], &mut m);
+                    u.feed(&chunk[..content], &mut m);
+                    out.truncate(start);
+                    skip = Some((self.pos - before as u64, u, m));
+                    self.consume(n);
+                }
+                None => self.take(out, n),
+            }
+            if end {
+                if skip.is_some() {
+                    out.push(b'"');
+                }
+                return Ok(skip.map(|(pos, u, mut m)| {
+                    let ok = u.finish(&mut m);
+                    Skipped {
+                        path: 0,
+                        pos,
+                        raw_len: self.pos - 1 - pos,
+                        measure: ok.then_some(m),
+                    }
+                }));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
