@@ -142,7 +142,8 @@ fn at_path(text: &[u8], stack: &[Frame], path: &[&str]) -> bool {
 fn string_end(text: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        i += memchr::memchr2(b'"', b'\\', &text[i..])?;
+        // (`get`: a text cut short right after a backslash ends past its end.)
+        i += memchr::memchr2(b'"', b'\\', text.get(i..)?)?;
         if text[i] == b'\\' {
             i += 2;
             continue;
@@ -360,6 +361,33 @@ impl Unescape {
         }
         i
     }
+}
+
+/// The content of a JSON string `len` bytes long at byte `pos` of `file` (where it was cut as
+/// it streamed by), decoded into `sink`; false when it does not decode (the file changed).
+pub(crate) fn decode_at(
+    file: &mut std::fs::File,
+    pos: u64,
+    len: u64,
+    sink: &mut impl Sink,
+) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    file.seek(SeekFrom::Start(pos))?;
+    let mut u = Unescape::default();
+    let mut left = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match file.read(&mut chunk[..want]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        u.feed(&chunk[..n], sink);
+        left -= n as u64;
+    }
+    Ok(u.finish(sink))
 }
 
 /// What a string cut while it streamed by decodes to: its length, and whether it is base64
@@ -654,7 +682,9 @@ mod tests {
         let at = text.len() - 5;
         text[at] = 0xff;
         assert!(cut_strings(&text, PATHS).is_none());
-        // Never closed.
+        // Never closed, or cut short right after a backslash.
+        let open = format!(r#"{{"b":{{"text":"{}"#, big("abc"));
+        assert!(cut_strings(open.as_bytes(), PATHS).is_none());
         let open = format!(r#"{{"b":{{"text":"{}"#, big("abc"));
         assert!(cut_strings(open.as_bytes(), PATHS).is_none());
     }

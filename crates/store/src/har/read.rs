@@ -240,21 +240,7 @@ impl Source {
         sink: &mut impl crate::cut::Sink,
     ) -> std::io::Result<bool> {
         let file = self.at(pos)?;
-        let mut u = crate::cut::Unescape::default();
-        let mut left = len;
-        let mut chunk = vec![0u8; 64 * 1024];
-        while left > 0 {
-            let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = match file.read(&mut chunk[..want]) {
-                Ok(0) => return Ok(false),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            u.feed(&chunk[..n], sink);
-            left -= n as u64;
-        }
-        Ok(u.finish(sink))
+        crate::cut::decode_at(file, pos, len, sink)
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Cutter<R> {
     col: u64,
     /// Bytes consumed.
     pos: u64,
+    /// True when a raw newline ends the input (a journal line, [`Cutter::line`]).
+    line_mode: bool,
 }
 
 /// Where a value started, to place the errors of the parser that reads it.
@@ -55,6 +57,44 @@ impl<R: BufRead> Cutter<R> {
             line: 1,
             col: 0,
             pos: 0,
+            line_mode: false,
+        }
+    }
+
+    /// A cutter of one line (a journal's): a raw newline, anywhere (JSON has none inside a
+    /// string), is an error before it, left unread.
+    pub(crate) fn line(input: R) -> Self {
+        Cutter {
+            line_mode: true,
+            ..Cutter::new(input)
+        }
+    }
+
+    /// Bytes consumed.
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// In line mode, a newline in the first `n` bytes of the current chunk: those before it
+    /// are consumed (into `out`, when given) and the error says the line ended.
+    fn newline_in(&mut self, n: usize, out: Option<&mut Vec<u8>>) -> Result<(), CutError> {
+        if !self.line_mode {
+            return Ok(());
+        }
+        let at = match self.input.fill_buf() {
+            Ok(chunk) => memchr::memchr(b'\n', &chunk[..n]),
+            Err(_) => None,
+        };
+        match (at, out) {
+            (None, _) => Ok(()),
+            (Some(j), Some(out)) => {
+                self.take(out, j);
+                Err(self.syntax("EOF while parsing a line"))
+            }
+            (Some(j), None) => {
+                self.consume(j);
+                Err(self.syntax("EOF while parsing a line"))
+            }
         }
     }
 
@@ -214,6 +254,7 @@ impl<R: BufRead> Cutter<R> {
                 }
             };
             escaped = !end && i > chunk.len();
+            self.newline_in(n, Some(out))?;
             self.take(out, n);
             if end {
                 return Ok(());
@@ -358,6 +399,7 @@ impl<R: BufRead> Cutter<R> {
         }
         let mut stack: Vec<Level> = Vec::new();
         let mut skipped = Vec::new();
+        let line_mode = self.line_mode;
         loop {
             let chunk = self.chunk()?;
             if chunk.is_empty() {
@@ -375,6 +417,10 @@ impl<R: BufRead> Cutter<R> {
                 match chunk[i] {
                     b'"' => {
                         string_at = Some(i);
+                        break;
+                    }
+                    b'\n' if line_mode => {
+                        bad = Some((i, "EOF while parsing a line"));
                         break;
                     }
                     b'{' | b'[' if stack.len() >= MAX_DEPTH => {
@@ -491,6 +537,13 @@ impl<R: BufRead> Cutter<R> {
             };
             escaped = !end && i > chunk.len();
             let content = if end { n - 1 } else { n };
+            if skip.is_some() {
+                self.newline_in(n, None)?;
+            } else {
+                self.newline_in(n, Some(out))?;
+            }
+            // The chunk again (a filled buffer is not read again).
+            let chunk = self.input.fill_buf().map_err(CutError::Io)?;
             match skip.as_mut() {
                 Some((_, u, m)) => {
                     u.feed(&chunk[..content], m);
