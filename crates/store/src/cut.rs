@@ -12,6 +12,12 @@
 //! A string cut is checked when it is cut and decoded when the caller asks ([`Cut::decode`]):
 //! a reader can let go of the flow before (a flow waiting for its turn) and only then
 //! allocate the next one's bodies.
+//!
+//! Reading a file, the text of a large body is not even held: [`Unescape`] decodes a string's
+//! content fed in pieces cut anywhere, so a cutter can measure the string as it streams by
+//! ([`Measure`]: its decoded length, and whether it is base64) and the reader decode it from
+//! its place in the file afterwards ([`decode_at`]) into a buffer of that size, or, base64,
+//! into the bytes ([`B64Sink`]).
 
 /// Strings shorter than this are left to `serde_json`.
 pub(crate) const CUT_MIN: usize = 64 * 1024;
