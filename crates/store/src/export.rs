@@ -159,7 +159,7 @@ fn export_har(
         report.pending += u64::from(f.state == mcptap_flow::FlowState::Pending);
         Ok(())
     };
-    let har = read_har_placed(file, &mut |mut f, place| {
+    let har = read_har_placed(file, Some(path), &mut |mut f, place| {
         if failed.is_some() {
             return;
         }

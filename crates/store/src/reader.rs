@@ -80,6 +80,35 @@ pub struct JournalReader<R> {
     line_len: usize,
     /// Where the final line of the flow last returned starts (see [`JournalReader::placed`]).
     placed: Option<u64>,
+    /// Large bodies in the lines are cut as a line streams by and read back from the file
+    /// ([`read_journal`]).
+    inline: Option<Inline>,
+}
+
+/// A journal whose large inline bodies (v1 and v2 lines) are not held in the line's text: a
+/// body of [`CUT_MIN`](crate::cut::CUT_MIN) bytes or more is measured as the line streams by
+/// (`Cutter::cut_skipping`), `""` is left in its place, and once the rest of the line is
+/// parsed it is read from its place in the journal and decoded into a buffer of its size.
+/// Anything the streaming decode does not vouch for reads the line again whole, as before.
+#[derive(Debug, Default)]
+struct Inline {
+    /// The journal, opened when a body is read back.
+    file: Option<File>,
+    /// The bodies the line last read left out (their places are from the line's start).
+    skipped: Vec<crate::har::scan::Skipped>,
+    /// True when the line last read was not cut whole (it is read again).
+    damaged: bool,
+}
+
+impl Inline {
+    /// The journal at `path`.
+    fn file(&mut self, path: &Path) -> std::io::Result<&mut File> {
+        let file = match self.file.take() {
+            Some(f) => f,
+            None => File::open(path)?,
+        };
+        Ok(self.file.insert(file))
+    }
 }
 
 /// Reads bodies back from a session's [`BODIES_FILE`], opened at the first one.
@@ -241,7 +270,11 @@ pub fn read_journal(path: &Path) -> Result<JournalReader<BufReader<File>>, Store
         path: path.to_owned(),
         source,
     })?;
-    Ok(JournalReader::new(BufReader::with_capacity(256 * 1024, file)).with_path(path))
+    Ok(
+        JournalReader::new(BufReader::with_capacity(256 * 1024, file))
+            .with_path(path)
+            .with_inline_bodies(),
+    )
 }
 
 /// The flow whose `completed` or `failed` line starts at byte `offset` of the journal at
@@ -387,7 +420,15 @@ impl<R: BufRead> JournalReader<R> {
             line_start: 0,
             line_len: 0,
             placed: None,
+            inline: None,
         }
+    }
+
+    /// Cuts the large bodies out of a line as it is read and reads them back from the journal
+    /// at the reader's path (which the input reads from its start): see [`Inline`].
+    pub(crate) fn with_inline_bodies(mut self) -> Self {
+        self.inline = Some(Inline::default());
+        self
     }
 
     /// Names the journal in I/O errors, and finds the side file of its large bodies next to it.
@@ -503,6 +544,42 @@ impl<R: BufRead> JournalReader<R> {
         self.line_start = self.pos;
         let mut overlong = false;
         let mut any = false;
+        if let Some(inline) = self.inline.as_mut() {
+            inline.skipped.clear();
+            inline.damaged = false;
+            // A line that ends within `CUT_MIN` bytes has no body to cut: read as it is.
+            let long_object = loop {
+                match self.input.fill_buf() {
+                    Ok(c) => {
+                        let head = &c[..c.len().min(crate::cut::CUT_MIN)];
+                        break c.first() == Some(&b'{') && memchr::memchr(b'\n', head).is_none();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if long_object {
+                any = true;
+                let mut cut = crate::har::scan::Cutter::line(&mut self.input);
+                let r = cut.cut_skipping(&mut self.buf, BODY_TEXTS, crate::cut::CUT_MIN);
+                self.pos += cut.pos();
+                match r {
+                    Ok((_, skipped)) => inline.skipped = skipped,
+                    Err(crate::har::scan::CutError::Io(e)) => return Err(e),
+                    Err(crate::har::scan::CutError::Syntax { .. }) => inline.damaged = true,
+                }
+                if self.pos - self.line_start > self.max_line as u64 {
+                    overlong = true;
+                    self.buf.clear();
+                    inline.skipped.clear();
+                }
+                self.line_len = if overlong {
+                    0
+                } else {
+                    (self.pos - self.line_start) as usize
+                };
+            }
+        }
         loop {
             let chunk = match self.input.fill_buf() {
                 Ok(c) => c,
@@ -517,18 +594,21 @@ impl<R: BufRead> JournalReader<R> {
                 Some(i) => (&chunk[..i], Some(i + 1)),
                 None => (chunk, None),
             };
+            // The line's bytes so far (some may have been cut out of `buf`).
+            let raw = (self.pos - self.line_start) as usize;
             if !overlong {
-                if self.buf.len() + part.len() > self.max_line {
+                if raw + part.len() > self.max_line {
                     overlong = true;
                     self.buf.clear();
                 } else {
                     self.buf.extend_from_slice(part);
                 }
             }
+            let line_len = if overlong { 0 } else { raw + part.len() };
             let used = done.unwrap_or(chunk.len());
             self.input.consume(used);
             self.pos += used as u64;
-            self.line_len = self.buf.len();
+            self.line_len = line_len;
             if done.is_some() {
                 return Ok(Some((true, overlong)));
             }
@@ -599,11 +679,16 @@ impl<R: BufRead> JournalReader<R> {
             self.warn(format!("longer than {} bytes: skipped", self.max_line));
             return Ok(None);
         }
+        let streamed = self.parse_streamed()?;
         let text = trim_ascii(&self.buf);
         if text.is_empty() {
             return Ok(None);
         }
-        let (mut line, bodies, spans) = match parse_line_cut(text) {
+        let parsed = match streamed {
+            Some((line, bodies)) => Ok((line, bodies, Vec::new())),
+            None => parse_line_cut(text),
+        };
+        let (mut line, bodies, spans) = match parsed {
             Ok(parsed) => parsed,
             Err(e) if !newline => {
                 let n = self.line_len;
@@ -627,22 +712,99 @@ impl<R: BufRead> JournalReader<R> {
             // A flow's head waits in flight: what it holds is put in now.
             if let Some(flow) = flow_of(&mut line) {
                 put_back(flow, &spans, text);
+                self.put_back_skipped(flow);
             }
             return Ok(self.apply(line));
         }
         let Some(mut flow) = self.apply(line) else {
             return Ok(None);
         };
-        if let Some((slack, early)) = early.filter(|_| !spans.is_empty() || bodies.is_some()) {
+        let skipped = self.inline.as_ref().is_some_and(|i| !i.skipped.is_empty());
+        if let Some((slack, early)) =
+            early.filter(|_| !spans.is_empty() || skipped || bodies.is_some())
+        {
             early(self.bound(slack).min(flow.timings.started));
         }
         put_back(&mut flow, &spans, trim_ascii(&self.buf));
+        self.put_back_skipped(&mut flow);
         if let Some(bodies) = bodies {
             for problem in resolve_flow_bodies(&mut flow, &bodies, self.side.as_mut()) {
                 self.warn(problem);
             }
         }
         Ok(Some(flow))
+    }
+
+    /// The line last read parsed, when bodies were cut out of it as it streamed by
+    /// ([`Inline`]) and the rest parses with room for them; else `None`, and the line is in
+    /// `buf` whole (read again from the journal when something was cut out of it).
+    fn parse_streamed(&mut self) -> Result<Option<(Line, Option<BodiesRef>)>, StoreError> {
+        let Some(inline) = self.inline.as_mut() else {
+            return Ok(None);
+        };
+        if !inline.damaged && inline.skipped.is_empty() {
+            return Ok(None);
+        }
+        if !inline.damaged && inline.skipped.iter().all(|s| s.measure.is_some()) {
+            if let Ok((mut line, bodies)) = Line::parse_with_bodies(trim_ascii(&self.buf)) {
+                let room = flow_of(&mut line).is_some_and(|f| {
+                    f.response.is_some() || inline.skipped.iter().all(|s| s.path == 0)
+                });
+                if room {
+                    return Ok(Some((line, bodies)));
+                }
+            }
+        }
+        // Read again whole, as it was before bodies were cut out of lines.
+        inline.skipped.clear();
+        let err = |source| StoreError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let file = inline.file(&self.path).map_err(err)?;
+        {
+            use std::io::{Read as _, Seek as _, SeekFrom};
+            file.seek(SeekFrom::Start(self.line_start)).map_err(err)?;
+            self.buf.clear();
+            let len = self.line_len as u64;
+            file.take(len).read_to_end(&mut self.buf).map_err(err)?;
+            if self.buf.len() as u64 != len {
+                return Err(err(std::io::Error::other(
+                    "the journal changed while it was read",
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Puts into `flow` the bodies cut out of its line as it streamed by ([`Inline`]), each
+    /// read from its place in the journal into a buffer of its size.
+    fn put_back_skipped(&mut self, flow: &mut Flow) {
+        let Some(inline) = self.inline.as_mut() else {
+            return;
+        };
+        let mut problem = None;
+        for s in std::mem::take(&mut inline.skipped) {
+            let Some(m) = s.measure else { continue };
+            let mut bytes = Vec::with_capacity(m.len);
+            let read = inline.file(&self.path).and_then(|file| {
+                crate::cut::decode_at(file, self.line_start + s.pos, s.raw_len, &mut bytes)
+            });
+            match read {
+                Ok(true) if bytes.len() == m.len => {
+                    let body = match s.path {
+                        0 => &mut flow.request.body,
+                        _ => &mut flow.response.get_or_insert_with(Response::default).body,
+                    };
+                    body.bytes = bytes.into();
+                }
+                Ok(_) => problem = Some("the journal changed while it was read".to_owned()),
+                Err(e) => problem = Some(format!("cannot read a body back: {e}")),
+            }
+        }
+        if let Some(p) = problem {
+            self.warn(format!("flow {}: {p}", flow.id));
+        }
     }
 
     fn apply(&mut self, line: Line) -> Option<Flow> {
@@ -970,5 +1132,74 @@ mod tests {
             .to_string();
         assert_eq!(err, want);
         assert!(err.contains("invalid escape"), "{err}");
+    }
+
+    /// A journal whose large bodies are cut out of each line as it streams by and read back
+    /// from the file ([`Inline`]) gives what reading each line whole gives: the same flows and
+    /// the same warnings, on good lines, heads waiting in flight, damaged lines (a bad escape,
+    /// a raw newline, a torn last line inside a body), overlong lines and large strings that
+    /// are not bodies.
+    #[test]
+    fn bodies_read_back_from_the_journal_are_the_line_read_whole() {
+        let line = |event: &FlowEvent| {
+            let mut l = serde_json::to_vec(event).unwrap();
+            l.push(b'\n');
+            l
+        };
+        let completed = |f: Flow| FlowEvent::Completed { flow: Box::new(f) };
+        let mut journal = Vec::new();
+        journal.extend(line(&completed(large_flow(1))));
+        journal.extend(line(&FlowEvent::RequestStarted {
+            flow: Box::new(large_flow(2)),
+        }));
+        let mut no_response = large_flow(3);
+        no_response.response = None;
+        journal.extend(line(&FlowEvent::Failed {
+            flow: Box::new(no_response),
+        }));
+        let mut elsewhere = large_flow(4);
+        elsewhere.request.url = "x".repeat(200_000);
+        journal.extend(line(&completed(elsewhere)));
+        let bad = String::from_utf8(line(&completed(large_flow(5))))
+            .unwrap()
+            .replacen(r"\\ ", r"\q ", 1);
+        journal.extend(bad.as_bytes());
+        let mut raw_newline = line(&completed(large_flow(6)));
+        let at = raw_newline.len() / 2;
+        raw_newline.insert(at, b'\n');
+        journal.extend(&raw_newline);
+        journal.extend(b"\n   \n{\"type\":\"nonsense\"} trailing\n");
+        journal.extend(line(&completed(large_flow(7))));
+        journal.extend(line(&completed(large_flow(2))));
+        let torn = line(&completed(large_flow(8)));
+        let whole = |journal: &[u8], max: usize| {
+            let mut r = JournalReader::new(journal).with_max_line(max);
+            let flows: Vec<Flow> = r.by_ref().map(Result::unwrap).collect();
+            (flows, r.take_warnings())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        for torn_at in [
+            None,
+            Some(100),
+            Some(50_000),
+            Some(200_000),
+            Some(torn.len() - 1),
+        ] {
+            let mut j = journal.clone();
+            if let Some(at) = torn_at {
+                j.extend(&torn[..at]);
+            }
+            for max in [DEFAULT_MAX_LINE, 500_000] {
+                std::fs::write(&path, &j).unwrap();
+                let mut r = read_journal(&path).unwrap().with_max_line(max);
+                let flows: Vec<Flow> = r.by_ref().map(Result::unwrap).collect();
+                let got = (flows, r.take_warnings());
+                let want = whole(&j, max);
+                assert_eq!(got.1, want.1, "torn at {torn_at:?}, max {max}");
+                assert!(got.0 == want.0, "torn at {torn_at:?}, max {max}");
+                assert!(want.0.len() >= 4, "{}", want.0.len());
+            }
+        }
     }
 }

@@ -257,6 +257,7 @@ pub fn stream_early(path: &Path, each: &mut dyn FnMut(Streamed)) -> Result<Sessi
             let each = std::cell::RefCell::new(each);
             let har = read_har_early(
                 f,
+                Some(&file),
                 &mut |t| (each.borrow_mut())(Streamed::Early(t)),
                 &mut |f, _| {
                     raw_secrets |= f.raw_secrets;

@@ -30,7 +30,7 @@
 //!   their arrival times. `log._mcptap` holds the session metadata and any journal warnings.
 
 mod read;
-mod scan;
+pub(crate) mod scan;
 mod write;
 
 pub(crate) use read::{read_entry_at, read_har_early, read_har_placed, EntryPlace};

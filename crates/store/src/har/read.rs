@@ -56,7 +56,7 @@ pub fn read_har(r: impl Read) -> Result<HarImport, HarError> {
 /// each other member of `log`) without parsing it; `serde_json` parses the cut value from a
 /// slice, as journal lines are parsed.
 pub fn read_har_each(r: impl Read, each: &mut dyn FnMut(Flow)) -> Result<HarImport, HarError> {
-    read_har_placed(r, &mut |f, _| each(f))
+    read_har_placed(r, None, &mut |f, _| each(f))
 }
 
 /// Where an entry's bytes are in a HAR file that can be read again as it is (neither
@@ -71,20 +71,31 @@ pub(crate) struct EntryPlace {
     pub index: usize,
 }
 
-/// [`read_har_each`], each flow with its entry's place in the input when it has one.
+/// [`read_har_each`], each flow with its entry's place in the input when it has one. With
+/// `source`, the file `r` reads (from its start), a large body is read from its place in it
+/// once its entry is cut (see [`read_har_early`]).
 pub(crate) fn read_har_placed(
     r: impl Read,
+    source: Option<&std::path::Path>,
     each: &mut dyn FnMut(Flow, Option<EntryPlace>),
 ) -> Result<HarImport, HarError> {
-    read_har_early(r, &mut |_| {}, each)
+    read_har_early(r, source, &mut |_| {}, each)
 }
 
 /// [`read_har_placed`]; before the large bodies of an entry are read, `early` is told its
 /// start: no entry still to come, this one included, completes before it (in a file whose
 /// entries are in start order), so a consumer can first let go of the flows it holds that
 /// complete earlier.
+///
+/// With `source` (the file `r` reads from its start), a large body (a request's or a
+/// response's text of [`CUT_MIN`](crate::cut::CUT_MIN) bytes or more) of a plain file is not
+/// kept in the entry's text while the entry is cut: it is measured as it streams by, and once
+/// the rest of the entry is parsed, read again from its place in the file and decoded into a
+/// buffer of its size (base64 straight into the bytes), so that an entry's escaped text is
+/// never held whole next to its body.
 pub(crate) fn read_har_early(
     r: impl Read,
+    source: Option<&std::path::Path>,
     early: &mut dyn FnMut(Micros),
     each: &mut dyn FnMut(Flow, Option<EntryPlace>),
 ) -> Result<HarImport, HarError> {
@@ -110,6 +121,7 @@ pub(crate) fn read_har_early(
         early,
         buf: Vec::new(),
         shift,
+        source: source.map(Source::new),
     };
     let found = doc.document().map_err(|e| e.into_har())?;
     if !found.log {
@@ -185,6 +197,51 @@ struct Doc<'a, R> {
     /// How far the text's bytes are from the file's (a byte order mark skipped); `None`
     /// once they are not the file's bytes (compressed, or a sequence replaced).
     shift: std::rc::Rc<std::cell::Cell<Option<u64>>>,
+    /// The file read, to read large bodies again from their places ([`read_har_early`]).
+    source: Option<Source>,
+}
+
+/// Bodies decoded from base64 straight from the file ([`Doc::parse_entry`]): a request's and a
+/// response's (their texts in the entry are then `""`).
+type Decoded = [Option<Vec<u8>>; 2];
+
+/// The file a HAR document is read from, opened again to read a large body from its place.
+struct Source {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Source {
+    fn new(path: &std::path::Path) -> Self {
+        Source {
+            path: path.to_owned(),
+            file: None,
+        }
+    }
+
+    /// The file, from byte `pos` on.
+    fn at(&mut self, pos: u64) -> std::io::Result<&mut std::fs::File> {
+        use std::io::{Seek as _, SeekFrom};
+        let file = match self.file.take() {
+            Some(f) => f,
+            None => std::fs::File::open(&self.path)?,
+        };
+        let file = self.file.insert(file);
+        file.seek(SeekFrom::Start(pos))?;
+        Ok(file)
+    }
+
+    /// The content of the string at `pos` (`len` bytes), decoded into `sink`; false when it
+    /// did not decode (the file changed).
+    fn decode(
+        &mut self,
+        pos: u64,
+        len: u64,
+        sink: &mut impl crate::cut::Sink,
+    ) -> std::io::Result<bool> {
+        let file = self.at(pos)?;
+        crate::cut::decode_at(file, pos, len, sink)
+    }
 }
 
 impl<R: std::io::BufRead> Doc<'_, R> {
@@ -233,10 +290,32 @@ impl<R: std::io::BufRead> Doc<'_, R> {
     /// with where it was in the text and its length. When it has large bodies, `early` is
     /// told its start before they are read: no entry still to come, this one included,
     /// completes before it (a flow ends after it starts, and later entries start later).
-    fn parse_entry(&mut self) -> Result<(Value, (u64, u64)), DocError> {
+    fn parse_entry(&mut self) -> Result<(Value, Decoded, (u64, u64)), DocError> {
         self.buf.clear();
-        let at = self.cut.cut(&mut self.buf)?;
-        let len = self.buf.len() as u64;
+        let shift = self.shift.get();
+        let at = match (shift, self.source.is_some()) {
+            (Some(shift), true) => {
+                let (at, skipped) =
+                    self.cut
+                        .cut_skipping(&mut self.buf, &PATHS, crate::cut::CUT_MIN)?;
+                let len = self.cut.place().pos - at.pos;
+                if skipped.is_empty() {
+                    at
+                } else {
+                    if self.shift.get() == Some(shift) {
+                        if let Some(v) = self.decode_skipped(&skipped, shift)? {
+                            return Ok((v.0, v.1, (at.pos, len)));
+                        }
+                    }
+                    // Something the streaming decode does not vouch for: the entry again
+                    // from the file, whole, read as before (errors stay serde_json's).
+                    self.recut(at.pos + shift)?;
+                    at
+                }
+            }
+            _ => self.cut.cut(&mut self.buf)?,
+        };
+        let len = self.cut.place().pos - at.pos;
         let (mut v, spans) = parse_entry_cut(&self.buf).map_err(|e| Cutter::<R>::placed(at, &e))?;
         if !spans.is_empty() {
             let started = v.get("startedDateTime").and_then(Value::as_str);
@@ -246,7 +325,104 @@ impl<R: std::io::BufRead> Doc<'_, R> {
             put_back(&mut v, &spans, &self.buf);
         }
         // The buffer is kept for the next entry (see `parse_placed`).
-        Ok((v, (at.pos, len)))
+        Ok((v, [None, None], (at.pos, len)))
+    }
+
+    /// The entry cut in `buf` with the strings `skipped` left out, parsed, and each string
+    /// read from its place in the file (`shift` bytes from its place in the text) and put
+    /// back: base64 decoded into bytes when its `encoding` says so, else its text. `None` when
+    /// the rest does not parse or a string does not decode as the parser would read it (the
+    /// caller reads the entry whole).
+    fn decode_skipped(
+        &mut self,
+        skipped: &[super::scan::Skipped],
+        shift: u64,
+    ) -> Result<Option<(Value, Decoded)>, DocError> {
+        if skipped.iter().any(|s| s.measure.is_none()) {
+            return Ok(None);
+        }
+        let Ok(mut v) = serde_json::from_slice::<Value>(&self.buf) else {
+            return Ok(None);
+        };
+        if !skipped.iter().all(|s| text_slot(&mut v, s.path).is_some()) {
+            return Ok(None);
+        }
+        let started = v.get("startedDateTime").and_then(Value::as_str);
+        if let Some(t) = started.and_then(parse_iso) {
+            (self.early)(t);
+        }
+        let Some(source) = self.source.as_mut() else {
+            return Ok(None);
+        };
+        let changed = |source: &Source, e: Option<std::io::Error>| {
+            DocError::Har(HarError::at(
+                None,
+                "",
+                match e {
+                    Some(e) => format!("cannot read {}: {e}", source.path.display()),
+                    None => "the file changed while it was read".to_owned(),
+                },
+            ))
+        };
+        let mut decoded: Decoded = [None, None];
+        for s in skipped {
+            let Some(m) = s.measure else {
+                return Ok(None);
+            };
+            let pos = s.pos + shift;
+            let [a, b, _] = TEXTS[s.path];
+            let base64 = v
+                .get(a)
+                .and_then(|v| v.get(b))
+                .and_then(|v| v.get("encoding"))
+                .and_then(Value::as_str)
+                .is_some_and(|e| e.eq_ignore_ascii_case("base64"));
+            if let Some(n) = m.base64_len().filter(|_| base64) {
+                let mut sink = crate::cut::B64Sink::new(n);
+                let ok = source
+                    .decode(pos, s.raw_len, &mut sink)
+                    .map_err(|e| changed(source, Some(e)))?;
+                if !ok {
+                    return Err(changed(source, None));
+                }
+                if let Some(bytes) = sink.finish() {
+                    decoded[s.path.min(1)] = Some(bytes);
+                    continue;
+                }
+                // Not what `STANDARD` decodes: the text, read as before.
+            }
+            let mut text = Vec::with_capacity(m.len);
+            let ok = source
+                .decode(pos, s.raw_len, &mut text)
+                .map_err(|e| changed(source, Some(e)))?;
+            let text = match String::from_utf8(text) {
+                Ok(t) if ok && t.len() == m.len => t,
+                _ => return Err(changed(source, None)),
+            };
+            if let Some(slot) = text_slot(&mut v, s.path) {
+                *slot = Value::String(text);
+            }
+        }
+        Ok(Some((v, decoded)))
+    }
+
+    /// Cuts the entry at `pos` in the file again, whole, into `buf`, as [`Cutter::cut`] cut it
+    /// from the stream.
+    fn recut(&mut self, pos: u64) -> Result<(), DocError> {
+        self.buf.clear();
+        let Some(source) = self.source.as_mut() else {
+            return Err(HarError::at(None, "", "the file changed while it was read").into());
+        };
+        let file = source
+            .at(pos)
+            .map_err(|e| HarError::at(None, "", format!("cannot read: {e}")))?;
+        let text = LossyUtf8::new(
+            std::io::BufReader::with_capacity(64 * 1024, &mut *file),
+            Default::default(),
+        );
+        let mut again = Cutter::new(std::io::BufReader::with_capacity(64 * 1024, text));
+        again.cut(&mut self.buf)?;
+        Ok(())
     }
 
     /// An object's members, each key handed to `member`, which reads its value.
@@ -335,8 +511,10 @@ impl<R: std::io::BufRead> Doc<'_, R> {
         }
         let mut i = 0;
         loop {
-            let (mut e, (pos, len)) = self.parse_entry()?;
-            let flow = Entry::new(i, &mut self.out.warnings).flow(&mut e)?;
+            let (mut e, decoded, (pos, len)) = self.parse_entry()?;
+            let flow = Entry::new(i, &mut self.out.warnings)
+                .with_decoded(decoded)
+                .flow(&mut e)?;
             drop(e);
             let place = self.shift.get().map(|shift| EntryPlace {
                 offset: pos + shift,
@@ -368,54 +546,53 @@ pub(crate) fn read_entry_at(
         path: path.to_owned(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(read_err)?;
-    file.seek(SeekFrom::Start(place.offset)).map_err(read_err)?;
-    let len = usize::try_from(place.len).unwrap_or(usize::MAX);
-    // Read into a buffer of its size, not one grown step by step.
-    let mut bytes = Vec::with_capacity(len.min(crate::reader::DEFAULT_MAX_LINE));
-    file.take(place.len)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
     let har_err = |source| crate::StoreError::Har {
         path: path.to_owned(),
         source,
     };
-    if bytes.len() != len {
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    file.seek(SeekFrom::Start(place.offset)).map_err(read_err)?;
+    // Cut as it was the first time, its large bodies read from their places.
+    let mut doc = Doc {
+        cut: Cutter::new(std::io::BufReader::with_capacity(
+            64 * 1024,
+            file.take(place.len),
+        )),
+        out: HarImport::default(),
+        each: &mut |_, _| {},
+        early: &mut |_| {},
+        buf: Vec::new(),
+        shift: std::rc::Rc::new(std::cell::Cell::new(Some(place.offset))),
+        source: Some(Source::new(path)),
+    };
+    let (mut e, decoded, (_, len)) = doc.parse_entry().map_err(|e| {
+        let e = e.into_har();
+        har_err(HarError {
+            entry: Some(place.index),
+            field: String::new(),
+            reason: format!("the file changed while it was read: {}", e.reason),
+            source: e.source,
+        })
+    })?;
+    if len != place.len {
         return Err(har_err(HarError::at(
             Some(place.index),
             "",
             "the file changed while it was read",
         )));
     }
-    let mut e: Value = parse_entry_text(&bytes).map_err(|e| {
-        har_err(HarError {
-            entry: Some(place.index),
-            field: String::new(),
-            reason: format!("the file changed while it was read: {e}"),
-            source: Some(e),
-        })
-    })?;
-    drop(bytes);
+    drop(doc);
     // Its warnings were said when the entry was first read.
     Entry::new(place.index, &mut Vec::new())
+        .with_decoded(decoded)
         .flow(&mut e)
         .map_err(har_err)
-}
-
-/// An entry's text parsed, its large bodies ([`TEXTS`]) cut out first and put back after
-/// ([`crate::cut`]: each decoded once, into a buffer of its size, instead of through
-/// serde_json's growing scratch buffer and a copy).
-fn parse_entry_text(text: &[u8]) -> Result<Value, serde_json::Error> {
-    let (mut v, spans) = parse_entry_cut(text)?;
-    put_back(&mut v, &spans, text);
-    Ok(v)
 }
 
 /// [`parse_entry_text`] with the bodies it cut not put back yet ([`put_back`] puts them in:
 /// the spans are of `text`, and their places are in the entry).
 fn parse_entry_cut(text: &[u8]) -> Result<(Value, Vec<crate::cut::Span>), serde_json::Error> {
-    const PATHS: &[&[&str]] = &[&TEXTS[0], &TEXTS[1]];
-    if let Some(cut) = crate::cut::cut_strings(text, PATHS) {
+    if let Some(cut) = crate::cut::cut_strings(text, &PATHS) {
         if let Ok(mut v) = serde_json::from_slice::<Value>(&cut.text) {
             if cut
                 .spans
@@ -617,6 +794,9 @@ struct Entry<'a> {
     /// `request.postData.text` and `response.content.text`, moved out of the entry's tree
     /// (the bodies are the bulk of an entry: they are moved into the flow, not copied).
     texts: [Option<String>; 2],
+    /// The same bodies when they were decoded from base64 as they were read
+    /// ([`Doc::parse_entry`]).
+    decoded: Decoded,
 }
 
 type Obj = Map<String, Value>;
@@ -627,13 +807,23 @@ const TEXTS: [[&str; 3]; 2] = [
     ["response", "content", "text"],
 ];
 
+/// [`TEXTS`] as the cutters take them.
+const PATHS: [&[&str]; 2] = [&TEXTS[0], &TEXTS[1]];
+
 impl<'a> Entry<'a> {
     fn new(i: usize, warnings: &'a mut Vec<String>) -> Self {
         Entry {
             i,
             warnings,
             texts: [None, None],
+            decoded: [None, None],
         }
+    }
+
+    /// With bodies already decoded from base64 (their texts in the entry are `""`).
+    fn with_decoded(mut self, decoded: Decoded) -> Self {
+        self.decoded = decoded;
+        self
     }
 
     fn err(&self, field: &str, reason: impl Into<String>) -> HarError {
@@ -738,11 +928,16 @@ impl<'a> Entry<'a> {
 
     /// `text` (+ `encoding: base64`) as bytes; `None` when there is no text.
     fn body(&mut self, v: &Obj, path: &str) -> Result<Option<Vec<u8>>, HarError> {
-        let moved = match path {
-            "request.postData" => self.texts[0].take(),
-            "response.content" => self.texts[1].take(),
+        let slot = match path {
+            "request.postData" => Some(0),
+            "response.content" => Some(1),
             _ => None,
         };
+        if let Some(bytes) = slot.and_then(|i| self.decoded[i].take()) {
+            // Decoded because its `encoding` said base64 (`Doc::decode_skipped`).
+            return Ok(Some(bytes));
+        }
+        let moved = slot.and_then(|i| self.texts[i].take());
         let text = match moved {
             Some(t) => t,
             None => match self.str_opt(v, "text", &format!("{path}.text"))? {
@@ -752,7 +947,15 @@ impl<'a> Entry<'a> {
         };
         let enc = self.str_opt(v, "encoding", &format!("{path}.encoding"))?;
         if enc.is_some_and(|e| e.eq_ignore_ascii_case("base64")) {
-            let clean: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            // White space (line breaks) taken out, and only when there is some.
+            let clean = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+                let mut clean = text.into_bytes();
+                clean.retain(|b| !b.is_ascii_whitespace());
+                clean
+            } else {
+                text.into_bytes()
+            };
+            let clean = String::from_utf8(clean).unwrap_or_default();
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(clean.as_bytes())
                 .or_else(|_| {
@@ -1152,7 +1355,7 @@ mod cut_tests {
     fn placed_as_whole(text: &[u8], want: &[Flow], first: usize) {
         let mut got = Vec::new();
         let mut places = Vec::new();
-        read_har_placed(text, &mut |f, p| {
+        read_har_placed(text, None, &mut |f, p| {
             got.push(f);
             places.push(p.unwrap());
         })
@@ -1163,6 +1366,17 @@ mod cut_tests {
         for (place, f) in places.iter().zip(want).take(first) {
             assert_eq!(&read_entry_at(tmp.path(), *place).unwrap(), f);
         }
+        // Read from the file, large bodies decoded from their places as they stream by.
+        assert_eq!(from_file(tmp.path()).unwrap(), want);
+    }
+
+    /// `read_har_placed` of the file at `path` with the file as its source (large bodies
+    /// skipped as they stream by and read back from their places).
+    fn from_file(path: &std::path::Path) -> Result<Vec<Flow>, HarError> {
+        let mut got = Vec::new();
+        let file = std::fs::File::open(path).unwrap();
+        read_har_placed(file, Some(path), &mut |f, _| got.push(f))?;
+        Ok(got)
     }
 
     fn whole(bytes: &[u8]) -> Vec<Flow> {
@@ -1244,6 +1458,96 @@ mod cut_tests {
                 big.as_bytes()
             );
             placed_as_whole(&text, &want, 3);
+        }
+    }
+
+    /// Large bodies read from their places in the file (as they stream by) give what the
+    /// in-memory reader gives, for bodies of every kind and for files broken inside one: the
+    /// same flows, or the same error at the same place (never a panic).
+    #[test]
+    fn bodies_streamed_from_the_file_are_what_the_text_gives() {
+        use base64::Engine as _;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/chrome-devtools.har");
+        let base: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let n = crate::cut::CUT_MIN * 2;
+        let bin: Vec<u8> = (0..n as u32).map(|i| (i * 13 % 256) as u8).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bin);
+        let wrapped = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        let unit = "{\"a\":\"quote \\\" slash \\\\ é ☃ 😀 \\u0001\"}\n\t";
+        let text = unit.repeat(n / unit.len());
+        let json = |t: &str, enc: Option<&str>| {
+            let mut c = serde_json::json!({"size": t.len(), "mimeType": "x/y", "text": t});
+            if let Some(e) = enc {
+                c["encoding"] = e.into();
+            }
+            c
+        };
+        // (content, bytes to put in place of `@@`)
+        let cases: Vec<(Value, Option<&[u8]>)> = vec![
+            (json(&text, None), None),
+            (json(&b64, Some("base64")), None),
+            (json(&b64, Some("BASE64")), None),
+            (json(&wrapped, Some("base64")), None),
+            (json(b64.trim_end_matches('='), Some("base64")), None),
+            (json(&format!("{b64}="), Some("base64")), None),
+            (json(&format!("!{b64}"), Some("base64")), None),
+            (json(&b64, None), None),
+            (json(&b64, Some("gzip")), None),
+            (serde_json::json!({"text": b64, "encoding": 64}), None),
+            (json(&format!("{text}@@"), None), Some(br"\ud83d x")),
+            (json(&format!("{text}@@"), None), Some(br"\q")),
+            (json(&format!("{text}@@"), None), Some(b"\x01")),
+            (json(&format!("{text}@@"), None), Some(b"caf\xe9")),
+            (json(&format!("{b64}@@"), Some("base64")), Some(br"\/\/")),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (k, (content, patch)) in cases.into_iter().enumerate() {
+            let mut doc = base.clone();
+            let entries = doc["log"]["entries"].as_array_mut().unwrap();
+            entries[0]["response"]["content"] = content.clone();
+            entries[1]["request"]["postData"] = content;
+            for pretty in [false, true] {
+                let mut bytes = if pretty {
+                    serde_json::to_vec_pretty(&doc).unwrap()
+                } else {
+                    serde_json::to_vec(&doc).unwrap()
+                };
+                if let Some(patch) = patch {
+                    while let Some(at) = bytes.windows(2).position(|w| w == b"@@") {
+                        bytes.splice(at..at + 2, patch.iter().copied());
+                    }
+                }
+                let file = dir.path().join(format!("{k}-{pretty}.har"));
+                std::fs::write(&file, &bytes).unwrap();
+                let want = read_har_bytes(&bytes).map(|h| h.flows);
+                let got = from_file(&file);
+                match (&got, &want) {
+                    (Ok(g), Ok(w)) => assert!(g == w, "case {k}"),
+                    (Err(g), Err(w)) => assert_eq!(g.to_string(), w.to_string(), "case {k}"),
+                    _ => panic!("case {k}: {got:?} but {want:?}"),
+                }
+                // Cut short inside the first large body, and around it.
+                if k == 0 || k == 3 {
+                    let at = bytes
+                        .windows(8)
+                        .position(|w| w == b"\"text\": ")
+                        .unwrap_or(0);
+                    for cut in [at + 100, at + 70_000, at + 130_000, bytes.len() - 10] {
+                        let cut = cut.min(bytes.len() - 1);
+                        std::fs::write(&file, &bytes[..cut]).unwrap();
+                        let want = read_har_bytes(&bytes[..cut]).unwrap_err().to_string();
+                        let got = from_file(&file).unwrap_err().to_string();
+                        assert_eq!(got, want, "case {k} cut at {cut}");
+                        assert!(got.contains("line"), "{got}");
+                    }
+                }
+            }
         }
     }
 

@@ -37,6 +37,8 @@ pub(crate) struct Cutter<R> {
     col: u64,
     /// Bytes consumed.
     pos: u64,
+    /// True when a raw newline ends the input (a journal line, [`Cutter::line`]).
+    line_mode: bool,
 }
 
 /// Where a value started, to place the errors of the parser that reads it.
@@ -55,6 +57,44 @@ impl<R: BufRead> Cutter<R> {
             line: 1,
             col: 0,
             pos: 0,
+            line_mode: false,
+        }
+    }
+
+    /// A cutter of one line (a journal's): a raw newline, anywhere (JSON has none inside a
+    /// string), is an error before it, left unread.
+    pub(crate) fn line(input: R) -> Self {
+        Cutter {
+            line_mode: true,
+            ..Cutter::new(input)
+        }
+    }
+
+    /// Bytes consumed.
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// In line mode, a newline in the first `n` bytes of the current chunk: those before it
+    /// are consumed (into `out`, when given) and the error says the line ended.
+    fn newline_in(&mut self, n: usize, out: Option<&mut Vec<u8>>) -> Result<(), CutError> {
+        if !self.line_mode {
+            return Ok(());
+        }
+        let at = match self.input.fill_buf() {
+            Ok(chunk) => memchr::memchr(b'\n', &chunk[..n]),
+            Err(_) => None,
+        };
+        match (at, out) {
+            (None, _) => Ok(()),
+            (Some(j), Some(out)) => {
+                self.take(out, j);
+                Err(self.syntax("EOF while parsing a line"))
+            }
+            (Some(j), None) => {
+                self.consume(j);
+                Err(self.syntax("EOF while parsing a line"))
+            }
         }
     }
 
@@ -214,6 +254,7 @@ impl<R: BufRead> Cutter<R> {
                 }
             };
             escaped = !end && i > chunk.len();
+            self.newline_in(n, Some(out))?;
             self.take(out, n);
             if end {
                 return Ok(());
@@ -308,6 +349,231 @@ impl<R: BufRead> Cutter<R> {
                     let n = chunk.len();
                     self.take(out, n);
                 }
+            }
+        }
+    }
+}
+
+/// A string value left out of the text [`Cutter::cut_skipping`] cut (`""` in its place): where
+/// its content is in the input and what it decodes to.
+#[derive(Debug, Clone)]
+pub(crate) struct Skipped {
+    /// The index of its path in the caller's list.
+    pub path: usize,
+    /// Where its content (after the opening quote) starts, in bytes of input.
+    pub pos: u64,
+    /// How many bytes of input its content is.
+    pub raw_len: u64,
+    /// What it decodes to; `None` when it does not decode as the parser would read it.
+    pub measure: Option<crate::cut::Measure>,
+}
+
+/// One level of nesting while cutting with [`Cutter::cut_skipping`]: an object (with the key
+/// whose value comes, as a range of the text cut, and whether a key comes next), or an array.
+#[derive(Clone, Copy)]
+enum Level {
+    Object {
+        key: Option<(usize, usize)>,
+        want_key: bool,
+    },
+    Array,
+}
+
+impl<R: BufRead> Cutter<R> {
+    /// [`cut`](Self::cut) of an object, but a string value at one of `paths` (keys from the
+    /// object down) that reaches `min` bytes is not appended: it is left as `""`, measured as
+    /// it streams by ([`crate::cut::Unescape`]) and said in the list returned, so that the
+    /// caller can decode it from the input's source into a buffer of its size. The text
+    /// appended stays as small as the object without those strings.
+    pub(crate) fn cut_skipping(
+        &mut self,
+        out: &mut Vec<u8>,
+        paths: &[&[&str]],
+        min: usize,
+    ) -> Result<(Place, Vec<Skipped>), CutError> {
+        let first = self.peek_some("a value")?;
+        let at = self.place();
+        if first != b'{' {
+            self.cut(out)?;
+            return Ok((at, Vec::new()));
+        }
+        let mut stack: Vec<Level> = Vec::new();
+        let mut skipped = Vec::new();
+        let line_mode = self.line_mode;
+        loop {
+            let chunk = self.chunk()?;
+            if chunk.is_empty() {
+                return Err(self.syntax(if matches!(stack.last(), Some(Level::Array)) {
+                    "EOF while parsing a list"
+                } else {
+                    "EOF while parsing an object"
+                }));
+            }
+            let mut i = 0;
+            let mut string_at = None;
+            let mut done = None;
+            let mut bad = None;
+            while i < chunk.len() {
+                match chunk[i] {
+                    b'"' => {
+                        string_at = Some(i);
+                        break;
+                    }
+                    b'\n' if line_mode => {
+                        bad = Some((i, "EOF while parsing a line"));
+                        break;
+                    }
+                    b'{' | b'[' if stack.len() >= MAX_DEPTH => {
+                        bad = Some((i, "recursion limit exceeded"));
+                        break;
+                    }
+                    b'{' => stack.push(Level::Object {
+                        key: None,
+                        want_key: true,
+                    }),
+                    b'[' => stack.push(Level::Array),
+                    b @ (b'}' | b']') => {
+                        let ok = matches!(
+                            (stack.pop(), b),
+                            (Some(Level::Object { .. }), b'}') | (Some(Level::Array), b']')
+                        );
+                        if !ok {
+                            bad = Some((i, "mismatched bracket"));
+                            break;
+                        }
+                        if stack.is_empty() {
+                            done = Some(i + 1);
+                            break;
+                        }
+                    }
+                    b',' => {
+                        if let Some(Level::Object { want_key, .. }) = stack.last_mut() {
+                            *want_key = true;
+                        }
+                    }
+                    b':' => {
+                        if let Some(Level::Object { want_key, .. }) = stack.last_mut() {
+                            *want_key = false;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            if let Some((i, msg)) = bad {
+                self.take(out, i);
+                return Err(self.syntax(msg));
+            }
+            if let Some(n) = done {
+                self.take(out, n);
+                return Ok((at, skipped));
+            }
+            let Some(i) = string_at else {
+                let n = chunk.len();
+                self.take(out, n);
+                continue;
+            };
+            self.take(out, i + 1);
+            let start = out.len();
+            if let Some(Level::Object {
+                key,
+                want_key: true,
+            }) = stack.last_mut()
+            {
+                self.cut_string_rest(out)?;
+                *key = Some((start, out.len() - 1));
+                continue;
+            }
+            let path = paths.iter().position(|p| {
+                stack.len() == p.len()
+                    && stack.iter().zip(p.iter()).all(|(l, want)| match l {
+                        Level::Object {
+                            key: Some((s, e)), ..
+                        } => out.get(*s..*e) == Some(want.as_bytes()),
+                        _ => false,
+                    })
+            });
+            match path {
+                Some(path) => {
+                    if let Some(s) = self.string_skipping(out, start, min)? {
+                        skipped.push(Skipped { path, ..s });
+                    }
+                }
+                None => self.cut_string_rest(out)?,
+            }
+        }
+    }
+
+    /// A string's bytes after its opening quote (at `start` in `out`), up to and with its
+    /// closing one; once `min` bytes long, its content is measured and dropped instead of
+    /// appended (`""` is left), and said.
+    fn string_skipping(
+        &mut self,
+        out: &mut Vec<u8>,
+        start: usize,
+        min: usize,
+    ) -> Result<Option<Skipped>, CutError> {
+        use crate::cut::{Measure, Unescape};
+        // Measuring once the string is known to be long: what it had so far, then the rest.
+        let mut skip: Option<(u64, Unescape, Measure)> = None;
+        let mut escaped = false;
+        loop {
+            let chunk = self.chunk()?;
+            if chunk.is_empty() {
+                return Err(self.syntax("EOF while parsing a string"));
+            }
+            let mut i = usize::from(escaped);
+            let (n, end) = loop {
+                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                    None => break (chunk.len(), false),
+                    Some(j) if chunk[i + j] == b'\\' => {
+                        i += j + 2;
+                        if i > chunk.len() {
+                            break (chunk.len(), false);
+                        }
+                    }
+                    Some(j) => break (i + j + 1, true),
+                }
+            };
+            escaped = !end && i > chunk.len();
+            let content = if end { n - 1 } else { n };
+            if skip.is_some() {
+                self.newline_in(n, None)?;
+            } else {
+                self.newline_in(n, Some(out))?;
+            }
+            // The chunk again (a filled buffer is not read again).
+            let chunk = self.input.fill_buf().map_err(CutError::Io)?;
+            match skip.as_mut() {
+                Some((_, u, m)) => {
+                    u.feed(&chunk[..content], m);
+                    self.consume(n);
+                }
+                None if out.len() - start + content >= min => {
+                    let before = out.len() - start;
+                    let mut u = Unescape::default();
+                    let mut m = Measure::new();
+                    u.feed(&out[start..], &mut m);
+                    u.feed(&chunk[..content], &mut m);
+                    out.truncate(start);
+                    skip = Some((self.pos - before as u64, u, m));
+                    self.consume(n);
+                }
+                None => self.take(out, n),
+            }
+            if end {
+                if skip.is_some() {
+                    out.push(b'"');
+                }
+                return Ok(skip.map(|(pos, u, mut m)| {
+                    let ok = u.finish(&mut m);
+                    Skipped {
+                        path: 0,
+                        pos,
+                        raw_len: self.pos - 1 - pos,
+                        measure: ok.then_some(m),
+                    }
+                }));
             }
         }
     }

@@ -192,15 +192,47 @@ fn response_cookies(h: &Headers) -> Vec<Cookie<'_>> {
     out
 }
 
-/// `text` and, for bytes that are not UTF-8, `encoding: "base64"`.
-fn body_text(body: &CapturedBody) -> (Cow<'_, str>, Option<&'static str>) {
+/// `text` and, for bytes that are not UTF-8, `encoding: "base64"`; base64 of
+/// [`STREAM_B64_MIN`] bytes or more is `later` instead when given (the caller writes the
+/// text into the output itself).
+fn body_text_or<'a>(
+    body: &'a CapturedBody,
+    later: Option<&'static str>,
+) -> (Cow<'a, str>, Option<&'static str>) {
     match std::str::from_utf8(&body.bytes) {
         Ok(t) => (Cow::Borrowed(t), None),
-        Err(_) => (
-            Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&body.bytes)),
-            Some("base64"),
-        ),
+        Err(_) => match later.filter(|_| body.bytes.len() >= STREAM_B64_MIN) {
+            Some(placeholder) => (Cow::Borrowed(placeholder), Some("base64")),
+            None => (
+                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&body.bytes)),
+                Some("base64"),
+            ),
+        },
     }
+}
+
+/// Bodies this large that are written as base64 are encoded into the output piece by piece
+/// ([`write_entry`]), not into a string of their own first.
+const STREAM_B64_MIN: usize = 64 * 1024;
+
+/// What stands for a request's and a response's base64 text while the rest of an entry is
+/// written ([`write_entry`]); the text goes where it is, once, between its quotes.
+const LATER: [&str; 2] = [
+    "\u{0}mcptap: the request's base64 goes here\u{0}",
+    "\u{0}mcptap: the response's base64 goes here\u{0}",
+];
+
+/// Writes `bytes` as base64 (standard, padded), a piece at a time.
+fn write_base64(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    const IN: usize = 3 * 16 * 1024;
+    let mut buf = vec![0u8; IN / 3 * 4];
+    for piece in bytes.chunks(IN) {
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(piece, &mut buf)
+            .map_err(io::Error::other)?;
+        out.write_all(&buf[..n])?;
+    }
+    Ok(())
 }
 
 fn body_meta(b: &CapturedBody) -> BodyMeta {
@@ -325,7 +357,60 @@ fn timings(flow: &Flow) -> (f64, HarTimings) {
 }
 
 /// Writes one flow as a HAR entry (compact JSON, no newline).
+///
+/// A large body written as base64 is encoded into `out` piece by piece, not into a string
+/// first: the entry is written to a buffer with a placeholder for its text, and the text
+/// goes out in its place. This holds only while the rest of the entry is small (its other
+/// body is small, or base64 too); otherwise, or should the placeholder be in the entry
+/// elsewhere, the entry is written whole as before.
 pub fn write_entry(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
+    let bodies = [
+        Some(&flow.request.body),
+        flow.response.as_ref().map(|r| &r.body),
+    ];
+    let large_b64 = |b: Option<&CapturedBody>| {
+        b.is_some_and(|b| b.bytes.len() >= STREAM_B64_MIN && std::str::from_utf8(&b.bytes).is_err())
+    };
+    let small = |b: Option<&CapturedBody>| b.is_none_or(|b| b.bytes.len() < STREAM_B64_MIN);
+    let later = [large_b64(bodies[0]), large_b64(bodies[1])];
+    if later.iter().any(|l| *l) && bodies.iter().zip(later).all(|(b, l)| l || small(*b)) {
+        let mut text = Vec::new();
+        write_entry_with(&mut text, flow, later)?;
+        let mut places = Vec::new();
+        for (i, l) in later.iter().enumerate() {
+            if !l {
+                continue;
+            }
+            let quoted = serde_json::to_vec(LATER[i]).map_err(io::Error::other)?;
+            let mut found = memchr::memmem::find_iter(&text, &quoted);
+            match (found.next(), found.next()) {
+                (Some(at), None) => places.push((at, quoted.len(), i)),
+                _ => places.clear(),
+            }
+            if places.is_empty() {
+                break;
+            }
+        }
+        if places.len() == later.iter().filter(|l| **l).count() {
+            places.sort_unstable();
+            let mut from = 0;
+            for (at, len, i) in places {
+                out.write_all(&text[from..at])?;
+                out.write_all(b"\"")?;
+                if let Some(b) = bodies[i] {
+                    write_base64(out, &b.bytes)?;
+                }
+                out.write_all(b"\"")?;
+                from = at + len;
+            }
+            return out.write_all(&text[from..]);
+        }
+    }
+    write_entry_with(out, flow, [false, false])
+}
+
+/// [`write_entry`], with the base64 text of the bodies `later` says left as [`LATER`].
+fn write_entry_with(out: &mut impl Write, flow: &Flow, later: [bool; 2]) -> io::Result<()> {
     let req = &flow.request;
     let har_url: Cow<'_, str> = if req.url.contains("://") {
         Cow::Borrowed(&req.url)
@@ -335,7 +420,7 @@ pub fn write_entry(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
     };
     let has_body = !req.body.bytes.is_empty() || req.body.total_len > 0;
     let mime = req.headers.get("content-type").unwrap_or("");
-    let (text, encoding) = body_text(&req.body);
+    let (text, encoding) = body_text_or(&req.body, later[0].then_some(LATER[0]));
     // HAR's `postData` holds text only. Bytes that are not UTF-8 go where HTTP Toolkit puts
     // them (`_content`, base64, flagged by `_requestBodyStatus`), which it reads back and which
     // keeps the file valid HAR 1.2 for strict readers.
@@ -383,7 +468,7 @@ pub fn write_entry(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
             } else {
                 resp.body.total_len.max(resp.body.bytes.len() as u64)
             };
-            let (text, encoding) = body_text(&resp.body);
+            let (text, encoding) = body_text_or(&resp.body, later[1].then_some(LATER[1]));
             HarResponse {
                 status: resp.status,
                 status_text: reason(resp.status),
@@ -467,4 +552,58 @@ pub fn write_entry(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
     };
     serde_json::to_writer(out, &entry)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcptap_flow::{Request, Response};
+
+    /// A large body written as base64 piece by piece gives the bytes the whole entry written
+    /// at once gives: a request's, a response's, both, next to a small or a large text, and
+    /// with the placeholder's text in a header (then written whole).
+    #[test]
+    fn base64_written_in_pieces_is_the_entry_written_whole() {
+        let bin = |n: usize| {
+            (0..n as u32)
+                .map(|i| (i * 7 % 256) as u8)
+                .collect::<Vec<u8>>()
+        };
+        let text = |n: usize| "text \" é ".repeat(n / 10).into_bytes();
+        let flow = |req: Vec<u8>, resp: Option<Vec<u8>>, header: &str| Flow {
+            request: Request {
+                method: "POST".into(),
+                url: "https://h.example/x".into(),
+                headers: [("x-h", header)].into_iter().collect(),
+                body: CapturedBody::complete(req),
+                ..Request::default()
+            },
+            response: resp.map(|b| Response {
+                status: 200,
+                body: CapturedBody::complete(b),
+                ..Response::default()
+            }),
+            ..Flow::default()
+        };
+        let big = STREAM_B64_MIN + 1;
+        let flows = [
+            flow(text(10), Some(bin(big)), ""),
+            flow(bin(big * 3 + 2), Some(text(10)), ""),
+            flow(bin(big), Some(bin(3 * 16 * 1024 * 2 + 1)), ""),
+            flow(bin(big), None, ""),
+            flow(text(big * 2), Some(bin(big)), ""),
+            flow(bin(10), Some(bin(big)), ""),
+            flow(text(10), Some(bin(big)), LATER[1]),
+            flow(text(10), Some(bin(STREAM_B64_MIN - 1)), ""),
+        ];
+        for (k, f) in flows.iter().enumerate() {
+            let mut got = Vec::new();
+            write_entry(&mut got, f).unwrap();
+            let mut want = Vec::new();
+            write_entry_with(&mut want, f, [false, false]).unwrap();
+            assert!(got == want, "flow {k}");
+            let v: Value = serde_json::from_slice(&got).unwrap();
+            assert!(v["response"]["content"]["text"].is_string() || f.response.is_none());
+        }
+    }
 }
