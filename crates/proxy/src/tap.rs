@@ -458,7 +458,7 @@ struct Capture {
     limit: usize,
     truncated: bool,
     next_progress: u64,
-    sse: Option<(SseParser, Vec<mcptap_flow::SseEvent>)>,
+    sse: Option<Box<SseKeep>>,
     /// Bytes of SSE events kept in the flow so far.
     sse_kept: usize,
     /// SSE events reported but not kept in the flow (see [`STREAM_KEEP_EVENTS`]).
@@ -503,18 +503,36 @@ impl Capture {
         } else {
             self.buf.extend_from_slice(take);
         }
-        if let Some((parser, events)) = self.sse.as_mut() {
+        if let Some(sse) = self.sse.as_mut() {
             let limit = self.limit;
             let kept = &mut self.sse_kept;
             let elided = &mut self.sse_elided;
+            // This chunk's events are in the body capture when all of it went there, after
+            // every byte before it.
+            let whole = sse.whole && self.spool.is_none() && take.len() == data.len();
+            sse.whole = whole;
+            if sse.first_chunk.is_none() && !data.is_empty() {
+                sse.first_chunk = Some(data.len());
+            }
+            let SseKeep {
+                parser,
+                events,
+                in_body,
+                ..
+            } = &mut **sse;
             parser.feed(data, now_micros(), |ev| {
                 // Events kept in the flow are bounded like the body, and in number (see
                 // STREAM_KEEP_EVENTS); every event is still reported live.
                 let size = ev.data.len() + 64;
-                let keep = events.len() < STREAM_KEEP_EVENTS || is_rpc_response(&ev.data);
+                let count = in_body.len() + events.len();
+                let keep = count < STREAM_KEEP_EVENTS || is_rpc_response(&ev.data);
                 if keep && *kept + size <= limit {
                     *kept += size;
-                    events.push(ev.clone());
+                    if whole && *elided == 0 && events.is_empty() {
+                        in_body.push(ev.at);
+                    } else {
+                        events.push(ev.clone());
+                    }
                 } else {
                     *elided += 1;
                 }
@@ -539,6 +557,12 @@ impl Capture {
     fn start_spool(&mut self, id: FlowId, events: &EventSender) {
         let res = crate::spool::Spool::new(events.spool_dir(), events.spool_file())
             .and_then(|mut s| s.push(&self.buf).map(|()| s));
+        if res.is_ok() {
+            // The events parsed again from the capture, before it leaves memory.
+            if let Some(sse) = self.sse.as_mut() {
+                sse.parse_kept(&self.buf);
+            }
+        }
         match res {
             Ok(s) => {
                 self.spool = Some(s);
@@ -569,6 +593,14 @@ impl Capture {
                 None
             }
         });
+        let events = self
+            .sse
+            .take()
+            .map(|mut sse| {
+                sse.parse_kept(&self.buf);
+                sse.events
+            })
+            .unwrap_or_default();
         let body = CapturedBody {
             bytes: crate::capture_pool::freeze(std::mem::take(&mut self.buf)),
             total_len: self.total,
@@ -576,9 +608,65 @@ impl Capture {
             state,
             encoding: None,
         };
-        let events = self.sse.take().map(|(_, e)| e).unwrap_or_default();
         let elided = std::mem::take(&mut self.sse_elided);
         (body, Kept { events, elided }, spooled)
+    }
+}
+
+/// The events of an event stream as they are kept for its flow. The first ones, while the body
+/// capture holds every byte of the stream, are kept as their arrival times only and parsed again
+/// from the capture when the flow ends (or before the capture moves to a spool): an event's
+/// bytes are not held twice, once in the body and once parsed (30 events of ~100 bytes: ~6 KB
+/// of heap per open stream). The parser takes bytes in any split, so the events are the same;
+/// the first chunk is fed on its own again, as the byte-order mark is looked for in it alone.
+#[derive(Debug)]
+struct SseKeep {
+    parser: SseParser,
+    /// Events kept parsed: those after the capture stopped holding every byte.
+    events: Vec<mcptap_flow::SseEvent>,
+    /// When each of the first events arrived, whose bytes are in the capture.
+    in_body: Vec<mcptap_flow::Micros>,
+    /// The length of the first chunk that was not empty.
+    first_chunk: Option<usize>,
+    /// The capture holds every byte of the stream so far.
+    whole: bool,
+    max_line: usize,
+}
+
+impl SseKeep {
+    fn new(max_line: usize) -> SseKeep {
+        SseKeep {
+            parser: SseParser::new(max_line),
+            events: Vec::new(),
+            in_body: Vec::new(),
+            first_chunk: None,
+            whole: true,
+            max_line,
+        }
+    }
+
+    /// Turns the events kept as times into events, parsed from `body` (the capture, which holds
+    /// their bytes): they go before the events kept parsed. None are kept as times afterwards.
+    fn parse_kept(&mut self, body: &[u8]) {
+        self.whole = false;
+        if self.in_body.is_empty() {
+            return;
+        }
+        let times = std::mem::take(&mut self.in_body);
+        let mut parsed = Vec::with_capacity(times.len() + self.events.len());
+        let mut parser = SseParser::new(self.max_line);
+        let first = self.first_chunk.unwrap_or(0).min(body.len());
+        let mut at = times.iter();
+        for part in [&body[..first], &body[first..]] {
+            parser.feed(part, 0, |mut ev| {
+                if let Some(&t) = at.next() {
+                    ev.at = t;
+                    parsed.push(ev);
+                }
+            });
+        }
+        parsed.append(&mut self.events);
+        self.events = parsed;
     }
 }
 
@@ -665,7 +753,7 @@ impl<B: Body> Tap<B> {
                     next_progress: PROGRESS_EVERY,
                     sse_kept: 0,
                     sse_elided: 0,
-                    sse: sse.then(|| (SseParser::new(limit.max(64 * 1024)), Vec::new())),
+                    sse: sse.then(|| Box::new(SseKeep::new(limit.max(64 * 1024)))),
                 },
             )),
             dir,
@@ -1193,6 +1281,71 @@ mod tests {
         assert_eq!(flows[0].state, FlowState::Completed);
     }
 
+    /// Runs `chunks` through a response tap of an event stream with body limit `limit`: the
+    /// events reported live, and the finished flow.
+    async fn stream_through(chunks: Chunks, limit: usize) -> (Vec<mcptap_flow::SseEvent>, Flow) {
+        let (tx, mut rx) = channel(4096);
+        let rec = recorder_on(tx, 11);
+        empty_body(&rec, Direction::Request).await;
+        let tap = Tap::new(body(chunks, false), rec, Direction::Response, limit, true);
+        assert!(tap.collect().await.is_ok());
+        let (mut live, mut flows) = (Vec::new(), Vec::new());
+        while let Some(ev) = rx.try_recv() {
+            match ev {
+                FlowEvent::Sse { event, .. } => live.push(event),
+                FlowEvent::Completed { flow } | FlowEvent::Failed { flow } => flows.push(*flow),
+                _ => {}
+            }
+        }
+        assert_eq!(flows.len(), 1);
+        (live, flows.pop().unwrap())
+    }
+
+    /// The events a stream keeps are parsed again from its body capture when it ends, with the
+    /// times they arrived: the same events as reported live, whatever the chunks' split (an
+    /// empty chunk, a byte-order mark split off with the first bytes, CR LF across chunks, an
+    /// event across three).
+    #[tokio::test]
+    async fn events_kept_from_the_body_are_the_events_reported_live() {
+        let chunks: Chunks = vec![
+            data(b""),
+            data(b"\xEF\xBB"),
+            data(b"\xBFid: 1\r"),
+            data(b"\ndata: {\"a\":1}\r\n\r\n: note\n\nevent: x\ndata: one"),
+            data(b"\ndata: two\n"),
+            data(b"\nretry: 5\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"),
+        ];
+        let (live, flow) = stream_through(chunks, 4 << 20).await;
+        assert_eq!(live.len(), 4, "{live:?}");
+        // The first chunk alone cannot show its byte-order mark: the first field is not `id`.
+        assert_eq!(live[0].id, None);
+        assert_eq!(live[1].data, "one\ntwo");
+        assert_eq!(live[2].retry, Some(5));
+        let resp = flow.response.unwrap();
+        assert_eq!(resp.sse, live);
+        assert!(!resp.body.truncated);
+    }
+
+    /// Once the capture stops holding every byte (a comment past the body limit), the events
+    /// before are parsed again from it and those after were kept parsed: in order, all as
+    /// reported live.
+    #[tokio::test]
+    async fn events_past_a_truncated_capture_are_kept_parsed() {
+        let comment = format!(": {}\n", "x".repeat(190));
+        let chunks: Chunks = vec![
+            data(b"data: a\n\n"),
+            Ok(Frame::data(Bytes::from(comment))),
+            data(b"data: b\n\n"),
+            data(b"id: 3\ndata: c\n\n"),
+        ];
+        let (live, flow) = stream_through(chunks, 200).await;
+        assert_eq!(live.len(), 3);
+        let resp = flow.response.unwrap();
+        assert_eq!((resp.body.bytes.len(), resp.body.truncated), (200, true));
+        assert_eq!(resp.sse, live, "a from the capture, b and c kept parsed");
+        assert_eq!(resp.sse_elided, 0);
+    }
+
     #[tokio::test]
     async fn a_long_stream_keeps_its_first_events_and_its_answer_and_reports_every_event() {
         let (tx, mut rx) = channel(4096);
@@ -1214,10 +1367,13 @@ mod tests {
         let limit = 4 << 20;
         let tap = Tap::new(body(chunks, false), rec, Direction::Response, limit, true);
         let all = tap.collect().await.unwrap().to_bytes();
-        let (mut live, mut flows) = (0, Vec::new());
+        let (mut live, mut flows, mut live_events) = (0, Vec::new(), Vec::new());
         while let Some(ev) = rx.try_recv() {
             match ev {
-                FlowEvent::Sse { .. } => live += 1,
+                FlowEvent::Sse { event, .. } => {
+                    live += 1;
+                    live_events.push(event);
+                }
                 FlowEvent::Completed { flow } | FlowEvent::Failed { flow } => flows.push(*flow),
                 _ => {}
             }
@@ -1229,6 +1385,10 @@ mod tests {
         // The flow kept the first STREAM_KEEP_EVENTS and the answer, and counted the rest.
         assert_eq!(resp.sse.len(), STREAM_KEEP_EVENTS + 1);
         assert!(resp.sse.last().unwrap().data.contains("\"result\""));
+        assert_eq!(
+            resp.sse[..STREAM_KEEP_EVENTS],
+            live_events[..STREAM_KEEP_EVENTS]
+        );
         assert_eq!(resp.sse_elided, 40);
         // The body capture stopped with the window: bounded, marked truncated.
         assert!(resp.body.truncated);
