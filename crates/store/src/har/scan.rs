@@ -240,20 +240,8 @@ impl<R: BufRead> Cutter<R> {
             if chunk.is_empty() {
                 return Err(self.syntax("EOF while parsing a string"));
             }
-            let mut i = usize::from(escaped);
-            let (n, end) = loop {
-                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
-                    None => break (chunk.len(), false),
-                    Some(j) if chunk[i + j] == b'\\' => {
-                        i += j + 2;
-                        if i > chunk.len() {
-                            break (chunk.len(), false);
-                        }
-                    }
-                    Some(j) => break (i + j + 1, true),
-                }
-            };
-            escaped = !end && i > chunk.len();
+            let (n, end, next_escaped) = string_span(chunk, escaped);
+            escaped = next_escaped;
             self.newline_in(n, Some(out))?;
             self.take(out, n);
             if end {
@@ -522,20 +510,8 @@ impl<R: BufRead> Cutter<R> {
             if chunk.is_empty() {
                 return Err(self.syntax("EOF while parsing a string"));
             }
-            let mut i = usize::from(escaped);
-            let (n, end) = loop {
-                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
-                    None => break (chunk.len(), false),
-                    Some(j) if chunk[i + j] == b'\\' => {
-                        i += j + 2;
-                        if i > chunk.len() {
-                            break (chunk.len(), false);
-                        }
-                    }
-                    Some(j) => break (i + j + 1, true),
-                }
-            };
-            escaped = !end && i > chunk.len();
+            let (n, end, next_escaped) = string_span(chunk, escaped);
+            escaped = next_escaped;
             let content = if end { n - 1 } else { n };
             if skip.is_some() {
                 self.newline_in(n, None)?;
@@ -577,6 +553,26 @@ impl<R: BufRead> Cutter<R> {
             }
         }
     }
+}
+
+/// How far a string's content runs in `chunk` (`escaped`: the chunk before ended inside an
+/// escape, so its first byte is escaped): the bytes to take, whether they end with the closing
+/// quote, and whether the next chunk starts inside an escape.
+fn string_span(chunk: &[u8], escaped: bool) -> (usize, bool, bool) {
+    let mut i = usize::from(escaped);
+    let (n, end) = loop {
+        match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+            None => break (chunk.len(), false),
+            Some(j) if chunk[i + j] == b'\\' => {
+                i += j + 2;
+                if i > chunk.len() {
+                    break (chunk.len(), false);
+                }
+            }
+            Some(j) => break (i + j + 1, true),
+        }
+    };
+    (n, end, !end && i > chunk.len())
 }
 
 #[cfg(test)]
