@@ -291,6 +291,56 @@ pub(crate) fn read_flow_sized(
     offset: u64,
     len: usize,
 ) -> Result<Option<Flow>, StoreError> {
+    if len >= crate::cut::CUT_MIN {
+        if let Some(flow) = read_flow_streamed(path, offset, len)? {
+            return Ok(Some(flow));
+        }
+    }
+    read_flow_whole(path, offset, len)
+}
+
+/// A long final line (v1 and v2 journals carry large bodies in it) read as [`read_journal`]
+/// reads it: its large bodies cut out as it streams by and read back from their places
+/// ([`Inline`]), so the line is never held whole beside its bodies. `None` for anything else —
+/// a line that points at its head's lines (v4, which the whole read looks up), a line that is
+/// not a final one, one the reader warns about — which [`read_flow_whole`] then reads as before.
+fn read_flow_streamed(path: &Path, offset: u64, len: usize) -> Result<Option<Flow>, StoreError> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let err = |source| StoreError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(err)?;
+    file.seek(SeekFrom::Start(offset)).map_err(err)?;
+    // The line and its newline, no further.
+    let mut input = BufReader::new(file.take(len as u64 + 1));
+    let head = input.fill_buf().map_err(err)?;
+    if [
+        &br#"{"type":"completed","head":"#[..],
+        br#"{"type":"failed","head":"#,
+    ]
+    .iter()
+    .any(|p| head.starts_with(p))
+    {
+        return Ok(None);
+    }
+    let mut reader = JournalReader::new(input)
+        .with_path(path)
+        .with_inline_bodies()
+        .starting_at(offset);
+    let flow = match reader.next() {
+        Some(Ok(flow)) => flow,
+        Some(Err(e)) => return Err(e),
+        None => return Ok(None),
+    };
+    if !reader.warnings().is_empty() || reader.placed() != Some(offset) {
+        return Ok(None);
+    }
+    Ok(Some(flow))
+}
+
+/// [`read_flow_sized`] with the line read whole.
+fn read_flow_whole(path: &Path, offset: u64, len: usize) -> Result<Option<Flow>, StoreError> {
     use std::io::{Seek as _, SeekFrom};
     let err = |source| StoreError::Read {
         path: path.to_owned(),
@@ -428,6 +478,13 @@ impl<R: BufRead> JournalReader<R> {
     /// at the reader's path (which the input reads from its start): see [`Inline`].
     pub(crate) fn with_inline_bodies(mut self) -> Self {
         self.inline = Some(Inline::default());
+        self
+    }
+
+    /// Reads input that starts at byte `offset` of the journal (one line read back), so that
+    /// places in it are the journal's.
+    fn starting_at(mut self, offset: u64) -> Self {
+        self.pos = offset;
         self
     }
 
@@ -1132,6 +1189,84 @@ mod tests {
             .to_string();
         assert_eq!(err, want);
         assert!(err.contains("invalid escape"), "{err}");
+    }
+
+    /// A large flow waiting its turn (`export`) is read back from a v1/v2 line with its bodies
+    /// cut out as the line streams by, and gives what reading the line whole gives; a line that
+    /// points at its head (v4), a damaged one and a line that is not a final one are left to
+    /// the whole read.
+    #[test]
+    fn a_long_line_read_back_streams_its_bodies_and_gives_what_the_whole_read_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut journal = Vec::new();
+        let mut places = Vec::new();
+        for id in 1..=3 {
+            let at = journal.len() as u64;
+            serde_json::to_writer(
+                &mut journal,
+                &FlowEvent::Completed {
+                    flow: Box::new(large_flow(id)),
+                },
+            )
+            .unwrap();
+            places.push((at, journal.len() as u64 - at));
+            journal.push(b'\n');
+        }
+        // A damaged line: a bad escape deep in a large body.
+        let damaged_at = journal.len() as u64;
+        let bad = String::from_utf8(
+            serde_json::to_vec(&FlowEvent::Completed {
+                flow: Box::new(large_flow(4)),
+            })
+            .unwrap(),
+        )
+        .unwrap()
+        .replacen(r"\\ ", r"\q ", 1);
+        journal.extend_from_slice(bad.as_bytes());
+        journal.push(b'\n');
+        // A long start line, and a v4 line pointing at it.
+        let start_at = journal.len() as u64;
+        serde_json::to_writer(
+            &mut journal,
+            &FlowEvent::RequestStarted {
+                flow: Box::new(large_flow(5)),
+            },
+        )
+        .unwrap();
+        let start_len = journal.len() as u64 - start_at;
+        journal.push(b'\n');
+        let head_at = journal.len() as u64;
+        journal
+            .extend_from_slice(format!(r#"{{"type":"completed","head":[{start_at}],"#).as_bytes());
+        journal.extend_from_slice(&[b' '; crate::cut::CUT_MIN]);
+        journal.extend_from_slice(b"}\n");
+        std::fs::write(&path, &journal).unwrap();
+
+        for (id, (at, len)) in (1..).zip(places) {
+            let streamed = read_flow_streamed(&path, at, len as usize).unwrap();
+            assert_eq!(streamed, Some(large_flow(id)), "flow {id}");
+            let whole = read_flow_whole(&path, at, len as usize).unwrap();
+            assert_eq!(whole, Some(large_flow(id)));
+            assert_eq!(
+                read_flow_sized(&path, at, len as usize).unwrap(),
+                Some(large_flow(id))
+            );
+        }
+        // Left to the whole read, which says what it always said.
+        let len = bad.len();
+        assert_eq!(read_flow_streamed(&path, damaged_at, len).unwrap(), None);
+        let sized = read_flow_sized(&path, damaged_at, len).map_err(|e| e.to_string());
+        let whole = read_flow_whole(&path, damaged_at, len).map_err(|e| e.to_string());
+        assert_eq!(sized, whole);
+        assert_eq!(
+            read_flow_streamed(&path, start_at, start_len as usize).unwrap(),
+            None
+        );
+        assert_eq!(
+            read_flow_streamed(&path, head_at, crate::cut::CUT_MIN + 40).unwrap(),
+            None
+        );
     }
 
     /// A journal whose large bodies are cut out of each line as it streams by and read back
