@@ -278,67 +278,7 @@ impl<R: BufRead> Cutter<R> {
 
     /// An object or an array, brackets matched (their contents are left to the parser).
     fn cut_nested(&mut self, out: &mut Vec<u8>) -> Result<(), CutError> {
-        let mut open: Vec<u8> = Vec::new();
-        loop {
-            let chunk = self.chunk()?;
-            if chunk.is_empty() {
-                return Err(self.syntax(if open.last() == Some(&b'[') {
-                    "EOF while parsing a list"
-                } else {
-                    "EOF while parsing an object"
-                }));
-            }
-            let mut i = 0;
-            let mut string_at = None;
-            let mut done = None;
-            let mut bad = None;
-            while i < chunk.len() {
-                match chunk[i] {
-                    b'"' => {
-                        string_at = Some(i);
-                        break;
-                    }
-                    b @ (b'{' | b'[') => {
-                        if open.len() >= MAX_DEPTH {
-                            bad = Some((i, "recursion limit exceeded"));
-                            break;
-                        }
-                        open.push(b);
-                    }
-                    b @ (b'}' | b']') => {
-                        let want = if b == b'}' { b'{' } else { b'[' };
-                        if open.pop() != Some(want) {
-                            bad = Some((i, "mismatched bracket"));
-                            break;
-                        }
-                        if open.is_empty() {
-                            done = Some(i + 1);
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-            if let Some((i, msg)) = bad {
-                self.take(out, i);
-                return Err(self.syntax(msg));
-            }
-            if let Some(n) = done {
-                self.take(out, n);
-                return Ok(());
-            }
-            match string_at {
-                Some(i) => {
-                    self.take(out, i + 1);
-                    self.cut_string_rest(out)?;
-                }
-                None => {
-                    let n = chunk.len();
-                    self.take(out, n);
-                }
-            }
-        }
+        self.nested_skipping(out, &[], usize::MAX).map(drop)
     }
 }
 
@@ -385,6 +325,18 @@ impl<R: BufRead> Cutter<R> {
             self.cut(out)?;
             return Ok((at, Vec::new()));
         }
+        Ok((at, self.nested_skipping(out, paths, min)?))
+    }
+
+    /// An object or an array, brackets matched, whose string values at `paths` that reach
+    /// `min` bytes are measured and left out ([`cut_skipping`](Self::cut_skipping)); with no
+    /// paths, the whole value ([`cut`](Self::cut)).
+    fn nested_skipping(
+        &mut self,
+        out: &mut Vec<u8>,
+        paths: &[&[&str]],
+        min: usize,
+    ) -> Result<Vec<Skipped>, CutError> {
         let mut stack: Vec<Level> = Vec::new();
         let mut skipped = Vec::new();
         let line_mode = self.line_mode;
@@ -454,7 +406,7 @@ impl<R: BufRead> Cutter<R> {
             }
             if let Some(n) = done {
                 self.take(out, n);
-                return Ok((at, skipped));
+                return Ok(skipped);
             }
             let Some(i) = string_at else {
                 let n = chunk.len();
