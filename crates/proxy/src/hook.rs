@@ -96,7 +96,7 @@ impl<H: Hook> Hook for Option<H> {
 
     async fn request(&self, ex: &mut Exchange<'_>, parts: &mut request::Parts) {
         if let Some(h) = self {
-            h.request(ex, parts).await;
+            Box::pin(h.request(ex, parts)).await;
         }
     }
 
@@ -107,7 +107,7 @@ impl<H: Hook> Hook for Option<H> {
         body: Outgoing,
     ) -> Result<Outgoing, FlowError> {
         match self {
-            Some(h) => h.request_body(ex, parts, body).await,
+            Some(h) => Box::pin(h.request_body(ex, parts, body)).await,
             None => Ok(body),
         }
     }
@@ -119,7 +119,7 @@ impl<H: Hook> Hook for Option<H> {
         body: Incoming,
     ) -> Reply {
         match self {
-            Some(h) => h.response(ex, parts, body).await,
+            Some(h) => Box::pin(h.response(ex, parts, body)).await,
             None => Reply::Pass(parts, body),
         }
     }

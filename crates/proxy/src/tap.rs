@@ -450,8 +450,9 @@ fn classify_end(flow: &mut Flow, stopping: bool) -> FlowState {
 #[derive(Debug)]
 struct Capture {
     buf: Vec<u8>,
-    /// Where the body goes once it is large ([`crate::spool`]).
-    spool: Option<crate::spool::Spool>,
+    /// Where the body goes once it is large ([`crate::spool`]). Boxed: its cipher's key
+    /// schedule is ~0.5 KB, which every tap (and every exchange future moving one) would carry.
+    spool: Option<Box<crate::spool::Spool>>,
     /// The consumer takes spooled bodies, and spooling has not failed.
     may_spool: bool,
     total: u64,
@@ -565,7 +566,7 @@ impl Capture {
         }
         match res {
             Ok(s) => {
-                self.spool = Some(s);
+                self.spool = Some(Box::new(s));
                 // Back to the pool (or freed): the bytes are in the spool.
                 drop(crate::capture_pool::freeze(std::mem::take(&mut self.buf)));
             }

@@ -94,6 +94,18 @@ impl TunnelUpstream {
                 },
             }
         }
+        // Boxed: connecting (TCP, TLS and HTTP handshakes) is rare on a tunnel and its state
+        // is ~3 KB, which every request's exchange future would otherwise carry.
+        Box::pin(self.open(connector, req)).await
+    }
+
+    /// Opens the tunnel's own connection to its origin and sends `req` on it.
+    async fn open(
+        &self,
+        connector: &Connector,
+        req: Request<UpBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let origin = &self.origin;
         let uri = origin.uri(http::uri::PathAndQuery::from_static("/"))?;
         let io = connector.clone().connect(uri).await?;
         let info = io.inner().info().clone();

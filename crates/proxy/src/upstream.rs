@@ -545,9 +545,8 @@ pub(crate) fn tls_info(
 pub(crate) async fn head_within<B>(
     limit: Duration,
     rec: &Recorder,
-    send: impl Future<Output = Result<http::Response<B>, BoxError>>,
+    mut send: std::pin::Pin<&mut impl Future<Output = Result<http::Response<B>, BoxError>>>,
 ) -> Result<http::Response<B>, FlowError> {
-    let mut send = std::pin::pin!(send);
     let mut deadline = tokio::time::Instant::now() + limit;
     let mut uploaded = 0;
     let resp = loop {
