@@ -7,8 +7,10 @@
 # it with the benchmark harness (small and echo requests, an SSE stream, a 10 MB download, new
 # connections; `scripts/bench.sh` sets the harness up under target/bench-harness), stops it
 # with Ctrl-C, and writes the two lists. Symbol names carry the crates' hashes, which follow
-# the toolchain and Cargo.lock: rerun after upgrading either (the list says which rustc made
-# it; `cargo test` checks how much of it the binary still has).
+# the toolchain and Cargo.lock, and a generic function's name follows the types it is made
+# for: rerun after upgrading either, and after changes to the engine's code (functions the list
+# no longer names go after it: in session 10 a stale list cost 1 MB of idle RSS). The list says
+# which rustc made it; `cargo test` checks that the binary follows it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 H=$ROOT/target/bench-harness
