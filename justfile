@@ -27,7 +27,8 @@ bench *ARGS:
     scripts/bench.sh {{ARGS}}
 
 # Regenerates crates/cli/link-order.txt, the functions the linker places first (valgrind; the
-# benchmark harness built by `just bench` once). Rerun after a toolchain or Cargo.lock upgrade.
+# benchmark harness built by `just bench` once). Rerun after a toolchain or Cargo.lock upgrade
+# and after changes to the engine (`just bench` warns when the list has gone stale).
 link-order:
     scripts/link-order.sh
 
