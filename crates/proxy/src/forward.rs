@@ -322,6 +322,7 @@ async fn splice_upgrade(
     rec.with(|f| f.tunnel = Some(stats));
     rec.response_part_done();
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

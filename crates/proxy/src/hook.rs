@@ -89,6 +89,8 @@ pub(crate) trait Hook: Send + Sync + 'static {
     }
 }
 
+/// An absent hook costs nothing; a present one's futures are boxed, so that the exchange future
+/// (boxed whole for every request) does not carry the largest hook's state inline.
 impl<H: Hook> Hook for Option<H> {
     fn admit(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
         self.as_ref()?.admit(req)
