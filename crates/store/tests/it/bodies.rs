@@ -237,12 +237,6 @@ fn a_crash_leaves_a_readable_session_and_a_missing_side_body_is_a_warning() {
 /// An SSE stream whose server sends keep-alive comments between events: its body is not the
 /// events written back.
 fn sse_flow(id: u64, events: usize) -> Flow {
-    let mut f = flow(
-        id,
-        "https://mcp.example/mcp",
-        "text/event-stream",
-        Vec::new(),
-    );
     let mut body = String::new();
     let mut sse = Vec::new();
     for i in 0..events {
@@ -258,6 +252,17 @@ fn sse_flow(id: u64, events: usize) -> Flow {
             ..Default::default()
         });
     }
+    stream(id, body, sse)
+}
+
+/// An event stream whose body is `body` and whose events are `sse`.
+fn stream(id: u64, body: String, sse: Vec<SseEvent>) -> Flow {
+    let mut f = flow(
+        id,
+        "https://mcp.example/mcp",
+        "text/event-stream",
+        Vec::new(),
+    );
     let resp = f.response.as_mut().unwrap();
     resp.body = CapturedBody::complete(body.into_bytes());
     resp.sse = sse;
@@ -331,12 +336,6 @@ fn the_journal_is_no_larger_than_the_har_for_binary_text_and_sse_with_keep_alive
 /// SDK's server, when events have ids), with LF or CRLF line ends.
 fn sse_id_first(id: u64, events: usize, crlf: bool) -> Flow {
     let nl = if crlf { "\r\n" } else { "\n" };
-    let mut f = flow(
-        id,
-        "https://mcp.example/mcp",
-        "text/event-stream",
-        Vec::new(),
-    );
     let mut body = String::new();
     let mut sse = Vec::new();
     for i in 0..events {
@@ -354,10 +353,7 @@ fn sse_id_first(id: u64, events: usize, crlf: bool) -> Flow {
             ..Default::default()
         });
     }
-    let resp = f.response.as_mut().unwrap();
-    resp.body = CapturedBody::complete(body.into_bytes());
-    resp.sse = sse;
-    f
+    stream(id, body, sse)
 }
 
 /// Its body is its events written back in their order: left out of the final line (not in the
